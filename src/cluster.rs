@@ -1,0 +1,208 @@
+//! A cluster's record on the workstation: `$KCTL_HOME/clusters/NAME/`, with
+//! `cluster.json` (what `up` made, so `down` can unmake it), the cluster's
+//! SSH key pair and known_hosts, and the provider's own files.
+
+use crate::ssh::{SshAuth, SshTarget};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CLUSTER: &str = "default";
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ClusterError {
+    #[error("invalid cluster name {0:?}")]
+    #[diagnostic(help("use 1 to 20 lower-case letters, digits and '-', starting with a letter"))]
+    BadName(String),
+    #[error("cluster {name:?} does not exist (no {path})")]
+    #[diagnostic(help("`kctl up --cluster {name}` creates it"))]
+    Missing { name: String, path: String },
+    #[error("cluster record {path} is unreadable: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn validate_name(name: &str) -> Result<(), ClusterError> {
+    let ok = (1..=20).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ClusterError::BadName(name.to_string()))
+    }
+}
+
+/// `$KCTL_HOME`, else `~/.kctl`.
+pub fn kctl_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("KCTL_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".kctl")
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterDir {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl ClusterDir {
+    pub fn new(name: &str) -> Result<ClusterDir, ClusterError> {
+        validate_name(name)?;
+        Ok(ClusterDir {
+            name: name.to_string(),
+            dir: kctl_home().join("clusters").join(name),
+        })
+    }
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("cluster.json")
+    }
+    pub fn identity(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+    pub fn minion_dir(&self, minion: &str) -> PathBuf {
+        self.dir.join("minions").join(minion)
+    }
+    pub fn etcd_dir(&self) -> PathBuf {
+        self.dir.join("etcd")
+    }
+    pub fn auth(&self) -> SshAuth {
+        SshAuth {
+            identity: self.identity(),
+            known_hosts: self.known_hosts(),
+        }
+    }
+    pub fn exists(&self) -> bool {
+        self.config_file().exists()
+    }
+
+    pub fn load(&self) -> Result<ClusterConfig, ClusterError> {
+        let path = self.config_file();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ClusterError::Missing {
+                    name: self.name.clone(),
+                    path: path.display().to_string(),
+                }
+            } else {
+                io_error(&path, e)
+            }
+        })?;
+        serde_json::from_str(&text).map_err(|e| ClusterError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the record atomically (temp file and rename), so a crash
+    /// never leaves half a record for `down` to trip over.
+    pub fn save(&self, config: &ClusterConfig) -> Result<(), ClusterError> {
+        let path = self.config_file();
+        let tmp = self.dir.join(".cluster.json.tmp");
+        let text = serde_json::to_string_pretty(config).unwrap_or_default();
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
+        std::fs::write(&tmp, text + "\n").map_err(|e| io_error(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))
+    }
+}
+
+pub fn io_error(path: &Path, source: std::io::Error) -> ClusterError {
+    ClusterError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MinionConfig {
+    pub id: String,
+    /// The minion's address on the node network; SSH goes here.
+    pub host_ip: Ipv4Addr,
+    pub ssh_port: u16,
+    pub ssh_user: String,
+    pub pod_cidr: String,
+}
+
+impl MinionConfig {
+    pub fn ssh_target(&self) -> SshTarget {
+        SshTarget {
+            name: self.id.clone(),
+            host: self.host_ip.to_string(),
+            port: self.ssh_port,
+            user: self.ssh_user.clone(),
+        }
+    }
+}
+
+/// What the local provider allocated on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalNetwork {
+    /// Picks the cluster's /16 (`10.<100+slot>.0.0/16`) and its link names.
+    pub slot: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfig {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub etcd_endpoints: Vec<String>,
+    pub minions: Vec<MinionConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalNetwork>,
+    /// Minions cannot reach a registry: `docker run --pull never`, so a
+    /// missing image fails at once with a clear message.
+    #[serde(default)]
+    pub offline_images: bool,
+}
+
+impl ClusterConfig {
+    pub fn minion(&self, id: &str) -> Option<&MinionConfig> {
+        self.minions.iter().find(|m| m.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names() {
+        for ok in ["default", "t1", "a-b-c", "x2345678901234567890"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Abc",
+            "a_b",
+            "a-",
+            "x23456789012345678901",
+            "a/b",
+            "..",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+use super::docker::*;
+use super::*;
+use crate::exec::{Output, RecordingExec};
+use crate::model::{Container, EnvVar, Labels, Pod, PodSpec, Port, Protocol, RestartPolicy};
+
+fn pod(id: &str, image: &str) -> PodRecord {
+    PodRecord {
+        pod: Pod {
+            id: id.into(),
+            labels: Labels::from([("name".to_string(), "web".to_string())]),
+            spec: PodSpec {
+                containers: vec![Container {
+                    name: "web".into(),
+                    image: image.into(),
+                    command: vec!["serve".into(), "--port=8080".into()],
+                    working_dir: Some("/srv".into()),
+                    ports: vec![Port {
+                        name: None,
+                        container_port: 8080,
+                        host_port: Some(80),
+                        protocol: Protocol::Tcp,
+                    }],
+                    env: vec![EnvVar {
+                        name: "GREETING".into(),
+                        value: "hello; rm -rf /".into(),
+                    }],
+                    cpu: Some(500),
+                    memory: Some(64 << 20),
+                    liveness_probe: None,
+                }],
+                restart_policy: RestartPolicy::OnFailure,
+            },
+        },
+        host: "minion-1".into(),
+        owner: None,
+    }
+}
+
+fn ctx() -> RunContext {
+    RunContext {
+        cluster: "c1".into(),
+        offline_images: true,
+    }
+}
+
+fn observed(p: &PodRecord, container: &str, running: bool) -> Observed {
+    Observed {
+        id: format!("{}-{container}", p.pod.id),
+        pod: p.pod.id.clone(),
+        container: container.into(),
+        spec_hash: p.spec_hash(),
+        running,
+        finished: !running,
+        exit_code: if running { 0 } else { 1 },
+        restart_count: 0,
+        ip: (container == INFRA_CONTAINER).then(|| "10.101.1.2".parse().unwrap()),
+    }
+}
+
+#[test]
+fn run_argvs_are_one_element_per_argument() {
+    let p = pod("web-1", "x; touch /tmp/owned");
+    let argvs = run_argvs(&p, &ctx());
+    assert_eq!(argvs.len(), 2);
+    let infra = &argvs[0];
+    assert_eq!(
+        &infra[..5],
+        ["docker", "run", "--detach", "--name", "web-1_POD"]
+    );
+    assert!(infra.windows(2).any(|w| w == ["--publish", "80:8080/tcp"]));
+    assert!(infra.windows(2).any(|w| w == ["--pull", "never"]));
+    assert_eq!(infra.last().unwrap(), PAUSE_IMAGE);
+    let app = &argvs[1];
+    assert!(app
+        .windows(2)
+        .any(|w| w == ["--network", "container:web-1_POD"]));
+    assert!(app
+        .windows(2)
+        .any(|w| w == ["--env", "GREETING=hello; rm -rf /"]));
+    assert!(app.windows(2).any(|w| w == ["--restart", "on-failure"]));
+    assert!(app.windows(2).any(|w| w == ["--workdir", "/srv"]));
+    assert!(app.windows(2).any(|w| w == ["--memory", "67108864"]));
+    assert!(app.windows(2).any(|w| w == ["--cpu-shares", "512"]));
+    assert!(app
+        .windows(2)
+        .any(|w| w == ["--label", "io.kctl.pod=web-1"]));
+    assert!(app
+        .windows(2)
+        .any(|w| w == ["--label", "io.kctl.cluster=c1"]));
+    // The image is one argv element after `--`, the command follows it.
+    let dashdash = app.iter().position(|a| a == "--").unwrap();
+    assert_eq!(
+        &app[dashdash + 1..],
+        ["x; touch /tmp/owned", "serve", "--port=8080"]
+    );
+}
+
+#[test]
+fn nothing_to_do_when_pod_runs() {
+    let p = pod("web-1", "img");
+    let obs = vec![
+        observed(&p, INFRA_CONTAINER, true),
+        observed(&p, "web", true),
+    ];
+    assert!(steps(std::slice::from_ref(&p), &obs).is_empty());
+    let st = &statuses(std::slice::from_ref(&p), &obs)["web-1"];
+    assert_eq!(st.phase, PodPhase::Running);
+    assert_eq!(st.pod_ip, Some("10.101.1.2".parse().unwrap()));
+    assert_eq!(st.containers[0].container_id, "web-1-web");
+}
+
+#[test]
+fn missing_pod_is_started_and_orphans_removed() {
+    let p = pod("web-1", "img");
+    let gone = pod("old", "img");
+    let obs = vec![
+        observed(&gone, INFRA_CONTAINER, true),
+        observed(&gone, "web", true),
+    ];
+    let s = steps(std::slice::from_ref(&p), &obs);
+    assert_eq!(s.len(), 2);
+    match &s[0] {
+        Step::Remove { ids, why } => {
+            assert_eq!(ids, &["old-POD", "old-web"]);
+            assert!(why.contains("pod old is gone"));
+        }
+        other => panic!("expected remove, got {other:?}"),
+    }
+    assert_eq!(s[1], Step::Start(p));
+}
+
+#[test]
+fn changed_spec_replaces_containers() {
+    let old = pod("web-1", "img:1");
+    let new = pod("web-1", "img:2");
+    let obs = vec![
+        observed(&old, INFRA_CONTAINER, true),
+        observed(&old, "web", true),
+    ];
+    let s = steps(std::slice::from_ref(&new), &obs);
+    assert!(matches!(&s[0], Step::Remove { ids, .. } if ids.len() == 2));
+    assert_eq!(s[1], Step::Start(new));
+}
+
+#[test]
+fn half_started_pod_is_restarted_whole() {
+    let p = pod("web-1", "img");
+    let obs = vec![observed(&p, INFRA_CONTAINER, true)];
+    let s = steps(std::slice::from_ref(&p), &obs);
+    assert!(matches!(&s[0], Step::Remove { ids, .. } if ids == &["web-1-POD"]));
+    assert_eq!(s[1], Step::Start(p.clone()));
+    assert_eq!(statuses(&[p], &obs)["web-1"].phase, PodPhase::Waiting);
+}
+
+#[test]
+fn exited_container_is_terminated_not_restarted_by_converge() {
+    let p = pod("web-1", "img");
+    let obs = vec![
+        observed(&p, INFRA_CONTAINER, true),
+        observed(&p, "web", false),
+    ];
+    assert!(steps(std::slice::from_ref(&p), &obs).is_empty());
+    let st = &statuses(&[p], &obs)["web-1"];
+    assert_eq!(st.phase, PodPhase::Terminated);
+    assert_eq!(st.message.as_deref(), Some("web exited with 1"));
+}
+
+#[test]
+fn inspect_output_is_parsed() {
+    let json = r#"[{"Id":"abc","RestartCount":2,
+        "State":{"Status":"running","Running":true,"ExitCode":0},
+        "Config":{"Labels":{"io.kctl.pod":"p","io.kctl.container":"POD","io.kctl.spec":"h"}},
+        "NetworkSettings":{"IPAddress":"10.101.1.5"}},
+       {"Id":"def","State":{"Status":"exited","Running":false,"ExitCode":3},
+        "Config":{"Labels":null},"NetworkSettings":{"IPAddress":""}}]"#;
+    let obs = parse_inspect(json).unwrap();
+    assert_eq!(obs.len(), 1, "unlabelled container skipped");
+    assert_eq!(obs[0].restart_count, 2);
+    assert_eq!(obs[0].ip, Some("10.101.1.5".parse().unwrap()));
+    assert!(parse_inspect("not json").is_err());
+}
+
+#[tokio::test]
+async fn converge_runs_docker_in_order() {
+    let p = pod("web-1", "img");
+    let exec = RecordingExec {
+        answers: [(
+            "docker ps".to_string(),
+            Output {
+                code: Some(0),
+                stdout: b"".to_vec(),
+                stderr: vec![],
+            },
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let report = converge_minion(&exec, &ctx(), std::slice::from_ref(&p), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(report.started, ["web-1"]);
+    let calls = exec.calls();
+    let firsts: Vec<String> = calls.iter().map(|c| c[..2].join(" ")).collect();
+    assert_eq!(
+        firsts,
+        ["docker ps", "docker run", "docker run", "docker ps"]
+    );
+    assert_eq!(calls[1], run_argvs(&p, &ctx())[0]);
+}

@@ -1,0 +1,204 @@
+//! Running commands on a minion. A command is an argv vector, never a shell
+//! string: the SSH transport quotes each element exactly once (the `openssh`
+//! crate does it), the local transport passes it to `execve` as is. Converge
+//! logic is written against `Exec`, so the same code runs over SSH from the
+//! workstation and locally inside `kctl-node`.
+
+use std::future::Future;
+use std::process::Stdio;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{target}: {message}")]
+    Transport { target: String, message: String },
+    #[error("{target}: `{}` failed ({}): {}", .argv.join(" "), exit_text(*.code), .stderr.trim())]
+    Failed {
+        target: String,
+        argv: Vec<String>,
+        code: Option<i32>,
+        stderr: String,
+    },
+}
+
+fn exit_text(code: Option<i32>) -> String {
+    match code {
+        Some(c) => format!("exit {c}"),
+        None => "killed by a signal".into(),
+    }
+}
+
+/// Builds an argv from anything string-like.
+#[macro_export]
+macro_rules! argv {
+    ($($arg:expr),* $(,)?) => { vec![$(::std::string::String::from($arg)),*] };
+}
+
+/// Run an argv on one machine.
+pub trait Exec: Send + Sync {
+    /// A name for messages: the minion's id.
+    fn target(&self) -> &str;
+
+    /// Runs `argv`, feeding `stdin` if given, and returns its output whatever
+    /// its exit status.
+    fn run(
+        &self,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+    ) -> impl Future<Output = Result<Output, ExecError>> + Send;
+
+    /// Runs `argv` and fails unless it exits 0; returns stdout as text.
+    fn run_ok(&self, argv: &[String]) -> impl Future<Output = Result<String, ExecError>> + Send {
+        async move {
+            let out = self.run(argv, None).await?;
+            if out.success() {
+                Ok(out.stdout_text())
+            } else {
+                Err(ExecError::Failed {
+                    target: self.target().to_string(),
+                    argv: argv.to_vec(),
+                    code: out.code,
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                })
+            }
+        }
+    }
+}
+
+/// Runs commands on this machine (what `kctl-node` uses on its minion).
+pub struct LocalExec {
+    pub name: String,
+}
+
+impl Exec for LocalExec {
+    fn target(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {
+        use tokio::io::AsyncWriteExt;
+        let transport = |e: std::io::Error| ExecError::Transport {
+            target: self.name.clone(),
+            message: format!("{}: {e}", argv.first().map(String::as_str).unwrap_or("")),
+        };
+        let (program, args) = argv.split_first().ok_or_else(|| ExecError::Transport {
+            target: self.name.clone(),
+            message: "empty command".into(),
+        })?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(transport)?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(data).await.map_err(transport)?;
+        }
+        let out = child.wait_with_output().await.map_err(transport)?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+/// Records every argv and answers from a script: for unit tests of logic
+/// built on `Exec`.
+#[derive(Default)]
+pub struct RecordingExec {
+    pub calls: std::sync::Mutex<Vec<Vec<String>>>,
+    /// Answers by argv prefix (e.g. "docker ps"; the longest matching
+    /// prefix wins); the default answer is success with empty output.
+    pub answers: std::collections::HashMap<String, Output>,
+}
+
+impl RecordingExec {
+    pub fn calls(&self) -> Vec<Vec<String>> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Exec for RecordingExec {
+    fn target(&self) -> &str {
+        "recording"
+    }
+
+    async fn run(&self, argv: &[String], _stdin: Option<&[u8]>) -> Result<Output, ExecError> {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(argv.to_vec());
+        }
+        let line = argv.join(" ");
+        let answer = self
+            .answers
+            .iter()
+            .filter(|(prefix, _)| line.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, out)| out.clone());
+        Ok(answer.unwrap_or(Output {
+            code: Some(0),
+            stdout: vec![],
+            stderr: vec![],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_exec_passes_argv_without_a_shell() {
+        let exec = LocalExec {
+            name: "here".into(),
+        };
+        let out = exec
+            .run(&argv!["printf", "%s|", "a b", "$(echo no)", ";true"], None)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_text(), "a b|$(echo no)|;true|");
+    }
+
+    #[tokio::test]
+    async fn run_ok_reports_failure_with_stderr() {
+        let exec = LocalExec {
+            name: "here".into(),
+        };
+        let err = exec
+            .run_ok(&argv!["sh", "-c", "echo boom >&2; exit 3"])
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("exit 3") && text.contains("boom"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn stdin_is_fed() {
+        let exec = LocalExec {
+            name: "here".into(),
+        };
+        let out = exec.run(&argv!["cat"], Some(b"hello")).await.unwrap();
+        assert_eq!(out.stdout, b"hello");
+    }
+}

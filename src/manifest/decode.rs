@@ -1,0 +1,1108 @@
+//! v1beta1 objects, as Kubernetes v0.5 wrote them, into the validated model.
+//!
+//! Choices where v1beta1 left room:
+//! - `replicas` is required: v0.5 read a missing count as 0, which is never
+//!   what a manifest author meant, and defaulting to 1 would differ from it.
+//! - A `List` may hold other `List`s; its items inherit its `apiVersion`.
+//! - A port given as a string of digits (`"8080"`) is a number, not a name.
+//! - Service ids follow v0.5's DNS-952 rule (lower case, starts with a
+//!   letter, at most 24 characters) because they become DNS names and
+//!   environment variable names.
+
+use std::collections::HashMap;
+
+use super::error::closest;
+use super::reader::{Fields, FileContext, Shape};
+use super::tree::{Node, Span, Value};
+use crate::model::{
+    format_labels, selector_matches, Container, EnvVar, Kind, Labels, Object, Pod, PodSpec,
+    PodTemplate, Port, PortRef, Probe, ProbeAction, Protocol, ReplicationController, RestartPolicy,
+    Service,
+};
+
+/// v1beta1 `TypeMeta` fields that say nothing about what to run.
+macro_rules! meta_ignored {
+    ($($extra:literal),*) => {
+        &[$($extra,)* "uid", "creationTimestamp", "selfLink", "resourceVersion", "namespace", "annotations"]
+    };
+}
+
+static POD: Shape = Shape {
+    what: "a Pod",
+    fields: &["kind", "apiVersion", "id", "labels", "desiredState"],
+    ignored: meta_ignored!("currentState"),
+};
+static POD_STATE: Shape = Shape {
+    what: "a pod's `desiredState`",
+    fields: &["manifest"],
+    ignored: &["host", "hostIP", "podIP", "status", "info"],
+};
+static MANIFEST: Shape = Shape {
+    what: "a pod `manifest`",
+    fields: &["version", "id", "containers", "restartPolicy"],
+    ignored: &["uuid", "volumes", "dnsPolicy"],
+};
+static RESTART_POLICY: Shape = Shape {
+    what: "`restartPolicy`",
+    fields: &["always", "onFailure", "never"],
+    ignored: &[],
+};
+static RESTART_POLICY_OPTION: Shape = Shape {
+    what: "a restart policy option",
+    fields: &[],
+    ignored: &[],
+};
+static CONTAINER: Shape = Shape {
+    what: "a container",
+    fields: &[
+        "name",
+        "image",
+        "command",
+        "workingDir",
+        "ports",
+        "env",
+        "cpu",
+        "memory",
+        "livenessProbe",
+    ],
+    ignored: &[
+        "volumeMounts",
+        "readinessProbe",
+        "lifecycle",
+        "terminationMessagePath",
+        "privileged",
+        "imagePullPolicy",
+        "entrypoint",
+    ],
+};
+static PORT: Shape = Shape {
+    what: "a port",
+    fields: &["name", "containerPort", "hostPort", "protocol"],
+    ignored: &["hostIP"],
+};
+static ENV_VAR: Shape = Shape {
+    what: "an `env` entry",
+    fields: &["name", "value"],
+    ignored: &["key"],
+};
+static PROBE: Shape = Shape {
+    what: "a `livenessProbe`",
+    fields: &[
+        "httpGet",
+        "tcpSocket",
+        "exec",
+        "initialDelaySeconds",
+        "timeoutSeconds",
+    ],
+    ignored: &["type"],
+};
+static HTTP_GET: Shape = Shape {
+    what: "`httpGet`",
+    fields: &["path", "port", "host"],
+    ignored: &[],
+};
+static TCP_SOCKET: Shape = Shape {
+    what: "`tcpSocket`",
+    fields: &["port"],
+    ignored: &[],
+};
+static EXEC: Shape = Shape {
+    what: "`exec`",
+    fields: &["command"],
+    ignored: &[],
+};
+static CONTROLLER: Shape = Shape {
+    what: "a ReplicationController",
+    fields: &["kind", "apiVersion", "id", "labels", "desiredState"],
+    ignored: meta_ignored!("currentState"),
+};
+static CONTROLLER_STATE: Shape = Shape {
+    what: "a ReplicationController's `desiredState`",
+    fields: &["replicas", "replicaSelector", "podTemplate"],
+    ignored: &[],
+};
+static POD_TEMPLATE: Shape = Shape {
+    what: "a `podTemplate`",
+    fields: &["desiredState", "labels"],
+    ignored: &[],
+};
+static SERVICE: Shape = Shape {
+    what: "a Service",
+    fields: &[
+        "kind",
+        "apiVersion",
+        "id",
+        "labels",
+        "selector",
+        "port",
+        "containerPort",
+        "protocol",
+    ],
+    ignored: meta_ignored!(
+        "portalIP",
+        "createExternalLoadBalancer",
+        "publicIPs",
+        "proxyPort",
+        "sessionAffinity"
+    ),
+};
+static LIST: Shape = Shape {
+    what: "a List",
+    fields: &["kind", "apiVersion", "items"],
+    ignored: meta_ignored!("id"),
+};
+
+/// Every shape, so that a field in the wrong place can be told where it
+/// belongs.
+pub(crate) static ALL_SHAPES: &[&Shape] = &[
+    &POD,
+    &POD_STATE,
+    &MANIFEST,
+    &RESTART_POLICY,
+    &CONTAINER,
+    &PORT,
+    &ENV_VAR,
+    &PROBE,
+    &HTTP_GET,
+    &TCP_SOCKET,
+    &EXEC,
+    &CONTROLLER,
+    &CONTROLLER_STATE,
+    &POD_TEMPLATE,
+    &SERVICE,
+    &LIST,
+];
+
+const KINDS: [&str; 4] = ["Pod", "ReplicationController", "Service", "List"];
+const API_VERSION: &str = "v1beta1";
+const MAX_LABEL_LEN: usize = 63;
+const MAX_SERVICE_ID_LEN: usize = 24;
+const MAX_PORT_NAME_LEN: usize = 15;
+
+/// An object and where its id was written, for the duplicate check.
+pub(crate) struct Decoded {
+    pub object: Object,
+    pub id_span: Span,
+}
+
+/// Decodes one document (an object, or a `List` of them) into `out`.
+pub(crate) fn document(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    api_version_inherited: bool,
+    out: &mut Vec<Decoded>,
+) {
+    let Value::Mapping(entries) = &node.value else {
+        let head = first_char(&cx.file.text, node.span);
+        let error = cx
+            .error(
+                head,
+                format!("a manifest must be an object with a `kind`, found {}", node.value.describe()),
+                "not an object",
+            )
+            .with_help("to put several objects in one file, use a `List` or YAML documents separated by `---`");
+        cx.push(error);
+        return;
+    };
+    let Some(kind_entry) = entries.iter().find(|e| e.key.eq_ignore_ascii_case("kind")) else {
+        let anchor = cx.anchor(node, entries);
+        let error = cx
+            .error(
+                anchor,
+                "manifest object is missing `kind`".to_string(),
+                "no `kind` here",
+            )
+            .with_help(
+                "add `\"kind\": \"Pod\"`, `\"ReplicationController\"`, `\"Service\"` or `\"List\"`",
+            );
+        cx.push(error);
+        return;
+    };
+    let Some(kind) = cx.string(&kind_entry.value, "`kind`") else {
+        return;
+    };
+    let shape = match kind {
+        "Pod" => &POD,
+        "ReplicationController" => &CONTROLLER,
+        "Service" => &SERVICE,
+        "List" => &LIST,
+        _ => {
+            let help = match closest(kind, &KINDS) {
+                Some(suggestion) => format!("did you mean `{suggestion}`?"),
+                None => "kctl manages `Pod`, `ReplicationController` and `Service` objects (alone or in a `List`)"
+                    .to_string(),
+            };
+            let error = cx
+                .error(
+                    kind_entry.value.span,
+                    format!("unknown kind `{kind}`"),
+                    "unknown kind",
+                )
+                .with_help(help);
+            cx.push(error);
+            return;
+        }
+    };
+    let Some(fields) = cx.fields(node, shape) else {
+        return;
+    };
+    let api_version_given = api_version(cx, &fields, api_version_inherited);
+    let decoded = match kind {
+        "Pod" => pod(cx, &fields),
+        "ReplicationController" => replication_controller(cx, &fields),
+        "Service" => service(cx, &fields),
+        _ => {
+            list(cx, &fields, api_version_given, out);
+            None
+        }
+    };
+    out.extend(decoded);
+}
+
+/// Checks `apiVersion`; true when this object (or its `List`) gave one.
+fn api_version(cx: &mut FileContext<'_>, fields: &Fields<'_>, inherited: bool) -> bool {
+    let Some(node) = fields.get("apiVersion") else {
+        if !inherited && !cx.warned_missing_api_version {
+            cx.warned_missing_api_version = true;
+            let warning = cx
+                .warning(fields.anchor, "manifest has no `apiVersion`; reading it as v1beta1".to_string(), "")
+                .with_help("add `\"apiVersion\": \"v1beta1\"` (this is the only such warning for this file)");
+            cx.warn(warning);
+        }
+        return inherited;
+    };
+    if let Some(version) = cx.string(node, "`apiVersion`") {
+        if version != API_VERSION {
+            let error = cx
+                .error(node.span, format!("unsupported apiVersion `{version}`"), "not v1beta1")
+                .with_help("kctl reads v1beta1 manifests, as Kubernetes v0.5 did; write `\"apiVersion\": \"v1beta1\"`");
+            cx.push(error);
+        }
+    }
+    true
+}
+
+fn list(
+    cx: &mut FileContext<'_>,
+    fields: &Fields<'_>,
+    api_version_given: bool,
+    out: &mut Vec<Decoded>,
+) {
+    let Some(items) = cx.require(fields, "items") else {
+        return;
+    };
+    let Some(items) = cx.sequence(items, "`items`") else {
+        return;
+    };
+    for item in items {
+        document(cx, item, api_version_given, out);
+    }
+}
+
+fn pod(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
+    let labels = labels_or_empty(cx, fields.get("labels"), "`labels`");
+    let state = cx
+        .require(fields, "desiredState")
+        .and_then(|node| pod_state(cx, node));
+    let manifest_id = state.as_ref().and_then(|state| state.manifest_id);
+    let id_node = match fields.get("id").or(manifest_id) {
+        Some(node) => Some(node),
+        None => {
+            let error = cx
+                .error(fields.anchor, "a Pod is missing `id`".to_string(), "`id` is required here")
+                .with_help("set `id` (or `desiredState.manifest.id`) to the pod's name, e.g. `\"id\": \"web\"`");
+            cx.push(error);
+            None
+        }
+    };
+    let id = id_node.and_then(|node| object_id(cx, node, Kind::Pod));
+    let (id, id_span) = id?;
+    Some(Decoded {
+        object: Object::Pod(Pod {
+            id,
+            labels: labels?,
+            spec: state?.spec?,
+        }),
+        id_span,
+    })
+}
+
+fn replication_controller(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
+    let id = cx
+        .require(fields, "id")
+        .and_then(|node| object_id(cx, node, Kind::ReplicationController));
+    let labels = labels_or_empty(cx, fields.get("labels"), "`labels`");
+    let state = cx
+        .require(fields, "desiredState")
+        .and_then(|node| cx.fields(node, &CONTROLLER_STATE));
+    let (replicas, selector, template) = match &state {
+        Some(state) => (
+            cx.require(state, "replicas")
+                .and_then(|node| cx.integer(node, "`replicas`", 0, u32::MAX.into()))
+                .and_then(|n| u32::try_from(n).ok()),
+            cx.require(state, "replicaSelector")
+                .and_then(|node| selector(cx, node, "`replicaSelector`")),
+            cx.require(state, "podTemplate")
+                .and_then(|node| pod_template(cx, node)),
+        ),
+        None => (None, None, None),
+    };
+    // Checked even when the rest of the template is wrong: it is a
+    // separate mistake.
+    let template_labels = template.as_ref().and_then(|t| t.labels.as_ref());
+    if let (Some((selector, selector_node)), Some(template_labels)) = (&selector, template_labels) {
+        if !selector_matches(selector, template_labels) {
+            report_selector_mismatch(cx, selector, selector_node, template_labels);
+            return None;
+        }
+    }
+    let (id, id_span) = id?;
+    let template = template?;
+    Some(Decoded {
+        object: Object::ReplicationController(ReplicationController {
+            id,
+            labels: labels?,
+            replicas: replicas?,
+            selector: selector?.0,
+            template: PodTemplate {
+                labels: template.labels?,
+                spec: template.spec?,
+            },
+        }),
+        id_span,
+    })
+}
+
+fn report_selector_mismatch(
+    cx: &mut FileContext<'_>,
+    selector: &Labels,
+    selector_node: &Node,
+    template_labels: &Labels,
+) {
+    let help = if template_labels.is_empty() {
+        format!(
+            "the pod template has no labels; add `\"labels\": {{{}}}` to `podTemplate`",
+            labels_as_json(selector)
+        )
+    } else {
+        format!(
+            "the template's labels are `{}`; every pair of the selector must be among them, \
+             or the controller could never find the pods it starts",
+            format_labels(template_labels)
+        )
+    };
+    let error = cx
+        .error(
+            selector_node.span,
+            "`replicaSelector` does not match the pod template's labels".to_string(),
+            &format!("selects `{}`", format_labels(selector)),
+        )
+        .with_help(help);
+    cx.push(error);
+}
+
+/// A `podTemplate`'s parts, each `None` when it is wrong.
+struct TemplateParts {
+    labels: Option<Labels>,
+    spec: Option<PodSpec>,
+}
+
+fn pod_template(cx: &mut FileContext<'_>, node: &Node) -> Option<TemplateParts> {
+    let fields = cx.fields(node, &POD_TEMPLATE)?;
+    let labels = labels_or_empty(cx, fields.get("labels"), "`labels`");
+    let state = cx
+        .require(&fields, "desiredState")
+        .and_then(|node| pod_state(cx, node));
+    Some(TemplateParts {
+        labels,
+        spec: state.and_then(|state| state.spec),
+    })
+}
+
+fn service(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
+    let id = cx
+        .require(fields, "id")
+        .and_then(|node| object_id(cx, node, Kind::Service));
+    let labels = labels_or_empty(cx, fields.get("labels"), "`labels`");
+    let selector = cx
+        .require(fields, "selector")
+        .and_then(|node| selector(cx, node, "`selector`"));
+    let port = cx
+        .require(fields, "port")
+        .and_then(|node| port_number(cx, node, "`port`"));
+    let container_port = optional(fields.get("containerPort"), |node| {
+        port_ref(cx, node, "`containerPort`").map(|(port, _)| port)
+    });
+    let protocol = optional(fields.get("protocol"), |node| protocol(cx, node));
+    let (id, id_span) = id?;
+    Some(Decoded {
+        object: Object::Service(Service {
+            id,
+            labels: labels?,
+            selector: selector?.0,
+            port: port?,
+            container_port: container_port?,
+            protocol: protocol?.unwrap_or_default(),
+        }),
+        id_span,
+    })
+}
+
+/// What a pod's `desiredState` yields: its spec, and the manifest's `id`,
+/// which names the pod when the pod has no `id` of its own.
+struct PodState<'n> {
+    spec: Option<PodSpec>,
+    manifest_id: Option<&'n Node>,
+}
+
+fn pod_state<'n>(cx: &mut FileContext<'_>, node: &'n Node) -> Option<PodState<'n>> {
+    let fields = cx.fields(node, &POD_STATE)?;
+    let manifest = cx.require(&fields, "manifest")?;
+    let manifest = cx.fields(manifest, &MANIFEST)?;
+    if let Some(version) = manifest.get("version") {
+        if let Some(text) = cx.string(version, "`version`") {
+            if !text.eq_ignore_ascii_case(API_VERSION) {
+                let error = cx
+                    .error(
+                        version.span,
+                        format!("unsupported manifest version `{text}`"),
+                        "not v1beta1",
+                    )
+                    .with_help("write `\"version\": \"v1beta1\"`, or leave it out");
+                cx.push(error);
+            }
+        }
+    }
+    let restart_policy = optional(manifest.get("restartPolicy"), |node| {
+        restart_policy(cx, node)
+    });
+    let containers = cx
+        .require(&manifest, "containers")
+        .and_then(|node| containers(cx, node));
+    let spec = containers
+        .zip(restart_policy)
+        .map(|(containers, restart_policy)| PodSpec {
+            containers,
+            restart_policy: restart_policy.unwrap_or_default(),
+        });
+    Some(PodState {
+        spec,
+        manifest_id: manifest.get("id"),
+    })
+}
+
+fn restart_policy(cx: &mut FileContext<'_>, node: &Node) -> Option<RestartPolicy> {
+    if let Value::String(text) = &node.value {
+        let error = cx
+            .error(
+                node.span,
+                "`restartPolicy` must be an object in v1beta1".to_string(),
+                "a string",
+            )
+            .with_help(format!(
+                "write it as `{{\"{}\": {{}}}}`",
+                closest(text, RESTART_POLICY.fields).unwrap_or("always")
+            ));
+        cx.push(error);
+        return None;
+    }
+    let fields = cx.fields(node, &RESTART_POLICY)?;
+    let mut chosen = None;
+    for (name, policy) in [
+        ("always", RestartPolicy::Always),
+        ("onFailure", RestartPolicy::OnFailure),
+        ("never", RestartPolicy::Never),
+    ] {
+        let Some(entry) = fields.entry(name) else {
+            continue;
+        };
+        cx.fields(&entry.value, &RESTART_POLICY_OPTION)?;
+        if chosen.is_some() {
+            let error = cx
+                .error(
+                    entry.key_span,
+                    "`restartPolicy` has more than one policy".to_string(),
+                    "second policy",
+                )
+                .with_help("keep one of `always`, `onFailure` and `never`");
+            cx.push(error);
+            return None;
+        }
+        chosen = Some(policy);
+    }
+    // `{}` was v1beta1's way of asking for the default.
+    Some(chosen.unwrap_or_default())
+}
+
+/// Names and host ports already used in one pod, and probe port names to
+/// check once every container's ports are known.
+#[derive(Default)]
+struct PodScope {
+    container_names: HashMap<String, Span>,
+    port_names: HashMap<String, Span>,
+    host_ports: HashMap<(u16, Protocol), Span>,
+    probe_port_names: Vec<(String, Span)>,
+}
+
+fn containers(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<Container>> {
+    let items = cx.sequence(node, "`containers`")?;
+    if items.is_empty() {
+        let error = cx
+            .error(
+                node.span,
+                "a pod needs at least one container".to_string(),
+                "empty",
+            )
+            .with_help("add a container, e.g. `{\"name\": \"web\", \"image\": \"nginx\"}`");
+        cx.push(error);
+        return None;
+    }
+    let mut scope = PodScope::default();
+    let containers = each(items, |item| container(cx, item, &mut scope));
+    let mut names_ok = true;
+    for (name, span) in &scope.probe_port_names {
+        if !scope.port_names.contains_key(name) {
+            names_ok = false;
+            let mut known: Vec<&str> = scope.port_names.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            let help = match closest(name, &known) {
+                Some(suggestion) => format!("did you mean `{suggestion}`?"),
+                None if known.is_empty() => {
+                    "no port of this pod has a name; name one in `ports` (`\"name\": \"http\"`) or use the port number"
+                        .to_string()
+                }
+                None => format!("the pod's port names are: {}", known.join(", ")),
+            };
+            let error = cx
+                .error(
+                    *span,
+                    format!("no port named `{name}` in this pod"),
+                    "unknown port name",
+                )
+                .with_help(help);
+            cx.push(error);
+        }
+    }
+    containers.filter(|_| names_ok)
+}
+
+fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Container> {
+    let fields = cx.fields(node, &CONTAINER)?;
+    let name = cx
+        .require(&fields, "name")
+        .and_then(|node| container_name(cx, node, scope));
+    let image = cx
+        .require(&fields, "image")
+        .and_then(|node| image(cx, node));
+    let command = optional(fields.get("command"), |node| cx.strings(node, "`command`"));
+    let working_dir = optional(fields.get("workingDir"), |node| {
+        cx.string(node, "`workingDir`").map(str::to_string)
+    });
+    let ports = optional(fields.get("ports"), |node| {
+        let items = cx.sequence(node, "`ports`")?;
+        each(items, |item| port(cx, item, scope))
+    });
+    let env = optional(fields.get("env"), |node| {
+        let items = cx.sequence(node, "`env`")?;
+        each(items, |item| env_var(cx, item))
+    });
+    let cpu = optional(fields.get("cpu"), |node| {
+        cx.integer(node, "`cpu` (thousandths of a core)", 0, u32::MAX.into())
+            .and_then(|n| u32::try_from(n).ok())
+    });
+    let memory = optional(fields.get("memory"), |node| {
+        cx.integer(node, "`memory` (bytes)", 0, u64::MAX.into())
+            .and_then(|n| u64::try_from(n).ok())
+    });
+    let liveness_probe = optional(fields.get("livenessProbe"), |node| probe(cx, node, scope));
+    Some(Container {
+        name: name?,
+        image: image?,
+        command: command?.unwrap_or_default(),
+        working_dir: working_dir?,
+        ports: ports?.unwrap_or_default(),
+        env: env?.unwrap_or_default(),
+        cpu: cpu?,
+        memory: memory?,
+        liveness_probe: liveness_probe?,
+    })
+}
+
+fn container_name(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<String> {
+    let name = cx.string(node, "container `name`")?;
+    if let Some(problem) = dns_label_problem(name, MAX_LABEL_LEN) {
+        let error = cx
+            .error(
+                node.span,
+                format!("invalid container name `{name}`: it {problem}"),
+                "invalid name",
+            )
+            .with_help(label_help(name, MAX_LABEL_LEN, false));
+        cx.push(error);
+        return None;
+    }
+    if !claim(
+        cx,
+        &mut scope.container_names,
+        name.to_string(),
+        node.span,
+        "container name",
+    ) {
+        return None;
+    }
+    Some(name.to_string())
+}
+
+fn image(cx: &mut FileContext<'_>, node: &Node) -> Option<String> {
+    let image = cx.string(node, "`image`")?;
+    let problem = if image.is_empty() {
+        Some("is empty")
+    } else if image.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if image.chars().any(char::is_whitespace) {
+        Some("contains whitespace")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        let error = cx
+            .error(node.span, format!("`image` {problem}"), "invalid image")
+            .with_help("an image is written like `tutum/tomcat` or `registry:5000/web:1.2`");
+        cx.push(error);
+        return None;
+    }
+    Some(image.to_string())
+}
+
+fn port(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Port> {
+    let fields = cx.fields(node, &PORT)?;
+    let name = optional(fields.get("name"), |node| port_name(cx, node, scope)).map(Option::flatten);
+    let container_port = cx
+        .require(&fields, "containerPort")
+        .and_then(|node| port_number(cx, node, "`containerPort`"));
+    let host_port = optional(fields.get("hostPort"), |node| {
+        cx.integer(node, "`hostPort`", 0, u16::MAX.into())
+            .and_then(|n| u16::try_from(n).ok())
+            .map(|n| (n, node.span))
+    });
+    let protocol =
+        optional(fields.get("protocol"), |node| protocol(cx, node)).map(Option::unwrap_or_default);
+    // 0 was v1beta1's "no host port".
+    let host_port = host_port.map(|port| port.filter(|(n, _)| *n != 0));
+    if let (Some(Some((number, span))), Some(protocol)) = (host_port, protocol) {
+        let described = format!("host port {number}/{}", protocol.as_upper());
+        if !claim(
+            cx,
+            &mut scope.host_ports,
+            (number, protocol),
+            span,
+            &described,
+        ) {
+            return None;
+        }
+    }
+    Some(Port {
+        name: name?,
+        container_port: container_port?,
+        host_port: host_port?.map(|(n, _)| n),
+        protocol: protocol?,
+    })
+}
+
+/// A port's `name`; `Some(None)` for an empty one, which v1beta1 treated as
+/// no name.
+fn port_name(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    scope: &mut PodScope,
+) -> Option<Option<String>> {
+    let name = cx.string(node, "port `name`")?;
+    if name.is_empty() {
+        return Some(None);
+    }
+    if let Some(problem) = dns_label_problem(name, MAX_PORT_NAME_LEN) {
+        let error = cx
+            .error(
+                node.span,
+                format!("invalid port name `{name}`: it {problem}"),
+                "invalid name",
+            )
+            .with_help(label_help(name, MAX_PORT_NAME_LEN, false));
+        cx.push(error);
+        return None;
+    }
+    if !claim(
+        cx,
+        &mut scope.port_names,
+        name.to_string(),
+        node.span,
+        "port name",
+    ) {
+        return None;
+    }
+    Some(Some(name.to_string()))
+}
+
+fn port_number(cx: &mut FileContext<'_>, node: &Node, what: &str) -> Option<u16> {
+    cx.integer(node, what, 1, u16::MAX.into())
+        .and_then(|n| u16::try_from(n).ok())
+}
+
+/// A port by number or by name; the name's span is returned so that it can
+/// be checked against the pod's ports.
+fn port_ref(cx: &mut FileContext<'_>, node: &Node, what: &str) -> Option<(PortRef, Option<Span>)> {
+    match &node.value {
+        Value::Integer(_) | Value::Float(_) => {
+            port_number(cx, node, what).map(|n| (PortRef::Number(n), None))
+        }
+        Value::String(text) if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) => {
+            let number = Node {
+                span: node.span,
+                value: text
+                    .parse::<i128>()
+                    .map_or(Value::Integer(i128::MAX), Value::Integer),
+            };
+            port_number(cx, &number, what).map(|n| (PortRef::Number(n), None))
+        }
+        Value::String(text) if !text.is_empty() => {
+            Some((PortRef::Name(text.clone()), Some(node.span)))
+        }
+        _ => {
+            cx.type_error(node, what, "a port number or a port name");
+            None
+        }
+    }
+}
+
+fn protocol(cx: &mut FileContext<'_>, node: &Node) -> Option<Protocol> {
+    let text = cx.string(node, "`protocol`")?;
+    if text.is_empty() || text.eq_ignore_ascii_case("TCP") {
+        Some(Protocol::Tcp)
+    } else if text.eq_ignore_ascii_case("UDP") {
+        Some(Protocol::Udp)
+    } else {
+        let error = cx
+            .error(
+                node.span,
+                format!("unknown protocol `{text}`"),
+                "not TCP or UDP",
+            )
+            .with_help("use `TCP` or `UDP`");
+        cx.push(error);
+        None
+    }
+}
+
+fn env_var(cx: &mut FileContext<'_>, node: &Node) -> Option<EnvVar> {
+    let fields = cx.fields(node, &ENV_VAR)?;
+    let name = cx.require(&fields, "name").and_then(|node| {
+        let name = cx.string(node, "`name`")?;
+        if is_c_identifier(name) {
+            return Some(name.to_string());
+        }
+        let error = cx
+            .error(
+                node.span,
+                format!("invalid environment variable name `{name}`"),
+                "invalid name",
+            )
+            .with_help("use letters, digits and `_`, not starting with a digit, e.g. `DB_HOST`");
+        cx.push(error);
+        None
+    });
+    let value = optional(fields.get("value"), |node| {
+        cx.string(node, "`value`").map(str::to_string)
+    });
+    Some(EnvVar {
+        name: name?,
+        value: value?.unwrap_or_default(),
+    })
+}
+
+fn probe(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Probe> {
+    let fields = cx.fields(node, &PROBE)?;
+    let actions: Vec<_> = ["httpGet", "tcpSocket", "exec"]
+        .into_iter()
+        .filter_map(|name| fields.entry(name).map(|entry| (name, entry)))
+        .collect();
+    let action = match actions.as_slice() {
+        [] => {
+            let error = cx
+                .error(
+                    fields.anchor,
+                    "a `livenessProbe` needs an action".to_string(),
+                    "no action",
+                )
+                .with_help("add one of `httpGet`, `tcpSocket` or `exec`");
+            cx.push(error);
+            None
+        }
+        [(name, entry)] => probe_action(cx, name, &entry.value, scope),
+        [(first, _), (second, entry), ..] => {
+            let error = cx
+                .error(
+                    entry.key_span,
+                    "a `livenessProbe` takes only one action".to_string(),
+                    "second action",
+                )
+                .with_help(format!("keep either `{first}` or `{second}`"));
+            cx.push(error);
+            None
+        }
+    };
+    let initial_delay_seconds = optional(fields.get("initialDelaySeconds"), |node| {
+        cx.integer(node, "`initialDelaySeconds`", 0, u32::MAX.into())
+            .and_then(|n| u32::try_from(n).ok())
+    });
+    let timeout_seconds = optional(fields.get("timeoutSeconds"), |node| {
+        cx.integer(node, "`timeoutSeconds`", 0, u32::MAX.into())
+            .and_then(|n| u32::try_from(n).ok())
+    });
+    Some(Probe {
+        action: action?,
+        initial_delay_seconds: initial_delay_seconds?.unwrap_or(0),
+        // v0.5 read 0 (or nothing) as one second.
+        timeout_seconds: timeout_seconds?.filter(|n| *n > 0).unwrap_or(1),
+    })
+}
+
+fn probe_action(
+    cx: &mut FileContext<'_>,
+    name: &str,
+    node: &Node,
+    scope: &mut PodScope,
+) -> Option<ProbeAction> {
+    let mut probe_port = |cx: &mut FileContext<'_>, fields: &Fields<'_>| {
+        let node = cx.require(fields, "port")?;
+        let (port, name_span) = port_ref(cx, node, "probe `port`")?;
+        if let (PortRef::Name(name), Some(span)) = (&port, name_span) {
+            scope.probe_port_names.push((name.clone(), span));
+        }
+        Some(port)
+    };
+    match name {
+        "httpGet" => {
+            let fields = cx.fields(node, &HTTP_GET)?;
+            let path = optional(fields.get("path"), |node| {
+                cx.string(node, "`path`").map(str::to_string)
+            });
+            let host = optional(fields.get("host"), |node| {
+                cx.string(node, "`host`").map(str::to_string)
+            });
+            let port = probe_port(cx, &fields);
+            Some(ProbeAction::HttpGet {
+                path: path?
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "/".to_string()),
+                port: port?,
+                host: host?.filter(|h| !h.is_empty()),
+            })
+        }
+        "tcpSocket" => {
+            let fields = cx.fields(node, &TCP_SOCKET)?;
+            Some(ProbeAction::TcpSocket {
+                port: probe_port(cx, &fields)?,
+            })
+        }
+        _ => {
+            let fields = cx.fields(node, &EXEC)?;
+            let command = cx.require(&fields, "command").and_then(|node| {
+                let command = cx.strings(node, "`command`")?;
+                if command.is_empty() {
+                    let error = cx
+                        .error(node.span, "`exec` `command` is empty".to_string(), "empty")
+                        .with_help("give the command to run, e.g. `[\"cat\", \"/tmp/healthy\"]`");
+                    cx.push(error);
+                    return None;
+                }
+                Some(command)
+            })?;
+            Some(ProbeAction::Exec { command })
+        }
+    }
+}
+
+/// Labels for a selector, which must not be empty (an empty selector
+/// matches nothing in kctl, and everything in later Kubernetes).
+fn selector<'n>(
+    cx: &mut FileContext<'_>,
+    node: &'n Node,
+    what: &str,
+) -> Option<(Labels, &'n Node)> {
+    let labels = cx.labels(node, what)?;
+    if labels.is_empty() {
+        let error = cx
+            .error(node.span, format!("{what} is empty"), "empty selector")
+            .with_help("select the pods by their labels, e.g. `{\"name\": \"web\"}`");
+        cx.push(error);
+        return None;
+    }
+    Some((labels, node))
+}
+
+fn labels_or_empty(cx: &mut FileContext<'_>, node: Option<&Node>, what: &str) -> Option<Labels> {
+    optional(node, |node| cx.labels(node, what)).map(Option::unwrap_or_default)
+}
+
+/// An object's `id` and its span, checked by the rules for its kind.
+fn object_id(cx: &mut FileContext<'_>, node: &Node, kind: Kind) -> Option<(String, Span)> {
+    let id = cx.string(node, "`id`")?;
+    let (problem, max_len, lower_case) = match kind {
+        Kind::Service => (service_id_problem(id), MAX_SERVICE_ID_LEN, true),
+        Kind::Pod | Kind::ReplicationController => {
+            (dns_label_problem(id, MAX_LABEL_LEN), MAX_LABEL_LEN, false)
+        }
+    };
+    if let Some(problem) = problem {
+        let kind_name = match kind {
+            Kind::Pod => "Pod",
+            Kind::ReplicationController => "ReplicationController",
+            Kind::Service => "Service",
+        };
+        let error = cx
+            .error(
+                node.span,
+                format!("invalid {kind_name} id `{id}`: it {problem}"),
+                "invalid id",
+            )
+            .with_help(label_help(id, max_len, lower_case));
+        cx.push(error);
+        return None;
+    }
+    Some((id.to_string(), node.span))
+}
+
+/// What makes `name` no RFC 1123 DNS label (letters in either case, as
+/// v0.5 accepted for pods and controllers), if anything.
+fn dns_label_problem(name: &str, max_len: usize) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_string());
+    }
+    let len = name.chars().count();
+    if len > max_len {
+        return Some(format!("is {len} characters long; the limit is {max_len}"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Some(format!(
+            "contains {bad:?}; only letters, digits and `-` are allowed"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some("must start and end with a letter or digit".to_string());
+    }
+    None
+}
+
+/// Service ids become DNS names and environment variable prefixes
+/// (`TOMCAT_SERVICE_HOST`): lower case, starting with a letter, short.
+fn service_id_problem(id: &str) -> Option<String> {
+    dns_label_problem(id, MAX_SERVICE_ID_LEN).or_else(|| {
+        if id.chars().any(|c| c.is_ascii_uppercase()) {
+            Some("must be lower case".to_string())
+        } else if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+            Some("must start with a letter".to_string())
+        } else {
+            None
+        }
+    })
+}
+
+/// How to fix a name that broke the label rules, with a corrected example
+/// when one can be made.
+fn label_help(name: &str, max_len: usize, lower_case: bool) -> String {
+    let rule = if lower_case {
+        format!("use at most {max_len} lower-case letters, digits and `-`, starting with a letter and ending with a letter or digit")
+    } else {
+        format!("use at most {max_len} letters, digits and `-`, starting and ending with a letter or digit")
+    };
+    let mut fixed: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    if lower_case {
+        fixed = fixed.to_ascii_lowercase();
+    }
+    let fixed: String = fixed
+        .trim_start_matches(|c: char| c == '-' || (lower_case && c.is_ascii_digit()))
+        .chars()
+        .take(max_len)
+        .collect();
+    let fixed = fixed.trim_end_matches('-');
+    if fixed.is_empty() || fixed == name {
+        rule
+    } else {
+        format!("{rule}, e.g. `{fixed}`")
+    }
+}
+
+fn is_c_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Records `key` as used in the pod; false (after an error pointing at the
+/// second use) when it already was.
+fn claim<K: std::hash::Hash + Eq>(
+    cx: &mut FileContext<'_>,
+    used: &mut HashMap<K, Span>,
+    key: K,
+    span: Span,
+    what: &str,
+) -> bool {
+    if let Some(first) = used.get(&key) {
+        let (line, column) = cx.file.line_col(first.start);
+        let error = cx
+            .error(
+                span,
+                format!("{what} is used twice in this pod"),
+                "used again here",
+            )
+            .with_help(format!("it is first used at line {line}, column {column}"));
+        cx.push(error);
+        return false;
+    }
+    used.insert(key, span);
+    true
+}
+
+/// Reads an optional field: `Some(None)` when absent, `None` when present
+/// but wrong (the error is already reported).
+fn optional<'n, T>(
+    node: Option<&'n Node>,
+    read: impl FnOnce(&'n Node) -> Option<T>,
+) -> Option<Option<T>> {
+    match node {
+        None => Some(None),
+        Some(node) => read(node).map(Some),
+    }
+}
+
+/// Reads every item, so that all bad items are reported, not just the first.
+fn each<T>(items: &[Node], mut read: impl FnMut(&Node) -> Option<T>) -> Option<Vec<T>> {
+    let results: Vec<Option<T>> = items.iter().map(&mut read).collect();
+    results.into_iter().collect()
+}
+
+/// The first character of `span`, for pointing at the start of something
+/// long.
+fn first_char(text: &str, span: Span) -> Span {
+    let len = text
+        .get(span.start..)
+        .and_then(|rest| rest.chars().next())
+        .map_or(0, char::len_utf8);
+    Span::new(span.start, span.start + len)
+}
+
+fn labels_as_json(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(key, value)| format!("{key:?}: {value:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,1275 @@
+use super::*;
+use crate::model::{
+    Container, EnvVar, Labels, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction,
+    Protocol, ReplicationController, RestartPolicy, Service,
+};
+use miette::Diagnostic;
+
+const TOMCAT_CONTROLLER: &str = r#"{"id": "tomcatController", "kind": "ReplicationController", "apiVersion": "v1beta1",
+ "desiredState": {"replicas": 2, "replicaSelector": {"name": "tomcatCluster"},
+   "podTemplate": {"desiredState": {"manifest": {"version": "v1beta1", "id": "tomcat",
+       "containers": [{"name": "tomcat", "image": "tutum/tomcat",
+                       "ports": [{"containerPort": 8080, "hostPort": 80}]}]}},
+     "labels": {"name": "tomcatCluster"}}},
+ "labels": {"name": "tomcatCluster"}}
+"#;
+
+const TOMCAT_SERVICE: &str = r#"{"id": "tomcat", "kind": "Service", "apiVersion": "v1beta1", "port": 8080, "containerPort": 8080,
+ "labels": {"name": "tomcatCluster"}, "selector": {"name": "tomcatCluster"}}
+"#;
+
+const TOMCAT_CONTROLLER_YAML: &str = "\
+id: tomcatController
+kind: ReplicationController
+apiVersion: v1beta1
+desiredState:
+  replicas: 2
+  replicaSelector:
+    name: tomcatCluster
+  podTemplate:
+    desiredState:
+      manifest:
+        version: v1beta1
+        id: tomcat
+        containers:
+          - name: tomcat
+            image: tutum/tomcat
+            ports:
+              - containerPort: 8080
+                hostPort: 80
+    labels:
+      name: tomcatCluster
+labels:
+  name: tomcatCluster
+";
+
+const TOMCAT_SERVICE_YAML: &str = "\
+id: tomcat
+kind: Service
+apiVersion: v1beta1
+port: 8080
+containerPort: 8080
+labels:
+  name: tomcatCluster
+selector:
+  name: tomcatCluster
+";
+
+// ---- helpers ----
+
+fn source(name: &str, text: &str) -> Source {
+    Source {
+        name: name.to_string(),
+        text: text.to_string(),
+    }
+}
+
+fn load(sources: &[Source]) -> Loaded {
+    match parse_sources(sources) {
+        Ok(loaded) => loaded,
+        Err(errors) => panic!("expected no errors, got: {:#?}", errors.errors),
+    }
+}
+
+fn load_one(name: &str, text: &str) -> Loaded {
+    load(&[source(name, text)])
+}
+
+fn errors_of(sources: &[Source]) -> Vec<ManifestError> {
+    match parse_sources(sources) {
+        Ok(loaded) => panic!("expected errors, got objects: {:#?}", loaded.objects),
+        Err(errors) => errors.errors,
+    }
+}
+
+/// The single error of one manifest, checked to mention `message`.
+fn only_error(name: &str, text: &str, message: &str) -> ManifestError {
+    let mut errors = errors_of(&[source(name, text)]);
+    assert_eq!(errors.len(), 1, "expected exactly one error: {errors:#?}");
+    let error = errors.remove(0);
+    assert!(
+        error.to_string().contains(message),
+        "error `{error}` does not mention `{message}`"
+    );
+    error
+}
+
+fn help_of(diagnostic: &dyn Diagnostic) -> String {
+    diagnostic.help().map(|h| h.to_string()).unwrap_or_default()
+}
+
+/// The text an error's span covers.
+fn spanned<'t>(text: &'t str, error: &ManifestError) -> &'t str {
+    let span = error.span().expect("error has a span");
+    &text[span.offset()..span.offset() + span.len()]
+}
+
+/// 1-based line and character column of a byte offset, computed here
+/// independently of the module's own helper.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let (mut line, mut column) = (1, 1);
+    for (at, c) in text.char_indices() {
+        if at >= offset {
+            break;
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
+fn error_position(text: &str, error: &ManifestError) -> (usize, usize) {
+    line_col(text, error.span().expect("error has a span").offset())
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn tomcat_labels() -> Labels {
+    labels(&[("name", "tomcatCluster")])
+}
+
+fn expected_controller() -> Object {
+    Object::ReplicationController(ReplicationController {
+        id: "tomcatController".into(),
+        labels: tomcat_labels(),
+        replicas: 2,
+        selector: tomcat_labels(),
+        template: PodTemplate {
+            labels: tomcat_labels(),
+            spec: PodSpec {
+                containers: vec![Container {
+                    name: "tomcat".into(),
+                    image: "tutum/tomcat".into(),
+                    command: vec![],
+                    working_dir: None,
+                    ports: vec![Port {
+                        name: None,
+                        container_port: 8080,
+                        host_port: Some(80),
+                        protocol: Protocol::Tcp,
+                    }],
+                    env: vec![],
+                    cpu: None,
+                    memory: None,
+                    liveness_probe: None,
+                }],
+                restart_policy: RestartPolicy::Always,
+            },
+        },
+    })
+}
+
+fn expected_service() -> Object {
+    Object::Service(Service {
+        id: "tomcat".into(),
+        labels: tomcat_labels(),
+        selector: tomcat_labels(),
+        port: 8080,
+        container_port: Some(PortRef::Number(8080)),
+        protocol: Protocol::Tcp,
+    })
+}
+
+/// A pod manifest around the given containers (JSON text).
+fn pod_with(containers: &str) -> String {
+    format!(
+        r#"{{"kind": "Pod", "apiVersion": "v1beta1", "id": "web",
+ "desiredState": {{"manifest": {{"version": "v1beta1", "containers": [{containers}]}}}}}}"#
+    )
+}
+
+fn only_pod(loaded: &Loaded) -> &Pod {
+    match loaded.objects.as_slice() {
+        [Object::Pod(pod)] => pod,
+        other => panic!("expected one pod, got {other:#?}"),
+    }
+}
+
+/// A ReplicationController with the given `desiredState` members.
+fn controller_with(state: &str) -> String {
+    format!(
+        r#"{{"kind": "ReplicationController", "apiVersion": "v1beta1", "id": "web", "desiredState": {{{state}}}}}"#
+    )
+}
+
+const WEB_TEMPLATE: &str = r#""podTemplate": {"labels": {"name": "web"},
+  "desiredState": {"manifest": {"containers": [{"name": "web", "image": "nginx"}]}}}"#;
+
+/// A Service with the given members besides `kind` and `apiVersion`.
+fn service_with(members: &str) -> String {
+    format!(r#"{{"kind": "Service", "apiVersion": "v1beta1", {members}}}"#)
+}
+
+// ---- the tomcat example ----
+
+#[test]
+fn tomcat_json_parses_to_the_model() {
+    let loaded = load(&[
+        source("tomcat-controller.json", TOMCAT_CONTROLLER),
+        source("tomcat-service.json", TOMCAT_SERVICE),
+    ]);
+    assert_eq!(
+        loaded.objects,
+        vec![expected_controller(), expected_service()]
+    );
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+}
+
+#[test]
+fn tomcat_yaml_parses_to_the_same_model() {
+    let loaded = load(&[
+        source("tomcat-controller.yaml", TOMCAT_CONTROLLER_YAML),
+        source("tomcat-service.yml", TOMCAT_SERVICE_YAML),
+    ]);
+    assert_eq!(
+        loaded.objects,
+        vec![expected_controller(), expected_service()]
+    );
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+}
+
+#[test]
+fn multi_document_yaml_yields_every_object() {
+    let text =
+        format!("# tomcat\n---\n{TOMCAT_CONTROLLER_YAML}---\n---\n{TOMCAT_SERVICE_YAML}...\n");
+    let loaded = load_one("tomcat.yaml", &text);
+    assert_eq!(
+        loaded.objects,
+        vec![expected_controller(), expected_service()]
+    );
+}
+
+#[test]
+fn json_documents_in_a_yaml_stream() {
+    let text = format!("---\n{TOMCAT_CONTROLLER}---\n{TOMCAT_SERVICE}");
+    let loaded = load_one("tomcat.yaml", &text);
+    assert_eq!(
+        loaded.objects,
+        vec![expected_controller(), expected_service()]
+    );
+}
+
+#[test]
+fn a_list_expands_to_its_items() {
+    let text = format!(
+        r#"{{"kind": "List", "apiVersion": "v1beta1", "items": [{TOMCAT_CONTROLLER}, {TOMCAT_SERVICE}]}}"#
+    );
+    let loaded = load_one("all.json", &text);
+    assert_eq!(
+        loaded.objects,
+        vec![expected_controller(), expected_service()]
+    );
+}
+
+#[test]
+fn list_items_inherit_the_list_api_version() {
+    let item = TOMCAT_SERVICE.replace(r#""apiVersion": "v1beta1", "#, "");
+    let text = format!(r#"{{"kind": "List", "apiVersion": "v1beta1", "items": [{item}]}}"#);
+    assert!(load_one("all.json", &text).warnings.is_empty());
+}
+
+#[test]
+fn format_is_sniffed_for_stdin_and_unknown_extensions() {
+    assert_eq!(
+        load_one("<stdin>", TOMCAT_SERVICE).objects,
+        vec![expected_service()]
+    );
+    assert_eq!(
+        load_one("<stdin>", TOMCAT_SERVICE_YAML).objects,
+        vec![expected_service()]
+    );
+    assert_eq!(
+        load_one("service.txt", TOMCAT_SERVICE_YAML).objects,
+        vec![expected_service()]
+    );
+    // A .json file is parsed as JSON even though YAML would accept this text.
+    let error = only_error("service.json", "port: 8080", "invalid JSON");
+    assert_eq!(error_position("port: 8080", &error), (1, 1));
+}
+
+// ---- field names ----
+
+#[test]
+fn keys_match_case_insensitively_with_one_warning_per_spelling() {
+    let text = r#"{"Id": "web", "kind": "Pod", "apiVersion": "v1beta1",
+ "DesiredState": {"manifest": {"containers": [
+   {"name": "a", "image": "nginx", "ports": [{"ContainerPort": 80}]},
+   {"name": "b", "image": "nginx", "ports": [{"ContainerPort": 81}]}]}}}"#;
+    let loaded = load_one("web.json", text);
+    let pod = only_pod(&loaded);
+    assert_eq!(pod.id, "web");
+    assert_eq!(pod.spec.containers[1].ports[0].container_port, 81);
+    let messages: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        messages,
+        [
+            "field `Id` should be spelled `id`",
+            "field `DesiredState` should be spelled `desiredState`",
+            "field `ContainerPort` should be spelled `containerPort`",
+        ]
+    );
+    let warning = &loaded.warnings[2];
+    assert_eq!(warning.severity(), Some(miette::Severity::Warning));
+    assert_eq!(warning.file(), "web.json");
+    assert_eq!(line_col(text, warning.span().offset()), (3, 47));
+}
+
+#[test]
+fn misspelt_case_is_warned_once_per_file() {
+    let text = TOMCAT_SERVICE.replace("\"port\"", "\"Port\"");
+    let loaded = load(&[
+        source("a.json", &text),
+        source("b.json", &text.replace("tomcat\"", "other\"")),
+    ]);
+    assert_eq!(loaded.warnings.len(), 2);
+    assert_eq!(loaded.warnings[0].file(), "a.json");
+    assert_eq!(loaded.warnings[1].file(), "b.json");
+}
+
+#[test]
+fn a_field_given_twice_in_different_case_is_an_error() {
+    let text = TOMCAT_SERVICE.replace(r#""port": 8080"#, r#""port": 8080, "PORT": 81"#);
+    let error = only_error("s.json", &text, "field `port` is given twice");
+    assert_eq!(spanned(&text, &error), "\"PORT\"");
+}
+
+#[test]
+fn an_unknown_field_is_an_error_with_a_suggestion() {
+    let text = "{\"id\": \"web\", \"kind\": \"Pod\", \"apiVersion\": \"v1beta1\",\n \"desiredState\": {\"manifest\": {\"containers\": [\n   {\"name\": \"web\", \"image\": \"nginx\",\n    \"ports\": [{\"contianerPort\": 80}]}]}}}";
+    let error = only_error("web.json", text, "unknown field `contianerPort` in a port");
+    assert_eq!(spanned(text, &error), "\"contianerPort\"");
+    assert_eq!(error_position(text, &error), (4, 16));
+    assert_eq!(error.file(), Some("web.json"));
+    assert_eq!(help_of(&error), "did you mean `containerPort`?");
+}
+
+#[test]
+fn an_unknown_field_in_yaml_points_at_its_line() {
+    let text = TOMCAT_SERVICE_YAML.replace("selector:", "selectr:");
+    let error = only_error("s.yaml", &text, "unknown field `selectr` in a Service");
+    assert_eq!(error_position(&text, &error), (8, 1));
+    assert_eq!(help_of(&error), "did you mean `selector`?");
+}
+
+#[test]
+fn a_misplaced_field_says_where_it_belongs() {
+    let text = TOMCAT_CONTROLLER.replace(r#""kind""#, r#""replicas": 2, "kind""#);
+    let error = only_error("c.json", &text, "unknown field `replicas`");
+    assert!(help_of(&error).contains("belongs in a ReplicationController's `desiredState`"));
+}
+
+#[test]
+fn ignored_fields_give_one_warning_for_the_whole_run() {
+    let first = TOMCAT_SERVICE.replace(r#""port""#, r#""portalIP": "10.0.0.9", "port""#);
+    let second = TOMCAT_CONTROLLER
+        .replace(r#""ports""#, r#""volumeMounts": [], "ports""#)
+        .replace(r#""version""#, r#""volumes": [], "version""#);
+    let loaded = load(&[source("s.json", &first), source("c.json", &second)]);
+    assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
+    let warning = &loaded.warnings[0];
+    assert_eq!(
+        warning.to_string(),
+        "kctl ignores the v1beta1 fields `portalIP`, `volumes`, `volumeMounts`"
+    );
+    assert_eq!(warning.file(), "s.json");
+    let span = warning.span();
+    assert_eq!(
+        &first[span.offset()..span.offset() + span.len()],
+        "\"portalIP\""
+    );
+}
+
+#[test]
+fn ignored_subtrees_are_not_checked() {
+    let text = TOMCAT_CONTROLLER.replace(
+        r#""kind""#,
+        r#""currentState": {"anything": [1, {"goes": true}]}, "kind""#,
+    );
+    let loaded = load_one("c.json", &text);
+    assert_eq!(loaded.objects, vec![expected_controller()]);
+    assert_eq!(loaded.warnings.len(), 1);
+}
+
+// ---- syntax errors and positions ----
+
+#[test]
+fn a_json_syntax_error_has_its_line_and_column() {
+    let text = "{\"id\": \"web\",\n \"kind\": \"Pod\"\n \"apiVersion\": \"v1beta1\"}";
+    let error = only_error("web.json", text, "invalid JSON");
+    assert_eq!(error_position(text, &error), (3, 2));
+    assert_eq!(error.file(), Some("web.json"));
+}
+
+#[test]
+fn a_yaml_syntax_error_has_its_line_and_column() {
+    let text = "id: web\nkind: Pod\ndesiredState:\n  manifest: [a, b\nlabels: {}\n";
+    let error = only_error("web.yaml", text, "invalid YAML");
+    assert_eq!(error_position(text, &error), (5, 7));
+    let text = "id: web\nkind: 'Pod\n";
+    let error = only_error("web.yaml", text, "invalid YAML");
+    assert_eq!(error_position(text, &error), (2, 7));
+}
+
+#[test]
+fn non_ascii_text_before_an_error_keeps_the_column_right() {
+    let json = r#"{"id": "web", "kind": "Service", "apiVersion": "v1beta1", "port": 80, "selector": {"note": "café ☕ 日本"}, "bogus": 1}"#;
+    let error = only_error("web.json", json, "unknown field `bogus`");
+    assert_eq!(spanned(json, &error), "\"bogus\"");
+    assert_eq!(error_position(json, &error), (1, 106));
+
+    let syntax = r#"{"labels": {"note": "日本語"} "x": 1}"#;
+    let error = only_error("web.json", syntax, "invalid JSON");
+    assert_eq!(spanned(syntax, &error), "\"");
+    assert_eq!(error_position(syntax, &error), (1, 28));
+
+    let yaml = "kind: Service\nselector: {note: \"日本語 ☕\"}\nid: web\nport: 80\nbogus: 1\n";
+    let error = only_error("web.yaml", yaml, "unknown field `bogus`");
+    assert_eq!(spanned(yaml, &error), "bogus");
+    assert_eq!(error_position(yaml, &error), (5, 1));
+    let yaml = "kind: Service\nselector: {note: \"日本語 ☕\", bad: 'x}\n";
+    let error = only_error("web.yaml", yaml, "invalid YAML");
+    assert_eq!(spanned(yaml, &error), "'");
+    assert_eq!(error_position(yaml, &error), (2, 32));
+}
+
+#[test]
+fn byte_order_marks_and_crlf_line_ends_keep_spans_right() {
+    let json = "\u{feff}{\"kind\": \"Service\",\r\n \"id\": \"s\", \"port\": 80,\r\n \"selector\": {\"a\": \"é\"}, \"bogus\": 1}\r\n";
+    let error = only_error("s.json", json, "unknown field `bogus`");
+    assert_eq!(spanned(json, &error), "\"bogus\"");
+    assert_eq!(error_position(json, &error), (3, 26));
+    let yaml = "\u{feff}kind: Service\r\nid: s\r\nport: 80\r\nselector: {a: é}\r\nbogus: 1\r\n";
+    let error = only_error("s.yaml", yaml, "unknown field `bogus`");
+    assert_eq!(spanned(yaml, &error), "bogus");
+    assert_eq!(error_position(yaml, &error), (5, 1));
+}
+
+#[test]
+fn a_duplicate_key_is_an_error() {
+    let text = TOMCAT_SERVICE.replace(r#""port": 8080"#, r#""port": 8080, "port": 81"#);
+    let error = only_error("s.json", &text, "duplicate key `port`");
+    assert_eq!(error_position(&text, &error), (1, 76));
+    let yaml = format!("{TOMCAT_SERVICE_YAML}port: 81\n");
+    let error = only_error("s.yaml", &yaml, "duplicate key `port`");
+    assert_eq!(error_position(&yaml, &error), (10, 1));
+}
+
+#[test]
+fn every_bad_file_is_reported() {
+    let errors = parse_sources(&[
+        source("a.json", "{\"kind\": \"Pod\""),
+        source("good.json", TOMCAT_SERVICE),
+        source(
+            "b.yaml",
+            "kind: Service\nid: x_y\nport: 80\nselecter: {a: b}\n",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(errors.errors.len(), 3, "{:#?}", errors.errors);
+    assert_eq!(errors.errors[0].file(), Some("a.json"));
+    assert_eq!(errors.errors[1].file(), Some("b.yaml"));
+    assert_eq!(errors.errors[2].file(), Some("b.yaml"));
+    assert_eq!(
+        errors.to_string(),
+        "3 errors in manifests; nothing was applied"
+    );
+    assert_eq!(errors.related().map(|r| r.count()), Some(3));
+}
+
+#[test]
+fn two_bad_files_give_two_errors() {
+    let errors =
+        parse_sources(&[source("a.json", "{"), source("b.yaml", "kind: Nope\n")]).unwrap_err();
+    assert_eq!(errors.errors.len(), 2);
+    assert_eq!(
+        errors.to_string(),
+        "2 errors in manifests; nothing was applied"
+    );
+    let one = parse_sources(&[source("a.json", "{")]).unwrap_err();
+    assert_eq!(one.to_string(), "1 error in manifests; nothing was applied");
+}
+
+#[test]
+fn an_empty_file_is_an_error() {
+    let errors = errors_of(&[source("empty.yaml", "# nothing yet\n")]);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0]
+        .to_string()
+        .contains("`empty.yaml` holds no manifests"));
+    assert!(errors[0].span().is_none());
+}
+
+#[test]
+fn duplicate_ids_across_files_point_at_the_second() {
+    let second = TOMCAT_SERVICE_YAML.replace("port: 8080", "port: 9090");
+    let errors = errors_of(&[source("a.json", TOMCAT_SERVICE), source("b.yaml", &second)]);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].to_string(), "service `tomcat` is defined twice");
+    assert_eq!(errors[0].file(), Some("b.yaml"));
+    assert_eq!(spanned(&second, &errors[0]), "tomcat");
+    assert!(help_of(&errors[0]).contains("a.json at line 1, column 8"));
+    // The same id for different kinds is fine.
+    let pod = pod_with(r#"{"name": "tomcat", "image": "tomcat"}"#).replace("\"web\"", "\"tomcat\"");
+    load(&[source("a.json", TOMCAT_SERVICE), source("p.json", &pod)]);
+}
+
+#[test]
+fn rendering_shows_file_line_and_help() {
+    let text = TOMCAT_SERVICE.replace("\"selector\"", "\"selectr\"");
+    let errors = parse_sources(&[source("manifests/tomcat.json", &text)]).unwrap_err();
+    let mut rendered = String::new();
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .render_report(&mut rendered, &errors)
+        .unwrap();
+    assert!(
+        rendered.contains("1 error in manifests; nothing was applied"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("manifests/tomcat.json:2:39"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("did you mean `selector`?"), "{rendered}");
+}
+
+// ---- kind and apiVersion ----
+
+#[test]
+fn kind_is_required_and_known() {
+    let error = only_error("x.json", r#"{"id": "web"}"#, "missing `kind`");
+    assert_eq!(error_position(r#"{"id": "web"}"#, &error), (1, 1));
+    let error = only_error(
+        "x.yaml",
+        "kind: Replicationcontroller\nid: web\n",
+        "unknown kind `Replicationcontroller`",
+    );
+    assert_eq!(help_of(&error), "did you mean `ReplicationController`?");
+    only_error("x.yaml", "- kind: Pod\n", "must be an object");
+}
+
+#[test]
+fn api_version_must_be_v1beta1_and_missing_is_a_warning() {
+    let text = TOMCAT_SERVICE.replace("v1beta1", "v1beta3");
+    let error = only_error("s.json", &text, "unsupported apiVersion `v1beta3`");
+    assert_eq!(spanned(&text, &error), "\"v1beta3\"");
+
+    let text = TOMCAT_SERVICE.replace(r#""apiVersion": "v1beta1", "#, "");
+    let twice = format!("---\n{text}---\n{}", text.replace("tomcat\"", "other\""));
+    let loaded = load_one("s.yaml", &twice);
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].to_string().contains("no `apiVersion`"));
+}
+
+// ---- ids ----
+
+#[test]
+fn ids_are_dns_labels_in_either_case() {
+    for bad in [
+        "tomcat_controller",
+        "-web",
+        "web-",
+        "",
+        &"a".repeat(64),
+        "wéb",
+    ] {
+        let text = TOMCAT_CONTROLLER.replace("tomcatController", bad);
+        let error = only_error("c.json", &text, "invalid ReplicationController id");
+        assert_eq!(spanned(&text, &error), format!("\"{bad}\""));
+    }
+    let long = "a".repeat(63);
+    load_one(
+        "c.json",
+        &TOMCAT_CONTROLLER.replace("tomcatController", &long),
+    );
+    let error = only_error(
+        "c.json",
+        &TOMCAT_CONTROLLER.replace("tomcatController", "tomcat.ctl"),
+        "contains '.'",
+    );
+    assert!(help_of(&error).contains("e.g. `tomcat-ctl`"));
+}
+
+#[test]
+fn service_ids_are_short_lower_case_and_start_with_a_letter() {
+    let error = only_error(
+        "s.json",
+        &TOMCAT_SERVICE.replace("\"tomcat\"", "\"tomcatService\""),
+        "must be lower case",
+    );
+    assert!(help_of(&error).contains("e.g. `tomcatservice`"));
+    only_error(
+        "s.json",
+        &TOMCAT_SERVICE.replace("\"tomcat\"", &format!("\"{}\"", "a".repeat(25))),
+        "the limit is 24",
+    );
+    only_error(
+        "s.json",
+        &TOMCAT_SERVICE.replace("\"tomcat\"", "\"9tomcat\""),
+        "must start with a letter",
+    );
+    load_one(
+        "s.json",
+        &TOMCAT_SERVICE.replace("\"tomcat\"", &format!("\"{}\"", "a".repeat(24))),
+    );
+}
+
+#[test]
+fn a_pod_id_can_come_from_its_manifest() {
+    let text = r#"{"kind": "Pod", "apiVersion": "v1beta1",
+ "desiredState": {"manifest": {"id": "fromManifest", "containers": [{"name": "a", "image": "b"}]}}}"#;
+    assert_eq!(only_pod(&load_one("p.json", text)).id, "fromManifest");
+    let text = text.replace(r#""id": "fromManifest", "#, "");
+    only_error("p.json", &text, "a Pod is missing `id`");
+}
+
+// ---- containers ----
+
+#[test]
+fn a_full_container_decodes() {
+    let text = pod_with(
+        r#"{"name": "web", "image": "nginx:1.7", "command": ["nginx", "-g", "daemon off;"],
+   "workingDir": "/srv", "cpu": 500, "memory": 268435456,
+   "ports": [{"name": "http", "containerPort": 80, "hostPort": 8080, "protocol": "tcp"},
+             {"containerPort": 53, "protocol": "udp", "hostPort": 0}],
+   "env": [{"name": "MODE", "value": "prod"}, {"name": "_EMPTY"}],
+   "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": 15}}"#,
+    );
+    let loaded = load_one("p.json", &text);
+    let container = &only_pod(&loaded).spec.containers[0];
+    assert_eq!(
+        *container,
+        Container {
+            name: "web".into(),
+            image: "nginx:1.7".into(),
+            command: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
+            working_dir: Some("/srv".into()),
+            ports: vec![
+                Port {
+                    name: Some("http".into()),
+                    container_port: 80,
+                    host_port: Some(8080),
+                    protocol: Protocol::Tcp,
+                },
+                Port {
+                    name: None,
+                    container_port: 53,
+                    host_port: None,
+                    protocol: Protocol::Udp,
+                },
+            ],
+            env: vec![
+                EnvVar {
+                    name: "MODE".into(),
+                    value: "prod".into(),
+                },
+                EnvVar {
+                    name: "_EMPTY".into(),
+                    value: String::new(),
+                },
+            ],
+            cpu: Some(500),
+            memory: Some(268_435_456),
+            liveness_probe: Some(Probe {
+                action: ProbeAction::HttpGet {
+                    path: "/healthz".into(),
+                    port: PortRef::Name("http".into()),
+                    host: None,
+                },
+                initial_delay_seconds: 15,
+                timeout_seconds: 1,
+            }),
+        }
+    );
+}
+
+#[test]
+fn container_names_are_dns_labels() {
+    let text = pod_with(r#"{"name": "my_web", "image": "nginx"}"#);
+    let error = only_error("p.json", &text, "invalid container name `my_web`");
+    assert_eq!(spanned(&text, &error), "\"my_web\"");
+}
+
+#[test]
+fn container_names_are_unique_in_a_pod() {
+    let text = pod_with(r#"{"name": "web", "image": "a"}, {"name": "web", "image": "b"}"#);
+    let error = only_error("p.json", &text, "container name is used twice");
+    assert_eq!(error_position(&text, &error), (2, 109));
+}
+
+#[test]
+fn name_and_image_are_required() {
+    only_error(
+        "p.json",
+        &pod_with(r#"{"image": "nginx"}"#),
+        "a container is missing `name`",
+    );
+    only_error(
+        "p.json",
+        &pod_with(r#"{"name": "web"}"#),
+        "a container is missing `image`",
+    );
+    only_error("p.json", &pod_with(""), "at least one container");
+}
+
+#[test]
+fn images_have_no_whitespace_or_control_characters() {
+    only_error(
+        "p.json",
+        &pod_with(r#"{"name": "w", "image": ""}"#),
+        "`image` is empty",
+    );
+    only_error(
+        "p.json",
+        &pod_with(r#"{"name": "w", "image": "nginx latest"}"#),
+        "whitespace",
+    );
+    only_error(
+        "p.json",
+        &pod_with(r#"{"name": "w", "image": "nginx\u0007"}"#),
+        "control character",
+    );
+    // Passed later as one argv element, never to a shell: anything else goes.
+    let loaded = load_one(
+        "p.json",
+        &pod_with(r#"{"name": "w", "image": "x;touch$IFS/tmp/owned"}"#),
+    );
+    assert_eq!(
+        only_pod(&loaded).spec.containers[0].image,
+        "x;touch$IFS/tmp/owned"
+    );
+}
+
+#[test]
+fn ports_are_in_range() {
+    let bad = [
+        (r#"{"containerPort": 0}"#, "`containerPort` is out of range"),
+        (
+            r#"{"containerPort": 65536}"#,
+            "`containerPort` is out of range",
+        ),
+        (
+            r#"{"containerPort": -80}"#,
+            "`containerPort` is out of range",
+        ),
+        (r#"{"containerPort": 80.5}"#, "must be a whole number"),
+        (r#"{"containerPort": "80"}"#, "must be a number"),
+        (
+            r#"{"containerPort": 80, "hostPort": 70000}"#,
+            "`hostPort` is out of range",
+        ),
+        (r#"{"hostPort": 80}"#, "a port is missing `containerPort`"),
+    ];
+    for (port, message) in bad {
+        let text = pod_with(&format!(
+            r#"{{"name": "w", "image": "i", "ports": [{port}]}}"#
+        ));
+        only_error("p.json", &text, message);
+    }
+    let text = pod_with(
+        r#"{"name": "w", "image": "i", "ports": [{"containerPort": 65535, "hostPort": 0}]}"#,
+    );
+    let loaded = load_one("p.json", &text);
+    let port = &only_pod(&loaded).spec.containers[0].ports[0];
+    assert_eq!((port.container_port, port.host_port), (65535, None));
+}
+
+#[test]
+fn protocols_are_tcp_or_udp() {
+    let text = pod_with(
+        r#"{"name": "w", "image": "i", "ports": [{"containerPort": 80, "protocol": "SCTP"}]}"#,
+    );
+    let error = only_error("p.json", &text, "unknown protocol `SCTP`");
+    assert_eq!(spanned(&text, &error), "\"SCTP\"");
+    let error = only_error(
+        "s.json",
+        &service_with(r#""id": "s", "port": 1, "selector": {"a": "b"}, "protocol": "icmp""#),
+        "unknown protocol",
+    );
+    assert_eq!(help_of(&error), "use `TCP` or `UDP`");
+}
+
+#[test]
+fn a_host_port_is_claimed_once_per_protocol() {
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "ports": [{"containerPort": 80, "hostPort": 80}]},
+ {"name": "b", "image": "i", "ports": [{"containerPort": 81, "hostPort": 80}]}"#,
+    );
+    let error = only_error("p.json", &text, "host port 80/TCP is used twice");
+    assert_eq!(error_position(&text, &error), (3, 74));
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "ports": [{"containerPort": 53, "hostPort": 53},
+ {"containerPort": 53, "hostPort": 53, "protocol": "UDP"}]}"#,
+    );
+    load_one("p.json", &text);
+}
+
+#[test]
+fn port_names_are_unique_and_short() {
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "ports": [{"name": "http", "containerPort": 80}]},
+ {"name": "b", "image": "i", "ports": [{"name": "http", "containerPort": 81}]}"#,
+    );
+    only_error("p.json", &text, "port name is used twice");
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "ports": [{"name": "sixteen-letters1", "containerPort": 80}]}"#,
+    );
+    only_error("p.json", &text, "the limit is 15");
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "ports": [{"name": "http_alt", "containerPort": 80}]}"#,
+    );
+    only_error("p.json", &text, "invalid port name `http_alt`");
+}
+
+#[test]
+fn env_names_are_c_identifiers() {
+    for bad in ["1ST", "MY-VAR", ""] {
+        let text = pod_with(&format!(
+            r#"{{"name": "a", "image": "i", "env": [{{"name": "{bad}", "value": "x"}}]}}"#
+        ));
+        only_error("p.json", &text, "invalid environment variable name");
+    }
+    let yaml = "kind: Pod\napiVersion: v1beta1\nid: p\ndesiredState:\n  manifest:\n    containers:\n    - name: a\n      image: i\n      env:\n      - name: PORT\n        value: 8080\n";
+    let error = only_error("p.yaml", yaml, "must be a string, found a number");
+    assert_eq!(
+        help_of(&error),
+        "put the value in quotes to make it a string"
+    );
+}
+
+#[test]
+fn cpu_and_memory_are_whole_non_negative_numbers() {
+    let bad = [
+        (r#""cpu": -1"#, "is out of range"),
+        (r#""cpu": 0.5"#, "must be a whole number"),
+        (r#""cpu": 4294967296"#, "is out of range"),
+        (r#""memory": -1"#, "is out of range"),
+        (r#""memory": "512Mi""#, "must be a number"),
+        (r#""memory": 1e9"#, "must be a whole number"),
+    ];
+    for (member, message) in bad {
+        let text = pod_with(&format!(r#"{{"name": "a", "image": "i", {member}}}"#));
+        only_error("p.json", &text, message);
+    }
+    let text = pod_with(r#"{"name": "a", "image": "i", "cpu": 0, "memory": 18446744073709551615}"#);
+    let loaded = load_one("p.json", &text);
+    let container = &only_pod(&loaded).spec.containers[0];
+    assert_eq!((container.cpu, container.memory), (Some(0), Some(u64::MAX)));
+}
+
+#[test]
+fn command_is_a_list_of_strings() {
+    let text = pod_with(r#"{"name": "a", "image": "i", "command": "sleep 10"}"#);
+    let error = only_error("p.json", &text, "must be a list of strings");
+    assert_eq!(
+        help_of(&error),
+        r#"write it as a list, one argument each: ["sleep", "10"]"#
+    );
+}
+
+#[test]
+fn restart_policy_is_one_of_three() {
+    for (policy, expected) in [
+        (r#"{"always": {}}"#, RestartPolicy::Always),
+        (r#"{"onFailure": {}}"#, RestartPolicy::OnFailure),
+        (r#"{"never": {}}"#, RestartPolicy::Never),
+        ("{}", RestartPolicy::Always),
+    ] {
+        let text = TOMCAT_CONTROLLER.replace(
+            r#""version": "v1beta1","#,
+            &format!(r#""restartPolicy": {policy},"#),
+        );
+        let Object::ReplicationController(rc) = &load_one("c.json", &text).objects[0] else {
+            panic!()
+        };
+        assert_eq!(rc.template.spec.restart_policy, expected);
+    }
+    let text = TOMCAT_CONTROLLER.replace(
+        r#""version": "v1beta1","#,
+        r#""restartPolicy": {"always": {}, "never": {}},"#,
+    );
+    only_error("c.json", &text, "more than one policy");
+    let text =
+        TOMCAT_CONTROLLER.replace(r#""version": "v1beta1","#, r#""restartPolicy": "Never","#);
+    let error = only_error("c.json", &text, "must be an object in v1beta1");
+    assert_eq!(help_of(&error), r#"write it as `{"never": {}}`"#);
+}
+
+#[test]
+fn manifest_version_must_be_v1beta1() {
+    let text = TOMCAT_CONTROLLER.replace(r#""version": "v1beta1""#, r#""version": "v1beta2""#);
+    only_error("c.json", &text, "unsupported manifest version `v1beta2`");
+}
+
+// ---- probes ----
+
+fn probe_pod(probe: &str) -> String {
+    pod_with(&format!(
+        r#"{{"name": "a", "image": "i", "ports": [{{"name": "http", "containerPort": 80}}], "livenessProbe": {probe}}}"#
+    ))
+}
+
+fn probe_of(loaded: &Loaded) -> Probe {
+    only_pod(loaded).spec.containers[0]
+        .liveness_probe
+        .clone()
+        .expect("a probe")
+}
+
+#[test]
+fn probes_decode_each_action() {
+    let probe = probe_of(&load_one(
+        "p.json",
+        &probe_pod(r#"{"tcpSocket": {"port": 80}, "timeoutSeconds": 5}"#),
+    ));
+    assert_eq!(
+        probe.action,
+        ProbeAction::TcpSocket {
+            port: PortRef::Number(80)
+        }
+    );
+    assert_eq!(probe.timeout_seconds, 5);
+    let probe = probe_of(&load_one(
+        "p.json",
+        &probe_pod(r#"{"exec": {"command": ["cat", "/ok"]}}"#),
+    ));
+    assert_eq!(
+        probe.action,
+        ProbeAction::Exec {
+            command: vec!["cat".into(), "/ok".into()]
+        }
+    );
+    let probe = probe_of(&load_one(
+        "p.json",
+        &probe_pod(r#"{"httpGet": {"port": "8080", "host": "127.0.0.1"}}"#),
+    ));
+    assert_eq!(
+        probe.action,
+        ProbeAction::HttpGet {
+            path: "/".into(),
+            port: PortRef::Number(8080),
+            host: Some("127.0.0.1".into()),
+        }
+    );
+}
+
+#[test]
+fn a_probe_has_exactly_one_action() {
+    only_error(
+        "p.json",
+        &probe_pod(r#"{"initialDelaySeconds": 5}"#),
+        "needs an action",
+    );
+    let text = probe_pod(r#"{"httpGet": {"port": 80}, "exec": {"command": ["true"]}}"#);
+    let error = only_error("p.json", &text, "takes only one action");
+    assert_eq!(spanned(&text, &error), "\"exec\"");
+}
+
+#[test]
+fn a_probe_port_name_must_name_a_port_of_the_pod() {
+    let text = probe_pod(r#"{"httpGet": {"port": "htp"}}"#);
+    let error = only_error("p.json", &text, "no port named `htp`");
+    assert_eq!(spanned(&text, &error), "\"htp\"");
+    assert_eq!(help_of(&error), "did you mean `http`?");
+    // Containers in a pod share its network: another container's port counts.
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "livenessProbe": {"tcpSocket": {"port": "db"}}},
+ {"name": "b", "image": "i", "ports": [{"name": "db", "containerPort": 5432}]}"#,
+    );
+    load_one("p.json", &text);
+}
+
+#[test]
+fn probe_ports_and_delays_are_in_range() {
+    only_error(
+        "p.json",
+        &probe_pod(r#"{"tcpSocket": {"port": 0}}"#),
+        "out of range",
+    );
+    only_error(
+        "p.json",
+        &probe_pod(r#"{"tcpSocket": {"port": "99999"}}"#),
+        "out of range",
+    );
+    only_error(
+        "p.json",
+        &probe_pod(r#"{"tcpSocket": {}}"#),
+        "missing `port`",
+    );
+    only_error(
+        "p.json",
+        &probe_pod(r#"{"exec": {"command": []}}"#),
+        "`command` is empty",
+    );
+    only_error(
+        "p.json",
+        &probe_pod(r#"{"exec": {"command": ["true"]}, "initialDelaySeconds": -1}"#),
+        "out of range",
+    );
+}
+
+// ---- controllers ----
+
+#[test]
+fn replicas_are_required_and_not_negative() {
+    let text = controller_with(&format!(
+        r#""replicaSelector": {{"name": "web"}}, {WEB_TEMPLATE}"#
+    ));
+    only_error("c.json", &text, "missing `replicas`");
+    let text = controller_with(&format!(
+        r#""replicas": -1, "replicaSelector": {{"name": "web"}}, {WEB_TEMPLATE}"#
+    ));
+    only_error("c.json", &text, "`replicas` is out of range");
+    let text = controller_with(&format!(
+        r#""replicas": 0, "replicaSelector": {{"name": "web"}}, {WEB_TEMPLATE}"#
+    ));
+    load_one("c.json", &text);
+}
+
+#[test]
+fn the_selector_must_be_non_empty_and_match_the_template() {
+    let text = controller_with(&format!(
+        r#""replicas": 1, "replicaSelector": {{}}, {WEB_TEMPLATE}"#
+    ));
+    only_error("c.json", &text, "`replicaSelector` is empty");
+    let text = controller_with(&format!(r#""replicas": 1, {WEB_TEMPLATE}"#));
+    only_error("c.json", &text, "missing `replicaSelector`");
+    let text = controller_with(&format!(
+        r#""replicas": 1, "replicaSelector": {{"name": "api"}}, {WEB_TEMPLATE}"#
+    ));
+    let error = only_error("c.json", &text, "does not match the pod template's labels");
+    assert_eq!(spanned(&text, &error), r#"{"name": "api"}"#);
+    assert!(help_of(&error).contains("`name=web`"));
+    // Reported even when the template has other problems.
+    let broken = text.replace(r#""image": "nginx""#, r#""image": """#);
+    let errors = errors_of(&[source("c.json", &broken)]);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+// ---- services ----
+
+#[test]
+fn service_fields_are_checked() {
+    only_error(
+        "s.json",
+        &service_with(r#""id": "s", "selector": {"a": "b"}"#),
+        "missing `port`",
+    );
+    only_error(
+        "s.json",
+        &service_with(r#""id": "s", "port": 80"#),
+        "missing `selector`",
+    );
+    only_error(
+        "s.json",
+        &service_with(r#""id": "s", "port": 80, "selector": {}"#),
+        "`selector` is empty",
+    );
+    only_error(
+        "s.json",
+        &service_with(r#""id": "s", "port": 0, "selector": {"a": "b"}"#),
+        "out of range",
+    );
+    only_error(
+        "s.json",
+        &service_with(r#""id": "s", "port": 80, "selector": {"a": "b"}, "containerPort": 70000"#),
+        "out of range",
+    );
+    let loaded = load_one(
+        "s.json",
+        &service_with(
+            r#""id": "s", "port": 80, "selector": {"a": "b"}, "containerPort": "http", "protocol": "UDP""#,
+        ),
+    );
+    let Object::Service(service) = &loaded.objects[0] else {
+        panic!()
+    };
+    assert_eq!(service.container_port, Some(PortRef::Name("http".into())));
+    assert_eq!(service.protocol, Protocol::Udp);
+}
+
+#[test]
+fn label_values_are_strings() {
+    let yaml = TOMCAT_SERVICE_YAML.replace("name: tomcatCluster\nselector", "version: 2\nselector");
+    let error = only_error("s.yaml", &yaml, "label `version` must be a string");
+    assert_eq!(spanned(&yaml, &error), "2");
+}
+
+// ---- files ----
+
+/// A fresh directory under the system's temporary directory.
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kctl-manifest-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn directories_are_read_in_name_order() {
+    let dir = temp_dir("order");
+    std::fs::write(dir.join("b-service.yaml"), TOMCAT_SERVICE_YAML).unwrap();
+    std::fs::write(dir.join("a-controller.json"), TOMCAT_CONTROLLER).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
+    std::fs::create_dir(dir.join("nested.json")).unwrap();
+    let loaded = load_paths(std::slice::from_ref(&dir)).unwrap();
+    assert_eq!(
+        loaded.objects,
+        vec![expected_controller(), expected_service()]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn file_errors_are_reported_with_the_path_as_given() {
+    let dir = temp_dir("io");
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{\"kind\": \"Pod\" \"id\": \"x\"}").unwrap();
+    let binary = dir.join("binary.yaml");
+    std::fs::write(&binary, b"kind: \xff\n").unwrap();
+    let missing = dir.join("missing.json");
+    let errors =
+        load_paths(&[missing.clone(), empty.clone(), bad.clone(), binary.clone()]).unwrap_err();
+    let messages: Vec<String> = errors.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+    assert!(
+        messages[0].starts_with(&format!("cannot read `{}`", missing.display())),
+        "{messages:#?}"
+    );
+    assert_eq!(
+        messages[1],
+        format!("directory `{}` holds no manifests", empty.display())
+    );
+    assert!(messages[2].starts_with(&format!("`{}` is not UTF-8 text", binary.display())));
+    assert_eq!(
+        errors.errors[3].file(),
+        Some(bad.display().to_string().as_str())
+    );
+    assert!(errors.errors[..3].iter().all(|e| e.span().is_none()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- robustness ----
+
+/// A small deterministic generator, so that failures can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Checks that every span lies on character boundaries within the text and
+/// that the diagnostics render.
+fn check_diagnostics(text: &str, result: &Result<Loaded, ManifestErrors>) {
+    let mut spans: Vec<miette::SourceSpan> = Vec::new();
+    match result {
+        Ok(loaded) => spans.extend(loaded.warnings.iter().map(ManifestWarning::span)),
+        Err(errors) => {
+            spans.extend(errors.errors.iter().filter_map(ManifestError::span));
+            spans.extend(errors.warnings.iter().map(ManifestWarning::span));
+            let mut rendered = String::new();
+            miette::GraphicalReportHandler::new()
+                .render_report(&mut rendered, errors)
+                .unwrap();
+        }
+    }
+    for span in spans {
+        let end = span.offset() + span.len();
+        assert!(end <= text.len(), "span {span:?} past the end of {text:?}");
+        assert!(
+            text.is_char_boundary(span.offset()) && text.is_char_boundary(end),
+            "span {span:?} in {text:?}"
+        );
+    }
+}
+
+fn parse_as_each_format(text: &str) {
+    for name in ["f.json", "f.yaml", "<stdin>"] {
+        let result = parse_sources(&[source(name, text)]);
+        check_diagnostics(text, &result);
+    }
+}
+
+#[test]
+fn garbage_and_truncated_input_gives_errors_not_panics() {
+    let valid = [
+        TOMCAT_CONTROLLER.to_string(),
+        TOMCAT_SERVICE.to_string(),
+        TOMCAT_CONTROLLER_YAML.to_string(),
+        format!("{TOMCAT_SERVICE_YAML}---\n{TOMCAT_CONTROLLER_YAML}"),
+        probe_pod(r#"{"httpGet": {"path": "/é", "port": "http"}}"#),
+    ];
+    for text in &valid {
+        for end in (0..text.len()).filter(|end| text.is_char_boundary(*end)) {
+            let prefix = &text[..end];
+            parse_as_each_format(prefix);
+            if text.starts_with('{') && end < text.trim_end().len() {
+                assert!(
+                    parse_sources(&[source("f.json", prefix)]).is_err(),
+                    "{prefix:?}"
+                );
+            }
+        }
+    }
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let alphabet: Vec<char> = "{}[]\":,-? \n\t#&*!|>'%@`0123456789.eE+abcé☕\u{0}\\u"
+        .chars()
+        .collect();
+    for _ in 0..3000 {
+        let len = rng.below(80);
+        let text: String = (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
+        parse_as_each_format(&text);
+    }
+    for round in 0..3000 {
+        let mut bytes = valid[round % valid.len()].clone().into_bytes();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(bytes.len());
+            bytes[at] = (rng.next() & 0xff) as u8;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        parse_as_each_format(&text);
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error() {
+    for text in [
+        "[".repeat(50_000),
+        "- ".repeat(50_000),
+        "{\"a\":".repeat(50_000),
+    ] {
+        let errors = parse_sources(&[source("deep.yaml", &text)]).unwrap_err();
+        let message = errors.errors[0].to_string();
+        assert!(
+            message.contains("nesting") || message.contains("recursion limit"),
+            "{message}"
+        );
+    }
+    let list = format!(
+        "{}{}",
+        r#"{"kind": "List", "items": ["#.repeat(200),
+        "]}".repeat(200)
+    );
+    assert!(parse_sources(&[source("deep.json", &list)]).is_err());
+}

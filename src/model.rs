@@ -1,0 +1,297 @@
+//! The validated object model: what a manifest means once it has been parsed
+//! and checked. Everything past `manifest` (planning, the store, converge)
+//! works on these types only, never on raw input.
+//!
+//! The serde form of these types is the value format in etcd (camelCase, close
+//! to v1beta1 names so that a human reading etcd recognises them).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// The kinds of object kctl manages, in the order `apply` creates them
+/// (services first so pods started in the same apply see their variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Service,
+    ReplicationController,
+    Pod,
+}
+
+impl Kind {
+    /// The name `kctl get` and the plan use, as v0.5's kubecfg spelled it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::ReplicationController => "replicationController",
+            Kind::Pod => "pod",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.display_name())
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_lower(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+    pub fn as_upper(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Port {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+/// A port given either by number or by the name of a container port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeAction {
+    HttpGet {
+        path: String,
+        port: PortRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    TcpSocket {
+        port: PortRef,
+    },
+    Exec {
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    pub action: ProbeAction,
+    #[serde(default)]
+    pub initial_delay_seconds: u32,
+    /// Seconds; v0.5 defaulted to 1.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_seconds: u32,
+}
+
+fn default_probe_timeout() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// CPU in thousandths of a core (v1beta1 `cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// Memory limit in bytes (v1beta1 `memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+}
+
+/// What v1beta1 calls the pod's `manifest`: the containers and how to run them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+impl PodSpec {
+    /// Every host port the pod claims, with its protocol.
+    pub fn host_ports(&self) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+        self.containers
+            .iter()
+            .flat_map(|c| c.ports.iter())
+            .filter_map(|p| p.host_port.map(|hp| (hp, p.protocol)))
+    }
+
+    pub fn images(&self) -> Vec<&str> {
+        self.containers.iter().map(|c| c.image.as_str()).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    pub id: String,
+    #[serde(default)]
+    pub labels: Labels,
+    pub spec: PodSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    #[serde(default)]
+    pub labels: Labels,
+    pub spec: PodSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationController {
+    pub id: String,
+    #[serde(default)]
+    pub labels: Labels,
+    pub replicas: u32,
+    pub selector: Labels,
+    pub template: PodTemplate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub id: String,
+    #[serde(default)]
+    pub labels: Labels,
+    pub selector: Labels,
+    /// The portal's port.
+    pub port: u16,
+    /// Where the pods listen; `None` means the first port of the first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<PortRef>,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// One object from a manifest, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    Pod(Pod),
+    ReplicationController(ReplicationController),
+    Service(Service),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Pod(_) => Kind::Pod,
+            Object::ReplicationController(_) => Kind::ReplicationController,
+            Object::Service(_) => Kind::Service,
+        }
+    }
+    pub fn id(&self) -> &str {
+        match self {
+            Object::Pod(p) => &p.id,
+            Object::ReplicationController(r) => &r.id,
+            Object::Service(s) => &s.id,
+        }
+    }
+}
+
+/// True when every pair of `selector` is among `labels` (an empty selector
+/// matches nothing, so a typo cannot select the whole cluster).
+pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `a=b,c=d`, as v0.5 printed label sets.
+pub fn format_labels(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selector_needs_every_pair() {
+        let l = labels(&[("name", "web"), ("tier", "front")]);
+        assert!(selector_matches(&labels(&[("name", "web")]), &l));
+        assert!(!selector_matches(
+            &labels(&[("name", "web"), ("tier", "back")]),
+            &l
+        ));
+        assert!(!selector_matches(&labels(&[]), &l));
+    }
+
+    #[test]
+    fn labels_format_sorted() {
+        assert_eq!(format_labels(&labels(&[("b", "2"), ("a", "1")])), "a=1,b=2");
+    }
+}

@@ -1,0 +1,167 @@
+//! `kctl apply` and `kctl delete`: read and validate all input first, plan
+//! against one etcd snapshot, show the plan, commit it in one guarded
+//! transaction (re-planning if someone else changed the cluster meanwhile),
+//! then converge exactly the minions the plan touched.
+
+use super::{converge_minions, Cluster, ConvergeOutcome};
+use crate::manifest;
+use crate::model::{Kind, Object};
+use crate::plan::{self, Op, Plan, PlanError, RandomNamer};
+use crate::state::ClusterState;
+use crate::store::{Snapshot, Store, StoreError};
+use crate::ui::Ui;
+use miette::miette;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+const COMMIT_ATTEMPTS: usize = 3;
+
+fn plan_report(e: PlanError) -> miette::Report {
+    match e.help() {
+        Some(help) => miette!(help = help, "{e}"),
+        None => miette!("{e}"),
+    }
+}
+
+/// Plans with `make_plan` and commits, re-planning on a conflict. Returns
+/// the committed plan and the snapshot it was made from.
+async fn plan_and_commit(
+    ui: &Ui,
+    store: &mut Store,
+    dry_run: bool,
+    make_plan: impl Fn(&ClusterState) -> Result<Plan, PlanError>,
+) -> miette::Result<(Plan, Snapshot)> {
+    let mut shown: Option<String> = None;
+    for _ in 0..COMMIT_ATTEMPTS {
+        let snapshot = store.snapshot().await?;
+        let plan = make_plan(&snapshot.state).map_err(plan_report)?;
+        let text = plan.render();
+        if shown.as_deref() != Some(text.as_str()) {
+            if shown.is_some() {
+                ui.note("The cluster changed while planning; the plan is now:");
+            }
+            ui.out(&text);
+            shown = Some(text);
+        }
+        if dry_run || plan.is_empty() {
+            return Ok((plan, snapshot));
+        }
+        match store.commit(&snapshot, &plan.ops).await {
+            Ok(()) => return Ok((plan, snapshot)),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+/// The minions a committed plan changes: where pods were put, and where
+/// deleted pods were.
+fn touched_minions(plan: &Plan, before: &ClusterState) -> BTreeSet<String> {
+    plan.ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::PutPod(p) => Some(p.host.clone()),
+            Op::DeletePod(id) => before.pods.get(id).map(|p| p.host.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Minions where a pod the user named is not yet running as specified
+/// (an earlier apply that failed half-way): converge those too, so running
+/// `apply` again finishes the job.
+fn lagging_minions(state: &ClusterState, objects: &[Object]) -> BTreeSet<String> {
+    let named = |pod: &crate::state::PodRecord| {
+        objects.iter().any(|o| match o {
+            Object::Pod(p) => p.id == pod.pod.id,
+            Object::ReplicationController(rc) => pod.owner.as_deref() == Some(rc.id.as_str()),
+            Object::Service(_) => false,
+        })
+    };
+    state
+        .pods
+        .values()
+        .filter(|p| named(p) && !state.pod_is_current(p))
+        .map(|p| p.host.clone())
+        .collect()
+}
+
+fn finish(ui: &Ui, outcome: &ConvergeOutcome) -> miette::Result<()> {
+    for report in outcome.reports.values() {
+        for (pod, status) in &report.statuses {
+            if status.phase == crate::state::PodPhase::Running {
+                let ip = status.pod_ip.map(|ip| ip.to_string()).unwrap_or_default();
+                ui.note(format!("  pod {pod} running ({ip})"));
+            }
+        }
+    }
+    let problems = outcome.problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(miette!(
+            help = "`kctl get pods` shows the state; fix the cause and run the command again",
+            "{}",
+            problems.join("\n")
+        ))
+    }
+}
+
+pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> miette::Result<()> {
+    let loaded = manifest::load_paths(paths)?;
+    for warning in loaded.warnings {
+        ui.note(format!("{:?}", miette::Report::new(warning)));
+    }
+    let cluster = Cluster::open(name)?;
+    let mut store = cluster.store().await?;
+    let objects = loaded.objects;
+    let (plan, before) = plan_and_commit(ui, &mut store, dry_run, |state| {
+        plan::plan_apply(&objects, state, &mut RandomNamer)
+    })
+    .await?;
+    if dry_run {
+        return Ok(());
+    }
+    let mut minions = touched_minions(&plan, &before.state);
+    if plan.is_empty() {
+        // Nothing to commit; only finish what an earlier apply left undone.
+        minions.extend(lagging_minions(&before.state, &objects));
+    } else {
+        let after = store.snapshot().await?.state;
+        minions.extend(lagging_minions(&after, &objects));
+    }
+    let outcome = converge_minions(ui, &cluster, &mut store, &minions).await?;
+    finish(ui, &outcome)
+}
+
+/// What `kctl delete` removes: objects named in files, or one by kind and id.
+pub enum DeleteTarget {
+    Files(Vec<PathBuf>),
+    Object(Kind, String),
+}
+
+pub async fn delete(
+    ui: &Ui,
+    name: &str,
+    target: DeleteTarget,
+    ignore_not_found: bool,
+) -> miette::Result<()> {
+    let targets: Vec<(Kind, String)> = match target {
+        DeleteTarget::Files(paths) => manifest::load_paths(&paths)?
+            .objects
+            .iter()
+            .map(|o| (o.kind(), o.id().to_string()))
+            .collect(),
+        DeleteTarget::Object(kind, id) => vec![(kind, id)],
+    };
+    let cluster = Cluster::open(name)?;
+    let mut store = cluster.store().await?;
+    let (plan, before) = plan_and_commit(ui, &mut store, false, |state| {
+        plan::plan_delete(&targets, state, ignore_not_found)
+    })
+    .await?;
+    let minions = touched_minions(&plan, &before.state);
+    let outcome = converge_minions(ui, &cluster, &mut store, &minions).await?;
+    finish(ui, &outcome)
+}

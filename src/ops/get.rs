@@ -1,0 +1,170 @@
+//! `kctl get`: tables or v1beta1 lists of what the cluster holds.
+
+use super::Cluster;
+use crate::model::{selector_matches, Labels};
+use crate::output::{self, MinionView};
+use crate::provider::host;
+use crate::ui::Ui;
+use miette::miette;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Pods,
+    Controllers,
+    Services,
+    Minions,
+}
+
+impl Resource {
+    /// Accepts the names kubecfg and kubectl used, singular or plural.
+    pub fn parse(word: &str) -> Option<Resource> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "pods" | "pod" | "po" => Resource::Pods,
+            "replicationcontrollers" | "replicationcontroller" | "rc" | "rcs" => {
+                Resource::Controllers
+            }
+            "services" | "service" | "svc" => Resource::Services,
+            "minions" | "minion" | "nodes" | "node" | "no" => Resource::Minions,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Parses `-l a=b,c=d`.
+pub fn parse_selector(text: &str) -> miette::Result<Labels> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| {
+                    miette!(
+                        help = "write -l key=value[,key=value]",
+                        "bad label selector {pair:?}"
+                    )
+                })
+        })
+        .collect()
+}
+
+pub async fn get(
+    ui: &Ui,
+    name: &str,
+    resource: Resource,
+    id: Option<&str>,
+    format: Format,
+    selector: Option<&Labels>,
+) -> miette::Result<()> {
+    let cluster = Cluster::open(name)?;
+    let mut store = cluster.store().await?;
+    let state = store.snapshot().await?.state;
+    let keep = |obj_id: &str, labels: &Labels| {
+        id.is_none_or(|want| want == obj_id) && selector.is_none_or(|s| selector_matches(s, labels))
+    };
+    let (table, list) = match resource {
+        Resource::Pods => {
+            let pods: Vec<_> = state
+                .pods
+                .values()
+                .filter(|p| keep(&p.pod.id, &p.pod.labels))
+                .collect();
+            let items = pods.iter().map(|p| output::pod_json(&state, p)).collect();
+            (
+                output::pods_table(&state, &pods),
+                output::list("PodList", items),
+            )
+        }
+        Resource::Controllers => {
+            let rcs: Vec<_> = state
+                .controllers
+                .values()
+                .filter(|r| keep(&r.id, &r.labels))
+                .collect();
+            let items = rcs
+                .iter()
+                .map(|r| output::controller_json(&state, r))
+                .collect();
+            (
+                output::controllers_table(&state, &rcs),
+                output::list("ReplicationControllerList", items),
+            )
+        }
+        Resource::Services => {
+            let svcs: Vec<_> = state
+                .services
+                .values()
+                .filter(|s| keep(&s.id, &s.labels))
+                .collect();
+            let items = svcs.iter().map(|s| output::service_json(s)).collect();
+            (
+                output::services_table(&svcs),
+                output::list("ServiceList", items),
+            )
+        }
+        Resource::Minions => {
+            let none = Labels::new();
+            let views: Vec<MinionView> = state
+                .minions
+                .values()
+                .filter(|m| keep(&m.id, &none))
+                .map(|m| MinionView {
+                    record: m,
+                    // Until the node helper's heartbeat exists, a minion is
+                    // ready when its sshd answers.
+                    ready: host::tcp_open(SocketAddr::from((m.host_ip, m.ssh_port))),
+                })
+                .collect();
+            let items = views.iter().map(output::minion_json).collect();
+            (
+                output::minions_table(&views),
+                output::list("MinionList", items),
+            )
+        }
+    };
+    if let Some(want) = id {
+        if list["items"].as_array().is_some_and(|a| a.is_empty()) {
+            return Err(miette!("{want} not found"));
+        }
+    }
+    match format {
+        Format::Table => ui.out(table),
+        Format::Json => ui.out(serde_json::to_string_pretty(&list).unwrap_or_default()),
+        Format::Yaml => ui.out(serde_yaml_ng::to_string(&list).map_err(super::report)?),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names() {
+        assert_eq!(Resource::parse("po"), Some(Resource::Pods));
+        assert_eq!(
+            Resource::parse("replicationControllers"),
+            Some(Resource::Controllers)
+        );
+        assert_eq!(Resource::parse("svc"), Some(Resource::Services));
+        assert_eq!(Resource::parse("minions"), Some(Resource::Minions));
+        assert_eq!(Resource::parse("deployments"), None);
+    }
+
+    #[test]
+    fn selectors() {
+        let s = parse_selector("name=web, tier=front").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s["tier"], "front");
+        assert!(parse_selector("name").is_err());
+        assert!(parse_selector("=x").is_err());
+    }
+}

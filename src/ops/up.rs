@@ -1,0 +1,197 @@
+//! `kctl up`: make the machines (provider), prepare them (bootstrap),
+//! register them (store). Every step checks before it acts, so running `up`
+//! on a healthy cluster changes nothing, and on a broken one repairs it.
+
+use super::{report, require_root};
+use crate::bootstrap;
+use crate::cluster::{ClusterConfig, ClusterDir, LocalNetwork, ProviderKind};
+use crate::provider::host;
+use crate::provider::local::{self, Layout, MAX_MINIONS};
+use crate::ssh::SshExec;
+use crate::state::MinionRecord;
+use crate::store::Store;
+use crate::ui::Ui;
+use futures::future::join_all;
+use miette::miette;
+use std::os::unix::fs::PermissionsExt;
+
+pub const DEFAULT_MINIONS: usize = 3;
+
+/// Programs the local provider runs on this machine, with the Debian
+/// package that brings each.
+const LOCAL_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("dockerd", "docker.io"),
+    ("docker", "docker.io"),
+    ("etcd", "etcd-server"),
+    ("iptables", "iptables"),
+];
+
+fn missing_tools() -> Vec<(&'static str, &'static str)> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    LOCAL_TOOLS
+        .iter()
+        .filter(|(tool, _)| {
+            if tool.starts_with('/') {
+                return !std::path::Path::new(tool).exists();
+            }
+            !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+        })
+        .copied()
+        .collect()
+}
+
+pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<()> {
+    let dir = ClusterDir::new(name)?;
+    require_root("kctl up (local provider)")?;
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+        packages.dedup();
+        return Err(miette!(
+            help = format!("apt-get install {}", packages.join(" ")),
+            "missing programs: {}",
+            missing
+                .iter()
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+
+    let existing = if dir.exists() {
+        Some(dir.load()?)
+    } else {
+        None
+    };
+    let count = match (&existing, minions) {
+        (Some(c), Some(n)) if n != c.minions.len() => {
+            return Err(miette!(
+                help = "`kctl down` and `kctl up --minions N` to rebuild it",
+                "cluster {name} has {} minions; changing the count of a running cluster is not supported yet",
+                c.minions.len()
+            ))
+        }
+        (Some(c), _) => c.minions.len(),
+        (None, n) => n.unwrap_or(DEFAULT_MINIONS),
+    };
+    if !(1..=MAX_MINIONS).contains(&count) {
+        return Err(miette!("--minions must be between 1 and {MAX_MINIONS}"));
+    }
+
+    let layout = match &existing {
+        Some(c) => Layout {
+            cluster: name.to_string(),
+            slot: c
+                .local
+                .as_ref()
+                .map(|l| l.slot)
+                .ok_or_else(|| miette!("cluster {name} was not made by the local provider"))?,
+        },
+        None => local::claim_slot(name).await?,
+    };
+    let config = ClusterConfig {
+        name: name.to_string(),
+        provider: ProviderKind::Local,
+        etcd_endpoints: vec![layout.etcd_endpoint()],
+        minions: (1..=count).map(|i| layout.minion(i)).collect(),
+        local: Some(LocalNetwork { slot: layout.slot }),
+        offline_images: true,
+    };
+    // Record first: whatever fails later, `down` knows what to remove.
+    dir.save(&config)?;
+    std::fs::set_permissions(&dir.dir, std::fs::Permissions::from_mode(0o700)).map_err(report)?;
+    let mut changed = existing.is_none();
+
+    let task = ui.task("cluster key and host network");
+    if !dir.identity().exists() {
+        let key = dir.identity().display().to_string();
+        let comment = format!("kctl-{name}");
+        host::run(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            &comment,
+            "-f",
+            &key,
+        ])
+        .await?;
+        changed = true;
+    }
+    let public = std::fs::read_to_string(dir.identity().with_extension("pub")).map_err(report)?;
+    std::fs::write(dir.dir.join("authorized_keys"), public).map_err(report)?;
+    changed |= local::ensure_host_network(&layout).await?;
+    task.done(format!(
+        "network {} on bridge {}",
+        layout.cluster_cidr(),
+        layout.bridge()
+    ));
+
+    let task = ui.task("etcd");
+    changed |= local::ensure_etcd(&dir, &layout).await?;
+    task.done(format!("etcd at {}", layout.etcd_endpoint()));
+
+    let task = ui.task(format!("{count} minions (namespace, sshd, dockerd)"));
+    let made = join_all((1..=count).map(|i| local::ensure_minion(&dir, &layout, i))).await;
+    for result in made {
+        changed |= result?;
+    }
+    let known_hosts: Vec<String> = (1..=count)
+        .map(|i| local::known_hosts_line(&dir, &layout, i))
+        .collect::<Result<_, _>>()?;
+    std::fs::write(dir.known_hosts(), known_hosts.join("\n") + "\n").map_err(report)?;
+    task.done(format!("{count} minions running"));
+
+    let task = ui.task("bootstrap over SSH");
+    let auth = dir.auth();
+    let boots = config.minions.iter().map(|m| {
+        let auth = auth.clone();
+        let all = &config.minions;
+        async move {
+            let exec = SshExec::connect(&m.ssh_target(), &auth).await?;
+            let result = bootstrap::bootstrap_minion(&exec, m, all).await;
+            exec.close().await;
+            result
+        }
+    });
+    for result in join_all(boots).await {
+        result.map_err(report)?;
+    }
+    task.done("minions bootstrapped (routes, forwarding rules, pause image)");
+
+    let mut store = Store::connect(&config.etcd_endpoints, name).await?;
+    let registered = store.snapshot().await?.state.minions;
+    for m in &config.minions {
+        let record = MinionRecord {
+            id: m.id.clone(),
+            host_ip: m.host_ip,
+            pod_cidr: m.pod_cidr.clone(),
+            ssh_port: m.ssh_port,
+            ssh_user: m.ssh_user.clone(),
+        };
+        if registered.get(&m.id) != Some(&record) {
+            store.put_minion(&record).await?;
+            changed = true;
+        }
+    }
+
+    if changed {
+        ui.out(format!(
+            "Cluster {name} is up: {count} minions, etcd at {}.\nNext: kctl image load …, kctl apply -f manifests/, kctl get pods",
+            layout.etcd_endpoint()
+        ));
+    } else {
+        ui.out(format!(
+            "Cluster {name} is up ({count} minions); nothing changed."
+        ));
+    }
+    Ok(())
+}

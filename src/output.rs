@@ -1,0 +1,435 @@
+//! What `kctl get` prints: v0.5-style tables, and the objects in their
+//! v1beta1 JSON shape inside list objects. Pure functions of the state.
+
+use crate::model::{
+    format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy, Service,
+};
+use crate::state::{ClusterState, MinionRecord, PodPhase, PodRecord};
+use serde_json::{json, Map, Value};
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+/// A minion and whether it answers.
+#[derive(Debug, Clone)]
+pub struct MinionView<'a> {
+    pub record: &'a MinionRecord,
+    pub ready: bool,
+}
+
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut builder = Builder::default();
+    builder.push_record(header.iter().map(|h| h.to_string()));
+    for row in rows {
+        builder.push_record(row);
+    }
+    let mut table = builder.build();
+    table.with(Style::blank());
+    let mut text = table.to_string();
+    // Style::blank pads every cell: trim the trailing blanks of each line.
+    text = text
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.push('\n');
+    text
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s
+    }
+}
+
+fn pod_phase(state: &ClusterState, pod: &PodRecord) -> (PodPhase, Option<String>) {
+    match state.statuses.get(&pod.pod.id) {
+        Some(s) if s.spec_hash == pod.spec_hash() => (s.phase, s.message.clone()),
+        _ => (PodPhase::Waiting, Some("not yet started".into())),
+    }
+}
+
+pub fn pods_table(state: &ClusterState, pods: &[&PodRecord]) -> String {
+    let rows = pods
+        .iter()
+        .map(|p| {
+            let host_ip = state
+                .minions
+                .get(&p.host)
+                .map(|m| format!("{}/{}", p.host, m.host_ip))
+                .unwrap_or_else(|| p.host.clone());
+            let (phase, _) = pod_phase(state, p);
+            let pod_ip = state
+                .statuses
+                .get(&p.pod.id)
+                .and_then(|s| s.pod_ip)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default();
+            vec![
+                p.pod.id.clone(),
+                p.pod.spec.images().join(","),
+                host_ip,
+                or_none(format_labels(&p.pod.labels)),
+                phase.as_str().to_string(),
+                or_none(pod_ip),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "IMAGE(S)", "HOST", "LABELS", "STATUS", "POD IP"],
+        rows,
+    )
+}
+
+pub fn controllers_table(state: &ClusterState, rcs: &[&ReplicationController]) -> String {
+    let rows = rcs
+        .iter()
+        .map(|rc| {
+            let running = state
+                .pods_owned_by(&rc.id)
+                .filter(|p| pod_phase(state, p).0 == PodPhase::Running)
+                .count();
+            vec![
+                rc.id.clone(),
+                rc.template.spec.images().join(","),
+                format_labels(&rc.selector),
+                format!("{}/{}", running, rc.replicas),
+            ]
+        })
+        .collect();
+    table(&["NAME", "IMAGE(S)", "SELECTOR", "REPLICAS"], rows)
+}
+
+pub fn services_table(services: &[&Service]) -> String {
+    let rows = services
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                or_none(format_labels(&s.labels)),
+                format_labels(&s.selector),
+                "<pending>".to_string(),
+                format!("{}/{}", s.port, s.protocol.as_upper()),
+            ]
+        })
+        .collect();
+    table(&["NAME", "LABELS", "SELECTOR", "IP", "PORT"], rows)
+}
+
+pub fn minions_table(minions: &[MinionView]) -> String {
+    let rows = minions
+        .iter()
+        .map(|m| {
+            vec![
+                m.record.id.clone(),
+                m.record.host_ip.to_string(),
+                m.record.pod_cidr.clone(),
+                minion_status(m.ready).to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ADDRESS", "POD RANGE", "STATUS"], rows)
+}
+
+fn minion_status(ready: bool) -> &'static str {
+    if ready {
+        "Ready"
+    } else {
+        "NotReady"
+    }
+}
+
+// ---- v1beta1 JSON ----
+
+pub fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"kind": kind, "apiVersion": "v1beta1", "items": items})
+}
+
+fn container_json(c: &Container) -> Value {
+    let mut o = Map::new();
+    o.insert("name".into(), json!(c.name));
+    o.insert("image".into(), json!(c.image));
+    if !c.command.is_empty() {
+        o.insert("command".into(), json!(c.command));
+    }
+    if let Some(dir) = &c.working_dir {
+        o.insert("workingDir".into(), json!(dir));
+    }
+    if !c.ports.is_empty() {
+        let ports: Vec<Value> = c
+            .ports
+            .iter()
+            .map(|p| {
+                let mut port = Map::new();
+                if let Some(name) = &p.name {
+                    port.insert("name".into(), json!(name));
+                }
+                port.insert("containerPort".into(), json!(p.container_port));
+                if let Some(hp) = p.host_port {
+                    port.insert("hostPort".into(), json!(hp));
+                }
+                port.insert("protocol".into(), json!(p.protocol.as_upper()));
+                Value::Object(port)
+            })
+            .collect();
+        o.insert("ports".into(), Value::Array(ports));
+    }
+    if !c.env.is_empty() {
+        let env: Vec<Value> = c
+            .env
+            .iter()
+            .map(|e| json!({"name": e.name, "value": e.value}))
+            .collect();
+        o.insert("env".into(), Value::Array(env));
+    }
+    if let Some(cpu) = c.cpu {
+        o.insert("cpu".into(), json!(cpu));
+    }
+    if let Some(mem) = c.memory {
+        o.insert("memory".into(), json!(mem));
+    }
+    if let Some(probe) = &c.liveness_probe {
+        let mut p = Map::new();
+        let (key, action) = match &probe.action {
+            ProbeAction::HttpGet { path, port, host } => {
+                let mut a = json!({"path": path, "port": port});
+                if let Some(h) = host {
+                    a["host"] = json!(h);
+                }
+                ("httpGet", a)
+            }
+            ProbeAction::TcpSocket { port } => ("tcpSocket", json!({"port": port})),
+            ProbeAction::Exec { command } => ("exec", json!({"command": command})),
+        };
+        p.insert(key.into(), action);
+        p.insert(
+            "initialDelaySeconds".into(),
+            json!(probe.initial_delay_seconds),
+        );
+        p.insert("timeoutSeconds".into(), json!(probe.timeout_seconds));
+        o.insert("livenessProbe".into(), Value::Object(p));
+    }
+    Value::Object(o)
+}
+
+fn manifest_json(id: &str, spec: &PodSpec) -> Value {
+    let policy = match spec.restart_policy {
+        RestartPolicy::Always => "always",
+        RestartPolicy::OnFailure => "onFailure",
+        RestartPolicy::Never => "never",
+    };
+    json!({
+        "version": "v1beta1",
+        "id": id,
+        "containers": spec.containers.iter().map(container_json).collect::<Vec<_>>(),
+        "restartPolicy": {policy: {}},
+    })
+}
+
+pub fn pod_json(state: &ClusterState, p: &PodRecord) -> Value {
+    let (phase, message) = pod_phase(state, p);
+    let status = state.statuses.get(&p.pod.id);
+    let mut current = Map::new();
+    current.insert("status".into(), json!(phase.as_str()));
+    current.insert("host".into(), json!(p.host));
+    if let Some(m) = state.minions.get(&p.host) {
+        current.insert("hostIP".into(), json!(m.host_ip.to_string()));
+    }
+    if let Some(ip) = status.and_then(|s| s.pod_ip) {
+        current.insert("podIP".into(), json!(ip.to_string()));
+    }
+    if let Some(msg) = message {
+        current.insert("message".into(), json!(msg));
+    }
+    if let Some(s) = status {
+        let info: Map<String, Value> = s
+            .containers
+            .iter()
+            .map(|c| {
+                let state = if c.running {
+                    json!({"running": {}})
+                } else {
+                    json!({"termination": {"exitCode": c.exit_code}})
+                };
+                (
+                    c.name.clone(),
+                    json!({"state": state, "restartCount": c.restart_count,
+                           "containerID": format!("docker://{}", c.container_id)}),
+                )
+            })
+            .collect();
+        current.insert("info".into(), Value::Object(info));
+    }
+    let mut pod = json!({
+        "id": p.pod.id,
+        "kind": "Pod",
+        "apiVersion": "v1beta1",
+        "labels": p.pod.labels,
+        "desiredState": {"manifest": manifest_json(&p.pod.id, &p.pod.spec), "host": p.host},
+        "currentState": Value::Object(current),
+    });
+    if let Some(owner) = &p.owner {
+        // v1beta1 has no owner field; an annotation says which controller.
+        pod["annotations"] = json!({"kctl.io/replicationController": owner});
+    }
+    pod
+}
+
+pub fn controller_json(state: &ClusterState, rc: &ReplicationController) -> Value {
+    let current = state.pods_owned_by(&rc.id).count();
+    json!({
+        "id": rc.id,
+        "kind": "ReplicationController",
+        "apiVersion": "v1beta1",
+        "labels": rc.labels,
+        "desiredState": {
+            "replicas": rc.replicas,
+            "replicaSelector": rc.selector,
+            "podTemplate": {
+                "desiredState": {"manifest": manifest_json(&rc.id.to_ascii_lowercase(), &rc.template.spec)},
+                "labels": rc.template.labels,
+            },
+        },
+        "currentState": {"replicas": current},
+    })
+}
+
+pub fn service_json(s: &Service) -> Value {
+    let mut v = json!({
+        "id": s.id,
+        "kind": "Service",
+        "apiVersion": "v1beta1",
+        "port": s.port,
+        "protocol": s.protocol.as_upper(),
+        "labels": s.labels,
+        "selector": s.selector,
+    });
+    if let Some(cp) = &s.container_port {
+        v["containerPort"] = json!(cp);
+    }
+    v
+}
+
+pub fn minion_json(m: &MinionView) -> Value {
+    json!({
+        "id": m.record.id,
+        "kind": "Minion",
+        "apiVersion": "v1beta1",
+        "hostIP": m.record.host_ip.to_string(),
+        "podCIDR": m.record.pod_cidr,
+        "status": minion_status(m.ready),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Labels, Pod, Port, Protocol};
+    use crate::state::PodStatus;
+
+    fn state_with_pod() -> (ClusterState, PodRecord) {
+        let mut state = ClusterState::default();
+        state.minions.insert(
+            "minion-1".into(),
+            MinionRecord {
+                id: "minion-1".into(),
+                host_ip: "10.101.0.11".parse().unwrap(),
+                pod_cidr: "10.101.1.0/24".into(),
+                ssh_port: 22,
+                ssh_user: "root".into(),
+            },
+        );
+        let pod = PodRecord {
+            pod: Pod {
+                id: "web-abcde".into(),
+                labels: Labels::from([("name".to_string(), "web".to_string())]),
+                spec: PodSpec {
+                    containers: vec![Container {
+                        name: "web".into(),
+                        image: "nginx".into(),
+                        command: vec![],
+                        working_dir: None,
+                        ports: vec![Port {
+                            name: None,
+                            container_port: 80,
+                            host_port: None,
+                            protocol: Protocol::Tcp,
+                        }],
+                        env: vec![],
+                        cpu: None,
+                        memory: None,
+                        liveness_probe: None,
+                    }],
+                    restart_policy: RestartPolicy::Always,
+                },
+            },
+            host: "minion-1".into(),
+            owner: Some("web".into()),
+        };
+        state.pods.insert(pod.pod.id.clone(), pod.clone());
+        state.statuses.insert(
+            pod.pod.id.clone(),
+            PodStatus {
+                phase: PodPhase::Running,
+                spec_hash: pod.spec_hash(),
+                pod_ip: Some("10.101.1.2".parse().unwrap()),
+                containers: vec![],
+                message: None,
+            },
+        );
+        (state, pod)
+    }
+
+    #[test]
+    fn pods_table_has_v05_columns() {
+        let (state, pod) = state_with_pod();
+        let text = pods_table(&state, &[&pod]);
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["NAME", "IMAGE(S)", "HOST", "LABELS", "STATUS", "POD", "IP"]
+        );
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "web-abcde",
+                "nginx",
+                "minion-1/10.101.0.11",
+                "name=web",
+                "Running",
+                "10.101.1.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn stale_status_shows_waiting() {
+        let (mut state, pod) = state_with_pod();
+        state.statuses.get_mut("web-abcde").unwrap().spec_hash = "old".into();
+        let v = pod_json(&state, &pod);
+        assert_eq!(v["currentState"]["status"], "Waiting");
+    }
+
+    #[test]
+    fn pod_json_is_v1beta1() {
+        let (state, pod) = state_with_pod();
+        let v = list("PodList", vec![pod_json(&state, &pod)]);
+        assert_eq!(v["kind"], "PodList");
+        let item = &v["items"][0];
+        assert_eq!(item["kind"], "Pod");
+        assert_eq!(item["currentState"]["status"], "Running");
+        assert_eq!(item["currentState"]["host"], "minion-1");
+        assert_eq!(item["currentState"]["hostIP"], "10.101.0.11");
+        assert_eq!(item["currentState"]["podIP"], "10.101.1.2");
+        let c = &item["desiredState"]["manifest"]["containers"][0];
+        assert_eq!(c["ports"][0]["containerPort"], 80);
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(
+            item["desiredState"]["manifest"]["restartPolicy"],
+            json!({"always": {}})
+        );
+    }
+}

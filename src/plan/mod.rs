@@ -1,0 +1,511 @@
+//! Planning: the difference between what the manifests ask for and what the
+//! cluster holds, as data. A `Plan` is shown before anything changes and then
+//! carried out exactly as shown (the store writes its `ops`, converge makes
+//! the minions match).
+
+pub mod schedule;
+
+use crate::model::{Kind, Object, Pod, ReplicationController, Service};
+use crate::state::{ClusterState, PodRecord};
+use schedule::{Bound, Candidate, Scheduler, Unbound, Unschedulable};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// One write to the cluster's desired state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    PutService(Service),
+    DeleteService(String),
+    PutController(ReplicationController),
+    DeleteController(String),
+    PutPod(PodRecord),
+    DeletePod(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    fn sign(self) -> char {
+        match self {
+            Action::Create => '+',
+            Action::Update => '~',
+            Action::Delete => '-',
+        }
+    }
+}
+
+/// One line of the plan as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: Kind,
+    pub id: String,
+    pub action: Action,
+    /// What changes, or where a pod goes.
+    pub detail: String,
+    /// Pod changes that follow from a controller change.
+    pub pods: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub ops: Vec<Op>,
+    /// Objects named by the input that need nothing done.
+    pub unchanged: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{}", .0.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("\n"))]
+    Unschedulable(Vec<Unschedulable>),
+    #[error("pod {pod} is managed by replicationController {controller}")]
+    OwnedPod { pod: String, controller: String },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: Kind, id: String },
+}
+
+impl PlanError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            PlanError::Unschedulable(_) => Some(
+                "add minions (`kctl up --minions N`), lower `replicas`, or drop the `hostPort`"
+                    .into(),
+            ),
+            PlanError::OwnedPod { controller, .. } => Some(format!(
+                "change the pod template of replicationController {controller}, or give the pod another id"
+            )),
+            PlanError::NotFound { kind, .. } => Some(format!(
+                "`kctl get {}` lists what exists; --ignore-not-found makes this a no-op",
+                kind.display_name()
+            )),
+        }
+    }
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// (to add, to change, to destroy), counting pods individually.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        let mut add = |c: &Change| match c.action {
+            Action::Create => counts.0 += 1,
+            Action::Update => counts.1 += 1,
+            Action::Delete => counts.2 += 1,
+        };
+        for change in &self.changes {
+            add(change);
+            change.pods.iter().for_each(&mut add);
+        }
+        counts
+    }
+
+    /// The plan in the style of `terraform plan`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for change in &self.changes {
+            render_change(&mut out, change, 2);
+            for pod in &change.pods {
+                render_change(&mut out, pod, 6);
+            }
+        }
+        let (add, change, destroy) = self.counts();
+        if self.is_empty() {
+            let _ = writeln!(
+                out,
+                "No changes. {} object{} up to date.",
+                self.unchanged,
+                if self.unchanged == 1 { " is" } else { "s are" }
+            );
+        } else {
+            let _ = write!(
+                out,
+                "Plan: {add} to add, {change} to change, {destroy} to destroy"
+            );
+            if self.unchanged > 0 {
+                let _ = write!(out, ", {} unchanged", self.unchanged);
+            }
+            out.push_str(".\n");
+        }
+        out
+    }
+}
+
+fn render_change(out: &mut String, change: &Change, indent: usize) {
+    let _ = write!(
+        out,
+        "{:indent$}{} {} {}",
+        "",
+        change.action.sign(),
+        change.kind,
+        change.id
+    );
+    if !change.detail.is_empty() {
+        let _ = write!(out, " ({})", change.detail);
+    }
+    out.push('\n');
+}
+
+/// Makes the ids of pods a controller creates: `<controller>-<suffix>`.
+pub trait PodNamer {
+    fn suffix(&mut self) -> String;
+}
+
+/// Five random lower-case letters and digits, as Kubernetes does.
+pub struct RandomNamer;
+
+impl PodNamer for RandomNamer {
+    fn suffix(&mut self) -> String {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut rng = rand::rng();
+        (0..5)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    }
+}
+
+fn controller_pod_prefix(controller: &str) -> String {
+    // Pod ids are DNS labels of at most 63 characters: 57 + '-' + 5.
+    let mut prefix = controller.to_ascii_lowercase();
+    prefix.truncate(57);
+    prefix.trim_end_matches('-').to_string()
+}
+
+struct Planner<'a> {
+    state: &'a ClusterState,
+    plan: Plan,
+    scheduler: Scheduler,
+    taken_ids: BTreeSet<String>,
+    unschedulable: Vec<Unschedulable>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(state: &'a ClusterState) -> Self {
+        let candidates = state
+            .minions
+            .keys()
+            .map(|id| Candidate {
+                id: id.clone(),
+                ready: true,
+            })
+            .collect();
+        let bound = state
+            .pods
+            .values()
+            .map(|p| Bound {
+                pod_id: p.pod.id.clone(),
+                host: p.host.clone(),
+                owner: p.owner.clone(),
+                host_ports: p.pod.spec.host_ports().collect(),
+            })
+            .collect();
+        Planner {
+            state,
+            plan: Plan::default(),
+            scheduler: Scheduler::new(candidates, bound),
+            taken_ids: state.pods.keys().cloned().collect(),
+            unschedulable: Vec::new(),
+        }
+    }
+
+    /// Frees a pod's place for the pods placed after it.
+    fn unbind(&mut self, pod_id: &str) {
+        self.scheduler.remove(pod_id);
+    }
+
+    fn delete_pod(&mut self, record: &PodRecord) -> Change {
+        self.unbind(&record.pod.id);
+        self.plan.ops.push(Op::DeletePod(record.pod.id.clone()));
+        Change {
+            kind: Kind::Pod,
+            id: record.pod.id.clone(),
+            action: Action::Delete,
+            detail: format!("on {}", record.host),
+            pods: vec![],
+        }
+    }
+
+    /// Schedules and records a new pod; `None` when it fits nowhere.
+    fn create_pod(
+        &mut self,
+        pod: Pod,
+        owner: Option<&str>,
+        previous_host: Option<&str>,
+        action: Action,
+    ) -> Option<Change> {
+        let unbound = Unbound {
+            pod_id: &pod.id,
+            owner,
+            spec: &pod.spec,
+            previous_host,
+        };
+        match self.scheduler.place(&unbound) {
+            Ok(host) => {
+                self.taken_ids.insert(pod.id.clone());
+                let change = Change {
+                    kind: Kind::Pod,
+                    id: pod.id.clone(),
+                    action,
+                    detail: format!("on {host}"),
+                    pods: vec![],
+                };
+                self.plan.ops.push(Op::PutPod(PodRecord {
+                    pod,
+                    host,
+                    owner: owner.map(str::to_string),
+                }));
+                Some(change)
+            }
+            Err(e) => {
+                self.unschedulable.push(e);
+                None
+            }
+        }
+    }
+
+    fn new_pod_id(&mut self, controller: &str, namer: &mut dyn PodNamer) -> String {
+        let prefix = controller_pod_prefix(controller);
+        loop {
+            let id = format!("{prefix}-{}", namer.suffix());
+            if !self.taken_ids.contains(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn service(&mut self, svc: &Service) {
+        match self.state.services.get(&svc.id) {
+            Some(old) if old == svc => self.plan.unchanged += 1,
+            old => {
+                self.plan.changes.push(Change {
+                    kind: Kind::Service,
+                    id: svc.id.clone(),
+                    action: if old.is_some() {
+                        Action::Update
+                    } else {
+                        Action::Create
+                    },
+                    detail: format!("port {}", svc.port),
+                    pods: vec![],
+                });
+                self.plan.ops.push(Op::PutService(svc.clone()));
+            }
+        }
+    }
+
+    fn controller(&mut self, rc: &ReplicationController, namer: &mut dyn PodNamer) {
+        let old = self.state.controllers.get(&rc.id);
+        let owned: Vec<PodRecord> = self.state.pods_owned_by(&rc.id).cloned().collect();
+        let template_changed = old.is_some_and(|o| o.template != rc.template);
+        let mut pods = Vec::new();
+        let mut detail = Vec::new();
+
+        // Pods that no longer match the template are replaced, all of them.
+        let (current, stale): (Vec<PodRecord>, Vec<PodRecord>) = owned
+            .into_iter()
+            .partition(|p| p.pod.spec == rc.template.spec && p.pod.labels == rc.template.labels);
+        if !stale.is_empty() {
+            detail.push(format!(
+                "pod template changed: replaces {} pods",
+                stale.len()
+            ));
+        }
+        for p in &stale {
+            pods.push(self.delete_pod(p));
+        }
+
+        let want = rc.replicas as usize;
+        if current.len() > want {
+            // Remove surplus from the minions that hold the most replicas,
+            // so what remains stays spread.
+            let mut victims = current.clone();
+            victims.sort_by_key(|p| {
+                let same_host = current.iter().filter(|q| q.host == p.host).count();
+                (
+                    std::cmp::Reverse(same_host),
+                    std::cmp::Reverse(p.pod.id.clone()),
+                )
+            });
+            for p in victims.iter().take(current.len() - want) {
+                pods.push(self.delete_pod(p));
+            }
+        }
+        for _ in current.len()..want {
+            let id = self.new_pod_id(&rc.id, namer);
+            let pod = Pod {
+                id,
+                labels: rc.template.labels.clone(),
+                spec: rc.template.spec.clone(),
+            };
+            if let Some(change) = self.create_pod(pod, Some(&rc.id), None, Action::Create) {
+                pods.push(change);
+            }
+        }
+
+        match old {
+            Some(old) if old == rc && pods.is_empty() => self.plan.unchanged += 1,
+            old => {
+                if let Some(old) = old {
+                    if old.replicas != rc.replicas {
+                        detail.insert(0, format!("replicas {} → {}", old.replicas, rc.replicas));
+                    } else if !template_changed && old != rc {
+                        detail.push("labels or selector changed".into());
+                    } else if old == rc {
+                        detail.push(format!("restores {} replicas", rc.replicas));
+                    }
+                } else {
+                    detail.push(format!("{} replicas", rc.replicas));
+                }
+                self.plan.changes.push(Change {
+                    kind: Kind::ReplicationController,
+                    id: rc.id.clone(),
+                    action: if old.is_some() {
+                        Action::Update
+                    } else {
+                        Action::Create
+                    },
+                    detail: detail.join(", "),
+                    pods,
+                });
+                if old != Some(rc) {
+                    self.plan.ops.push(Op::PutController(rc.clone()));
+                }
+            }
+        }
+    }
+
+    fn pod(&mut self, pod: &Pod) -> Result<(), PlanError> {
+        match self.state.pods.get(&pod.id) {
+            Some(old) if old.owner.is_some() => Err(PlanError::OwnedPod {
+                pod: pod.id.clone(),
+                controller: old.owner.clone().unwrap_or_default(),
+            }),
+            Some(old) if old.pod == *pod => {
+                self.plan.unchanged += 1;
+                Ok(())
+            }
+            Some(old) => {
+                // A changed pod is replaced in place: same id, same minion
+                // when it still fits there.
+                let old = old.clone();
+                self.unbind(&old.pod.id);
+                self.plan.ops.push(Op::DeletePod(old.pod.id.clone()));
+                if let Some(mut change) =
+                    self.create_pod(pod.clone(), None, Some(&old.host), Action::Update)
+                {
+                    change.detail = format!("replaced, {}", change.detail);
+                    self.plan.changes.push(change);
+                }
+                Ok(())
+            }
+            None => {
+                if let Some(change) = self.create_pod(pod.clone(), None, None, Action::Create) {
+                    self.plan.changes.push(change);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self) -> Result<Plan, PlanError> {
+        if self.unschedulable.is_empty() {
+            Ok(self.plan)
+        } else {
+            Err(PlanError::Unschedulable(self.unschedulable))
+        }
+    }
+}
+
+/// What `kctl apply` must do to make the cluster hold `objects`. Objects not
+/// named are left alone. Services come first, then controllers, then pods,
+/// so that pods started in the same apply can see their services.
+pub fn plan_apply(
+    objects: &[Object],
+    state: &ClusterState,
+    namer: &mut dyn PodNamer,
+) -> Result<Plan, PlanError> {
+    let mut planner = Planner::new(state);
+    let mut ordered: Vec<&Object> = objects.iter().collect();
+    ordered.sort_by_key(|o| o.kind());
+    for object in ordered {
+        match object {
+            Object::Service(s) => planner.service(s),
+            Object::ReplicationController(rc) => planner.controller(rc, namer),
+            Object::Pod(p) => planner.pod(p)?,
+        }
+    }
+    planner.finish()
+}
+
+/// What `kctl delete` must do to remove the named objects. Deleting a
+/// controller deletes its pods.
+pub fn plan_delete(
+    targets: &[(Kind, String)],
+    state: &ClusterState,
+    ignore_not_found: bool,
+) -> Result<Plan, PlanError> {
+    let mut planner = Planner::new(state);
+    for (kind, id) in targets {
+        let found = match kind {
+            Kind::Service => state.services.contains_key(id),
+            Kind::ReplicationController => state.controllers.contains_key(id),
+            Kind::Pod => state.pods.contains_key(id),
+        };
+        if !found {
+            if ignore_not_found {
+                continue;
+            }
+            return Err(PlanError::NotFound {
+                kind: *kind,
+                id: id.clone(),
+            });
+        }
+        match kind {
+            Kind::Service => {
+                planner.plan.ops.push(Op::DeleteService(id.clone()));
+                planner.plan.changes.push(Change {
+                    kind: *kind,
+                    id: id.clone(),
+                    action: Action::Delete,
+                    detail: String::new(),
+                    pods: vec![],
+                });
+            }
+            Kind::ReplicationController => {
+                let owned: Vec<PodRecord> = state.pods_owned_by(id).cloned().collect();
+                let pods = owned.iter().map(|p| planner.delete_pod(p)).collect();
+                planner.plan.ops.push(Op::DeleteController(id.clone()));
+                planner.plan.changes.push(Change {
+                    kind: *kind,
+                    id: id.clone(),
+                    action: Action::Delete,
+                    detail: format!("and its {} pods", owned.len()),
+                    pods,
+                });
+            }
+            Kind::Pod => {
+                // A controller's pod may be deleted on its own: the
+                // controller brings its count back on the next apply.
+                let record = state.pods[id].clone();
+                let already = planner.plan.ops.contains(&Op::DeletePod(id.clone()));
+                if already {
+                    continue;
+                }
+                let change = planner.delete_pod(&record);
+                planner.plan.changes.push(change);
+            }
+        }
+    }
+    planner.finish()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,315 @@
+use super::*;
+use crate::model::{Container, Labels, PodSpec, PodTemplate, Port, Protocol, RestartPolicy};
+use crate::state::MinionRecord;
+
+struct CountingNamer(u32);
+
+impl PodNamer for CountingNamer {
+    fn suffix(&mut self) -> String {
+        self.0 += 1;
+        format!("n{:04}", self.0)
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn spec(image: &str, host_port: Option<u16>) -> PodSpec {
+    PodSpec {
+        containers: vec![Container {
+            name: "tomcat".into(),
+            image: image.into(),
+            command: vec![],
+            working_dir: None,
+            ports: vec![Port {
+                name: None,
+                container_port: 8080,
+                host_port,
+                protocol: Protocol::Tcp,
+            }],
+            env: vec![],
+            cpu: None,
+            memory: None,
+            liveness_probe: None,
+        }],
+        restart_policy: RestartPolicy::Always,
+    }
+}
+
+fn tomcat_rc(replicas: u32) -> ReplicationController {
+    let l = labels(&[("name", "tomcatCluster")]);
+    ReplicationController {
+        id: "tomcatController".into(),
+        labels: l.clone(),
+        replicas,
+        selector: l.clone(),
+        template: PodTemplate {
+            labels: l,
+            spec: spec("tutum/tomcat", Some(80)),
+        },
+    }
+}
+
+fn cluster(minions: usize) -> ClusterState {
+    let mut state = ClusterState::default();
+    for i in 1..=minions {
+        let id = format!("minion-{i}");
+        state.minions.insert(
+            id.clone(),
+            MinionRecord {
+                id,
+                host_ip: std::net::Ipv4Addr::new(10, 101, 0, 10 + i as u8),
+                pod_cidr: format!("10.101.{i}.0/24"),
+                ssh_port: 22,
+                ssh_user: "root".into(),
+            },
+        );
+    }
+    state
+}
+
+/// Applies a plan's ops to a state, as the store would.
+fn commit(state: &mut ClusterState, plan: &Plan) {
+    for op in &plan.ops {
+        match op {
+            Op::PutService(s) => {
+                state.services.insert(s.id.clone(), s.clone());
+            }
+            Op::DeleteService(id) => {
+                state.services.remove(id);
+            }
+            Op::PutController(rc) => {
+                state.controllers.insert(rc.id.clone(), rc.clone());
+            }
+            Op::DeleteController(id) => {
+                state.controllers.remove(id);
+            }
+            Op::PutPod(p) => {
+                state.pods.insert(p.pod.id.clone(), p.clone());
+            }
+            Op::DeletePod(id) => {
+                state.pods.remove(id);
+            }
+        }
+    }
+}
+
+fn hosts(state: &ClusterState) -> Vec<String> {
+    let mut h: Vec<String> = state.pods.values().map(|p| p.host.clone()).collect();
+    h.sort();
+    h
+}
+
+#[test]
+fn controller_expands_into_spread_pods() {
+    let mut state = cluster(2);
+    let plan = plan_apply(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    assert_eq!(plan.counts(), (3, 0, 0));
+    commit(&mut state, &plan);
+    assert_eq!(hosts(&state), ["minion-1", "minion-2"]);
+    assert!(state.pods.contains_key("tomcatcontroller-n0001"));
+    assert!(state
+        .pods
+        .values()
+        .all(|p| p.owner.as_deref() == Some("tomcatController")));
+    let text = plan.render();
+    assert!(text.contains("+ replicationController tomcatController (2 replicas)"));
+    assert!(text.contains("      + pod tomcatcontroller-n0001 (on minion-1)"));
+    assert!(text.ends_with("Plan: 3 to add, 0 to change, 0 to destroy.\n"));
+}
+
+#[test]
+fn reapply_is_a_no_op() {
+    let mut state = cluster(2);
+    let objects = [
+        Object::ReplicationController(tomcat_rc(2)),
+        Object::Service(Service {
+            id: "tomcat".into(),
+            labels: Labels::new(),
+            selector: labels(&[("name", "tomcatCluster")]),
+            port: 8080,
+            container_port: None,
+            protocol: Protocol::Tcp,
+        }),
+    ];
+    let first = plan_apply(&objects, &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &first);
+    let second = plan_apply(&objects, &state, &mut CountingNamer(100)).unwrap();
+    assert!(second.is_empty());
+    assert_eq!(second.unchanged, 2);
+    assert_eq!(second.render(), "No changes. 2 objects are up to date.\n");
+}
+
+#[test]
+fn scaling_up_and_down() {
+    let mut state = cluster(3);
+    let mut namer = CountingNamer(0);
+    let p = plan_apply(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut namer,
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    let up = plan_apply(
+        &[Object::ReplicationController(tomcat_rc(3))],
+        &state,
+        &mut namer,
+    )
+    .unwrap();
+    assert_eq!(up.counts(), (1, 1, 0));
+    assert!(up.render().contains("replicas 2 → 3"));
+    commit(&mut state, &up);
+    assert_eq!(hosts(&state), ["minion-1", "minion-2", "minion-3"]);
+    let down = plan_apply(
+        &[Object::ReplicationController(tomcat_rc(1))],
+        &state,
+        &mut namer,
+    )
+    .unwrap();
+    assert_eq!(down.counts(), (0, 1, 2));
+    commit(&mut state, &down);
+    assert_eq!(state.pods.len(), 1);
+    assert_eq!(state.controllers["tomcatController"].replicas, 1);
+}
+
+#[test]
+fn template_change_replaces_all_pods() {
+    let mut state = cluster(2);
+    let mut namer = CountingNamer(0);
+    let p = plan_apply(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut namer,
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    let before: Vec<String> = state.pods.keys().cloned().collect();
+    let mut rc = tomcat_rc(2);
+    rc.template.spec.containers[0].image = "tutum/tomcat:8".into();
+    let p = plan_apply(&[Object::ReplicationController(rc)], &state, &mut namer).unwrap();
+    assert_eq!(p.counts(), (2, 1, 2));
+    assert!(p.render().contains("pod template changed: replaces 2 pods"));
+    commit(&mut state, &p);
+    assert_eq!(state.pods.len(), 2);
+    assert!(state.pods.keys().all(|k| !before.contains(k)));
+    // The old pods' host ports are freed for the new ones.
+    assert_eq!(hosts(&state), ["minion-1", "minion-2"]);
+}
+
+#[test]
+fn too_many_host_port_replicas_fail_whole_plan() {
+    let state = cluster(2);
+    let svc = Object::Service(Service {
+        id: "tomcat".into(),
+        labels: Labels::new(),
+        selector: labels(&[("name", "x")]),
+        port: 80,
+        container_port: None,
+        protocol: Protocol::Tcp,
+    });
+    let err = plan_apply(
+        &[svc, Object::ReplicationController(tomcat_rc(3))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("fits on no minion"), "{text}");
+    assert!(text.contains("hostPort 80/TCP is taken"), "{text}");
+}
+
+#[test]
+fn bare_pod_change_replaces_in_place() {
+    let mut state = cluster(2);
+    let pod = Pod {
+        id: "web".into(),
+        labels: labels(&[("app", "web")]),
+        spec: spec("img:1", Some(80)),
+    };
+    let p = plan_apply(&[Object::Pod(pod.clone())], &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &p);
+    let host = state.pods["web"].host.clone();
+    let mut changed = pod.clone();
+    changed.spec.containers[0].image = "img:2".into();
+    let p = plan_apply(&[Object::Pod(changed)], &state, &mut CountingNamer(0)).unwrap();
+    assert_eq!(p.counts(), (0, 1, 0));
+    assert_eq!(p.ops.len(), 2, "delete then put");
+    commit(&mut state, &p);
+    assert_eq!(state.pods["web"].host, host, "same host port, same minion");
+    assert_eq!(state.pods["web"].pod.spec.containers[0].image, "img:2");
+}
+
+#[test]
+fn pod_id_owned_by_controller_is_refused() {
+    let mut state = cluster(1);
+    let p = plan_apply(
+        &[Object::ReplicationController(tomcat_rc(1))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    let pod = Pod {
+        id: "tomcatcontroller-n0001".into(),
+        labels: Labels::new(),
+        spec: spec("x", None),
+    };
+    let err = plan_apply(&[Object::Pod(pod)], &state, &mut CountingNamer(0)).unwrap_err();
+    assert!(matches!(err, PlanError::OwnedPod { .. }));
+}
+
+#[test]
+fn delete_controller_takes_its_pods() {
+    let mut state = cluster(2);
+    let p = plan_apply(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    let d = plan_delete(
+        &[(Kind::ReplicationController, "tomcatController".into())],
+        &state,
+        false,
+    )
+    .unwrap();
+    assert_eq!(d.counts(), (0, 0, 3));
+    commit(&mut state, &d);
+    assert!(state.pods.is_empty() && state.controllers.is_empty());
+}
+
+#[test]
+fn delete_missing_is_an_error_unless_ignored() {
+    let state = cluster(1);
+    let target = [(Kind::Service, "nope".to_string())];
+    assert!(matches!(
+        plan_delete(&target, &state, false),
+        Err(PlanError::NotFound { .. })
+    ));
+    assert!(plan_delete(&target, &state, true).unwrap().is_empty());
+}
+
+#[test]
+fn controller_pod_ids_are_dns_labels() {
+    let long = "A".repeat(63);
+    let prefix = controller_pod_prefix(&long);
+    assert_eq!(prefix.len(), 57);
+    assert_eq!(prefix, "a".repeat(57));
+    let mut namer = RandomNamer;
+    let s = namer.suffix();
+    assert_eq!(s.len(), 5);
+    assert!(s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+}

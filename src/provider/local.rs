@@ -1,0 +1,519 @@
+//! The local provider: each minion is a network namespace on this machine,
+//! on a per-cluster bridge, with its own sshd and dockerd. From the rest of
+//! kctl a minion is an ordinary SSH host with Docker and iptables.
+//!
+//! Addresses: cluster slot `s` owns `10.<100+s>.0.0/16`. The bridge is
+//! `10.<100+s>.0.1` (etcd listens there), minion `i` is `10.<100+s>.0.<10+i>`
+//! with pods in `10.<100+s>.<i>.0/24`. The host gets a blackhole route for
+//! the whole /16 — claimed atomically by `ip route add`, so two clusters can
+//! never take one slot — and one route per minion's pod range; minion
+//! namespaces have no default route. No packet for a cluster address leaves
+//! the machine.
+
+use super::host::{self, host_error, HostError};
+use crate::cluster::{ClusterDir, MinionConfig};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const MAX_MINIONS: usize = 32;
+const FIRST_SLOT: u8 = 1;
+const LAST_SLOT: u8 = 99;
+
+/// Where a cluster's pieces live on this machine, derived from its slot.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub cluster: String,
+    pub slot: u8,
+}
+
+impl Layout {
+    fn octet(&self) -> u8 {
+        100 + self.slot
+    }
+    pub fn cluster_cidr(&self) -> String {
+        format!("10.{}.0.0/16", self.octet())
+    }
+    pub fn bridge(&self) -> String {
+        format!("kctl{}", self.slot)
+    }
+    pub fn bridge_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet(), 0, 1)
+    }
+    pub fn node_ip(&self, index: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet(), 0, 10 + index as u8)
+    }
+    pub fn pod_cidr(&self, index: usize) -> String {
+        format!("10.{}.{index}.0/24", self.octet())
+    }
+    pub fn pod_gateway(&self, index: usize) -> String {
+        format!("10.{}.{index}.1/24", self.octet())
+    }
+    pub fn veth(&self, index: usize) -> String {
+        format!("kctl{}m{index}", self.slot)
+    }
+    pub fn netns(&self, index: usize) -> String {
+        format!("kctl-{}-minion-{index}", self.cluster)
+    }
+    pub fn minion_id(index: usize) -> String {
+        format!("minion-{index}")
+    }
+    /// Sockets and pid files; short, because unix socket paths are.
+    pub fn runtime_dir(&self, index: usize) -> PathBuf {
+        PathBuf::from(format!("/run/kctl/{}/m{index}", self.slot))
+    }
+    pub fn runtime_root(&self) -> PathBuf {
+        PathBuf::from(format!("/run/kctl/{}", self.slot))
+    }
+    pub fn docker_socket(&self, index: usize) -> PathBuf {
+        self.runtime_dir(index).join("docker.sock")
+    }
+    /// Containers' cgroups go under this, so a dead minion's containers can
+    /// be found and killed even when its dockerd is gone.
+    pub fn cgroup_parent(&self, index: usize) -> String {
+        format!("kctl-{}-m{index}", self.slot)
+    }
+    pub fn etcd_endpoint(&self) -> String {
+        format!("http://{}:2379", self.bridge_ip())
+    }
+    pub fn minion(&self, index: usize) -> MinionConfig {
+        MinionConfig {
+            id: Self::minion_id(index),
+            host_ip: self.node_ip(index),
+            ssh_port: 22,
+            ssh_user: "root".into(),
+            pod_cidr: self.pod_cidr(index),
+        }
+    }
+    pub fn index_of(minion: &str) -> Option<usize> {
+        minion.strip_prefix("minion-")?.parse().ok()
+    }
+}
+
+/// Claims a free slot by adding its blackhole route: `ip route add` fails
+/// when the route exists, so concurrent `kctl up`s cannot share a slot.
+/// Slots whose /16 overlaps any route already on the machine are skipped.
+pub async fn claim_slot(cluster: &str) -> Result<Layout, HostError> {
+    let routes = host::run(&["ip", "-4", "route", "show", "table", "all"]).await?;
+    for slot in FIRST_SLOT..=LAST_SLOT {
+        let layout = Layout {
+            cluster: cluster.to_string(),
+            slot,
+        };
+        let prefix = format!("10.{}.", layout.octet());
+        if routes
+            .lines()
+            .any(|r| r.split_whitespace().any(|w| w.starts_with(&prefix)))
+        {
+            continue;
+        }
+        if host::run(&["ip", "route", "add", "blackhole", &layout.cluster_cidr()])
+            .await
+            .is_ok()
+        {
+            return Ok(layout);
+        }
+    }
+    Err(host_error(
+        "allocate a cluster network",
+        "all 99 local cluster slots (10.101.0.0/16 to 10.199.0.0/16) are in use",
+    ))
+}
+
+/// Makes sure the host side exists: blackhole route, bridge with address.
+/// Returns true if anything had to be made.
+pub async fn ensure_host_network(layout: &Layout) -> Result<bool, HostError> {
+    let mut changed = false;
+    let cidr = layout.cluster_cidr();
+    let blackhole = host::run(&["ip", "route", "show", "type", "blackhole", &cidr]).await?;
+    if blackhole.trim().is_empty() {
+        host::run(&["ip", "route", "add", "blackhole", &cidr]).await?;
+        changed = true;
+    }
+    let bridge = layout.bridge();
+    if !host::run_quiet(&["ip", "link", "show", "dev", &bridge]).await {
+        host::run(&["ip", "link", "add", &bridge, "type", "bridge"]).await?;
+        changed = true;
+    }
+    let addr = format!("{}/24", layout.bridge_ip());
+    let addrs = host::run(&["ip", "-4", "addr", "show", "dev", &bridge]).await?;
+    if !addrs.contains(&addr) {
+        host::run(&["ip", "addr", "add", &addr, "dev", &bridge]).await?;
+        changed = true;
+    }
+    host::run(&["ip", "link", "set", &bridge, "up"]).await?;
+    Ok(changed)
+}
+
+/// Makes sure minion `index` exists as a machine: namespace, link,
+/// addresses, routes, host key, sshd and dockerd. True if anything changed.
+pub async fn ensure_minion(
+    dir: &ClusterDir,
+    layout: &Layout,
+    index: usize,
+) -> Result<bool, HostError> {
+    let mut changed = false;
+    let ns = layout.netns(index);
+    let veth = layout.veth(index);
+    let node_ip = layout.node_ip(index);
+    let namespaces = host::run(&["ip", "netns", "list"]).await?;
+    if !namespaces
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(ns.as_str()))
+    {
+        host::run(&["ip", "netns", "add", &ns]).await?;
+        changed = true;
+    }
+    if !host::run_quiet(&["ip", "link", "show", "dev", &veth]).await {
+        host::run(&[
+            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])
+        .await?;
+        host::run(&["ip", "link", "set", &veth, "master", &layout.bridge(), "up"]).await?;
+        host::run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{node_ip}/24"),
+            "dev",
+            "eth0",
+        ])
+        .await?;
+        host::run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]).await?;
+        host::run(&["ip", "-n", &ns, "link", "set", "lo", "up"]).await?;
+        // A minion forwards for its pods, like a VM made with
+        // --can-ip-forward. Set before dockerd starts, so Docker leaves the
+        // FORWARD policy alone.
+        host::run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .await?;
+        changed = true;
+    }
+    let pod_cidr = layout.pod_cidr(index);
+    let route = host::run(&["ip", "route", "show", &pod_cidr]).await?;
+    if route.trim().is_empty() {
+        host::run(&["ip", "route", "add", &pod_cidr, "via", &node_ip.to_string()]).await?;
+        changed = true;
+    }
+
+    let minion_dir = dir.minion_dir(&Layout::minion_id(index));
+    let run_dir = layout.runtime_dir(index);
+    for d in [&minion_dir, &run_dir] {
+        std::fs::create_dir_all(d).map_err(|e| host_error(d.display().to_string(), e))?;
+    }
+    let host_key = minion_dir.join("ssh_host_ed25519_key");
+    if !host_key.exists() {
+        let key = host_key.display().to_string();
+        host::run(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            &ns,
+            "-f",
+            &key,
+        ])
+        .await?;
+        changed = true;
+    }
+    changed |= ensure_sshd(dir, layout, index, &minion_dir, &run_dir).await?;
+    changed |= ensure_dockerd(layout, index, &minion_dir, &run_dir).await?;
+    Ok(changed)
+}
+
+async fn ensure_sshd(
+    dir: &ClusterDir,
+    layout: &Layout,
+    index: usize,
+    minion_dir: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> Result<bool, HostError> {
+    let config = minion_dir.join("sshd_config");
+    let pid_file = run_dir.join("sshd.pid");
+    let config_text = format!(
+        "# Written by kctl for {ns}.\n\
+         ListenAddress {ip}\n\
+         Port 22\n\
+         HostKey {key}\n\
+         PidFile {pid}\n\
+         AuthorizedKeysFile {auth}\n\
+         PermitRootLogin prohibit-password\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         UsePAM no\n\
+         MaxSessions 32\n\
+         PrintMotd no\n\
+         SetEnv DOCKER_HOST=unix://{sock}\n",
+        ns = layout.netns(index),
+        ip = layout.node_ip(index),
+        key = minion_dir.join("ssh_host_ed25519_key").display(),
+        pid = pid_file.display(),
+        auth = dir.dir.join("authorized_keys").display(),
+        sock = layout.docker_socket(index).display(),
+    );
+    std::fs::write(&config, config_text)
+        .map_err(|e| host_error(config.display().to_string(), e))?;
+    let config_arg = config.display().to_string();
+    if host::live_pid(&pid_file, &config_arg).is_some() {
+        return Ok(false);
+    }
+    // sshd needs its privilege separation directory.
+    std::fs::create_dir_all("/run/sshd").map_err(|e| host_error("/run/sshd", e))?;
+    let log = minion_dir.join("sshd.log").display().to_string();
+    host::run(&[
+        "nsenter",
+        &format!("--net=/run/netns/{}", layout.netns(index)),
+        "/usr/sbin/sshd",
+        "-f",
+        &config_arg,
+        "-E",
+        &log,
+    ])
+    .await?;
+    let addr = SocketAddr::from((layout.node_ip(index), 22));
+    if !host::wait_for(Duration::from_secs(10), || host::tcp_open(addr)).await {
+        return Err(host_error(
+            format!("sshd on {}", Layout::minion_id(index)),
+            format!("not listening on {addr} after 10s; see {log}"),
+        ));
+    }
+    Ok(true)
+}
+
+async fn ensure_dockerd(
+    layout: &Layout,
+    index: usize,
+    minion_dir: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> Result<bool, HostError> {
+    let pid_file = run_dir.join("docker.pid");
+    let socket = layout.docker_socket(index);
+    let data_root = minion_dir.join("docker").display().to_string();
+    if host::live_pid(&pid_file, &data_root).is_some() {
+        return Ok(false);
+    }
+    let argv: Vec<String> = [
+        "nsenter",
+        &format!("--net=/run/netns/{}", layout.netns(index)),
+        "dockerd",
+        "--data-root",
+        &data_root,
+        "--exec-root",
+        &run_dir.join("docker").display().to_string(),
+        "--pidfile",
+        &pid_file.display().to_string(),
+        "--host",
+        &format!("unix://{}", socket.display()),
+        "--bip",
+        &layout.pod_gateway(index),
+        // Pods talk to each other by pod IP, without NAT.
+        "--ip-masq=false",
+        "--cgroup-parent",
+        &format!("/{}", layout.cgroup_parent(index)),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = minion_dir.join("dockerd.log");
+    host::spawn_daemon(&argv, &log)?;
+    let ready = host::wait_for(Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    })
+    .await;
+    if !ready {
+        return Err(host_error(
+            format!("dockerd on {}", Layout::minion_id(index)),
+            format!(
+                "no socket at {} after 30s; see {}",
+                socket.display(),
+                log.display()
+            ),
+        ));
+    }
+    Ok(true)
+}
+
+/// The line for the cluster's known_hosts: the minion's address and the
+/// public half of the host key kctl generated for it.
+pub fn known_hosts_line(
+    dir: &ClusterDir,
+    layout: &Layout,
+    index: usize,
+) -> Result<String, HostError> {
+    let pub_file = dir
+        .minion_dir(&Layout::minion_id(index))
+        .join("ssh_host_ed25519_key.pub");
+    let key = std::fs::read_to_string(&pub_file)
+        .map_err(|e| host_error(pub_file.display().to_string(), e))?;
+    let mut parts = key.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err(host_error(
+            pub_file.display().to_string(),
+            "not a public key",
+        ));
+    };
+    Ok(format!("{} {kind} {blob}", layout.node_ip(index)))
+}
+
+/// Power cut: kills every process of the minion at once — sshd, dockerd,
+/// containerd, shims, and the containers themselves (found by cgroup).
+pub async fn kill_minion(layout: &Layout, index: usize) {
+    let ns = layout.netns(index);
+    if let Ok(pids) = host::run(&["ip", "netns", "pids", &ns]).await {
+        let pids: Vec<u32> = pids.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        for &pid in &pids {
+            host::signal(pid, "KILL");
+        }
+        host::wait_for(Duration::from_secs(5), || {
+            pids.iter().all(|&p| !host::pid_alive(p))
+        })
+        .await;
+    }
+    host::kill_cgroup_tree(&layout.cgroup_parent(index)).await;
+}
+
+/// Removes minion `index` entirely. Tolerates any part being missing.
+pub async fn remove_minion(dir: &ClusterDir, layout: &Layout, index: usize) {
+    let socket = layout.docker_socket(index);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        // Remove containers through Docker first so it cleans up after them.
+        let sock = format!("unix://{}", socket.display());
+        if let Ok(ids) = host::run(&["timeout", "20", "docker", "-H", &sock, "ps", "-aq"]).await {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut argv = vec!["timeout", "30", "docker", "-H", &sock, "rm", "-f"];
+                argv.extend(ids);
+                host::run_quiet(&argv).await;
+            }
+        }
+        let pid_file = layout.runtime_dir(index).join("docker.pid");
+        if let Some(pid) = host::live_pid(&pid_file, "dockerd") {
+            host::terminate(&[pid], Duration::from_secs(10)).await;
+        }
+    }
+    kill_minion(layout, index).await;
+    host::unmount_all_under(&dir.minion_dir(&Layout::minion_id(index))).await;
+    host::unmount_all_under(&layout.runtime_dir(index)).await;
+    let ns = layout.netns(index);
+    host::run_quiet(&["ip", "netns", "delete", &ns]).await;
+    host::run_quiet(&["ip", "link", "delete", &layout.veth(index)]).await;
+    host::run_quiet(&["ip", "route", "delete", &layout.pod_cidr(index)]).await;
+}
+
+/// Removes the host side: bridge, routes, runtime directory.
+pub async fn remove_host_network(layout: &Layout) {
+    host::run_quiet(&["ip", "link", "delete", &layout.bridge()]).await;
+    host::run_quiet(&["ip", "route", "delete", "blackhole", &layout.cluster_cidr()]).await;
+    host::unmount_all_under(&layout.runtime_root()).await;
+    let _ = std::fs::remove_dir_all(layout.runtime_root());
+}
+
+/// Starts the cluster's etcd on the bridge address, if not running.
+pub async fn ensure_etcd(dir: &ClusterDir, layout: &Layout) -> Result<bool, HostError> {
+    let etcd_dir = dir.etcd_dir();
+    std::fs::create_dir_all(&etcd_dir)
+        .map_err(|e| host_error(etcd_dir.display().to_string(), e))?;
+    let pid_file = etcd_dir.join("etcd.pid");
+    let data = etcd_dir.join("data").display().to_string();
+    if host::live_pid(&pid_file, &data).is_some() {
+        return Ok(false);
+    }
+    let client = layout.etcd_endpoint();
+    let peer = format!("http://{}:2380", layout.bridge_ip());
+    let name = format!("kctl-{}", layout.cluster);
+    let argv: Vec<String> = [
+        "etcd",
+        "--name",
+        &name,
+        "--data-dir",
+        &data,
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("{name}={peer}"),
+        // Big plans (many pods) are one transaction.
+        "--max-txn-ops",
+        "10000",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let pid = host::spawn_daemon(&argv, &etcd_dir.join("etcd.log"))?;
+    std::fs::write(&pid_file, pid.to_string())
+        .map_err(|e| host_error(pid_file.display().to_string(), e))?;
+    let addr = SocketAddr::from((layout.bridge_ip(), 2379));
+    if !host::wait_for(Duration::from_secs(20), || host::tcp_open(addr)).await {
+        return Err(host_error(
+            "etcd",
+            format!(
+                "not listening on {addr} after 20s; see {}",
+                etcd_dir.join("etcd.log").display()
+            ),
+        ));
+    }
+    Ok(true)
+}
+
+pub async fn stop_etcd(dir: &ClusterDir) {
+    let etcd_dir = dir.etcd_dir();
+    let data = etcd_dir.join("data").display().to_string();
+    if let Some(pid) = host::live_pid(&etcd_dir.join("etcd.pid"), &data) {
+        host::terminate(&[pid], Duration::from_secs(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_addresses() {
+        let l = Layout {
+            cluster: "demo".into(),
+            slot: 7,
+        };
+        assert_eq!(l.cluster_cidr(), "10.107.0.0/16");
+        assert_eq!(l.bridge_ip(), Ipv4Addr::new(10, 107, 0, 1));
+        assert_eq!(l.node_ip(2), Ipv4Addr::new(10, 107, 0, 12));
+        assert_eq!(l.pod_cidr(2), "10.107.2.0/24");
+        assert_eq!(l.pod_gateway(2), "10.107.2.1/24");
+        assert_eq!(l.netns(3), "kctl-demo-minion-3");
+        assert_eq!(Layout::index_of("minion-12"), Some(12));
+        assert_eq!(Layout::index_of("node-1"), None);
+        // Interface names must fit Linux's 15 characters at the extremes.
+        let big = Layout {
+            cluster: "x".into(),
+            slot: LAST_SLOT,
+        };
+        assert!(big.veth(MAX_MINIONS).len() <= 15);
+        assert!(big.bridge().len() <= 15);
+        // Never the machine's resolver range.
+        for slot in FIRST_SLOT..=LAST_SLOT {
+            let l = Layout {
+                cluster: "x".into(),
+                slot,
+            };
+            assert!(!l.cluster_cidr().starts_with("10.255."));
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Providers make and unmake machines. Installing kctl's parts on them is
+//! `bootstrap`'s job, the same for every provider.
+
+pub mod host;
+pub mod local;

@@ -1,0 +1,167 @@
+//! The SSH transport: the system OpenSSH client through the `openssh` crate,
+//! one multiplexed master connection per minion per kctl invocation. Host
+//! keys are checked strictly against the cluster's own known_hosts; the
+//! user's `~/.ssh` is never read or written (`-F /dev/null`).
+
+use crate::exec::{Exec, ExecError, Output};
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// sshd's default `MaxSessions` is 10; stay well below it so a burst of
+/// parallel commands on one minion never hits "session open refused".
+const MAX_PARALLEL_SESSIONS: usize = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+/// The cluster's credentials.
+#[derive(Debug, Clone)]
+pub struct SshAuth {
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+}
+
+pub struct SshExec {
+    name: String,
+    session: Session,
+    sessions: Semaphore,
+}
+
+impl SshExec {
+    pub async fn connect(target: &SshTarget, auth: &SshAuth) -> Result<SshExec, ExecError> {
+        let mut builder = SessionBuilder::default();
+        builder
+            .user(target.user.clone())
+            .port(target.port)
+            .keyfile(&auth.identity)
+            .known_hosts_check(KnownHosts::Strict)
+            .user_known_hosts_file(&auth.known_hosts)
+            .config_file("/dev/null")
+            .connect_timeout(Duration::from_secs(10))
+            .server_alive_interval(Duration::from_secs(5))
+            .control_directory(std::env::temp_dir());
+        let session =
+            builder
+                .connect_mux(&target.host)
+                .await
+                .map_err(|e| ExecError::Transport {
+                    target: target.name.clone(),
+                    message: format!(
+                        "ssh to {}@{}:{} failed: {}",
+                        target.user,
+                        target.host,
+                        target.port,
+                        error_chain(&e)
+                    ),
+                })?;
+        Ok(SshExec {
+            name: target.name.clone(),
+            session,
+            sessions: Semaphore::new(MAX_PARALLEL_SESSIONS),
+        })
+    }
+
+    /// Closes the master connection; dropping does too, but this reports errors.
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+
+    fn transport(&self, e: impl std::error::Error) -> ExecError {
+        ExecError::Transport {
+            target: self.name.clone(),
+            message: error_chain(&e),
+        }
+    }
+
+    /// Runs `argv` with a file as its standard input (for `docker load`).
+    pub async fn run_with_file(&self, argv: &[String], file: &Path) -> Result<Output, ExecError> {
+        let _permit = self
+            .sessions
+            .acquire()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let file = std::fs::File::open(file).map_err(|e| self.transport(e))?;
+        let (program, args) = split(argv, &self.name)?;
+        let out = self
+            .session
+            .command(program.as_str())
+            .args(args)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
+            .output()
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+fn split<'a>(argv: &'a [String], target: &str) -> Result<(&'a String, &'a [String]), ExecError> {
+    argv.split_first().ok_or_else(|| ExecError::Transport {
+        target: target.to_string(),
+        message: "empty command".into(),
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl Exec for SshExec {
+    fn target(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {
+        use tokio::io::AsyncWriteExt;
+        let _permit = self
+            .sessions
+            .acquire()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let (program, args) = split(argv, &self.name)?;
+        // `command` and `args` shell-escape every element: the one place
+        // where kctl's argv become a remote command line.
+        let mut command = self.session.command(program.as_str());
+        command.args(args);
+        let out = match stdin {
+            None => command.output().await.map_err(|e| self.transport(e))?,
+            Some(data) => {
+                command
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = command.spawn().await.map_err(|e| self.transport(e))?;
+                if let Some(mut pipe) = child.stdin().take() {
+                    pipe.write_all(data).await.map_err(|e| self.transport(e))?;
+                    pipe.shutdown().await.map_err(|e| self.transport(e))?;
+                }
+                child
+                    .wait_with_output()
+                    .await
+                    .map_err(|e| self.transport(e))?
+            }
+        };
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}

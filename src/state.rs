@@ -1,0 +1,138 @@
+//! What kctl keeps in etcd, as plain data: the records of a cluster and a
+//! consistent snapshot of all of them. Pure types; `store` moves them.
+
+use crate::model::{Labels, Pod, ReplicationController, Service};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// A machine that runs pods. Written by `kctl up` (and later its helper).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MinionRecord {
+    pub id: String,
+    pub host_ip: Ipv4Addr,
+    /// The minion's pod range, e.g. `10.101.1.0/24`.
+    pub pod_cidr: String,
+    pub ssh_port: u16,
+    pub ssh_user: String,
+}
+
+/// A pod as scheduled: the desired state of one pod on one minion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRecord {
+    pub pod: Pod,
+    /// The minion it is bound to.
+    pub host: String,
+    /// The replication controller that owns it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl PodRecord {
+    /// A digest of everything that, when changed, means the pod's containers
+    /// must be replaced. Containers carry it as a label so converge can tell
+    /// a stale container from a current one without asking etcd.
+    pub fn spec_hash(&self) -> String {
+        spec_hash(&self.pod)
+    }
+}
+
+pub fn spec_hash(pod: &Pod) -> String {
+    let bytes = serde_json::to_vec(&(&pod.labels, &pod.spec)).unwrap_or_default();
+    short_digest(&bytes)
+}
+
+/// The first 12 hex digits of a SHA-256: enough to tell versions apart.
+pub fn short_digest(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PodPhase {
+    #[default]
+    Waiting,
+    Running,
+    Terminated,
+}
+
+impl PodPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodPhase::Waiting => "Waiting",
+            PodPhase::Running => "Running",
+            PodPhase::Terminated => "Terminated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    pub name: String,
+    pub container_id: String,
+    pub running: bool,
+    pub restart_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
+/// What was last observed of a pod on its minion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    pub phase: PodPhase,
+    /// The spec version the observation is of (see `PodRecord::spec_hash`).
+    pub spec_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Everything kctl knows of one cluster, read at one etcd revision.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterState {
+    pub minions: BTreeMap<String, MinionRecord>,
+    pub services: BTreeMap<String, Service>,
+    pub controllers: BTreeMap<String, ReplicationController>,
+    pub pods: BTreeMap<String, PodRecord>,
+    pub statuses: BTreeMap<String, PodStatus>,
+}
+
+impl ClusterState {
+    pub fn pods_on<'a>(&'a self, minion: &'a str) -> impl Iterator<Item = &'a PodRecord> + 'a {
+        self.pods.values().filter(move |p| p.host == minion)
+    }
+
+    pub fn pods_owned_by<'a>(&'a self, controller: &'a str) -> impl Iterator<Item = &'a PodRecord> {
+        self.pods
+            .values()
+            .filter(move |p| p.owner.as_deref() == Some(controller))
+    }
+
+    /// Pods whose labels match `selector`.
+    pub fn pods_matching<'a>(
+        &'a self,
+        selector: &'a Labels,
+    ) -> impl Iterator<Item = &'a PodRecord> {
+        self.pods
+            .values()
+            .filter(move |p| crate::model::selector_matches(selector, &p.pod.labels))
+    }
+
+    /// True when the pod's last observation is of its current spec and all
+    /// its containers run: nothing for converge to do.
+    pub fn pod_is_current(&self, pod: &PodRecord) -> bool {
+        self.statuses.get(&pod.pod.id).is_some_and(|s| {
+            s.phase == PodPhase::Running
+                && s.spec_hash == pod.spec_hash()
+                && s.containers.len() == pod.pod.spec.containers.len()
+        })
+    }
+}

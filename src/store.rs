@@ -1,0 +1,232 @@
+//! The cluster's state in etcd. One key per object, JSON values, under a
+//! per-cluster prefix:
+//!
+//! ```text
+//! /kctl/<cluster>/minions/<id>        MinionRecord
+//! /kctl/<cluster>/services/<id>       Service
+//! /kctl/<cluster>/controllers/<id>    ReplicationController
+//! /kctl/<cluster>/pods/<id>           PodRecord    (desired: spec + minion)
+//! /kctl/<cluster>/status/pods/<id>    PodStatus    (observed)
+//! /kctl/<cluster>/generation          bumped by every change of desired state
+//! ```
+//!
+//! Every change of desired state is one transaction guarded by the
+//! generation key's revision as read in the snapshot the plan was made from:
+//! if anyone changed desired state in between, the transaction fails and the
+//! caller re-plans. Observed state (`status/`) is written per pod, guarded by
+//! the pod's existence, so it never brings back a deleted pod.
+
+use crate::model::{ReplicationController, Service};
+use crate::plan::Op;
+use crate::state::{ClusterState, MinionRecord, PodRecord, PodStatus};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StoreError {
+    #[error("cannot reach etcd at {endpoints}: {message}")]
+    #[diagnostic(help(
+        "is the cluster up? `kctl up` starts its etcd; `kctl get minions` checks it"
+    ))]
+    Unreachable { endpoints: String, message: String },
+    #[error("etcd request failed: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the cluster's state changed while this command was working")]
+    #[diagnostic(help(
+        "another kctl changed the cluster at the same time; run the command again"
+    ))]
+    Conflict,
+    #[error("bad value at {key}: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+pub struct Store {
+    client: Client,
+    prefix: String,
+}
+
+/// A consistent read of the whole cluster, and the revision that guards
+/// writes made from it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: ClusterState,
+    generation_revision: i64,
+}
+
+impl Store {
+    pub async fn connect(endpoints: &[String], cluster: &str) -> Result<Store, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(10));
+        let unreachable = |e: etcd_client::Error| StoreError::Unreachable {
+            endpoints: endpoints.join(","),
+            message: e.to_string(),
+        };
+        let mut client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(unreachable)?;
+        // `connect` is lazy about some failures; a status call proves the
+        // server answers.
+        client.status().await.map_err(unreachable)?;
+        Ok(Store {
+            client,
+            prefix: format!("/kctl/{cluster}/"),
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}/{id}", self.prefix)
+    }
+
+    fn generation_key(&self) -> String {
+        format!("{}generation", self.prefix)
+    }
+
+    pub async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
+        let resp = self
+            .client
+            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut state = ClusterState::default();
+        let mut generation_revision = 0;
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let Some(rest) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            let value = kv.value();
+            match rest.split_once('/') {
+                Some(("minions", id)) => {
+                    state
+                        .minions
+                        .insert(id.into(), decode::<MinionRecord>(&key, value)?);
+                }
+                Some(("services", id)) => {
+                    state
+                        .services
+                        .insert(id.into(), decode::<Service>(&key, value)?);
+                }
+                Some(("controllers", id)) => {
+                    state
+                        .controllers
+                        .insert(id.into(), decode::<ReplicationController>(&key, value)?);
+                }
+                Some(("pods", id)) => {
+                    state
+                        .pods
+                        .insert(id.into(), decode::<PodRecord>(&key, value)?);
+                }
+                Some(("status", path)) => {
+                    if let Some(id) = path.strip_prefix("pods/") {
+                        state
+                            .statuses
+                            .insert(id.into(), decode::<PodStatus>(&key, value)?);
+                    }
+                }
+                _ if rest == "generation" => generation_revision = kv.mod_revision(),
+                _ => {}
+            }
+        }
+        Ok(Snapshot {
+            state,
+            generation_revision,
+        })
+    }
+
+    /// Writes a plan's ops in one transaction, if desired state is still as
+    /// `base` saw it; `StoreError::Conflict` otherwise.
+    pub async fn commit(&mut self, base: &Snapshot, ops: &[Op]) -> Result<(), StoreError> {
+        let generation = self.generation_key();
+        let guard = if base.generation_revision == 0 {
+            Compare::version(generation.as_str(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(
+                generation.as_str(),
+                CompareOp::Equal,
+                base.generation_revision,
+            )
+        };
+        // (key, Some(value)) puts, (key, None) deletes.
+        let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(ops.len() + 1);
+        for op in ops {
+            match op {
+                Op::PutService(s) => writes.push((self.key("services", &s.id), Some(json(s)))),
+                Op::DeleteService(id) => writes.push((self.key("services", id), None)),
+                Op::PutController(rc) => {
+                    writes.push((self.key("controllers", &rc.id), Some(json(rc))))
+                }
+                Op::DeleteController(id) => writes.push((self.key("controllers", id), None)),
+                Op::PutPod(p) => writes.push((self.key("pods", &p.pod.id), Some(json(p)))),
+                Op::DeletePod(id) => {
+                    writes.push((self.key("pods", id), None));
+                    writes.push((self.key("status/pods", id), None));
+                }
+            }
+        }
+        // A pod deleted and put again in one plan (a replaced bare pod)
+        // appears twice; etcd refuses two ops on one key in a transaction,
+        // and the last one is what the plan means.
+        let mut txn_ops: Vec<TxnOp> = last_write_per_key(writes)
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(v) => TxnOp::put(key, v, None),
+                None => TxnOp::delete(key, None),
+            })
+            .collect();
+        txn_ops.push(TxnOp::put(generation.as_str(), "", None));
+        let resp = self
+            .client
+            .txn(Txn::new().when([guard]).and_then(txn_ops))
+            .await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    /// Records what was observed of a pod, unless the pod was deleted since.
+    pub async fn put_status(&mut self, pod_id: &str, status: &PodStatus) -> Result<(), StoreError> {
+        let pod_key = self.key("pods", pod_id);
+        let txn = Txn::new()
+            .when([Compare::version(pod_key, CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(
+                self.key("status/pods", pod_id),
+                json(status),
+                None,
+            )]);
+        self.client.txn(txn).await?;
+        Ok(())
+    }
+
+    pub async fn put_minion(&mut self, minion: &MinionRecord) -> Result<(), StoreError> {
+        self.client
+            .put(self.key("minions", &minion.id), json(minion), None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Keeps, for each key, only the last write to it, in order.
+fn last_write_per_key(writes: Vec<(String, Option<Vec<u8>>)>) -> Vec<(String, Option<Vec<u8>>)> {
+    let keys: Vec<String> = writes.iter().map(|(k, _)| k.clone()).collect();
+    writes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (key, _))| !keys[i + 1..].contains(key))
+        .map(|(_, w)| w)
+        .collect()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain data types: serialising them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
