@@ -46,7 +46,9 @@ fn exit_text(code: Option<i32>) -> String {
 /// Builds an argv from anything string-like.
 #[macro_export]
 macro_rules! argv {
-    ($($arg:expr),* $(,)?) => { vec![$(::std::string::String::from($arg)),*] };
+    ($($arg:expr),* $(,)?) => {
+        ::std::vec::Vec::<::std::string::String>::from([$(::std::string::String::from($arg)),*])
+    };
 }
 
 /// Run an argv on one machine.

@@ -56,7 +56,7 @@ impl Ui {
     /// Result text on stdout.
     pub fn out(&self, text: impl AsRef<str>) {
         let text = text.as_ref();
-        let _ = self.multi.suspend(|| {
+        self.multi.suspend(|| {
             print!("{text}");
             if !text.ends_with('\n') {
                 println!();

@@ -221,11 +221,12 @@ pub(crate) fn document(
     let Some(kind) = cx.string(&kind_entry.value, "`kind`") else {
         return;
     };
-    let shape = match kind {
-        "Pod" => &POD,
-        "ReplicationController" => &CONTROLLER,
-        "Service" => &SERVICE,
-        "List" => &LIST,
+    // `None` for a `List`.
+    let (shape, object_kind) = match kind {
+        "Pod" => (&POD, Some(Kind::Pod)),
+        "ReplicationController" => (&CONTROLLER, Some(Kind::ReplicationController)),
+        "Service" => (&SERVICE, Some(Kind::Service)),
+        "List" => (&LIST, None),
         _ => {
             let help = match closest(kind, &KINDS) {
                 Some(suggestion) => format!("did you mean `{suggestion}`?"),
@@ -247,16 +248,12 @@ pub(crate) fn document(
         return;
     };
     let api_version_given = api_version(cx, &fields, api_version_inherited);
-    let decoded = match kind {
-        "Pod" => pod(cx, &fields),
-        "ReplicationController" => replication_controller(cx, &fields),
-        "Service" => service(cx, &fields),
-        _ => {
-            list(cx, &fields, api_version_given, out);
-            None
-        }
-    };
-    out.extend(decoded);
+    match object_kind {
+        Some(Kind::Pod) => out.extend(pod(cx, &fields)),
+        Some(Kind::ReplicationController) => out.extend(replication_controller(cx, &fields)),
+        Some(Kind::Service) => out.extend(service(cx, &fields)),
+        None => list(cx, &fields, api_version_given, out),
+    }
 }
 
 /// Checks `apiVersion`; true when this object (or its `List`) gave one.

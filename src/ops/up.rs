@@ -183,7 +183,11 @@ pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<(
         }
     }
 
-    if changed {
+    if changed && existing.is_some() {
+        ui.out(format!(
+            "Cluster {name} was repaired and is up ({count} minions)."
+        ));
+    } else if changed {
         ui.out(format!(
             "Cluster {name} is up: {count} minions, etcd at {}.\nNext: kctl image load …, kctl apply -f manifests/, kctl get pods",
             layout.etcd_endpoint()

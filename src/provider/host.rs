@@ -145,6 +145,33 @@ pub fn tcp_open(addr: std::net::SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
 }
 
+/// The inode that identifies the network namespace of `pid`.
+pub fn netns_of_pid(pid: u32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    let text = link.to_string_lossy();
+    text.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The inode of a named network namespace (`/run/netns/NAME`).
+pub fn netns_of_name(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{name}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Every process whose network namespace is one of `namespaces`.
+pub fn pids_in_netns(namespaces: &[u64]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| netns_of_pid(pid).is_some_and(|ns| namespaces.contains(&ns)))
+        .collect()
+}
+
 /// Every mount point at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {

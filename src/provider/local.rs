@@ -304,6 +304,16 @@ async fn ensure_dockerd(
     if host::live_pid(&pid_file, &data_root).is_some() {
         return Ok(false);
     }
+    // dockerd and its containerd refuse to start over a pid file whose
+    // process still exists, and a killed one may linger as a zombie; a stale
+    // socket would pass the readiness check below. All of them are stale.
+    for stale in [
+        pid_file.clone(),
+        run_dir.join("docker/containerd/containerd.pid"),
+        socket.clone(),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
     let argv: Vec<String> = [
         "nsenter",
         &format!("--net=/run/netns/{}", layout.netns(index)),
@@ -369,18 +379,32 @@ pub fn known_hosts_line(
 
 /// Power cut: kills every process of the minion at once — sshd, dockerd,
 /// containerd, shims, and the containers themselves (found by cgroup).
+/// The minion's namespace is found by name and through its daemons' pid
+/// files, so processes in a namespace whose name was deleted are found too.
 pub async fn kill_minion(layout: &Layout, index: usize) {
-    let ns = layout.netns(index);
-    if let Ok(pids) = host::run(&["ip", "netns", "pids", &ns]).await {
-        let pids: Vec<u32> = pids.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        for &pid in &pids {
-            host::signal(pid, "KILL");
+    let run_dir = layout.runtime_dir(index);
+    let mut namespaces: Vec<u64> = host::netns_of_name(&layout.netns(index))
+        .into_iter()
+        .collect();
+    for (pid_file, expect) in [("sshd.pid", "sshd"), ("docker.pid", "dockerd")] {
+        if let Some(pid) = host::live_pid(&run_dir.join(pid_file), expect) {
+            namespaces.extend(host::netns_of_pid(pid));
         }
-        host::wait_for(Duration::from_secs(5), || {
-            pids.iter().all(|&p| !host::pid_alive(p))
-        })
-        .await;
     }
+    // Never the namespace kctl itself runs in.
+    if let Some(own) = host::netns_of_pid(std::process::id()) {
+        namespaces.retain(|&ns| ns != own);
+    }
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let pids = host::pids_in_netns(&namespaces);
+    for &pid in &pids {
+        host::signal(pid, "KILL");
+    }
+    host::wait_for(Duration::from_secs(5), || {
+        pids.iter().all(|&p| !host::pid_alive(p))
+    })
+    .await;
     host::kill_cgroup_tree(&layout.cgroup_parent(index)).await;
 }
 

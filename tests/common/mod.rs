@@ -1,0 +1,279 @@
+//! Shared pieces of the integration tests: a cluster guard that always runs
+//! `kctl down`, the demo image, and checks that nothing is left behind.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const KCTL: &str = env!("CARGO_BIN_EXE_kctl");
+
+/// Where test clusters keep their records: inside the build tree, which
+/// is not world-writable (sshd's StrictModes refuses keys under /tmp).
+pub fn kctl_home() -> PathBuf {
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kctl-home");
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn to_run(out: Output) -> Run {
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A local cluster that exists for the life of the value: `down` runs on
+/// drop, also when the test panics.
+pub struct TestCluster {
+    pub name: String,
+    pub home: PathBuf,
+}
+
+impl TestCluster {
+    /// Brings up a cluster; panics (after cleaning up) if `up` fails.
+    pub fn up(name: &str, minions: usize) -> TestCluster {
+        let cluster = TestCluster {
+            name: name.to_string(),
+            home: kctl_home(),
+        };
+        // A cluster of this name left by an aborted run is removed first.
+        cluster.kctl(&["down"]);
+        let run = cluster.kctl(&["up", "--minions", &minions.to_string()]);
+        assert!(run.ok(), "kctl up failed: {run:?}");
+        cluster
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.home.join("clusters").join(&self.name)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(KCTL);
+        cmd.args(args)
+            .env("KCTL_HOME", &self.home)
+            .env("KCTL_CLUSTER", &self.name)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn kctl(&self, args: &[&str]) -> Run {
+        to_run(self.command(args).output().expect("run kctl"))
+    }
+
+    pub fn kctl_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kctl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        to_run(child.wait_with_output().unwrap())
+    }
+
+    /// `kctl get pods -o json` items.
+    pub fn pods(&self) -> Vec<Value> {
+        let run = self.kctl(&["get", "pods", "-o", "json"]);
+        assert!(run.ok(), "{run:?}");
+        run.json()["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn slot(&self) -> u8 {
+        let text = std::fs::read_to_string(self.dir().join("cluster.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["local"]["slot"].as_u64().unwrap() as u8
+    }
+
+    /// Builds the demo image tagged `tag` and loads it into every minion.
+    pub fn load_demo_image(&self, tag: &str) {
+        let tar = self.dir().join("demo-image.tar");
+        let build = Command::new("bash")
+            .arg(repo().join("cluster/demo-image/build.sh"))
+            .arg(&tar)
+            .arg(tag)
+            .output()
+            .unwrap();
+        assert!(
+            build.status.success(),
+            "{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let run = self.kctl(&["image", "load", "-i", tar.to_str().unwrap()]);
+        assert!(run.ok(), "{run:?}");
+        std::fs::remove_file(tar).unwrap();
+    }
+
+    /// Lines of every minion's sshd log that record an accepted login.
+    pub fn ssh_logins(&self) -> usize {
+        let minions = self.dir().join("minions");
+        std::fs::read_dir(minions)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        std::fs::read_to_string(e.path().join("sshd.log"))
+                            .unwrap_or_default()
+                            .matches("Accepted publickey")
+                            .count()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Runs a command inside minion `index`'s network namespace.
+    pub fn in_minion(&self, index: usize, argv: &[&str]) -> Run {
+        let ns = format!("/run/netns/kctl-{}-minion-{index}", self.name);
+        let out = Command::new("nsenter")
+            .arg(format!("--net={ns}"))
+            .args(argv)
+            .output()
+            .unwrap();
+        to_run(out)
+    }
+
+    /// Takes the cluster down now and checks nothing of it is left.
+    pub fn down_and_check(self) {
+        let slot = self.slot();
+        let run = self.kctl(&["down"]);
+        assert!(run.ok(), "kctl down failed: {run:?}");
+        assert_nothing_left(&self.name, slot, &self.dir());
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let run = self.kctl(&["down"]);
+        if !run.ok() {
+            eprintln!("cleanup of cluster {} failed: {run:?}", self.name);
+        }
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// No namespace, link, route, mount, process or file of the cluster remains.
+pub fn assert_nothing_left(name: &str, slot: u8, dir: &Path) {
+    let netns = sh("ip netns list");
+    assert!(
+        !netns.contains(&format!("kctl-{name}-")),
+        "namespaces left: {netns}"
+    );
+    let links = sh("ip -o link show");
+    let prefix = format!("kctl{slot}");
+    assert!(
+        !links.lines().any(|l| l
+            .split(':')
+            .nth(1)
+            .is_some_and(|n| n.trim().split('@').next() == Some(prefix.as_str())
+                || n.trim().starts_with(&format!("{prefix}m")))),
+        "links left: {links}"
+    );
+    let routes = sh("ip route show table all");
+    assert!(
+        !routes.contains(&format!("10.{}.", 100 + slot as u32)),
+        "routes left: {routes}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let dir_text = dir.display().to_string();
+    let run_dir = format!("/run/kctl/{slot}/");
+    assert!(
+        !mounts.contains(&dir_text) && !mounts.contains(&run_dir),
+        "mounts left"
+    );
+    let procs = sh("ps -eo stat=,args=");
+    let leftovers: Vec<&str> = procs
+        .lines()
+        .filter(|l| !l.starts_with('Z'))
+        .filter(|l| l.contains(&dir_text) || l.contains(&run_dir))
+        .collect();
+    assert!(leftovers.is_empty(), "processes left: {leftovers:?}");
+    assert!(!dir.exists(), "cluster directory left: {}", dir.display());
+}
+
+/// GET a page over plain TCP (no client dependency). A container that
+/// Docker reports running may not listen yet: retry for a few seconds.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(page) = http_get_once(addr, path) {
+            return Some(page);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+pub fn http_get_once(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let sock: std::net::SocketAddr = addr.parse().ok()?;
+    assert_stays_on_machine(&sock.ip().to_string());
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let (head, rest) = body.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| rest.to_string())
+}
+
+/// Network safety: test traffic may only go to addresses this machine
+/// routes into a cluster bridge (or drops). Anything else is a test bug.
+pub fn assert_stays_on_machine(ip: &str) {
+    let route = sh(&format!("ip route get {ip} 2>&1"));
+    assert!(
+        route.contains("dev kctl")
+            || route.contains("dev lo")
+            || route.starts_with("blackhole")
+            || route.contains("unreachable")
+            || route.contains("prohibit"),
+        "refusing to send test traffic to {ip}: route {route}"
+    );
+}

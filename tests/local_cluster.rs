@@ -1,0 +1,284 @@
+//! End to end on a real local cluster: etcd, sshd and dockerd in network
+//! namespaces on this machine. Needs root and the packages `.ci/run`
+//! installs. Each test makes its own cluster and removes it, also on failure.
+
+mod common;
+
+use common::{http_get, TestCluster};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+fn manifest(name: &str) -> String {
+    common::repo()
+        .join("manifests")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn running_pods(pods: &[Value]) -> Vec<&Value> {
+    pods.iter()
+        .filter(|p| p["currentState"]["status"] == "Running")
+        .collect()
+}
+
+fn hosts(pods: &[Value]) -> Vec<String> {
+    let mut h: Vec<String> = pods
+        .iter()
+        .map(|p| p["currentState"]["host"].as_str().unwrap().to_string())
+        .collect();
+    h.sort();
+    h
+}
+
+/// A controller without host ports, so more replicas than minions fit.
+fn web_controller(replicas: u32) -> String {
+    format!(
+        r#"{{"id": "web", "kind": "ReplicationController", "apiVersion": "v1beta1",
+  "desiredState": {{"replicas": {replicas}, "replicaSelector": {{"name": "web"}},
+    "podTemplate": {{"desiredState": {{"manifest": {{"version": "v1beta1", "id": "web",
+        "containers": [{{"name": "web", "image": "tutum/tomcat",
+                        "ports": [{{"containerPort": 8080}}]}}]}}}},
+      "labels": {{"name": "web"}}}}}},
+  "labels": {{"name": "web"}}}}"#
+    )
+}
+
+#[test]
+fn tomcat_controller_lifecycle() {
+    let cluster = TestCluster::up("it-tomcat", 2);
+
+    // `up` again on a healthy cluster changes nothing.
+    let again = cluster.kctl(&["up"]);
+    assert!(again.ok(), "{again:?}");
+    assert!(again.stdout.contains("nothing changed"), "{again:?}");
+
+    let minions = cluster.kctl(&["get", "minions", "-o", "json"]).json();
+    let items = minions["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|m| m["status"] == "Ready"), "{minions}");
+
+    cluster.load_demo_image("tutum/tomcat:latest");
+
+    // The classic controller and service, unchanged.
+    let rc = manifest("tomcat-controller.json");
+    let svc = manifest("tomcat-service.json");
+    let applied = cluster.kctl(&["apply", "-f", &rc, "-f", &svc]);
+    assert!(applied.ok(), "{applied:?}");
+    assert!(applied
+        .stdout
+        .contains("+ replicationController tomcatController"));
+    assert!(applied
+        .stdout
+        .contains("Plan: 4 to add, 0 to change, 0 to destroy."));
+
+    let pods = cluster.pods();
+    assert_eq!(running_pods(&pods).len(), 2, "{pods:?}");
+    assert_eq!(
+        hosts(&pods),
+        ["minion-1", "minion-2"],
+        "one replica per minion"
+    );
+    for pod in &pods {
+        let id = pod["id"].as_str().unwrap();
+        let pod_ip = pod["currentState"]["podIP"].as_str().unwrap();
+        let host_ip = pod["currentState"]["hostIP"].as_str().unwrap();
+        let page = http_get(&format!("{pod_ip}:8080"), "/hostname")
+            .unwrap_or_else(|| panic!("no answer from pod {id} at {pod_ip}:8080"));
+        assert_eq!(page.trim(), id);
+        // hostPort 80 on the minion reaches the same pod.
+        let page = http_get(&format!("{host_ip}:80"), "/hostname").unwrap();
+        assert_eq!(page.trim(), id);
+    }
+    // Pods reach each other across minions by pod IP.
+    let other_ip = pods[1]["currentState"]["podIP"].as_str().unwrap();
+    let from_minion = cluster.in_minion(
+        1,
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            &format!("http://{other_ip}:8080/hostname"),
+        ],
+    );
+    assert_eq!(
+        from_minion.stdout.trim(),
+        pods[1]["id"].as_str().unwrap(),
+        "{from_minion:?}"
+    );
+
+    // Re-applying unchanged manifests plans nothing and opens no SSH connection.
+    let logins = cluster.ssh_logins();
+    assert!(logins > 0, "sshd logs no logins: cannot count them");
+    let again = cluster.kctl(&["apply", "-f", &rc, "-f", &svc]);
+    assert!(again.ok(), "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains("No changes. 2 objects are up to date."),
+        "{again:?}"
+    );
+    assert_eq!(
+        cluster.ssh_logins(),
+        logins,
+        "a no-op apply connected to a minion"
+    );
+
+    // Three replicas with hostPort 80 do not fit on two minions: a clear
+    // error, and nothing changes.
+    let three = std::fs::read_to_string(&rc)
+        .unwrap()
+        .replace("\"replicas\": 2", "\"replicas\": 3");
+    let refused = cluster.kctl_stdin(&["apply", "-f", "-"], &three);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("fits on no minion"), "{refused:?}");
+    assert!(
+        refused.stderr.contains("hostPort 80/TCP is taken"),
+        "{refused:?}"
+    );
+    let ids = |pods: &[Value]| -> BTreeSet<String> {
+        pods.iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&cluster.pods()), ids(&pods));
+
+    // Without host ports, scale to 3 and back to 1.
+    let scaled = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller(3));
+    assert!(scaled.ok(), "{scaled:?}");
+    let web: Vec<Value> = cluster
+        .pods()
+        .into_iter()
+        .filter(|p| p["labels"]["name"] == "web")
+        .collect();
+    assert_eq!(running_pods(&web).len(), 3, "{web:?}");
+    let web_hosts: BTreeSet<String> = hosts(&web).into_iter().collect();
+    assert_eq!(web_hosts.len(), 2, "replicas spread over both minions");
+    let down = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller(1));
+    assert!(down.ok(), "{down:?}");
+    assert!(down.stdout.contains("replicas 3 → 1"), "{down:?}");
+    let web: Vec<Value> = cluster
+        .pods()
+        .into_iter()
+        .filter(|p| p["labels"]["name"] == "web")
+        .collect();
+    assert_eq!(web.len(), 1);
+    let containers = cluster.in_minion(1, &["true"]);
+    assert!(containers.ok());
+
+    // Delete the controllers: their pods and containers go too.
+    let deleted = cluster.kctl(&["delete", "-f", &rc]);
+    assert!(deleted.ok(), "{deleted:?}");
+    let deleted = cluster.kctl(&["delete", "rc", "web"]);
+    assert!(deleted.ok(), "{deleted:?}");
+    assert!(cluster.pods().is_empty());
+    for index in 1..=2 {
+        let sock = format!("unix:///run/kctl/{}/m{index}/docker.sock", cluster.slot());
+        let ps = cluster.in_minion(
+            index,
+            &[
+                "docker",
+                "-H",
+                &sock,
+                "ps",
+                "-aq",
+                "--filter",
+                "label=io.kctl.pod",
+            ],
+        );
+        assert!(
+            ps.ok() && ps.stdout.trim().is_empty(),
+            "containers left on minion-{index}: {ps:?}"
+        );
+    }
+    let missing = cluster.kctl(&["delete", "rc", "web"]);
+    assert_eq!(missing.code, Some(1));
+    assert!(cluster
+        .kctl(&["delete", "rc", "web", "--ignore-not-found"])
+        .ok());
+
+    cluster.down_and_check();
+}
+
+#[test]
+fn hostile_values_never_run_as_shell() {
+    let cluster = TestCluster::up("it-quoting", 1);
+    let marker = std::env::temp_dir().join(format!("kctl-owned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let m = marker.display();
+    let pod = format!(
+        r#"{{"id": "evil", "kind": "Pod", "apiVersion": "v1beta1",
+  "desiredState": {{"manifest": {{"version": "v1beta1", "id": "evil",
+    "containers": [{{"name": "evil", "image": "x;touch${{IFS}}{m}",
+      "command": ["$(touch {m})", "`touch {m}`", "; touch {m}"],
+      "env": [{{"name": "A", "value": "'; touch {m}; '"}}],
+      "workingDir": "/tmp$(touch {m})"}}]}}}}}}"#
+    );
+    let run = cluster.kctl_stdin(&["apply", "-f", "-"], &pod);
+    // The image does not exist, so the pod fails to start, saying why.
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("pod evil"), "{run:?}");
+    assert!(!marker.exists(), "a manifest value ran as a shell command");
+
+    // One bad file in a directory means nothing at all is applied.
+    let dir = cluster.dir().join("mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a-good.json"), web_controller(1)).unwrap();
+    std::fs::write(
+        dir.join("b-bad.yaml"),
+        "kind: Service\nid: svc\nport: 80\nselector: {name: web}\nportt: 8080\n",
+    )
+    .unwrap();
+    let before = cluster.pods().len();
+    let run = cluster.kctl(&["apply", "-f", dir.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("b-bad.yaml"), "{run:?}");
+    assert!(
+        run.stderr.contains(":5:1"),
+        "line and column of `portt`: {run:?}"
+    );
+    assert!(run.stderr.contains("nothing was applied"), "{run:?}");
+    assert_eq!(cluster.pods().len(), before);
+    let rcs = cluster.kctl(&["get", "rc", "-o", "json"]).json();
+    assert!(rcs["items"].as_array().unwrap().is_empty());
+
+    cluster.down_and_check();
+}
+
+#[test]
+fn down_removes_a_half_broken_cluster() {
+    let cluster = TestCluster::up("it-broken", 2);
+    let slot = cluster.slot();
+    // Break it: kill one minion's processes and delete the other's namespace.
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", "kctl-it-broken-minion-1"])
+        .output()
+        .unwrap();
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    let deleted = std::process::Command::new("ip")
+        .args(["netns", "delete", "kctl-it-broken-minion-2"])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    // `up` repairs it...
+    let repaired = cluster.kctl(&["up"]);
+    assert!(repaired.ok(), "{repaired:?}");
+    assert!(!repaired.stdout.contains("nothing changed"), "{repaired:?}");
+    let minions = cluster.kctl(&["get", "minions", "-o", "json"]).json();
+    assert!(minions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["status"] == "Ready"));
+    // ...and after breaking it again, `down` still removes everything.
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", "kctl-it-broken-minion-1"])
+        .status();
+    assert_eq!(cluster.slot(), slot);
+    cluster.down_and_check();
+}
