@@ -19,7 +19,9 @@
 use crate::model::{ReplicationController, Service};
 use crate::plan::Op;
 use crate::state::{ClusterState, MinionRecord, PodRecord, PodStatus};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LockOptions, Txn, TxnOp,
+};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
 }
 
+#[derive(Clone)]
 pub struct Store {
     client: Client,
     prefix: String,
@@ -205,6 +208,72 @@ impl Store {
             .put(self.key("minions", &minion.id), json(minion), None)
             .await?;
         Ok(())
+    }
+}
+
+/// How long a minion lock outlives a kctl that died holding it.
+const LOCK_TTL_SECONDS: i64 = 10;
+/// How long to wait for another kctl to finish with a minion.
+const LOCK_WAIT: Duration = Duration::from_secs(180);
+
+/// Exclusive use of one minion's containers, held through an etcd lock on a
+/// lease that a background task keeps alive; if the holder dies, the lease
+/// expires and the lock frees itself.
+pub struct MinionLock {
+    client: Client,
+    key: Vec<u8>,
+    lease: i64,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl MinionLock {
+    pub async fn release(mut self) {
+        self.keeper.abort();
+        let _ = self.client.unlock(self.key.clone()).await;
+        let _ = self.client.lease_revoke(self.lease).await;
+    }
+}
+
+impl Store {
+    /// Waits for exclusive use of a minion: two kctl processes (or kctl and
+    /// the node helper) never converge one minion at the same time.
+    pub async fn lock_minion(&self, minion: &str) -> Result<MinionLock, StoreError> {
+        let mut client = self.client.clone();
+        let lease = client.lease_grant(LOCK_TTL_SECONDS, None).await?.id();
+        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+        let keeper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(LOCK_TTL_SECONDS as u64 / 3)).await;
+                if keeper.keep_alive().await.is_err() || responses.message().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let name = self.key("locks/minions", minion);
+        let started = std::time::Instant::now();
+        loop {
+            // Each request times out after the client's timeout: retry
+            // until the lock is ours or we have waited long enough.
+            match client
+                .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
+                .await
+            {
+                Ok(resp) => {
+                    return Ok(MinionLock {
+                        client,
+                        key: resp.key().to_vec(),
+                        lease,
+                        keeper,
+                    })
+                }
+                Err(e) if started.elapsed() > LOCK_WAIT => {
+                    keeper.abort();
+                    let _ = client.lease_revoke(lease).await;
+                    return Err(e.into());
+                }
+                Err(_) => continue,
+            }
+        }
     }
 }
 

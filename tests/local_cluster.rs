@@ -282,3 +282,112 @@ fn down_removes_a_half_broken_cluster() {
     assert_eq!(cluster.slot(), slot);
     cluster.down_and_check();
 }
+
+/// A controller named `id` without host ports.
+fn controller(id: &str, replicas: u32) -> String {
+    web_controller(replicas).replace("\"web\"", &format!("\"{id}\""))
+}
+
+#[test]
+fn concurrent_applies_and_node_converge() {
+    let cluster = TestCluster::up("it-concurrent", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+
+    // Two kctl processes apply at the same time: the guarded transaction
+    // makes one of them re-plan, and both controllers end up complete.
+    let dir = cluster.dir();
+    let files: Vec<_> = ["alpha", "beta"]
+        .iter()
+        .map(|id| {
+            let path = dir.join(format!("{id}.json"));
+            std::fs::write(&path, controller(id, 2)).unwrap();
+            path
+        })
+        .collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            cluster
+                .command(&["apply", "-f", f.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pods = cluster.pods();
+    for id in ["alpha", "beta"] {
+        let mine: Vec<&Value> = pods.iter().filter(|p| p["labels"]["name"] == id).collect();
+        assert_eq!(mine.len(), 2, "{id}: {pods:?}");
+        assert!(mine
+            .iter()
+            .all(|p| p["currentState"]["status"] == "Running"));
+    }
+
+    // kctl-node runs the same converge locally on a minion: remove a pod's
+    // containers behind kctl's back, and the helper starts them again.
+    let victim = pods
+        .iter()
+        .find(|p| p["currentState"]["host"] == "minion-1")
+        .expect("a pod on minion-1");
+    let pod_id = victim["id"].as_str().unwrap();
+    let sock = format!("unix:///run/kctl/{}/m1/docker.sock", cluster.slot());
+    let ids = cluster.in_minion(
+        1,
+        &[
+            "docker",
+            "-H",
+            &sock,
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.kctl.pod={pod_id}"),
+        ],
+    );
+    let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+    assert_eq!(ids.len(), 2, "infra and app container");
+    let mut rm = vec!["docker", "-H", &sock, "rm", "-f"];
+    rm.extend(&ids);
+    assert!(cluster.in_minion(1, &rm).ok());
+
+    let etcd = format!("http://10.{}.0.1:2379", 100 + cluster.slot() as u32);
+    let node = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/kctl-{}-minion-1", cluster.name))
+        .arg(env!("CARGO_BIN_EXE_kctl-node"))
+        .args([
+            "converge",
+            "--cluster",
+            &cluster.name,
+            "--minion",
+            "minion-1",
+            "--etcd",
+            &etcd,
+            "--offline-images",
+        ])
+        .env("DOCKER_HOST", &sock)
+        .output()
+        .unwrap();
+    let node_out = String::from_utf8_lossy(&node.stdout);
+    assert!(
+        node.status.success(),
+        "{node_out} {}",
+        String::from_utf8_lossy(&node.stderr)
+    );
+    assert!(node_out.contains("1 started"), "{node_out}");
+    let after = cluster.pods();
+    let again = after.iter().find(|p| p["id"] == pod_id).unwrap();
+    assert_eq!(again["currentState"]["status"], "Running");
+    let new_ip = again["currentState"]["podIP"].as_str().unwrap();
+    let page = http_get(&format!("{new_ip}:8080"), "/hostname").unwrap();
+    assert_eq!(page.trim(), pod_id);
+
+    cluster.down_and_check();
+}

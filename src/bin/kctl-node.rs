@@ -2,11 +2,10 @@
 //! apply`, with the local transport instead of SSH.
 
 use clap::{Parser, Subcommand};
-use kctl::converge::{self, RunContext};
+use kctl::converge::RunContext;
 use kctl::exec::LocalExec;
 use kctl::store::Store;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "kctl-node", version, about = "kctl's helper on a minion")]
@@ -39,9 +38,7 @@ async fn converge_once(
     etcd: Vec<String>,
     offline_images: bool,
 ) -> miette::Result<()> {
-    let mut store = Store::connect(&etcd, &cluster).await?;
-    let state = store.snapshot().await?.state;
-    let desired: Vec<_> = state.pods_on(&minion).cloned().collect();
+    let store = Store::connect(&etcd, &cluster).await?;
     let exec = LocalExec {
         name: minion.clone(),
     };
@@ -49,15 +46,13 @@ async fn converge_once(
         cluster,
         offline_images,
     };
-    let report = converge::converge_minion(&exec, &ctx, &desired, Duration::from_secs(30))
+    let report = kctl::ops::converge_locked(&exec, &ctx, store, &minion)
         .await
         .map_err(|e| miette::miette!("{e}"))?;
-    for (pod, status) in &report.statuses {
-        store.put_status(pod, status).await?;
-    }
+    let desired = report.statuses.len();
     println!(
         "{minion}: {} pods, {} started, {} containers removed, {} failed",
-        desired.len(),
+        desired,
         report.started.len(),
         report.removed,
         report.failures.len()

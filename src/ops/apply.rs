@@ -131,7 +131,7 @@ pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> mie
         let after = store.snapshot().await?.state;
         minions.extend(lagging_minions(&after, &objects));
     }
-    let outcome = converge_minions(ui, &cluster, &mut store, &minions).await?;
+    let outcome = converge_minions(ui, &cluster, &store, &minions).await?;
     finish(ui, &outcome)
 }
 
@@ -162,6 +162,6 @@ pub async fn delete(
     })
     .await?;
     let minions = touched_minions(&plan, &before.state);
-    let outcome = converge_minions(ui, &cluster, &mut store, &minions).await?;
+    let outcome = converge_minions(ui, &cluster, &store, &minions).await?;
     finish(ui, &outcome)
 }

@@ -109,27 +109,26 @@ impl ConvergeOutcome {
 pub async fn converge_minions(
     ui: &Ui,
     cluster: &Cluster,
-    store: &mut Store,
+    store: &Store,
     minions: &BTreeSet<String>,
 ) -> miette::Result<ConvergeOutcome> {
     let mut outcome = ConvergeOutcome::default();
     if minions.is_empty() {
         return Ok(outcome);
     }
-    let state = store.snapshot().await?.state;
     let ids: Vec<String> = minions.iter().cloned().collect();
     let task = ui.task(format!("converging {} minion(s)", ids.len()));
     let ctx = cluster.run_context();
     let connections = cluster.connect(&ids).await;
     let work = connections.into_iter().map(|(id, conn)| {
-        let desired: Vec<_> = state.pods_on(&id).cloned().collect();
         let ctx = ctx.clone();
+        let store = store.clone();
         async move {
             let exec = match conn {
                 Ok(exec) => exec,
-                Err(e) => return (id, Err(e)),
+                Err(e) => return (id, Err(e.to_string())),
             };
-            let result = converge::converge_minion(&exec, &ctx, &desired, START_TIMEOUT).await;
+            let result = converge_locked(&exec, &ctx, store, &id).await;
             exec.close().await;
             (id, result)
         }
@@ -137,12 +136,9 @@ pub async fn converge_minions(
     for (id, result) in join_all(work).await {
         match result {
             Ok(report) => {
-                for (pod, status) in &report.statuses {
-                    store.put_status(pod, status).await?;
-                }
                 outcome.reports.insert(id, report);
             }
-            Err(e) => outcome.unreachable.push((id, e.to_string())),
+            Err(e) => outcome.unreachable.push((id, e)),
         }
     }
     if outcome.problems().is_empty() {
@@ -151,6 +147,34 @@ pub async fn converge_minions(
         task.fail(format!("converging {} had problems", ids.join(", ")));
     }
     Ok(outcome)
+}
+
+/// Converges one minion under its lock, from desired state read after the
+/// lock was taken, and records the statuses it observed.
+pub async fn converge_locked<E: crate::exec::Exec>(
+    exec: &E,
+    ctx: &RunContext,
+    mut store: Store,
+    minion: &str,
+) -> Result<MinionReport, String> {
+    let lock = store.lock_minion(minion).await.map_err(|e| e.to_string())?;
+    let result = async {
+        let state = store.snapshot().await.map_err(|e| e.to_string())?.state;
+        let desired: Vec<_> = state.pods_on(minion).cloned().collect();
+        let report = converge::converge_minion(exec, ctx, &desired, START_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (pod, status) in &report.statuses {
+            store
+                .put_status(pod, status)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(report)
+    }
+    .await;
+    lock.release().await;
+    result
 }
 
 /// Turns any displayable error into a report.

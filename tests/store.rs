@@ -1,0 +1,151 @@
+//! The etcd store against a real etcd on loopback: guarded transactions make
+//! concurrent writers conflict instead of overwriting each other.
+
+use kctl::model::{Labels, Protocol, Service};
+use kctl::plan::Op;
+use kctl::state::{PodPhase, PodStatus};
+use kctl::store::{Store, StoreError};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An etcd on 127.0.0.1 that is killed and removed on drop.
+struct Etcd {
+    child: Child,
+    dir: std::path::PathBuf,
+    endpoint: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    fn start(name: &str) -> Etcd {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("etcd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", name, "--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("{name}={peer_url}"),
+                "--log-level",
+                "error",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (apt-get install etcd-server)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Etcd {
+            child,
+            dir,
+            endpoint,
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn service(id: &str, port: u16) -> Service {
+    Service {
+        id: id.into(),
+        labels: Labels::new(),
+        selector: Labels::from([("name".to_string(), id.to_string())]),
+        port,
+        container_port: None,
+        protocol: Protocol::Tcp,
+    }
+}
+
+#[tokio::test]
+async fn stale_snapshot_cannot_overwrite() {
+    let etcd = Etcd::start("conflict");
+    let endpoints = vec![etcd.endpoint.clone()];
+    let mut a = Store::connect(&endpoints, "c1").await.unwrap();
+    let mut b = Store::connect(&endpoints, "c1").await.unwrap();
+
+    // Both read the same (empty) state...
+    let seen_by_a = a.snapshot().await.unwrap();
+    let seen_by_b = b.snapshot().await.unwrap();
+    // ...A commits first; B's commit was planned from a stale read.
+    a.commit(&seen_by_a, &[Op::PutService(service("web", 80))])
+        .await
+        .unwrap();
+    let err = b
+        .commit(&seen_by_b, &[Op::PutService(service("web", 8080))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err}");
+    let state = b.snapshot().await.unwrap().state;
+    assert_eq!(state.services["web"].port, 80, "A's write survives");
+
+    // Re-reading and committing again works.
+    let fresh = b.snapshot().await.unwrap();
+    b.commit(&fresh, &[Op::PutService(service("api", 81))])
+        .await
+        .unwrap();
+    assert_eq!(a.snapshot().await.unwrap().state.services.len(), 2);
+
+    // Clusters are isolated by prefix.
+    let mut other = Store::connect(&endpoints, "c2").await.unwrap();
+    assert!(other.snapshot().await.unwrap().state.services.is_empty());
+}
+
+#[tokio::test]
+async fn status_of_a_deleted_pod_is_not_written() {
+    let etcd = Etcd::start("status");
+    let mut store = Store::connect(std::slice::from_ref(&etcd.endpoint), "c1")
+        .await
+        .unwrap();
+    let status = PodStatus {
+        phase: PodPhase::Running,
+        spec_hash: "h".into(),
+        ..Default::default()
+    };
+    store.put_status("ghost", &status).await.unwrap();
+    assert!(store.snapshot().await.unwrap().state.statuses.is_empty());
+}
+
+#[tokio::test]
+async fn unreachable_etcd_is_a_clear_error() {
+    let port = free_port();
+    let err = match Store::connect(&[format!("http://127.0.0.1:{port}")], "c1").await {
+        Ok(_) => panic!("connected to nothing"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
+}
