@@ -45,6 +45,15 @@ fn missing_tools() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// The first existing ancestor of `path` that others may write to: sshd's
+/// StrictModes rejects authorized keys below one.
+fn world_writable_ancestor(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    path.ancestors()
+        .filter_map(|p| std::fs::metadata(p).ok().map(|m| (p, m)))
+        .find(|(_, m)| m.permissions().mode() & 0o022 != 0)
+        .map(|(p, _)| p.to_path_buf())
+}
+
 pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<()> {
     let dir = ClusterDir::new(name)?;
     require_root("kctl up (local provider)")?;
@@ -63,6 +72,14 @@ pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<(
         ));
     }
 
+    if let Some(open) = world_writable_ancestor(&dir.dir) {
+        return Err(miette!(
+            help = "set KCTL_HOME to a directory whose parents only root can write, e.g. ~/.kctl",
+            "{} is under {}, which others can write: sshd refuses key files there",
+            dir.dir.display(),
+            open.display()
+        ));
+    }
     let existing = if dir.exists() {
         Some(dir.load()?)
     } else {

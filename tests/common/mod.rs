@@ -8,10 +8,12 @@ use std::process::{Command, Output, Stdio};
 
 pub const KCTL: &str = env!("CARGO_BIN_EXE_kctl");
 
-/// Where test clusters keep their records: inside the build tree, which
-/// is not world-writable (sshd's StrictModes refuses keys under /tmp).
+/// Where test clusters keep their records: under $HOME, never under a
+/// world-writable directory such as /tmp, where the checkout may be (sshd's
+/// StrictModes refuses key files there).
 pub fn kctl_home() -> PathBuf {
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kctl-home");
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".kctl-test");
     std::fs::create_dir_all(&home).unwrap();
     home
 }
