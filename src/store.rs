@@ -78,6 +78,24 @@ impl Store {
         })
     }
 
+    /// Like `connect`, for an etcd that was just started: it may accept
+    /// connections a moment before it serves requests.
+    pub async fn connect_waiting(
+        endpoints: &[String],
+        cluster: &str,
+        timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match Store::connect(endpoints, cluster).await {
+                Err(StoreError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}/{id}", self.prefix)
     }
@@ -298,4 +316,26 @@ fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError>
         key: key.to_string(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_write_per_key_wins_in_order() {
+        let writes = vec![
+            ("a".to_string(), None),
+            ("b".to_string(), Some(b"1".to_vec())),
+            ("a".to_string(), Some(b"2".to_vec())),
+        ];
+        let kept = last_write_per_key(writes);
+        assert_eq!(
+            kept,
+            vec![
+                ("b".to_string(), Some(b"1".to_vec())),
+                ("a".to_string(), Some(b"2".to_vec()))
+            ]
+        );
+    }
 }

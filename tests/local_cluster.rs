@@ -293,6 +293,45 @@ fn concurrent_applies_and_node_converge() {
     let cluster = TestCluster::up("it-concurrent", 2);
     cluster.load_demo_image("tutum/tomcat:latest");
 
+    // `kctl image load IMAGE` copies from the workstation's Docker; here
+    // the "workstation's Docker" is minion-1's dockerd, and the copy must
+    // reach minion-2.
+    let sock = |i: usize| format!("unix:///run/kctl/{}/m{i}/docker.sock", cluster.slot());
+    let tagged = cluster.in_minion(
+        1,
+        &[
+            "docker",
+            "-H",
+            &sock(1),
+            "tag",
+            "tutum/tomcat:latest",
+            "kctl-test/copy:1",
+        ],
+    );
+    assert!(tagged.ok(), "{tagged:?}");
+    let load = cluster
+        .command(&["image", "load", "kctl-test/copy:1"])
+        .env("DOCKER_HOST", sock(1))
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let copied = cluster.in_minion(
+        2,
+        &[
+            "docker",
+            "-H",
+            &sock(2),
+            "image",
+            "inspect",
+            "kctl-test/copy:1",
+        ],
+    );
+    assert!(copied.ok(), "image did not reach minion-2: {copied:?}");
+
     // Two kctl processes apply at the same time: the guarded transaction
     // makes one of them re-plan, and both controllers end up complete.
     let dir = cluster.dir();
@@ -339,7 +378,7 @@ fn concurrent_applies_and_node_converge() {
         .find(|p| p["currentState"]["host"] == "minion-1")
         .expect("a pod on minion-1");
     let pod_id = victim["id"].as_str().unwrap();
-    let sock = format!("unix:///run/kctl/{}/m1/docker.sock", cluster.slot());
+    let sock = sock(1);
     let ids = cluster.in_minion(
         1,
         &[

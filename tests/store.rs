@@ -9,6 +9,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a just-started etcd may take to serve.
+const WAIT: Duration = Duration::from_secs(20);
+
 /// An etcd on 127.0.0.1 that is killed and removed on drop.
 struct Etcd {
     child: Child,
@@ -95,8 +98,12 @@ fn service(id: &str, port: u16) -> Service {
 async fn stale_snapshot_cannot_overwrite() {
     let etcd = Etcd::start("conflict");
     let endpoints = vec![etcd.endpoint.clone()];
-    let mut a = Store::connect(&endpoints, "c1").await.unwrap();
-    let mut b = Store::connect(&endpoints, "c1").await.unwrap();
+    let mut a = Store::connect_waiting(&endpoints, "c1", WAIT)
+        .await
+        .unwrap();
+    let mut b = Store::connect_waiting(&endpoints, "c1", WAIT)
+        .await
+        .unwrap();
 
     // Both read the same (empty) state...
     let seen_by_a = a.snapshot().await.unwrap();
@@ -121,14 +128,16 @@ async fn stale_snapshot_cannot_overwrite() {
     assert_eq!(a.snapshot().await.unwrap().state.services.len(), 2);
 
     // Clusters are isolated by prefix.
-    let mut other = Store::connect(&endpoints, "c2").await.unwrap();
+    let mut other = Store::connect_waiting(&endpoints, "c2", WAIT)
+        .await
+        .unwrap();
     assert!(other.snapshot().await.unwrap().state.services.is_empty());
 }
 
 #[tokio::test]
 async fn status_of_a_deleted_pod_is_not_written() {
     let etcd = Etcd::start("status");
-    let mut store = Store::connect(std::slice::from_ref(&etcd.endpoint), "c1")
+    let mut store = Store::connect_waiting(std::slice::from_ref(&etcd.endpoint), "c1", WAIT)
         .await
         .unwrap();
     let status = PodStatus {

@@ -14,6 +14,7 @@ use crate::ui::Ui;
 use futures::future::join_all;
 use miette::miette;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 pub const DEFAULT_MINIONS: usize = 3;
 
@@ -184,7 +185,8 @@ pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<(
     }
     task.done("minions bootstrapped (routes, forwarding rules, pause image)");
 
-    let mut store = Store::connect(&config.etcd_endpoints, name).await?;
+    let mut store =
+        Store::connect_waiting(&config.etcd_endpoints, name, Duration::from_secs(20)).await?;
     let registered = store.snapshot().await?.state.minions;
     for m in &config.minions {
         let record = MinionRecord {
