@@ -42,6 +42,10 @@ pub enum Command {
         /// How many minions [default: 3].
         #[arg(long)]
         minions: Option<usize>,
+        /// The range services' portal IPs come from [default: the upper half
+        /// of the local cluster's own 10.x.0.0/16].
+        #[arg(long, value_name = "CIDR")]
+        portal_net: Option<ipnet::Ipv4Net>,
         /// Where the machines come from; only `local` (namespaces on this machine) so far.
         #[arg(long, default_value = "local", value_parser = ["local"])]
         provider: String,
@@ -63,14 +67,14 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// List pods, replicationControllers, services or minions.
+    /// List pods, replicationControllers, services, endpoints or minions.
     #[command(after_help = "Examples:
   kctl get pods
   kctl get rc tomcatController -o yaml
   kctl get pods -l name=tomcatCluster -o json
   kctl get minions")]
     Get {
-        /// pods (po), replicationControllers (rc), services (svc) or minions.
+        /// pods (po), replicationControllers (rc), services (svc), endpoints (ep) or minions.
         resource: String,
         /// Show only this object.
         id: Option<String>,
@@ -133,7 +137,11 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
     let ui = Ui::new();
     let name = cli.cluster.as_str();
     match cli.command {
-        Command::Up { minions, .. } => ops::up::up(&ui, name, minions).await,
+        Command::Up {
+            minions,
+            portal_net,
+            ..
+        } => ops::up::up(&ui, name, minions, portal_net).await,
         Command::Down => ops::down::down(&ui, name).await,
         Command::Apply { files, dry_run } => ops::apply::apply(&ui, name, &files, dry_run).await,
         Command::Get {

@@ -169,6 +169,8 @@ pub struct ClusterConfig {
     pub provider: ProviderKind,
     pub etcd_endpoints: Vec<String>,
     pub minions: Vec<MinionConfig>,
+    /// Where services' portal IPs come from.
+    pub portal_net: ipnet::Ipv4Net,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalNetwork>,
     /// Minions cannot reach a registry: `docker run --pull never`, so a

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod output;
 pub mod plan;
 pub mod provider;
+pub mod services;
 pub mod ssh;
 pub mod state;
 pub mod store;

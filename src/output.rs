@@ -2,9 +2,9 @@
 //! v1beta1 JSON shape inside list objects. Pure functions of the state.
 
 use crate::model::{
-    format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy, Service,
+    format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy,
 };
-use crate::state::{ClusterState, MinionRecord, PodPhase, PodRecord};
+use crate::state::{ClusterState, Endpoint, MinionRecord, PodPhase, PodRecord, ServiceRecord};
 use serde_json::{json, Map, Value};
 use tabled::builder::Builder;
 use tabled::settings::Style;
@@ -101,20 +101,62 @@ pub fn controllers_table(state: &ClusterState, rcs: &[&ReplicationController]) -
     table(&["NAME", "IMAGE(S)", "SELECTOR", "REPLICAS"], rows)
 }
 
-pub fn services_table(services: &[&Service]) -> String {
+pub fn services_table(state: &ClusterState, services: &[&ServiceRecord]) -> String {
     let rows = services
         .iter()
-        .map(|s| {
+        .map(|r| {
+            let s = &r.service;
             vec![
                 s.id.clone(),
                 or_none(format_labels(&s.labels)),
                 format_labels(&s.selector),
-                "<pending>".to_string(),
+                r.portal_ip.to_string(),
                 format!("{}/{}", s.port, s.protocol.as_upper()),
+                endpoints_of(state, &s.id).len().to_string(),
             ]
         })
         .collect();
-    table(&["NAME", "LABELS", "SELECTOR", "IP", "PORT"], rows)
+    table(
+        &["NAME", "LABELS", "SELECTOR", "IP", "PORT", "ENDPOINTS"],
+        rows,
+    )
+}
+
+fn endpoints_of<'a>(state: &'a ClusterState, service: &str) -> &'a [Endpoint] {
+    state
+        .endpoints
+        .get(service)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn endpoint_addresses(state: &ClusterState, service: &str) -> Vec<String> {
+    endpoints_of(state, service)
+        .iter()
+        .map(|e| format!("{}:{}", e.ip, e.port))
+        .collect()
+}
+
+pub fn endpoints_table(state: &ClusterState, services: &[&ServiceRecord]) -> String {
+    let rows = services
+        .iter()
+        .map(|r| {
+            vec![
+                r.service.id.clone(),
+                or_none(endpoint_addresses(state, &r.service.id).join(",")),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ENDPOINTS"], rows)
+}
+
+pub fn endpoints_json(state: &ClusterState, r: &ServiceRecord) -> Value {
+    json!({
+        "id": r.service.id,
+        "kind": "Endpoints",
+        "apiVersion": "v1beta1",
+        "endpoints": endpoint_addresses(state, &r.service.id),
+    })
 }
 
 pub fn minions_table(minions: &[MinionView]) -> String {
@@ -295,7 +337,8 @@ pub fn controller_json(state: &ClusterState, rc: &ReplicationController) -> Valu
     })
 }
 
-pub fn service_json(s: &Service) -> Value {
+pub fn service_json(state: &ClusterState, r: &ServiceRecord) -> Value {
+    let s = &r.service;
     let mut v = json!({
         "id": s.id,
         "kind": "Service",
@@ -304,6 +347,10 @@ pub fn service_json(s: &Service) -> Value {
         "protocol": s.protocol.as_upper(),
         "labels": s.labels,
         "selector": s.selector,
+        "portalIP": r.portal_ip.to_string(),
+        // Not a field of v1beta1's Service (it had a separate Endpoints
+        // object, which `kctl get endpoints` shows); here for convenience.
+        "endpoints": endpoint_addresses(state, &s.id),
     });
     if let Some(cp) = &s.container_port {
         v["containerPort"] = json!(cp);

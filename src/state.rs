@@ -19,6 +19,24 @@ pub struct MinionRecord {
     pub ssh_user: String,
 }
 
+/// A service as applied, with the portal IP it was given (kept for the
+/// life of the service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRecord {
+    pub service: Service,
+    pub portal_ip: Ipv4Addr,
+}
+
+/// One pod behind a service: where connections to the portal go.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub pod: String,
+}
+
 /// A pod as scheduled: the desired state of one pod on one minion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,10 +117,14 @@ pub struct PodStatus {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterState {
     pub minions: BTreeMap<String, MinionRecord>,
-    pub services: BTreeMap<String, Service>,
+    pub services: BTreeMap<String, ServiceRecord>,
     pub controllers: BTreeMap<String, ReplicationController>,
     pub pods: BTreeMap<String, PodRecord>,
     pub statuses: BTreeMap<String, PodStatus>,
+    /// Per service, as last computed (derived from services and statuses).
+    pub endpoints: BTreeMap<String, Vec<Endpoint>>,
+    /// Per minion, the digest of the service rules last written there.
+    pub rule_digests: BTreeMap<String, String>,
 }
 
 impl ClusterState {

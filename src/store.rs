@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! /kctl/<cluster>/minions/<id>        MinionRecord
-//! /kctl/<cluster>/services/<id>       Service
+//! /kctl/<cluster>/services/<id>       ServiceRecord (service + portal IP)
+//! /kctl/<cluster>/endpoints/<id>      [Endpoint]   (derived: running pods behind it)
+//! /kctl/<cluster>/rules/<minion>      digest of the service rules last written there
 //! /kctl/<cluster>/controllers/<id>    ReplicationController
 //! /kctl/<cluster>/pods/<id>           PodRecord    (desired: spec + minion)
 //! /kctl/<cluster>/status/pods/<id>    PodStatus    (observed)
@@ -16,9 +18,9 @@
 //! caller re-plans. Observed state (`status/`) is written per pod, guarded by
 //! the pod's existence, so it never brings back a deleted pod.
 
-use crate::model::{ReplicationController, Service};
+use crate::model::ReplicationController;
 use crate::plan::Op;
-use crate::state::{ClusterState, MinionRecord, PodRecord, PodStatus};
+use crate::state::{ClusterState, Endpoint, MinionRecord, PodRecord, PodStatus, ServiceRecord};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, LockOptions, Txn, TxnOp,
 };
@@ -126,7 +128,17 @@ impl Store {
                 Some(("services", id)) => {
                     state
                         .services
-                        .insert(id.into(), decode::<Service>(&key, value)?);
+                        .insert(id.into(), decode::<ServiceRecord>(&key, value)?);
+                }
+                Some(("endpoints", id)) => {
+                    state
+                        .endpoints
+                        .insert(id.into(), decode::<Vec<Endpoint>>(&key, value)?);
+                }
+                Some(("rules", minion)) => {
+                    state
+                        .rule_digests
+                        .insert(minion.into(), decode::<String>(&key, value)?);
                 }
                 Some(("controllers", id)) => {
                     state
@@ -172,8 +184,13 @@ impl Store {
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(ops.len() + 1);
         for op in ops {
             match op {
-                Op::PutService(s) => writes.push((self.key("services", &s.id), Some(json(s)))),
-                Op::DeleteService(id) => writes.push((self.key("services", id), None)),
+                Op::PutService(s) => {
+                    writes.push((self.key("services", &s.service.id), Some(json(s))))
+                }
+                Op::DeleteService(id) => {
+                    writes.push((self.key("services", id), None));
+                    writes.push((self.key("endpoints", id), None));
+                }
                 Op::PutController(rc) => {
                     writes.push((self.key("controllers", &rc.id), Some(json(rc))))
                 }
@@ -218,6 +235,32 @@ impl Store {
                 None,
             )]);
         self.client.txn(txn).await?;
+        Ok(())
+    }
+
+    /// Records a service's endpoints, unless the service was deleted since.
+    pub async fn put_endpoints(
+        &mut self,
+        service: &str,
+        endpoints: &[Endpoint],
+    ) -> Result<(), StoreError> {
+        let service_key = self.key("services", service);
+        let txn = Txn::new()
+            .when([Compare::version(service_key, CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(
+                self.key("endpoints", service),
+                json(&endpoints),
+                None,
+            )]);
+        self.client.txn(txn).await?;
+        Ok(())
+    }
+
+    /// Records the digest of the rules just written to a minion.
+    pub async fn put_rule_digest(&mut self, minion: &str, digest: &str) -> Result<(), StoreError> {
+        self.client
+            .put(self.key("rules", minion), json(&digest), None)
+            .await?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use kctl::model::{Labels, Protocol, Service};
 use kctl::plan::Op;
-use kctl::state::{PodPhase, PodStatus};
+use kctl::state::{PodPhase, PodStatus, ServiceRecord};
 use kctl::store::{Store, StoreError};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -83,14 +83,17 @@ impl Drop for Etcd {
     }
 }
 
-fn service(id: &str, port: u16) -> Service {
-    Service {
-        id: id.into(),
-        labels: Labels::new(),
-        selector: Labels::from([("name".to_string(), id.to_string())]),
-        port,
-        container_port: None,
-        protocol: Protocol::Tcp,
+fn service(id: &str, port: u16) -> ServiceRecord {
+    ServiceRecord {
+        service: Service {
+            id: id.into(),
+            labels: Labels::new(),
+            selector: Labels::from([("name".to_string(), id.to_string())]),
+            port,
+            container_port: None,
+            protocol: Protocol::Tcp,
+        },
+        portal_ip: std::net::Ipv4Addr::new(10, 0, 0, port as u8),
     }
 }
 
@@ -118,7 +121,7 @@ async fn stale_snapshot_cannot_overwrite() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict), "{err}");
     let state = b.snapshot().await.unwrap().state;
-    assert_eq!(state.services["web"].port, 80, "A's write survives");
+    assert_eq!(state.services["web"].service.port, 80, "A's write survives");
 
     // Re-reading and committing again works.
     let fresh = b.snapshot().await.unwrap();

@@ -17,7 +17,7 @@ trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
 mkdir -p "$root/bin" "$root/www" "$root/tmp"
 cp "$busybox" "$root/bin/busybox"
-for applet in sh httpd hostname cat echo sleep ls env wget nc; do
+for applet in sh httpd hostname cat echo sleep ls env wget nc seq test [ true false; do
   ln -s busybox "$root/bin/$applet"
 done
 cat > "$root/bin/serve" <<'SH'

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use kctl::converge::RunContext;
 use kctl::exec::LocalExec;
+use kctl::ops::converge::{converge_locked, sync_rules_locked};
 use kctl::store::Store;
 use std::process::ExitCode;
 
@@ -45,17 +46,22 @@ async fn converge_once(
     let ctx = RunContext {
         cluster,
         offline_images,
+        service_env: vec![],
     };
-    let report = kctl::ops::converge_locked(&exec, &ctx, store, &minion)
+    let report = converge_locked(&exec, &ctx, store.clone(), &minion)
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
+    let rules = sync_rules_locked(&exec, store, &minion)
         .await
         .map_err(|e| miette::miette!("{e}"))?;
     let desired = report.statuses.len();
     println!(
-        "{minion}: {} pods, {} started, {} containers removed, {} failed",
+        "{minion}: {} pods, {} started, {} containers removed, {} failed, service rules {}",
         desired,
         report.started.len(),
         report.removed,
-        report.failures.len()
+        report.failures.len(),
+        if rules { "rewritten" } else { "up to date" }
     );
     Ok(())
 }

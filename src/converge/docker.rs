@@ -107,7 +107,9 @@ fn app_argv(pod: &PodRecord, c: &Container, ctx: &RunContext, infra_name: &str) 
         restart_policy(pod.pod.spec.restart_policy),
     ];
     a.extend(labels(ctx, pod, &c.name));
-    for e in &c.env {
+    // The container's own variables come last, so they win over a
+    // service's of the same name.
+    for e in ctx.service_env.iter().chain(&c.env) {
         a.push("--env".into());
         a.push(format!("{}={}", e.name, e.value));
     }

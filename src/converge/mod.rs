@@ -10,7 +10,9 @@
 
 pub mod docker;
 
+use crate::argv;
 use crate::exec::{Exec, ExecError};
+use crate::services::rules::{self, Portal};
 use crate::state::{ContainerStatus, PodPhase, PodRecord, PodStatus};
 use docker::Observed;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +26,8 @@ pub struct RunContext {
     pub cluster: String,
     /// Never pull (local clusters have no registry): fail at once instead.
     pub offline_images: bool,
+    /// The services' variables, for containers started now.
+    pub service_env: Vec<crate::model::EnvVar>,
 }
 
 /// One thing to do on a minion.
@@ -207,6 +211,25 @@ pub async fn converge_minion<E: Exec>(
             return Ok(report);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Makes the minion's kctl service rules exactly `portals`: reads what is
+/// there, then replaces it whole in one `iptables-restore`.
+pub async fn sync_rules<E: Exec>(exec: &E, portals: &[Portal]) -> Result<(), ExecError> {
+    let save = exec.run_ok(&argv!["iptables-save"]).await?;
+    let input = rules::render(portals, &save);
+    let restore = argv!["iptables-restore", "--wait", "--noflush"];
+    let out = exec.run(&restore, Some(input.as_bytes())).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(ExecError::Failed {
+            target: exec.target().to_string(),
+            argv: restore,
+            code: out.code,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 }
 

@@ -40,6 +40,10 @@ fn ctx() -> RunContext {
     RunContext {
         cluster: "c1".into(),
         offline_images: true,
+        service_env: vec![EnvVar {
+            name: "WEB_SERVICE_HOST".into(),
+            value: "10.0.0.1".into(),
+        }],
     }
 }
 

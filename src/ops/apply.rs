@@ -3,7 +3,8 @@
 //! transaction (re-planning if someone else changed the cluster meanwhile),
 //! then converge exactly the minions the plan touched.
 
-use super::{converge_minions, Cluster, ConvergeOutcome};
+use super::converge::{converge_minions, ConvergeOutcome};
+use super::Cluster;
 use crate::manifest;
 use crate::model::{Kind, Object};
 use crate::plan::{self, Op, Plan, PlanError, RandomNamer};
@@ -116,8 +117,9 @@ pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> mie
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
     let objects = loaded.objects;
+    let portal_net = cluster.config.portal_net;
     let (plan, before) = plan_and_commit(ui, &mut store, dry_run, |state| {
-        plan::plan_apply(&objects, state, &mut RandomNamer)
+        plan::plan_apply(&objects, state, portal_net, &mut RandomNamer)
     })
     .await?;
     if dry_run {

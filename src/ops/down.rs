@@ -49,6 +49,7 @@ pub async fn down(ui: &Ui, name: &str) -> miette::Result<()> {
     let task = ui.task("etcd and host network");
     local::stop_etcd(&dir).await;
     local::remove_host_network(&layout).await;
+    local::remove_portal_route(&layout, config.portal_net).await;
     host::unmount_all_under(&dir.dir).await;
     std::fs::remove_dir_all(&dir.dir).map_err(report)?;
     task.done(format!(

@@ -13,6 +13,7 @@ pub enum Resource {
     Pods,
     Controllers,
     Services,
+    Endpoints,
     Minions,
 }
 
@@ -25,6 +26,7 @@ impl Resource {
                 Resource::Controllers
             }
             "services" | "service" | "svc" => Resource::Services,
+            "endpoints" | "endpoint" | "ep" => Resource::Endpoints,
             "minions" | "minion" | "nodes" | "node" | "no" => Resource::Minions,
             _ => return None,
         })
@@ -98,17 +100,31 @@ pub async fn get(
                 output::list("ReplicationControllerList", items),
             )
         }
-        Resource::Services => {
+        Resource::Services | Resource::Endpoints => {
             let svcs: Vec<_> = state
                 .services
                 .values()
-                .filter(|s| keep(&s.id, &s.labels))
+                .filter(|r| keep(&r.service.id, &r.service.labels))
                 .collect();
-            let items = svcs.iter().map(|s| output::service_json(s)).collect();
-            (
-                output::services_table(&svcs),
-                output::list("ServiceList", items),
-            )
+            if resource == Resource::Services {
+                let items = svcs
+                    .iter()
+                    .map(|r| output::service_json(&state, r))
+                    .collect();
+                (
+                    output::services_table(&state, &svcs),
+                    output::list("ServiceList", items),
+                )
+            } else {
+                let items = svcs
+                    .iter()
+                    .map(|r| output::endpoints_json(&state, r))
+                    .collect();
+                (
+                    output::endpoints_table(&state, &svcs),
+                    output::list("EndpointsList", items),
+                )
+            }
         }
         Resource::Minions => {
             let none = Labels::new();
@@ -155,6 +171,7 @@ mod tests {
             Some(Resource::Controllers)
         );
         assert_eq!(Resource::parse("svc"), Some(Resource::Services));
+        assert_eq!(Resource::parse("ep"), Some(Resource::Endpoints));
         assert_eq!(Resource::parse("minions"), Some(Resource::Minions));
         assert_eq!(Resource::parse("deployments"), None);
     }

@@ -55,7 +55,12 @@ fn world_writable_ancestor(path: &std::path::Path) -> Option<std::path::PathBuf>
         .map(|(p, _)| p.to_path_buf())
 }
 
-pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<()> {
+pub async fn up(
+    ui: &Ui,
+    name: &str,
+    minions: Option<usize>,
+    portal_net: Option<ipnet::Ipv4Net>,
+) -> miette::Result<()> {
     let dir = ClusterDir::new(name)?;
     require_root("kctl up (local provider)")?;
     let missing = missing_tools();
@@ -112,8 +117,21 @@ pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<(
         },
         None => local::claim_slot(name).await?,
     };
+    let portal_net = match (&existing, portal_net) {
+        (Some(c), Some(p)) if p != c.portal_net => {
+            return Err(miette!(
+                help = "`kctl down` and `kctl up --portal-net CIDR` to rebuild it",
+                "cluster {name} has portal range {}; it cannot change while services hold addresses in it",
+                c.portal_net
+            ))
+        }
+        (Some(c), _) => c.portal_net,
+        (None, Some(p)) => p,
+        (None, None) => layout.default_portal_net(),
+    };
     let config = ClusterConfig {
         name: name.to_string(),
+        portal_net,
         provider: ProviderKind::Local,
         etcd_endpoints: vec![layout.etcd_endpoint()],
         minions: (1..=count).map(|i| layout.minion(i)).collect(),
@@ -147,6 +165,7 @@ pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<(
     let public = std::fs::read_to_string(dir.identity().with_extension("pub")).map_err(report)?;
     std::fs::write(dir.dir.join("authorized_keys"), public).map_err(report)?;
     changed |= local::ensure_host_network(&layout).await?;
+    changed |= local::ensure_portal_route(&layout, portal_net).await?;
     task.done(format!(
         "network {} on bridge {}",
         layout.cluster_cidr(),
@@ -158,7 +177,8 @@ pub async fn up(ui: &Ui, name: &str, minions: Option<usize>) -> miette::Result<(
     task.done(format!("etcd at {}", layout.etcd_endpoint()));
 
     let task = ui.task(format!("{count} minions (namespace, sshd, dockerd)"));
-    let made = join_all((1..=count).map(|i| local::ensure_minion(&dir, &layout, i))).await;
+    let made =
+        join_all((1..=count).map(|i| local::ensure_minion(&dir, &layout, i, portal_net))).await;
     for result in made {
         changed |= result?;
     }

@@ -6,7 +6,8 @@
 pub mod schedule;
 
 use crate::model::{Kind, Object, Pod, ReplicationController, Service};
-use crate::state::{ClusterState, PodRecord};
+use crate::state::{ClusterState, PodRecord, ServiceRecord};
+use ipnet::Ipv4Net;
 use schedule::{Bound, Candidate, Scheduler, Unbound, Unschedulable};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -14,7 +15,7 @@ use std::fmt::Write as _;
 /// One write to the cluster's desired state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    PutService(Service),
+    PutService(ServiceRecord),
     DeleteService(String),
     PutController(ReplicationController),
     DeleteController(String),
@@ -67,6 +68,8 @@ pub enum PlanError {
     OwnedPod { pod: String, controller: String },
     #[error("{kind} {id} not found")]
     NotFound { kind: Kind, id: String },
+    #[error("no portal IP left for service {service}: all of {range} are taken")]
+    PortalsExhausted { service: String, range: Ipv4Net },
 }
 
 impl PlanError {
@@ -83,6 +86,10 @@ impl PlanError {
                 "`kctl get {}` lists what exists; --ignore-not-found makes this a no-op",
                 kind.display_name()
             )),
+            PlanError::PortalsExhausted { .. } => Some(
+                "delete services you no longer need, or make the cluster with a larger --portal-net"
+                    .into(),
+            ),
         }
     }
 }
@@ -181,6 +188,8 @@ fn controller_pod_prefix(controller: &str) -> String {
 
 struct Planner<'a> {
     state: &'a ClusterState,
+    portal_net: Ipv4Net,
+    portals_taken: std::collections::BTreeSet<std::net::Ipv4Addr>,
     plan: Plan,
     scheduler: Scheduler,
     taken_ids: BTreeSet<String>,
@@ -188,7 +197,7 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(state: &'a ClusterState) -> Self {
+    fn new(state: &'a ClusterState, portal_net: Ipv4Net) -> Self {
         let candidates = state
             .minions
             .keys()
@@ -209,6 +218,8 @@ impl<'a> Planner<'a> {
             .collect();
         Planner {
             state,
+            portal_net,
+            portals_taken: state.services.values().map(|s| s.portal_ip).collect(),
             plan: Plan::default(),
             scheduler: Scheduler::new(candidates, bound),
             taken_ids: state.pods.keys().cloned().collect(),
@@ -281,24 +292,39 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn service(&mut self, svc: &Service) {
-        match self.state.services.get(&svc.id) {
-            Some(old) if old == svc => self.plan.unchanged += 1,
-            old => {
-                self.plan.changes.push(Change {
-                    kind: Kind::Service,
-                    id: svc.id.clone(),
-                    action: if old.is_some() {
-                        Action::Update
-                    } else {
-                        Action::Create
-                    },
-                    detail: format!("port {}", svc.port),
-                    pods: vec![],
-                });
-                self.plan.ops.push(Op::PutService(svc.clone()));
-            }
+    fn service(&mut self, svc: &Service) -> Result<(), PlanError> {
+        let old = self.state.services.get(&svc.id);
+        if old.is_some_and(|o| o.service == *svc) {
+            self.plan.unchanged += 1;
+            return Ok(());
         }
+        // A service keeps its portal IP for life; a new one gets the lowest
+        // free address of the range.
+        let portal_ip = match old {
+            Some(o) => o.portal_ip,
+            None => crate::services::allocate_portal(self.portal_net, &self.portals_taken)
+                .ok_or_else(|| PlanError::PortalsExhausted {
+                    service: svc.id.clone(),
+                    range: self.portal_net,
+                })?,
+        };
+        self.portals_taken.insert(portal_ip);
+        self.plan.changes.push(Change {
+            kind: Kind::Service,
+            id: svc.id.clone(),
+            action: if old.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            },
+            detail: format!("portal {portal_ip}:{}", svc.port),
+            pods: vec![],
+        });
+        self.plan.ops.push(Op::PutService(ServiceRecord {
+            service: svc.clone(),
+            portal_ip,
+        }));
+        Ok(())
     }
 
     fn controller(&mut self, rc: &ReplicationController, namer: &mut dyn PodNamer) {
@@ -430,14 +456,15 @@ impl<'a> Planner<'a> {
 pub fn plan_apply(
     objects: &[Object],
     state: &ClusterState,
+    portal_net: Ipv4Net,
     namer: &mut dyn PodNamer,
 ) -> Result<Plan, PlanError> {
-    let mut planner = Planner::new(state);
+    let mut planner = Planner::new(state, portal_net);
     let mut ordered: Vec<&Object> = objects.iter().collect();
     ordered.sort_by_key(|o| o.kind());
     for object in ordered {
         match object {
-            Object::Service(s) => planner.service(s),
+            Object::Service(s) => planner.service(s)?,
             Object::ReplicationController(rc) => planner.controller(rc, namer),
             Object::Pod(p) => planner.pod(p)?,
         }
@@ -452,7 +479,8 @@ pub fn plan_delete(
     state: &ClusterState,
     ignore_not_found: bool,
 ) -> Result<Plan, PlanError> {
-    let mut planner = Planner::new(state);
+    // Deleting allocates nothing: any range will do.
+    let mut planner = Planner::new(state, Ipv4Net::default());
     for (kind, id) in targets {
         let found = match kind {
             Kind::Service => state.services.contains_key(id),

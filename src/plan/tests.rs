@@ -77,7 +77,7 @@ fn commit(state: &mut ClusterState, plan: &Plan) {
     for op in &plan.ops {
         match op {
             Op::PutService(s) => {
-                state.services.insert(s.id.clone(), s.clone());
+                state.services.insert(s.service.id.clone(), s.clone());
             }
             Op::DeleteService(id) => {
                 state.services.remove(id);
@@ -98,6 +98,14 @@ fn commit(state: &mut ClusterState, plan: &Plan) {
     }
 }
 
+fn plan_apply_in(
+    objects: &[Object],
+    state: &ClusterState,
+    namer: &mut dyn PodNamer,
+) -> Result<Plan, PlanError> {
+    plan_apply(objects, state, "10.0.0.0/24".parse().unwrap(), namer)
+}
+
 fn hosts(state: &ClusterState) -> Vec<String> {
     let mut h: Vec<String> = state.pods.values().map(|p| p.host.clone()).collect();
     h.sort();
@@ -107,7 +115,7 @@ fn hosts(state: &ClusterState) -> Vec<String> {
 #[test]
 fn controller_expands_into_spread_pods() {
     let mut state = cluster(2);
-    let plan = plan_apply(
+    let plan = plan_apply_in(
         &[Object::ReplicationController(tomcat_rc(2))],
         &state,
         &mut CountingNamer(0),
@@ -141,9 +149,9 @@ fn reapply_is_a_no_op() {
             protocol: Protocol::Tcp,
         }),
     ];
-    let first = plan_apply(&objects, &state, &mut CountingNamer(0)).unwrap();
+    let first = plan_apply_in(&objects, &state, &mut CountingNamer(0)).unwrap();
     commit(&mut state, &first);
-    let second = plan_apply(&objects, &state, &mut CountingNamer(100)).unwrap();
+    let second = plan_apply_in(&objects, &state, &mut CountingNamer(100)).unwrap();
     assert!(second.is_empty());
     assert_eq!(second.unchanged, 2);
     assert_eq!(second.render(), "No changes. 2 objects are up to date.\n");
@@ -153,14 +161,14 @@ fn reapply_is_a_no_op() {
 fn scaling_up_and_down() {
     let mut state = cluster(3);
     let mut namer = CountingNamer(0);
-    let p = plan_apply(
+    let p = plan_apply_in(
         &[Object::ReplicationController(tomcat_rc(2))],
         &state,
         &mut namer,
     )
     .unwrap();
     commit(&mut state, &p);
-    let up = plan_apply(
+    let up = plan_apply_in(
         &[Object::ReplicationController(tomcat_rc(3))],
         &state,
         &mut namer,
@@ -170,7 +178,7 @@ fn scaling_up_and_down() {
     assert!(up.render().contains("replicas 2 → 3"));
     commit(&mut state, &up);
     assert_eq!(hosts(&state), ["minion-1", "minion-2", "minion-3"]);
-    let down = plan_apply(
+    let down = plan_apply_in(
         &[Object::ReplicationController(tomcat_rc(1))],
         &state,
         &mut namer,
@@ -186,7 +194,7 @@ fn scaling_up_and_down() {
 fn template_change_replaces_all_pods() {
     let mut state = cluster(2);
     let mut namer = CountingNamer(0);
-    let p = plan_apply(
+    let p = plan_apply_in(
         &[Object::ReplicationController(tomcat_rc(2))],
         &state,
         &mut namer,
@@ -196,7 +204,7 @@ fn template_change_replaces_all_pods() {
     let before: Vec<String> = state.pods.keys().cloned().collect();
     let mut rc = tomcat_rc(2);
     rc.template.spec.containers[0].image = "tutum/tomcat:8".into();
-    let p = plan_apply(&[Object::ReplicationController(rc)], &state, &mut namer).unwrap();
+    let p = plan_apply_in(&[Object::ReplicationController(rc)], &state, &mut namer).unwrap();
     assert_eq!(p.counts(), (2, 1, 2));
     assert!(p.render().contains("pod template changed: replaces 2 pods"));
     commit(&mut state, &p);
@@ -217,7 +225,7 @@ fn too_many_host_port_replicas_fail_whole_plan() {
         container_port: None,
         protocol: Protocol::Tcp,
     });
-    let err = plan_apply(
+    let err = plan_apply_in(
         &[svc, Object::ReplicationController(tomcat_rc(3))],
         &state,
         &mut CountingNamer(0),
@@ -236,12 +244,12 @@ fn bare_pod_change_replaces_in_place() {
         labels: labels(&[("app", "web")]),
         spec: spec("img:1", Some(80)),
     };
-    let p = plan_apply(&[Object::Pod(pod.clone())], &state, &mut CountingNamer(0)).unwrap();
+    let p = plan_apply_in(&[Object::Pod(pod.clone())], &state, &mut CountingNamer(0)).unwrap();
     commit(&mut state, &p);
     let host = state.pods["web"].host.clone();
     let mut changed = pod.clone();
     changed.spec.containers[0].image = "img:2".into();
-    let p = plan_apply(&[Object::Pod(changed)], &state, &mut CountingNamer(0)).unwrap();
+    let p = plan_apply_in(&[Object::Pod(changed)], &state, &mut CountingNamer(0)).unwrap();
     assert_eq!(p.counts(), (0, 1, 0));
     assert_eq!(p.ops.len(), 2, "delete then put");
     commit(&mut state, &p);
@@ -252,7 +260,7 @@ fn bare_pod_change_replaces_in_place() {
 #[test]
 fn pod_id_owned_by_controller_is_refused() {
     let mut state = cluster(1);
-    let p = plan_apply(
+    let p = plan_apply_in(
         &[Object::ReplicationController(tomcat_rc(1))],
         &state,
         &mut CountingNamer(0),
@@ -264,14 +272,14 @@ fn pod_id_owned_by_controller_is_refused() {
         labels: Labels::new(),
         spec: spec("x", None),
     };
-    let err = plan_apply(&[Object::Pod(pod)], &state, &mut CountingNamer(0)).unwrap_err();
+    let err = plan_apply_in(&[Object::Pod(pod)], &state, &mut CountingNamer(0)).unwrap_err();
     assert!(matches!(err, PlanError::OwnedPod { .. }));
 }
 
 #[test]
 fn delete_controller_takes_its_pods() {
     let mut state = cluster(2);
-    let p = plan_apply(
+    let p = plan_apply_in(
         &[Object::ReplicationController(tomcat_rc(2))],
         &state,
         &mut CountingNamer(0),
@@ -312,4 +320,57 @@ fn controller_pod_ids_are_dns_labels() {
     assert!(s
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+}
+
+fn svc(id: &str, port: u16) -> Object {
+    Object::Service(Service {
+        id: id.into(),
+        labels: Labels::new(),
+        selector: labels(&[("name", id)]),
+        port,
+        container_port: None,
+        protocol: Protocol::Tcp,
+    })
+}
+
+#[test]
+fn services_get_distinct_portals_kept_for_life() {
+    let mut state = cluster(1);
+    let p = plan_apply_in(&[svc("a", 80), svc("b", 80)], &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &p);
+    let a = state.services["a"].portal_ip;
+    let b = state.services["b"].portal_ip;
+    assert_eq!(a.to_string(), "10.0.0.1");
+    assert_eq!(b.to_string(), "10.0.0.2");
+    assert!(p.render().contains("+ service a (portal 10.0.0.1:80)"));
+    // Changing the port keeps the portal IP.
+    let p = plan_apply_in(&[svc("a", 8080)], &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &p);
+    assert_eq!(state.services["a"].portal_ip, a);
+    assert_eq!(state.services["a"].service.port, 8080);
+    // A deleted service's IP is free again.
+    let d = plan_delete(&[(Kind::Service, "a".into())], &state, false).unwrap();
+    commit(&mut state, &d);
+    let p = plan_apply_in(&[svc("c", 80)], &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &p);
+    assert_eq!(state.services["c"].portal_ip, a);
+}
+
+#[test]
+fn portal_exhaustion_is_a_clear_error() {
+    let state = cluster(1);
+    let objects = [svc("a", 80), svc("b", 80), svc("c", 80)];
+    let err = plan_apply(
+        &objects,
+        &state,
+        "10.0.0.0/30".parse().unwrap(),
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, PlanError::PortalsExhausted { ref service, .. } if service == "c"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("10.0.0.0/30"));
+    assert!(err.help().unwrap().contains("--portal-net"));
 }

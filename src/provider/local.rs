@@ -73,6 +73,12 @@ impl Layout {
     pub fn cgroup_parent(&self, index: usize) -> String {
         format!("kctl-{}-m{index}", self.slot)
     }
+    /// The default portal range: the upper half of the cluster's own /16,
+    /// which the cluster's blackhole route already keeps on this machine,
+    /// so clusters side by side never share (or fight over) a range.
+    pub fn default_portal_net(&self) -> ipnet::Ipv4Net {
+        ipnet::Ipv4Net::new(Ipv4Addr::new(10, self.octet(), 128, 0), 17).unwrap_or_default()
+    }
     pub fn etcd_endpoint(&self) -> String {
         format!("http://{}:2379", self.bridge_ip())
     }
@@ -120,6 +126,86 @@ pub async fn claim_slot(cluster: &str) -> Result<Layout, HostError> {
     ))
 }
 
+/// Route destinations on this machine, as networks.
+async fn routed_networks() -> Result<Vec<ipnet::Ipv4Net>, HostError> {
+    let routes = host::run(&["ip", "-4", "route", "show", "table", "all"]).await?;
+    Ok(routes
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let first = words.next()?;
+            let dest = match first {
+                "blackhole" | "unreachable" | "prohibit" | "local" | "broadcast" | "unicast" => {
+                    words.next()?
+                }
+                other => other,
+            };
+            dest.parse::<ipnet::Ipv4Net>()
+                .ok()
+                .or_else(|| dest.parse::<Ipv4Addr>().ok().map(ipnet::Ipv4Net::from))
+        })
+        .collect())
+}
+
+fn overlaps(a: &ipnet::Ipv4Net, b: &ipnet::Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Makes sure a portal range outside the cluster's /16 is kept on this
+/// machine by a blackhole route of its own. A range that overlaps anything
+/// else routed here (another cluster, the machine's own networks, the
+/// resolver's 10.255.0.0/16) is refused.
+pub async fn ensure_portal_route(
+    layout: &Layout,
+    portal_net: ipnet::Ipv4Net,
+) -> Result<bool, HostError> {
+    let cluster: ipnet::Ipv4Net = layout
+        .cluster_cidr()
+        .parse()
+        .map_err(|e| host_error("cluster range", e))?;
+    if cluster.contains(&portal_net) {
+        return Ok(false);
+    }
+    let cidr = portal_net.to_string();
+    let ours = host::run(&["ip", "route", "show", "type", "blackhole", &cidr]).await?;
+    if !ours.trim().is_empty() {
+        return Ok(false);
+    }
+    let resolver: ipnet::Ipv4Net = "10.255.0.0/16"
+        .parse()
+        .map_err(|e| host_error("range", e))?;
+    let routed = routed_networks().await?;
+    if overlaps(&portal_net, &resolver)
+        || routed
+            .iter()
+            .any(|r| r.prefix_len() > 0 && overlaps(r, &portal_net))
+    {
+        return Err(host_error(
+            format!("portal range {cidr}"),
+            "overlaps a network already routed on this machine; pick another --portal-net",
+        ));
+    }
+    host::run(&["ip", "route", "add", "blackhole", &cidr]).await?;
+    Ok(true)
+}
+
+pub async fn remove_portal_route(layout: &Layout, portal_net: ipnet::Ipv4Net) {
+    let inside = layout
+        .cluster_cidr()
+        .parse::<ipnet::Ipv4Net>()
+        .is_ok_and(|c| c.contains(&portal_net));
+    if !inside {
+        host::run_quiet(&[
+            "ip",
+            "route",
+            "delete",
+            "blackhole",
+            &portal_net.to_string(),
+        ])
+        .await;
+    }
+}
+
 /// Makes sure the host side exists: blackhole route, bridge with address.
 /// Returns true if anything had to be made.
 pub async fn ensure_host_network(layout: &Layout) -> Result<bool, HostError> {
@@ -151,20 +237,28 @@ pub async fn ensure_minion(
     dir: &ClusterDir,
     layout: &Layout,
     index: usize,
+    portal_net: ipnet::Ipv4Net,
 ) -> Result<bool, HostError> {
     let mut changed = false;
     let ns = layout.netns(index);
     let veth = layout.veth(index);
     let node_ip = layout.node_ip(index);
-    let namespaces = host::run(&["ip", "netns", "list"]).await?;
-    if !namespaces
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(ns.as_str()))
-    {
+    if host::netns_of_name(&ns).is_none() {
+        // Whatever ran in a namespace of this name before (its name was
+        // deleted under it) is stopped: the minion is made again from
+        // scratch.
+        kill_minion(layout, index).await;
         host::run(&["ip", "netns", "add", &ns]).await?;
         changed = true;
     }
-    if !host::run_quiet(&["ip", "link", "show", "dev", &veth]).await {
+    // The namespace side decides: a host-side link whose peer went away
+    // with an old namespace may linger for a moment, and is replaced.
+    if !host::run_quiet(&["ip", "-n", &ns, "link", "show", "dev", "eth0"]).await {
+        host::run_quiet(&["ip", "link", "delete", &veth]).await;
+        host::wait_for(Duration::from_secs(5), || {
+            !std::path::Path::new(&format!("/sys/class/net/{veth}")).exists()
+        })
+        .await;
         host::run(&[
             "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ])
@@ -198,6 +292,22 @@ pub async fn ensure_minion(
         .await?;
         changed = true;
     }
+    // Like a VM's default route, for the one range a minion sends to
+    // without knowing where it goes: traffic from the minion itself to a
+    // portal is routed first and DNATed after, so the portal range needs a
+    // route. Portals no rule matches end at the host's blackhole.
+    let bridge_ip = layout.bridge_ip().to_string();
+    host::run(&[
+        "ip",
+        "-n",
+        &ns,
+        "route",
+        "replace",
+        &portal_net.to_string(),
+        "via",
+        &bridge_ip,
+    ])
+    .await?;
     let pod_cidr = layout.pod_cidr(index);
     let route = host::run(&["ip", "route", "show", &pod_cidr]).await?;
     if route.trim().is_empty() {
@@ -266,8 +376,13 @@ async fn ensure_sshd(
     std::fs::write(&config, config_text)
         .map_err(|e| host_error(config.display().to_string(), e))?;
     let config_arg = config.display().to_string();
-    if host::live_pid(&pid_file, &config_arg).is_some() {
-        return Ok(false);
+    let addr = SocketAddr::from((layout.node_ip(index), 22));
+    // Alive means answering, not just a pid: a killed process can still be
+    // in /proc for a moment.
+    match host::live_pid(&pid_file, &config_arg) {
+        Some(_) if host::tcp_open(addr) => return Ok(false),
+        Some(pid) => host::terminate(&[pid], Duration::from_secs(5)).await,
+        None => {}
     }
     // sshd needs its privilege separation directory.
     std::fs::create_dir_all("/run/sshd").map_err(|e| host_error("/run/sshd", e))?;
@@ -282,7 +397,6 @@ async fn ensure_sshd(
         &log,
     ])
     .await?;
-    let addr = SocketAddr::from((layout.node_ip(index), 22));
     if !host::wait_for(Duration::from_secs(10), || host::tcp_open(addr)).await {
         return Err(host_error(
             format!("sshd on {}", Layout::minion_id(index)),
@@ -301,8 +415,10 @@ async fn ensure_dockerd(
     let pid_file = run_dir.join("docker.pid");
     let socket = layout.docker_socket(index);
     let data_root = minion_dir.join("docker").display().to_string();
-    if host::live_pid(&pid_file, &data_root).is_some() {
-        return Ok(false);
+    match host::live_pid(&pid_file, &data_root) {
+        Some(_) if std::os::unix::net::UnixStream::connect(&socket).is_ok() => return Ok(false),
+        Some(pid) => host::terminate(&[pid], Duration::from_secs(10)).await,
+        None => {}
     }
     // dockerd and its containerd refuse to start over a pid file whose
     // process still exists, and a killed one may linger as a zombie; a stale
@@ -330,6 +446,9 @@ async fn ensure_dockerd(
         &layout.pod_gateway(index),
         // Pods talk to each other by pod IP, without NAT.
         "--ip-masq=false",
+        // Host ports by iptables alone, and hairpin mode on the bridge's
+        // ports, so a pod reaches itself through its service's portal.
+        "--userland-proxy=false",
         "--cgroup-parent",
         &format!("/{}", layout.cgroup_parent(index)),
     ]

@@ -1,0 +1,312 @@
+//! Services on a real local cluster: portal IPs, iptables rules on every
+//! minion, endpoints that follow the pods, and environment variables.
+
+mod common;
+
+use common::TestCluster;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+const REQUESTS: usize = 24;
+
+fn manifest(name: &str) -> String {
+    common::repo()
+        .join("manifests")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn docker_sock(cluster: &TestCluster, minion: usize) -> String {
+    format!("unix:///run/kctl/{}/m{minion}/docker.sock", cluster.slot())
+}
+
+fn service(cluster: &TestCluster, id: &str) -> Value {
+    let run = cluster.kctl(&["get", "services", id, "-o", "json"]);
+    assert!(run.ok(), "{run:?}");
+    run.json()["items"][0].clone()
+}
+
+fn endpoints(cluster: &TestCluster, id: &str) -> Vec<String> {
+    service(cluster, id)["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Which pods answer `REQUESTS` connections to `url`, made with curl from
+/// minion `minion` itself.
+fn answers_from_minion(cluster: &TestCluster, minion: usize, url: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..REQUESTS {
+        let run = cluster.in_minion(minion, &["curl", "-sS", "--max-time", "3", url]);
+        assert!(run.ok(), "curl {url} from minion-{minion}: {run:?}");
+        seen.insert(run.stdout.trim().to_string());
+    }
+    seen
+}
+
+/// The same from inside a pod, with busybox wget in one `docker exec`.
+fn answers_from_pod(
+    cluster: &TestCluster,
+    minion: usize,
+    pod: &str,
+    url: &str,
+) -> BTreeSet<String> {
+    let script = format!("for i in $(seq {REQUESTS}); do wget -q -O - {url}; done");
+    let container = format!("{pod}_tomcat");
+    let sock = docker_sock(cluster, minion);
+    let run = cluster.in_minion(
+        minion,
+        &[
+            "docker", "-H", &sock, "exec", &container, "sh", "-c", &script,
+        ],
+    );
+    assert!(run.ok(), "wget {url} from pod {pod}: {run:?}");
+    run.stdout.lines().map(|l| l.trim().to_string()).collect()
+}
+
+fn pods_by_minion(cluster: &TestCluster) -> Vec<(usize, String)> {
+    cluster
+        .pods()
+        .iter()
+        .map(|p| {
+            let host = p["currentState"]["host"].as_str().unwrap();
+            let index = host.trim_start_matches("minion-").parse().unwrap();
+            (index, p["id"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn kctl_rules(cluster: &TestCluster, minion: usize) -> String {
+    let run = cluster.in_minion(minion, &["iptables-save"]);
+    assert!(run.ok(), "{run:?}");
+    run.stdout
+        .lines()
+        .filter(|l| l.contains("KCTL-") && !l.contains("KCTL-FORWARD"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn portal_spreads_over_pods_and_follows_them() {
+    let cluster = TestCluster::up("it-services", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let rc = manifest("tomcat-controller.json");
+    let svc = manifest("tomcat-service.json");
+    // One apply holds both; the service is created first.
+    let applied = cluster.kctl(&["apply", "-f", &rc, "-f", &svc]);
+    assert!(applied.ok(), "{applied:?}");
+
+    let tomcat = service(&cluster, "tomcat");
+    let portal = tomcat["portalIP"].as_str().unwrap().to_string();
+    common::assert_stays_on_machine(&portal);
+    let url = format!("http://{portal}:8080/hostname");
+    let pods = pods_by_minion(&cluster);
+    let all: BTreeSet<String> = pods.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(all.len(), 2);
+    assert_eq!(endpoints(&cluster, "tomcat").len(), 2);
+
+    // From each minion itself and from a pod on each minion, connections
+    // reach both pods (including the pod itself, through hairpin NAT).
+    for (minion, pod) in &pods {
+        assert_eq!(
+            answers_from_minion(&cluster, *minion, &url),
+            all,
+            "from minion-{minion}"
+        );
+        assert_eq!(
+            answers_from_pod(&cluster, *minion, pod, &url),
+            all,
+            "from pod {pod}"
+        );
+    }
+
+    // The pods see the service in their environment: they were started in
+    // the same apply, after the service.
+    let (minion, pod) = &pods[0];
+    let sock = docker_sock(&cluster, *minion);
+    let env = cluster.in_minion(
+        *minion,
+        &[
+            "docker",
+            "-H",
+            &sock,
+            "exec",
+            &format!("{pod}_tomcat"),
+            "env",
+        ],
+    );
+    assert!(env.ok(), "{env:?}");
+    for expected in [
+        format!("TOMCAT_SERVICE_HOST={portal}"),
+        "TOMCAT_SERVICE_PORT=8080".to_string(),
+        format!("TOMCAT_PORT=tcp://{portal}:8080"),
+        format!("TOMCAT_PORT_8080_TCP=tcp://{portal}:8080"),
+        "TOMCAT_PORT_8080_TCP_PROTO=tcp".to_string(),
+        "TOMCAT_PORT_8080_TCP_PORT=8080".to_string(),
+        format!("TOMCAT_PORT_8080_TCP_ADDR={portal}"),
+    ] {
+        assert!(
+            env.stdout.lines().any(|l| l == expected),
+            "{expected} missing:\n{}",
+            env.stdout
+        );
+    }
+
+    // Delete one pod: connections only reach the other.
+    let (_, gone) = &pods[1];
+    let deleted = cluster.kctl(&["delete", "pod", gone]);
+    assert!(deleted.ok(), "{deleted:?}");
+    assert_eq!(endpoints(&cluster, "tomcat").len(), 1);
+    let left: BTreeSet<String> = [pods[0].1.clone()].into();
+    for minion in 1..=2 {
+        assert_eq!(
+            answers_from_minion(&cluster, minion, &url),
+            left,
+            "after delete, from minion-{minion}"
+        );
+    }
+
+    // Re-applying the controller restores two replicas; the endpoints follow.
+    let restored = cluster.kctl(&["apply", "-f", &rc]);
+    assert!(restored.ok(), "{restored:?}");
+    assert_eq!(endpoints(&cluster, "tomcat").len(), 2);
+    let all_now: BTreeSet<String> = pods_by_minion(&cluster)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(answers_from_minion(&cluster, 1, &url), all_now);
+
+    // A service that selects nothing refuses connections at once.
+    let empty = r#"{"id": "nobody", "kind": "Service", "apiVersion": "v1beta1", "port": 9000,
+                    "selector": {"name": "nothing-has-this"}}"#;
+    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], empty).ok());
+    let nobody = service(&cluster, "nobody")["portalIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = std::time::Instant::now();
+    let refused = cluster.in_minion(
+        1,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{nobody}:9000/"),
+        ],
+    );
+    assert_eq!(refused.code, Some(7), "connection refused: {refused:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "refused at once, not after a timeout"
+    );
+
+    // Deleting the services leaves no kctl service rule on any minion.
+    assert!(cluster.kctl(&["delete", "service", "tomcat"]).ok());
+    assert!(cluster.kctl(&["delete", "service", "nobody"]).ok());
+    for minion in 1..=2 {
+        let rules = kctl_rules(&cluster, minion);
+        assert!(
+            !rules.contains("KCTL-SVC-") && !rules.contains("KCTL-SEP-"),
+            "minion-{minion}:\n{rules}"
+        );
+        assert!(
+            !rules.contains(&portal) && !rules.contains(&nobody),
+            "minion-{minion}:\n{rules}"
+        );
+    }
+    // The freed portal IP is handed out again.
+    assert!(cluster.kctl(&["apply", "-f", &svc]).ok());
+    assert_eq!(
+        service(&cluster, "tomcat")["portalIP"].as_str().unwrap(),
+        portal
+    );
+
+    cluster.down_and_check();
+}
+
+#[test]
+fn udp_service_and_late_pods_get_the_environment() {
+    let cluster = TestCluster::up("it-udp", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let service = r#"{"id": "echo", "kind": "Service", "apiVersion": "v1beta1", "port": 5300,
+        "protocol": "UDP", "containerPort": 5353, "selector": {"name": "echo"}}"#;
+    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], service).ok());
+    // A pod made after the service, declaring a UDP port.
+    let pod = r#"{"id": "echo", "kind": "Pod", "apiVersion": "v1beta1", "labels": {"name": "echo"},
+        "desiredState": {"manifest": {"version": "v1beta1", "id": "echo",
+          "containers": [{"name": "tomcat", "image": "tutum/tomcat",
+            "ports": [{"containerPort": 5353, "protocol": "UDP"}]}]}}}"#;
+    let applied = cluster.kctl_stdin(&["apply", "-f", "-"], pod);
+    assert!(applied.ok(), "{applied:?}");
+    let portal = service_portal(&cluster, "echo");
+    let sock = docker_sock(&cluster, 1);
+    let env = cluster.in_minion(1, &["docker", "-H", &sock, "exec", "echo_tomcat", "env"]);
+    assert!(
+        env.stdout.contains(&format!("ECHO_SERVICE_HOST={portal}")),
+        "{env:?}"
+    );
+    assert!(
+        env.stdout
+            .contains(&format!("ECHO_PORT_5300_UDP=udp://{portal}:5300")),
+        "{env:?}"
+    );
+    let rules = kctl_rules(&cluster, 1);
+    assert!(
+        rules.contains(&format!("-d {portal}/32 -p udp -m udp --dport 5300")),
+        "{rules}"
+    );
+
+    // busybox has no UDP server, so one runs in the pod's network namespace
+    // from outside (socat), answering every datagram with "pong".
+    let pause = cluster.in_minion(
+        1,
+        &[
+            "docker",
+            "-H",
+            &sock,
+            "inspect",
+            "-f",
+            "{{.State.Pid}}",
+            "echo_POD",
+        ],
+    );
+    let pod_netns = format!("--net=/proc/{}/ns/net", pause.stdout.trim());
+    let mut server = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "nsenter",
+            &pod_netns,
+            "socat",
+            "-T2",
+            "UDP4-RECVFROM:5353,fork",
+            "SYSTEM:echo pong",
+        ])
+        .spawn()
+        .unwrap();
+    let mut answered = String::new();
+    for _ in 0..20 {
+        let client = format!("echo ping | socat -T2 - UDP4:{portal}:5300");
+        let run = cluster.in_minion(1, &["sh", "-c", &client]);
+        answered = run.stdout.trim().to_string();
+        if answered == "pong" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(answered, "pong", "no UDP answer through the portal");
+    cluster.down_and_check();
+}
+
+fn service_portal(cluster: &TestCluster, id: &str) -> String {
+    service(cluster, id)["portalIP"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
