@@ -56,6 +56,8 @@ pub async fn bootstrap_minion<E: Exec>(
         "{{.Server.Version}}"
     ])
     .await?;
+    // Service rules are written with nft (see services::rules).
+    exec.run_ok(&argv!["nft", "--version"]).await?;
     for route in route_argvs(minion, all) {
         exec.run_ok(&route).await?;
     }

@@ -214,13 +214,12 @@ pub async fn converge_minion<E: Exec>(
     }
 }
 
-/// Makes the minion's kctl service rules exactly `portals`: reads what is
-/// there, then replaces it whole in one `iptables-restore`.
+/// Makes the minion's kctl service rules exactly `portals`, replacing its
+/// nftables table whole in one transaction.
 pub async fn sync_rules<E: Exec>(exec: &E, portals: &[Portal]) -> Result<(), ExecError> {
-    let save = exec.run_ok(&argv!["iptables-save"]).await?;
-    let input = rules::render(portals, &save);
-    let restore = argv!["iptables-restore", "--wait", "--noflush"];
-    let out = exec.run(&restore, Some(input.as_bytes())).await?;
+    let script = rules::render(portals);
+    let restore = argv!["nft", "--file", "-"];
+    let out = exec.run(&restore, Some(script.as_bytes())).await?;
     if out.success() {
         Ok(())
     } else {

@@ -30,6 +30,7 @@ const LOCAL_TOOLS: &[(&str, &str)] = &[
     ("docker", "docker.io"),
     ("etcd", "etcd-server"),
     ("iptables", "iptables"),
+    ("nft", "nftables"),
 ];
 
 fn missing_tools() -> Vec<(&'static str, &'static str)> {

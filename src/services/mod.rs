@@ -1,6 +1,6 @@
 //! Services, as pure functions of cluster state: portal IP allocation,
 //! endpoints, the environment variables containers get, and (in `rules`)
-//! the iptables rules every minion carries.
+//! the nftables rules every minion carries.
 
 pub mod rules;
 

@@ -1,33 +1,34 @@
-//! The iptables rules that make portals work, rendered whole as one
-//! `iptables-restore --noflush` input: the rule set on a minion is replaced
-//! in one transaction per table, never edited rule by rule.
+//! The packet rules that make portals work: one nftables table, `ip kctl`,
+//! owned by kctl on every minion and replaced whole in one `nft -f`
+//! transaction (the script deletes the table and defines it again), so the
+//! rules are never half-updated and nothing stale survives.
 //!
-//! nat table:
-//! - `KCTL-SERVICES`, jumped to from PREROUTING (traffic from pods and other
-//!   machines) and OUTPUT (traffic from the minion itself), matches each
-//!   portal and port and jumps to the service's chain;
-//! - `KCTL-SVC-<hash>` picks one endpoint per new connection, evenly
-//!   (`statistic --mode random` with probability 1/(n-i) for the i-th of n);
-//! - `KCTL-SEP-<hash>` DNATs to the endpoint, and marks a connection from a
-//!   pod to itself (hairpin) so `KCTL-POSTROUTING` masquerades it: the only
-//!   case where the client's address is not kept.
+//! Why nftables and not iptables-restore: with 1,000 services of 10
+//! endpoints, `iptables-restore` through Debian's iptables-nft takes about
+//! 10 s to rewrite the rules and iptables-legacy about 0.5 s; the same rule
+//! set as one nft transaction takes about 0.2 s (`cargo bench --bench
+//! rules`). nftables is what the kernel runs for iptables-nft anyway, and
+//! its maps let one lookup find a portal among thousands.
 //!
-//! filter table: `KCTL-REJECT`, jumped to from OUTPUT and FORWARD, rejects
-//! connections to a portal with no endpoints at once.
+//! - `services`: a verdict map from (portal, protocol, port) to the service's
+//!   chain, consulted from nat PREROUTING (traffic from pods and other
+//!   machines) and nat OUTPUT (traffic from the minion itself);
+//! - `svc-<hash>`: `dnat to numgen random mod n map {…}`, an even spread over
+//!   the endpoints, decided per new connection; the client's source address
+//!   is kept;
+//! - `hairpin`: pairs (ip, ip) of every endpoint, so POSTROUTING masquerades
+//!   exactly the connections a pod makes to itself through a portal;
+//! - `no_endpoints`: portals whose service has no endpoints, rejected at once
+//!   (TCP reset, ICMP port unreachable for UDP) in filter OUTPUT and FORWARD.
 
 use crate::model::Protocol;
 use crate::state::{short_digest, ClusterState, Endpoint};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-pub const SERVICES_CHAIN: &str = "KCTL-SERVICES";
-pub const POSTROUTING_CHAIN: &str = "KCTL-POSTROUTING";
-pub const REJECT_CHAIN: &str = "KCTL-REJECT";
-const SERVICE_PREFIX: &str = "KCTL-SVC-";
-const ENDPOINT_PREFIX: &str = "KCTL-SEP-";
-/// The mark bit for hairpin connections, as kube-proxy uses.
-const MASQUERADE_MARK: &str = "0x4000/0x4000";
+/// The nftables table kctl owns on every minion.
+pub const TABLE: &str = "kctl";
 
 /// Everything the rules of one portal depend on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,152 +65,98 @@ pub fn digest(portals: &[Portal]) -> String {
     short_digest(text.as_bytes())
 }
 
-fn service_chain(p: &Portal) -> String {
+/// The chain of one service: the same name for the same service and
+/// protocol, whatever its endpoints.
+pub fn service_chain(p: &Portal) -> String {
     let key = format!("{}/{}", p.service, p.protocol.as_lower());
-    format!("{SERVICE_PREFIX}{}", &short_digest(key.as_bytes()))
+    format!("svc-{}", short_digest(key.as_bytes()))
 }
 
-fn endpoint_chain(p: &Portal, ip: Ipv4Addr, port: u16) -> String {
-    let key = format!("{}/{}/{ip}:{port}", p.service, p.protocol.as_lower());
-    format!("{ENDPOINT_PREFIX}{}", &short_digest(key.as_bytes()))
+fn key(p: &Portal) -> String {
+    format!("{} . {} . {}", p.ip, p.protocol.as_lower(), p.port)
 }
 
-/// Chains kctl owns that `iptables-save` output shows, per table.
-pub fn existing_chains(save: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut table = String::new();
-    for line in save.lines() {
-        if let Some(t) = line.strip_prefix('*') {
-            table = t.trim().to_string();
-        } else if let Some(decl) = line.strip_prefix(':') {
-            if let Some(chain) = decl.split_whitespace().next() {
-                if chain.starts_with("KCTL-") {
-                    out.entry(table.clone())
-                        .or_default()
-                        .insert(chain.to_string());
-                }
-            }
-        }
+fn elements(out: &mut String, items: &[String]) {
+    // nft refuses an empty element list: an empty set simply has none.
+    if !items.is_empty() {
+        let _ = writeln!(out, "    elements = {{ {} }}", items.join(", "));
     }
-    out
 }
 
-/// True if `save` holds `-A <from> ... -j <to>` in `table`.
-fn has_jump(save: &str, table: &str, from: &str, to: &str) -> bool {
-    let mut current = "";
-    save.lines().any(|line| {
-        if let Some(t) = line.strip_prefix('*') {
-            current = t.trim();
-            return false;
-        }
-        current == table
-            && line.starts_with(&format!("-A {from} "))
-            && line.ends_with(&format!("-j {to}"))
-    })
-}
-
-/// The `iptables-restore --noflush` input that makes a minion's kctl rules
-/// exactly `portals`, given what `iptables-save` shows there now: chains
-/// kctl no longer needs are flushed and deleted, missing jumps are added.
-pub fn render(portals: &[Portal], save: &str) -> String {
-    let existing = existing_chains(save);
-    let mut nat_chains: BTreeSet<String> = [SERVICES_CHAIN, POSTROUTING_CHAIN]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let mut nat = String::new();
-    let mut reject = String::new();
-    for p in portals {
-        let proto = p.protocol.as_lower();
-        let comment = format!("{} portal", p.service);
-        if p.endpoints.is_empty() {
-            let how = match p.protocol {
-                Protocol::Tcp => "tcp-reset",
-                Protocol::Udp => "icmp-port-unreachable",
-            };
-            let _ = writeln!(
-                reject,
-                "-A {REJECT_CHAIN} -d {}/32 -p {proto} -m {proto} --dport {} -m comment --comment \"{comment} has no endpoints\" -j REJECT --reject-with {how}",
-                p.ip, p.port
-            );
-            continue;
-        }
-        let svc_chain = service_chain(p);
-        nat_chains.insert(svc_chain.clone());
-        let _ = writeln!(
-            nat,
-            "-A {SERVICES_CHAIN} -d {}/32 -p {proto} -m {proto} --dport {} -m comment --comment \"{comment}\" -j {svc_chain}",
-            p.ip, p.port
-        );
-        let n = p.endpoints.len();
-        for (i, &(ip, port)) in p.endpoints.iter().enumerate() {
-            let ep_chain = endpoint_chain(p, ip, port);
-            nat_chains.insert(ep_chain.clone());
-            if i + 1 < n {
-                let _ = writeln!(
-                    nat,
-                    "-A {svc_chain} -m statistic --mode random --probability {:.11} -j {ep_chain}",
-                    1.0 / (n - i) as f64
-                );
-            } else {
-                let _ = writeln!(nat, "-A {svc_chain} -j {ep_chain}");
-            }
-            let _ = writeln!(
-                nat,
-                "-A {ep_chain} -s {ip}/32 -j MARK --set-xmark {MASQUERADE_MARK}"
-            );
-            let _ = writeln!(
-                nat,
-                "-A {ep_chain} -p {proto} -m {proto} -j DNAT --to-destination {ip}:{port}"
-            );
-        }
-    }
+/// The `nft -f` script that makes the minion's kctl table exactly
+/// `portals`. Deleting and defining the table happen in one transaction.
+pub fn render(portals: &[Portal]) -> String {
+    let mut out = String::new();
+    // `table` first creates the table if absent, so the delete never fails.
     let _ = writeln!(
-        nat,
-        "-A {POSTROUTING_CHAIN} -m mark --mark {MASQUERADE_MARK} -j MASQUERADE"
+        out,
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
     );
 
-    let mut out = String::from("*nat\n");
-    declare(&mut out, &nat_chains, existing.get("nat"));
-    out.push_str(&nat);
-    for (from, to) in [
-        ("PREROUTING", SERVICES_CHAIN),
-        ("OUTPUT", SERVICES_CHAIN),
-        ("POSTROUTING", POSTROUTING_CHAIN),
-    ] {
-        if !has_jump(save, "nat", from, to) {
-            let _ = writeln!(out, "-I {from} 1 -j {to}");
-        }
-    }
-    out.push_str("COMMIT\n*filter\n");
-    let filter_chains: BTreeSet<String> = [REJECT_CHAIN.to_string()].into();
-    declare(&mut out, &filter_chains, existing.get("filter"));
-    out.push_str(&reject);
-    for from in ["OUTPUT", "FORWARD"] {
-        if !has_jump(save, "filter", from, REJECT_CHAIN) {
-            let _ = writeln!(out, "-I {from} 1 -j {REJECT_CHAIN}");
-        }
-    }
-    out.push_str("COMMIT\n");
-    out
-}
-
-/// Declares (and so flushes) every wanted chain, and flushes and deletes
-/// every kctl chain that exists but is no longer wanted. The bootstrap's
-/// own filter chain is not the services' business and is left alone.
-fn declare(out: &mut String, wanted: &BTreeSet<String>, existing: Option<&BTreeSet<String>>) {
-    let stale: Vec<&String> = existing
-        .into_iter()
-        .flatten()
-        .filter(|c| !wanted.contains(*c))
-        .filter(|c| c.starts_with(SERVICE_PREFIX) || c.starts_with(ENDPOINT_PREFIX))
+    let with_endpoints: Vec<&Portal> = portals.iter().filter(|p| !p.endpoints.is_empty()).collect();
+    let mut hairpin: Vec<String> = with_endpoints
+        .iter()
+        .flat_map(|p| p.endpoints.iter().map(|(ip, _)| format!("{ip} . {ip}")))
         .collect();
-    for chain in wanted.iter().chain(stale.iter().copied()) {
-        let _ = writeln!(out, ":{chain} - [0:0]");
+    hairpin.sort();
+    hairpin.dedup();
+    out.push_str("  set hairpin {\n    type ipv4_addr . ipv4_addr\n");
+    elements(&mut out, &hairpin);
+    out.push_str("  }\n");
+
+    let services: Vec<String> = with_endpoints
+        .iter()
+        .map(|p| format!("{} : goto {}", key(p), service_chain(p)))
+        .collect();
+    out.push_str("  map services {\n    type ipv4_addr . inet_proto . inet_service : verdict\n");
+    elements(&mut out, &services);
+    out.push_str("  }\n");
+
+    let rejected: Vec<String> = portals
+        .iter()
+        .filter(|p| p.endpoints.is_empty())
+        .map(key)
+        .collect();
+    out.push_str("  set no_endpoints {\n    type ipv4_addr . inet_proto . inet_service\n");
+    elements(&mut out, &rejected);
+    out.push_str("  }\n");
+
+    // Just before Docker's own nat rules (dstnat, -100), which never
+    // match a portal anyway.
+    for hook in ["prerouting", "output"] {
+        let _ = writeln!(
+            out,
+            "  chain nat-{hook} {{\n    type nat hook {hook} priority -101; policy accept;\n    ip daddr . meta l4proto . th dport vmap @services\n  }}"
+        );
     }
-    for chain in stale {
-        let _ = writeln!(out, "-X {chain}");
+    out.push_str(
+        "  chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    ct status dnat ip saddr . ip daddr @hairpin masquerade\n  }\n",
+    );
+    for hook in ["output", "forward"] {
+        let _ = writeln!(
+            out,
+            "  chain filter-{hook} {{\n    type filter hook {hook} priority -1; policy accept;\n    ip daddr . meta l4proto . th dport @no_endpoints meta l4proto tcp reject with tcp reset\n    ip daddr . meta l4proto . th dport @no_endpoints reject\n  }}"
+        );
     }
+    for p in &with_endpoints {
+        let targets: Vec<String> = p
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, (ip, port))| format!("{i} : {ip} . {port}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  chain {} {{\n    comment \"{} portal\"\n    meta l4proto {} dnat ip addr . port to numgen random mod {} map {{ {} }}\n  }}",
+            service_chain(p),
+            p.service,
+            p.protocol.as_lower(),
+            targets.len(),
+            targets.join(", ")
+        );
+    }
+    out.push_str("}\n");
+    out
 }
 
 #[cfg(test)]

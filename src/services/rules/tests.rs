@@ -14,6 +14,17 @@ fn portal(service: &str, ip: &str, endpoints: &[(&str, u16)]) -> Portal {
 }
 
 #[test]
+fn replaces_the_table_whole() {
+    let rules = render(&[]);
+    assert!(rules.starts_with("table ip kctl\ndelete table ip kctl\ntable ip kctl {\n"));
+    assert!(rules.ends_with("}\n"));
+    assert!(
+        !rules.contains("elements"),
+        "empty sets have no element list:\n{rules}"
+    );
+}
+
+#[test]
 fn spreads_evenly_over_endpoints() {
     let p = portal(
         "web",
@@ -21,95 +32,59 @@ fn spreads_evenly_over_endpoints() {
         &[
             ("10.101.1.2", 8080),
             ("10.101.2.2", 8080),
-            ("10.101.2.3", 8080),
+            ("10.101.2.3", 9090),
         ],
     );
-    let rules = render(std::slice::from_ref(&p), "");
-    let svc = service_chain(&p);
-    let picks: Vec<&str> = rules
-        .lines()
-        .filter(|l| l.starts_with(&format!("-A {svc} ")))
-        .collect();
-    assert_eq!(picks.len(), 3);
+    let rules = render(std::slice::from_ref(&p));
+    let chain = service_chain(&p);
     assert!(
-        picks[0].contains("--probability 0.33333333333"),
-        "{}",
-        picks[0]
+        rules.contains(&format!("10.0.0.1 . tcp . 8080 : goto {chain}")),
+        "{rules}"
     );
-    assert!(
-        picks[1].contains("--probability 0.50000000000"),
-        "{}",
-        picks[1]
-    );
-    assert!(
-        !picks[2].contains("statistic"),
-        "the last endpoint takes the rest"
-    );
-    assert_eq!(rules.matches("-j DNAT --to-destination").count(), 3);
-    assert!(rules.contains("-A KCTL-SERVICES -d 10.0.0.1/32 -p tcp -m tcp --dport 8080"));
-    assert!(rules.contains("-j DNAT --to-destination 10.101.2.3:8080"));
-}
-
-#[test]
-fn chain_names_fit_iptables() {
-    let p = portal(
-        "a-very-long-service-name",
-        "10.0.0.1",
-        &[("10.101.1.2", 65535)],
-    );
-    assert!(service_chain(&p).len() <= 28);
-    assert!(endpoint_chain(&p, "10.101.1.2".parse().unwrap(), 65535).len() <= 28);
+    assert!(rules.contains(
+        "meta l4proto tcp dnat ip addr . port to numgen random mod 3 map { 0 : 10.101.1.2 . 8080, 1 : 10.101.2.2 . 8080, 2 : 10.101.2.3 . 9090 }"
+    ), "{rules}");
+    // Every endpoint can reach itself through the portal.
+    for ip in ["10.101.1.2", "10.101.2.2", "10.101.2.3"] {
+        assert!(
+            rules.contains(&format!("{ip} . {ip}")),
+            "{ip} missing from hairpin"
+        );
+    }
+    assert!(rules.contains("ct status dnat ip saddr . ip daddr @hairpin masquerade"));
+    // Both ways in: from pods and other machines, and from the minion.
+    assert!(rules.contains("type nat hook prerouting priority -101"));
+    assert!(rules.contains("type nat hook output priority -101"));
 }
 
 #[test]
 fn service_without_endpoints_is_rejected() {
-    let rules = render(&[portal("web", "10.0.0.1", &[])], "");
-    assert!(rules.contains("-A KCTL-REJECT -d 10.0.0.1/32 -p tcp -m tcp --dport 8080"));
-    assert!(rules.contains("--reject-with tcp-reset"));
-    assert!(!rules.contains("KCTL-SVC-"));
     let mut udp = portal("dns", "10.0.0.2", &[]);
     udp.protocol = Protocol::Udp;
-    assert!(render(&[udp], "").contains("-p udp -m udp --dport 8080 -m comment --comment \"dns portal has no endpoints\" -j REJECT --reject-with icmp-port-unreachable"));
-}
-
-#[test]
-fn hooks_are_added_once() {
-    let fresh = render(&[], "");
-    for hook in [
-        "-I PREROUTING 1 -j KCTL-SERVICES",
-        "-I OUTPUT 1 -j KCTL-SERVICES",
-        "-I POSTROUTING 1 -j KCTL-POSTROUTING",
-        "-I OUTPUT 1 -j KCTL-REJECT",
-        "-I FORWARD 1 -j KCTL-REJECT",
-    ] {
-        assert!(fresh.contains(hook), "{hook} missing:\n{fresh}");
-    }
-    let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:KCTL-SERVICES - [0:0]\n-A PREROUTING -j KCTL-SERVICES\n-A OUTPUT -j KCTL-SERVICES\n-A POSTROUTING -j KCTL-POSTROUTING\nCOMMIT\n*filter\n-A OUTPUT -j KCTL-REJECT\n-A FORWARD -j KCTL-REJECT\nCOMMIT\n";
-    let again = render(&[], save);
-    assert!(!again.contains("-I "), "hooks added twice:\n{again}");
-}
-
-#[test]
-fn stale_chains_are_flushed_and_deleted() {
-    let old = portal("old", "10.0.0.9", &[("10.101.1.9", 80)]);
-    let first = render(std::slice::from_ref(&old), "");
-    // What iptables-save would show after the first restore.
-    let save = format!(
-        "*nat\n{}COMMIT\n",
-        first
-            .lines()
-            .filter(|l| l.starts_with(':'))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
+    let rules = render(&[portal("web", "10.0.0.1", &[]), udp]);
+    assert!(
+        rules.contains("elements = { 10.0.0.1 . tcp . 8080, 10.0.0.2 . udp . 8080 }"),
+        "{rules}"
     );
-    let second = render(&[], &save);
-    let svc = service_chain(&old);
-    assert!(second.contains(&format!(":{svc} - [0:0]")));
-    assert!(second.contains(&format!("-X {svc}")));
-    assert!(!second.contains(&format!("-A {svc}")));
-    // Bootstrap's chain is never touched.
-    let with_forward = "*filter\n:KCTL-FORWARD - [0:0]\nCOMMIT\n";
-    assert!(!render(&[], with_forward).contains("KCTL-FORWARD"));
+    assert!(rules.contains("@no_endpoints meta l4proto tcp reject with tcp reset"));
+    assert!(rules.contains("type filter hook forward priority -1"));
+    assert!(
+        !rules.contains("goto svc-"),
+        "no service chain without endpoints"
+    );
+}
+
+#[test]
+fn udp_portals_dnat_udp() {
+    let mut p = portal("dns", "10.0.0.3", &[("10.101.1.5", 53)]);
+    p.protocol = Protocol::Udp;
+    let rules = render(std::slice::from_ref(&p));
+    assert!(rules.contains("10.0.0.3 . udp . 8080 : goto"));
+    assert!(rules.contains("meta l4proto udp dnat ip addr . port to numgen random mod 1"));
+    assert_ne!(
+        service_chain(&p),
+        service_chain(&portal("dns", "10.0.0.3", &[]))
+    );
 }
 
 #[test]
@@ -120,10 +95,43 @@ fn digest_changes_with_endpoints() {
     assert_ne!(digest(&a), digest(&b));
 }
 
+/// `nft --check` parses the script without touching the kernel's rules;
+/// it runs where nft is installed (and is skipped elsewhere).
 #[test]
-fn existing_chains_by_table() {
-    let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:KCTL-SERVICES - [0:0]\nCOMMIT\n*filter\n:KCTL-REJECT - [0:0]\nCOMMIT\n";
-    let chains = existing_chains(save);
-    assert_eq!(chains["nat"].iter().collect::<Vec<_>>(), ["KCTL-SERVICES"]);
-    assert_eq!(chains["filter"].iter().collect::<Vec<_>>(), ["KCTL-REJECT"]);
+fn nft_accepts_the_script() {
+    let Ok(version) = std::process::Command::new("nft").arg("--version").output() else {
+        eprintln!("nft not installed; skipping");
+        return;
+    };
+    assert!(version.status.success());
+    let mut udp = portal("dns", "10.0.0.2", &[("10.101.1.7", 53)]);
+    udp.protocol = Protocol::Udp;
+    let script = render(&[
+        portal(
+            "web",
+            "10.0.0.1",
+            &[("10.101.1.2", 8080), ("10.101.2.2", 8080)],
+        ),
+        portal("empty", "10.0.0.9", &[]),
+        udp,
+    ]);
+    let mut child = std::process::Command::new("nft")
+        .args(["--check", "--file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
