@@ -25,10 +25,11 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut table = builder.build();
     table.with(Style::blank());
     let mut text = table.to_string();
-    // Style::blank pads every cell: trim the trailing blanks of each line.
+    // Style::blank pads every cell by one space: drop the padding before
+    // the first column and after the last, as kubectl prints.
     text = text
         .lines()
-        .map(str::trim_end)
+        .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
         .collect::<Vec<_>>()
         .join("\n");
     text.push('\n');
@@ -395,18 +396,13 @@ mod tests {
                     containers: vec![Container {
                         name: "web".into(),
                         image: "nginx".into(),
-                        command: vec![],
-                        working_dir: None,
                         ports: vec![Port {
                             name: None,
                             container_port: 80,
                             host_port: None,
                             protocol: Protocol::Tcp,
                         }],
-                        env: vec![],
-                        cpu: None,
-                        memory: None,
-                        liveness_probe: None,
+                        ..Default::default()
                     }],
                     restart_policy: RestartPolicy::Always,
                 },
@@ -433,6 +429,11 @@ mod tests {
         let (state, pod) = state_with_pod();
         let text = pods_table(&state, &[&pod]);
         let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("NAME "),
+            "no leading blank: {:?}",
+            lines[0]
+        );
         let header: Vec<&str> = lines[0].split_whitespace().collect();
         assert_eq!(
             header,

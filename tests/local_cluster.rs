@@ -4,17 +4,9 @@
 
 mod common;
 
-use common::{http_get, TestCluster};
+use common::{http_get, manifest, TestCluster};
 use serde_json::Value;
 use std::collections::BTreeSet;
-
-fn manifest(name: &str) -> String {
-    common::repo()
-        .join("manifests")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 fn running_pods(pods: &[Value]) -> Vec<&Value> {
     pods.iter()

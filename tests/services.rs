@@ -3,19 +3,11 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{manifest, TestCluster};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
 const REQUESTS: usize = 24;
-
-fn manifest(name: &str) -> String {
-    common::repo()
-        .join("manifests")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 fn docker_sock(cluster: &TestCluster, minion: usize) -> String {
     format!("unix:///run/kctl/{}/m{minion}/docker.sock", cluster.slot())

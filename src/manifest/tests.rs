@@ -149,18 +149,13 @@ fn expected_controller() -> Object {
                 containers: vec![Container {
                     name: "tomcat".into(),
                     image: "tutum/tomcat".into(),
-                    command: vec![],
-                    working_dir: None,
                     ports: vec![Port {
                         name: None,
                         container_port: 8080,
                         host_port: Some(80),
                         protocol: Protocol::Tcp,
                     }],
-                    env: vec![],
-                    cpu: None,
-                    memory: None,
-                    liveness_probe: None,
+                    ..Default::default()
                 }],
                 restart_policy: RestartPolicy::Always,
             },

@@ -145,24 +145,7 @@ pub async fn up(
     let mut changed = existing.is_none();
 
     let task = ui.task("cluster key and host network");
-    if !dir.identity().exists() {
-        let key = dir.identity().display().to_string();
-        let comment = format!("kctl-{name}");
-        host::run(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            &comment,
-            "-f",
-            &key,
-        ])
-        .await?;
-        changed = true;
-    }
+    changed |= host::ensure_ssh_key(&dir.identity(), &format!("kctl-{name}")).await?;
     let public = std::fs::read_to_string(dir.identity().with_extension("pub")).map_err(report)?;
     std::fs::write(dir.dir.join("authorized_keys"), public).map_err(report)?;
     changed |= local::ensure_host_network(&layout).await?;

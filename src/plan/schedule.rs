@@ -158,18 +158,13 @@ mod tests {
             containers: vec![Container {
                 name: "c".into(),
                 image: "img".into(),
-                command: vec![],
-                working_dir: None,
                 ports: vec![Port {
                     name: None,
                     container_port: 8080,
                     host_port,
                     protocol: Protocol::Tcp,
                 }],
-                env: vec![],
-                cpu: None,
-                memory: None,
-                liveness_probe: None,
+                ..Default::default()
             }],
             restart_policy: RestartPolicy::Always,
         }

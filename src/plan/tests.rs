@@ -23,18 +23,13 @@ fn spec(image: &str, host_port: Option<u16>) -> PodSpec {
         containers: vec![Container {
             name: "tomcat".into(),
             image: image.into(),
-            command: vec![],
-            working_dir: None,
             ports: vec![Port {
                 name: None,
                 container_port: 8080,
                 host_port,
                 protocol: Protocol::Tcp,
             }],
-            env: vec![],
-            cpu: None,
-            memory: None,
-            liveness_probe: None,
+            ..Default::default()
         }],
         restart_policy: RestartPolicy::Always,
     }

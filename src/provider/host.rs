@@ -41,6 +41,29 @@ pub async fn run(argv: &[&str]) -> Result<String, HostError> {
     }
 }
 
+/// Generates an ed25519 key pair at `path` unless one is there; true if it
+/// made one.
+pub async fn ensure_ssh_key(path: &Path, comment: &str) -> Result<bool, HostError> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let file = path.display().to_string();
+    run(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        comment,
+        "-f",
+        &file,
+    ])
+    .await?;
+    Ok(true)
+}
+
 /// Like `run`, for clean-up: failure is expected when the thing is gone.
 pub async fn run_quiet(argv: &[&str]) -> bool {
     run(argv).await.is_ok()

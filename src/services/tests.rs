@@ -11,8 +11,6 @@ fn spec(ports: &[(Option<&str>, u16)]) -> PodSpec {
         containers: vec![Container {
             name: "c".into(),
             image: "img".into(),
-            command: vec![],
-            working_dir: None,
             ports: ports
                 .iter()
                 .map(|(name, port)| Port {
@@ -22,10 +20,7 @@ fn spec(ports: &[(Option<&str>, u16)]) -> PodSpec {
                     protocol: Protocol::Tcp,
                 })
                 .collect(),
-            env: vec![],
-            cpu: None,
-            memory: None,
-            liveness_probe: None,
+            ..Default::default()
         }],
         restart_policy: RestartPolicy::Always,
     }

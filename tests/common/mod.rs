@@ -22,6 +22,11 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The path of an example manifest in `manifests/`.
+pub fn manifest(name: &str) -> String {
+    repo().join("manifests").join(name).display().to_string()
+}
+
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
