@@ -104,6 +104,25 @@ pub enum Command {
     /// Manage images on the minions.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Stop or start a minion of a local cluster (a power cut on demand).
+    #[command(subcommand)]
+    Minion(MinionCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MinionCommand {
+    /// Kill every process of the minion at once, with no clean shutdown.
+    #[command(after_help = "Example:\n  kctl minion stop minion-2")]
+    Stop {
+        /// The minion, as `kctl get minions` lists it.
+        name: String,
+    },
+    /// Boot a stopped minion again with its old identity, and converge it.
+    #[command(after_help = "Example:\n  kctl minion start minion-2")]
+    Start {
+        /// The minion, as `kctl get minions` lists it.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +210,12 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         }
         Command::Image(ImageCommand::Load { images, input }) => {
             ops::image::load(&ui, name, &images, input.as_deref()).await
+        }
+        Command::Minion(MinionCommand::Stop { name: minion }) => {
+            ops::minion::stop(&ui, name, &minion).await
+        }
+        Command::Minion(MinionCommand::Start { name: minion }) => {
+            ops::minion::start(&ui, name, &minion).await
         }
     }
 }

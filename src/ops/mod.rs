@@ -6,6 +6,7 @@ pub mod converge;
 pub mod down;
 pub mod get;
 pub mod image;
+pub mod minion;
 pub mod up;
 
 use crate::cluster::{ClusterConfig, ClusterDir};

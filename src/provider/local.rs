@@ -321,23 +321,7 @@ pub async fn ensure_minion(
         std::fs::create_dir_all(d).map_err(|e| host_error(d.display().to_string(), e))?;
     }
     let host_key = minion_dir.join("ssh_host_ed25519_key");
-    if !host_key.exists() {
-        let key = host_key.display().to_string();
-        host::run(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            &ns,
-            "-f",
-            &key,
-        ])
-        .await?;
-        changed = true;
-    }
+    changed |= host::ensure_ssh_key(&host_key, &ns).await?;
     changed |= ensure_sshd(dir, layout, index, &minion_dir, &run_dir).await?;
     changed |= ensure_dockerd(layout, index, &minion_dir, &run_dir).await?;
     Ok(changed)
