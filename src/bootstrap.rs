@@ -112,6 +112,154 @@ pub async fn bootstrap_minion<E: Exec>(
     Ok(())
 }
 
+/// What the node helper on a minion is started with.
+#[derive(Debug, Clone)]
+pub struct Helper<'a> {
+    /// The `kctl-node` binary on the workstation.
+    pub binary: &'a std::path::Path,
+    pub cluster: &'a str,
+    pub etcd_endpoints: &'a [String],
+    pub offline_images: bool,
+}
+
+/// Where the helper's files live on a minion.
+struct HelperPaths {
+    dir: String,
+    binary: String,
+    pid: String,
+    log: String,
+}
+
+impl HelperPaths {
+    fn of(minion: &MinionConfig) -> HelperPaths {
+        let dir = minion.helper_dir.trim_end_matches('/').to_string();
+        HelperPaths {
+            binary: format!("{dir}/kctl-node"),
+            pid: format!("{dir}/kctl-node.pid"),
+            log: format!("{dir}/kctl-node.log"),
+            dir,
+        }
+    }
+}
+
+/// The helper's command line after `start-stop-daemon … --`.
+pub fn helper_args(minion: &MinionConfig, helper: &Helper) -> Vec<String> {
+    let mut args = argv![
+        "run",
+        "--cluster",
+        helper.cluster,
+        "--minion",
+        minion.id.clone()
+    ];
+    for e in helper.etcd_endpoints {
+        args.push("--etcd".into());
+        args.push(e.clone());
+    }
+    if helper.offline_images {
+        args.push("--offline-images".into());
+    }
+    args
+}
+
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Installs the node helper on a minion and makes sure it runs, as a
+/// supervised daemon (`start-stop-daemon`, pid file, log). A helper whose
+/// binary differs from the workstation's is stopped, replaced and started
+/// again: re-running `up` after building a new kctl upgrades it in place.
+/// Returns true if anything changed.
+pub async fn install_helper<E: Exec>(
+    exec: &E,
+    minion: &MinionConfig,
+    helper: &Helper<'_>,
+) -> Result<bool, ExecError> {
+    let paths = HelperPaths::of(minion);
+    let local = sha256_file(helper.binary).map_err(|e| ExecError::Transport {
+        target: exec.target().to_string(),
+        message: format!("{}: {e}", helper.binary.display()),
+    })?;
+    let remote = exec
+        .run(&argv!["sha256sum", paths.binary.clone()], None)
+        .await?;
+    let remote = remote.stdout_text();
+    let mut changed = false;
+    if remote.split_whitespace().next() != Some(local.as_str()) {
+        exec.run(
+            &argv![
+                "start-stop-daemon",
+                "--stop",
+                "--quiet",
+                "--oknodo",
+                "--pidfile",
+                paths.pid.clone(),
+                "--retry",
+                "TERM/5/KILL/2",
+                "--remove-pidfile"
+            ],
+            None,
+        )
+        .await?;
+        let staged = format!("{}.new", paths.binary);
+        exec.run_ok(&argv!["mkdir", "-p", paths.dir.clone()])
+            .await?;
+        let upload = argv!["dd", format!("of={staged}"), "bs=1M", "status=none"];
+        let out = exec.run_with_file(&upload, helper.binary).await?;
+        if !out.success() {
+            return Err(ExecError::Failed {
+                target: exec.target().to_string(),
+                argv: upload,
+                code: out.code,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        exec.run_ok(&argv!["chmod", "0755", staged.clone()]).await?;
+        exec.run_ok(&argv!["mv", "-f", staged, paths.binary.clone()])
+            .await?;
+        changed = true;
+    }
+    let status = exec
+        .run(
+            &argv![
+                "start-stop-daemon",
+                "--status",
+                "--pidfile",
+                paths.pid.clone()
+            ],
+            None,
+        )
+        .await?;
+    if !status.success() {
+        let mut start = argv![
+            "start-stop-daemon",
+            "--start",
+            "--quiet",
+            "--background",
+            "--make-pidfile",
+            "--pidfile",
+            paths.pid.clone(),
+            "--output",
+            paths.log.clone(),
+            "--exec",
+            paths.binary.clone(),
+            "--"
+        ];
+        start.extend(helper_args(minion, helper));
+        exec.run_ok(&start).await?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +273,7 @@ mod tests {
                 ssh_port: 22,
                 ssh_user: "root".into(),
                 pod_cidr: format!("10.101.{i}.0/24"),
+                helper_dir: "/var/lib/kctl/".into(),
             })
             .collect()
     }
@@ -190,5 +339,73 @@ mod tests {
         let calls = present.calls();
         assert!(!calls.iter().any(|c| c[..2] == ["docker", "import"]));
         assert!(!calls.iter().any(|c| c.contains(&"--insert".to_string())));
+    }
+
+    #[tokio::test]
+    async fn helper_is_uploaded_and_started_only_when_needed() {
+        let all = minions();
+        let binary = std::env::current_exe().unwrap();
+        let helper = Helper {
+            binary: &binary,
+            cluster: "c1",
+            etcd_endpoints: &["http://10.101.0.1:2379".to_string()],
+            offline_images: true,
+        };
+        // Nothing there yet: sha256sum fails, status says not running.
+        let absent = Output {
+            code: Some(3),
+            stdout: vec![],
+            stderr: vec![],
+        };
+        let fresh = RecordingExec {
+            answers: [
+                ("sha256sum".to_string(), absent.clone()),
+                ("start-stop-daemon --status".to_string(), absent),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert!(install_helper(&fresh, &all[0], &helper).await.unwrap());
+        let calls = fresh.calls();
+        assert!(calls
+            .iter()
+            .any(|c| c[0] == "dd" && c[1] == "of=/var/lib/kctl/kctl-node.new"));
+        let start = calls
+            .iter()
+            .find(|c| c.contains(&"--start".to_string()))
+            .unwrap();
+        let dashdash = start.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            &start[dashdash + 1..],
+            [
+                "run",
+                "--cluster",
+                "c1",
+                "--minion",
+                "minion-1",
+                "--etcd",
+                "http://10.101.0.1:2379",
+                "--offline-images"
+            ]
+        );
+        // Same binary already running: nothing to do.
+        let digest = sha256_file(&binary).unwrap();
+        let current = RecordingExec {
+            answers: [(
+                "sha256sum".to_string(),
+                Output {
+                    code: Some(0),
+                    stdout: format!("{digest}  /var/lib/kctl/kctl-node\n").into_bytes(),
+                    stderr: vec![],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert!(!install_helper(&current, &all[0], &helper).await.unwrap());
+        assert!(!current
+            .calls()
+            .iter()
+            .any(|c| c[0] == "dd" || c.contains(&"--start".to_string())));
     }
 }

@@ -141,6 +141,13 @@ pub struct MinionConfig {
     pub ssh_port: u16,
     pub ssh_user: String,
     pub pod_cidr: String,
+    /// Where the node helper's binary, pid file and log live on the minion.
+    #[serde(default = "default_helper_dir")]
+    pub helper_dir: String,
+}
+
+fn default_helper_dir() -> String {
+    "/var/lib/kctl".into()
 }
 
 impl MinionConfig {

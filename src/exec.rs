@@ -64,6 +64,21 @@ pub trait Exec: Send + Sync {
         stdin: Option<&[u8]>,
     ) -> impl Future<Output = Result<Output, ExecError>> + Send;
 
+    /// Runs `argv` with a file as its standard input (an upload, an image).
+    fn run_with_file(
+        &self,
+        argv: &[String],
+        file: &std::path::Path,
+    ) -> impl Future<Output = Result<Output, ExecError>> + Send {
+        async move {
+            let data = std::fs::read(file).map_err(|e| ExecError::Transport {
+                target: self.target().to_string(),
+                message: format!("{}: {e}", file.display()),
+            })?;
+            self.run(argv, Some(&data)).await
+        }
+    }
+
     /// Runs `argv` and fails unless it exits 0; returns stdout as text.
     fn run_ok(&self, argv: &[String]) -> impl Future<Output = Result<String, ExecError>> + Send {
         async move {

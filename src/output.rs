@@ -14,6 +14,19 @@ use tabled::settings::Style;
 pub struct MinionView<'a> {
     pub record: &'a MinionRecord,
     pub ready: bool,
+    /// Unix time of the last heartbeat.
+    pub last_seen: Option<u64>,
+}
+
+fn seconds_ago(then: Option<u64>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    match then {
+        Some(t) => format!("{}s ago", now.saturating_sub(t)),
+        None => "never".into(),
+    }
 }
 
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -169,10 +182,14 @@ pub fn minions_table(minions: &[MinionView]) -> String {
                 m.record.host_ip.to_string(),
                 m.record.pod_cidr.clone(),
                 minion_status(m.ready).to_string(),
+                seconds_ago(m.last_seen),
             ]
         })
         .collect();
-    table(&["NAME", "ADDRESS", "POD RANGE", "STATUS"], rows)
+    table(
+        &["NAME", "ADDRESS", "POD RANGE", "STATUS", "LAST SEEN"],
+        rows,
+    )
 }
 
 fn minion_status(ready: bool) -> &'static str {
@@ -367,6 +384,7 @@ pub fn minion_json(m: &MinionView) -> Value {
         "hostIP": m.record.host_ip.to_string(),
         "podCIDR": m.record.pod_cidr,
         "status": minion_status(m.ready),
+        "lastSeen": m.last_seen,
     })
 }
 

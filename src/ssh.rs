@@ -79,30 +79,6 @@ impl SshExec {
             message: error_chain(&e),
         }
     }
-
-    /// Runs `argv` with a file as its standard input (for `docker load`).
-    pub async fn run_with_file(&self, argv: &[String], file: &Path) -> Result<Output, ExecError> {
-        let _permit = self
-            .sessions
-            .acquire()
-            .await
-            .map_err(|e| self.transport(e))?;
-        let file = std::fs::File::open(file).map_err(|e| self.transport(e))?;
-        let (program, args) = split(argv, &self.name)?;
-        let out = self
-            .session
-            .command(program.as_str())
-            .args(args)
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
-            .output()
-            .await
-            .map_err(|e| self.transport(e))?;
-        Ok(Output {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
-    }
 }
 
 fn split<'a>(argv: &'a [String], target: &str) -> Result<(&'a String, &'a [String]), ExecError> {
@@ -126,6 +102,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 impl Exec for SshExec {
     fn target(&self) -> &str {
         &self.name
+    }
+
+    /// Streams the file rather than reading it into memory.
+    async fn run_with_file(&self, argv: &[String], file: &Path) -> Result<Output, ExecError> {
+        let _permit = self
+            .sessions
+            .acquire()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let file = std::fs::File::open(file).map_err(|e| self.transport(e))?;
+        let (program, args) = split(argv, &self.name)?;
+        let out = self
+            .session
+            .command(program.as_str())
+            .args(args)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
+            .output()
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
     }
 
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {

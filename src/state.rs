@@ -125,6 +125,10 @@ pub struct ClusterState {
     pub endpoints: BTreeMap<String, Vec<Endpoint>>,
     /// Per minion, the digest of the service rules last written there.
     pub rule_digests: BTreeMap<String, String>,
+    /// Minions whose helper's heartbeat lease is alive: the Ready ones.
+    pub heartbeats: std::collections::BTreeSet<String>,
+    /// Per minion, unix time of the helper's last heartbeat.
+    pub last_seen: BTreeMap<String, u64>,
 }
 
 impl ClusterState {

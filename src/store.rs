@@ -9,6 +9,8 @@
 //! /kctl/<cluster>/controllers/<id>    ReplicationController
 //! /kctl/<cluster>/pods/<id>           PodRecord    (desired: spec + minion)
 //! /kctl/<cluster>/status/pods/<id>    PodStatus    (observed)
+//! /kctl/<cluster>/heartbeats/<minion> present while the minion's helper lives (on a lease)
+//! /kctl/<cluster>/seen/<minion>       unix time of the helper's last heartbeat
 //! /kctl/<cluster>/generation          bumped by every change of desired state
 //! ```
 //!
@@ -134,6 +136,14 @@ impl Store {
                     state
                         .endpoints
                         .insert(id.into(), decode::<Vec<Endpoint>>(&key, value)?);
+                }
+                Some(("heartbeats", minion)) => {
+                    state.heartbeats.insert(minion.into());
+                }
+                Some(("seen", minion)) => {
+                    state
+                        .last_seen
+                        .insert(minion.into(), decode::<u64>(&key, value)?);
                 }
                 Some(("rules", minion)) => {
                     state
@@ -269,6 +279,47 @@ impl Store {
             .put(self.key("minions", &minion.id), json(minion), None)
             .await?;
         Ok(())
+    }
+}
+
+/// How long a minion stays Ready after its helper's last heartbeat.
+pub const HEARTBEAT_TTL_SECONDS: i64 = 5;
+
+impl Store {
+    /// Keeps the minion's heartbeat key alive on a lease until an etcd
+    /// request fails; records the time of each beat under `seen/`.
+    pub async fn hold_heartbeat(&self, minion: &str) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        let lease = client.lease_grant(HEARTBEAT_TTL_SECONDS, None).await?.id();
+        client
+            .put(
+                self.key("heartbeats", minion),
+                "",
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+        loop {
+            keeper.keep_alive().await?;
+            match responses.message().await? {
+                // A TTL of 0 means the lease expired: start a new one.
+                Some(r) if r.ttl() > 0 => {}
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        key: self.key("heartbeats", minion),
+                        message: "lease expired".into(),
+                    })
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            client
+                .put(self.key("seen", minion), json(&now), None)
+                .await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 

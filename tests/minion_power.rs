@@ -41,8 +41,18 @@ fn stopped_minion_comes_back_with_its_pods() {
 
     let stopped = cluster.kctl(&["minion", "stop", "minion-2"]);
     assert!(stopped.ok(), "{stopped:?}");
-    assert_eq!(minion_status(&cluster, "minion-2"), "NotReady");
+    // The helper died with the minion: its heartbeat lease runs out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while minion_status(&cluster, "minion-2") != "NotReady" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "minion-2 never became NotReady"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     assert_eq!(minion_status(&cluster, "minion-1"), "Ready");
+    let table = cluster.kctl(&["get", "minions"]);
+    assert!(table.stdout.contains("LAST SEEN"), "{table:?}");
     // Nothing of minion-2 runs: no process in its namespace.
     let pids = std::process::Command::new("ip")
         .args(["netns", "pids", "kctl-it-power-minion-2"])

@@ -17,6 +17,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run as the minion's daemon: keep its heartbeat in etcd.
+    Run {
+        #[arg(long)]
+        cluster: String,
+        /// This minion's id as `kctl get minions` lists it.
+        #[arg(long)]
+        minion: String,
+        /// etcd client URL(s).
+        #[arg(long, required = true)]
+        etcd: Vec<String>,
+        /// Never pull images (no registry reachable).
+        #[arg(long)]
+        offline_images: bool,
+    },
     /// Make this minion's containers match etcd once, and record their status.
     Converge {
         #[arg(long)]
@@ -66,9 +80,34 @@ async fn converge_once(
     Ok(())
 }
 
+/// Holds the heartbeat for as long as the process lives, reconnecting to
+/// etcd whenever it is lost.
+async fn run(cluster: String, minion: String, etcd: Vec<String>) -> miette::Result<()> {
+    eprintln!(
+        "kctl-node {} for {minion} of cluster {cluster}",
+        env!("CARGO_PKG_VERSION")
+    );
+    loop {
+        let result = match Store::connect(&etcd, &cluster).await {
+            Ok(store) => store.hold_heartbeat(&minion).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            eprintln!("heartbeat: {e}; retrying");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Run {
+            cluster,
+            minion,
+            etcd,
+            offline_images: _,
+        } => run(cluster, minion, etcd).await,
         Command::Converge {
             cluster,
             minion,

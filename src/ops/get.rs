@@ -3,10 +3,8 @@
 use super::Cluster;
 use crate::model::{selector_matches, Labels};
 use crate::output::{self, MinionView};
-use crate::provider::host;
 use crate::ui::Ui;
 use miette::miette;
-use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
@@ -134,9 +132,9 @@ pub async fn get(
                 .filter(|m| keep(&m.id, &none))
                 .map(|m| MinionView {
                     record: m,
-                    // Until the node helper's heartbeat exists, a minion is
-                    // ready when its sshd answers.
-                    ready: host::tcp_open(SocketAddr::from((m.host_ip, m.ssh_port))),
+                    // Ready while its helper's heartbeat lease lives.
+                    ready: state.heartbeats.contains(&m.id),
+                    last_seen: state.last_seen.get(&m.id).copied(),
                 })
                 .collect();
             let items = views.iter().map(output::minion_json).collect();

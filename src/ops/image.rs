@@ -3,6 +3,7 @@
 
 use super::Cluster;
 use crate::argv;
+use crate::exec::Exec;
 use crate::provider::host;
 use crate::ui::Ui;
 use futures::future::join_all;

@@ -70,11 +70,22 @@ pub async fn start(ui: &Ui, name: &str, minion: &str) -> miette::Result<()> {
     let exec = SshExec::connect(&config.ssh_target(), &cluster.dir.auth())
         .await
         .map_err(super::report)?;
-    let booted = bootstrap::bootstrap_minion(&exec, &config, &cluster.config.minions).await;
+    let binary = super::helper_binary()?;
+    let helper = bootstrap::Helper {
+        binary: &binary,
+        cluster: name,
+        etcd_endpoints: &cluster.config.etcd_endpoints,
+        offline_images: cluster.config.offline_images,
+    };
+    let booted = match bootstrap::bootstrap_minion(&exec, &config, &cluster.config.minions).await {
+        Ok(()) => bootstrap::install_helper(&exec, &config, &helper).await,
+        Err(e) => Err(e),
+    };
     exec.close().await;
     booted.map_err(super::report)?;
-    task.done(format!("{minion} is up"));
-    let store = cluster.store().await?;
+    let mut store = cluster.store().await?;
+    super::wait_for_heartbeats(&mut store, &[minion], std::time::Duration::from_secs(20)).await?;
+    task.done(format!("{minion} is up and Ready"));
     let outcome =
         converge_minions(ui, &cluster, &store, &BTreeSet::from([minion.to_string()])).await?;
     let problems = outcome.problems();

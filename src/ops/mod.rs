@@ -63,6 +63,51 @@ impl Cluster {
     }
 }
 
+/// The `kctl-node` binary that `up` installs on minions: the one built
+/// beside this `kctl`.
+pub fn helper_binary() -> miette::Result<std::path::PathBuf> {
+    let me = std::env::current_exe().into_diagnostic()?;
+    let helper = me.with_file_name("kctl-node");
+    if helper.is_file() {
+        Ok(helper)
+    } else {
+        Err(miette!(
+            help = "build both binaries (`cargo build --bins`) or install them side by side",
+            "kctl-node not found at {}",
+            helper.display()
+        ))
+    }
+}
+
+/// Waits until every named minion's helper heartbeats.
+pub async fn wait_for_heartbeats(
+    store: &mut Store,
+    minions: &[&str],
+    timeout: std::time::Duration,
+) -> miette::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let state = store.snapshot().await?.state;
+        let missing: Vec<&str> = minions
+            .iter()
+            .copied()
+            .filter(|m| !state.heartbeats.contains(*m))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(miette!(
+                help = "the helper's log is kctl-node.log in the minion's helper directory",
+                "no heartbeat from {} after {}s",
+                missing.join(", "),
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// Turns any displayable error into a report.
 pub fn report(e: impl std::fmt::Display) -> miette::Report {
     miette!("{e}")

@@ -174,20 +174,31 @@ pub async fn up(
 
     let task = ui.task("bootstrap over SSH");
     let auth = dir.auth();
+    let binary = super::helper_binary()?;
+    let helper = bootstrap::Helper {
+        binary: &binary,
+        cluster: name,
+        etcd_endpoints: &config.etcd_endpoints,
+        offline_images: config.offline_images,
+    };
     let boots = config.minions.iter().map(|m| {
         let auth = auth.clone();
         let all = &config.minions;
+        let helper = &helper;
         async move {
             let exec = SshExec::connect(&m.ssh_target(), &auth).await?;
-            let result = bootstrap::bootstrap_minion(&exec, m, all).await;
+            let result = match bootstrap::bootstrap_minion(&exec, m, all).await {
+                Ok(()) => bootstrap::install_helper(&exec, m, helper).await,
+                Err(e) => Err(e),
+            };
             exec.close().await;
             result
         }
     });
     for result in join_all(boots).await {
-        result.map_err(report)?;
+        changed |= result.map_err(report)?;
     }
-    task.done("minions bootstrapped (routes, forwarding rules, pause image)");
+    task.done("minions bootstrapped (routes, forwarding rules, pause image, kctl-node)");
 
     let mut store =
         Store::connect_waiting(&config.etcd_endpoints, name, Duration::from_secs(20)).await?;
@@ -205,6 +216,11 @@ pub async fn up(
             changed = true;
         }
     }
+
+    let task = ui.task("waiting for every minion's heartbeat");
+    let ids: Vec<&str> = config.minions.iter().map(|m| m.id.as_str()).collect();
+    super::wait_for_heartbeats(&mut store, &ids, Duration::from_secs(20)).await?;
+    task.done(format!("{count} minions Ready"));
 
     if changed && existing.is_some() {
         ui.out(format!(

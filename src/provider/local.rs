@@ -52,6 +52,16 @@ impl Layout {
     pub fn veth(&self, index: usize) -> String {
         format!("kctl{}m{index}", self.slot)
     }
+    /// The minion's MAC address, fixed like its IP: a minion made again
+    /// (repaired, or booted after a power cut) keeps it, so no neighbour
+    /// cache on the host or the other minions points at a vanished link.
+    pub fn mac(&self, index: usize) -> String {
+        let ip = self.node_ip(index).octets();
+        format!(
+            "02:6b:{:02x}:{:02x}:{:02x}:{:02x}",
+            ip[0], ip[1], ip[2], ip[3]
+        )
+    }
     pub fn netns(&self, index: usize) -> String {
         format!("kctl-{}-minion-{index}", self.cluster)
     }
@@ -89,6 +99,8 @@ impl Layout {
             ssh_port: 22,
             ssh_user: "root".into(),
             pod_cidr: self.pod_cidr(index),
+            // Minions here share this machine's disk: each gets its own.
+            helper_dir: self.runtime_dir(index).join("helper").display().to_string(),
         }
     }
     pub fn index_of(minion: &str) -> Option<usize> {
@@ -260,7 +272,19 @@ pub async fn ensure_minion(
         })
         .await;
         host::run(&[
-            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            "ip",
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            &layout.mac(index),
+            "netns",
+            &ns,
         ])
         .await?;
         host::run(&["ip", "link", "set", &veth, "master", &layout.bridge(), "up"]).await?;
@@ -625,6 +649,7 @@ mod tests {
         assert_eq!(l.pod_cidr(2), "10.107.2.0/24");
         assert_eq!(l.pod_gateway(2), "10.107.2.1/24");
         assert_eq!(l.netns(3), "kctl-demo-minion-3");
+        assert_eq!(l.mac(2), "02:6b:0a:6b:00:0c");
         assert_eq!(Layout::index_of("minion-12"), Some(12));
         assert_eq!(Layout::index_of("node-1"), None);
         // Interface names must fit Linux's 15 characters at the extremes.
