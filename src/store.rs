@@ -45,6 +45,8 @@ pub enum StoreError {
     Conflict,
     #[error("bad value at {key}: {message}")]
     Corrupt { key: String, message: String },
+    #[error("the heartbeat lease of {minion} expired")]
+    LeaseLost { minion: String },
 }
 
 #[derive(Clone)]
@@ -305,9 +307,8 @@ impl Store {
                 // A TTL of 0 means the lease expired: start a new one.
                 Some(r) if r.ttl() > 0 => {}
                 _ => {
-                    return Err(StoreError::Corrupt {
-                        key: self.key("heartbeats", minion),
-                        message: "lease expired".into(),
+                    return Err(StoreError::LeaseLost {
+                        minion: minion.to_string(),
                     })
                 }
             }
