@@ -1,7 +1,7 @@
 //! The minion-side helper. It runs the same converge routine as `kctl
 //! apply`, with the local transport instead of SSH.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kctl::converge::RunContext;
 use kctl::exec::LocalExec;
 use kctl::ops::converge::{converge_locked, sync_rules_locked};
@@ -15,44 +15,38 @@ struct Cli {
     command: Command,
 }
 
+/// Which minion of which cluster this helper serves.
+#[derive(Args)]
+struct Node {
+    #[arg(long)]
+    cluster: String,
+    /// This minion's id as `kctl get minions` lists it.
+    #[arg(long)]
+    minion: String,
+    /// etcd client URL(s).
+    #[arg(long, required = true)]
+    etcd: Vec<String>,
+    /// Never pull images (no registry reachable).
+    #[arg(long)]
+    offline_images: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run as the minion's daemon: keep its heartbeat in etcd.
-    Run {
-        #[arg(long)]
-        cluster: String,
-        /// This minion's id as `kctl get minions` lists it.
-        #[arg(long)]
-        minion: String,
-        /// etcd client URL(s).
-        #[arg(long, required = true)]
-        etcd: Vec<String>,
-        /// Never pull images (no registry reachable).
-        #[arg(long)]
-        offline_images: bool,
-    },
-    /// Make this minion's containers match etcd once, and record their status.
-    Converge {
-        #[arg(long)]
-        cluster: String,
-        /// This minion's id as `kctl get minions` lists it.
-        #[arg(long)]
-        minion: String,
-        /// etcd client URL(s).
-        #[arg(long, required = true)]
-        etcd: Vec<String>,
-        /// Never pull images (no registry reachable).
-        #[arg(long)]
-        offline_images: bool,
-    },
+    Run(Node),
+    /// Make this minion's containers and service rules match etcd once, and
+    /// record their status.
+    Converge(Node),
 }
 
-async fn converge_once(
-    cluster: String,
-    minion: String,
-    etcd: Vec<String>,
-    offline_images: bool,
-) -> miette::Result<()> {
+async fn converge_once(node: Node) -> miette::Result<()> {
+    let Node {
+        cluster,
+        minion,
+        etcd,
+        offline_images,
+    } = node;
     let store = Store::connect(&etcd, &cluster).await?;
     let exec = LocalExec {
         name: minion.clone(),
@@ -82,7 +76,13 @@ async fn converge_once(
 
 /// Holds the heartbeat for as long as the process lives, reconnecting to
 /// etcd whenever it is lost.
-async fn run(cluster: String, minion: String, etcd: Vec<String>) -> miette::Result<()> {
+async fn run(node: Node) -> miette::Result<()> {
+    let Node {
+        cluster,
+        minion,
+        etcd,
+        ..
+    } = node;
     eprintln!(
         "kctl-node {} for {minion} of cluster {cluster}",
         env!("CARGO_PKG_VERSION")
@@ -102,18 +102,8 @@ async fn run(cluster: String, minion: String, etcd: Vec<String>) -> miette::Resu
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Run {
-            cluster,
-            minion,
-            etcd,
-            offline_images: _,
-        } => run(cluster, minion, etcd).await,
-        Command::Converge {
-            cluster,
-            minion,
-            etcd,
-            offline_images,
-        } => converge_once(cluster, minion, etcd, offline_images).await,
+        Command::Run(node) => run(node).await,
+        Command::Converge(node) => converge_once(node).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
