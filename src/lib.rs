@@ -13,6 +13,7 @@ pub mod exec;
 pub mod image;
 pub mod manifest;
 pub mod model;
+pub mod node;
 pub mod ops;
 pub mod output;
 pub mod plan;

@@ -288,9 +288,10 @@ impl Store {
 pub const HEARTBEAT_TTL_SECONDS: i64 = 5;
 
 impl Store {
-    /// Keeps the minion's heartbeat key alive on a lease until an etcd
-    /// request fails; records the time of each beat under `seen/`.
-    pub async fn hold_heartbeat(&self, minion: &str) -> Result<(), StoreError> {
+    /// Puts the minion's heartbeat key on a fresh lease and keeps that lease
+    /// alive in a background task, recording the time of each beat under
+    /// `seen/`. The task ends (with the error) when the lease is lost.
+    pub async fn start_heartbeat(&self, minion: &str) -> Result<Heartbeat, StoreError> {
         let mut client = self.client.clone();
         let lease = client.lease_grant(HEARTBEAT_TTL_SECONDS, None).await?.id();
         client
@@ -301,27 +302,55 @@ impl Store {
             )
             .await?;
         let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
-        loop {
-            keeper.keep_alive().await?;
-            match responses.message().await? {
-                // A TTL of 0 means the lease expired: start a new one.
-                Some(r) if r.ttl() > 0 => {}
-                _ => {
-                    return Err(StoreError::LeaseLost {
-                        minion: minion.to_string(),
-                    })
+        let seen_key = self.key("seen", minion);
+        let minion = minion.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                keeper.keep_alive().await?;
+                match responses.message().await? {
+                    // A TTL of 0 means the lease expired.
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => return Err(StoreError::LeaseLost { minion }),
                 }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                client.put(seen_key.as_str(), json(&now), None).await?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
-            client
-                .put(self.key("seen", minion), json(&now), None)
-                .await?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        });
+        Ok(Heartbeat { lease, task })
     }
+
+    /// Becomes the cluster's leader if nobody is, by putting the leader key
+    /// on `lease` (the caller's heartbeat lease: a dead leader's key goes
+    /// with it). True if `minion` is the leader now.
+    pub async fn try_lead(&mut self, minion: &str, lease: i64) -> Result<bool, StoreError> {
+        let key = self.key("leader", "");
+        let key = key.trim_end_matches('/').to_string();
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                minion,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )]);
+        if self.client.txn(txn).await?.succeeded() {
+            return Ok(true);
+        }
+        let resp = self.client.get(key.as_str(), None).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.value() == minion.as_bytes()))
+    }
+}
+
+/// A minion's heartbeat: its lease, and the task that keeps it alive.
+pub struct Heartbeat {
+    pub lease: i64,
+    pub task: tokio::task::JoinHandle<Result<(), StoreError>>,
 }
 
 /// How long a minion lock outlives a kctl that died holding it.

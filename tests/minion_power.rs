@@ -63,16 +63,54 @@ fn stopped_minion_comes_back_with_its_pods() {
         "processes survived the power cut"
     );
 
+    // The leader (minion-1's helper) moves the lost replica to minion-1:
+    // a new pod, running and answering; the count holds at 2.
+    let moved_at = std::time::Instant::now();
+    let deadline = moved_at + std::time::Duration::from_secs(30);
+    let replacement = loop {
+        let pods = cluster.pods();
+        let running: Vec<&Value> = pods
+            .iter()
+            .filter(|p| {
+                p["currentState"]["status"] == "Running" && p["currentState"]["host"] == "minion-1"
+            })
+            .collect();
+        if pods.len() == 2 && running.len() == 2 {
+            break running
+                .into_iter()
+                .find(|p| p["id"] != victim.as_str())
+                .cloned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica never moved: {pods:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    eprintln!(
+        "replica moved and running {:.1}s after the minion turned NotReady",
+        moved_at.elapsed().as_secs_f64()
+    );
+    let replacement = replacement.expect("a pod other than the lost one");
+    assert_ne!(replacement["id"], victim.as_str());
+    let ip = replacement["currentState"]["podIP"].as_str().unwrap();
+    assert!(http_get(&format!("{ip}:8080"), "/hostname").is_some());
+
+    // Booted again, minion-2 removes the stale containers of its old pod:
+    // the replica never runs twice.
     let started = cluster.kctl(&["minion", "start", "minion-2"]);
     assert!(started.ok(), "{started:?}");
     assert_eq!(minion_status(&cluster, "minion-2"), "Ready");
     let pods = cluster.pods();
-    let back = pod_on(&pods, "minion-2");
-    assert_eq!(back["id"], victim.as_str(), "the same pod, not a new one");
-    assert_eq!(back["currentState"]["status"], "Running");
-    let ip = back["currentState"]["podIP"].as_str().unwrap();
-    let page = http_get(&format!("{ip}:8080"), "/hostname").expect("pod answers after boot");
-    assert_eq!(page.trim(), victim);
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    assert!(pods.iter().all(|p| p["id"] != victim.as_str()));
+    let sock = format!("unix:///run/kctl/{}/m2/docker.sock", cluster.slot());
+    let label = format!("label=io.kctl.pod={victim}");
+    let stale = cluster.in_minion(2, &["docker", "-H", &sock, "ps", "-aq", "--filter", &label]);
+    assert!(
+        stale.ok() && stale.stdout.trim().is_empty(),
+        "stale containers: {stale:?}"
+    );
 
     let unknown = cluster.kctl(&["minion", "stop", "minion-9"]);
     assert_eq!(unknown.code, Some(1));

@@ -145,21 +145,49 @@ fn portal_spreads_over_pods_and_follows_them() {
         );
     }
 
-    // Delete one pod: connections only reach the other.
+    // Delete one pod: its address leaves the endpoints, and the controller
+    // (the node helpers' leader) replaces it with a new pod that joins them.
     let (_, gone) = &pods[1];
     let deleted = cluster.kctl(&["delete", "pod", gone]);
     assert!(deleted.ok(), "{deleted:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let eps = endpoints(&cluster, "tomcat");
+        let pods: BTreeSet<String> = pods_by_minion(&cluster)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        if eps.len() == 2 && !pods.contains(gone) && pods.len() == 2 {
+            let answers = answers_from_minion(&cluster, 1, &url);
+            assert!(!answers.contains(gone), "the deleted pod still answers");
+            assert_eq!(answers, pods, "both current pods answer");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "endpoints never followed: {eps:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
+    // Scale the controller down and up: the endpoints follow.
+    let one = std::fs::read_to_string(&rc)
+        .unwrap()
+        .replace("\"replicas\": 2", "\"replicas\": 1");
+    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &one).ok());
     assert_eq!(endpoints(&cluster, "tomcat").len(), 1);
-    let left: BTreeSet<String> = [pods[0].1.clone()].into();
+    let left: BTreeSet<String> = pods_by_minion(&cluster)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(left.len(), 1);
     for minion in 1..=2 {
         assert_eq!(
             answers_from_minion(&cluster, minion, &url),
             left,
-            "after delete, from minion-{minion}"
+            "scaled to 1, from minion-{minion}"
         );
     }
-
-    // Re-applying the controller restores two replicas; the endpoints follow.
     let restored = cluster.kctl(&["apply", "-f", &rc]);
     assert!(restored.ok(), "{restored:?}");
     assert_eq!(endpoints(&cluster, "tomcat").len(), 2);

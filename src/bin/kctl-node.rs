@@ -7,6 +7,7 @@ use kctl::exec::LocalExec;
 use kctl::ops::converge::{converge_locked, sync_rules_locked};
 use kctl::store::Store;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "kctl-node", version, about = "kctl's helper on a minion")]
@@ -33,7 +34,8 @@ struct Node {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run as the minion's daemon: keep its heartbeat in etcd.
+    /// Run as the minion's daemon: heartbeat, converge, sync service rules,
+    /// and, as the leader, move pods off dead minions.
     Run(Node),
     /// Make this minion's containers and service rules match etcd once, and
     /// record their status.
@@ -56,7 +58,7 @@ async fn converge_once(node: Node) -> miette::Result<()> {
         offline_images,
         service_env: vec![],
     };
-    let report = converge_locked(&exec, &ctx, store.clone(), &minion)
+    let report = converge_locked(&exec, &ctx, store.clone(), &minion, Duration::from_secs(30))
         .await
         .map_err(|e| miette::miette!("{e}"))?;
     let rules = sync_rules_locked(&exec, store, &minion)
@@ -74,35 +76,19 @@ async fn converge_once(node: Node) -> miette::Result<()> {
     Ok(())
 }
 
-/// Holds the heartbeat for as long as the process lives, reconnecting to
-/// etcd whenever it is lost.
-async fn run(node: Node) -> miette::Result<()> {
-    let Node {
-        cluster,
-        minion,
-        etcd,
-        ..
-    } = node;
-    eprintln!(
-        "kctl-node {} for {minion} of cluster {cluster}",
-        env!("CARGO_PKG_VERSION")
-    );
-    loop {
-        let result = match Store::connect(&etcd, &cluster).await {
-            Ok(store) => store.hold_heartbeat(&minion).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            eprintln!("heartbeat: {e}; retrying");
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Run(node) => run(node).await,
+        Command::Run(node) => {
+            kctl::node::run(kctl::node::NodeConfig {
+                cluster: node.cluster,
+                minion: node.minion,
+                etcd: node.etcd,
+                offline_images: node.offline_images,
+            })
+            .await;
+            Ok(())
+        }
         Command::Converge(node) => converge_once(node).await,
     };
     match result {

@@ -9,8 +9,8 @@ use crate::converge::{self, MinionReport, RunContext};
 use crate::exec::Exec;
 use crate::services::{self, rules};
 use crate::ssh::SshExec;
-use crate::state::PodPhase;
-use crate::store::Store;
+use crate::state::{ClusterState, Endpoint, PodPhase};
+use crate::store::{Store, StoreError};
 use crate::ui::Ui;
 use futures::future::join_all;
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,6 +104,7 @@ pub async fn converge_locked<E: Exec>(
     ctx: &RunContext,
     mut store: Store,
     minion: &str,
+    wait: Duration,
 ) -> Result<MinionReport, String> {
     let lock = store.lock_minion(minion).await.map_err(|e| e.to_string())?;
     let result = async {
@@ -113,10 +114,15 @@ pub async fn converge_locked<E: Exec>(
             service_env: services::service_env(state.services.values()),
             ..ctx.clone()
         };
-        let report = converge::converge_minion(exec, &ctx, &desired, START_TIMEOUT)
+        let report = converge::converge_minion(exec, &ctx, &desired, wait)
             .await
             .map_err(|e| e.to_string())?;
-        for (pod, status) in &report.statuses {
+        // Only what changed: an idle minion writes nothing.
+        let changed = report
+            .statuses
+            .iter()
+            .filter(|(pod, status)| state.statuses.get(*pod) != Some(*status));
+        for (pod, status) in changed {
             store
                 .put_status(pod, status)
                 .await
@@ -127,6 +133,21 @@ pub async fn converge_locked<E: Exec>(
     .await;
     lock.release().await;
     result
+}
+
+/// Recomputes every service's endpoints from a fresh snapshot and records
+/// those that changed; returns the snapshot's state and the endpoints.
+pub async fn update_endpoints(
+    store: &mut Store,
+) -> Result<(ClusterState, BTreeMap<String, Vec<Endpoint>>), StoreError> {
+    let state = store.snapshot().await?.state;
+    let endpoints = services::endpoints(&state);
+    for (service, eps) in &endpoints {
+        if state.endpoints.get(service) != Some(eps) {
+            store.put_endpoints(service, eps).await?;
+        }
+    }
+    Ok((state, endpoints))
 }
 
 /// Brings a minion's service rules up to date under its lock; true if they
@@ -181,7 +202,10 @@ pub async fn converge_minions(
             .filter(|(id, _)| minions.contains(*id))
             .map(|(id, exec)| {
                 let (ctx, store) = (ctx.clone(), store.clone());
-                async move { (id.clone(), converge_locked(exec, &ctx, store, id).await) }
+                async move {
+                    let report = converge_locked(exec, &ctx, store, id, START_TIMEOUT).await;
+                    (id.clone(), report)
+                }
             });
         for (id, result) in join_all(work).await {
             match result {
@@ -212,13 +236,7 @@ async fn sync_services(
     outcome: &mut ConvergeOutcome,
 ) -> miette::Result<()> {
     let mut store = store.clone();
-    let state = store.snapshot().await?.state;
-    let endpoints = services::endpoints(&state);
-    for (service, eps) in &endpoints {
-        if state.endpoints.get(service) != Some(eps) {
-            store.put_endpoints(service, eps).await?;
-        }
-    }
+    let (state, endpoints) = update_endpoints(&mut store).await?;
     let digest = rules::digest(&rules::portals(&state, &endpoints));
     let stale: BTreeSet<String> = state
         .minions

@@ -193,6 +193,8 @@ struct Planner<'a> {
     plan: Plan,
     scheduler: Scheduler,
     taken_ids: BTreeSet<String>,
+    /// Pods this plan deletes: no longer counted as a controller's.
+    deleted: BTreeSet<String>,
     unschedulable: Vec<Unschedulable>,
 }
 
@@ -203,7 +205,8 @@ impl<'a> Planner<'a> {
             .keys()
             .map(|id| Candidate {
                 id: id.clone(),
-                ready: true,
+                // Ready while its node helper's heartbeat lease lives.
+                ready: state.heartbeats.contains(id),
             })
             .collect();
         let bound = state
@@ -223,6 +226,7 @@ impl<'a> Planner<'a> {
             plan: Plan::default(),
             scheduler: Scheduler::new(candidates, bound),
             taken_ids: state.pods.keys().cloned().collect(),
+            deleted: BTreeSet::new(),
             unschedulable: Vec::new(),
         }
     }
@@ -234,6 +238,7 @@ impl<'a> Planner<'a> {
 
     fn delete_pod(&mut self, record: &PodRecord) -> Change {
         self.unbind(&record.pod.id);
+        self.deleted.insert(record.pod.id.clone());
         self.plan.ops.push(Op::DeletePod(record.pod.id.clone()));
         Change {
             kind: Kind::Pod,
@@ -329,7 +334,12 @@ impl<'a> Planner<'a> {
 
     fn controller(&mut self, rc: &ReplicationController, namer: &mut dyn PodNamer) {
         let old = self.state.controllers.get(&rc.id);
-        let owned: Vec<PodRecord> = self.state.pods_owned_by(&rc.id).cloned().collect();
+        let owned: Vec<PodRecord> = self
+            .state
+            .pods_owned_by(&rc.id)
+            .filter(|p| !self.deleted.contains(&p.pod.id))
+            .cloned()
+            .collect();
         let template_changed = old.is_some_and(|o| o.template != rc.template);
         let mut pods = Vec::new();
         let mut detail = Vec::new();
@@ -470,6 +480,50 @@ pub fn plan_apply(
         }
     }
     planner.finish()
+}
+
+/// What the cluster's leader must do to keep every controller's promise
+/// while nobody is applying anything: pods of a controller on a minion that
+/// is not ready are replaced on ready minions (same scheduler as `apply`),
+/// and pods that vanished for any other reason are made again.
+/// Unlike `apply`, it does what it can: pods that fit nowhere are returned
+/// beside the plan rather than failing it.
+pub fn plan_reconcile(
+    state: &ClusterState,
+    namer: &mut dyn PodNamer,
+) -> (Plan, Vec<Unschedulable>) {
+    // Deleting and creating pods allocates no portal: any range will do.
+    let mut planner = Planner::new(state, Ipv4Net::default());
+    for rc in state.controllers.values() {
+        let lost: Vec<PodRecord> = state
+            .pods_owned_by(&rc.id)
+            .filter(|p| !state.heartbeats.contains(&p.host))
+            .cloned()
+            .collect();
+        let mut moved: Vec<Change> = lost.iter().map(|p| planner.delete_pod(p)).collect();
+        let before = planner.plan.changes.len();
+        planner.controller(rc, namer);
+        if moved.is_empty() {
+            continue;
+        }
+        let detail = format!("replaces {} pods of minions that are not ready", lost.len());
+        match planner.plan.changes.get_mut(before) {
+            Some(change) => {
+                moved.append(&mut change.pods);
+                change.pods = moved;
+                change.detail = detail;
+            }
+            // Nothing could be started in their place: still report the loss.
+            None => planner.plan.changes.push(Change {
+                kind: Kind::ReplicationController,
+                id: rc.id.clone(),
+                action: Action::Update,
+                detail,
+                pods: moved,
+            }),
+        }
+    }
+    (planner.plan, planner.unschedulable)
 }
 
 /// What `kctl delete` must do to remove the named objects. Deleting a

@@ -63,6 +63,7 @@ fn cluster(minions: usize) -> ClusterState {
                 ssh_user: "root".into(),
             },
         );
+        state.heartbeats.insert(format!("minion-{i}"));
     }
     state
 }
@@ -368,4 +369,121 @@ fn portal_exhaustion_is_a_clear_error() {
     );
     assert!(err.to_string().contains("10.0.0.0/30"));
     assert!(err.help().unwrap().contains("--portal-net"));
+}
+
+#[test]
+fn not_ready_minion_gets_no_new_pods() {
+    let mut state = cluster(2);
+    state.heartbeats.remove("minion-1");
+    let p = plan_apply_in(
+        &[Object::ReplicationController(tomcat_rc(1))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    assert_eq!(hosts(&state), ["minion-2"]);
+    let err = plan_apply_in(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut CountingNamer(9),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("minion-1: minion is not ready"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reconcile_moves_controller_pods_off_dead_minions() {
+    let mut state = cluster(3);
+    let p = plan_apply_in(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    // A healthy cluster needs nothing.
+    assert!(plan_reconcile(&state, &mut CountingNamer(50)).0.is_empty());
+    let dead = state.pods.values().next().unwrap().clone();
+    state.heartbeats.remove(&dead.host);
+    let (r, unfit) = plan_reconcile(&state, &mut CountingNamer(50));
+    assert!(unfit.is_empty());
+    assert_eq!(r.counts(), (1, 1, 1), "{}", r.render());
+    assert!(
+        r.render()
+            .contains("replaces 1 pods of minions that are not ready"),
+        "{}",
+        r.render()
+    );
+    commit(&mut state, &r);
+    assert_eq!(state.pods.len(), 2);
+    assert!(
+        state.pods.values().all(|p| p.host != dead.host),
+        "{:?}",
+        hosts(&state)
+    );
+    // hostPort 80: the replacement went to the one minion without a replica.
+    let mut h = hosts(&state);
+    h.dedup();
+    assert_eq!(h.len(), 2);
+}
+
+#[test]
+fn reconcile_restores_vanished_pods_and_leaves_bare_pods() {
+    let mut state = cluster(3);
+    let bare = Pod {
+        id: "bare".into(),
+        labels: Labels::new(),
+        spec: spec("img", None),
+    };
+    let p = plan_apply_in(
+        &[
+            Object::ReplicationController(tomcat_rc(2)),
+            Object::Pod(bare),
+        ],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    let bare_host = state.pods["bare"].host.clone();
+    assert_eq!(bare_host, "minion-3", "the least loaded minion");
+    state.heartbeats.remove(&bare_host);
+    let gone = state
+        .pods_owned_by("tomcatController")
+        .next()
+        .unwrap()
+        .pod
+        .id
+        .clone();
+    state.pods.remove(&gone);
+    let (r, unfit) = plan_reconcile(&state, &mut CountingNamer(70));
+    assert!(unfit.is_empty());
+    assert_eq!(r.counts(), (1, 1, 0), "{}", r.render());
+    commit(&mut state, &r);
+    assert_eq!(state.pods_owned_by("tomcatController").count(), 2);
+    assert_eq!(
+        state.pods["bare"].host, bare_host,
+        "a bare pod is not moved"
+    );
+}
+
+#[test]
+fn reconcile_reports_what_fits_nowhere() {
+    let mut state = cluster(2);
+    let p = plan_apply_in(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    state.heartbeats.remove("minion-1");
+    let (r, unfit) = plan_reconcile(&state, &mut CountingNamer(80));
+    // The lost pod is deleted; its replacement has nowhere to go (hostPort).
+    assert_eq!(r.counts().2, 1);
+    assert_eq!(unfit.len(), 1);
 }

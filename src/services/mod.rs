@@ -47,6 +47,9 @@ pub fn endpoints(state: &ClusterState) -> BTreeMap<String, Vec<Endpoint>> {
             let mut eps: Vec<Endpoint> = state
                 .pods_matching(&svc.selector)
                 .filter(|p| state.pod_is_current(p))
+                // A pod on a minion that stopped heartbeating is not served,
+                // whatever its last status said.
+                .filter(|p| state.heartbeats.contains(&p.host))
                 .filter_map(|p| {
                     let ip = state.statuses.get(&p.pod.id)?.pod_ip?;
                     let port = target_port(svc, &p.pod.spec)?;

@@ -89,6 +89,7 @@ fn portals_are_allocated_lowest_first_and_exhaust() {
 #[test]
 fn endpoints_are_running_matching_pods() {
     let mut state = ClusterState::default();
+    state.heartbeats.insert("minion-1".into());
     state.services.insert("web".into(), service("web", None));
     add_pod(&mut state, "a", "web", "10.101.1.2", PodPhase::Running);
     add_pod(&mut state, "b", "web", "10.101.2.2", PodPhase::Running);
