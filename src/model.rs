@@ -162,7 +162,7 @@ pub struct Container {
 }
 
 /// What v1beta1 calls the pod's `manifest`: the containers and how to run them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
     pub containers: Vec<Container>,

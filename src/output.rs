@@ -312,11 +312,12 @@ pub fn pod_json(state: &ClusterState, p: &PodRecord) -> Value {
                 } else {
                     json!({"termination": {"exitCode": c.exit_code}})
                 };
-                (
-                    c.name.clone(),
-                    json!({"state": state, "restartCount": c.restart_count,
-                           "containerID": format!("docker://{}", c.container_id)}),
-                )
+                let mut info = json!({"state": state, "restartCount": c.restart_count,
+                           "containerID": format!("docker://{}", c.container_id)});
+                if let Some(healthy) = c.healthy {
+                    info["healthy"] = json!(healthy);
+                }
+                (c.name.clone(), info)
             })
             .collect();
         current.insert("info".into(), Value::Object(info));

@@ -96,6 +96,9 @@ pub struct ContainerStatus {
     pub restart_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
+    /// The last liveness probe's verdict; none before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 /// What was last observed of a pod on its minion.
@@ -150,6 +153,13 @@ impl ClusterState {
         self.pods
             .values()
             .filter(move |p| crate::model::selector_matches(selector, &p.pod.labels))
+    }
+
+    /// True when a liveness probe of one of the pod's containers failed last.
+    pub fn pod_is_unhealthy(&self, pod: &PodRecord) -> bool {
+        self.statuses
+            .get(&pod.pod.id)
+            .is_some_and(|s| s.containers.iter().any(|c| c.healthy == Some(false)))
     }
 
     /// True when the pod's last observation is of its current spec and all

@@ -58,9 +58,17 @@ async fn converge_once(node: Node) -> miette::Result<()> {
         offline_images,
         service_env: vec![],
     };
-    let report = converge_locked(&exec, &ctx, store.clone(), &minion, Duration::from_secs(30))
-        .await
-        .map_err(|e| miette::miette!("{e}"))?;
+    let mut supervisor = kctl::converge::Supervisor::default();
+    let report = converge_locked(
+        &exec,
+        &ctx,
+        store.clone(),
+        &minion,
+        Duration::from_secs(30),
+        &mut supervisor,
+    )
+    .await
+    .map_err(|e| miette::miette!("{e}"))?;
     let rules = sync_rules_locked(&exec, store, &minion)
         .await
         .map_err(|e| miette::miette!("{e}"))?;

@@ -9,6 +9,7 @@
 //! pod, container and spec hash, so the minion itself says what runs there.
 
 pub mod docker;
+pub mod supervisor;
 
 use crate::argv;
 use crate::exec::{Exec, ExecError};
@@ -17,6 +18,7 @@ use crate::state::{ContainerStatus, PodPhase, PodRecord, PodStatus};
 use docker::Observed;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+pub use supervisor::Supervisor;
 
 pub use docker::INFRA_CONTAINER;
 
@@ -37,6 +39,18 @@ pub enum Step {
     Remove { ids: Vec<String>, why: String },
     /// Start a pod's containers from scratch.
     Start(PodRecord),
+    /// Start an exited container again, as its pod's restart policy says.
+    Restart { id: String, pod: String },
+}
+
+/// Whether an exited container is to run again.
+fn restart_wanted(policy: crate::model::RestartPolicy, exit_code: i64) -> bool {
+    use crate::model::RestartPolicy::*;
+    match policy {
+        Always => true,
+        OnFailure => exit_code != 0,
+        Never => false,
+    }
 }
 
 /// What must change so that `observed` becomes `desired`. Pure.
@@ -75,6 +89,17 @@ pub fn steps(desired: &[PodRecord], observed: &[Observed]) -> Vec<Step> {
             .iter()
             .all(|spec| mine.iter().any(|c| c.container == spec.name));
         if infra_ok && all_present {
+            for c in mine
+                .iter()
+                .filter(|c| c.container != INFRA_CONTAINER && c.finished)
+            {
+                if restart_wanted(pod.pod.spec.restart_policy, c.exit_code) {
+                    starts.push(Step::Restart {
+                        id: c.id.clone(),
+                        pod: pod.pod.id.clone(),
+                    });
+                }
+            }
             continue;
         }
         // Half a pod (a failed start, a dead infra container) is started
@@ -97,14 +122,18 @@ pub fn steps(desired: &[PodRecord], observed: &[Observed]) -> Vec<Step> {
 }
 
 /// The observed status of each desired pod. Pure.
-pub fn statuses(desired: &[PodRecord], observed: &[Observed]) -> BTreeMap<String, PodStatus> {
+pub fn statuses(
+    desired: &[PodRecord],
+    observed: &[Observed],
+    supervisor: &Supervisor,
+) -> BTreeMap<String, PodStatus> {
     desired
         .iter()
-        .map(|pod| (pod.pod.id.clone(), pod_status(pod, observed)))
+        .map(|pod| (pod.pod.id.clone(), pod_status(pod, observed, supervisor)))
         .collect()
 }
 
-fn pod_status(pod: &PodRecord, observed: &[Observed]) -> PodStatus {
+fn pod_status(pod: &PodRecord, observed: &[Observed], supervisor: &Supervisor) -> PodStatus {
     let hash = pod.spec_hash();
     let mine: Vec<&Observed> = observed
         .iter()
@@ -119,8 +148,9 @@ fn pod_status(pod: &PodRecord, observed: &[Observed]) -> PodStatus {
                 name: spec.name.clone(),
                 container_id: c.id.clone(),
                 running: c.running,
-                restart_count: c.restart_count,
+                restart_count: c.restart_count + supervisor.restarts(&c.id),
                 exit_code: (!c.running).then_some(c.exit_code),
+                healthy: supervisor.health(&c.id),
             }),
             None => missing.push(spec.name.clone()),
         }
@@ -174,6 +204,10 @@ pub struct MinionReport {
     pub statuses: BTreeMap<String, PodStatus>,
     /// Pods that failed to start, with docker's words.
     pub failures: Vec<(String, String)>,
+    /// Pods one of whose containers was started again after it exited.
+    pub restarted: Vec<String>,
+    /// The pods bound to the minion, as converged.
+    pub desired: Vec<PodRecord>,
 }
 
 /// Makes the minion run exactly `desired` (the pods bound to it), then waits
@@ -183,9 +217,13 @@ pub async fn converge_minion<E: Exec>(
     ctx: &RunContext,
     desired: &[PodRecord],
     wait: Duration,
+    supervisor: &mut Supervisor,
 ) -> Result<MinionReport, ExecError> {
     let observed = docker::observe(exec, &ctx.cluster).await?;
-    let mut report = MinionReport::default();
+    let mut report = MinionReport {
+        desired: desired.to_vec(),
+        ..MinionReport::default()
+    };
     for step in steps(desired, &observed) {
         match step {
             Step::Remove { ids, .. } => {
@@ -196,12 +234,20 @@ pub async fn converge_minion<E: Exec>(
                 Ok(()) => report.started.push(pod.pod.id.clone()),
                 Err(e) => report.failures.push((pod.pod.id.clone(), e)),
             },
+            Step::Restart { id, pod } => {
+                let now = Instant::now();
+                if supervisor.may_restart(&id, now) {
+                    exec.run_ok(&argv!["docker", "start", id.clone()]).await?;
+                    supervisor.restarted(&id, now);
+                    report.restarted.push(pod);
+                }
+            }
         }
     }
     let deadline = Instant::now() + wait;
     loop {
         let observed = docker::observe(exec, &ctx.cluster).await?;
-        report.statuses = statuses(desired, &observed);
+        report.statuses = statuses(desired, &observed, supervisor);
         let settled = report
             .statuses
             .iter()

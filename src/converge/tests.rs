@@ -107,7 +107,7 @@ fn nothing_to_do_when_pod_runs() {
         observed(&p, "web", true),
     ];
     assert!(steps(std::slice::from_ref(&p), &obs).is_empty());
-    let st = &statuses(std::slice::from_ref(&p), &obs)["web-1"];
+    let st = &statuses(std::slice::from_ref(&p), &obs, &Supervisor::default())["web-1"];
     assert_eq!(st.phase, PodPhase::Running);
     assert_eq!(st.pod_ip, Some("10.101.1.2".parse().unwrap()));
     assert_eq!(st.containers[0].container_id, "web-1-web");
@@ -153,20 +153,57 @@ fn half_started_pod_is_restarted_whole() {
     let s = steps(std::slice::from_ref(&p), &obs);
     assert!(matches!(&s[0], Step::Remove { ids, .. } if ids == &["web-1-POD"]));
     assert_eq!(s[1], Step::Start(p.clone()));
-    assert_eq!(statuses(&[p], &obs)["web-1"].phase, PodPhase::Waiting);
+    assert_eq!(
+        statuses(&[p], &obs, &Supervisor::default())["web-1"].phase,
+        PodPhase::Waiting
+    );
 }
 
 #[test]
-fn exited_container_is_terminated_not_restarted_by_converge() {
+fn exited_container_follows_the_restart_policy() {
+    // onFailure, exit 1: started again.
     let p = pod("web-1", "img");
     let obs = vec![
         observed(&p, INFRA_CONTAINER, true),
         observed(&p, "web", false),
     ];
-    assert!(steps(std::slice::from_ref(&p), &obs).is_empty());
-    let st = &statuses(&[p], &obs)["web-1"];
+    assert_eq!(
+        steps(std::slice::from_ref(&p), &obs),
+        [Step::Restart {
+            id: "web-1-web".into(),
+            pod: "web-1".into()
+        }]
+    );
+    // onFailure, exit 0: done.
+    let mut clean = obs.clone();
+    clean[1].exit_code = 0;
+    assert!(steps(std::slice::from_ref(&p), &clean).is_empty());
+    // never: left alone, and shown as Terminated with why.
+    let mut never = p.clone();
+    never.pod.spec.restart_policy = RestartPolicy::Never;
+    let obs = vec![
+        observed(&never, INFRA_CONTAINER, true),
+        observed(&never, "web", false),
+    ];
+    assert!(steps(std::slice::from_ref(&never), &obs).is_empty());
+    let st = &statuses(&[never], &obs, &Supervisor::default())["web-1"];
     assert_eq!(st.phase, PodPhase::Terminated);
     assert_eq!(st.message.as_deref(), Some("web exited with 1"));
+}
+
+#[test]
+fn restart_count_adds_the_helpers_restarts() {
+    let p = pod("web-1", "img");
+    let obs = vec![
+        observed(&p, INFRA_CONTAINER, true),
+        observed(&p, "web", true),
+    ];
+    let mut supervisor = Supervisor::default();
+    supervisor.restarted("web-1-web", std::time::Instant::now());
+    supervisor.set_health("web-1-web", false);
+    let st = &statuses(std::slice::from_ref(&p), &obs, &supervisor)["web-1"];
+    assert_eq!(st.containers[0].restart_count, 1);
+    assert_eq!(st.containers[0].healthy, Some(false));
 }
 
 #[test]
@@ -199,9 +236,16 @@ async fn converge_runs_docker_in_order() {
         .into(),
         ..Default::default()
     };
-    let report = converge_minion(&exec, &ctx(), std::slice::from_ref(&p), Duration::ZERO)
-        .await
-        .unwrap();
+    let mut supervisor = Supervisor::default();
+    let report = converge_minion(
+        &exec,
+        &ctx(),
+        std::slice::from_ref(&p),
+        Duration::ZERO,
+        &mut supervisor,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.started, ["web-1"]);
     let calls = exec.calls();
     let firsts: Vec<String> = calls.iter().map(|c| c[..2].join(" ")).collect();

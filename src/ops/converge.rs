@@ -5,11 +5,12 @@
 //! interleave on one minion.
 
 use super::Cluster;
+use crate::converge::Supervisor;
 use crate::converge::{self, MinionReport, RunContext};
 use crate::exec::Exec;
 use crate::services::{self, rules};
 use crate::ssh::SshExec;
-use crate::state::{ClusterState, Endpoint, PodPhase};
+use crate::state::{ClusterState, Endpoint, PodPhase, PodStatus};
 use crate::store::{Store, StoreError};
 use crate::ui::Ui;
 use futures::future::join_all;
@@ -105,6 +106,7 @@ pub async fn converge_locked<E: Exec>(
     mut store: Store,
     minion: &str,
     wait: Duration,
+    supervisor: &mut Supervisor,
 ) -> Result<MinionReport, String> {
     let lock = store.lock_minion(minion).await.map_err(|e| e.to_string())?;
     let result = async {
@@ -114,9 +116,14 @@ pub async fn converge_locked<E: Exec>(
             service_env: services::service_env(state.services.values()),
             ..ctx.clone()
         };
-        let report = converge::converge_minion(exec, &ctx, &desired, wait)
+        let mut report = converge::converge_minion(exec, &ctx, &desired, wait, supervisor)
             .await
             .map_err(|e| e.to_string())?;
+        for (pod, status) in report.statuses.iter_mut() {
+            if let Some(old) = state.statuses.get(pod) {
+                keep_what_this_process_cannot_see(status, old);
+            }
+        }
         // Only what changed: an idle minion writes nothing.
         let changed = report
             .statuses
@@ -148,6 +155,23 @@ pub async fn update_endpoints(
         }
     }
     Ok((state, endpoints))
+}
+
+/// `apply` does not probe and does not know the helper's restarts: for the
+/// same containers, keep the last probe verdict and the higher count.
+fn keep_what_this_process_cannot_see(status: &mut PodStatus, old: &PodStatus) {
+    for c in &mut status.containers {
+        if let Some(o) = old
+            .containers
+            .iter()
+            .find(|o| o.container_id == c.container_id)
+        {
+            c.restart_count = c.restart_count.max(o.restart_count);
+            if c.healthy.is_none() {
+                c.healthy = o.healthy;
+            }
+        }
+    }
 }
 
 /// Brings a minion's service rules up to date under its lock; true if they
@@ -203,7 +227,10 @@ pub async fn converge_minions(
             .map(|(id, exec)| {
                 let (ctx, store) = (ctx.clone(), store.clone());
                 async move {
-                    let report = converge_locked(exec, &ctx, store, id, START_TIMEOUT).await;
+                    let mut supervisor = Supervisor::default();
+                    let report =
+                        converge_locked(exec, &ctx, store, id, START_TIMEOUT, &mut supervisor)
+                            .await;
                     (id.clone(), report)
                 }
             });

@@ -50,6 +50,8 @@ pub fn endpoints(state: &ClusterState) -> BTreeMap<String, Vec<Endpoint>> {
                 // A pod on a minion that stopped heartbeating is not served,
                 // whatever its last status said.
                 .filter(|p| state.heartbeats.contains(&p.host))
+                // A pod failing its liveness probe is out until it passes.
+                .filter(|p| !state.pod_is_unhealthy(p))
                 .filter_map(|p| {
                     let ip = state.statuses.get(&p.pod.id)?.pod_ip?;
                     let port = target_port(svc, &p.pod.spec)?;

@@ -62,6 +62,7 @@ fn add_pod(state: &mut ClusterState, id: &str, name: &str, ip: &str, phase: PodP
                 running: phase == PodPhase::Running,
                 restart_count: 0,
                 exit_code: None,
+                healthy: None,
             }],
             message: None,
         },
@@ -155,4 +156,19 @@ fn environment_variables_follow_v1beta1_and_docker_links() {
     assert!(udp
         .iter()
         .any(|e| e.name == "REDIS_MASTER_PORT_6379_UDP" && e.value == "udp://10.0.0.11:6379"));
+}
+
+#[test]
+fn pods_failing_their_probe_or_on_dead_minions_are_not_endpoints() {
+    let mut state = ClusterState::default();
+    state.heartbeats.insert("minion-1".into());
+    state.services.insert("web".into(), service("web", None));
+    add_pod(&mut state, "a", "web", "10.101.1.2", PodPhase::Running);
+    add_pod(&mut state, "b", "web", "10.101.1.3", PodPhase::Running);
+    add_pod(&mut state, "c", "web", "10.101.1.4", PodPhase::Running);
+    state.statuses.get_mut("b").unwrap().containers[0].healthy = Some(false);
+    state.pods.get_mut("c").unwrap().host = "minion-2".into();
+    let eps = endpoints(&state);
+    let pods: Vec<&str> = eps["web"].iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(pods, ["a"]);
 }

@@ -10,13 +10,15 @@
 //! Leadership is a key on the leader's heartbeat lease: when the leader
 //! dies, the key goes with it and another helper takes over.
 
-use crate::converge::RunContext;
+use crate::converge::{RunContext, Supervisor};
 use crate::exec::LocalExec;
 use crate::ops::converge::{converge_locked, sync_rules_locked, update_endpoints};
 use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
 use crate::store::{Store, StoreError};
 use std::time::Duration;
+
+pub mod probe;
 
 const PERIOD: Duration = Duration::from_secs(1);
 
@@ -65,16 +67,25 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), String> {
         service_env: vec![],
     };
     let mut leading = false;
+    let mut supervisor = Supervisor::default();
     loop {
         if heartbeat.task.is_finished() {
             return Err("heartbeat lost".into());
         }
         // Each step logs its failure and the loop goes on: the next round
         // starts from etcd again.
-        if let Err(e) =
-            converge_locked(&exec, &ctx, store.clone(), &node.minion, Duration::ZERO).await
-        {
-            eprintln!("converge: {e}");
+        let converged = converge_locked(
+            &exec,
+            &ctx,
+            store.clone(),
+            &node.minion,
+            Duration::ZERO,
+            &mut supervisor,
+        )
+        .await;
+        match converged {
+            Ok(report) => probe::run_probes(&exec, &report, &mut supervisor).await,
+            Err(e) => eprintln!("converge: {e}"),
         }
         if let Err(e) = update_endpoints(&mut store).await {
             eprintln!("endpoints: {e}");

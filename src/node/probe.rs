@@ -1,0 +1,247 @@
+//! Liveness probes, run by the node helper on its own minion after each
+//! converge: `httpGet` (healthy on 200–399), `tcpSocket` (connects), `exec`
+//! (exits 0 — not the 2014 "output says ok"). A failed probe restarts the
+//! container unless the pod's policy is `never`, with the same back-off as
+//! restarts after exits; the verdict is reported in the pod's status, which
+//! takes the pod out of its services' endpoints until it passes again.
+
+use crate::argv;
+use crate::converge::{MinionReport, Supervisor};
+use crate::exec::Exec;
+use crate::model::{PodSpec, PortRef, Probe, ProbeAction, RestartPolicy};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs the due probes of every pod the report covers.
+pub async fn run_probes<E: Exec>(exec: &E, report: &MinionReport, supervisor: &mut Supervisor) {
+    let now = Instant::now();
+    for pod in &report.desired {
+        let Some(status) = report.statuses.get(&pod.pod.id) else {
+            continue;
+        };
+        for spec in &pod.pod.spec.containers {
+            let Some(probe) = &spec.liveness_probe else {
+                continue;
+            };
+            let Some(c) = status.containers.iter().find(|c| c.name == spec.name) else {
+                continue;
+            };
+            if !c.running {
+                continue;
+            }
+            let up = supervisor.running_for(&c.container_id, c.restart_count, now);
+            if up < Duration::from_secs(probe.initial_delay_seconds.into()) {
+                continue;
+            }
+            let verdict = check(
+                exec,
+                probe,
+                &pod.pod.spec,
+                status.pod_ip.map(IpAddr::V4),
+                &c.container_id,
+            )
+            .await;
+            supervisor.set_health(&c.container_id, verdict.is_ok());
+            let Err(why) = verdict else {
+                continue;
+            };
+            eprintln!("probe of {}/{} failed: {why}", pod.pod.id, spec.name);
+            if pod.pod.spec.restart_policy != RestartPolicy::Never
+                && supervisor.may_restart(&c.container_id, now)
+            {
+                let restart = argv!["docker", "restart", "--time", "1", c.container_id.clone()];
+                match exec.run_ok(&restart).await {
+                    Ok(_) => supervisor.restarted(&c.container_id, now),
+                    Err(e) => eprintln!("restart of {}/{}: {e}", pod.pod.id, spec.name),
+                }
+            }
+        }
+    }
+}
+
+fn resolve_port(port: &PortRef, spec: &PodSpec) -> Option<u16> {
+    match port {
+        PortRef::Number(n) => Some(*n),
+        PortRef::Name(name) => spec
+            .containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port),
+    }
+}
+
+/// One probe, bounded by its timeout.
+async fn check<E: Exec>(
+    exec: &E,
+    probe: &Probe,
+    spec: &PodSpec,
+    pod_ip: Option<IpAddr>,
+    container_id: &str,
+) -> Result<(), String> {
+    let timeout = Duration::from_secs(probe.timeout_seconds.max(1).into());
+    let attempt = async {
+        match &probe.action {
+            ProbeAction::HttpGet { path, port, host } => {
+                let ip = match host {
+                    Some(h) => h
+                        .parse::<IpAddr>()
+                        .map_err(|_| format!("bad probe host {h:?}"))?,
+                    None => pod_ip.ok_or("the pod has no IP")?,
+                };
+                let port = resolve_port(port, spec).ok_or("no such port")?;
+                http_status(SocketAddr::new(ip, port), path)
+                    .await
+                    .and_then(|code| {
+                        if (200..400).contains(&code) {
+                            Ok(())
+                        } else {
+                            Err(format!("HTTP {code}"))
+                        }
+                    })
+            }
+            ProbeAction::TcpSocket { port } => {
+                let ip = pod_ip.ok_or("the pod has no IP")?;
+                let port = resolve_port(port, spec).ok_or("no such port")?;
+                tokio::net::TcpStream::connect(SocketAddr::new(ip, port))
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            ProbeAction::Exec { command } => {
+                let mut argv = argv!["docker", "exec", container_id];
+                argv.extend(command.iter().cloned());
+                let out = exec.run(&argv, None).await.map_err(|e| e.to_string())?;
+                if out.success() {
+                    Ok(())
+                } else {
+                    Err(format!("exited with {:?}", out.code))
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", timeout.as_secs())))
+}
+
+/// The status code of `GET path` at `addr`.
+async fn http_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: kctl-node\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = vec![0u8; 64];
+    let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Output, RecordingExec};
+
+    fn probe(action: ProbeAction) -> Probe {
+        Probe {
+            action,
+            initial_delay_seconds: 0,
+            timeout_seconds: 1,
+        }
+    }
+
+    /// A one-shot HTTP server on loopback answering with `status`.
+    async fn server(status: &'static str) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_probe_accepts_2xx_3xx_only() {
+        let exec = RecordingExec::default();
+        let spec = PodSpec::default();
+        for (status, healthy) in [
+            ("200 OK", true),
+            ("302 Found", true),
+            ("500 Oops", false),
+            ("404 No", false),
+        ] {
+            let addr = server(status).await;
+            let p = probe(ProbeAction::HttpGet {
+                path: "/healthz".into(),
+                port: PortRef::Number(addr.port()),
+                host: None,
+            });
+            let verdict = check(&exec, &p, &spec, Some(addr.ip()), "c1").await;
+            assert_eq!(verdict.is_ok(), healthy, "{status}: {verdict:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_needs_a_listener() {
+        let exec = RecordingExec::default();
+        let spec = PodSpec::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let p = probe(ProbeAction::TcpSocket {
+            port: PortRef::Number(port),
+        });
+        assert!(
+            check(&exec, &p, &spec, Some("127.0.0.1".parse().unwrap()), "c1")
+                .await
+                .is_ok()
+        );
+        drop(listener);
+        assert!(
+            check(&exec, &p, &spec, Some("127.0.0.1".parse().unwrap()), "c1")
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_probe_is_healthy_on_exit_zero_only() {
+        let spec = PodSpec::default();
+        let p = probe(ProbeAction::Exec {
+            command: vec!["check".into(), "--ok".into()],
+        });
+        let failing = RecordingExec {
+            answers: [(
+                "docker exec".to_string(),
+                Output {
+                    code: Some(1),
+                    stdout: b"ok".to_vec(),
+                    stderr: vec![],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        // Printing "ok" does not make it healthy: the exit code decides.
+        assert!(check(&failing, &p, &spec, None, "c1").await.is_err());
+        assert_eq!(
+            failing.calls()[0],
+            ["docker", "exec", "c1", "check", "--ok"]
+        );
+        let passing = RecordingExec::default();
+        assert!(check(&passing, &p, &spec, None, "c1").await.is_ok());
+    }
+}
