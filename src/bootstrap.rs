@@ -173,11 +173,30 @@ fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// Installs the node helper on a minion and makes sure it runs, as a
-/// supervised daemon (`start-stop-daemon`, pid file, log). A helper whose
-/// binary differs from the workstation's is stopped, replaced and started
-/// again: re-running `up` after building a new kctl upgrades it in place.
-/// Returns true if anything changed.
+/// The systemd unit that runs the helper where systemd runs.
+pub fn systemd_unit(minion: &MinionConfig, helper: &Helper) -> String {
+    let paths = HelperPaths::of(minion);
+    // Every argument is a validated name, an id or a URL: no spaces or
+    // quotes, so systemd's own word splitting keeps them apart.
+    let args = helper_args(minion, helper).join(" ");
+    format!(
+        "[Unit]\nDescription=kctl node helper of cluster {} on {}\nAfter=network-online.target docker.service\n\n\
+         [Service]\nExecStart={} {args}\nRestart=always\nRestartSec=1\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        helper.cluster, minion.id, paths.binary
+    )
+}
+
+fn systemd_unit_name(helper: &Helper) -> String {
+    format!("kctl-node-{}.service", helper.cluster)
+}
+
+/// Installs the node helper on a minion and makes sure it runs: as a
+/// systemd service where systemd runs, else as a supervised daemon
+/// (`start-stop-daemon`, pid file, log). A helper whose binary differs from
+/// the workstation's is stopped, replaced and started again: re-running
+/// `up` after building a new kctl upgrades it in place. Returns true if
+/// anything changed.
 pub async fn install_helper<E: Exec>(
     exec: &E,
     minion: &MinionConfig,
@@ -192,8 +211,17 @@ pub async fn install_helper<E: Exec>(
         .run(&argv!["sha256sum", paths.binary.clone()], None)
         .await?;
     let remote = remote.stdout_text();
+    let systemd = exec
+        .run(&argv!["test", "-d", "/run/systemd/system"], None)
+        .await?
+        .success();
+    let unit = systemd_unit_name(helper);
     let mut changed = false;
     if remote.split_whitespace().next() != Some(local.as_str()) {
+        if systemd {
+            exec.run(&argv!["systemctl", "stop", unit.clone()], None)
+                .await?;
+        }
         exec.run(
             &argv![
                 "start-stop-daemon",
@@ -226,6 +254,39 @@ pub async fn install_helper<E: Exec>(
         exec.run_ok(&argv!["mv", "-f", staged, paths.binary.clone()])
             .await?;
         changed = true;
+    }
+    if systemd {
+        let unit_path = format!("/etc/systemd/system/{unit}");
+        let text = systemd_unit(minion, helper);
+        let current = exec.run(&argv!["cat", unit_path.clone()], None).await?;
+        if current.stdout != text.as_bytes() {
+            let write = argv!["dd", format!("of={unit_path}"), "status=none"];
+            let out = exec.run(&write, Some(text.as_bytes())).await?;
+            if !out.success() {
+                return Err(ExecError::Failed {
+                    target: exec.target().to_string(),
+                    argv: write,
+                    code: out.code,
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+            exec.run_ok(&argv!["systemctl", "daemon-reload"]).await?;
+            changed = true;
+        }
+        let active = exec
+            .run(
+                &argv!["systemctl", "is-active", "--quiet", unit.clone()],
+                None,
+            )
+            .await?
+            .success();
+        if changed || !active {
+            exec.run_ok(&argv!["systemctl", "enable", unit.clone()])
+                .await?;
+            exec.run_ok(&argv!["systemctl", "restart", unit]).await?;
+            changed = true;
+        }
+        return Ok(changed);
     }
     let status = exec
         .run(
@@ -357,10 +418,12 @@ mod tests {
             stdout: vec![],
             stderr: vec![],
         };
+        let no_systemd = ("test -d /run/systemd/system".to_string(), absent.clone());
         let fresh = RecordingExec {
             answers: [
                 ("sha256sum".to_string(), absent.clone()),
                 ("start-stop-daemon --status".to_string(), absent),
+                no_systemd.clone(),
             ]
             .into(),
             ..Default::default()
@@ -391,14 +454,17 @@ mod tests {
         // Same binary already running: nothing to do.
         let digest = sha256_file(&binary).unwrap();
         let current = RecordingExec {
-            answers: [(
-                "sha256sum".to_string(),
-                Output {
-                    code: Some(0),
-                    stdout: format!("{digest}  /var/lib/kctl/kctl-node\n").into_bytes(),
-                    stderr: vec![],
-                },
-            )]
+            answers: [
+                (
+                    "sha256sum".to_string(),
+                    Output {
+                        code: Some(0),
+                        stdout: format!("{digest}  /var/lib/kctl/kctl-node\n").into_bytes(),
+                        stderr: vec![],
+                    },
+                ),
+                no_systemd,
+            ]
             .into(),
             ..Default::default()
         };
@@ -407,5 +473,54 @@ mod tests {
             .calls()
             .iter()
             .any(|c| c[0] == "dd" || c.contains(&"--start".to_string())));
+    }
+
+    #[tokio::test]
+    async fn helper_is_a_systemd_service_where_systemd_runs() {
+        let all = minions();
+        let binary = std::env::current_exe().unwrap();
+        let helper = Helper {
+            binary: &binary,
+            cluster: "c1",
+            etcd_endpoints: &["http://10.240.0.2:2379".to_string()],
+            offline_images: false,
+        };
+        let unit = systemd_unit(&all[1], &helper);
+        assert!(unit.contains(
+            "ExecStart=/var/lib/kctl/kctl-node run --cluster c1 --minion minion-2 --etcd http://10.240.0.2:2379\n"
+        ), "{unit}");
+        assert!(unit.contains("Restart=always"));
+        // systemd present (the recorder answers success by default), no
+        // binary and no unit yet, service inactive.
+        let absent = Output {
+            code: Some(1),
+            stdout: vec![],
+            stderr: vec![],
+        };
+        let exec = RecordingExec {
+            answers: [
+                ("sha256sum".to_string(), absent.clone()),
+                ("systemctl is-active".to_string(), absent),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert!(install_helper(&exec, &all[1], &helper).await.unwrap());
+        let calls = exec.calls();
+        assert!(calls.iter().any(|c| c
+            == &argv![
+                "dd",
+                "of=/etc/systemd/system/kctl-node-c1.service",
+                "status=none"
+            ]));
+        assert!(calls
+            .iter()
+            .any(|c| c == &argv!["systemctl", "daemon-reload"]));
+        assert!(calls
+            .iter()
+            .any(|c| c == &argv!["systemctl", "restart", "kctl-node-c1.service"]));
+        assert!(!calls
+            .iter()
+            .any(|c| c[0] == "start-stop-daemon" && c.contains(&"--start".to_string())));
     }
 }

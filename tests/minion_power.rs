@@ -32,12 +32,25 @@ fn stopped_minion_comes_back_with_its_pods() {
         "podTemplate": {"desiredState": {"manifest": {"version": "v1beta1", "id": "web",
           "containers": [{"name": "web", "image": "tutum/tomcat", "ports": [{"containerPort": 8080}]}]}},
           "labels": {"name": "web"}}}}"#;
+    let service = r#"{"id": "web", "kind": "Service", "apiVersion": "v1beta1", "port": 80,
+        "containerPort": 8080, "selector": {"name": "web"}}"#;
+    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], service).ok());
     assert!(cluster.kctl_stdin(&["apply", "-f", "-"], rc).ok());
     let pods = cluster.pods();
     let victim = pod_on(&pods, "minion-2")["id"]
         .as_str()
         .unwrap()
         .to_string();
+    // A bare pod, pinned to minion-2 by a host port only it has free.
+    let bare = r#"{"id": "bare", "kind": "Pod", "apiVersion": "v1beta1", "labels": {"name": "bare"},
+      "desiredState": {"manifest": {"version": "v1beta1", "id": "bare",
+        "containers": [{"name": "web", "image": "tutum/tomcat",
+          "ports": [{"containerPort": 8080, "hostPort": 81}]}]}}}"#;
+    let blocker = bare.replace("\"bare\"", "\"blocker\"");
+    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &blocker).ok());
+    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], bare).ok());
+    let pods = cluster.pods();
+    assert_eq!(pod_on(&pods, "minion-2")["id"], "bare", "{pods:?}");
 
     let stopped = cluster.kctl(&["minion", "stop", "minion-2"]);
     assert!(stopped.ok(), "{stopped:?}");
@@ -75,7 +88,7 @@ fn stopped_minion_comes_back_with_its_pods() {
                 p["currentState"]["status"] == "Running" && p["currentState"]["host"] == "minion-1"
             })
             .collect();
-        if pods.len() == 2 && running.len() == 2 {
+        if running.len() == 3 {
             break running
                 .into_iter()
                 .find(|p| p["id"] != victim.as_str())
@@ -92,6 +105,34 @@ fn stopped_minion_comes_back_with_its_pods() {
         moved_at.elapsed().as_secs_f64()
     );
     let replacement = replacement.expect("a pod other than the lost one");
+    // The bare pod is not moved: it shows as Terminated, saying why.
+    let bare_pod = cluster
+        .pods()
+        .into_iter()
+        .find(|p| p["id"] == "bare")
+        .unwrap();
+    assert_eq!(
+        bare_pod["currentState"]["status"], "Terminated",
+        "{bare_pod}"
+    );
+    assert_eq!(bare_pod["currentState"]["host"], "minion-2");
+    let message = bare_pod["currentState"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("minion-2 is not ready"), "{bare_pod}");
+    // The portal still answers, from the replicas on minion-1 only.
+    let portal = cluster
+        .kctl(&["get", "services", "web", "-o", "json"])
+        .json()["items"][0]["portalIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..6 {
+        let url = format!("http://{portal}:80/hostname");
+        let run = cluster.in_minion(1, &["curl", "-sS", "--max-time", "3", &url]);
+        assert!(run.ok(), "portal after failover: {run:?}");
+        assert_ne!(run.stdout.trim(), victim, "the lost pod answered");
+    }
     assert_ne!(replacement["id"], victim.as_str());
     let ip = replacement["currentState"]["podIP"].as_str().unwrap();
     assert!(http_get(&format!("{ip}:8080"), "/hostname").is_some());
@@ -102,11 +143,26 @@ fn stopped_minion_comes_back_with_its_pods() {
     assert!(started.ok(), "{started:?}");
     assert_eq!(minion_status(&cluster, "minion-2"), "Ready");
     let pods = cluster.pods();
-    assert_eq!(pods.len(), 2, "{pods:?}");
+    let web: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["labels"]["name"] == "web")
+        .collect();
+    assert_eq!(web.len(), 2, "no duplicates: {pods:?}");
     assert!(pods.iter().all(|p| p["id"] != victim.as_str()));
     let sock = format!("unix:///run/kctl/{}/m2/docker.sock", cluster.slot());
     let label = format!("label=io.kctl.pod={victim}");
     let stale = cluster.in_minion(2, &["docker", "-H", &sock, "ps", "-aq", "--filter", &label]);
+    // Back up, the bare pod runs again where it was.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cluster.pods().iter().find(|p| p["id"] == "bare").unwrap()["currentState"]["status"]
+        != "Running"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bare pod not running after boot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     assert!(
         stale.ok() && stale.stdout.trim().is_empty(),
         "stale containers: {stale:?}"

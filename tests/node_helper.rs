@@ -64,7 +64,9 @@ fn helper_restarts_probes_and_policies() {
     .join(",\n");
     let service = r#"{"id": "failing", "kind": "Service", "apiVersion": "v1beta1", "port": 80,
         "containerPort": 8080, "selector": {"name": "failing"}}"#;
-    let list = format!(r#"{{"kind": "List", "apiVersion": "v1beta1", "items": [{service}, {manifests}]}}"#);
+    let list = format!(
+        r#"{{"kind": "List", "apiVersion": "v1beta1", "items": [{service}, {manifests}]}}"#
+    );
     let applied = cluster.kctl_stdin(&["apply", "-f", "-"], &list);
     assert!(applied.ok(), "{applied:?}");
 

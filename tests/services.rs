@@ -158,10 +158,13 @@ fn portal_spreads_over_pods_and_follows_them() {
             .map(|(_, id)| id)
             .collect();
         if eps.len() == 2 && !pods.contains(gone) && pods.len() == 2 {
+            // Each minion's helper brings its own rules up to date within
+            // a round or two: poll until both current pods answer.
             let answers = answers_from_minion(&cluster, 1, &url);
             assert!(!answers.contains(gone), "the deleted pod still answers");
-            assert_eq!(answers, pods, "both current pods answer");
-            break;
+            if answers == pods {
+                break;
+            }
         }
         assert!(
             std::time::Instant::now() < deadline,

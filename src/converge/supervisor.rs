@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 /// The first restart is immediate; then the wait doubles up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A container that stayed up this long after its back-off ended is no
+/// longer crash-looping: its next restart is immediate again.
+const RESET_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct Backoff {
@@ -40,6 +43,9 @@ impl Supervisor {
             not_before: now,
         });
         entry.count += 1;
+        if now.saturating_duration_since(entry.not_before) >= RESET_AFTER {
+            entry.delay = FIRST_BACKOFF / 2;
+        }
         entry.delay = (entry.delay * 2).min(MAX_BACKOFF);
         entry.not_before = now + entry.delay;
         // A restarted container is unproven until probed again.
@@ -80,15 +86,20 @@ mod tests {
         s.restarted("c", t0);
         assert!(!s.may_restart("c", t0));
         assert!(s.may_restart("c", t0 + Duration::from_secs(1)));
-        let mut now = t0;
+        // Crash-looping: each exit right after its back-off ends.
         let mut delays = Vec::new();
         for _ in 0..9 {
-            now += Duration::from_secs(100);
+            let now = s.restarts["c"].not_before;
             s.restarted("c", now);
             delays.push(s.restarts["c"].delay.as_secs());
         }
         assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60, 60]);
         assert_eq!(s.restarts("c"), 10);
+        // After running a while, the next restart starts the back-off over.
+        let later = s.restarts["c"].not_before + Duration::from_secs(30);
+        assert!(s.may_restart("c", later));
+        s.restarted("c", later);
+        assert_eq!(s.restarts["c"].delay.as_secs(), 1);
         assert_eq!(s.restarts("other"), 0);
     }
 
