@@ -62,17 +62,9 @@ pub async fn bootstrap_minion<E: Exec>(
         exec.run_ok(&route).await?;
     }
     let restore = argv!["iptables-restore", "--wait", "--noflush"];
-    let out = exec
-        .run(&restore, Some(forward_rules(all).as_bytes()))
-        .await?;
-    if !out.success() {
-        return Err(ExecError::Failed {
-            target: exec.target().to_string(),
-            argv: restore,
-            code: out.code,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
+    exec.run(&restore, Some(forward_rules(all).as_bytes()))
+        .await?
+        .check(exec.target(), &restore)?;
     let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
     if !exec.run(&jump("--check"), None).await?.success() {
         exec.run_ok(&jump("--insert")).await?;
@@ -99,15 +91,9 @@ pub async fn bootstrap_minion<E: Exec>(
             "-",
             PAUSE_IMAGE
         ];
-        let out = exec.run(&import, Some(&image::pause_rootfs_tar())).await?;
-        if !out.success() {
-            return Err(ExecError::Failed {
-                target: exec.target().to_string(),
-                argv: import,
-                code: out.code,
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+        exec.run(&import, Some(&image::pause_rootfs_tar()))
+            .await?
+            .check(exec.target(), &import)?;
     }
     Ok(())
 }
@@ -241,15 +227,9 @@ pub async fn install_helper<E: Exec>(
         exec.run_ok(&argv!["mkdir", "-p", paths.dir.clone()])
             .await?;
         let upload = argv!["dd", format!("of={staged}"), "bs=1M", "status=none"];
-        let out = exec.run_with_file(&upload, helper.binary).await?;
-        if !out.success() {
-            return Err(ExecError::Failed {
-                target: exec.target().to_string(),
-                argv: upload,
-                code: out.code,
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+        exec.run_with_file(&upload, helper.binary)
+            .await?
+            .check(exec.target(), &upload)?;
         exec.run_ok(&argv!["chmod", "0755", staged.clone()]).await?;
         exec.run_ok(&argv!["mv", "-f", staged, paths.binary.clone()])
             .await?;
@@ -261,15 +241,9 @@ pub async fn install_helper<E: Exec>(
         let current = exec.run(&argv!["cat", unit_path.clone()], None).await?;
         if current.stdout != text.as_bytes() {
             let write = argv!["dd", format!("of={unit_path}"), "status=none"];
-            let out = exec.run(&write, Some(text.as_bytes())).await?;
-            if !out.success() {
-                return Err(ExecError::Failed {
-                    target: exec.target().to_string(),
-                    argv: write,
-                    code: out.code,
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                });
-            }
+            exec.run(&write, Some(text.as_bytes()))
+                .await?
+                .check(exec.target(), &write)?;
             exec.run_ok(&argv!["systemctl", "daemon-reload"]).await?;
             changed = true;
         }

@@ -21,6 +21,21 @@ impl Output {
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+
+    /// The output if the command exited 0, else a `Failed` error that
+    /// names the target, the command and its stderr.
+    pub fn check(self, target: &str, argv: &[String]) -> Result<Output, ExecError> {
+        if self.success() {
+            Ok(self)
+        } else {
+            Err(ExecError::Failed {
+                target: target.to_string(),
+                argv: argv.to_vec(),
+                code: self.code,
+                stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+            })
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +98,7 @@ pub trait Exec: Send + Sync {
     fn run_ok(&self, argv: &[String]) -> impl Future<Output = Result<String, ExecError>> + Send {
         async move {
             let out = self.run(argv, None).await?;
-            if out.success() {
-                Ok(out.stdout_text())
-            } else {
-                Err(ExecError::Failed {
-                    target: self.target().to_string(),
-                    argv: argv.to_vec(),
-                    code: out.code,
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                })
-            }
+            Ok(out.check(self.target(), argv)?.stdout_text())
         }
     }
 }

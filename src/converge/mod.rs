@@ -265,17 +265,10 @@ pub async fn converge_minion<E: Exec>(
 pub async fn sync_rules<E: Exec>(exec: &E, portals: &[Portal]) -> Result<(), ExecError> {
     let script = rules::render(portals);
     let restore = argv!["nft", "--file", "-"];
-    let out = exec.run(&restore, Some(script.as_bytes())).await?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(ExecError::Failed {
-            target: exec.target().to_string(),
-            argv: restore,
-            code: out.code,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
+    exec.run(&restore, Some(script.as_bytes()))
+        .await?
+        .check(exec.target(), &restore)?;
+    Ok(())
 }
 
 /// Starts the infra container, then each app container; on failure the
