@@ -1,6 +1,6 @@
 //! Command-line parsing. Each subcommand calls one function in `ops`.
 
-use crate::cluster::DEFAULT_CLUSTER;
+use crate::cluster::{ProviderKind, DEFAULT_CLUSTER};
 use crate::model::Kind;
 use crate::ops::{self, apply::DeleteTarget, get::Format, get::Resource};
 use crate::ui::Ui;
@@ -37,22 +37,87 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Make a cluster, or repair it; changes nothing on a healthy one.
-    #[command(after_help = "Examples:\n  kctl up\n  kctl up --cluster test --minions 2")]
+    #[command(after_help = "Examples:
+  kctl up                                    # 3 minions as namespaces on this machine
+  kctl up --cluster test --minions 2
+  kctl up --provider ssh --host root@10.0.0.5 --host admin@10.0.0.6:2222 --identity ~/.ssh/id_ed25519
+  kctl up --provider gce --project my-proj --zone us-central1-b --minions 3
+  kctl up --provider gce --project my-proj --dry-run   # print the gcloud commands only")]
     Up {
-        /// How many minions [default: 3].
+        /// Where the machines come from: `local` (network namespaces on this
+        /// machine), `ssh` (hosts you have), `gce` (f1-micro VMs made with gcloud).
+        #[arg(long, value_enum, default_value = "local")]
+        provider: ProviderArg,
+        /// How many minions [default: 3] (local, gce).
         #[arg(long)]
         minions: Option<usize>,
-        /// The range services' portal IPs come from [default: the upper half
-        /// of the local cluster's own 10.x.0.0/16].
+        /// The range services' portal IPs come from [default: local: the upper
+        /// half of the cluster's own 10.x.0.0/16; ssh, gce: 10.0.0.0/16].
         #[arg(long, value_name = "CIDR")]
         portal_net: Option<ipnet::Ipv4Net>,
-        /// Where the machines come from; only `local` (namespaces on this machine) so far.
-        #[arg(long, default_value = "local", value_parser = ["local"])]
-        provider: String,
+        /// gce: print the exact gcloud commands and run none; ssh: check the hosts only.
+        #[arg(long)]
+        dry_run: bool,
+        /// ssh: a host to make a minion of, as [user@]HOST[:PORT]; repeatable.
+        /// Users other than root need passwordless sudo.
+        #[arg(
+            long = "host",
+            value_name = "[USER@]HOST[:PORT]",
+            help_heading = "Provider ssh"
+        )]
+        hosts: Vec<String>,
+        /// ssh: the private key to log in with [default: ssh's own defaults and agent].
+        #[arg(long, value_name = "FILE", help_heading = "Provider ssh")]
+        identity: Option<PathBuf>,
+        /// ssh: the host that runs etcd [default: the first --host].
+        #[arg(long, value_name = "HOST", help_heading = "Provider ssh")]
+        etcd_host: Option<String>,
+        /// ssh: trust host keys not yet in ~/.ssh/known_hosts (they are pinned in
+        /// the cluster's own known_hosts; a later change stops kctl).
+        #[arg(long, help_heading = "Provider ssh")]
+        accept_new_host_keys: bool,
+        /// ssh: install missing packages (Docker, iptables, nftables, etcd) with apt.
+        #[arg(long, help_heading = "Provider ssh")]
+        install: bool,
+        /// ssh: the range minions' /24 pod ranges come from [default: 10.244.0.0/16].
+        #[arg(long, value_name = "CIDR", help_heading = "Provider ssh")]
+        pod_net: Option<ipnet::Ipv4Net>,
+        /// gce: the project [default: gcloud's configured project].
+        #[arg(long, help_heading = "Provider gce")]
+        project: Option<String>,
+        /// gce: the zone [default: us-central1-b].
+        #[arg(long, help_heading = "Provider gce")]
+        zone: Option<String>,
+        /// gce: the minions' machine type [default: f1-micro].
+        #[arg(long, help_heading = "Provider gce")]
+        machine_type: Option<String>,
+        /// gce: the master's machine type [default: f1-micro].
+        #[arg(long, help_heading = "Provider gce")]
+        master_machine_type: Option<String>,
     },
     /// Remove everything `up` made.
-    #[command(after_help = "Examples:\n  kctl down\n  kctl down --cluster test")]
-    Down,
+    #[command(after_help = "Examples:
+  kctl down
+  kctl down --cluster test
+  kctl down --provider gce --project my-proj --zone us-central1-b   # record lost: find it in the cloud
+  kctl down --dry-run                                                # say what would be deleted")]
+    Down {
+        /// For a gce cluster whose local record is lost: look for it in the cloud.
+        #[arg(long, value_enum)]
+        provider: Option<ProviderArg>,
+        /// gce: the project to look in (with --provider gce and no record).
+        #[arg(long)]
+        project: Option<String>,
+        /// gce: the zone to look in [default: us-central1-b].
+        #[arg(long)]
+        zone: Option<String>,
+        /// Print what would be deleted (gce: the exact gcloud commands) and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Forget the cluster even if some machine could not be cleaned.
+        #[arg(long)]
+        force: bool,
+    },
     /// Diff manifests against the cluster, show the plan, converge.
     #[command(after_help = "Examples:
   kctl apply -f manifests/tomcat-controller.json
@@ -140,6 +205,62 @@ pub enum ImageCommand {
     },
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderArg {
+    Local,
+    Ssh,
+    Gce,
+}
+
+impl ProviderArg {
+    fn kind(self) -> ProviderKind {
+        match self {
+            ProviderArg::Local => ProviderKind::Local,
+            ProviderArg::Ssh => ProviderKind::Ssh,
+            ProviderArg::Gce => ProviderKind::Gce,
+        }
+    }
+}
+
+/// A flag of one provider given with another is a mistake worth saying.
+fn check_provider_flags(o: &ops::up::UpOptions) -> miette::Result<()> {
+    let ssh = &o.ssh;
+    let gce = &o.gce;
+    let ssh_flags = [
+        (!ssh.hosts.is_empty(), "--host"),
+        (ssh.identity.is_some(), "--identity"),
+        (ssh.etcd_host.is_some(), "--etcd-host"),
+        (ssh.accept_new_host_keys, "--accept-new-host-keys"),
+        (ssh.install, "--install"),
+        (ssh.pod_net.is_some(), "--pod-net"),
+    ];
+    let gce_flags = [
+        (gce.project.is_some(), "--project"),
+        (gce.zone.is_some(), "--zone"),
+        (gce.machine_type.is_some(), "--machine-type"),
+        (gce.master_machine_type.is_some(), "--master-machine-type"),
+    ];
+    let wrong: Vec<&str> = match o.provider {
+        ProviderKind::Local => ssh_flags.iter().chain(&gce_flags).collect::<Vec<_>>(),
+        ProviderKind::Ssh => gce_flags.iter().collect(),
+        ProviderKind::Gce => ssh_flags.iter().collect(),
+    }
+    .into_iter()
+    .filter(|(given, _)| *given)
+    .map(|(_, flag)| *flag)
+    .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(miette!(
+            help = "--provider ssh takes --host, --identity, --etcd-host, --accept-new-host-keys, --install, --pod-net; --provider gce takes --project, --zone, --machine-type, --master-machine-type",
+            "{} not for --provider {}",
+            wrong.join(", "),
+            o.provider.name()
+        ))
+    }
+}
+
 fn kind_of(word: &str) -> miette::Result<Kind> {
     match Resource::parse(word) {
         Some(Resource::Pods) => Ok(Kind::Pod),
@@ -157,11 +278,61 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
     let name = cli.cluster.as_str();
     match cli.command {
         Command::Up {
+            provider,
             minions,
             portal_net,
-            ..
-        } => ops::up::up(&ui, name, minions, portal_net).await,
-        Command::Down => ops::down::down(&ui, name).await,
+            dry_run,
+            hosts,
+            identity,
+            etcd_host,
+            accept_new_host_keys,
+            install,
+            pod_net,
+            project,
+            zone,
+            machine_type,
+            master_machine_type,
+        } => {
+            let provider = provider.kind();
+            let options = ops::up::UpOptions {
+                provider,
+                minions,
+                portal_net,
+                dry_run,
+                ssh: ops::up::ssh::SshOptions {
+                    hosts,
+                    identity,
+                    etcd_host,
+                    accept_new_host_keys,
+                    install,
+                    pod_net,
+                },
+                gce: ops::up::gce::GceOptions {
+                    project,
+                    zone,
+                    machine_type,
+                    master_machine_type,
+                },
+            };
+            check_provider_flags(&options)?;
+            ops::up::up(&ui, name, options).await
+        }
+        Command::Down {
+            provider,
+            project,
+            zone,
+            dry_run,
+            force,
+        } => {
+            let options = ops::down::DownOptions {
+                provider: provider.map(ProviderArg::kind),
+                project,
+                zone,
+                dry_run,
+                force,
+            };
+            ops::down::down(&ui, name, &options).await
+        }
         Command::Apply { files, dry_run } => ops::apply::apply(&ui, name, &files, dry_run).await,
         Command::Get {
             resource,

@@ -79,9 +79,15 @@ impl ClusterDir {
     pub fn etcd_dir(&self) -> PathBuf {
         self.dir.join("etcd")
     }
-    pub fn auth(&self) -> SshAuth {
+    /// How SSH logs in to the cluster's machines: with the cluster's own
+    /// key (local, gce), or the user's (ssh provider; None = ssh's own
+    /// defaults).
+    pub fn auth(&self, config: &ClusterConfig) -> SshAuth {
         SshAuth {
-            identity: self.identity(),
+            identity: match config.provider {
+                ProviderKind::Ssh => config.ssh_identity.clone(),
+                ProviderKind::Local | ProviderKind::Gce => Some(self.identity()),
+            },
             known_hosts: self.known_hosts(),
         }
     }
@@ -129,7 +135,22 @@ pub fn io_error(path: &Path, source: std::io::Error) -> ClusterError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
+    /// Network namespaces on this machine.
     Local,
+    /// Machines the user already has, reached over SSH.
+    Ssh,
+    /// Google Compute Engine instances made with the user's `gcloud`.
+    Gce,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Ssh => "ssh",
+            ProviderKind::Gce => "gce",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +165,10 @@ pub struct MinionConfig {
     /// Where the node helper's binary, pid file and log live on the minion.
     #[serde(default = "default_helper_dir")]
     pub helper_dir: String,
+    /// Where SSH goes when that is not `host_ip` (a cloud VM's external
+    /// address; `host_ip` is then its address on the cluster's network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host: Option<String>,
 }
 
 fn default_helper_dir() -> String {
@@ -154,11 +179,85 @@ impl MinionConfig {
     pub fn ssh_target(&self) -> SshTarget {
         SshTarget {
             name: self.id.clone(),
-            host: self.host_ip.to_string(),
+            host: self
+                .ssh_host
+                .clone()
+                .unwrap_or_else(|| self.host_ip.to_string()),
             port: self.ssh_port,
             user: self.ssh_user.clone(),
         }
     }
+}
+
+/// etcd's client port on a machine kctl bootstraps: the port Kubernetes
+/// used in 2014, away from 2379 where a packaged etcd may already listen.
+pub const ETCD_CLIENT_PORT: u16 = 4001;
+/// Its peer port, on loopback only (one member).
+pub const ETCD_PEER_PORT: u16 = 7001;
+
+/// The machine that runs the cluster's etcd, when it is not this one.
+/// Minions reach it at `ip`; the workstation through an SSH tunnel, so
+/// etcd never listens where the internet could reach it unguarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdHost {
+    /// For messages: a minion's id, or `master`.
+    pub name: String,
+    pub ssh_host: String,
+    pub ssh_port: u16,
+    pub ssh_user: String,
+    pub ip: Ipv4Addr,
+    /// Data, pid file and log on that machine.
+    pub dir: String,
+}
+
+impl EtcdHost {
+    pub fn ssh_target(&self) -> SshTarget {
+        SshTarget {
+            name: self.name.clone(),
+            host: self.ssh_host.clone(),
+            port: self.ssh_port,
+            user: self.ssh_user.clone(),
+        }
+    }
+    /// What minions' helpers connect to.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{ETCD_CLIENT_PORT}", self.ip)
+    }
+}
+
+/// How pods reach each other across minions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodNetwork {
+    /// Each minion routes the other minions' pod ranges itself; false
+    /// where the cloud's routes do it (GCE).
+    pub host_routes: bool,
+    /// The MTU of the pod bridge, when the machines' network needs a
+    /// smaller one than Docker's default (GCE: 1460).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// The range every minion's /24 comes from, where kctl chose them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<ipnet::Ipv4Net>,
+}
+
+impl Default for PodNetwork {
+    fn default() -> Self {
+        PodNetwork {
+            host_routes: true,
+            mtu: None,
+            range: None,
+        }
+    }
+}
+
+/// Where a GCE cluster lives, so `down` can find it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GceRecord {
+    pub project: String,
+    pub zone: String,
 }
 
 /// What the local provider allocated on this machine.
@@ -174,12 +273,25 @@ pub struct LocalNetwork {
 pub struct ClusterConfig {
     pub name: String,
     pub provider: ProviderKind,
+    /// Where the minions' helpers reach etcd. The workstation uses them
+    /// too, unless `etcd_host` is set (then it tunnels over SSH).
     pub etcd_endpoints: Vec<String>,
     pub minions: Vec<MinionConfig>,
     /// Where services' portal IPs come from.
     pub portal_net: ipnet::Ipv4Net,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalNetwork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gce: Option<GceRecord>,
+    /// Set when etcd runs on one of the cluster's machines (ssh, gce);
+    /// the local provider runs it on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_host: Option<EtcdHost>,
+    #[serde(default)]
+    pub pod_network: PodNetwork,
+    /// The user's key for the ssh provider's hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_identity: Option<PathBuf>,
     /// Minions cannot reach a registry: `docker run --pull never`, so a
     /// missing image fails at once with a clear message.
     #[serde(default)]

@@ -24,7 +24,8 @@ pub struct SshTarget {
 /// The cluster's credentials.
 #[derive(Debug, Clone)]
 pub struct SshAuth {
-    pub identity: PathBuf,
+    /// None: ssh's own defaults (the agent, ~/.ssh/id_*).
+    pub identity: Option<PathBuf>,
     pub known_hosts: PathBuf,
 }
 
@@ -32,6 +33,8 @@ pub struct SshExec {
     name: String,
     session: Session,
     sessions: Semaphore,
+    /// Log-ins other than root run every command through `sudo -n`.
+    sudo: bool,
 }
 
 impl SshExec {
@@ -40,13 +43,15 @@ impl SshExec {
         builder
             .user(target.user.clone())
             .port(target.port)
-            .keyfile(&auth.identity)
             .known_hosts_check(KnownHosts::Strict)
             .user_known_hosts_file(&auth.known_hosts)
             .config_file("/dev/null")
             .connect_timeout(Duration::from_secs(10))
             .server_alive_interval(Duration::from_secs(5))
             .control_directory(std::env::temp_dir());
+        if let Some(identity) = &auth.identity {
+            builder.keyfile(identity);
+        }
         let session =
             builder
                 .connect_mux(&target.host)
@@ -65,7 +70,41 @@ impl SshExec {
             name: target.name.clone(),
             session,
             sessions: Semaphore::new(MAX_PARALLEL_SESSIONS),
+            sudo: target.user != "root",
         })
+    }
+
+    /// Forwards a free port on this machine's loopback to `remote_port` on
+    /// the remote machine's loopback, for as long as the session lives.
+    /// Returns the local port.
+    pub async fn forward_local_port(&self, remote_port: u16) -> Result<u16, ExecError> {
+        // Asking the kernel for a free port and releasing it leaves a tiny
+        // window to another process; ssh then fails and says so.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| self.transport(e))?
+            .port();
+        self.session
+            .request_port_forward(
+                openssh::ForwardType::Local,
+                openssh::Socket::new("127.0.0.1", port),
+                openssh::Socket::new("127.0.0.1", remote_port),
+            )
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok(port)
+    }
+
+    /// The program and arguments to send: `sudo -n --` first where needed.
+    fn command_line<'a>(&self, argv: &'a [String]) -> Result<(String, Vec<&'a str>), ExecError> {
+        let (program, args) = split(argv, &self.name)?;
+        if self.sudo {
+            let mut all = vec!["-n", "--", program.as_str()];
+            all.extend(args.iter().map(String::as_str));
+            Ok(("sudo".into(), all))
+        } else {
+            Ok((program.clone(), args.iter().map(String::as_str).collect()))
+        }
     }
 
     /// Closes the master connection; dropping does too, but this reports errors.
@@ -112,10 +151,10 @@ impl Exec for SshExec {
             .await
             .map_err(|e| self.transport(e))?;
         let file = std::fs::File::open(file).map_err(|e| self.transport(e))?;
-        let (program, args) = split(argv, &self.name)?;
+        let (program, args) = self.command_line(argv)?;
         let out = self
             .session
-            .command(program.as_str())
+            .command(program)
             .args(args)
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
             .output()
@@ -135,10 +174,10 @@ impl Exec for SshExec {
             .acquire()
             .await
             .map_err(|e| self.transport(e))?;
-        let (program, args) = split(argv, &self.name)?;
+        let (program, args) = self.command_line(argv)?;
         // `command` and `args` shell-escape every element: the one place
         // where kctl's argv become a remote command line.
-        let mut command = self.session.command(program.as_str());
+        let mut command = self.session.command(program);
         command.args(args);
         let out = match stdin {
             None => command.output().await.map_err(|e| self.transport(e))?,

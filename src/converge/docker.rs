@@ -15,6 +15,13 @@ pub const INFRA_CONTAINER: &str = "POD";
 /// bootstrap; nothing is pulled.
 pub const PAUSE_IMAGE: &str = "kctl/pause:0.1";
 
+/// The Docker network every pod's infrastructure container joins: a bridge
+/// over the minion's pod range, made by bootstrap through Docker's API, so
+/// the daemon's own settings (and its other containers) stay untouched.
+pub const POD_NETWORK: &str = "kctl";
+/// The Linux bridge behind [`POD_NETWORK`].
+pub const POD_BRIDGE: &str = "kctl0";
+
 pub const LABEL_CLUSTER: &str = "io.kctl.cluster";
 pub const LABEL_POD: &str = "io.kctl.pod";
 pub const LABEL_CONTAINER: &str = "io.kctl.container";
@@ -61,6 +68,8 @@ pub fn run_argvs(pod: &PodRecord, ctx: &RunContext) -> Vec<Vec<String>> {
     infra.extend(argv![
         "--hostname",
         id.to_ascii_lowercase(),
+        "--network",
+        POD_NETWORK,
         "--restart",
         "always"
     ]);
@@ -198,6 +207,26 @@ struct InspectConfig {
 struct InspectNetwork {
     #[serde(rename = "IPAddress", default)]
     ip_address: String,
+    #[serde(default)]
+    networks: Option<HashMap<String, InspectEndpoint>>,
+}
+
+#[derive(Deserialize)]
+struct InspectEndpoint {
+    #[serde(rename = "IPAddress", default)]
+    ip_address: String,
+}
+
+impl InspectNetwork {
+    /// The address on the pod network; Docker's default bridge only for
+    /// containers started before pods had a network of their own.
+    fn pod_ip(&self) -> Option<Ipv4Addr> {
+        self.networks
+            .as_ref()
+            .and_then(|n| n.get(POD_NETWORK))
+            .and_then(|e| e.ip_address.parse().ok())
+            .or_else(|| self.ip_address.parse().ok())
+    }
 }
 
 /// Parses `docker inspect` output; containers without kctl labels are skipped.
@@ -216,7 +245,7 @@ pub fn parse_inspect(json: &str) -> Result<Vec<Observed>, serde_json::Error> {
                 finished: matches!(i.state.status.as_str(), "exited" | "dead"),
                 exit_code: i.state.exit_code,
                 restart_count: i.restart_count,
-                ip: i.network_settings.ip_address.parse().ok(),
+                ip: i.network_settings.pod_ip(),
             })
         })
         .collect())

@@ -244,6 +244,9 @@ pub async fn converge_minion<E: Exec>(
             }
         }
     }
+    if !report.started.is_empty() || !report.restarted.is_empty() {
+        ensure_hairpin(exec).await?;
+    }
     let deadline = Instant::now() + wait;
     loop {
         let observed = docker::observe(exec, &ctx.cluster).await?;
@@ -258,6 +261,54 @@ pub async fn converge_minion<E: Exec>(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Ports of the pod bridge whose hairpin mode is off, from
+/// `ip -d -o link show master BRIDGE`.
+pub fn ports_without_hairpin(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("hairpin off"))
+        .filter_map(|l| {
+            let name = l.split_whitespace().nth(1)?.trim_end_matches(':');
+            Some(name.split('@').next()?.to_string())
+        })
+        .collect()
+}
+
+/// Hairpin mode on every port of the pod bridge, so a pod reaches itself
+/// through its service's portal (the DNATed packet leaves by the port it
+/// came in). Docker sets it only when its userland proxy is off, which is
+/// not the default on users' hosts.
+pub async fn ensure_hairpin<E: Exec>(exec: &E) -> Result<(), ExecError> {
+    let ports = exec
+        .run(
+            &argv![
+                "ip",
+                "-d",
+                "-o",
+                "link",
+                "show",
+                "master",
+                docker::POD_BRIDGE
+            ],
+            None,
+        )
+        .await?;
+    for port in ports_without_hairpin(&ports.stdout_text()) {
+        exec.run_ok(&argv![
+            "ip",
+            "link",
+            "set",
+            "dev",
+            port,
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on"
+        ])
+        .await?;
+    }
+    Ok(())
 }
 
 /// Makes the minion's kctl service rules exactly `portals`, replacing its

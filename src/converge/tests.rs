@@ -211,13 +211,22 @@ fn inspect_output_is_parsed() {
     let json = r#"[{"Id":"abc","RestartCount":2,
         "State":{"Status":"running","Running":true,"ExitCode":0},
         "Config":{"Labels":{"io.kctl.pod":"p","io.kctl.container":"POD","io.kctl.spec":"h"}},
-        "NetworkSettings":{"IPAddress":"10.101.1.5"}},
+        "NetworkSettings":{"IPAddress":"","Networks":{"bridge":{"IPAddress":"172.17.0.2"},"kctl":{"IPAddress":"10.101.1.5"}}}},
+       {"Id":"old","RestartCount":0,
+        "State":{"Status":"running","Running":true,"ExitCode":0},
+        "Config":{"Labels":{"io.kctl.pod":"q","io.kctl.container":"POD","io.kctl.spec":"h"}},
+        "NetworkSettings":{"IPAddress":"10.101.1.6"}},
        {"Id":"def","State":{"Status":"exited","Running":false,"ExitCode":3},
         "Config":{"Labels":null},"NetworkSettings":{"IPAddress":""}}]"#;
     let obs = parse_inspect(json).unwrap();
-    assert_eq!(obs.len(), 1, "unlabelled container skipped");
+    assert_eq!(obs.len(), 2, "unlabelled container skipped");
     assert_eq!(obs[0].restart_count, 2);
-    assert_eq!(obs[0].ip, Some("10.101.1.5".parse().unwrap()));
+    assert_eq!(
+        obs[0].ip,
+        Some("10.101.1.5".parse().unwrap()),
+        "the pod network's address, not another network's"
+    );
+    assert_eq!(obs[1].ip, Some("10.101.1.6".parse().unwrap()));
     assert!(parse_inspect("not json").is_err());
 }
 
@@ -251,7 +260,20 @@ async fn converge_runs_docker_in_order() {
     let firsts: Vec<String> = calls.iter().map(|c| c[..2].join(" ")).collect();
     assert_eq!(
         firsts,
-        ["docker ps", "docker run", "docker run", "docker ps"]
+        [
+            "docker ps",
+            "docker run",
+            "docker run",
+            "ip -d",
+            "docker ps"
+        ]
     );
     assert_eq!(calls[1], run_argvs(&p, &ctx())[0]);
+}
+
+#[test]
+fn ports_without_hairpin_are_found() {
+    let text = "7: vethab12@if6: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master kctl0 state UP mode DEFAULT group default \\    link/ether 4a:1b brd ff:ff:ff:ff:ff:ff link-netnsid 0 promiscuity 1 \\    veth \\    bridge_slave state forwarding priority 32 cost 2 hairpin off guard off\n\
+9: vethcd34@if8: <BROADCAST> mtu 1500 master kctl0 \\    bridge_slave state forwarding priority 32 cost 2 hairpin on guard off\n";
+    assert_eq!(super::ports_without_hairpin(text), ["vethab12"]);
 }

@@ -1,24 +1,197 @@
 //! `kctl down`: remove everything `up` made, also for a cluster that is
 //! half-built or half-broken. Each step tolerates its target being gone.
 
-use super::{report, require_root};
-use crate::cluster::{ClusterDir, ProviderKind};
+use super::{report, require_root, Cluster};
+use crate::bootstrap::{etcd, teardown};
+use crate::cluster::{ClusterConfig, ClusterDir, ProviderKind};
+use crate::exec::Exec;
 use crate::provider::host;
 use crate::provider::local::{self, Layout};
+use crate::ssh::SshExec;
 use crate::ui::Ui;
 use futures::future::join_all;
+use miette::miette;
 
-pub async fn down(ui: &Ui, name: &str) -> miette::Result<()> {
+#[derive(Debug, Clone, Default)]
+pub struct DownOptions {
+    /// Only with the gce provider and no local record: where to look.
+    pub provider: Option<ProviderKind>,
+    pub project: Option<String>,
+    pub zone: Option<String>,
+    pub dry_run: bool,
+    /// Forget the record even if some machine could not be cleaned.
+    pub force: bool,
+}
+
+pub async fn down(ui: &Ui, name: &str, options: &DownOptions) -> miette::Result<()> {
     let dir = ClusterDir::new(name)?;
-    if !dir.dir.exists() {
-        ui.out(format!("Cluster {name} does not exist; nothing to do."));
+    let config = if dir.exists() {
+        Some(dir.load()?)
+    } else {
+        None
+    };
+    let provider = match (&config, options.provider) {
+        (Some(c), Some(p)) if c.provider != p => {
+            return Err(miette!(
+                "cluster {name} was made by the {} provider, not {}",
+                c.provider.name(),
+                p.name()
+            ))
+        }
+        (Some(c), _) => c.provider,
+        (None, Some(p)) => p,
+        (None, None) => {
+            if dir.dir.exists() {
+                // A record dir without cluster.json: an `up` that failed
+                // before saving anything.
+                std::fs::remove_dir_all(&dir.dir).map_err(report)?;
+            }
+            ui.out(format!("Cluster {name} does not exist; nothing to do."));
+            return Ok(());
+        }
+    };
+    match provider {
+        ProviderKind::Local => {
+            if options.dry_run {
+                return Err(miette!("--dry-run is for the gce and ssh providers"));
+            }
+            match config {
+                Some(config) => down_local(ui, dir, config).await,
+                None => {
+                    ui.out(format!("Cluster {name} does not exist; nothing to do."));
+                    Ok(())
+                }
+            }
+        }
+        ProviderKind::Ssh => match config {
+            Some(config) => down_hosts(ui, Cluster::new(dir, config), options).await,
+            None => Err(miette!(
+                help = "the ssh provider's hosts are known only from the record",
+                "cluster {name} has no record here"
+            )),
+        },
+        ProviderKind::Gce => super::up::gce::down(ui, dir, config, options).await,
+    }
+}
+
+/// Removes what bootstrap put on the cluster's machines (ssh and gce
+/// providers): every minion in parallel, then etcd. Returns one line per
+/// machine of what was removed; machines that could not be reached are
+/// errors, unless `force`.
+pub async fn teardown_hosts(
+    ui: &Ui,
+    cluster: &Cluster,
+    force: bool,
+) -> miette::Result<Vec<String>> {
+    let config = &cluster.config;
+    let auth = cluster.auth();
+    let task = ui.task(format!(
+        "removing kctl from {} minions",
+        config.minions.len()
+    ));
+    let minions = config.minions.iter().map(|m| {
+        let auth = auth.clone();
+        async move {
+            let exec = SshExec::connect(&m.ssh_target(), &auth).await?;
+            let mut removed = teardown::teardown_minion(&exec, config, m).await;
+            if let Ok(list) = &mut removed {
+                if let Some(parent) = std::path::Path::new(&m.helper_dir).parent() {
+                    let parent = parent.display().to_string();
+                    // The cluster's directory goes when its last part does.
+                    let _ = exec
+                        .run(
+                            &crate::argv!["rmdir", "--ignore-fail-on-non-empty", parent],
+                            None,
+                        )
+                        .await;
+                }
+                list.retain(|l| !l.is_empty());
+            }
+            exec.close().await;
+            removed
+        }
+    });
+    let mut lines = vec![];
+    let mut failures = vec![];
+    for (m, result) in config.minions.iter().zip(join_all(minions).await) {
+        match result {
+            Ok(removed) if removed.is_empty() => {
+                lines.push(format!("{}: nothing left to remove", m.id))
+            }
+            Ok(removed) => lines.push(format!("{}: removed {}", m.id, removed.join(", "))),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    task.done(format!(
+        "kctl removed from {} minions",
+        config.minions.len() - failures.len()
+    ));
+    if let Some(host) = &config.etcd_host {
+        let task = ui.task(format!("removing etcd from {}", host.name));
+        let result = async {
+            let exec = SshExec::connect(&host.ssh_target(), &auth).await?;
+            let mut removed = etcd::remove_etcd(&exec, &config.name, host).await?;
+            if teardown::remove_state_dir(&exec, &host.dir).await? {
+                removed.push(format!("{} (etcd's data)", host.dir));
+            }
+            if let Some(parent) = std::path::Path::new(&host.dir).parent() {
+                teardown::remove_state_dir(&exec, &parent.display().to_string()).await?;
+            }
+            exec.close().await;
+            Ok::<_, crate::exec::ExecError>(removed)
+        }
+        .await;
+        match result {
+            Ok(removed) if removed.is_empty() => {
+                lines.push(format!("{}: no etcd left to remove", host.name))
+            }
+            Ok(removed) => lines.push(format!("{}: removed {}", host.name, removed.join(", "))),
+            Err(e) => failures.push(e.to_string()),
+        }
+        task.done("etcd removed");
+    }
+    if !failures.is_empty() && !force {
+        return Err(miette!(
+            help = "fix access and run `kctl down` again, or `kctl down --force` to forget the cluster anyway",
+            "some machines could not be cleaned:
+{}",
+            failures.join("
+")
+        ));
+    }
+    lines.extend(failures.into_iter().map(|f| format!("NOT CLEANED: {f}")));
+    Ok(lines)
+}
+
+async fn down_hosts(ui: &Ui, cluster: Cluster, options: &DownOptions) -> miette::Result<()> {
+    let name = cluster.config.name.clone();
+    if options.dry_run {
+        ui.out(format!(
+            "--dry-run: `kctl down` would remove kctl's containers, Docker network, rules, routes, kctl-node and etcd from: {}",
+            cluster
+                .config
+                .minions
+                .iter()
+                .map(|m| m.ssh_target().host)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         return Ok(());
     }
-    require_root("kctl down (local provider)")?;
-    let config = dir.load()?;
-    match config.provider {
-        ProviderKind::Local => {}
+    let lines = teardown_hosts(ui, &cluster, options.force).await?;
+    for line in &lines {
+        ui.out(line.clone());
     }
+    std::fs::remove_dir_all(&cluster.dir.dir).map_err(report)?;
+    ui.out(format!(
+        "Cluster {name} is down; the hosts are as they were before `kctl up`."
+    ));
+    Ok(())
+}
+
+async fn down_local(ui: &Ui, dir: ClusterDir, config: ClusterConfig) -> miette::Result<()> {
+    let name = config.name.clone();
+    require_root("kctl down (local provider)")?;
     let Some(net) = &config.local else {
         return Err(miette::miette!(
             "cluster record of {name} has no local network"

@@ -2,10 +2,9 @@
 //! (local provider), to see and test what happens when a machine dies.
 
 use super::converge::converge_minions;
+use super::install::install;
 use super::{require_root, Cluster};
-use crate::bootstrap;
 use crate::provider::local::{self, Layout};
-use crate::ssh::SshExec;
 use crate::ui::Ui;
 use miette::miette;
 use std::collections::BTreeSet;
@@ -62,30 +61,9 @@ pub async fn start(ui: &Ui, name: &str, minion: &str) -> miette::Result<()> {
     let (layout, index) = local_minion(&cluster, minion)?;
     let task = ui.task(format!("booting {minion}"));
     local::ensure_minion(&cluster.dir, &layout, index, cluster.config.portal_net).await?;
-    let config = cluster
-        .config
-        .minion(minion)
-        .cloned()
-        .ok_or_else(|| miette!("no minion {minion}"))?;
-    let exec = SshExec::connect(&config.ssh_target(), &cluster.dir.auth())
-        .await
-        .map_err(super::report)?;
-    let binary = super::helper_binary()?;
-    let helper = bootstrap::Helper {
-        binary: &binary,
-        cluster: name,
-        etcd_endpoints: &cluster.config.etcd_endpoints,
-        offline_images: cluster.config.offline_images,
-    };
-    let booted = match bootstrap::bootstrap_minion(&exec, &config, &cluster.config.minions).await {
-        Ok(()) => bootstrap::install_helper(&exec, &config, &helper).await,
-        Err(e) => Err(e),
-    };
-    exec.close().await;
-    booted.map_err(super::report)?;
-    let mut store = cluster.store().await?;
-    super::wait_for_heartbeats(&mut store, &[minion], std::time::Duration::from_secs(20)).await?;
-    task.done(format!("{minion} is up and Ready"));
+    task.done(format!("{minion} is booted"));
+    install(ui, &cluster, Some(&[minion.to_string()])).await?;
+    let store = cluster.store().await?;
     let outcome =
         converge_minions(ui, &cluster, &store, &BTreeSet::from([minion.to_string()])).await?;
     let problems = outcome.problems();

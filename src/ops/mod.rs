@@ -6,10 +6,11 @@ pub mod converge;
 pub mod down;
 pub mod get;
 pub mod image;
+pub mod install;
 pub mod minion;
 pub mod up;
 
-use crate::cluster::{ClusterConfig, ClusterDir};
+use crate::cluster::{ClusterConfig, ClusterDir, ETCD_CLIENT_PORT};
 use crate::converge::RunContext;
 use crate::exec::ExecError;
 use crate::ssh::SshExec;
@@ -21,17 +22,57 @@ use miette::{miette, IntoDiagnostic};
 pub struct Cluster {
     pub dir: ClusterDir,
     pub config: ClusterConfig,
+    /// The SSH session carrying the tunnel to etcd, where there is one;
+    /// the tunnel lives as long as this value.
+    tunnel: tokio::sync::OnceCell<(SshExec, u16)>,
 }
 
 impl Cluster {
     pub fn open(name: &str) -> miette::Result<Cluster> {
         let dir = ClusterDir::new(name)?;
         let config = dir.load()?;
-        Ok(Cluster { dir, config })
+        Ok(Cluster::new(dir, config))
+    }
+
+    pub fn new(dir: ClusterDir, config: ClusterConfig) -> Cluster {
+        Cluster {
+            dir,
+            config,
+            tunnel: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The endpoints this machine reaches etcd at: directly (local), or a
+    /// loopback port forwarded over SSH to the etcd host's loopback.
+    pub async fn etcd_endpoints(&self) -> miette::Result<Vec<String>> {
+        let Some(host) = &self.config.etcd_host else {
+            return Ok(self.config.etcd_endpoints.clone());
+        };
+        let (_, port) = self
+            .tunnel
+            .get_or_try_init(|| async {
+                let exec = SshExec::connect(&host.ssh_target(), &self.auth()).await?;
+                let port = exec.forward_local_port(ETCD_CLIENT_PORT).await?;
+                Ok::<_, ExecError>((exec, port))
+            })
+            .await
+            .map_err(|e| miette!(help = "etcd is reached through SSH to its host", "{e}"))?;
+        Ok(vec![format!("http://127.0.0.1:{port}")])
     }
 
     pub async fn store(&self) -> miette::Result<Store> {
-        Ok(Store::connect(&self.config.etcd_endpoints, &self.config.name).await?)
+        let endpoints = self.etcd_endpoints().await?;
+        Ok(Store::connect(&endpoints, &self.config.name).await?)
+    }
+
+    /// Like `store`, for an etcd that was just started.
+    pub async fn store_waiting(&self, timeout: std::time::Duration) -> miette::Result<Store> {
+        let endpoints = self.etcd_endpoints().await?;
+        Ok(Store::connect_waiting(&endpoints, &self.config.name, timeout).await?)
+    }
+
+    pub fn auth(&self) -> crate::ssh::SshAuth {
+        self.dir.auth(&self.config)
     }
 
     pub fn run_context(&self) -> RunContext {
@@ -44,7 +85,7 @@ impl Cluster {
 
     /// One SSH master connection per named minion, opened in parallel.
     pub async fn connect(&self, ids: &[String]) -> Vec<(String, Result<SshExec, ExecError>)> {
-        let auth = self.dir.auth();
+        let auth = self.auth();
         let connects = ids.iter().map(|id| {
             let auth = auth.clone();
             let target = self.config.minion(id).map(|m| m.ssh_target());

@@ -46,9 +46,6 @@ impl Layout {
     pub fn pod_cidr(&self, index: usize) -> String {
         format!("10.{}.{index}.0/24", self.octet())
     }
-    pub fn pod_gateway(&self, index: usize) -> String {
-        format!("10.{}.{index}.1/24", self.octet())
-    }
     pub fn veth(&self, index: usize) -> String {
         format!("kctl{}m{index}", self.slot)
     }
@@ -101,6 +98,7 @@ impl Layout {
             pod_cidr: self.pod_cidr(index),
             // Minions here share this machine's disk: each gets its own.
             helper_dir: self.runtime_dir(index).join("helper").display().to_string(),
+            ssh_host: None,
         }
     }
     pub fn index_of(minion: &str) -> Option<usize> {
@@ -450,10 +448,9 @@ async fn ensure_dockerd(
         &pid_file.display().to_string(),
         "--host",
         &format!("unix://{}", socket.display()),
-        "--bip",
-        &layout.pod_gateway(index),
-        // Pods talk to each other by pod IP, without NAT.
-        "--ip-masq=false",
+        // Pods get their own network from bootstrap; a default bridge
+        // would only be unused address space.
+        "--bridge=none",
         // Host ports by iptables alone, and hairpin mode on the bridge's
         // ports, so a pod reaches itself through its service's portal.
         "--userland-proxy=false",
@@ -647,7 +644,6 @@ mod tests {
         assert_eq!(l.bridge_ip(), Ipv4Addr::new(10, 107, 0, 1));
         assert_eq!(l.node_ip(2), Ipv4Addr::new(10, 107, 0, 12));
         assert_eq!(l.pod_cidr(2), "10.107.2.0/24");
-        assert_eq!(l.pod_gateway(2), "10.107.2.1/24");
         assert_eq!(l.netns(3), "kctl-demo-minion-3");
         assert_eq!(l.mac(2), "02:6b:0a:6b:00:0c");
         assert_eq!(Layout::index_of("minion-12"), Some(12));

@@ -1,22 +1,16 @@
-//! `kctl up`: make the machines (provider), prepare them (bootstrap),
-//! register them (store). Every step checks before it acts, so running `up`
-//! on a healthy cluster changes nothing, and on a broken one repairs it.
+//! `kctl up` with the local provider: namespaces on this machine made by
+//! the provider, then the same SSH bootstrap as every other provider.
 
-use super::{report, require_root};
-use crate::bootstrap;
-use crate::cluster::{ClusterConfig, ClusterDir, LocalNetwork, ProviderKind};
+use super::DEFAULT_MINIONS;
+use crate::cluster::{ClusterConfig, ClusterDir, LocalNetwork, PodNetwork, ProviderKind};
+use crate::ops::install::install;
+use crate::ops::{report, require_root, Cluster};
 use crate::provider::host;
 use crate::provider::local::{self, Layout, MAX_MINIONS};
-use crate::ssh::SshExec;
-use crate::state::MinionRecord;
-use crate::store::Store;
 use crate::ui::Ui;
 use futures::future::join_all;
 use miette::miette;
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
-
-pub const DEFAULT_MINIONS: usize = 3;
 
 /// Programs the local provider runs on this machine, with the Debian
 /// package that brings each.
@@ -137,6 +131,10 @@ pub async fn up(
         etcd_endpoints: vec![layout.etcd_endpoint()],
         minions: (1..=count).map(|i| layout.minion(i)).collect(),
         local: Some(LocalNetwork { slot: layout.slot }),
+        gce: None,
+        etcd_host: None,
+        pod_network: PodNetwork::default(),
+        ssh_identity: None,
         offline_images: true,
     };
     // Record first: whatever fails later, `down` knows what to remove.
@@ -172,55 +170,8 @@ pub async fn up(
     std::fs::write(dir.known_hosts(), known_hosts.join("\n") + "\n").map_err(report)?;
     task.done(format!("{count} minions running"));
 
-    let task = ui.task("bootstrap over SSH");
-    let auth = dir.auth();
-    let binary = super::helper_binary()?;
-    let helper = bootstrap::Helper {
-        binary: &binary,
-        cluster: name,
-        etcd_endpoints: &config.etcd_endpoints,
-        offline_images: config.offline_images,
-    };
-    let boots = config.minions.iter().map(|m| {
-        let auth = auth.clone();
-        let all = &config.minions;
-        let helper = &helper;
-        async move {
-            let exec = SshExec::connect(&m.ssh_target(), &auth).await?;
-            let result = match bootstrap::bootstrap_minion(&exec, m, all).await {
-                Ok(()) => bootstrap::install_helper(&exec, m, helper).await,
-                Err(e) => Err(e),
-            };
-            exec.close().await;
-            result
-        }
-    });
-    for result in join_all(boots).await {
-        changed |= result.map_err(report)?;
-    }
-    task.done("minions bootstrapped (routes, forwarding rules, pause image, kctl-node)");
-
-    let mut store =
-        Store::connect_waiting(&config.etcd_endpoints, name, Duration::from_secs(20)).await?;
-    let registered = store.snapshot().await?.state.minions;
-    for m in &config.minions {
-        let record = MinionRecord {
-            id: m.id.clone(),
-            host_ip: m.host_ip,
-            pod_cidr: m.pod_cidr.clone(),
-            ssh_port: m.ssh_port,
-            ssh_user: m.ssh_user.clone(),
-        };
-        if registered.get(&m.id) != Some(&record) {
-            store.put_minion(&record).await?;
-            changed = true;
-        }
-    }
-
-    let task = ui.task("waiting for every minion's heartbeat");
-    let ids: Vec<&str> = config.minions.iter().map(|m| m.id.as_str()).collect();
-    super::wait_for_heartbeats(&mut store, &ids, Duration::from_secs(20)).await?;
-    task.done(format!("{count} minions Ready"));
+    let cluster = Cluster::new(dir, config);
+    changed |= install(ui, &cluster, None).await?;
 
     if changed && existing.is_some() {
         ui.out(format!(

@@ -1,0 +1,170 @@
+//! etcd on the machine that hosts it (ssh and gce providers): one member,
+//! a service like the node helper, reachable from the cluster's minions
+//! and from loopback (the workstation's SSH tunnel) and from nowhere else.
+
+use super::service::{self, Service};
+use crate::argv;
+use crate::cluster::{EtcdHost, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::exec::{Exec, ExecError};
+use std::net::Ipv4Addr;
+
+/// Debian's `etcd-server` puts it here.
+pub const ETCD_PROGRAM: &str = "/usr/bin/etcd";
+/// The INPUT chain that keeps etcd's port to the cluster.
+pub const ETCD_CHAIN: &str = "KCTL-ETCD";
+
+pub fn etcd_service(cluster: &str, host: &EtcdHost) -> Service {
+    let dir = host.dir.trim_end_matches('/');
+    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    let name = format!("kctl-{cluster}");
+    Service {
+        unit: format!("kctl-etcd-{cluster}"),
+        description: format!("etcd of kctl cluster {cluster}"),
+        program: ETCD_PROGRAM.into(),
+        args: argv![
+            "--name",
+            name.clone(),
+            "--data-dir",
+            format!("{dir}/data"),
+            "--listen-client-urls",
+            format!(
+                "http://{}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                host.ip
+            ),
+            "--advertise-client-urls",
+            host.endpoint(),
+            "--listen-peer-urls",
+            peer.clone(),
+            "--initial-advertise-peer-urls",
+            peer.clone(),
+            "--initial-cluster",
+            format!("{name}={peer}"),
+            "--initial-cluster-state",
+            "new"
+        ],
+        pid_file: format!("{dir}/etcd.pid"),
+        log_file: format!("{dir}/etcd.log"),
+    }
+}
+
+/// `iptables-restore --noflush` input for the chain that admits etcd's
+/// client port from the minions and loopback only. Declaring the chain
+/// flushes it, so a changed minion list replaces the rules whole.
+pub fn etcd_firewall(minions: &[Ipv4Addr]) -> String {
+    let port = ETCD_CLIENT_PORT;
+    let mut rules = format!("*filter\n:{ETCD_CHAIN} - [0:0]\n");
+    rules.push_str(&format!("-A {ETCD_CHAIN} -i lo -j RETURN\n"));
+    for ip in minions {
+        rules.push_str(&format!(
+            "-A {ETCD_CHAIN} -s {ip}/32 -p tcp --dport {port} -j RETURN\n"
+        ));
+    }
+    rules.push_str(&format!(
+        "-A {ETCD_CHAIN} -p tcp --dport {port} -j REJECT --reject-with tcp-reset\n"
+    ));
+    rules.push_str("COMMIT\n");
+    rules
+}
+
+fn jump(op: &str) -> Vec<String> {
+    argv!["iptables", "--wait", op, "INPUT", "--jump", ETCD_CHAIN]
+}
+
+/// Makes sure etcd runs on `host`, guarded by its firewall chain. Returns
+/// true if anything changed.
+pub async fn install_etcd<E: Exec>(
+    exec: &E,
+    cluster: &str,
+    host: &EtcdHost,
+    minions: &[Ipv4Addr],
+) -> Result<bool, ExecError> {
+    let restore = argv!["iptables-restore", "--wait", "--noflush"];
+    exec.run(&restore, Some(etcd_firewall(minions).as_bytes()))
+        .await?
+        .check(exec.target(), &restore)?;
+    let mut changed = false;
+    if !exec.run(&jump("--check"), None).await?.success() {
+        exec.run_ok(&jump("--insert")).await?;
+        changed = true;
+    }
+    exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
+    let systemd = service::has_systemd(exec).await?;
+    changed |= service::ensure_running(exec, &etcd_service(cluster, host), systemd, false).await?;
+    Ok(changed)
+}
+
+/// Stops etcd, deletes its data and its firewall chain. Returns what was
+/// removed, for `down` to report.
+pub async fn remove_etcd<E: Exec>(
+    exec: &E,
+    cluster: &str,
+    host: &EtcdHost,
+) -> Result<Vec<String>, ExecError> {
+    let mut removed = vec![];
+    let systemd = service::has_systemd(exec).await?;
+    if service::remove(exec, &etcd_service(cluster, host), systemd).await? {
+        removed.push("etcd".to_string());
+    }
+    let mut jumped = false;
+    // Bounded: a jump inserted twice goes in two rounds, never forever.
+    for _ in 0..8 {
+        if !exec.run(&jump("--check"), None).await?.success() {
+            break;
+        }
+        exec.run_ok(&jump("--delete")).await?;
+        jumped = true;
+    }
+    let flushed = exec
+        .run(&argv!["iptables", "--wait", "--flush", ETCD_CHAIN], None)
+        .await?
+        .success();
+    if flushed {
+        exec.run_ok(&argv!["iptables", "--wait", "--delete-chain", ETCD_CHAIN])
+            .await?;
+    }
+    if jumped || flushed {
+        removed.push(format!("iptables chain {ETCD_CHAIN}"));
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> EtcdHost {
+        EtcdHost {
+            name: "minion-1".into(),
+            ssh_host: "10.150.0.11".into(),
+            ssh_port: 22,
+            ssh_user: "root".into(),
+            ip: "10.150.0.11".parse().unwrap(),
+            dir: "/var/lib/kctl/c1/etcd/".into(),
+        }
+    }
+
+    #[test]
+    fn etcd_listens_on_the_cluster_address_and_loopback_only() {
+        let s = etcd_service("c1", &host());
+        let args = s.args.join(" ");
+        assert!(args.contains("--listen-client-urls http://10.150.0.11:4001,http://127.0.0.1:4001"));
+        assert!(args.contains("--listen-peer-urls http://127.0.0.1:7001"));
+        assert!(args.contains("--data-dir /var/lib/kctl/c1/etcd/data"));
+        assert_eq!(s.pid_file, "/var/lib/kctl/c1/etcd/etcd.pid");
+        assert_eq!(s.unit, "kctl-etcd-c1");
+    }
+
+    #[test]
+    fn firewall_admits_minions_and_loopback_then_rejects() {
+        let rules = etcd_firewall(&[
+            "10.150.0.11".parse().unwrap(),
+            "10.150.0.12".parse().unwrap(),
+        ]);
+        let lines: Vec<&str> = rules.lines().collect();
+        assert_eq!(lines[1], ":KCTL-ETCD - [0:0]");
+        assert_eq!(lines[2], "-A KCTL-ETCD -i lo -j RETURN");
+        assert!(lines[3].starts_with("-A KCTL-ETCD -s 10.150.0.11/32 -p tcp --dport 4001"));
+        assert!(lines[5].contains("-j REJECT"), "reject comes last: {rules}");
+        assert_eq!(lines[6], "COMMIT");
+    }
+}

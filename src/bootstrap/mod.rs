@@ -1,0 +1,446 @@
+//! Installing kctl's parts on a machine over SSH. Whatever made the machine
+//! (a local namespace, a GCE instance, a user's own host), this is the one
+//! path that prepares it to run pods: the pod network in Docker, routes to
+//! other minions' pods, forwarding rules, the pause image, the node helper,
+//! and etcd on the machine that hosts it. `teardown` undoes exactly that.
+
+pub mod etcd;
+pub mod helper;
+pub mod preflight;
+pub mod service;
+pub mod teardown;
+
+pub use helper::{install_helper, Helper};
+
+use crate::argv;
+use crate::cluster::{ClusterConfig, MinionConfig};
+use crate::converge::docker::{LABEL_CLUSTER, PAUSE_IMAGE, POD_BRIDGE, POD_NETWORK};
+use crate::exec::{Exec, ExecError};
+use crate::image;
+use serde::Deserialize;
+
+/// The filter-table chain kctl owns on every minion.
+pub const FORWARD_CHAIN: &str = "KCTL-FORWARD";
+
+/// `ip route replace` for every other minion's pod range: pods reach each
+/// other by pod IP, across minions, without NAT.
+pub fn route_argvs(minion: &MinionConfig, all: &[MinionConfig]) -> Vec<Vec<String>> {
+    all.iter()
+        .filter(|other| other.id != minion.id)
+        .map(|other| {
+            argv![
+                "ip",
+                "route",
+                "replace",
+                other.pod_cidr.clone(),
+                "via",
+                other.host_ip.to_string()
+            ]
+        })
+        .collect()
+}
+
+/// The `iptables-restore --noflush` input that accepts forwarded traffic to
+/// and from every pod range (Docker's own FORWARD rules would drop
+/// connections from other minions' pods). Declaring the chain flushes it,
+/// so the rules are replaced whole, atomically.
+pub fn forward_rules(all: &[MinionConfig]) -> String {
+    let mut rules = format!("*filter\n:{FORWARD_CHAIN} - [0:0]\n");
+    for m in all {
+        rules.push_str(&format!("-A {FORWARD_CHAIN} -d {} -j ACCEPT\n", m.pod_cidr));
+        rules.push_str(&format!("-A {FORWARD_CHAIN} -s {} -j ACCEPT\n", m.pod_cidr));
+    }
+    rules.push_str("COMMIT\n");
+    rules
+}
+
+/// `docker network create` for the minion's pod range. No masquerading:
+/// pods see each other's real addresses across minions.
+pub fn pod_network_argv(cluster: &str, minion: &MinionConfig, mtu: Option<u32>) -> Vec<String> {
+    let gateway = minion
+        .pod_cidr
+        .parse::<ipnet::Ipv4Net>()
+        .ok()
+        .and_then(|net| net.hosts().next())
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let mut create = argv![
+        "docker",
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        minion.pod_cidr.clone(),
+        "--gateway",
+        gateway,
+        "--opt",
+        format!("com.docker.network.bridge.name={POD_BRIDGE}"),
+        "--opt",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "--label",
+        format!("{LABEL_CLUSTER}={cluster}")
+    ];
+    if let Some(mtu) = mtu {
+        create.push("--opt".into());
+        create.push(format!("com.docker.network.driver.mtu={mtu}"));
+    }
+    create.push(POD_NETWORK.into());
+    create
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkInspect {
+    #[serde(rename = "IPAM")]
+    ipam: Ipam,
+    #[serde(default)]
+    labels: Option<std::collections::HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Ipam {
+    #[serde(default)]
+    config: Option<Vec<IpamConfig>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IpamConfig {
+    #[serde(default)]
+    subnet: String,
+}
+
+/// What a minion's existing `kctl` network is: (cluster label, subnet).
+pub fn parse_network_inspect(json: &str) -> Option<(String, String)> {
+    let n: NetworkInspect = serde_json::from_str(json.trim()).ok()?;
+    let cluster = n
+        .labels
+        .unwrap_or_default()
+        .get(LABEL_CLUSTER)
+        .cloned()
+        .unwrap_or_default();
+    let subnet = n
+        .ipam
+        .config
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(|c| c.subnet)
+        .unwrap_or_default();
+    Some((cluster, subnet))
+}
+
+pub fn network_inspect_argv() -> Vec<String> {
+    argv![
+        "docker",
+        "network",
+        "inspect",
+        "--format",
+        "{{json .}}",
+        POD_NETWORK
+    ]
+}
+
+/// Makes the minion's pod network unless it is there with the right range.
+/// A `kctl` network of another cluster, or of another range, is an error:
+/// it may carry pods kctl must not disturb.
+async fn ensure_pod_network<E: Exec>(
+    exec: &E,
+    cluster: &ClusterConfig,
+    minion: &MinionConfig,
+) -> Result<bool, ExecError> {
+    let inspect = exec.run(&network_inspect_argv(), None).await?;
+    if inspect.success() {
+        return match parse_network_inspect(&inspect.stdout_text()) {
+            Some((owner, subnet)) if owner == cluster.name && subnet == minion.pod_cidr => {
+                Ok(false)
+            }
+            found => Err(ExecError::Transport {
+                target: exec.target().to_string(),
+                message: format!(
+                    "Docker already has a network named {POD_NETWORK} ({}); kctl needs it for cluster {} with range {}. \
+                     Remove it (`docker network rm {POD_NETWORK}`) or `kctl down` the cluster that made it",
+                    match found {
+                        Some((owner, subnet)) if !owner.is_empty() =>
+                            format!("cluster {owner}, range {subnet}"),
+                        Some((_, subnet)) => format!("not kctl's, range {subnet}"),
+                        None => "unreadable".into(),
+                    },
+                    cluster.name,
+                    minion.pod_cidr
+                ),
+            }),
+        };
+    }
+    exec.run_ok(&pod_network_argv(
+        &cluster.name,
+        minion,
+        cluster.pod_network.mtu,
+    ))
+    .await?;
+    Ok(true)
+}
+
+/// Prepares one minion. Idempotent: running it again changes nothing.
+/// Returns true if anything changed.
+pub async fn bootstrap_minion<E: Exec>(
+    exec: &E,
+    cluster: &ClusterConfig,
+    minion: &MinionConfig,
+) -> Result<bool, ExecError> {
+    let all = &cluster.minions;
+    exec.run_ok(&argv![
+        "docker",
+        "version",
+        "--format",
+        "{{.Server.Version}}"
+    ])
+    .await?;
+    // Service rules are written with nft (see services::rules).
+    exec.run_ok(&argv!["nft", "--version"]).await?;
+    let mut changed = ensure_pod_network(exec, cluster, minion).await?;
+    if cluster.pod_network.host_routes {
+        for route in route_argvs(minion, all) {
+            exec.run_ok(&route).await?;
+        }
+    }
+    let restore = argv!["iptables-restore", "--wait", "--noflush"];
+    exec.run(&restore, Some(forward_rules(all).as_bytes()))
+        .await?
+        .check(exec.target(), &restore)?;
+    let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
+    if !exec.run(&jump("--check"), None).await?.success() {
+        exec.run_ok(&jump("--insert")).await?;
+        changed = true;
+    }
+    let has_pause = exec
+        .run(
+            &argv![
+                "docker",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                PAUSE_IMAGE
+            ],
+            None,
+        )
+        .await?;
+    if !has_pause.success() {
+        let import = argv![
+            "docker",
+            "import",
+            "--change",
+            r#"ENTRYPOINT ["/pause"]"#,
+            "-",
+            PAUSE_IMAGE
+        ];
+        exec.run(&import, Some(&image::pause_rootfs_tar()))
+            .await?
+            .check(exec.target(), &import)?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cluster::{PodNetwork, ProviderKind};
+    use crate::exec::{Output, RecordingExec};
+
+    pub(crate) fn minions() -> Vec<MinionConfig> {
+        (1..=3)
+            .map(|i| MinionConfig {
+                id: format!("minion-{i}"),
+                host_ip: format!("10.101.0.{}", 10 + i).parse().unwrap(),
+                ssh_port: 22,
+                ssh_user: "root".into(),
+                pod_cidr: format!("10.101.{i}.0/24"),
+                helper_dir: "/var/lib/kctl/".into(),
+                ssh_host: None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn cluster() -> ClusterConfig {
+        ClusterConfig {
+            name: "c1".into(),
+            provider: ProviderKind::Ssh,
+            etcd_endpoints: vec!["http://10.101.0.11:4001".into()],
+            minions: minions(),
+            portal_net: "10.0.0.0/16".parse().unwrap(),
+            local: None,
+            gce: None,
+            etcd_host: None,
+            pod_network: PodNetwork::default(),
+            ssh_identity: None,
+            offline_images: false,
+        }
+    }
+
+    fn missing() -> Output {
+        Output {
+            code: Some(1),
+            stdout: vec![],
+            stderr: b"No such object".to_vec(),
+        }
+    }
+
+    #[test]
+    fn routes_go_to_the_other_minions() {
+        let all = minions();
+        let routes = route_argvs(&all[0], &all);
+        assert_eq!(
+            routes,
+            vec![
+                argv![
+                    "ip",
+                    "route",
+                    "replace",
+                    "10.101.2.0/24",
+                    "via",
+                    "10.101.0.12"
+                ],
+                argv![
+                    "ip",
+                    "route",
+                    "replace",
+                    "10.101.3.0/24",
+                    "via",
+                    "10.101.0.13"
+                ],
+            ]
+        );
+    }
+
+    #[test]
+    fn forward_rules_cover_every_pod_range() {
+        let rules = forward_rules(&minions());
+        assert!(rules.starts_with("*filter\n:KCTL-FORWARD - [0:0]\n"));
+        assert_eq!(rules.matches("-j ACCEPT").count(), 6);
+        assert!(rules.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn pod_network_is_the_minions_range_without_masquerade() {
+        let m = &minions()[1];
+        let plain = pod_network_argv("c1", m, None);
+        assert_eq!(plain.last().unwrap(), "kctl");
+        let pos = plain.iter().position(|a| a == "--subnet").unwrap();
+        assert_eq!(plain[pos + 1], "10.101.2.0/24");
+        let pos = plain.iter().position(|a| a == "--gateway").unwrap();
+        assert_eq!(plain[pos + 1], "10.101.2.1");
+        assert!(plain.contains(&"com.docker.network.bridge.enable_ip_masquerade=false".into()));
+        assert!(plain.contains(&"io.kctl.cluster=c1".into()));
+        assert!(!plain.iter().any(|a| a.contains("mtu")));
+        let gce = pod_network_argv("c1", m, Some(1460));
+        assert!(gce.contains(&"com.docker.network.driver.mtu=1460".into()));
+    }
+
+    #[test]
+    fn network_inspect_is_read() {
+        let json = r#"{"Name":"kctl","IPAM":{"Driver":"default","Config":[{"Subnet":"10.101.2.0/24","Gateway":"10.101.2.1"}]},"Labels":{"io.kctl.cluster":"c1"}}"#;
+        assert_eq!(
+            parse_network_inspect(json),
+            Some(("c1".into(), "10.101.2.0/24".into()))
+        );
+        let foreign =
+            r#"{"Name":"kctl","IPAM":{"Config":[{"Subnet":"172.20.0.0/16"}]},"Labels":{}}"#;
+        assert_eq!(
+            parse_network_inspect(foreign),
+            Some((String::new(), "172.20.0.0/16".into()))
+        );
+        assert_eq!(parse_network_inspect("nonsense"), None);
+    }
+
+    #[tokio::test]
+    async fn bootstrap_creates_only_what_is_missing() {
+        let cluster = cluster();
+        let exec = RecordingExec {
+            answers: [
+                ("docker image".to_string(), missing()),
+                ("docker network inspect".to_string(), missing()),
+                ("iptables --wait --check".to_string(), missing()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert!(bootstrap_minion(&exec, &cluster, &cluster.minions[0])
+            .await
+            .unwrap());
+        let calls = exec.calls();
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with(&argv!["docker", "import"])));
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with(&argv!["docker", "network", "create"])));
+        assert!(calls.iter().any(|c| c.contains(&"--insert".to_string())));
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with(&argv!["ip", "route"]))
+                .count(),
+            2
+        );
+
+        let inspect = Output {
+            code: Some(0),
+            stdout: br#"{"IPAM":{"Config":[{"Subnet":"10.101.1.0/24"}]},"Labels":{"io.kctl.cluster":"c1"}}"#.to_vec(),
+            stderr: vec![],
+        };
+        let present = RecordingExec {
+            answers: [("docker network inspect".to_string(), inspect)].into(),
+            ..Default::default()
+        };
+        assert!(!bootstrap_minion(&present, &cluster, &cluster.minions[0])
+            .await
+            .unwrap());
+        let calls = present.calls();
+        assert!(!calls
+            .iter()
+            .any(|c| c.starts_with(&argv!["docker", "import"])));
+        assert!(!calls
+            .iter()
+            .any(|c| c.starts_with(&argv!["docker", "network", "create"])));
+        assert!(!calls.iter().any(|c| c.contains(&"--insert".to_string())));
+    }
+
+    #[tokio::test]
+    async fn cloud_routed_clusters_add_no_host_routes() {
+        let mut cluster = cluster();
+        cluster.pod_network.host_routes = false;
+        let exec = RecordingExec::default();
+        let _ = bootstrap_minion(&exec, &cluster, &cluster.minions[0]).await;
+        assert!(!exec
+            .calls()
+            .iter()
+            .any(|c| c.starts_with(&argv!["ip", "route"])));
+    }
+
+    #[tokio::test]
+    async fn a_foreign_kctl_network_stops_bootstrap() {
+        let cluster = cluster();
+        let inspect = Output {
+            code: Some(0),
+            stdout: br#"{"IPAM":{"Config":[{"Subnet":"10.9.1.0/24"}]},"Labels":{"io.kctl.cluster":"other"}}"#.to_vec(),
+            stderr: vec![],
+        };
+        let exec = RecordingExec {
+            answers: [("docker network inspect".to_string(), inspect)].into(),
+            ..Default::default()
+        };
+        let err = bootstrap_minion(&exec, &cluster, &cluster.minions[0])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster other, range 10.9.1.0/24"), "{err}");
+        assert!(!exec
+            .calls()
+            .iter()
+            .any(|c| c.starts_with(&argv!["docker", "network", "create"])));
+    }
+}

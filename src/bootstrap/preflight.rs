@@ -1,0 +1,446 @@
+//! Checking a machine before kctl changes anything on it: facts are
+//! gathered over SSH (read-only commands), then judged by a pure function,
+//! so every problem of every host is reported at once.
+
+use crate::argv;
+use crate::bootstrap::etcd::ETCD_PROGRAM;
+use crate::cluster::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::converge::docker::POD_BRIDGE;
+use crate::exec::{Exec, ExecError};
+use ipnet::Ipv4Net;
+
+/// Clocks further apart than this confuse heartbeats and "last seen".
+pub const MAX_CLOCK_SKEW_SECS: i64 = 5;
+
+/// What a host is, as far as kctl cares.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostFacts {
+    /// `uname -s` and `uname -m`.
+    pub kernel: String,
+    pub arch: String,
+    /// PRETTY_NAME and ID (+ ID_LIKE) from /etc/os-release.
+    pub os: String,
+    pub os_family: Vec<String>,
+    /// Commands run as root (directly or through `sudo -n`).
+    pub root: bool,
+    pub docker: Option<String>,
+    pub iptables: bool,
+    pub iptables_restore: bool,
+    pub nft: bool,
+    pub ip: bool,
+    /// systemd runs, or start-stop-daemon exists to supervise daemons.
+    pub supervisor: bool,
+    pub etcd: bool,
+    pub listening_ports: Vec<u16>,
+    /// Host clock minus this machine's, in seconds.
+    pub clock_skew: i64,
+    /// Routes on the host: (destination, whole line).
+    pub routes: Vec<(Ipv4Net, String)>,
+    /// An existing `kctl` Docker network: (cluster label, subnet).
+    pub kctl_network: Option<(String, String)>,
+}
+
+/// What kctl will put on the host.
+#[derive(Debug, Clone)]
+pub struct HostRole<'a> {
+    pub cluster: &'a str,
+    pub runs_etcd: bool,
+    pub pod_cidr: &'a str,
+    /// Every minion's pod range and address: routes to them are kctl's.
+    pub pod_routes: &'a [(String, std::net::Ipv4Addr)],
+    pub pod_net: Ipv4Net,
+    pub portal_net: Ipv4Net,
+}
+
+/// The packages `--install` adds on apt-based hosts, per missing part.
+pub fn missing_packages(facts: &HostFacts, runs_etcd: bool) -> Vec<&'static str> {
+    let mut packages = vec![];
+    if facts.docker.is_none() {
+        packages.push("docker.io");
+    }
+    if !facts.iptables || !facts.iptables_restore {
+        packages.push("iptables");
+    }
+    if !facts.nft {
+        packages.push("nftables");
+    }
+    if !facts.ip {
+        packages.push("iproute2");
+    }
+    if runs_etcd && !facts.etcd {
+        packages.push("etcd-server");
+    }
+    packages
+}
+
+pub fn uses_apt(facts: &HostFacts) -> bool {
+    facts
+        .os_family
+        .iter()
+        .any(|f| f == "debian" || f == "ubuntu")
+}
+
+fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Every reason this host cannot join the cluster, as sentences.
+pub fn problems(facts: &HostFacts, role: &HostRole, local_arch: &str) -> Vec<String> {
+    let mut out = vec![];
+    if facts.kernel != "Linux" {
+        out.push(format!("runs {:?}, not Linux", facts.kernel));
+        return out;
+    }
+    if facts.arch != local_arch {
+        out.push(format!(
+            "is {}, but kctl-node is built for {local_arch}",
+            facts.arch
+        ));
+    }
+    if !facts.root {
+        out.push(
+            "commands cannot run as root (log in as root, or allow `sudo -n` for the user)".into(),
+        );
+        return out;
+    }
+    let missing = missing_packages(facts, role.runs_etcd);
+    if !missing.is_empty() {
+        let what = [
+            (
+                facts.docker.is_none(),
+                "Docker (not installed or not running)",
+            ),
+            (!facts.iptables || !facts.iptables_restore, "iptables"),
+            (!facts.nft, "nft"),
+            (!facts.ip, "ip (iproute2)"),
+            (role.runs_etcd && !facts.etcd, ETCD_PROGRAM),
+        ]
+        .iter()
+        .filter(|(m, _)| *m)
+        .map(|(_, w)| *w)
+        .collect::<Vec<_>>()
+        .join(", ");
+        let how = if uses_apt(facts) {
+            format!(
+                "--install adds them (apt-get install {})",
+                missing.join(" ")
+            )
+        } else {
+            format!(
+                "install {} with the host's package manager",
+                missing.join(" ")
+            )
+        };
+        out.push(format!("lacks {what}: {how}"));
+    }
+    if !facts.supervisor {
+        out.push("has neither systemd nor start-stop-daemon to run kctl-node".into());
+    }
+    if facts.clock_skew.abs() > MAX_CLOCK_SKEW_SECS {
+        out.push(format!(
+            "clock is {}s {} this machine's (more than {MAX_CLOCK_SKEW_SECS}s): enable NTP",
+            facts.clock_skew.abs(),
+            if facts.clock_skew > 0 {
+                "ahead of"
+            } else {
+                "behind"
+            }
+        ));
+    }
+    if role.runs_etcd {
+        for port in [ETCD_CLIENT_PORT, ETCD_PEER_PORT] {
+            if facts.listening_ports.contains(&port) && !(facts.etcd_is_ours(role)) {
+                out.push(format!("port {port} (etcd) is already in use"));
+            }
+        }
+    }
+    match &facts.kctl_network {
+        Some((owner, subnet)) if owner != role.cluster || subnet != role.pod_cidr => {
+            out.push(format!(
+                "already has a Docker network named kctl ({}, range {subnet})",
+                if owner.is_empty() {
+                    "not kctl's".to_string()
+                } else {
+                    format!("of cluster {owner}")
+                }
+            ));
+        }
+        _ => {}
+    }
+    for (dest, line) in &facts.routes {
+        let ours = line.contains(&format!("dev {POD_BRIDGE}"))
+            || role.pod_routes.iter().any(|(cidr, via)| {
+                dest.to_string() == *cidr && line.contains(&format!("via {via}"))
+            });
+        if ours || dest.prefix_len() == 0 {
+            continue;
+        }
+        for (what, net) in [("pod", role.pod_net), ("portal", role.portal_net)] {
+            if overlaps(dest, &net) {
+                out.push(format!(
+                    "already routes {dest}, which overlaps the cluster's {what} range {net} (`{}`)",
+                    line.trim()
+                ));
+            }
+        }
+    }
+    out
+}
+
+impl HostFacts {
+    /// A re-run of `up` finds its own etcd on the ports.
+    fn etcd_is_ours(&self, role: &HostRole) -> bool {
+        self.kctl_network
+            .as_ref()
+            .is_some_and(|(owner, _)| owner == role.cluster)
+    }
+}
+
+/// Ports from `ss -Hltnu` lines (local address is the fifth column).
+pub fn parse_listening(ss: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = ss
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter_map(|addr| addr.rsplit(':').next()?.parse().ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Destinations from `ip -4 route show table all` (the first word, or
+/// the second after a route type such as `blackhole`).
+pub fn parse_routes(text: &str) -> Vec<(Ipv4Net, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let first = words.next()?;
+            let dest = match first {
+                "unicast" | "blackhole" | "unreachable" | "prohibit" | "local" | "broadcast"
+                | "throw" | "nat" | "anycast" | "multicast" => words.next()?,
+                other => other,
+            };
+            let net = if dest == "default" {
+                Ipv4Net::default()
+            } else if dest.contains('/') {
+                dest.parse().ok()?
+            } else {
+                Ipv4Net::new(dest.parse().ok()?, 32).ok()?
+            };
+            Some((net, line.to_string()))
+        })
+        .collect()
+}
+
+pub fn parse_os_release(text: &str) -> (String, Vec<String>) {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches('"').to_string())
+    };
+    let pretty = value("PRETTY_NAME").unwrap_or_else(|| "unknown Linux".into());
+    let mut family: Vec<String> = value("ID").into_iter().collect();
+    if let Some(like) = value("ID_LIKE") {
+        family.extend(like.split_whitespace().map(str::to_string));
+    }
+    (pretty, family)
+}
+
+/// Reads the facts with read-only commands.
+pub async fn gather<E: Exec>(exec: &E) -> Result<HostFacts, ExecError> {
+    let text = |out: crate::exec::Output| out.success().then(|| out.stdout_text());
+    let kernel = exec.run(&argv!["uname", "-s"], None).await?;
+    let mut facts = HostFacts {
+        kernel: kernel.stdout_text().trim().to_string(),
+        ..Default::default()
+    };
+    if !kernel.success() || facts.kernel != "Linux" {
+        return Ok(facts);
+    }
+    facts.arch = exec.run_ok(&argv!["uname", "-m"]).await?.trim().to_string();
+    facts.root = exec
+        .run(&argv!["id", "-u"], None)
+        .await?
+        .stdout_text()
+        .trim()
+        == "0";
+    if let Some(os) = text(exec.run(&argv!["cat", "/etc/os-release"], None).await?) {
+        (facts.os, facts.os_family) = parse_os_release(&os);
+    }
+    facts.docker = text(
+        exec.run(
+            &argv!["docker", "version", "--format", "{{.Server.Version}}"],
+            None,
+        )
+        .await?,
+    )
+    .map(|v| v.trim().to_string());
+    let works = |argv: Vec<String>| async move {
+        Ok::<bool, ExecError>(exec.run(&argv, None).await?.success())
+    };
+    facts.iptables = works(argv!["iptables", "--version"]).await?;
+    facts.iptables_restore = works(argv!["iptables-restore", "--version"]).await?;
+    facts.nft = works(argv!["nft", "--version"]).await?;
+    facts.ip = works(argv!["ip", "-V"]).await?;
+    facts.supervisor = works(argv!["test", "-d", "/run/systemd/system"]).await?
+        || works(argv!["start-stop-daemon", "--version"]).await?;
+    facts.etcd = works(argv![ETCD_PROGRAM, "--version"]).await?;
+    if let Some(ss) = text(exec.run(&argv!["ss", "-Hltnu"], None).await?) {
+        facts.listening_ports = parse_listening(&ss);
+    }
+    if let Some(routes) = text(
+        exec.run(&argv!["ip", "-4", "route", "show", "table", "all"], None)
+            .await?,
+    ) {
+        facts.routes = parse_routes(&routes);
+    }
+    let inspect = exec.run(&super::network_inspect_argv(), None).await?;
+    if inspect.success() {
+        facts.kctl_network = super::parse_network_inspect(&inspect.stdout_text());
+    }
+    let before = now_secs();
+    let remote = exec.run_ok(&argv!["date", "+%s"]).await?;
+    let after = now_secs();
+    if let Ok(remote) = remote.trim().parse::<i64>() {
+        facts.clock_skew = remote - (before + after) / 2;
+    }
+    Ok(facts)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// `apt-get` argv that installs `packages` without questions.
+pub fn install_argvs(packages: &[&str]) -> Vec<Vec<String>> {
+    let mut install = argv![
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "--yes",
+        "--no-install-recommends"
+    ];
+    install.extend(packages.iter().map(|p| p.to_string()));
+    vec![
+        argv!["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update"],
+        install,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> HostFacts {
+        HostFacts {
+            kernel: "Linux".into(),
+            arch: "x86_64".into(),
+            os: "Debian GNU/Linux 12 (bookworm)".into(),
+            os_family: vec!["debian".into()],
+            root: true,
+            docker: Some("20.10.24".into()),
+            iptables: true,
+            iptables_restore: true,
+            nft: true,
+            ip: true,
+            supervisor: true,
+            etcd: true,
+            listening_ports: vec![22],
+            clock_skew: 1,
+            routes: parse_routes("default via 192.168.1.1 dev eth0\n192.168.1.0/24 dev eth0 proto kernel scope link src 192.168.1.5\n"),
+            kctl_network: None,
+        }
+    }
+
+    fn role<'a>(pod_routes: &'a [(String, std::net::Ipv4Addr)]) -> HostRole<'a> {
+        HostRole {
+            cluster: "c1",
+            runs_etcd: true,
+            pod_cidr: "10.244.1.0/24",
+            pod_routes,
+            pod_net: "10.244.0.0/16".parse().unwrap(),
+            portal_net: "10.0.0.0/16".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_healthy_host_has_no_problems() {
+        assert_eq!(
+            problems(&healthy(), &role(&[]), "x86_64"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut f = healthy();
+        f.docker = None;
+        f.nft = false;
+        f.etcd = false;
+        f.clock_skew = -42;
+        f.listening_ports = vec![22, 4001];
+        f.routes
+            .extend(parse_routes("10.0.0.0/8 via 192.168.1.254 dev eth0\n"));
+        f.kctl_network = Some(("other".into(), "10.9.0.0/24".into()));
+        let p = problems(&f, &role(&[]), "x86_64");
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(p[0].contains("Docker") && p[0].contains("nft") && p[0].contains("etcd"));
+        assert!(p[0].contains("apt-get install docker.io nftables etcd-server"));
+        assert!(p[1].contains("42s behind"));
+        assert!(p[2].contains("port 4001"));
+        assert!(p[3].contains("of cluster other"));
+        assert!(p[4].contains("10.0.0.0/8") && p[4].contains("pod range"));
+        assert!(p[5].contains("10.0.0.0/8") && p[5].contains("portal range"));
+    }
+
+    #[test]
+    fn kctls_own_routes_and_network_are_not_problems() {
+        let mut f = healthy();
+        f.routes.extend(parse_routes(
+            "10.244.2.0/24 via 10.0.5.2 dev eth0\n10.244.1.0/24 dev kctl0 proto kernel scope link src 10.244.1.1\n",
+        ));
+        f.kctl_network = Some(("c1".into(), "10.244.1.0/24".into()));
+        f.listening_ports = vec![22, 4001, 7001];
+        let routes = [("10.244.2.0/24".to_string(), "10.0.5.2".parse().unwrap())];
+        assert_eq!(problems(&f, &role(&routes), "x86_64"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn wrong_platform_or_no_root_stop_early() {
+        let mut f = healthy();
+        f.kernel = "Darwin".into();
+        assert_eq!(problems(&f, &role(&[]), "x86_64").len(), 1);
+        let mut f = healthy();
+        f.root = false;
+        f.arch = "aarch64".into();
+        let p = problems(&f, &role(&[]), "x86_64");
+        assert!(p[0].contains("aarch64") && p[1].contains("sudo"), "{p:?}");
+    }
+
+    #[test]
+    fn outputs_are_parsed() {
+        let ss = "tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\ntcp LISTEN 0 4096 [::]:2379 [::]:*\nudp UNCONN 0 0 127.0.0.53%lo:53 0.0.0.0:*\n";
+        assert_eq!(parse_listening(ss), vec![22, 53, 2379]);
+        let routes = parse_routes("blackhole 10.101.0.0/16 proto static\n10.1.2.3 dev eth0\n");
+        assert_eq!(routes[0].0.to_string(), "10.101.0.0/16");
+        assert_eq!(routes[1].0.to_string(), "10.1.2.3/32");
+        let (pretty, family) =
+            parse_os_release("PRETTY_NAME=\"Ubuntu 24.04 LTS\"\nID=ubuntu\nID_LIKE=debian\n");
+        assert_eq!(pretty, "Ubuntu 24.04 LTS");
+        assert_eq!(family, ["ubuntu", "debian"]);
+    }
+
+    #[test]
+    fn install_is_noninteractive_apt() {
+        let argvs = install_argvs(&["docker.io", "etcd-server"]);
+        assert_eq!(argvs[0].last().unwrap(), "update");
+        assert_eq!(
+            argvs[1][argvs[1].len() - 2..],
+            ["docker.io".to_string(), "etcd-server".to_string()]
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! `kctl up`: a provider makes the machines, one shared SSH bootstrap
+//! (`ops::install`) prepares them. Every step checks before it acts, so
+//! running `up` on a healthy cluster changes nothing, and on a broken one
+//! repairs it.
+
+pub mod gce;
+pub mod local;
+pub mod ssh;
+
+use crate::cluster::ProviderKind;
+use crate::ui::Ui;
+
+pub const DEFAULT_MINIONS: usize = 3;
+
+/// Everything `kctl up` may be told; each provider reads its part.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub provider: ProviderKind,
+    pub minions: Option<usize>,
+    pub portal_net: Option<ipnet::Ipv4Net>,
+    pub dry_run: bool,
+    pub ssh: ssh::SshOptions,
+    pub gce: gce::GceOptions,
+}
+
+pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
+    match options.provider {
+        ProviderKind::Local => {
+            if options.dry_run {
+                return Err(miette::miette!(
+                    "--dry-run is for the gce and ssh providers; a local `up` changes only this machine"
+                ));
+            }
+            local::up(ui, name, options.minions, options.portal_net).await
+        }
+        ProviderKind::Ssh => ssh::up(ui, name, &options).await,
+        ProviderKind::Gce => gce::up(ui, name, &options).await,
+    }
+}
