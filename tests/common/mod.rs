@@ -66,6 +66,8 @@ fn to_run(out: Output) -> Run {
 pub struct TestCluster {
     pub name: String,
     pub home: PathBuf,
+    /// Extra environment for every kctl run (e.g. HOME for known_hosts).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestCluster {
@@ -74,11 +76,24 @@ impl TestCluster {
         let cluster = TestCluster {
             name: name.to_string(),
             home: kctl_home(),
+            env: vec![],
         };
         // A cluster of this name left by an aborted run is removed first.
         cluster.kctl(&["down"]);
         let run = cluster.kctl(&["up", "--minions", &minions.to_string()]);
         assert!(run.ok(), "kctl up failed: {run:?}");
+        cluster
+    }
+
+    /// A guard for a cluster the test makes itself (any provider): `down`
+    /// runs on drop. A leftover of an aborted run is removed first.
+    pub fn adopt(name: &str, env: Vec<(String, String)>) -> TestCluster {
+        let cluster = TestCluster {
+            name: name.to_string(),
+            home: kctl_home(),
+            env,
+        };
+        cluster.kctl(&["down", "--force"]);
         cluster
     }
 
@@ -91,6 +106,7 @@ impl TestCluster {
         cmd.args(args)
             .env("KCTL_HOME", &self.home)
             .env("KCTL_CLUSTER", &self.name)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         cmd
     }
@@ -278,6 +294,8 @@ pub fn assert_stays_on_machine(ip: &str) {
     // `ip route get` answers "Invalid argument" for a blackholed address.
     let on_machine = [
         "dev kctl",
+        // The test's own plain hosts (common/hosts.rs).
+        "dev kth",
         "dev lo",
         "Invalid argument",
         "blackhole",

@@ -1,0 +1,212 @@
+//! `kctl up --provider ssh` against plain SSH hosts that the test makes
+//! itself (network namespaces with sshd and dockerd, see common/hosts.rs):
+//! the tomcat controller and service work, `down` leaves the hosts exactly
+//! as they were, and bad hosts are refused before anything changes.
+
+mod common;
+
+use common::hosts::PlainHosts;
+use common::{manifest, TestCluster};
+use std::collections::BTreeSet;
+
+fn host_args(hosts: &PlainHosts) -> Vec<String> {
+    let mut args = vec![
+        "up".to_string(),
+        "--provider".into(),
+        "ssh".into(),
+        "--identity".into(),
+        hosts.identity().display().to_string(),
+        "--pod-net".into(),
+        hosts.pod_net(),
+        "--portal-net".into(),
+        hosts.portal_net(),
+    ];
+    for h in hosts.hosts() {
+        args.push("--host".into());
+        args.push(format!("root@{}", h.ip));
+    }
+    args
+}
+
+fn cluster_on(name: &str, hosts: &PlainHosts) -> TestCluster {
+    TestCluster::adopt(
+        name,
+        vec![("HOME".into(), hosts.user_home().display().to_string())],
+    )
+}
+
+#[test]
+fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
+    let hosts = PlainHosts::create("ssh1", 2);
+    let before: Vec<_> = (0..2).map(|i| hosts.snapshot(i)).collect();
+    let cluster = cluster_on("t-ssh-hosts", &hosts);
+    let args = host_args(&hosts);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let run = cluster.kctl(&args);
+    assert!(run.ok(), "kctl up --provider ssh: {run:?}");
+    let again = cluster.kctl(&["up", "--provider", "ssh"]);
+    assert!(again.ok(), "{again:?}");
+    assert!(again.stdout.contains("nothing changed"), "{again:?}");
+
+    let minions = cluster.kctl(&["get", "minions", "-o", "json"]);
+    assert!(minions.ok(), "{minions:?}");
+    let ready: Vec<_> = minions.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "Ready")
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ready.len(), 2, "{minions:?}");
+
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let run = cluster.kctl(&[
+        "apply",
+        "-f",
+        &manifest("tomcat-service.json"),
+        "-f",
+        &manifest("tomcat-controller.json"),
+    ]);
+    assert!(run.ok(), "{run:?}");
+    let pods = cluster.pods();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let on: BTreeSet<&str> = pods
+        .iter()
+        .map(|p| p["currentState"]["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(on.len(), 2, "one pod on each host: {pods:?}");
+    assert!(pods
+        .iter()
+        .all(|p| p["currentState"]["status"] == "Running"));
+
+    // From a pod on each host, the portal reaches both pods (one on the
+    // other host), and the pod's own hairpin works.
+    let services = cluster.kctl(&["get", "services", "tomcat", "-o", "json"]);
+    assert!(services.ok(), "{services:?}");
+    let portal = services.json()["items"][0]["portalIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ids: BTreeSet<String> = pods
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    for p in &pods {
+        let host = p["currentState"]["host"].as_str().unwrap();
+        let index: usize = host.trim_start_matches("minion-").parse().unwrap();
+        let container = format!("{}_tomcat", p["id"].as_str().unwrap());
+        let script =
+            format!("for i in $(seq 24); do wget -q -T 3 -O - http://{portal}:8080/; done");
+        let out = hosts.run_in(
+            index - 1,
+            &["docker", "exec", &container, "sh", "-c", &script],
+        );
+        assert!(out.status.success(), "wget from {container}: {out:?}");
+        let seen: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect();
+        assert_eq!(seen, ids, "answers through the portal from {container}");
+    }
+
+    let run = cluster.kctl(&["down"]);
+    assert!(run.ok(), "kctl down: {run:?}");
+    assert!(
+        run.stdout.contains("removed"),
+        "down says what it removed: {run:?}"
+    );
+    assert!(!cluster.dir().exists());
+    std::mem::forget(cluster);
+    for (i, before) in before.iter().enumerate() {
+        assert_eq!(
+            &hosts.snapshot(i),
+            before,
+            "host {} is not as it was before kctl up",
+            i + 1
+        );
+    }
+    assert!(
+        !std::path::Path::new("/var/lib/kctl/t-ssh-hosts").exists(),
+        "kctl's directory on the hosts is gone"
+    );
+}
+
+#[test]
+fn bad_hosts_are_refused_before_anything_changes() {
+    let hosts = PlainHosts::create("ssh2", 2);
+    let cluster = cluster_on("t-ssh-bad", &hosts);
+    let args = host_args(&hosts);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Something already listens on etcd's port on the first host, and the
+    // second has a Docker network named kctl that is not kctl's.
+    let squatter = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", hosts.hosts()[0].netns))
+        .args(["socat", "TCP-LISTEN:4001,fork,reuseaddr", "/dev/null"])
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _squatter = Kill(squatter);
+    let net = hosts.run_in(1, &["docker", "network", "create", "kctl"]);
+    assert!(net.status.success(), "{net:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before: Vec<_> = (0..2).map(|i| hosts.snapshot(i)).collect();
+
+    let run = cluster.kctl(&args);
+    assert!(!run.ok(), "{run:?}");
+    assert!(run.stderr.contains("port 4001"), "{run:?}");
+    assert!(run.stderr.contains("Docker network named kctl"), "{run:?}");
+    assert!(run.stderr.contains("nothing was changed"), "{run:?}");
+    assert!(!cluster.dir().exists(), "no record of a cluster never made");
+    for (i, before) in before.iter().enumerate() {
+        assert_eq!(&hosts.snapshot(i), before, "host {} was changed", i + 1);
+    }
+
+    // A host key that is not known stops kctl unless told to accept it.
+    let stranger = tempfile_home(&hosts);
+    let unknown = TestCluster::adopt(
+        "t-ssh-keys",
+        vec![("HOME".into(), stranger.display().to_string())],
+    );
+    let run = unknown.kctl(&args);
+    assert!(!run.ok());
+    assert!(run.stderr.contains("is not known"), "{run:?}");
+    assert!(run.stderr.contains("--accept-new-host-keys"), "{run:?}");
+
+    // A changed host key stops kctl with a clear error.
+    let known = stranger.join(".ssh/known_hosts");
+    let wrong = std::fs::read_to_string(hosts.user_home().join(".ssh/known_hosts"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let ip = l.split_whitespace().next().unwrap();
+            // Another valid ed25519 key: the second host's for the first.
+            format!(
+                "{ip} {}",
+                hosts.hosts()[1 - usize::from(ip != hosts.hosts()[0].ip.to_string())].host_key
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&known, wrong + "\n").unwrap();
+    let run = unknown.kctl(&args);
+    assert!(!run.ok());
+    assert!(run.stderr.contains("host key"), "{run:?}");
+    assert!(!unknown.dir().exists());
+    std::fs::remove_dir_all(&stranger).unwrap();
+}
+
+/// A $HOME with an empty known_hosts.
+fn tempfile_home(hosts: &PlainHosts) -> std::path::PathBuf {
+    let dir = hosts.user_home().with_file_name("stranger-home");
+    std::fs::create_dir_all(dir.join(".ssh")).unwrap();
+    std::fs::write(dir.join(".ssh/known_hosts"), "").unwrap();
+    dir
+}
