@@ -2,6 +2,8 @@
 //! `kctl down`, the demo image, and checks that nothing is left behind.
 #![allow(dead_code)]
 
+pub mod hosts;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
