@@ -21,6 +21,9 @@ impl Output {
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
 
     /// The output if the command exited 0, else a `Failed` error that
     /// names the target, the command and its stderr.

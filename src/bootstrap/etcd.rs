@@ -66,6 +66,17 @@ pub fn etcd_firewall(minions: &[Ipv4Addr]) -> String {
     rules
 }
 
+fn input_chain_argv(op: &str) -> Vec<String> {
+    argv!["nft", op, "chain", "ip", "filter", "INPUT"]
+}
+
+fn input_marker(host: &EtcdHost) -> String {
+    format!(
+        "{}/input-chain-made-by-kctl",
+        host.dir.trim_end_matches('/')
+    )
+}
+
 fn jump(op: &str) -> Vec<String> {
     argv!["iptables", "--wait", op, "INPUT", "--jump", ETCD_CHAIN]
 }
@@ -83,11 +94,17 @@ pub async fn install_etcd<E: Exec>(
         .await?
         .check(exec.target(), &restore)?;
     let mut changed = false;
+    exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
     if !exec.run(&jump("--check"), None).await?.success() {
+        // With iptables-nft the INPUT base chain exists only once a rule
+        // needs it; if kctl's jump is what makes it, `down` removes it.
+        let had_input = exec.run(&input_chain_argv("list"), None).await?;
+        if !had_input.success() && had_input.stderr_text().contains("No such file") {
+            exec.run_ok(&argv!["touch", input_marker(host)]).await?;
+        }
         exec.run_ok(&jump("--insert")).await?;
         changed = true;
     }
-    exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
     let systemd = service::has_systemd(exec).await?;
     changed |= service::ensure_running(exec, &etcd_service(cluster, host), systemd, false).await?;
     Ok(changed)
@@ -125,7 +142,31 @@ pub async fn remove_etcd<E: Exec>(
     if jumped || flushed {
         removed.push(format!("iptables chain {ETCD_CHAIN}"));
     }
+    let made_input = exec
+        .run(&argv!["test", "-e", input_marker(host)], None)
+        .await?
+        .success();
+    if made_input {
+        let input = exec.run(&input_chain_argv("list"), None).await?;
+        // Only an empty chain: rules added since are someone else's.
+        let empty = input.success() && !input.stdout_text().lines().any(is_nft_rule);
+        if empty {
+            exec.run_ok(&input_chain_argv("delete")).await?;
+            removed.push("empty nftables chain ip filter INPUT".into());
+        }
+    }
     Ok(removed)
+}
+
+/// A rule line in `nft list chain` output (not the table/chain framing or
+/// the chain's `type … hook … policy` line).
+fn is_nft_rule(line: &str) -> bool {
+    let l = line.trim();
+    !(l.is_empty()
+        || l == "}"
+        || l.starts_with("table ")
+        || l.starts_with("chain ")
+        || l.starts_with("type "))
 }
 
 #[cfg(test)]
@@ -152,6 +193,13 @@ mod tests {
         assert!(args.contains("--data-dir /var/lib/kctl/c1/etcd/data"));
         assert_eq!(s.pid_file, "/var/lib/kctl/c1/etcd/etcd.pid");
         assert_eq!(s.unit, "kctl-etcd-c1");
+    }
+
+    #[test]
+    fn nft_rule_lines_are_told_from_framing() {
+        let listed = "table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n";
+        assert!(!listed.lines().any(is_nft_rule));
+        assert!(is_nft_rule("\t\tcounter packets 0 bytes 0 jump KCTL-ETCD"));
     }
 
     #[test]

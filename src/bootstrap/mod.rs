@@ -19,6 +19,12 @@ use crate::exec::{Exec, ExecError};
 use crate::image;
 use serde::Deserialize;
 
+/// The file on a minion that lists the images `kctl image load` put there,
+/// so teardown removes those and nothing the host had before.
+pub fn loaded_images_file(minion: &MinionConfig) -> String {
+    format!("{}/loaded-images", minion.helper_dir.trim_end_matches('/'))
+}
+
 /// The filter-table chain kctl owns on every minion.
 pub const FORWARD_CHAIN: &str = "KCTL-FORWARD";
 

@@ -18,7 +18,7 @@ pub fn is_kctl_dir(dir: &str) -> bool {
     let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
     // Something below a `kctl` directory, never `kctl` itself.
     dir.starts_with('/')
-        && !parts.iter().any(|p| *p == "..")
+        && !parts.contains(&"..")
         && parts
             .iter()
             .position(|p| *p == "kctl")
@@ -43,6 +43,21 @@ pub async fn teardown_minion<E: Exec>(
     if service::remove(exec, &helper_service(minion, &helper), systemd).await? {
         removed.push("kctl-node".to_string());
     }
+    // Images `kctl image load` added (listed before the directory goes).
+    let loaded = exec
+        .run(&argv!["cat", super::loaded_images_file(minion)], None)
+        .await?;
+    let loaded: Vec<String> = if loaded.success() {
+        loaded
+            .stdout_text()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        vec![]
+    };
     if is_kctl_dir(&minion.helper_dir) {
         let dir = minion.helper_dir.trim_end_matches('/').to_string();
         if exec
@@ -76,6 +91,19 @@ pub async fn teardown_minion<E: Exec>(
                 removed.push(format!("Docker network {POD_NETWORK} ({subnet})"));
             }
         }
+    }
+    let mut images_gone = vec![];
+    for image in loaded.iter().collect::<std::collections::BTreeSet<_>>() {
+        // In use by a container that is not kctl's: the host keeps it.
+        let rm = exec
+            .run(&argv!["docker", "image", "rm", image.clone()], None)
+            .await?;
+        if rm.success() {
+            images_gone.push(image.clone());
+        }
+    }
+    if !images_gone.is_empty() {
+        removed.push(format!("loaded images {}", images_gone.join(" ")));
     }
     let pause = exec
         .run(&argv!["docker", "image", "inspect", PAUSE_IMAGE], None)

@@ -3,6 +3,7 @@
 
 use super::Cluster;
 use crate::argv;
+use crate::bootstrap::loaded_images_file;
 use crate::exec::Exec;
 use crate::provider::host;
 use crate::ui::Ui;
@@ -53,19 +54,37 @@ pub async fn load(
     let connections = cluster.connect(&ids).await;
     let loads = connections.into_iter().map(|(id, conn)| {
         let archive = archive.clone();
+        let minion = cluster.config.minion(&id).cloned();
         async move {
             let exec = conn.map_err(|e| e.to_string())?;
+            let before = exec
+                .run(&list_images_argv(), None)
+                .await
+                .map(|o| o.stdout_text())
+                .unwrap_or_default();
             let out = exec.run_with_file(&argv!["docker", "load"], &archive).await;
+            let out = match out {
+                Ok(out) if out.success() => out,
+                Ok(out) => {
+                    exec.close().await;
+                    return Err(format!(
+                        "{id}: docker load failed: {}",
+                        out.stderr_text().trim()
+                    ));
+                }
+                Err(e) => {
+                    exec.close().await;
+                    return Err(e.to_string());
+                }
+            };
+            let new = newly_loaded(&before, &out.stdout_text());
+            let recorded = match &minion {
+                Some(m) if !new.is_empty() => record_loaded(&exec, m, &new).await,
+                _ => Ok(()),
+            };
             exec.close().await;
-            let out = out.map_err(|e| e.to_string())?;
-            if out.success() {
-                Ok(out.stdout_text())
-            } else {
-                Err(format!(
-                    "{id}: docker load failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
+            recorded.map_err(|e| e.to_string())?;
+            Ok(out.stdout_text())
         }
     });
     let results = join_all(loads).await;
@@ -96,10 +115,65 @@ pub async fn load(
     Ok(())
 }
 
+fn list_images_argv() -> Vec<String> {
+    argv![
+        "docker",
+        "image",
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}"
+    ]
+}
+
+/// Images `docker load` reports that the minion did not have before.
+pub fn newly_loaded(before: &str, load_output: &str) -> Vec<String> {
+    let had: std::collections::BTreeSet<&str> = before.lines().map(str::trim).collect();
+    load_output
+        .lines()
+        .filter_map(|l| l.strip_prefix("Loaded image: "))
+        .map(str::trim)
+        .filter(|image| !had.contains(image))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn record_loaded<E: Exec>(
+    exec: &E,
+    minion: &crate::cluster::MinionConfig,
+    images: &[String],
+) -> Result<(), crate::exec::ExecError> {
+    exec.run_ok(&argv!["mkdir", "-p", minion.helper_dir.clone()])
+        .await?;
+    let append = argv![
+        "dd",
+        format!("of={}", loaded_images_file(minion)),
+        "oflag=append",
+        "conv=notrunc",
+        "status=none"
+    ];
+    let text = images.join("\n") + "\n";
+    exec.run(&append, Some(text.as_bytes()))
+        .await?
+        .check(exec.target(), &append)?;
+    Ok(())
+}
+
 fn tempfile_path(prefix: &str, ext: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
         "{prefix}-{}-{}.{ext}",
         std::process::id(),
         rand::random::<u32>()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_images_the_minion_lacked_count_as_loaded() {
+        let before = "busybox:latest\nnginx:1.25\n";
+        let out = "Loaded image: nginx:1.25\nLoaded image: tutum/tomcat:latest\n";
+        assert_eq!(newly_loaded(before, out), ["tutum/tomcat:latest"]);
+    }
 }

@@ -276,11 +276,13 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
                     port: m.ssh_port,
                 })
                 .collect(),
-            None => return Err(miette!(
+            None => {
+                return Err(miette!(
                 help =
                     "e.g. kctl up --provider ssh --host root@10.0.0.5 --host admin@10.0.0.6:2222",
                 "--provider ssh needs at least one --host"
-            )),
+            ))
+            }
         }
     } else {
         opts.hosts
