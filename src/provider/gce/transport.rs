@@ -18,9 +18,19 @@ impl GcloudOutput {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
-    /// gcloud's "absent" answer to a describe or delete.
+    /// gcloud's "absent" answer to a describe or delete: it failed, and
+    /// every error it lists is "was not found" (a delete of several names
+    /// lists one error per name it could not delete).
     pub fn not_found(&self) -> bool {
-        !self.success() && self.stderr.contains("was not found")
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("- "))
+            .collect();
+        !self.success()
+            && self.stderr.contains("was not found")
+            && errors.iter().all(|l| l.contains("was not found"))
     }
 }
 
