@@ -613,6 +613,7 @@ async fn the_fake_rejects_what_gcloud_would() {
                 p,
                 "--network=kctl-x",
                 "--destination-range=10.244.1.0/24",
+                "--next-hop-address=10.240.0.9",
                 "--next-hop-instance-zone=us-central1-b",
             ],
             "can only be specified in conjunction with [--next-hop-instance]",
