@@ -411,7 +411,9 @@ pub fn shell_line(argv: &[String]) -> String {
 }
 
 fn shell_word(word: &str) -> String {
+    // `=` first would be zsh's `=cmd` expansion.
     let safe = !word.is_empty()
+        && !word.starts_with('=')
         && word
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));

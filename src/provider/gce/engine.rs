@@ -3,7 +3,7 @@
 //! is missing, and `down` needs nothing but project, zone and cluster name.
 
 use super::commands as cmd;
-use super::parse::{self, Instance};
+use super::parse::{self, Expect, Instance};
 use super::spec::{pod_cidr, GceSpec, Names, Role};
 use super::transport::{Gcloud, GcloudOutput};
 use super::GceError;
@@ -205,27 +205,51 @@ async fn describe<G: Gcloud>(g: &G, argv: &[String]) -> Result<Option<Value>, Gc
     }
 }
 
+/// One resource `up` makes: how to read it, how to create it, and the
+/// fields an existing one must have to be adopted.
+struct Step<'a> {
+    what: String,
+    describe: Vec<String>,
+    create: Vec<String>,
+    expect: &'a [Expect],
+}
+
+fn adopt(step: &Step<'_>, value: Value) -> Result<Value, GceError> {
+    let problems = parse::mismatches(&value, step.expect);
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(GceError::Mismatch {
+            resource: step.what.clone(),
+            problems,
+        })
+    }
+}
+
 /// Describe, and create only if absent. A failed create is checked with a
 /// describe (create calls fail transiently, sometimes after the resource
-/// was made) and retried with a growing pause.
+/// was made) and retried with a growing pause. What exists must have the
+/// fields kctl would give it: a same-named resource of something else is
+/// never adopted.
 async fn ensure<G: Gcloud>(
     g: &G,
     spec: &GceSpec,
-    what: &str,
-    describe_argv: &[String],
-    create_argv: &[String],
+    step: Step<'_>,
     progress: Progress<'_>,
 ) -> Result<Value, GceError> {
+    let (what, describe_argv, create_argv) = (&step.what, &step.describe, &step.create);
     if let Some(value) = describe(g, describe_argv).await? {
         progress(&format!("{what} exists"));
-        return Ok(value);
+        return adopt(&step, value);
     }
     progress(&format!("creating {what}"));
     let mut attempt: u32 = 1;
     loop {
         let out = g.run(create_argv).await?;
         if out.success() {
-            return parse::single_object(&out.stdout).map_err(|m| bad_output(create_argv, m));
+            let value =
+                parse::single_object(&out.stdout).map_err(|m| bad_output(create_argv, m))?;
+            return adopt(&step, value);
         }
         // Exit 2 is gcloud rejecting the command line: no retry can help.
         if out.code == Some(2) {
@@ -233,7 +257,7 @@ async fn ensure<G: Gcloud>(
         }
         if let Some(value) = describe(g, describe_argv).await? {
             progress(&format!("{what} exists after a failed create call"));
-            return Ok(value);
+            return adopt(&step, value);
         }
         if attempt >= spec.create_attempts.max(1) {
             return Err(failed(create_argv, &out));
@@ -309,42 +333,39 @@ pub async fn create<G: Gcloud>(
     let (p, z) = (spec.project.as_str(), spec.zone.as_str());
     write_metadata_files(spec)?;
 
-    let network = format!("network {}", n.network);
-    ensure(
-        g,
-        spec,
-        &network,
-        &cmd::network_describe(p, &n),
-        &cmd::network_create(p, &n),
-        progress,
-    )
-    .await?;
-    let subnet = format!("subnet {} ({})", n.subnet, super::spec::NODE_RANGE);
-    ensure(
-        g,
-        spec,
-        &subnet,
-        &cmd::subnet_describe(p, &n),
-        &cmd::subnet_create(p, &n),
-        progress,
-    )
-    .await?;
+    let on_network = Expect::EndsWith("/network", format!("/global/networks/{}", n.network));
+    let step = Step {
+        what: format!("network {}", n.network),
+        describe: cmd::network_describe(p, &n),
+        create: cmd::network_create(p, &n),
+        // An auto-mode network would overlap our ranges (reference §3).
+        expect: &[Expect::Is("/autoCreateSubnetworks", Value::Bool(false))],
+    };
+    ensure(g, spec, step, progress).await?;
+    let step = Step {
+        what: format!("subnet {} ({})", n.subnet, super::spec::NODE_RANGE),
+        describe: cmd::subnet_describe(p, &n),
+        create: cmd::subnet_create(p, &n),
+        expect: &[
+            Expect::Is("/ipCidrRange", super::spec::NODE_RANGE.into()),
+            on_network.clone(),
+        ],
+    };
+    ensure(g, spec, step, progress).await?;
 
     let rules = [
         (&n.firewall_internal, cmd::firewall_internal_create(p, &n)),
         (&n.firewall_ssh, cmd::firewall_ssh_create(p, &n)),
     ];
-    let stage = rules.iter().map(|(name, create_argv)| async move {
-        let what = format!("firewall rule {name}");
-        ensure(
-            g,
-            spec,
-            &what,
-            &cmd::firewall_describe(p, name),
-            create_argv,
-            progress,
-        )
-        .await
+    let expect = [on_network.clone()];
+    let stage = rules.iter().map(|(name, create_argv)| {
+        let step = Step {
+            what: format!("firewall rule {name}"),
+            describe: cmd::firewall_describe(p, name),
+            create: create_argv.clone(),
+            expect: &expect,
+        };
+        ensure(g, spec, step, progress)
     });
     all_ok(join_all(stage).await)?;
 
@@ -353,16 +374,20 @@ pub async fn create<G: Gcloud>(
     let stage = machines.iter().map(|(role, index, name)| {
         let n = &n;
         async move {
-            let what = format!("instance {name}");
-            let value = ensure(
-                g,
-                spec,
-                &what,
-                &cmd::instance_describe(p, z, name),
-                &cmd::instance_create(spec, n, *role, *index),
-                progress,
-            )
-            .await?;
+            let mut expect = vec![Expect::EndsWith(
+                "/networkInterfaces/0/subnetwork",
+                format!("/subnetworks/{}", n.subnet),
+            )];
+            if *role == Role::Minion {
+                expect.push(Expect::Is("/canIpForward", Value::Bool(true)));
+            }
+            let step = Step {
+                what: format!("instance {name}"),
+                describe: cmd::instance_describe(p, z, name),
+                create: cmd::instance_create(spec, n, *role, *index),
+                expect: &expect,
+            };
+            let value = ensure(g, spec, step, progress).await?;
             parse::instance(&value).map_err(|m| GceError::BadOutput {
                 argv: cmd::instance_describe(p, z, name),
                 message: m,
@@ -373,17 +398,23 @@ pub async fn create<G: Gcloud>(
 
     let stage = (1..=spec.minions).map(|i| {
         let n = &n;
+        let on_network = on_network.clone();
         async move {
-            let what = format!("route {} ({} via {})", n.route(i), pod_cidr(i), n.minion(i));
-            let value = ensure(
-                g,
-                spec,
-                &what,
-                &cmd::route_describe(p, &n.route(i)),
-                &cmd::route_create(p, z, n, i),
-                progress,
-            )
-            .await?;
+            let expect = [
+                Expect::Is("/destRange", pod_cidr(i).into()),
+                Expect::EndsWith(
+                    "/nextHopInstance",
+                    format!("/zones/{z}/instances/{}", n.minion(i)),
+                ),
+                on_network,
+            ];
+            let step = Step {
+                what: format!("route {} ({} via {})", n.route(i), pod_cidr(i), n.minion(i)),
+                describe: cmd::route_describe(p, &n.route(i)),
+                create: cmd::route_create(p, z, n, i),
+                expect: &expect,
+            };
+            let value = ensure(g, spec, step, progress).await?;
             // Warnings mean the next hop is unusable (not yet running, or
             // no IP forwarding); tell, do not fail: a booting VM is normal.
             if let Some(w) = value.get("warnings").and_then(Value::as_array) {

@@ -727,3 +727,26 @@ fn real_gcloud_parses_every_argv() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_same_named_resource_of_another_shape_is_not_adopted() {
+    let fake = Fake::new("mismatch", &[]);
+    // Someone made an auto-mode network of our name.
+    let argv: Vec<String> = crate::argv![
+        "compute",
+        "networks",
+        "create",
+        "kctl-demo",
+        "--project=my-proj-123",
+        "--subnet-mode=auto",
+        "--quiet"
+    ];
+    assert!(fake.gcloud.run(&argv).await.unwrap().success());
+    fake.clear_calls();
+    let err = create(&fake.gcloud, &fake.spec(1), &quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GceError::Mismatch { .. }), "{err}");
+    assert!(err.to_string().contains("autoCreateSubnetworks"), "{err}");
+    assert!(!fake.created_anything());
+}

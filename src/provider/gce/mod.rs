@@ -94,6 +94,14 @@ pub enum GceError {
         waited_secs: u64,
         last: String,
     },
+    #[error("{resource} exists but is not what kctl makes: {}", .problems.join("; "))]
+    #[diagnostic(help(
+        "it may belong to something else, or to an older cluster of this name: `kctl down` deletes this cluster's resources, or choose another cluster name"
+    ))]
+    Mismatch {
+        resource: String,
+        problems: Vec<String>,
+    },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
     #[error("still present after teardown: {}", .remaining.join(", "))]

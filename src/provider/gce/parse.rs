@@ -155,3 +155,36 @@ pub fn base64_encode(data: &[u8]) -> String {
 pub fn base64_round_trips(text: &str) -> bool {
     base64_decode(text).is_some_and(|d| base64_encode(&d) == text)
 }
+
+/// A field an existing resource must have for `up` to adopt it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// The field at this JSON pointer equals the value.
+    Is(&'static str, Value),
+    /// The URL at this JSON pointer ends with the path (`/networks/kctl-demo`).
+    EndsWith(&'static str, String),
+}
+
+/// What differs between `value` and `expect`, one line each.
+pub fn mismatches(value: &Value, expect: &[Expect]) -> Vec<String> {
+    expect
+        .iter()
+        .filter_map(|e| {
+            let (pointer, ok, wanted) = match e {
+                Expect::Is(p, want) => (*p, value.pointer(p) == Some(want), want.to_string()),
+                Expect::EndsWith(p, suffix) => (
+                    *p,
+                    value
+                        .pointer(p)
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s.ends_with(suffix.as_str())),
+                    format!("…{suffix}"),
+                ),
+            };
+            let found = value
+                .pointer(pointer)
+                .map_or("nothing".into(), Value::to_string);
+            (!ok).then(|| format!("{pointer} is {found}, expected {wanted}"))
+        })
+        .collect()
+}

@@ -50,8 +50,9 @@ pub struct GceSpec {
 
 impl GceSpec {
     /// A spec with kctl's defaults: e2-micro for every machine, user `kctl`,
-    /// host keys polled every 5 s for up to 5 minutes (f1-micro and e2-micro
-    /// boot slowly), 5 create attempts 5 s apart.
+    /// host keys polled every 7 s (guest attributes allow about 10 reads a
+    /// minute per VM) for up to 5 minutes (f1-micro and e2-micro boot
+    /// slowly), 5 create attempts with pauses of 5 s, 10 s, ...
     pub fn new(
         cluster: &str,
         project: &str,
@@ -70,7 +71,7 @@ impl GceSpec {
             ssh_user: SSH_USER.to_string(),
             ssh_public_key: ssh_public_key.trim().to_string(),
             work_dir,
-            host_key_poll: Duration::from_secs(5),
+            host_key_poll: Duration::from_secs(7),
             host_key_timeout: Duration::from_secs(300),
             create_attempts: 5,
             retry_backoff: Duration::from_secs(5),

@@ -518,3 +518,36 @@ fn metadata_files_are_written() {
     assert!(dir.join("gce-minion-2-startup.sh").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn existing_resources_are_checked_before_adoption() {
+    use parse::{mismatches, Expect};
+    let route: serde_json::Value = serde_json::from_str(
+        r#"{"name": "kctl-demo-minion-1", "destRange": "10.244.1.0/24",
+            "network": "https://www.googleapis.com/compute/v1/projects/p/global/networks/kctl-demo",
+            "nextHopInstance": "https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-b/instances/kctl-demo-minion-1"}"#,
+    )
+    .unwrap();
+    let ok = [
+        Expect::Is("/destRange", "10.244.1.0/24".into()),
+        Expect::EndsWith("/network", "/global/networks/kctl-demo".into()),
+        Expect::EndsWith(
+            "/nextHopInstance",
+            "/zones/us-central1-b/instances/kctl-demo-minion-1".into(),
+        ),
+    ];
+    assert!(mismatches(&route, &ok).is_empty());
+    let bad = [
+        Expect::Is("/destRange", "10.244.2.0/24".into()),
+        Expect::EndsWith("/network", "/global/networks/other".into()),
+        Expect::Is("/canIpForward", true.into()),
+    ];
+    assert_eq!(
+        mismatches(&route, &bad),
+        [
+            r#"/destRange is "10.244.1.0/24", expected "10.244.2.0/24""#,
+            r#"/network is "https://www.googleapis.com/compute/v1/projects/p/global/networks/kctl-demo", expected …/global/networks/other"#,
+            "/canIpForward is nothing, expected true",
+        ]
+    );
+}
