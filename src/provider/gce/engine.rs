@@ -96,6 +96,17 @@ fn error_text(stderr: &str) -> String {
     lines.join(" ")
 }
 
+fn is_auth_failure(stderr: &str) -> bool {
+    [
+        "gcloud auth login",
+        "active account",
+        "Reauthentication",
+        "invalid_grant",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
+}
+
 // ---- preflight ----
 
 /// Checks, reading only, that `up` can work: gcloud runs, an account is
@@ -114,7 +125,14 @@ pub async fn preflight<G: Gcloud>(g: &G, spec: &GceSpec) -> Result<PreflightRepo
     let account = out.stdout.lines().map(str::trim).find(|l| !l.is_empty());
     let account = account.ok_or(GceError::NotLoggedIn)?.to_string();
 
+    // The first authenticated call: a stored account whose token cannot be
+    // refreshed fails here, not in `auth list`.
     let out = g.run(&cmd::project_info(p)).await?;
+    if !out.success() && is_auth_failure(&out.stderr) {
+        return Err(GceError::Auth {
+            message: error_text(&out.stderr),
+        });
+    }
     if !out.success() {
         return Err(GceError::Project {
             project: p.to_string(),

@@ -750,3 +750,43 @@ async fn a_same_named_resource_of_another_shape_is_not_adopted() {
     assert!(err.to_string().contains("autoCreateSubnetworks"), "{err}");
     assert!(!fake.created_anything());
 }
+
+/// A scripted gcloud: answers by argv prefix, for cases the fake does not
+/// model.
+struct Scripted(Vec<(&'static str, GcloudOutput)>);
+
+impl Gcloud for Scripted {
+    async fn run(&self, argv: &[String]) -> Result<GcloudOutput, GceError> {
+        let line = argv.join(" ");
+        let answer = self.0.iter().find(|(prefix, _)| line.starts_with(prefix));
+        Ok(answer.map(|(_, out)| out.clone()).unwrap_or(GcloudOutput {
+            code: Some(0),
+            stdout: "{}".into(),
+            stderr: String::new(),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn expired_credentials_are_an_auth_error() {
+    let g = Scripted(vec![
+        (
+            "auth list",
+            GcloudOutput {
+                code: Some(0),
+                stdout: "me@example.com\n".into(),
+                stderr: String::new(),
+            },
+        ),
+        (
+            "compute project-info",
+            GcloudOutput {
+                code: Some(1),
+                stdout: String::new(),
+                stderr: "ERROR: (gcloud.compute.project-info.describe) There was a problem refreshing your current auth tokens: Reauthentication failed. cannot prompt during non-interactive execution.\nPlease run:\n\n  $ gcloud auth login\n".into(),
+            },
+        ),
+    ]);
+    let err = preflight(&g, &base_spec(1)).await.unwrap_err();
+    assert!(matches!(err, GceError::Auth { .. }), "{err}");
+}

@@ -41,6 +41,9 @@ pub enum GceError {
     #[error("gcloud is not logged in (no active account in `gcloud auth list`)")]
     #[diagnostic(help("run `gcloud auth login` and try again"))]
     NotLoggedIn,
+    #[error("gcloud's credentials do not work: {message}")]
+    #[diagnostic(help("run `gcloud auth login` and try again"))]
+    Auth { message: String },
     #[error("project {project:?} is not usable for Compute Engine: {message}")]
     #[diagnostic(help(
         "check the project id (`gcloud projects list`) and enable the API: `gcloud services enable compute.googleapis.com --project={project}`"
