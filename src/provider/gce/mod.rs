@@ -22,8 +22,8 @@ mod tests;
 
 pub use commands::shell_line;
 pub use engine::{
-    create, destroy, discover, down_commands, preflight, up, up_commands, write_metadata_files,
-    Discovered, GceCluster, PreflightReport,
+    create, destroy, discover, down_commands, planned, preflight, startup_script, up, up_commands,
+    write_metadata_files, Discovered, GceCluster, PreflightReport, Progress,
 };
 pub use parse::Instance;
 pub use spec::{GceSpec, Names, Role, GCE_MTU};
