@@ -1,0 +1,425 @@
+//! Every gcloud command line kctl runs, as pure argv builders (without the
+//! leading `gcloud`). Rules from the reference: always `--project`, always
+//! `--quiet`, `--format=json` on everything whose output is read, explicit
+//! `--zone`/`--region`, and nothing left to gcloud's defaults.
+
+use super::spec::{
+    pod_cidr, GceSpec, Names, Role, IMAGE_FAMILY, IMAGE_PROJECT, NODE_RANGE, POD_SUPERNET,
+};
+use crate::argv;
+use std::path::{Path, PathBuf};
+
+const JSON: &str = "--format=json";
+const QUIET: &str = "--quiet";
+
+fn project(p: &str) -> String {
+    format!("--project={p}")
+}
+fn zone(z: &str) -> String {
+    format!("--zone={z}")
+}
+fn region(r: &str) -> String {
+    format!("--region={r}")
+}
+
+// ---- preflight reads ----
+
+pub fn auth_list() -> Vec<String> {
+    argv![
+        "auth",
+        "list",
+        "--filter=status:ACTIVE",
+        "--format=value(account)",
+        QUIET
+    ]
+}
+
+pub fn project_info(p: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "project-info",
+        "describe",
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn zone_describe(p: &str, z: &str) -> Vec<String> {
+    argv!["compute", "zones", "describe", z, project(p), JSON, QUIET]
+}
+
+pub fn machine_type_describe(p: &str, z: &str, machine_type: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "machine-types",
+        "describe",
+        machine_type,
+        zone(z),
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+/// Public images live in their own project; that is the `--project` here.
+pub fn image_describe() -> Vec<String> {
+    argv![
+        "compute",
+        "images",
+        "describe-from-family",
+        IMAGE_FAMILY,
+        project(IMAGE_PROJECT),
+        JSON,
+        QUIET
+    ]
+}
+
+// ---- network ----
+
+pub fn network_describe(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "networks",
+        "describe",
+        &n.network,
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+/// Custom mode and never `--range`: legacy networks cannot be created any
+/// more, and `--range` without `--subnet-mode=legacy` silently makes an
+/// auto network whose 10.128.0.0/9 covers our ranges.
+pub fn network_create(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "networks",
+        "create",
+        &n.network,
+        project(p),
+        "--subnet-mode=custom",
+        "--bgp-routing-mode=regional",
+        format!("--mtu={}", super::spec::GCE_MTU),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn subnet_describe(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "networks",
+        "subnets",
+        "describe",
+        &n.subnet,
+        region(&n.region),
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn subnet_create(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "networks",
+        "subnets",
+        "create",
+        &n.subnet,
+        project(p),
+        format!("--network={}", n.network),
+        region(&n.region),
+        format!("--range={NODE_RANGE}"),
+        JSON,
+        QUIET
+    ]
+}
+
+// ---- firewall rules ----
+
+pub fn firewall_describe(p: &str, name: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "firewall-rules",
+        "describe",
+        name,
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+/// Nodes and pods talk to each other. The pod range must be a source:
+/// forwarded pod traffic arrives from 10.244.x.y, not the VM's address.
+pub fn firewall_internal_create(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "firewall-rules",
+        "create",
+        &n.firewall_internal,
+        project(p),
+        format!("--network={}", n.network),
+        "--direction=INGRESS",
+        "--allow=tcp,udp,icmp,esp,ah,sctp",
+        format!("--source-ranges={NODE_RANGE},{POD_SUPERNET}"),
+        format!("--target-tags={},{}", n.master_tag, n.minion_tag),
+        JSON,
+        QUIET
+    ]
+}
+
+/// SSH is the only way in from outside: kctl reaches etcd through it.
+pub fn firewall_ssh_create(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "firewall-rules",
+        "create",
+        &n.firewall_ssh,
+        project(p),
+        format!("--network={}", n.network),
+        "--direction=INGRESS",
+        "--allow=tcp:22",
+        "--source-ranges=0.0.0.0/0",
+        format!("--target-tags={},{}", n.master_tag, n.minion_tag),
+        JSON,
+        QUIET
+    ]
+}
+
+// ---- instances ----
+
+/// Where `up` writes each instance's metadata files.
+pub fn startup_script_path(work_dir: &Path, role: Role, n: usize) -> PathBuf {
+    match role {
+        Role::Master => work_dir.join("gce-master-startup.sh"),
+        Role::Minion => work_dir.join(format!("gce-minion-{n}-startup.sh")),
+    }
+}
+
+pub fn ssh_keys_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("gce-ssh-keys")
+}
+
+pub fn instance_describe(p: &str, z: &str, name: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "instances",
+        "describe",
+        name,
+        zone(z),
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+/// One call per instance: each has its own startup script. `n` is the
+/// minion index (ignored for the master).
+pub fn instance_create(spec: &GceSpec, n: &Names, role: Role, index: usize) -> Vec<String> {
+    let (name, machine_type, tag) = match role {
+        Role::Master => (n.master.clone(), &spec.master_machine_type, &n.master_tag),
+        Role::Minion => (n.minion(index), &spec.machine_type, &n.minion_tag),
+    };
+    let script = startup_script_path(&spec.work_dir, role, index);
+    let keys = ssh_keys_path(&spec.work_dir);
+    let mut argv = argv![
+        "compute",
+        "instances",
+        "create",
+        name,
+        project(&spec.project),
+        zone(&spec.zone),
+        format!("--machine-type={machine_type}"),
+        format!("--image-family={IMAGE_FAMILY}"),
+        format!("--image-project={IMAGE_PROJECT}"),
+        "--boot-disk-size=10GB",
+        "--boot-disk-type=pd-standard",
+        format!("--subnet={}", n.subnet)
+    ];
+    // Minions route their pod range: GCE must let them send and receive
+    // packets that are not addressed to the VM itself.
+    if role == Role::Minion {
+        argv.push("--can-ip-forward".into());
+    }
+    argv.extend(argv![
+        format!("--tags={tag}"),
+        format!("--labels={}", n.labels(role)),
+        // Guest attributes must be on at creation: host keys are published
+        // on first boot only. OS Login off so our ssh-keys apply; project
+        // keys blocked so only kctl's key gets in.
+        "--metadata=enable-guest-attributes=TRUE,enable-oslogin=FALSE,block-project-ssh-keys=TRUE",
+        // One flag: a repeated --metadata-from-file keeps only the last.
+        format!(
+            "--metadata-from-file=startup-script={},ssh-keys={}",
+            script.display(),
+            keys.display()
+        ),
+        // Nodes need no Google API access.
+        "--no-service-account",
+        "--no-scopes",
+        JSON,
+        QUIET
+    ]);
+    argv
+}
+
+pub fn host_keys(p: &str, z: &str, name: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "instances",
+        "get-guest-attributes",
+        name,
+        zone(z),
+        project(p),
+        "--query-path=hostkeys/",
+        JSON,
+        QUIET
+    ]
+}
+
+// ---- routes ----
+
+pub fn route_describe(p: &str, name: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "routes",
+        "describe",
+        name,
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+/// Minion `index`'s pod range goes to that minion.
+pub fn route_create(p: &str, z: &str, n: &Names, index: usize) -> Vec<String> {
+    argv![
+        "compute",
+        "routes",
+        "create",
+        n.route(index),
+        project(p),
+        format!("--network={}", n.network),
+        format!("--destination-range={}", pod_cidr(index)),
+        format!("--next-hop-instance={}", n.minion(index)),
+        format!("--next-hop-instance-zone={z}"),
+        "--priority=1000",
+        format!("--description=kctl cluster {} pod range", n.cluster),
+        JSON,
+        QUIET
+    ]
+}
+
+// ---- discovery ----
+
+pub fn instances_list(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "instances",
+        "list",
+        project(p),
+        format!("--zones={}", n.zone),
+        format!("--filter={}", n.instance_filter()),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn routes_list(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "routes",
+        "list",
+        project(p),
+        format!("--filter=name~{}", n.route_regex()),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn firewalls_list(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "firewall-rules",
+        "list",
+        project(p),
+        format!("--filter=name~{}", n.firewall_regex()),
+        JSON,
+        QUIET
+    ]
+}
+
+// ---- teardown ----
+
+/// Boot disks auto-delete already; `--delete-disks=all` is belt and braces.
+pub fn instances_delete(p: &str, z: &str, names: &[String]) -> Vec<String> {
+    let mut argv = argv!["compute", "instances", "delete"];
+    argv.extend(names.iter().cloned());
+    argv.extend(argv![project(p), zone(z), "--delete-disks=all", QUIET]);
+    argv
+}
+
+pub fn routes_delete(p: &str, names: &[String]) -> Vec<String> {
+    let mut argv = argv!["compute", "routes", "delete"];
+    argv.extend(names.iter().cloned());
+    argv.extend(argv![project(p), QUIET]);
+    argv
+}
+
+pub fn firewalls_delete(p: &str, names: &[String]) -> Vec<String> {
+    let mut argv = argv!["compute", "firewall-rules", "delete"];
+    argv.extend(names.iter().cloned());
+    argv.extend(argv![project(p), QUIET]);
+    argv
+}
+
+pub fn subnet_delete(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "networks",
+        "subnets",
+        "delete",
+        &n.subnet,
+        region(&n.region),
+        project(p),
+        QUIET
+    ]
+}
+
+pub fn network_delete(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "networks",
+        "delete",
+        &n.network,
+        project(p),
+        QUIET
+    ]
+}
+
+// ---- presentation ----
+
+/// One argv as a line a user can paste into a POSIX shell: words made only
+/// of safe characters stay bare, anything else is single-quoted.
+pub fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| shell_word(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_word(word: &str) -> String {
+    // `=` first would be zsh's `=cmd` expansion.
+    let safe = !word.is_empty()
+        && !word.starts_with('=')
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}

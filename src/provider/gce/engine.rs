@@ -1,0 +1,693 @@
+//! The order of gcloud calls for `up` and `down`. Every step reads before it
+//! writes, so `up` on an existing (or half-made) cluster creates only what
+//! is missing, and `down` needs nothing but project, zone and cluster name.
+
+use super::commands as cmd;
+use super::parse::{self, Expect, Instance};
+use super::spec::{pod_cidr, GceSpec, Names, Role};
+use super::transport::{Gcloud, GcloudOutput};
+use super::GceError;
+use futures::future::join_all;
+use serde_json::Value;
+use tokio::time::Instant;
+
+pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GceCluster {
+    pub master: Instance,
+    pub minions: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightReport {
+    /// The active gcloud account.
+    pub account: String,
+    /// Things worth telling the user that do not stop `up` (a machine type
+    /// or image marked deprecated).
+    pub warnings: Vec<String>,
+}
+
+/// What exists of one cluster, by name, sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovered {
+    pub instances: Vec<String>,
+    pub routes: Vec<String>,
+    pub firewall_rules: Vec<String>,
+    pub subnet: Option<String>,
+    pub network: Option<String>,
+}
+
+impl Discovered {
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+            && self.routes.is_empty()
+            && self.firewall_rules.is_empty()
+            && self.subnet.is_none()
+            && self.network.is_none()
+    }
+
+    /// One human line per resource, in teardown order ("instance NAME").
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![];
+        lines.extend(self.instances.iter().map(|n| format!("instance {n}")));
+        lines.extend(self.routes.iter().map(|n| format!("route {n}")));
+        lines.extend(
+            self.firewall_rules
+                .iter()
+                .map(|n| format!("firewall rule {n}")),
+        );
+        lines.extend(self.subnet.iter().map(|n| format!("subnet {n}")));
+        lines.extend(self.network.iter().map(|n| format!("network {n}")));
+        lines
+    }
+}
+
+fn failed(argv: &[String], out: &GcloudOutput) -> GceError {
+    GceError::Failed {
+        argv: argv.to_vec(),
+        code: out.code,
+        stderr: out.stderr.clone(),
+    }
+}
+
+fn bad_output(argv: &[String], message: String) -> GceError {
+    GceError::BadOutput {
+        argv: argv.to_vec(),
+        message,
+    }
+}
+
+/// gcloud's error without its `ERROR: (gcloud.x.y)` and "Could not fetch
+/// resource" wrapping, on one line, for messages.
+fn error_text(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            let l = match l.strip_prefix("ERROR: (") {
+                Some(rest) => rest.split_once(") ").map_or(rest, |(_, r)| r),
+                None => l,
+            };
+            l.trim_start_matches("- ").trim()
+        })
+        .filter(|l| !l.is_empty() && *l != "Could not fetch resource:")
+        .collect();
+    lines.join(" ")
+}
+
+fn is_auth_failure(stderr: &str) -> bool {
+    [
+        "gcloud auth login",
+        "active account",
+        "Reauthentication",
+        "invalid_grant",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
+}
+
+// ---- preflight ----
+
+/// Checks, reading only, that `up` can work: gcloud runs, an account is
+/// logged in, the project has Compute Engine, zone, machine types and
+/// image exist. Each failure is one error with a help line.
+pub async fn preflight<G: Gcloud>(g: &G, spec: &GceSpec) -> Result<PreflightReport, GceError> {
+    spec.validate()?;
+    let (p, z) = (spec.project.as_str(), spec.zone.as_str());
+    let mut warnings = vec![];
+
+    let argv = cmd::auth_list();
+    let out = g.run(&argv).await?;
+    if !out.success() {
+        return Err(failed(&argv, &out));
+    }
+    let account = out.stdout.lines().map(str::trim).find(|l| !l.is_empty());
+    let account = account.ok_or(GceError::NotLoggedIn)?.to_string();
+
+    // The first authenticated call: a stored account whose token cannot be
+    // refreshed fails here, not in `auth list`.
+    let out = g.run(&cmd::project_info(p)).await?;
+    if !out.success() && is_auth_failure(&out.stderr) {
+        return Err(GceError::Auth {
+            message: error_text(&out.stderr),
+        });
+    }
+    if !out.success() {
+        return Err(GceError::Project {
+            project: p.to_string(),
+            message: error_text(&out.stderr),
+        });
+    }
+
+    let argv = cmd::zone_describe(p, z);
+    let out = g.run(&argv).await?;
+    if !out.success() {
+        return Err(GceError::Zone {
+            zone: z.to_string(),
+            project: p.to_string(),
+            message: error_text(&out.stderr),
+        });
+    }
+    let zone = parse::single_object(&out.stdout).map_err(|m| bad_output(&argv, m))?;
+    if let Some(status) = zone.get("status").and_then(Value::as_str) {
+        if status != "UP" {
+            return Err(GceError::Zone {
+                zone: z.to_string(),
+                project: p.to_string(),
+                message: format!("status is {status}"),
+            });
+        }
+    }
+
+    let mut types = vec![spec.master_machine_type.clone()];
+    if spec.machine_type != spec.master_machine_type {
+        types.push(spec.machine_type.clone());
+    }
+    for machine_type in types {
+        let argv = cmd::machine_type_describe(p, z, &machine_type);
+        let out = g.run(&argv).await?;
+        if !out.success() {
+            return Err(GceError::MachineType {
+                machine_type,
+                zone: z.to_string(),
+                message: error_text(&out.stderr),
+            });
+        }
+        let value = parse::single_object(&out.stdout).map_err(|m| bad_output(&argv, m))?;
+        if let Some(state) = parse::deprecation(&value) {
+            warnings.push(format!("machine type {machine_type} is marked {state}"));
+        }
+    }
+
+    let argv = cmd::image_describe();
+    let out = g.run(&argv).await?;
+    if !out.success() {
+        return Err(GceError::Image {
+            message: error_text(&out.stderr),
+        });
+    }
+    let image = parse::single_object(&out.stdout).map_err(|m| bad_output(&argv, m))?;
+    if let Some(state) = parse::deprecation(&image) {
+        warnings.push(format!("image family debian-12 is marked {state}"));
+    }
+    Ok(PreflightReport { account, warnings })
+}
+
+// ---- create ----
+
+/// Preflight, then create: what `kctl up --provider gce` runs.
+pub async fn up<G: Gcloud>(
+    g: &G,
+    spec: &GceSpec,
+    progress: Progress<'_>,
+) -> Result<(PreflightReport, GceCluster), GceError> {
+    let report = preflight(g, spec).await?;
+    for warning in &report.warnings {
+        progress(&format!("warning: {warning}"));
+    }
+    let cluster = create(g, spec, progress).await?;
+    Ok((report, cluster))
+}
+
+/// The resource if it exists, None if gcloud says it was not found.
+async fn describe<G: Gcloud>(g: &G, argv: &[String]) -> Result<Option<Value>, GceError> {
+    let out = g.run(argv).await?;
+    if out.success() {
+        let value = parse::single_object(&out.stdout).map_err(|m| bad_output(argv, m))?;
+        Ok(Some(value))
+    } else if out.not_found() {
+        Ok(None)
+    } else {
+        Err(failed(argv, &out))
+    }
+}
+
+/// One resource `up` makes: how to read it, how to create it, and the
+/// fields an existing one must have to be adopted.
+struct Step<'a> {
+    what: String,
+    describe: Vec<String>,
+    create: Vec<String>,
+    expect: &'a [Expect],
+}
+
+fn adopt(step: &Step<'_>, value: Value) -> Result<Value, GceError> {
+    let problems = parse::mismatches(&value, step.expect);
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(GceError::Mismatch {
+            resource: step.what.clone(),
+            problems,
+        })
+    }
+}
+
+/// Describe, and create only if absent. A failed create is checked with a
+/// describe (create calls fail transiently, sometimes after the resource
+/// was made) and retried with a growing pause. What exists must have the
+/// fields kctl would give it: a same-named resource of something else is
+/// never adopted.
+async fn ensure<G: Gcloud>(
+    g: &G,
+    spec: &GceSpec,
+    step: Step<'_>,
+    progress: Progress<'_>,
+) -> Result<Value, GceError> {
+    let (what, describe_argv, create_argv) = (&step.what, &step.describe, &step.create);
+    if let Some(value) = describe(g, describe_argv).await? {
+        progress(&format!("{what} exists"));
+        return adopt(&step, value);
+    }
+    progress(&format!("creating {what}"));
+    let mut attempt: u32 = 1;
+    loop {
+        let out = g.run(create_argv).await?;
+        if out.success() {
+            let value =
+                parse::single_object(&out.stdout).map_err(|m| bad_output(create_argv, m))?;
+            return adopt(&step, value);
+        }
+        // Exit 2 is gcloud rejecting the command line: no retry can help.
+        if out.code == Some(2) {
+            return Err(failed(create_argv, &out));
+        }
+        if let Some(value) = describe(g, describe_argv).await? {
+            progress(&format!("{what} exists after a failed create call"));
+            return adopt(&step, value);
+        }
+        if attempt >= spec.create_attempts.max(1) {
+            return Err(failed(create_argv, &out));
+        }
+        progress(&format!(
+            "{what}: create failed ({}); retrying",
+            error_text(&out.stderr)
+        ));
+        tokio::time::sleep(spec.retry_backoff * attempt).await;
+        attempt += 1;
+    }
+}
+
+/// All results of a parallel stage, or the first error once every task
+/// has finished (none is cut off mid-call).
+fn all_ok<T>(results: Vec<Result<T, GceError>>) -> Result<Vec<T>, GceError> {
+    results.into_iter().collect()
+}
+
+const MASTER_SCRIPT: &str = include_str!("../../../cluster/gce/master.sh");
+const MINION_SCRIPT: &str = include_str!("../../../cluster/gce/minion.sh");
+
+/// The startup script of the master, or of minion `n`.
+pub fn startup_script(spec: &GceSpec, role: Role, n: usize) -> String {
+    let template = match role {
+        Role::Master => MASTER_SCRIPT,
+        Role::Minion => MINION_SCRIPT,
+    };
+    template
+        .replace("@CLUSTER@", &spec.cluster)
+        .replace("@MINION_INDEX@", &n.to_string())
+        .replace("@POD_CIDR@", &pod_cidr(n))
+}
+
+/// Writes the files `--metadata-from-file` names: one startup script per
+/// instance and the `ssh-keys` file (`USER:KEY`).
+pub fn write_metadata_files(spec: &GceSpec) -> Result<(), GceError> {
+    let io = |path: &std::path::Path, e: std::io::Error| GceError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&spec.work_dir).map_err(|e| io(&spec.work_dir, e))?;
+    let mut files = vec![(
+        cmd::ssh_keys_path(&spec.work_dir),
+        format!("{}:{}\n", spec.ssh_user, spec.ssh_public_key.trim()),
+    )];
+    files.push((
+        cmd::startup_script_path(&spec.work_dir, Role::Master, 0),
+        startup_script(spec, Role::Master, 0),
+    ));
+    for n in 1..=spec.minions {
+        files.push((
+            cmd::startup_script_path(&spec.work_dir, Role::Minion, n),
+            startup_script(spec, Role::Minion, n),
+        ));
+    }
+    for (path, text) in files {
+        std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Creates whatever of the cluster is missing, then reads every instance's
+/// addresses and pinned host key. Network, subnet, firewall rules (in
+/// parallel), instances (in parallel), routes (in parallel), host keys.
+pub async fn create<G: Gcloud>(
+    g: &G,
+    spec: &GceSpec,
+    progress: Progress<'_>,
+) -> Result<GceCluster, GceError> {
+    spec.validate()?;
+    let n = spec.names()?;
+    let (p, z) = (spec.project.as_str(), spec.zone.as_str());
+    write_metadata_files(spec)?;
+
+    let on_network = Expect::EndsWith("/network", format!("/global/networks/{}", n.network));
+    let step = Step {
+        what: format!("network {}", n.network),
+        describe: cmd::network_describe(p, &n),
+        create: cmd::network_create(p, &n),
+        // An auto-mode network would overlap our ranges (reference §3).
+        expect: &[Expect::Is("/autoCreateSubnetworks", Value::Bool(false))],
+    };
+    ensure(g, spec, step, progress).await?;
+    let step = Step {
+        what: format!("subnet {} ({})", n.subnet, super::spec::NODE_RANGE),
+        describe: cmd::subnet_describe(p, &n),
+        create: cmd::subnet_create(p, &n),
+        expect: &[
+            Expect::Is("/ipCidrRange", super::spec::NODE_RANGE.into()),
+            on_network.clone(),
+        ],
+    };
+    ensure(g, spec, step, progress).await?;
+
+    let rules = [
+        (&n.firewall_internal, cmd::firewall_internal_create(p, &n)),
+        (&n.firewall_ssh, cmd::firewall_ssh_create(p, &n)),
+    ];
+    let expect = [on_network.clone()];
+    let stage = rules.iter().map(|(name, create_argv)| {
+        let step = Step {
+            what: format!("firewall rule {name}"),
+            describe: cmd::firewall_describe(p, name),
+            create: create_argv.clone(),
+            expect: &expect,
+        };
+        ensure(g, spec, step, progress)
+    });
+    all_ok(join_all(stage).await)?;
+
+    let mut machines = vec![(Role::Master, 0, n.master.clone())];
+    machines.extend((1..=spec.minions).map(|i| (Role::Minion, i, n.minion(i))));
+    let stage = machines.iter().map(|(role, index, name)| {
+        let n = &n;
+        async move {
+            let mut expect = vec![Expect::EndsWith(
+                "/networkInterfaces/0/subnetwork",
+                format!("/subnetworks/{}", n.subnet),
+            )];
+            if *role == Role::Minion {
+                expect.push(Expect::Is("/canIpForward", Value::Bool(true)));
+            }
+            let step = Step {
+                what: format!("instance {name}"),
+                describe: cmd::instance_describe(p, z, name),
+                create: cmd::instance_create(spec, n, *role, *index),
+                expect: &expect,
+            };
+            let value = ensure(g, spec, step, progress).await?;
+            parse::instance(&value).map_err(|m| GceError::BadOutput {
+                argv: cmd::instance_describe(p, z, name),
+                message: m,
+            })
+        }
+    });
+    let mut instances = all_ok(join_all(stage).await)?;
+
+    let stage = (1..=spec.minions).map(|i| {
+        let n = &n;
+        let on_network = on_network.clone();
+        async move {
+            let expect = [
+                Expect::Is("/destRange", pod_cidr(i).into()),
+                Expect::EndsWith(
+                    "/nextHopInstance",
+                    format!("/zones/{z}/instances/{}", n.minion(i)),
+                ),
+                on_network,
+            ];
+            let step = Step {
+                what: format!("route {} ({} via {})", n.route(i), pod_cidr(i), n.minion(i)),
+                describe: cmd::route_describe(p, &n.route(i)),
+                create: cmd::route_create(p, z, n, i),
+                expect: &expect,
+            };
+            let value = ensure(g, spec, step, progress).await?;
+            // Warnings mean the next hop is unusable (not yet running, or
+            // no IP forwarding); tell, do not fail: a booting VM is normal.
+            if let Some(w) = value.get("warnings").and_then(Value::as_array) {
+                for code in w.iter().filter_map(|w| w.get("code")?.as_str()) {
+                    progress(&format!("route {}: warning {code}", n.route(i)));
+                }
+            }
+            Ok(())
+        }
+    });
+    all_ok(join_all(stage).await)?;
+
+    progress("waiting for SSH host keys (published by the guest agent on first boot)");
+    let stage = instances
+        .iter()
+        .map(|instance| wait_host_keys(g, spec, &instance.name));
+    let keys = all_ok(join_all(stage).await)?;
+    for (instance, keys) in instances.iter_mut().zip(keys) {
+        instance.host_keys = keys;
+    }
+    let master = instances.remove(0);
+    Ok(GceCluster {
+        master,
+        minions: instances,
+    })
+}
+
+/// Polls guest attributes until the instance's host keys are there. Never
+/// trust-on-first-use: no key by the deadline is an error.
+async fn wait_host_keys<G: Gcloud>(
+    g: &G,
+    spec: &GceSpec,
+    name: &str,
+) -> Result<Vec<String>, GceError> {
+    let argv = cmd::host_keys(&spec.project, &spec.zone, name);
+    let start = Instant::now();
+    loop {
+        let out = g.run(&argv).await?;
+        let last = if out.success() {
+            let keys = parse::host_keys(&out.stdout).map_err(|m| bad_output(&argv, m))?;
+            if !keys.is_empty() {
+                return Ok(keys);
+            }
+            "no valid ed25519, ecdsa or rsa key".to_string()
+        } else {
+            error_text(&out.stderr)
+        };
+        if start.elapsed() >= spec.host_key_timeout {
+            return Err(GceError::HostKeyTimeout {
+                instance: name.to_string(),
+                waited_secs: start.elapsed().as_secs(),
+                last,
+            });
+        }
+        tokio::time::sleep(spec.host_key_poll).await;
+    }
+}
+
+// ---- discover and destroy ----
+
+async fn list_names<G: Gcloud>(g: &G, argv: &[String]) -> Result<Vec<String>, GceError> {
+    let out = g.run(argv).await?;
+    if !out.success() {
+        return Err(failed(argv, &out));
+    }
+    let items = parse::list(&out.stdout).map_err(|m| bad_output(argv, m))?;
+    Ok(parse::names(&items))
+}
+
+/// What exists of `cluster`: instances by label, routes and firewall rules
+/// by anchored name, subnet and network by describe.
+pub async fn discover<G: Gcloud>(
+    g: &G,
+    project: &str,
+    zone: &str,
+    cluster: &str,
+) -> Result<Discovered, GceError> {
+    super::spec::validate_cluster(cluster)?;
+    super::spec::validate_project(project)?;
+    let n = Names::new(cluster, zone)?;
+    let name_of = |v: Option<Value>| {
+        v.and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_string))
+    };
+    Ok(Discovered {
+        instances: list_names(g, &cmd::instances_list(project, &n)).await?,
+        routes: list_names(g, &cmd::routes_list(project, &n)).await?,
+        firewall_rules: list_names(g, &cmd::firewalls_list(project, &n)).await?,
+        subnet: name_of(describe(g, &cmd::subnet_describe(project, &n)).await?),
+        network: name_of(describe(g, &cmd::network_describe(project, &n)).await?),
+    })
+}
+
+/// The delete calls for `found`, in teardown order: instances, routes,
+/// firewall rules, subnet, network (each depends on the ones after it).
+fn delete_calls(project: &str, zone: &str, n: &Names, found: &Discovered) -> Vec<Vec<String>> {
+    let mut calls = vec![];
+    if !found.instances.is_empty() {
+        calls.push(cmd::instances_delete(project, zone, &found.instances));
+    }
+    if !found.routes.is_empty() {
+        calls.push(cmd::routes_delete(project, &found.routes));
+    }
+    if !found.firewall_rules.is_empty() {
+        calls.push(cmd::firewalls_delete(project, &found.firewall_rules));
+    }
+    if found.subnet.is_some() {
+        calls.push(cmd::subnet_delete(project, n));
+    }
+    if found.network.is_some() {
+        calls.push(cmd::network_delete(project, n));
+    }
+    calls
+}
+
+/// "instances kctl-demo-master kctl-demo-minion-1" from a delete argv
+/// (`compute` dropped, flags dropped).
+fn delete_targets(argv: &[String]) -> String {
+    let words: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with("--") && *a != "delete")
+        .map(String::as_str)
+        .collect();
+    words.join(" ")
+}
+
+/// Deletes everything of `cluster` that exists, in the reference's order,
+/// and checks that nothing is left. Needs no local record, so it cleans up
+/// after a half-finished `up` too. Returns one line per deleted resource.
+pub async fn destroy<G: Gcloud>(
+    g: &G,
+    project: &str,
+    zone: &str,
+    cluster: &str,
+    progress: Progress<'_>,
+) -> Result<Vec<String>, GceError> {
+    let found = discover(g, project, zone, cluster).await?;
+    let n = Names::new(cluster, zone)?;
+    if found.is_empty() {
+        progress(&format!(
+            "nothing of cluster {cluster} exists in {project}/{zone}"
+        ));
+        return Ok(vec![]);
+    }
+    let lines = found.lines();
+    for argv in delete_calls(project, zone, &n, &found) {
+        progress(&format!("deleting {}", delete_targets(&argv)));
+        let out = g.run(&argv).await?;
+        // Gone already (another `down`, or the console) is what we want.
+        if !out.success() && !out.not_found() {
+            return Err(failed(&argv, &out));
+        }
+    }
+    let left = discover(g, project, zone, cluster).await?;
+    if !left.is_empty() {
+        return Err(GceError::Leftovers {
+            remaining: left.lines(),
+        });
+    }
+    Ok(lines)
+}
+
+// ---- dry run ----
+
+fn with_gcloud(calls: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    calls
+        .into_iter()
+        .map(|argv| std::iter::once("gcloud".to_string()).chain(argv).collect())
+        .collect()
+}
+
+/// Every gcloud argv `up` issues on a project where nothing exists yet, in
+/// order (parallel stages listed in a fixed order), each starting with
+/// "gcloud". Runs nothing. Host keys are listed once per instance; `up`
+/// repeats that call until the keys appear.
+pub fn up_commands(spec: &GceSpec) -> Result<Vec<Vec<String>>, GceError> {
+    spec.validate()?;
+    let n = spec.names()?;
+    let (p, z) = (spec.project.as_str(), spec.zone.as_str());
+    let mut calls = vec![
+        cmd::auth_list(),
+        cmd::project_info(p),
+        cmd::zone_describe(p, z),
+    ];
+    calls.push(cmd::machine_type_describe(p, z, &spec.master_machine_type));
+    if spec.machine_type != spec.master_machine_type {
+        calls.push(cmd::machine_type_describe(p, z, &spec.machine_type));
+    }
+    calls.push(cmd::image_describe());
+    calls.push(cmd::network_describe(p, &n));
+    calls.push(cmd::network_create(p, &n));
+    calls.push(cmd::subnet_describe(p, &n));
+    calls.push(cmd::subnet_create(p, &n));
+    calls.push(cmd::firewall_describe(p, &n.firewall_internal));
+    calls.push(cmd::firewall_internal_create(p, &n));
+    calls.push(cmd::firewall_describe(p, &n.firewall_ssh));
+    calls.push(cmd::firewall_ssh_create(p, &n));
+    calls.push(cmd::instance_describe(p, z, &n.master));
+    calls.push(cmd::instance_create(spec, &n, Role::Master, 0));
+    for i in 1..=spec.minions {
+        calls.push(cmd::instance_describe(p, z, &n.minion(i)));
+        calls.push(cmd::instance_create(spec, &n, Role::Minion, i));
+    }
+    for i in 1..=spec.minions {
+        calls.push(cmd::route_describe(p, &n.route(i)));
+        calls.push(cmd::route_create(p, z, &n, i));
+    }
+    calls.push(cmd::host_keys(p, z, &n.master));
+    for i in 1..=spec.minions {
+        calls.push(cmd::host_keys(p, z, &n.minion(i)));
+    }
+    Ok(with_gcloud(calls))
+}
+
+/// Every gcloud argv `down` issues when `found` is what exists: the
+/// discovery reads, the deletes, and the reads that check nothing is left.
+pub fn down_commands(
+    project: &str,
+    zone: &str,
+    cluster: &str,
+    found: &Discovered,
+) -> Result<Vec<Vec<String>>, GceError> {
+    super::spec::validate_cluster(cluster)?;
+    super::spec::validate_project(project)?;
+    let n = Names::new(cluster, zone)?;
+    let reads = vec![
+        cmd::instances_list(project, &n),
+        cmd::routes_list(project, &n),
+        cmd::firewalls_list(project, &n),
+        cmd::subnet_describe(project, &n),
+        cmd::network_describe(project, &n),
+    ];
+    let mut calls = reads.clone();
+    if !found.is_empty() {
+        calls.extend(delete_calls(project, zone, &n, found));
+        calls.extend(reads);
+    }
+    Ok(with_gcloud(calls))
+}
+
+/// The cluster `up` would make, as a `Discovered` (for a dry-run `down`).
+pub fn planned(spec: &GceSpec) -> Result<Discovered, GceError> {
+    let n = spec.names()?;
+    let mut instances = vec![n.master.clone()];
+    instances.extend((1..=spec.minions).map(|i| n.minion(i)));
+    instances.sort();
+    let mut routes: Vec<String> = (1..=spec.minions).map(|i| n.route(i)).collect();
+    routes.sort();
+    let mut firewall_rules = vec![n.firewall_internal.clone(), n.firewall_ssh.clone()];
+    firewall_rules.sort();
+    Ok(Discovered {
+        instances,
+        routes,
+        firewall_rules,
+        subnet: Some(n.subnet.clone()),
+        network: Some(n.network.clone()),
+    })
+}

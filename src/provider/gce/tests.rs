@@ -1,0 +1,553 @@
+//! Unit tests of the pure core: names, validation, every argv against the
+//! reference's contract checklist (§13), JSON parsing, host keys.
+
+use super::commands as cmd;
+use super::engine::planned;
+use super::parse;
+use super::spec::*;
+use super::*;
+use std::path::PathBuf;
+
+pub(super) const ED25519: &str =
+    "AAAAC3NzaC1lZDI1NTE5AAAAIMknWvkjbCOKsicY5W+5IfNWfsUFDCpVHTIDik37P5DE";
+pub(super) const ECDSA: &str = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIK95FolJL6OpfZXhW4QlqNt16l1mPonol4kdY0Kok79YlPpPv6EaRKGjHlTaQ8fEwFNq0OWm3wEpBtKFBTJg0A=";
+
+pub(super) fn spec(minions: usize) -> GceSpec {
+    let mut spec = GceSpec::new(
+        "demo",
+        "my-proj-123",
+        "us-central1-b",
+        minions,
+        &format!("ssh-ed25519 {ED25519} kctl@test"),
+        PathBuf::from("/work/x"),
+    );
+    spec.machine_type = "f1-micro".into();
+    spec.master_machine_type = "f1-micro".into();
+    spec
+}
+
+fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}=");
+    let values: Vec<&str> = argv
+        .iter()
+        .filter_map(|a| a.strip_prefix(&prefix))
+        .collect();
+    assert!(values.len() <= 1, "{name} given twice in {argv:?}");
+    values.first().copied()
+}
+
+fn has(argv: &[String], word: &str) -> bool {
+    argv.iter().any(|a| a == word)
+}
+
+#[test]
+fn names_follow_the_scheme() {
+    let n = spec(3).names().unwrap();
+    assert_eq!(n.region, "us-central1");
+    assert_eq!(n.network, "kctl-demo");
+    assert_eq!(n.subnet, "kctl-demo-us-central1");
+    assert_eq!(n.master, "kctl-demo-master");
+    assert_eq!(n.minion(2), "kctl-demo-minion-2");
+    assert_eq!(n.route(2), "kctl-demo-minion-2");
+    assert_eq!(n.master_tag, "kctl-demo-master");
+    assert_eq!(n.minion_tag, "kctl-demo-minion");
+    assert_eq!(n.firewall_internal, "kctl-demo-internal");
+    assert_eq!(n.firewall_ssh, "kctl-demo-ssh");
+    assert_eq!(n.labels(Role::Minion), "kctl-cluster=demo,kctl-role=minion");
+    assert_eq!(pod_cidr(3), "10.244.3.0/24");
+}
+
+#[test]
+fn region_is_the_zone_without_its_letter() {
+    assert_eq!(region_of("us-central1-b").unwrap(), "us-central1");
+    assert_eq!(region_of("europe-west1-b").unwrap(), "europe-west1");
+    assert_eq!(
+        region_of("northamerica-northeast1-a").unwrap(),
+        "northamerica-northeast1"
+    );
+    for bad in [
+        "us-central1",
+        "uscentral1-b",
+        "us-central1-",
+        "US-central1-b",
+        "us-central-b",
+        "",
+    ] {
+        assert!(region_of(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn validation_rejects_bad_names() {
+    assert!(spec(3).validate().is_ok());
+    for bad in ["Demo", "demo.1", "1demo", "demo-", "", "dé"] {
+        let mut s = spec(1);
+        s.cluster = bad.into();
+        let err = s.validate().unwrap_err();
+        assert!(err.to_string().contains("cluster name"), "{bad}: {err}");
+    }
+    // Derived names must fit in 63 characters.
+    let mut s = spec(100);
+    s.cluster = "a".repeat(48);
+    assert!(s.validate().unwrap_err().to_string().contains("63"));
+    let mut s = spec(1);
+    s.project = "My Project".into();
+    assert!(s.validate().unwrap_err().to_string().contains("project id"));
+    let mut s = spec(1);
+    s.machine_type = "F1_MICRO".into();
+    assert!(s
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("machine type"));
+    let mut s = spec(0);
+    s.minions = 0;
+    assert!(s.validate().is_err());
+    let mut s = spec(1);
+    s.ssh_public_key = "-----BEGIN OPENSSH PRIVATE KEY-----".into();
+    assert!(s
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("ssh public key"));
+    let mut s = spec(1);
+    s.ssh_public_key = "ssh-ed25519 not*base64".into();
+    assert!(s.validate().is_err());
+}
+
+/// §13.1: --project, --quiet, --format=json on reads, zone/region.
+#[test]
+fn every_call_has_project_quiet_and_json_on_reads() {
+    let s = spec(3);
+    let mut calls = up_commands(&s).unwrap();
+    calls.extend(
+        down_commands(
+            "my-proj-123",
+            "us-central1-b",
+            "demo",
+            &planned(&s).unwrap(),
+        )
+        .unwrap(),
+    );
+    for call in &calls {
+        assert_eq!(call[0], "gcloud");
+        let argv = &call[1..];
+        assert!(has(argv, "--quiet"), "{argv:?}");
+        if argv[0] == "auth" {
+            assert_eq!(flag(argv, "--format"), Some("value(account)"));
+            continue;
+        }
+        assert!(flag(argv, "--project").is_some(), "{argv:?}");
+        let verb = argv.iter().position(|a| a == "delete");
+        if verb.is_none() {
+            assert_eq!(flag(argv, "--format"), Some("json"), "{argv:?}");
+        }
+        let group = &argv[1];
+        let zonal = group == "instances" || group == "machine-types";
+        if zonal && argv[2] != "list" {
+            assert_eq!(flag(argv, "--zone"), Some("us-central1-b"), "{argv:?}");
+        }
+        if argv.get(2).map(String::as_str) == Some("subnets") {
+            assert_eq!(flag(argv, "--region"), Some("us-central1"), "{argv:?}");
+        }
+        // No call relies on a gcloud config property or prompt.
+        assert!(!argv.iter().any(|a| a.contains('\n')));
+    }
+}
+
+/// §13.2: custom mode, never --range; subnet 10.240.0.0/16 in the region.
+#[test]
+fn network_is_custom_mode_with_one_subnet() {
+    let n = spec(1).names().unwrap();
+    let net = cmd::network_create("my-proj-123", &n);
+    assert_eq!(flag(&net, "--subnet-mode"), Some("custom"));
+    assert!(flag(&net, "--range").is_none());
+    assert_eq!(flag(&net, "--mtu"), Some("1460"));
+    assert_eq!(GCE_MTU, 1460);
+    let sub = cmd::subnet_create("my-proj-123", &n);
+    assert_eq!(flag(&sub, "--range"), Some("10.240.0.0/16"));
+    assert_eq!(flag(&sub, "--region"), Some("us-central1"));
+    assert_eq!(flag(&sub, "--network"), Some("kctl-demo"));
+}
+
+/// §13.3: network, non-empty sources, ssh only tcp:22, nothing else open.
+#[test]
+fn firewall_rules_are_scoped() {
+    let n = spec(1).names().unwrap();
+    let internal = cmd::firewall_internal_create("my-proj-123", &n);
+    let ssh = cmd::firewall_ssh_create("my-proj-123", &n);
+    for rule in [&internal, &ssh] {
+        assert_eq!(flag(rule, "--network"), Some("kctl-demo"));
+        assert!(!flag(rule, "--source-ranges").unwrap_or("").is_empty());
+        assert_eq!(
+            flag(rule, "--target-tags"),
+            Some("kctl-demo-master,kctl-demo-minion")
+        );
+        assert_eq!(flag(rule, "--direction"), Some("INGRESS"));
+        let allow = flag(rule, "--allow").unwrap();
+        assert!(!allow.contains("443") && !allow.contains("4001") && !allow.contains("2379"));
+    }
+    let sources = flag(&internal, "--source-ranges").unwrap();
+    assert!(sources.split(',').any(|r| r == "10.240.0.0/16"));
+    assert!(sources.split(',').any(|r| r == "10.244.0.0/14"));
+    assert!(!sources.contains("0.0.0.0/0"));
+    assert_eq!(flag(&ssh, "--allow"), Some("tcp:22"));
+    assert_eq!(flag(&ssh, "--source-ranges"), Some("0.0.0.0/0"));
+}
+
+/// §13.4 and §13.5: instance flags and metadata.
+#[test]
+fn instances_have_explicit_everything() {
+    let s = spec(2);
+    let n = s.names().unwrap();
+    let minion = cmd::instance_create(&s, &n, Role::Minion, 2);
+    let master = cmd::instance_create(&s, &n, Role::Master, 0);
+    assert_eq!(minion[3], "kctl-demo-minion-2");
+    assert_eq!(master[3], "kctl-demo-master");
+    assert!(has(&minion, "--can-ip-forward"));
+    assert!(!has(&master, "--can-ip-forward"));
+    for argv in [&minion, &master] {
+        assert_eq!(flag(argv, "--machine-type"), Some("f1-micro"));
+        assert_eq!(flag(argv, "--image-family"), Some("debian-12"));
+        assert_eq!(flag(argv, "--image-project"), Some("debian-cloud"));
+        assert_eq!(flag(argv, "--boot-disk-size"), Some("10GB"));
+        assert_eq!(flag(argv, "--boot-disk-type"), Some("pd-standard"));
+        assert_eq!(flag(argv, "--subnet"), Some("kctl-demo-us-central1"));
+        assert!(flag(argv, "--network").is_none());
+        assert!(has(argv, "--no-service-account") && has(argv, "--no-scopes"));
+        assert_eq!(
+            flag(argv, "--metadata"),
+            Some("enable-guest-attributes=TRUE,enable-oslogin=FALSE,block-project-ssh-keys=TRUE")
+        );
+        let files = flag(argv, "--metadata-from-file").unwrap();
+        let keys: Vec<&str> = files
+            .split(',')
+            .map(|kv| kv.split('=').next().unwrap())
+            .collect();
+        assert_eq!(keys, ["startup-script", "ssh-keys"]);
+        // No key in both flags.
+        let meta_keys: Vec<&str> = flag(argv, "--metadata")
+            .unwrap()
+            .split(',')
+            .map(|kv| kv.split('=').next().unwrap())
+            .collect();
+        assert!(keys.iter().all(|k| !meta_keys.contains(k)));
+        // Labels: lower-case keys and values, no dots or slashes.
+        let labels = flag(argv, "--labels").unwrap();
+        for kv in labels.split(',') {
+            let (k, v) = kv.split_once('=').unwrap();
+            assert!(k.starts_with(|c: char| c.is_ascii_lowercase()));
+            assert!((k.to_string() + v)
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'));
+        }
+    }
+    assert_eq!(flag(&minion, "--tags"), Some("kctl-demo-minion"));
+    assert_eq!(flag(&master, "--tags"), Some("kctl-demo-master"));
+    assert_eq!(
+        flag(&minion, "--labels"),
+        Some("kctl-cluster=demo,kctl-role=minion")
+    );
+    assert_eq!(
+        flag(&minion, "--metadata-from-file"),
+        Some("startup-script=/work/x/gce-minion-2-startup.sh,ssh-keys=/work/x/gce-ssh-keys")
+    );
+}
+
+/// §13.6: one route per minion with network, range and next hop.
+#[test]
+fn routes_point_pod_ranges_at_minions() {
+    let n = spec(3).names().unwrap();
+    let route = cmd::route_create("my-proj-123", "us-central1-b", &n, 3);
+    assert_eq!(route[3], "kctl-demo-minion-3");
+    assert_eq!(flag(&route, "--network"), Some("kctl-demo"));
+    assert_eq!(flag(&route, "--destination-range"), Some("10.244.3.0/24"));
+    assert_eq!(
+        flag(&route, "--next-hop-instance"),
+        Some("kctl-demo-minion-3")
+    );
+    assert_eq!(
+        flag(&route, "--next-hop-instance-zone"),
+        Some("us-central1-b")
+    );
+}
+
+/// §13.7 and §13.8: host keys query path, anchored discovery filters.
+#[test]
+fn host_keys_and_discovery_queries() {
+    let keys = cmd::host_keys("my-proj-123", "us-central1-b", "kctl-demo-master");
+    assert_eq!(flag(&keys, "--query-path"), Some("hostkeys/"));
+    let n = spec(1).names().unwrap();
+    let instances = cmd::instances_list("my-proj-123", &n);
+    assert_eq!(
+        flag(&instances, "--filter"),
+        Some("labels.kctl-cluster~^demo$")
+    );
+    assert_eq!(flag(&instances, "--zones"), Some("us-central1-b"));
+    let routes = cmd::routes_list("my-proj-123", &n);
+    assert_eq!(
+        flag(&routes, "--filter"),
+        Some("name~^kctl-demo-minion-[0-9]+$")
+    );
+    let rules = cmd::firewalls_list("my-proj-123", &n);
+    assert_eq!(
+        flag(&rules, "--filter"),
+        Some("name~^kctl-demo-(internal|ssh)$")
+    );
+    for argv in [instances, routes, rules] {
+        let filter = flag(&argv, "--filter").unwrap();
+        assert!(filter.contains('~') && filter.contains('^') && filter.ends_with('$'));
+    }
+}
+
+/// §13.9: teardown order.
+#[test]
+fn teardown_order_is_instances_routes_firewalls_subnet_network() {
+    let s = spec(2);
+    let calls = down_commands(
+        "my-proj-123",
+        "us-central1-b",
+        "demo",
+        &planned(&s).unwrap(),
+    )
+    .unwrap();
+    let deletes: Vec<String> = calls
+        .iter()
+        .filter(|c| c.contains(&"delete".to_string()))
+        .map(|c| c[2..c.iter().position(|a| a == "delete").unwrap()].join(" "))
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            "instances",
+            "routes",
+            "firewall-rules",
+            "networks subnets",
+            "networks"
+        ]
+    );
+    let instances = calls
+        .iter()
+        .find(|c| c[2] == "instances" && c[3] == "delete")
+        .unwrap();
+    assert_eq!(
+        &instances[4..7],
+        [
+            "kctl-demo-master",
+            "kctl-demo-minion-1",
+            "kctl-demo-minion-2"
+        ]
+    );
+    assert!(has(instances, "--delete-disks=all"));
+    // Nothing found: only the reads.
+    let calls = down_commands(
+        "my-proj-123",
+        "us-central1-b",
+        "demo",
+        &Discovered::default(),
+    )
+    .unwrap();
+    assert_eq!(calls.len(), 5);
+}
+
+#[test]
+fn up_commands_are_in_stage_order() {
+    let calls = up_commands(&spec(3)).unwrap();
+    let kinds: Vec<String> = calls.iter().map(|c| c[1..].join(" ")).collect();
+    let first = |k: &str| kinds.iter().position(|x| x.starts_with(k)).unwrap();
+    assert!(kinds[0].starts_with("auth list --filter=status:ACTIVE"));
+    assert!(first("compute images") < first("compute networks create"));
+    assert!(first("compute networks create") < first("compute networks subnets create"));
+    assert!(first("compute networks subnets create") < first("compute firewall-rules create"));
+    assert!(first("compute firewall-rules create") < first("compute instances create"));
+    assert!(first("compute instances create") < first("compute routes create"));
+    assert!(first("compute routes create") < first("compute instances get-guest-attributes"));
+    let creates = kinds
+        .iter()
+        .filter(|k| k.starts_with("compute instances create"))
+        .count();
+    assert_eq!(creates, 4);
+    // Same machine type for master and minions: described once.
+    assert_eq!(
+        kinds.iter().filter(|k| k.contains("machine-types")).count(),
+        1
+    );
+}
+
+#[test]
+fn shell_line_quotes_only_where_needed() {
+    let argv: Vec<String> = crate::argv![
+        "gcloud",
+        "compute",
+        "--filter=name~^kctl-demo-(internal|ssh)$",
+        "--description=kctl cluster demo",
+        "it's",
+        "--zone=us-central1-b",
+        ""
+    ];
+    assert_eq!(
+        shell_line(&argv),
+        r#"gcloud compute '--filter=name~^kctl-demo-(internal|ssh)$' '--description=kctl cluster demo' 'it'\''s' --zone=us-central1-b ''"#
+    );
+}
+
+#[test]
+fn instance_json_is_parsed() {
+    let json = r#"[
+  {
+    "canIpForward": true,
+    "machineType": "https://www.googleapis.com/compute/v1/projects/my-proj-123/zones/us-central1-b/machineTypes/f1-micro",
+    "name": "kctl-demo-minion-1",
+    "networkInterfaces": [
+      {
+        "accessConfigs": [
+          {
+            "kind": "compute#accessConfig",
+            "name": "external-nat",
+            "natIP": "34.71.2.9",
+            "networkTier": "PREMIUM",
+            "type": "ONE_TO_ONE_NAT"
+          }
+        ],
+        "name": "nic0",
+        "network": "https://www.googleapis.com/compute/v1/projects/my-proj-123/global/networks/kctl-demo",
+        "networkIP": "10.240.0.3",
+        "subnetwork": "https://www.googleapis.com/compute/v1/projects/my-proj-123/regions/us-central1/subnetworks/kctl-demo-us-central1"
+      }
+    ],
+    "status": "RUNNING"
+  }
+]"#;
+    let value = parse::single_object(json).unwrap();
+    let instance = parse::instance(&value).unwrap();
+    assert_eq!(instance.name, "kctl-demo-minion-1");
+    assert_eq!(instance.internal_ip.to_string(), "10.240.0.3");
+    assert_eq!(instance.external_ip.to_string(), "34.71.2.9");
+    // describe prints the object itself.
+    let obj = serde_json::to_string(&value).unwrap();
+    assert_eq!(
+        parse::instance(&parse::single_object(&obj).unwrap()).unwrap(),
+        instance
+    );
+    // --no-address instances have no natIP: kctl needs one.
+    let no_nat = json.replace("\"natIP\": \"34.71.2.9\",", "");
+    let err = parse::instance(&parse::single_object(&no_nat).unwrap()).unwrap_err();
+    assert!(err.contains("natIP"), "{err}");
+    assert!(parse::single_object("[]").is_err());
+    assert!(parse::single_object("Created [x].").is_err());
+}
+
+#[test]
+fn deprecation_block_is_reported() {
+    let value: serde_json::Value = serde_json::from_str(
+        r#"{"name": "f1-micro", "guestCpus": 1, "memoryMb": 614, "isSharedCpu": true,
+            "deprecated": {"state": "DEPRECATED", "replacement": "https://www.googleapis.com/compute/v1/projects/p/zones/z/machineTypes/e2-micro"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        parse::deprecation(&value).as_deref(),
+        Some("DEPRECATED, replacement e2-micro")
+    );
+    let plain: serde_json::Value = serde_json::from_str(r#"{"name": "e2-micro"}"#).unwrap();
+    assert!(parse::deprecation(&plain).is_none());
+}
+
+#[test]
+fn host_keys_prefer_ed25519_and_are_validated() {
+    let answer = format!(
+        r#"[
+  {{"key": "ecdsa-sha2-nistp256", "namespace": "hostkeys", "value": "{ECDSA}"}},
+  {{"key": "ssh-ed25519", "namespace": "hostkeys", "value": "{ED25519} root@vm\n"}},
+  {{"key": "ssh-rsa", "namespace": "hostkeys", "value": "AAAAB3NzaC1yc2E="}}
+]"#
+    );
+    assert_eq!(
+        parse::host_keys(&answer).unwrap(),
+        [format!("ssh-ed25519 {ED25519}")]
+    );
+    // A broken ed25519 value is skipped: ecdsa is next.
+    let broken = answer.replace(ED25519, "AAAAC3Nz!!");
+    assert_eq!(
+        parse::host_keys(&broken).unwrap(),
+        [format!("ecdsa-sha2-nistp256 {ECDSA}")]
+    );
+    // Unknown types and other namespaces are ignored.
+    let other = r#"[{"key": "ssh-dss", "namespace": "hostkeys", "value": "AAAA"},
+                   {"key": "ssh-ed25519", "namespace": "other", "value": "AAAA"}]"#;
+    assert!(parse::host_keys(other).unwrap().is_empty());
+    assert!(parse::host_keys("[]").unwrap().is_empty());
+}
+
+#[test]
+fn base64_round_trip_is_strict() {
+    assert!(parse::base64_round_trips(ED25519));
+    assert!(parse::base64_round_trips(ECDSA));
+    assert!(parse::base64_round_trips("YQ=="));
+    assert!(!parse::base64_round_trips("YR==")); // non-canonical trailing bits
+    assert!(!parse::base64_round_trips("YQ"));
+    assert!(!parse::base64_round_trips("Y=Q="));
+    assert!(!parse::base64_round_trips(""));
+    assert_eq!(parse::base64_encode(b"hello"), "aGVsbG8=");
+    assert_eq!(parse::base64_decode("aGVsbG8=").unwrap(), b"hello");
+}
+
+#[test]
+fn startup_scripts_are_filled_in() {
+    let s = spec(3);
+    let minion = engine::startup_script(&s, Role::Minion, 2);
+    assert!(minion.starts_with("#!/bin/sh"));
+    assert!(minion.contains("minion 2 of cluster demo") && minion.contains("10.244.2.0/24"));
+    assert!(minion.contains("net.ipv4.ip_forward=1"));
+    assert!(minion.contains("docker.io nftables iptables"));
+    assert!(!minion.contains('@'));
+    let master = engine::startup_script(&s, Role::Master, 0);
+    assert!(master.contains("etcd-server") && master.contains("systemctl disable --now etcd"));
+    assert!(!master.contains('@'));
+    assert!(minion.len() < 256 * 1024 && master.len() < 256 * 1024);
+}
+
+#[test]
+fn metadata_files_are_written() {
+    let dir = std::env::temp_dir().join(format!("kctl-gce-meta-{}", std::process::id()));
+    let mut s = spec(2);
+    s.work_dir = dir.clone();
+    write_metadata_files(&s).unwrap();
+    let keys = std::fs::read_to_string(dir.join("gce-ssh-keys")).unwrap();
+    assert_eq!(keys, format!("kctl:ssh-ed25519 {ED25519} kctl@test\n"));
+    assert!(dir.join("gce-master-startup.sh").exists());
+    assert!(dir.join("gce-minion-2-startup.sh").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn existing_resources_are_checked_before_adoption() {
+    use parse::{mismatches, Expect};
+    let route: serde_json::Value = serde_json::from_str(
+        r#"{"name": "kctl-demo-minion-1", "destRange": "10.244.1.0/24",
+            "network": "https://www.googleapis.com/compute/v1/projects/p/global/networks/kctl-demo",
+            "nextHopInstance": "https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-b/instances/kctl-demo-minion-1"}"#,
+    )
+    .unwrap();
+    let ok = [
+        Expect::Is("/destRange", "10.244.1.0/24".into()),
+        Expect::EndsWith("/network", "/global/networks/kctl-demo".into()),
+        Expect::EndsWith(
+            "/nextHopInstance",
+            "/zones/us-central1-b/instances/kctl-demo-minion-1".into(),
+        ),
+    ];
+    assert!(mismatches(&route, &ok).is_empty());
+    let bad = [
+        Expect::Is("/destRange", "10.244.2.0/24".into()),
+        Expect::EndsWith("/network", "/global/networks/other".into()),
+        Expect::Is("/canIpForward", true.into()),
+    ];
+    assert_eq!(
+        mismatches(&route, &bad),
+        [
+            r#"/destRange is "10.244.1.0/24", expected "10.244.2.0/24""#,
+            r#"/network is "https://www.googleapis.com/compute/v1/projects/p/global/networks/kctl-demo", expected …/global/networks/other"#,
+            "/canIpForward is nothing, expected true",
+        ]
+    );
+}
