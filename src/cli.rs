@@ -94,6 +94,14 @@ pub enum Command {
         /// gce: the master's machine type [default: f1-micro].
         #[arg(long, help_heading = "Provider gce")]
         master_machine_type: Option<String>,
+        /// gce: how long new VMs may take to boot and run their startup script.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 600,
+            help_heading = "Provider gce"
+        )]
+        boot_timeout: u64,
     },
     /// Remove everything `up` made.
     #[command(after_help = "Examples:
@@ -292,6 +300,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             zone,
             machine_type,
             master_machine_type,
+            boot_timeout,
         } => {
             let provider = provider.kind();
             let options = ops::up::UpOptions {
@@ -312,6 +321,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                     zone,
                     machine_type,
                     master_machine_type,
+                    boot_timeout: Some(std::time::Duration::from_secs(boot_timeout)),
                 },
             };
             check_provider_flags(&options)?;

@@ -122,10 +122,14 @@ pub async fn teardown_hosts(
             Err(e) => failures.push(e.to_string()),
         }
     }
-    task.done(format!(
-        "kctl removed from {} minions",
-        config.minions.len() - failures.len()
-    ));
+    if failures.is_empty() {
+        task.done(format!(
+            "kctl removed from {} minions",
+            config.minions.len()
+        ));
+    } else {
+        task.fail(format!("{} minions could not be cleaned", failures.len()));
+    }
     if let Some(host) = &config.etcd_host {
         let task = ui.task(format!("removing etcd from {}", host.name));
         let result = async {
@@ -142,13 +146,19 @@ pub async fn teardown_hosts(
         }
         .await;
         match result {
-            Ok(removed) if removed.is_empty() => {
-                lines.push(format!("{}: no etcd left to remove", host.name))
+            Ok(removed) => {
+                task.done(format!("etcd on {} gone", host.name));
+                if removed.is_empty() {
+                    lines.push(format!("{}: no etcd left to remove", host.name));
+                } else {
+                    lines.push(format!("{}: removed {}", host.name, removed.join(", ")));
+                }
             }
-            Ok(removed) => lines.push(format!("{}: removed {}", host.name, removed.join(", "))),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => {
+                task.fail(format!("etcd on {} could not be removed", host.name));
+                failures.push(e.to_string());
+            }
         }
-        task.done("etcd removed");
     }
     if !failures.is_empty() && !force {
         return Err(miette!(

@@ -1,7 +1,33 @@
-//! `kctl up --provider gce`.
+//! `kctl up|down --provider gce`: machines from the user's `gcloud` (as
+//! `kube-up.sh` did), then the same SSH bootstrap as every provider. The
+//! master runs etcd; the workstation reaches it through an SSH tunnel.
 
-use super::UpOptions;
+use super::{UpOptions, DEFAULT_MINIONS};
+use crate::cluster::{
+    ClusterConfig, ClusterDir, EtcdHost, GceRecord, MinionConfig, PodNetwork, ProviderKind,
+};
+use crate::exec::Exec;
+use crate::ops::down::{teardown_hosts, DownOptions};
+use crate::ops::install::install;
+use crate::ops::{report, Cluster};
+use crate::provider::gce::{self, spec, GceSpec, Gcloud, GcloudProcess, Instance};
+use crate::provider::host;
+use crate::ssh::{SshAuth, SshExec};
 use crate::ui::Ui;
+use futures::future::join_all;
+use miette::miette;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_ZONE: &str = "us-central1-b";
+/// The 2014 tutorial's machine type, which kube-up.sh was turned down to.
+/// (e2-micro is cheaper today: `--machine-type e2-micro`.)
+pub const DEFAULT_MACHINE_TYPE: &str = "f1-micro";
+pub const DEFAULT_PORTAL_NET: &str = "10.0.0.0/16";
+const PLACEHOLDER_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+/// New VMs boot and run their startup script (apt-get install docker.io
+/// on an f1-micro) before they are of use.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Default)]
 pub struct GceOptions {
@@ -9,17 +35,460 @@ pub struct GceOptions {
     pub zone: Option<String>,
     pub machine_type: Option<String>,
     pub master_machine_type: Option<String>,
+    pub boot_timeout: Option<Duration>,
 }
 
-pub async fn up(_ui: &Ui, _name: &str, _options: &UpOptions) -> miette::Result<()> {
-    Err(miette::miette!("the gce provider is being integrated"))
+/// `--project`, else gcloud's configured project.
+async fn project_of<G: Gcloud>(g: &G, given: Option<&str>) -> miette::Result<String> {
+    if let Some(p) = given {
+        return Ok(p.to_string());
+    }
+    let argv = crate::argv!["config", "get-value", "project"];
+    let out = g.run(&argv).await?;
+    let project = out.stdout.trim().to_string();
+    if !out.success() || project.is_empty() || project == "(unset)" {
+        return Err(miette!(
+            help = "pass --project PROJECT, or `gcloud config set project PROJECT`",
+            "no GCE project given and gcloud has none configured"
+        ));
+    }
+    Ok(project)
 }
 
-pub async fn down(
-    _ui: &Ui,
-    _dir: crate::cluster::ClusterDir,
-    _config: Option<crate::cluster::ClusterConfig>,
-    _options: &crate::ops::down::DownOptions,
+/// The cluster record for the machines `create` made (pure).
+pub fn cluster_config(
+    name: &str,
+    record: GceRecord,
+    made: &gce::GceCluster,
+    portal_net: ipnet::Ipv4Net,
+) -> ClusterConfig {
+    let state = format!("/var/lib/kctl/{name}");
+    let minions = made
+        .minions
+        .iter()
+        .enumerate()
+        .map(|(i, vm)| {
+            let id = format!("minion-{}", i + 1);
+            MinionConfig {
+                helper_dir: format!("{state}/{id}"),
+                id,
+                host_ip: vm.internal_ip,
+                ssh_port: 22,
+                ssh_user: spec::SSH_USER.into(),
+                pod_cidr: spec::pod_cidr(i + 1),
+                ssh_host: Some(vm.external_ip.to_string()),
+            }
+        })
+        .collect();
+    let etcd = EtcdHost {
+        name: "master".into(),
+        ssh_host: made.master.external_ip.to_string(),
+        ssh_port: 22,
+        ssh_user: spec::SSH_USER.into(),
+        ip: made.master.internal_ip,
+        dir: format!("{state}/etcd"),
+    };
+    ClusterConfig {
+        name: name.to_string(),
+        provider: ProviderKind::Gce,
+        etcd_endpoints: vec![etcd.endpoint()],
+        minions,
+        portal_net,
+        local: None,
+        gce: Some(record),
+        etcd_host: Some(etcd),
+        // GCE's routes carry pod ranges between VMs; its network's MTU is
+        // 1460, and the pod bridge must not exceed it.
+        pod_network: PodNetwork {
+            host_routes: false,
+            mtu: Some(gce::GCE_MTU),
+            range: spec::POD_SUPERNET.parse().ok(),
+        },
+        ssh_identity: None,
+        offline_images: false,
+    }
+}
+
+/// known_hosts lines for every VM's external address, from the host keys
+/// read once from guest attributes.
+pub fn known_hosts(made: &gce::GceCluster) -> Vec<String> {
+    std::iter::once(&made.master)
+        .chain(&made.minions)
+        .flat_map(|vm: &Instance| {
+            vm.host_keys
+                .iter()
+                .map(move |key| format!("{} {key}", vm.external_ip))
+        })
+        .collect()
+}
+
+/// Waits until every VM answers over SSH and its startup script has done
+/// its work (Docker answers; etcd is installed on the master).
+async fn wait_for_boot(
+    config: &ClusterConfig,
+    auth: &SshAuth,
+    timeout: Duration,
 ) -> miette::Result<()> {
-    Err(miette::miette!("the gce provider is being integrated"))
+    let deadline = Instant::now() + timeout;
+    let mut machines: Vec<(crate::ssh::SshTarget, Vec<String>)> = config
+        .minions
+        .iter()
+        .map(|m| {
+            (
+                m.ssh_target(),
+                crate::argv!["docker", "version", "--format", "{{.Server.Version}}"],
+            )
+        })
+        .collect();
+    if let Some(etcd) = &config.etcd_host {
+        machines.push((
+            etcd.ssh_target(),
+            crate::argv![crate::bootstrap::etcd::ETCD_PROGRAM, "--version"],
+        ));
+    }
+    let waits = machines.into_iter().map(|(target, ready)| async move {
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match SshExec::connect(&target, auth).await {
+                Ok(exec) => {
+                    let ok = exec.run(&ready, None).await.map(|o| o.success());
+                    exec.close().await;
+                    match ok {
+                        Ok(true) => return Ok(()),
+                        Ok(false) => last = "its startup script is still installing".into(),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_secs(5).min(timeout / 4)).await;
+        }
+        Err(format!(
+            "{} not ready after {}s: {last}",
+            target.name,
+            timeout.as_secs()
+        ))
+    });
+    let failures: Vec<String> = join_all(waits)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(miette!(
+            help = "the VMs stay; `kctl up` again continues, `kctl down` removes them",
+            "{}",
+            failures.join("\n")
+        ))
+    }
+}
+
+pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> {
+    let opts = &options.gce;
+    let dir = ClusterDir::new(name)?;
+    let existing = if dir.exists() {
+        Some(dir.load()?)
+    } else {
+        None
+    };
+    if let Some(c) = &existing {
+        if c.provider != ProviderKind::Gce {
+            return Err(miette!(
+                "cluster {name} was made by the {} provider",
+                c.provider.name()
+            ));
+        }
+    }
+    let recorded = existing.as_ref().and_then(|c| c.gce.clone());
+    let g = GcloudProcess::new();
+    let project = match (&opts.project, &recorded) {
+        (Some(p), _) => p.clone(),
+        (None, Some(r)) => r.project.clone(),
+        (None, None) if options.dry_run => "PROJECT".to_string(),
+        (None, None) => project_of(&g, None).await?,
+    };
+    let zone = opts
+        .zone
+        .clone()
+        .or_else(|| recorded.as_ref().map(|r| r.zone.clone()))
+        .unwrap_or_else(|| DEFAULT_ZONE.to_string());
+    if let Some(r) = &recorded {
+        if r.project != project || r.zone != zone {
+            return Err(miette!(
+                "cluster {name} lives in project {} zone {}",
+                r.project,
+                r.zone
+            ));
+        }
+    }
+    let count = match (&existing, options.minions) {
+        (Some(c), Some(n)) if !c.minions.is_empty() && n != c.minions.len() => {
+            return Err(miette!(
+                help = "`kctl down` and `kctl up --minions N` to rebuild it",
+                "cluster {name} has {} minions; changing the count of a running cluster is not supported yet",
+                c.minions.len()
+            ))
+        }
+        (Some(c), None) if !c.minions.is_empty() => c.minions.len(),
+        (_, n) => n.unwrap_or(DEFAULT_MINIONS),
+    };
+    let portal_net = options
+        .portal_net
+        .or(existing.as_ref().map(|c| c.portal_net))
+        .unwrap_or_else(|| DEFAULT_PORTAL_NET.parse().unwrap_or_default());
+
+    let key_file = dir.identity().with_extension("pub");
+    let public_key = match std::fs::read_to_string(&key_file) {
+        Ok(key) => key,
+        // Stands for the key `up` generates once gcloud has passed its
+        // checks (an all-zero ed25519 key: well-formed, never usable).
+        Err(_) => format!("{PLACEHOLDER_KEY} kctl-{name}"),
+    };
+    let mut gspec = GceSpec::new(name, &project, &zone, count, &public_key, dir.dir.clone());
+    gspec.machine_type = opts
+        .machine_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
+    gspec.master_machine_type = opts
+        .master_machine_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
+    gspec.validate()?;
+
+    if options.dry_run {
+        let commands = gce::up_commands(&gspec)?;
+        ui.out(format!(
+            "# kctl up --provider gce would run these {} gcloud commands (none was run);\n# then SSH to each VM: etcd on the master, Docker network, rules and kctl-node on the minions.",
+            commands.len()
+        ));
+        for argv in commands {
+            ui.out(gce::shell_line(&argv));
+        }
+        return Ok(());
+    }
+
+    let task = ui.task(format!("checking gcloud, project {project}, zone {zone}"));
+    let report_ = gce::preflight(&g, &gspec).await;
+    let preflight = match report_ {
+        Ok(r) => r,
+        Err(e) => {
+            if existing.is_none() {
+                let _ = std::fs::remove_dir_all(&dir.dir);
+            }
+            return Err(e.into());
+        }
+    };
+    task.done(format!("gcloud ready (account {})", preflight.account));
+    std::fs::create_dir_all(&dir.dir).map_err(report)?;
+    set_private(&dir.dir)?;
+    host::ensure_ssh_key(&dir.identity(), &format!("kctl-{name}")).await?;
+    gspec.ssh_public_key = std::fs::read_to_string(&key_file)
+        .map_err(report)?
+        .trim()
+        .to_string();
+    for w in &preflight.warnings {
+        ui.warn(w.clone());
+    }
+
+    // A record before anything exists in the cloud: whatever fails later,
+    // `down` knows where to look.
+    let record = GceRecord {
+        project: project.clone(),
+        zone: zone.clone(),
+    };
+    if existing.is_none() {
+        let mut pending = cluster_config(
+            name,
+            record.clone(),
+            &gce::GceCluster {
+                master: placeholder(),
+                minions: vec![],
+            },
+            portal_net,
+        );
+        pending.etcd_host = None;
+        pending.etcd_endpoints = vec![];
+        dir.save(&pending)?;
+    }
+
+    let task = ui.task(format!(
+        "network, firewall rules, master and {count} minions ({}), routes, host keys",
+        gspec.machine_type
+    ));
+    let progress = |line: &str| task.set(line.to_string());
+    let made = gce::create(&g, &gspec, &progress).await?;
+    task.done(format!(
+        "{} VMs running in {zone}; host keys pinned from guest attributes",
+        count + 1
+    ));
+    std::fs::write(dir.known_hosts(), known_hosts(&made).join("\n") + "\n").map_err(report)?;
+    let config = cluster_config(name, record, &made, portal_net);
+    dir.save(&config)?;
+
+    let task = ui.task("waiting for the VMs to boot and run their startup scripts");
+    let timeout = opts.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT);
+    wait_for_boot(&config, &dir.auth(&config), timeout).await?;
+    task.done("VMs ready");
+
+    let etcd = config.etcd_endpoints.join(",");
+    let cluster = Cluster::new(dir, config);
+    let changed = install(ui, &cluster, None).await? || existing.is_none();
+    if changed {
+        ui.out(format!(
+            "Cluster {name} is up on GCE ({project}, {zone}): master + {count} minions, etcd at {etcd} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods; `kctl down` deletes every VM, route, firewall rule and the network."
+        ));
+    } else {
+        ui.out(format!(
+            "Cluster {name} is up on GCE ({count} minions); nothing changed."
+        ));
+    }
+    Ok(())
+}
+
+fn placeholder() -> Instance {
+    Instance {
+        name: String::new(),
+        internal_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        external_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_keys: vec![],
+    }
+}
+
+fn set_private(dir: &std::path::Path) -> miette::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(report)
+}
+
+/// `kctl down` for GCE: kctl's parts off the VMs when they answer (so a
+/// cluster on VMs someone keeps is clean too), then every resource of the
+/// cluster found in the cloud, by the record or by `--project`/`--zone`.
+pub async fn down(
+    ui: &Ui,
+    dir: ClusterDir,
+    config: Option<ClusterConfig>,
+    options: &DownOptions,
+) -> miette::Result<()> {
+    let name = dir.name.clone();
+    let recorded = config.as_ref().and_then(|c| c.gce.clone());
+    let g = GcloudProcess::new();
+    let project = match (&options.project, &recorded) {
+        (Some(p), _) => p.clone(),
+        (None, Some(r)) => r.project.clone(),
+        (None, None) => project_of(&g, None).await?,
+    };
+    let zone = options
+        .zone
+        .clone()
+        .or_else(|| recorded.as_ref().map(|r| r.zone.clone()))
+        .unwrap_or_else(|| DEFAULT_ZONE.to_string());
+
+    if options.dry_run {
+        let found = match &config {
+            Some(c) if !c.minions.is_empty() => {
+                let mut s = GceSpec::new(
+                    &name,
+                    &project,
+                    &zone,
+                    c.minions.len(),
+                    "ssh-ed25519 AAAA x",
+                    dir.dir.clone(),
+                );
+                s.machine_type = DEFAULT_MACHINE_TYPE.into();
+                gce::planned(&s)?
+            }
+            // No record: what exists is found with read-only list calls.
+            _ => gce::discover(&g, &project, &zone, &name).await?,
+        };
+        let commands = gce::down_commands(&project, &zone, &name, &found)?;
+        ui.out("# kctl down would run these gcloud commands (no delete was run):");
+        for argv in commands {
+            ui.out(gce::shell_line(&argv));
+        }
+        return Ok(());
+    }
+
+    // The VMs are deleted anyway; cleaning them first matters only for
+    // what outlives them (nothing here), so failures are not fatal.
+    if let Some(c) = &config {
+        if !c.minions.is_empty() {
+            let cluster = Cluster::new(dir.clone(), c.clone());
+            match tokio::time::timeout(Duration::from_secs(60), teardown_hosts(ui, &cluster, true))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => ui.warn(format!(
+                    "skipped cleaning the VMs before deleting them: {e}"
+                )),
+                Err(_) => {
+                    ui.warn("skipped cleaning the VMs before deleting them: no answer in 60s")
+                }
+            }
+        }
+    }
+
+    let task = ui.task(format!(
+        "deleting cluster {name} in project {project}, zone {zone}"
+    ));
+    let progress = |line: &str| task.set(line.to_string());
+    let deleted = gce::destroy(&g, &project, &zone, &name, &progress).await?;
+    task.done(format!("{} resources deleted", deleted.len()));
+    for line in &deleted {
+        ui.out(format!("deleted {line}"));
+    }
+    if dir.dir.exists() {
+        std::fs::remove_dir_all(&dir.dir).map_err(report)?;
+    }
+    if deleted.is_empty() {
+        ui.out(format!(
+            "Cluster {name}: nothing of it exists in {project}/{zone}."
+        ));
+    } else {
+        ui.out(format!(
+            "Cluster {name} is down; nothing of it is left in {project}/{zone}."
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str, internal: &str, external: &str) -> Instance {
+        Instance {
+            name: name.into(),
+            internal_ip: internal.parse().unwrap(),
+            external_ip: external.parse().unwrap(),
+            host_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample".into()],
+        }
+    }
+
+    #[test]
+    fn record_ssh_goes_to_external_addresses_and_etcd_to_the_master() {
+        let made = gce::GceCluster {
+            master: vm("kctl-d-master", "10.240.0.2", "34.1.1.1"),
+            minions: vec![
+                vm("kctl-d-minion-1", "10.240.0.3", "34.1.1.2"),
+                vm("kctl-d-minion-2", "10.240.0.4", "34.1.1.3"),
+            ],
+        };
+        let record = GceRecord {
+            project: "p".into(),
+            zone: "us-central1-b".into(),
+        };
+        let c = cluster_config("d", record, &made, "10.0.0.0/16".parse().unwrap());
+        assert_eq!(c.minions[1].pod_cidr, "10.244.2.0/24");
+        assert_eq!(c.minions[1].host_ip.to_string(), "10.240.0.4");
+        assert_eq!(c.minions[1].ssh_target().host, "34.1.1.3");
+        assert_eq!(c.minions[1].ssh_user, "kctl");
+        assert_eq!(c.etcd_endpoints, ["http://10.240.0.2:4001"]);
+        assert_eq!(c.etcd_host.as_ref().unwrap().ssh_host, "34.1.1.1");
+        assert!(!c.pod_network.host_routes);
+        assert_eq!(c.pod_network.mtu, Some(1460));
+        let lines = known_hosts(&made);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("34.1.1.1 ssh-ed25519 "));
+    }
 }

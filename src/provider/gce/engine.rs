@@ -96,6 +96,10 @@ fn error_text(stderr: &str) -> String {
     lines.join(" ")
 }
 
+fn is_quota_error(stderr: &str) -> bool {
+    stderr.contains("Quota '") && stderr.contains("exceeded")
+}
+
 fn is_auth_failure(stderr: &str) -> bool {
     [
         "gcloud auth login",
@@ -269,8 +273,9 @@ async fn ensure<G: Gcloud>(
                 parse::single_object(&out.stdout).map_err(|m| bad_output(create_argv, m))?;
             return adopt(&step, value);
         }
-        // Exit 2 is gcloud rejecting the command line: no retry can help.
-        if out.code == Some(2) {
+        // Exit 2 is gcloud rejecting the command line, and an exhausted
+        // quota stays exhausted: no retry can help.
+        if out.code == Some(2) || is_quota_error(&out.stderr) {
             return Err(failed(create_argv, &out));
         }
         if let Some(value) = describe(g, describe_argv).await? {

@@ -1,0 +1,399 @@
+//! `kctl up|down --provider gce` end to end against the fake gcloud
+//! (tests/fake-gcloud), which checks every argv against gcloud's syntax,
+//! keeps the project's resources and records each call. The fake's VMs
+//! have loopback addresses, so `up` stops at the SSH stage (nothing
+//! listens there) after every gcloud step has run; what it asked of gcloud
+//! is compared with the goldens in tests/golden/.
+
+mod common;
+
+use common::{repo, Run};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const PROJECT: &str = "my-proj-123";
+const ZONE: &str = "us-central1-b";
+
+/// A workstation of its own: KCTL_HOME, the fake's state, PATH with the
+/// fake first. `down` runs on drop.
+struct GceEnv {
+    root: PathBuf,
+    extra: Vec<(String, String)>,
+}
+
+impl GceEnv {
+    fn new(tag: &str) -> GceEnv {
+        let root = common::kctl_home().join(format!("gce-{tag}"));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("home")).unwrap();
+        std::fs::create_dir_all(root.join("fake")).unwrap();
+        GceEnv {
+            root,
+            extra: vec![],
+        }
+    }
+
+    fn fake_dir(&self) -> PathBuf {
+        self.root.join("fake")
+    }
+
+    fn cluster_dir(&self) -> PathBuf {
+        self.root.join("home/clusters/demo")
+    }
+
+    fn kctl_with(&self, args: &[&str], env: &[(&str, &str)], path: Option<&str>) -> Run {
+        let fake = repo().join("tests/fake-gcloud");
+        let default_path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display());
+        let out = Command::new(common::KCTL)
+            .args(args)
+            .env("KCTL_HOME", self.root.join("home"))
+            .env("KCTL_CLUSTER", "demo")
+            .env("FAKE_GCLOUD_DIR", self.fake_dir())
+            .env("PATH", path.unwrap_or(&default_path))
+            .envs(self.extra.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn kctl(&self, args: &[&str]) -> Run {
+        self.kctl_with(args, &[], None)
+    }
+
+    fn up(&self, env: &[(&str, &str)]) -> Run {
+        self.kctl_with(
+            &[
+                "up",
+                "--provider",
+                "gce",
+                "--project",
+                PROJECT,
+                "--zone",
+                ZONE,
+                "--minions",
+                "3",
+                "--boot-timeout",
+                "1",
+            ],
+            env,
+            None,
+        )
+    }
+
+    /// The calls recorded so far, as shell-like lines, and forget them.
+    fn take_calls(&self) -> Vec<String> {
+        let log = self.fake_dir().join("calls.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let work = self.cluster_dir().display().to_string();
+        text.lines()
+            .map(|l| {
+                let argv: Vec<String> = serde_json::from_str(l).unwrap();
+                argv.iter()
+                    .map(|a| {
+                        let a = a.replace(&work, "$WORK");
+                        if a.contains(['(', ')', '$', '~', '^', ' ', '|']) && !a.contains("$WORK") {
+                            format!("'{a}'")
+                        } else {
+                            a
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    /// Every resource the fake holds for the project, by kind.
+    fn resources(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.fake_dir().join("state.json")).unwrap_or_default();
+        let state: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let mut out = vec![];
+        if let Some(kinds) = state["projects"][PROJECT].as_object() {
+            for (kind, items) in kinds {
+                if let Some(items) = items.as_object() {
+                    out.extend(items.keys().map(|k| format!("{kind}/{k}")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for GceEnv {
+    fn drop(&mut self) {
+        let _ = self.kctl(&[
+            "down",
+            "--provider",
+            "gce",
+            "--project",
+            PROJECT,
+            "--zone",
+            ZONE,
+        ]);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn golden(name: &str) -> Vec<String> {
+    std::fs::read_to_string(repo().join("tests/golden").join(name))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn position(calls: &[String], needle: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.contains(needle))
+        .unwrap_or_else(|| panic!("no call with {needle:?} in {calls:#?}"))
+}
+
+fn flat(text: &str) -> String {
+    text.replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn up_and_down_issue_the_golden_gcloud_sequences() {
+    let env = GceEnv::new("golden");
+    let run = env.up(&[]);
+    // Every gcloud step ran; then no VM answered SSH (loopback, nothing
+    // listens): a clear error that says how to continue or clean up.
+    assert!(!run.ok(), "{run:?}");
+    let err = flat(&run.stderr);
+    assert!(err.contains("not ready after 1s"), "{run:?}");
+    assert!(err.contains("kctl down"), "{run:?}");
+    let calls = env.take_calls();
+    let expected = golden("gce-up-3-minions.txt");
+    assert_eq!(sorted(calls.clone()), sorted(expected), "up's gcloud calls");
+    // Stages in order: preflight, network, subnet, firewalls, instances,
+    // routes, host keys.
+    let order = [
+        "compute images describe-from-family",
+        "networks create",
+        "subnets create",
+        "firewall-rules create kctl-demo-internal",
+        "instances create kctl-demo-master",
+        "routes create kctl-demo-minion-1",
+        "get-guest-attributes kctl-demo-master",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            position(&calls, pair[0]) < position(&calls, pair[1]),
+            "{} before {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert_eq!(env.resources().len(), 11, "{:?}", env.resources());
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.cluster_dir().join("cluster.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["gce"]["project"], PROJECT);
+    assert_eq!(record["minions"].as_array().unwrap().len(), 3);
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.fake_dir().join("state.json")).unwrap())
+            .unwrap();
+    let master_ip = state["projects"][PROJECT]["instances"]["kctl-demo-master"]
+        ["networkInterfaces"][0]["networkIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        record["etcdEndpoints"][0],
+        format!("http://{master_ip}:4001"),
+        "etcd on the master's internal address"
+    );
+    let known_hosts = std::fs::read_to_string(env.cluster_dir().join("known_hosts")).unwrap();
+    assert_eq!(
+        known_hosts.lines().count(),
+        4,
+        "pinned host keys: {known_hosts}"
+    );
+    assert!(known_hosts.lines().all(|l| l.starts_with("127.77.0.")));
+
+    // Again on the existing cluster: reads only, nothing created.
+    let again = env.up(&[]);
+    assert!(!again.ok());
+    let calls = env.take_calls();
+    assert!(!calls.is_empty());
+    assert!(
+        !calls.iter().any(|c| c.contains(" create ")),
+        "re-running up created something: {calls:#?}"
+    );
+    assert_eq!(env.resources().len(), 11);
+
+    // down: the golden sequence, nothing left in the project or here.
+    let down = env.kctl(&["down"]);
+    assert!(down.ok(), "{down:?}");
+    assert_eq!(down.stdout.matches("deleted ").count(), 11, "{down:?}");
+    assert_eq!(
+        sorted(env.take_calls()),
+        sorted(golden("gce-down-3-minions.txt")),
+        "down's gcloud calls"
+    );
+    assert_eq!(env.resources(), Vec::<String>::new());
+    assert!(!env.cluster_dir().exists());
+}
+
+#[test]
+fn dry_run_prints_the_commands_and_runs_none() {
+    let env = GceEnv::new("dryrun");
+    let run = env.kctl(&[
+        "up",
+        "--provider",
+        "gce",
+        "--project",
+        PROJECT,
+        "--zone",
+        ZONE,
+        "--minions",
+        "3",
+        "--dry-run",
+    ]);
+    assert!(run.ok(), "{run:?}");
+    let printed: Vec<String> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("gcloud "))
+        .map(|l| l.replace(&env.cluster_dir().display().to_string(), "$WORK"))
+        .collect();
+    assert_eq!(printed, golden("gce-up-3-minions.txt"));
+    assert!(env.take_calls().is_empty(), "dry run ran gcloud");
+    assert!(!env.cluster_dir().exists(), "dry run left a record");
+}
+
+#[test]
+fn a_failure_half_way_then_down_leaves_nothing() {
+    let env = GceEnv::new("halfway");
+    // The project's CPU quota runs out at the third VM: a failure no retry
+    // cures, after some VMs exist.
+    let run = env.up(&[(
+        "FAKE_GCLOUD_FAIL",
+        "quota:instances create kctl-demo-minion-2",
+    )]);
+    assert!(!run.ok(), "{run:?}");
+    let err = flat(&run.stderr);
+    assert!(
+        err.contains("kctl-demo-minion-2") && err.contains("Quota 'CPUS' exceeded"),
+        "{run:?}"
+    );
+    let made = env.resources();
+    assert!(
+        made.iter().any(|r| r.ends_with("kctl-demo-master")),
+        "{made:?}"
+    );
+    assert!(
+        !made.iter().any(|r| r.ends_with("kctl-demo-minion-2")),
+        "{made:?}"
+    );
+    assert!(
+        env.cluster_dir().join("cluster.json").exists(),
+        "a record for down"
+    );
+
+    let down = env.kctl(&["down"]);
+    assert!(down.ok(), "{down:?}");
+    assert_eq!(env.resources(), Vec::<String>::new());
+    assert!(!env.cluster_dir().exists());
+}
+
+#[test]
+fn down_finds_a_cluster_whose_record_is_lost() {
+    let env = GceEnv::new("lost");
+    let run = env.up(&[]);
+    assert!(!run.ok());
+    assert_eq!(env.resources().len(), 11);
+    std::fs::remove_dir_all(env.cluster_dir()).unwrap();
+
+    let without = env.kctl(&["down"]);
+    assert!(without.ok(), "{without:?}");
+    assert!(without.stdout.contains("does not exist"), "{without:?}");
+    assert_eq!(
+        env.resources().len(),
+        11,
+        "nothing deleted without a record or --provider"
+    );
+
+    let down = env.kctl(&[
+        "down",
+        "--provider",
+        "gce",
+        "--project",
+        PROJECT,
+        "--zone",
+        ZONE,
+    ]);
+    assert!(down.ok(), "{down:?}");
+    assert_eq!(down.stdout.matches("deleted ").count(), 11, "{down:?}");
+    assert_eq!(env.resources(), Vec::<String>::new());
+}
+
+#[test]
+fn preflight_problems_create_nothing() {
+    let env = GceEnv::new("preflight");
+    let cases: [(&[(&str, &str)], &str); 2] = [
+        (&[("FAKE_GCLOUD_ACCOUNT", "")], "not logged in"),
+        (&[("FAKE_GCLOUD_FAIL", "always:zones describe")], "zone"),
+    ];
+    for (env_vars, expect) in cases {
+        let run = env.up(env_vars);
+        assert!(!run.ok(), "{run:?}");
+        assert!(flat(&run.stderr).contains(expect), "{expect}: {run:?}");
+    }
+    let run = env.kctl(&[
+        "up",
+        "--provider",
+        "gce",
+        "--project",
+        PROJECT,
+        "--zone",
+        ZONE,
+        "--machine-type",
+        "n9-imaginary-1",
+    ]);
+    assert!(!run.ok());
+    assert!(flat(&run.stderr).contains("n9-imaginary-1"), "{run:?}");
+    // A PATH with no gcloud on it (this machine may have a real one).
+    let empty = env.root.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let no_gcloud = env.kctl_with(
+        &["up", "--provider", "gce", "--project", PROJECT],
+        &[],
+        Some(empty.to_str().unwrap()),
+    );
+    assert!(!no_gcloud.ok());
+    assert!(
+        flat(&no_gcloud.stderr).contains("gcloud not found"),
+        "{no_gcloud:?}"
+    );
+
+    assert!(
+        !env.take_calls().iter().any(|c| c.contains(" create ")),
+        "a failed preflight created something"
+    );
+    assert_eq!(env.resources(), Vec::<String>::new());
+    assert!(
+        !env.cluster_dir().exists(),
+        "no record of a cluster never made"
+    );
+}
