@@ -95,16 +95,8 @@ impl SshExec {
         Ok(port)
     }
 
-    /// The program and arguments to send: `sudo -n --` first where needed.
     fn command_line<'a>(&self, argv: &'a [String]) -> Result<(String, Vec<&'a str>), ExecError> {
-        let (program, args) = split(argv, &self.name)?;
-        if self.sudo {
-            let mut all = vec!["-n", "--", program.as_str()];
-            all.extend(args.iter().map(String::as_str));
-            Ok(("sudo".into(), all))
-        } else {
-            Ok((program.clone(), args.iter().map(String::as_str).collect()))
-        }
+        command_line(argv, self.sudo, &self.name)
     }
 
     /// Closes the master connection; dropping does too, but this reports errors.
@@ -117,6 +109,23 @@ impl SshExec {
             target: self.name.clone(),
             message: error_chain(&e),
         }
+    }
+}
+
+/// The program and arguments to send: `sudo -n --` first where needed
+/// (never a password prompt: a missing sudo rule fails at once).
+fn command_line<'a>(
+    argv: &'a [String],
+    sudo: bool,
+    target: &str,
+) -> Result<(String, Vec<&'a str>), ExecError> {
+    let (program, args) = split(argv, target)?;
+    if sudo {
+        let mut all = vec!["-n", "--", program.as_str()];
+        all.extend(args.iter().map(String::as_str));
+        Ok(("sudo".into(), all))
+    } else {
+        Ok((program.clone(), args.iter().map(String::as_str).collect()))
     }
 }
 
@@ -202,5 +211,28 @@ impl Exec for SshExec {
             stdout: out.stdout,
             stderr: out.stderr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::argv;
+
+    #[test]
+    fn users_other_than_root_run_commands_through_sudo() {
+        let argv = argv!["ip", "route", "replace", "10.244.2.0/24"];
+        let (program, args) = command_line(&argv, false, "m").unwrap();
+        assert_eq!(
+            (program.as_str(), args),
+            ("ip", vec!["route", "replace", "10.244.2.0/24"])
+        );
+        let (program, args) = command_line(&argv, true, "m").unwrap();
+        assert_eq!(program, "sudo");
+        assert_eq!(
+            args,
+            ["-n", "--", "ip", "route", "replace", "10.244.2.0/24"]
+        );
+        assert!(command_line(&[], true, "m").is_err());
     }
 }

@@ -192,6 +192,18 @@ fn bad_hosts_are_refused_before_anything_changes() {
         "{run:?}"
     );
 
+    // Told to, kctl takes the keys the hosts present (and the checks pass
+    // once the squatters are gone; --dry-run changes nothing).
+    drop(_squatter);
+    let net = hosts.run_in(1, &["docker", "network", "rm", "kctl"]);
+    assert!(net.status.success(), "{net:?}");
+    let mut accept = args.clone();
+    accept.extend(["--accept-new-host-keys", "--dry-run"]);
+    let run = unknown.kctl(&accept);
+    assert!(run.ok(), "{run:?}");
+    assert!(run.stdout.contains("Checks passed"), "{run:?}");
+    assert!(!unknown.dir().exists(), "a dry run keeps no record");
+
     // A changed host key stops kctl with a clear error.
     let known = stranger.join(".ssh/known_hosts");
     let wrong = std::fs::read_to_string(hosts.user_home().join(".ssh/known_hosts"))
