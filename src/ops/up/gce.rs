@@ -258,7 +258,17 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     gspec.validate()?;
 
     if options.dry_run {
-        let commands = gce::up_commands(&gspec)?;
+        let mut commands = vec![];
+        if existing.is_none() {
+            // The reads that make sure no cluster of this name exists.
+            commands.extend(gce::down_commands(
+                &project,
+                &zone,
+                name,
+                &gce::Discovered::default(),
+            )?);
+        }
+        commands.extend(gce::up_commands(&gspec)?);
         ui.out(format!(
             "# kctl up --provider gce would run these {} gcloud commands (none was run);\n# then SSH to each VM: etcd on the master, Docker network, rules and kctl-node on the minions.",
             commands.len()
@@ -290,6 +300,23 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         .to_string();
     for w in &preflight.warnings {
         ui.warn(w.clone());
+    }
+
+    // Without a record here, anything of this name in the project belongs
+    // to someone else (or to a record that was lost): never adopt it, as
+    // this record's `down` would then delete it.
+    if existing.is_none() {
+        let found = gce::discover(&g, &project, &zone, name).await?;
+        if !found.is_empty() {
+            let _ = std::fs::remove_dir_all(&dir.dir);
+            return Err(miette!(
+                help = format!(
+                    "pick another --cluster name; if it is yours and its record is lost, `kctl down --cluster {name} --provider gce --project {project} --zone {zone}` deletes it"
+                ),
+                "project {project} already has resources of a kctl cluster named {name} that this machine has no record of: {}",
+                found.lines().join(", ")
+            ));
+        }
     }
 
     // A record before anything exists in the cloud: whatever fails later,
@@ -378,29 +405,24 @@ pub async fn down(
         (None, Some(r)) => r.project.clone(),
         (None, None) => project_of(&g, None).await?,
     };
-    let zone = options
-        .zone
-        .clone()
-        .or_else(|| recorded.as_ref().map(|r| r.zone.clone()))
-        .unwrap_or_else(|| DEFAULT_ZONE.to_string());
+    let zone = match (&options.zone, &recorded) {
+        (Some(z), _) => z.clone(),
+        (None, Some(r)) => r.zone.clone(),
+        // Routes and firewall rules are project-wide: a guessed zone could
+        // strip them from a cluster that lives in another.
+        (None, None) => {
+            return Err(miette!(
+                help = format!(
+                    "kctl down --cluster {name} --provider gce --project {project} --zone ZONE"
+                ),
+                "cluster {name} has no record here: say which zone it is in"
+            ))
+        }
+    };
 
     if options.dry_run {
-        let found = match &config {
-            Some(c) if !c.minions.is_empty() => {
-                let mut s = GceSpec::new(
-                    &name,
-                    &project,
-                    &zone,
-                    c.minions.len(),
-                    "ssh-ed25519 AAAA x",
-                    dir.dir.clone(),
-                );
-                s.machine_type = DEFAULT_MACHINE_TYPE.into();
-                gce::planned(&s)?
-            }
-            // No record: what exists is found with read-only list calls.
-            _ => gce::discover(&g, &project, &zone, &name).await?,
-        };
+        // What exists, found with read-only list calls; no delete runs.
+        let found = gce::discover(&g, &project, &zone, &name).await?;
         let commands = gce::down_commands(&project, &zone, &name, &found)?;
         ui.out("# kctl down would run these gcloud commands (no delete was run):");
         for argv in commands {
