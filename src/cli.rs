@@ -40,14 +40,15 @@ pub enum Command {
     #[command(after_help = "Examples:
   kctl up                                    # 3 minions as namespaces on this machine
   kctl up --cluster test --minions 2
-  kctl up --provider ssh --host root@10.0.0.5 --host admin@10.0.0.6:2222 --identity ~/.ssh/id_ed25519
+  kctl up --provider ssh --host root@192.168.1.10 --host admin@192.168.1.11:2222 --identity ~/.ssh/id_ed25519
   kctl up --provider gce --project my-proj --zone us-central1-b --minions 3
   kctl up --provider gce --project my-proj --dry-run   # print the gcloud commands only")]
     Up {
         /// Where the machines come from: `local` (network namespaces on this
         /// machine), `ssh` (hosts you have), `gce` (f1-micro VMs made with gcloud).
-        #[arg(long, value_enum, default_value = "local")]
-        provider: ProviderArg,
+        /// [default: the cluster's own provider if it exists, else local]
+        #[arg(long, value_enum)]
+        provider: Option<ProviderArg>,
         /// How many minions [default: 3] (local, gce).
         #[arg(long)]
         minions: Option<usize>,
@@ -302,7 +303,14 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             master_machine_type,
             boot_timeout,
         } => {
-            let provider = provider.kind();
+            // `kctl up` again on an existing cluster means its provider.
+            let provider = match provider {
+                Some(p) => p.kind(),
+                None => crate::cluster::ClusterDir::new(name)?
+                    .load()
+                    .map(|c| c.provider)
+                    .unwrap_or(ProviderKind::Local),
+            };
             let options = ops::up::UpOptions {
                 provider,
                 minions,

@@ -48,7 +48,12 @@ impl SshExec {
             .config_file("/dev/null")
             .connect_timeout(Duration::from_secs(10))
             .server_alive_interval(Duration::from_secs(5))
-            .control_directory(std::env::temp_dir());
+            .control_directory(std::env::temp_dir())
+            // A kctl killed before it closes its sessions must not leave
+            // SSH masters (and the tunnel to etcd) behind for long.
+            .control_persist(openssh::ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(300).unwrap_or(std::num::NonZeroUsize::MIN),
+            ));
         if let Some(identity) = &auth.identity {
             builder.keyfile(identity);
         }
@@ -78,21 +83,28 @@ impl SshExec {
     /// the remote machine's loopback, for as long as the session lives.
     /// Returns the local port.
     pub async fn forward_local_port(&self, remote_port: u16) -> Result<u16, ExecError> {
-        // Asking the kernel for a free port and releasing it leaves a tiny
-        // window to another process; ssh then fails and says so.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| self.transport(e))?
-            .port();
-        self.session
-            .request_port_forward(
-                openssh::ForwardType::Local,
-                openssh::Socket::new("127.0.0.1", port),
-                openssh::Socket::new("127.0.0.1", remote_port),
-            )
-            .await
-            .map_err(|e| self.transport(e))?;
-        Ok(port)
+        // Asking the kernel for a free port and releasing it leaves a small
+        // window to another process: then try another port.
+        let mut last = None;
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| self.transport(e))?
+                .port();
+            match self
+                .session
+                .request_port_forward(
+                    openssh::ForwardType::Local,
+                    openssh::Socket::new("127.0.0.1", port),
+                    openssh::Socket::new("127.0.0.1", remote_port),
+                )
+                .await
+            {
+                Ok(()) => return Ok(port),
+                Err(e) => last = Some(self.transport(e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| self.transport(std::io::Error::other("no free port"))))
     }
 
     fn command_line<'a>(&self, argv: &'a [String]) -> Result<(String, Vec<&'a str>), ExecError> {

@@ -46,15 +46,30 @@ pub fn route_argvs(minion: &MinionConfig, all: &[MinionConfig]) -> Vec<Vec<Strin
         .collect()
 }
 
-/// The `iptables-restore --noflush` input that accepts forwarded traffic to
-/// and from every pod range (Docker's own FORWARD rules would drop
-/// connections from other minions' pods). Declaring the chain flushes it,
-/// so the rules are replaced whole, atomically.
+/// The `iptables-restore --noflush` input that accepts forwarded pod
+/// traffic (Docker's own FORWARD rules would drop connections from other
+/// minions' pods): from pods anywhere; to pods from the cluster's pods and
+/// minions, as replies, or through a portal or host port (DNAT) — and no
+/// more, so a pod's ports are not open to whatever can route to a minion.
+/// Declaring the chain flushes it, so the rules are replaced whole,
+/// atomically.
 pub fn forward_rules(all: &[MinionConfig]) -> String {
-    let mut rules = format!("*filter\n:{FORWARD_CHAIN} - [0:0]\n");
+    let c = FORWARD_CHAIN;
+    let mut rules = format!("*filter\n:{c} - [0:0]\n");
+    let sources: Vec<String> = all
+        .iter()
+        .map(|m| m.pod_cidr.clone())
+        .chain(all.iter().map(|m| format!("{}/32", m.host_ip)))
+        .collect();
     for m in all {
-        rules.push_str(&format!("-A {FORWARD_CHAIN} -d {} -j ACCEPT\n", m.pod_cidr));
-        rules.push_str(&format!("-A {FORWARD_CHAIN} -s {} -j ACCEPT\n", m.pod_cidr));
+        let pods = &m.pod_cidr;
+        rules.push_str(&format!("-A {c} -s {pods} -j ACCEPT\n"));
+        rules.push_str(&format!(
+            "-A {c} -d {pods} -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT\n"
+        ));
+        for source in &sources {
+            rules.push_str(&format!("-A {c} -s {source} -d {pods} -j ACCEPT\n"));
+        }
     }
     rules.push_str("COMMIT\n");
     rules
@@ -326,7 +341,19 @@ pub(crate) mod tests {
     fn forward_rules_cover_every_pod_range() {
         let rules = forward_rules(&minions());
         assert!(rules.starts_with("*filter\n:KCTL-FORWARD - [0:0]\n"));
-        assert_eq!(rules.matches("-j ACCEPT").count(), 6);
+        // Per pod range: from it, replies/DNAT to it, and from each of the
+        // 3 pod ranges and 3 minions to it.
+        assert_eq!(rules.matches("-j ACCEPT").count(), 3 * (2 + 6));
+        assert!(rules.contains("-A KCTL-FORWARD -s 10.101.0.12/32 -d 10.101.1.0/24 -j ACCEPT\n"));
+        assert!(rules.contains(
+            "-A KCTL-FORWARD -d 10.101.3.0/24 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT\n"
+        ));
+        assert!(
+            !rules
+                .lines()
+                .any(|l| l.starts_with("-A KCTL-FORWARD -d ") && !l.contains("conntrack")),
+            "no rule lets any source reach pods"
+        );
         assert!(rules.ends_with("COMMIT\n"));
     }
 

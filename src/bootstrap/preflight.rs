@@ -15,6 +15,8 @@ pub const MAX_CLOCK_SKEW_SECS: i64 = 5;
 /// What a host is, as far as kctl cares.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostFacts {
+    /// Why no command could run at all (e.g. sudo wants a password).
+    pub run_error: Option<String>,
     /// `uname -s` and `uname -m`.
     pub kernel: String,
     pub arch: String,
@@ -23,7 +25,10 @@ pub struct HostFacts {
     pub os_family: Vec<String>,
     /// Commands run as root (directly or through `sudo -n`).
     pub root: bool,
+    /// The server's version: Docker installed and running.
     pub docker: Option<String>,
+    /// The client exists (so a missing server is a stopped daemon).
+    pub docker_installed: bool,
     pub iptables: bool,
     pub iptables_restore: bool,
     pub nft: bool,
@@ -38,12 +43,19 @@ pub struct HostFacts {
     pub routes: Vec<(Ipv4Net, String)>,
     /// An existing `kctl` Docker network: (cluster label, subnet).
     pub kctl_network: Option<(String, String)>,
+    /// This cluster's etcd already runs here (an earlier `up`).
+    pub own_etcd_running: bool,
+    /// The host's IPv4 addresses.
+    pub addresses: Vec<std::net::Ipv4Addr>,
 }
 
 /// What kctl will put on the host.
 #[derive(Debug, Clone)]
 pub struct HostRole<'a> {
     pub cluster: &'a str,
+    /// The address kctl resolved for the host: etcd listens there, routes
+    /// point there, so it must be the host's own.
+    pub host_ip: std::net::Ipv4Addr,
     pub runs_etcd: bool,
     pub pod_cidr: &'a str,
     /// Every minion's pod range and address: routes to them are kctl's.
@@ -55,7 +67,7 @@ pub struct HostRole<'a> {
 /// The packages `--install` adds on apt-based hosts, per missing part.
 pub fn missing_packages(facts: &HostFacts, runs_etcd: bool) -> Vec<&'static str> {
     let mut packages = vec![];
-    if facts.docker.is_none() {
+    if !facts.docker_installed {
         packages.push("docker.io");
     }
     if !facts.iptables || !facts.iptables_restore {
@@ -87,6 +99,10 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 /// Every reason this host cannot join the cluster, as sentences.
 pub fn problems(facts: &HostFacts, role: &HostRole, local_arch: &str) -> Vec<String> {
     let mut out = vec![];
+    if let Some(e) = &facts.run_error {
+        out.push(format!("cannot run commands there: {e}"));
+        return out;
+    }
     if facts.kernel != "Linux" {
         out.push(format!("runs {:?}, not Linux", facts.kernel));
         return out;
@@ -106,10 +122,7 @@ pub fn problems(facts: &HostFacts, role: &HostRole, local_arch: &str) -> Vec<Str
     let missing = missing_packages(facts, role.runs_etcd);
     if !missing.is_empty() {
         let what = [
-            (
-                facts.docker.is_none(),
-                "Docker (not installed or not running)",
-            ),
+            (!facts.docker_installed, "Docker"),
             (!facts.iptables || !facts.iptables_restore, "iptables"),
             (!facts.nft, "nft"),
             (!facts.ip, "ip (iproute2)"),
@@ -133,6 +146,15 @@ pub fn problems(facts: &HostFacts, role: &HostRole, local_arch: &str) -> Vec<Str
         };
         out.push(format!("lacks {what}: {how}"));
     }
+    if facts.docker_installed && facts.docker.is_none() {
+        out.push("has Docker installed but its daemon does not answer: start it (`systemctl start docker`)".into());
+    }
+    if !facts.addresses.is_empty() && !facts.addresses.contains(&role.host_ip) {
+        out.push(format!(
+            "does not have the address {} that its name resolves to here (NAT or a port forward?): give --host its own address",
+            role.host_ip
+        ));
+    }
     if !facts.supervisor {
         out.push("has neither systemd nor start-stop-daemon to run kctl-node".into());
     }
@@ -149,7 +171,7 @@ pub fn problems(facts: &HostFacts, role: &HostRole, local_arch: &str) -> Vec<Str
     }
     if role.runs_etcd {
         for port in [ETCD_CLIENT_PORT, ETCD_PEER_PORT] {
-            if facts.listening_ports.contains(&port) && !(facts.etcd_is_ours(role)) {
+            if facts.listening_ports.contains(&port) && !facts.own_etcd_running {
                 out.push(format!("port {port} (etcd) is already in use"));
             }
         }
@@ -185,15 +207,6 @@ pub fn problems(facts: &HostFacts, role: &HostRole, local_arch: &str) -> Vec<Str
         }
     }
     out
-}
-
-impl HostFacts {
-    /// A re-run of `up` finds its own etcd on the ports.
-    fn etcd_is_ours(&self, role: &HostRole) -> bool {
-        self.kctl_network
-            .as_ref()
-            .is_some_and(|(owner, _)| owner == role.cluster)
-    }
 }
 
 /// Ports from `ss -Hltnu` lines (local address is the fifth column).
@@ -232,6 +245,17 @@ pub fn parse_routes(text: &str) -> Vec<(Ipv4Net, String)> {
         .collect()
 }
 
+/// Addresses from `ip -4 -o addr show` ("2: eth0    inet 10.0.0.5/24 ...").
+pub fn parse_addresses(text: &str) -> Vec<std::net::Ipv4Addr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace().skip_while(|w| *w != "inet");
+            words.next()?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
 pub fn parse_os_release(text: &str) -> (String, Vec<String>) {
     let value = |key: &str| {
         text.lines()
@@ -246,15 +270,29 @@ pub fn parse_os_release(text: &str) -> (String, Vec<String>) {
     (pretty, family)
 }
 
-/// Reads the facts with read-only commands.
-pub async fn gather<E: Exec>(exec: &E) -> Result<HostFacts, ExecError> {
+/// Reads the facts with read-only commands. `etcd` is this cluster's etcd
+/// service, on the host that runs it.
+pub async fn gather<E: Exec>(
+    exec: &E,
+    etcd: Option<&crate::bootstrap::service::Service>,
+) -> Result<HostFacts, ExecError> {
     let text = |out: crate::exec::Output| out.success().then(|| out.stdout_text());
     let kernel = exec.run(&argv!["uname", "-s"], None).await?;
     let mut facts = HostFacts {
         kernel: kernel.stdout_text().trim().to_string(),
         ..Default::default()
     };
-    if !kernel.success() || facts.kernel != "Linux" {
+    if !kernel.success() {
+        // Usually sudo: "a password is required", or no sudo at all.
+        let why = kernel.stderr_text().trim().to_string();
+        facts.run_error = Some(if why.is_empty() {
+            format!("`uname -s` failed ({:?})", kernel.code)
+        } else {
+            why
+        });
+        return Ok(facts);
+    }
+    if facts.kernel != "Linux" {
         return Ok(facts);
     }
     facts.arch = exec.run_ok(&argv!["uname", "-m"]).await?.trim().to_string();
@@ -278,6 +316,7 @@ pub async fn gather<E: Exec>(exec: &E) -> Result<HostFacts, ExecError> {
     let works = |argv: Vec<String>| async move {
         Ok::<bool, ExecError>(exec.run(&argv, None).await?.success())
     };
+    facts.docker_installed = works(argv!["docker", "--version"]).await?;
     facts.iptables = works(argv!["iptables", "--version"]).await?;
     facts.iptables_restore = works(argv!["iptables-restore", "--version"]).await?;
     facts.nft = works(argv!["nft", "--version"]).await?;
@@ -293,6 +332,23 @@ pub async fn gather<E: Exec>(exec: &E) -> Result<HostFacts, ExecError> {
             .await?,
     ) {
         facts.routes = parse_routes(&routes);
+    }
+    if let Some(addrs) = text(
+        exec.run(&argv!["ip", "-4", "-o", "addr", "show"], None)
+            .await?,
+    ) {
+        facts.addresses = parse_addresses(&addrs);
+    }
+    if let Some(etcd) = etcd {
+        let unit = format!("{}.service", etcd.unit);
+        facts.own_etcd_running = works(argv![
+            "start-stop-daemon",
+            "--status",
+            "--pidfile",
+            etcd.pid_file.clone()
+        ])
+        .await?
+            || works(argv!["systemctl", "is-active", "--quiet", unit]).await?;
     }
     let inspect = exec.run(&super::network_inspect_argv(), None).await?;
     if inspect.success() {
@@ -337,12 +393,14 @@ mod tests {
 
     fn healthy() -> HostFacts {
         HostFacts {
+            run_error: None,
             kernel: "Linux".into(),
             arch: "x86_64".into(),
             os: "Debian GNU/Linux 12 (bookworm)".into(),
             os_family: vec!["debian".into()],
             root: true,
             docker: Some("20.10.24".into()),
+            docker_installed: true,
             iptables: true,
             iptables_restore: true,
             nft: true,
@@ -353,12 +411,15 @@ mod tests {
             clock_skew: 1,
             routes: parse_routes("default via 192.168.1.1 dev eth0\n192.168.1.0/24 dev eth0 proto kernel scope link src 192.168.1.5\n"),
             kctl_network: None,
+            own_etcd_running: false,
+            addresses: vec!["192.168.1.5".parse().unwrap()],
         }
     }
 
     fn role<'a>(pod_routes: &'a [(String, std::net::Ipv4Addr)]) -> HostRole<'a> {
         HostRole {
             cluster: "c1",
+            host_ip: "192.168.1.5".parse().unwrap(),
             runs_etcd: true,
             pod_cidr: "10.244.1.0/24",
             pod_routes,
@@ -379,6 +440,7 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let mut f = healthy();
         f.docker = None;
+        f.docker_installed = false;
         f.nft = false;
         f.etcd = false;
         f.clock_skew = -42;
@@ -405,8 +467,34 @@ mod tests {
         ));
         f.kctl_network = Some(("c1".into(), "10.244.1.0/24".into()));
         f.listening_ports = vec![22, 4001, 7001];
+        f.own_etcd_running = true;
         let routes = [("10.244.2.0/24".to_string(), "10.0.5.2".parse().unwrap())];
         assert_eq!(problems(&f, &role(&routes), "x86_64"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn sudo_failures_stopped_docker_and_foreign_addresses_are_named() {
+        let f = HostFacts {
+            run_error: Some("sudo: a password is required".into()),
+            ..HostFacts::default()
+        };
+        let p = problems(&f, &role(&[]), "x86_64");
+        assert_eq!(
+            p,
+            ["cannot run commands there: sudo: a password is required"]
+        );
+
+        let mut f = healthy();
+        f.docker = None;
+        f.addresses = vec!["172.16.0.9".parse().unwrap()];
+        let p = problems(&f, &role(&[]), "x86_64");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("daemon does not answer") && !p[0].contains("--install"));
+        assert!(p[1].contains("192.168.1.5"));
+        assert_eq!(
+            parse_addresses("1: lo    inet 127.0.0.1/8 scope host lo\n2: eth0    inet 10.150.0.11/24 brd 10.150.0.255 scope global eth0\n"),
+            ["127.0.0.1".parse::<std::net::Ipv4Addr>().unwrap(), "10.150.0.11".parse().unwrap()]
+        );
     }
 
     #[test]

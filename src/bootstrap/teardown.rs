@@ -25,12 +25,31 @@ pub fn is_kctl_dir(dir: &str) -> bool {
             .is_some_and(|i| i + 1 < parts.len())
 }
 
+/// What teardown did on one machine: every step runs even when an earlier
+/// one failed (a user's container on the `kctl` network must not keep the
+/// rules and routes in place), and both lists are reported.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    pub removed: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl Teardown {
+    fn record(&mut self, step: Result<Option<String>, ExecError>) {
+        match step {
+            Ok(Some(line)) => self.removed.push(line),
+            Ok(None) => {}
+            Err(e) => self.errors.push(e.to_string()),
+        }
+    }
+}
+
 pub async fn teardown_minion<E: Exec>(
     exec: &E,
     cluster: &ClusterConfig,
     minion: &MinionConfig,
-) -> Result<Vec<String>, ExecError> {
-    let mut removed = vec![];
+) -> Teardown {
+    let mut done = Teardown::default();
 
     // The helper first, so it restarts nothing while the rest goes.
     let helper = Helper {
@@ -39,138 +58,208 @@ pub async fn teardown_minion<E: Exec>(
         etcd_endpoints: &cluster.etcd_endpoints,
         offline_images: cluster.offline_images,
     };
-    let systemd = service::has_systemd(exec).await?;
-    if service::remove(exec, &helper_service(minion, &helper), systemd).await? {
-        removed.push("kctl-node".to_string());
-    }
+    done.record(
+        async {
+            let systemd = service::has_systemd(exec).await?;
+            let was = service::remove(exec, &helper_service(minion, &helper), systemd).await?;
+            Ok(was.then(|| "kctl-node".to_string()))
+        }
+        .await,
+    );
+
     // Images `kctl image load` added (listed before the directory goes).
-    let loaded = exec
+    let loaded: Vec<String> = match exec
         .run(&argv!["cat", super::loaded_images_file(minion)], None)
-        .await?;
-    let loaded: Vec<String> = if loaded.success() {
-        loaded
+        .await
+    {
+        Ok(out) if out.success() => out
             .stdout_text()
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .map(str::to_string)
-            .collect()
-    } else {
-        vec![]
+            .collect(),
+        _ => vec![],
     };
-    if is_kctl_dir(&minion.helper_dir) {
-        let dir = minion.helper_dir.trim_end_matches('/').to_string();
-        if exec
-            .run(&argv!["test", "-e", dir.clone()], None)
-            .await?
-            .success()
-        {
-            exec.run_ok(&argv!["rm", "-rf", "--one-file-system", dir.clone()])
-                .await?;
-            removed.push(dir);
+
+    done.record(
+        async {
+            let ids: Vec<String> = exec
+                .run_ok(&docker::list_argv(&cluster.name))
+                .await?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            exec.run_ok(&docker::remove_argv(&ids)).await?;
+            Ok(Some(format!("{} containers", ids.len())))
         }
-    }
+        .await,
+    );
 
-    let ids: Vec<String> = exec
-        .run_ok(&docker::list_argv(&cluster.name))
-        .await?
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    if !ids.is_empty() {
-        exec.run_ok(&docker::remove_argv(&ids)).await?;
-        removed.push(format!("{} containers", ids.len()));
-    }
-
-    let inspect = exec.run(&network_inspect_argv(), None).await?;
-    if inspect.success() {
-        if let Some((owner, subnet)) = parse_network_inspect(&inspect.stdout_text()) {
-            if owner == cluster.name {
-                exec.run_ok(&argv!["docker", "network", "rm", POD_NETWORK])
-                    .await?;
-                removed.push(format!("Docker network {POD_NETWORK} ({subnet})"));
+    done.record(
+        async {
+            let inspect = exec.run(&network_inspect_argv(), None).await?;
+            if !inspect.success() {
+                return Ok(None);
+            }
+            match parse_network_inspect(&inspect.stdout_text()) {
+                Some((owner, subnet)) if owner == cluster.name => {
+                    exec.run_ok(&argv!["docker", "network", "rm", POD_NETWORK])
+                        .await?;
+                    Ok(Some(format!("Docker network {POD_NETWORK} ({subnet})")))
+                }
+                _ => Ok(None),
             }
         }
-    }
-    let mut images_gone = vec![];
-    for image in loaded.iter().collect::<std::collections::BTreeSet<_>>() {
-        // In use by a container that is not kctl's: the host keeps it.
-        let rm = exec
-            .run(&argv!["docker", "image", "rm", image.clone()], None)
-            .await?;
-        if rm.success() {
-            images_gone.push(image.clone());
-        }
-    }
-    if !images_gone.is_empty() {
-        removed.push(format!("loaded images {}", images_gone.join(" ")));
-    }
-    let pause = exec
-        .run(&argv!["docker", "image", "inspect", PAUSE_IMAGE], None)
-        .await?;
-    if pause.success() {
-        exec.run_ok(&argv!["docker", "image", "rm", PAUSE_IMAGE])
-            .await?;
-        removed.push(format!("image {PAUSE_IMAGE}"));
-    }
+        .await,
+    );
 
-    let table = exec
-        .run(&argv!["nft", "list", "table", "ip", TABLE], None)
-        .await?;
-    if table.success() {
-        exec.run_ok(&argv!["nft", "delete", "table", "ip", TABLE])
-            .await?;
-        removed.push(format!("nftables table ip {TABLE}"));
-    }
-
-    let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
-    let mut had_chain = false;
-    // Bounded: a jump inserted twice goes in two rounds, never forever.
-    for _ in 0..8 {
-        if !exec.run(&jump("--check"), None).await?.success() {
-            break;
+    done.record(
+        async {
+            let mut gone = vec![];
+            for image in loaded.iter().collect::<std::collections::BTreeSet<_>>() {
+                // In use by a container that is not kctl's: the host keeps it.
+                let rm = exec
+                    .run(&argv!["docker", "image", "rm", image.clone()], None)
+                    .await?;
+                if rm.success() {
+                    gone.push(image.clone());
+                }
+            }
+            Ok((!gone.is_empty()).then(|| format!("loaded images {}", gone.join(" "))))
         }
-        exec.run_ok(&jump("--delete")).await?;
-        had_chain = true;
-    }
-    if exec
-        .run(&argv!["iptables", "--wait", "--flush", FORWARD_CHAIN], None)
-        .await?
-        .success()
-    {
-        exec.run_ok(&argv![
-            "iptables",
-            "--wait",
-            "--delete-chain",
-            FORWARD_CHAIN
-        ])
-        .await?;
-        had_chain = true;
-    }
-    if had_chain {
-        removed.push(format!("iptables chain {FORWARD_CHAIN}"));
-    }
+        .await,
+    );
+
+    done.record(
+        async {
+            let pause = exec
+                .run(&argv!["docker", "image", "inspect", PAUSE_IMAGE], None)
+                .await?;
+            if !pause.success() {
+                return Ok(None);
+            }
+            exec.run_ok(&argv!["docker", "image", "rm", PAUSE_IMAGE])
+                .await?;
+            Ok(Some(format!("image {PAUSE_IMAGE}")))
+        }
+        .await,
+    );
+
+    done.record(
+        async {
+            let table = exec
+                .run(&argv!["nft", "list", "table", "ip", TABLE], None)
+                .await?;
+            if !table.success() {
+                return Ok(None);
+            }
+            exec.run_ok(&argv!["nft", "delete", "table", "ip", TABLE])
+                .await?;
+            Ok(Some(format!("nftables table ip {TABLE}")))
+        }
+        .await,
+    );
+
+    done.record(
+        async {
+            let jump =
+                |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
+            let mut had_chain = false;
+            // Bounded: a jump inserted twice goes in two rounds, never forever.
+            for _ in 0..8 {
+                if !exec.run(&jump("--check"), None).await?.success() {
+                    break;
+                }
+                exec.run_ok(&jump("--delete")).await?;
+                had_chain = true;
+            }
+            if exec
+                .run(&argv!["iptables", "--wait", "--flush", FORWARD_CHAIN], None)
+                .await?
+                .success()
+            {
+                exec.run_ok(&argv![
+                    "iptables",
+                    "--wait",
+                    "--delete-chain",
+                    FORWARD_CHAIN
+                ])
+                .await?;
+                had_chain = true;
+            }
+            Ok(had_chain.then(|| format!("iptables chain {FORWARD_CHAIN}")))
+        }
+        .await,
+    );
 
     if cluster.pod_network.host_routes {
         for other in cluster.minions.iter().filter(|o| o.id != minion.id) {
-            let route = exec
-                .run(
-                    &argv!["ip", "-4", "route", "show", "exact", other.pod_cidr.clone()],
-                    None,
-                )
-                .await?;
-            if route.success() && !route.stdout_text().trim().is_empty() {
-                exec.run_ok(&argv!["ip", "route", "del", other.pod_cidr.clone()])
+            done.record(
+                async {
+                    // Only kctl's route: to that range, via that minion.
+                    let via = other.host_ip.to_string();
+                    let route = exec
+                        .run(
+                            &argv!["ip", "-4", "route", "show", "exact", other.pod_cidr.clone()],
+                            None,
+                        )
+                        .await?;
+                    let ours = route.success()
+                        && route.stdout_text().lines().any(|l| {
+                            l.split_whitespace()
+                                .collect::<Vec<_>>()
+                                .windows(2)
+                                .any(|w| w == ["via", via.as_str()])
+                        });
+                    if !ours {
+                        return Ok(None);
+                    }
+                    exec.run_ok(&argv![
+                        "ip",
+                        "route",
+                        "del",
+                        other.pod_cidr.clone(),
+                        "via",
+                        via
+                    ])
                     .await?;
-                removed.push(format!("route {}", other.pod_cidr));
-            }
+                    Ok(Some(format!("route {}", other.pod_cidr)))
+                }
+                .await,
+            );
         }
     }
-    Ok(removed)
+
+    // The helper's directory last: it lists the loaded images, so it goes
+    // only when everything else did.
+    if done.errors.is_empty() && is_kctl_dir(&minion.helper_dir) {
+        let dir = minion.helper_dir.trim_end_matches('/').to_string();
+        done.record(
+            async {
+                if !exec
+                    .run(&argv!["test", "-e", dir.clone()], None)
+                    .await?
+                    .success()
+                {
+                    return Ok(None);
+                }
+                exec.run_ok(&argv!["rm", "-rf", "--one-file-system", dir.clone()])
+                    .await?;
+                Ok(Some(dir.clone()))
+            }
+            .await,
+        );
+    }
+    done
 }
 
-/// Removes the cluster's directory on a machine once its parts are gone,
-/// and `/var/lib/kctl` itself if nothing else is left in it.
+/// Removes a directory kctl made on a machine (etcd's), then its empty
+/// parents up to and including `.../kctl` — never anything non-empty that
+/// another cluster or minion still uses.
 pub async fn remove_state_dir<E: Exec>(exec: &E, dir: &str) -> Result<bool, ExecError> {
     if !is_kctl_dir(dir) {
         return Ok(false);
@@ -183,14 +272,27 @@ pub async fn remove_state_dir<E: Exec>(exec: &E, dir: &str) -> Result<bool, Exec
         exec.run_ok(&argv!["rm", "-rf", "--one-file-system", dir.to_string()])
             .await?;
     }
-    if let Some(parent) = std::path::Path::new(dir.trim_end_matches('/')).parent() {
-        let parent = parent.display().to_string();
-        if is_kctl_dir(&parent) || parent.ends_with("/kctl") {
-            exec.run(&argv!["rmdir", "--ignore-fail-on-non-empty", parent], None)
-                .await?;
-        }
-    }
+    remove_empty_parents(exec, dir).await?;
     Ok(exists)
+}
+
+/// `rmdir` of each parent of `dir` below and including the `kctl`
+/// directory; non-empty ones stay.
+pub async fn remove_empty_parents<E: Exec>(exec: &E, dir: &str) -> Result<(), ExecError> {
+    let mut path = std::path::Path::new(dir.trim_end_matches('/'));
+    while let Some(parent) = path.parent() {
+        let text = parent.display().to_string();
+        if !(is_kctl_dir(&text) || parent.file_name() == Some("kctl".as_ref())) {
+            break;
+        }
+        exec.run(&argv!["rmdir", "--ignore-fail-on-non-empty", text], None)
+            .await?;
+        if parent.file_name() == Some("kctl".as_ref()) {
+            break;
+        }
+        path = parent;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -246,9 +348,9 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        let removed = teardown_minion(&exec, &cluster, &cluster.minions[0])
-            .await
-            .unwrap();
+        let done = teardown_minion(&exec, &cluster, &cluster.minions[0]).await;
+        assert!(done.errors.is_empty(), "{:?}", done.errors);
+        let removed = done.removed;
         assert!(removed.contains(&"kctl-node".to_string()), "{removed:?}");
         assert!(removed.contains(&"2 containers".to_string()));
         assert!(removed.contains(&"Docker network kctl (10.101.1.0/24)".to_string()));

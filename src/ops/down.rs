@@ -4,7 +4,6 @@
 use super::{report, require_root, Cluster};
 use crate::bootstrap::{etcd, teardown};
 use crate::cluster::{ClusterConfig, ClusterDir, ProviderKind};
-use crate::exec::Exec;
 use crate::provider::host;
 use crate::provider::local::{self, Layout};
 use crate::ssh::SshExec;
@@ -93,32 +92,27 @@ pub async fn teardown_hosts(
         let auth = auth.clone();
         async move {
             let exec = SshExec::connect(&m.ssh_target(), &auth).await?;
-            let mut removed = teardown::teardown_minion(&exec, config, m).await;
-            if let Ok(list) = &mut removed {
-                if let Some(parent) = std::path::Path::new(&m.helper_dir).parent() {
-                    let parent = parent.display().to_string();
-                    // The cluster's directory goes when its last part does.
-                    let _ = exec
-                        .run(
-                            &crate::argv!["rmdir", "--ignore-fail-on-non-empty", parent],
-                            None,
-                        )
-                        .await;
-                }
-                list.retain(|l| !l.is_empty());
+            let done = teardown::teardown_minion(&exec, config, m).await;
+            if done.errors.is_empty() {
+                // The cluster's directory goes when its last part does.
+                let _ = teardown::remove_empty_parents(&exec, &m.helper_dir).await;
             }
             exec.close().await;
-            removed
+            Ok::<_, crate::exec::ExecError>(done)
         }
     });
     let mut lines = vec![];
     let mut failures = vec![];
     for (m, result) in config.minions.iter().zip(join_all(minions).await) {
         match result {
-            Ok(removed) if removed.is_empty() => {
-                lines.push(format!("{}: nothing left to remove", m.id))
+            Ok(done) => {
+                if done.removed.is_empty() {
+                    lines.push(format!("{}: nothing left to remove", m.id));
+                } else {
+                    lines.push(format!("{}: removed {}", m.id, done.removed.join(", ")));
+                }
+                failures.extend(done.errors.into_iter().map(|e| format!("{}: {e}", m.id)));
             }
-            Ok(removed) => lines.push(format!("{}: removed {}", m.id, removed.join(", "))),
             Err(e) => failures.push(e.to_string()),
         }
     }
@@ -138,9 +132,7 @@ pub async fn teardown_hosts(
             if teardown::remove_state_dir(&exec, &host.dir).await? {
                 removed.push(format!("{} (etcd's data)", host.dir));
             }
-            if let Some(parent) = std::path::Path::new(&host.dir).parent() {
-                teardown::remove_state_dir(&exec, &parent.display().to_string()).await?;
-            }
+
             exec.close().await;
             Ok::<_, crate::exec::ExecError>(removed)
         }
@@ -193,6 +185,12 @@ async fn down_hosts(ui: &Ui, cluster: Cluster, options: &DownOptions) -> miette:
         ui.out(line.clone());
     }
     std::fs::remove_dir_all(&cluster.dir.dir).map_err(report)?;
+    if lines.iter().any(|l| l.starts_with("NOT CLEANED")) {
+        ui.out(format!(
+            "Cluster {name} is forgotten; the hosts marked NOT CLEANED above still carry parts of it."
+        ));
+        return Ok(());
+    }
     ui.out(format!(
         "Cluster {name} is down; the hosts are as they were before `kctl up`."
     ));

@@ -279,7 +279,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
             None => {
                 return Err(miette!(
                 help =
-                    "e.g. kctl up --provider ssh --host root@10.0.0.5 --host admin@10.0.0.6:2222",
+                    "e.g. kctl up --provider ssh --host root@192.168.1.10 --host admin@192.168.1.11:2222",
                 "--provider ssh needs at least one --host"
             ))
             }
@@ -348,6 +348,23 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         .zip(ips)
         .map(|(s, ip)| ip.map(|ip| (s, ip)))
         .collect::<miette::Result<_>>()?;
+    let mut addresses = std::collections::BTreeSet::new();
+    for (spec, ip) in &hosts {
+        if !addresses.insert(*ip) {
+            return Err(miette!(
+                "--host {} is {ip}, which another --host already names",
+                spec.host
+            ));
+        }
+    }
+    if etcd_index >= hosts.len() {
+        return Err(miette!(
+            help = "name the etcd host with --etcd-host, or give the cluster's hosts as before",
+            "cluster {name} runs etcd on its host {}, which is not among these {} hosts",
+            etcd_index + 1,
+            hosts.len()
+        ));
+    }
     let config = cluster_config(name, &hosts, etcd_index, pod_net, portal_net, identity)?;
     if let Some(c) = &existing {
         let same = c.minions.len() == config.minions.len()
@@ -393,17 +410,32 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
 
     let task = ui.task(format!("checking {} hosts", hosts.len()));
     let auth = dir.auth(&config);
-    let checked = check_hosts(&config, &auth, opts.install).await;
-    let problems = match checked {
-        Ok(p) => p,
-        Err(e) => return Err(cleanup(e)),
-    };
+    let (problems, installs) = check_hosts(
+        &config,
+        &auth,
+        opts.install,
+        options.dry_run,
+        &dir.known_hosts(),
+    )
+    .await;
     if !problems.is_empty() {
+        task.fail("hosts are not ready");
         return Err(cleanup(miette!(
             help = "nothing was changed on any host",
             "hosts are not ready for kctl:\n{}",
             problems.join("\n")
         )));
+    }
+    if !installs.is_empty() {
+        ui.note(format!(
+            "{} packages: {}",
+            if options.dry_run {
+                "would install"
+            } else {
+                "installed"
+            },
+            installs.join("; ")
+        ));
     }
     task.done(format!("{} hosts ready", hosts.len()));
     if options.dry_run {
@@ -445,72 +477,156 @@ fn set_private(dir: &Path) -> miette::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(report)
 }
 
-/// Connects to every host, installs missing packages if told to, and
-/// returns every problem as "HOST: problem" lines.
-async fn check_hosts(
+/// What one host's check found.
+struct HostCheck {
+    who: String,
+    problems: Vec<String>,
+    /// Packages `--install` may add (apt host, commands run as root).
+    installable: Vec<&'static str>,
+}
+
+async fn check_host(
     config: &ClusterConfig,
+    minion: &crate::cluster::MinionConfig,
     auth: &SshAuth,
-    install_packages: bool,
-) -> miette::Result<Vec<String>> {
+    install: bool,
+    known_hosts: &Path,
+) -> HostCheck {
+    let etcd = config
+        .etcd_host
+        .as_ref()
+        .filter(|e| e.name == minion.id)
+        .map(|e| crate::bootstrap::etcd::etcd_service(&config.name, e));
     let pod_routes: Vec<(String, Ipv4Addr)> = config
         .minions
         .iter()
         .map(|m| (m.pod_cidr.clone(), m.host_ip))
         .collect();
-    let pod_net = config.pod_network.range.unwrap_or_default();
-    let arch = std::env::consts::ARCH;
-    let etcd_name = config.etcd_host.as_ref().map(|e| e.name.clone());
-    let checks = config.minions.iter().map(|m| {
-        let runs_etcd = etcd_name.as_deref() == Some(m.id.as_str());
-        let role = HostRole {
-            cluster: &config.name,
-            runs_etcd,
-            pod_cidr: &m.pod_cidr,
-            pod_routes: &pod_routes,
-            pod_net,
-            portal_net: config.portal_net,
-        };
-        let target = m.ssh_target();
+    let role = HostRole {
+        cluster: &config.name,
+        host_ip: minion.host_ip,
+        runs_etcd: etcd.is_some(),
+        pod_cidr: &minion.pod_cidr,
+        pod_routes: &pod_routes,
+        pod_net: config.pod_network.range.unwrap_or_default(),
+        portal_net: config.portal_net,
+    };
+    let target = minion.ssh_target();
+    let who = format!("{}@{}", target.user, target.host);
+    let failed = |problem: String| HostCheck {
+        who: who.clone(),
+        problems: vec![problem],
+        installable: vec![],
+    };
+    let exec = match SshExec::connect(&target, auth).await {
+        Ok(exec) => exec,
+        Err(e) => {
+            let text = e.to_string();
+            let hint = if text.contains("Host key verification failed")
+                || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            {
+                format!(
+                    " — its host key is not the one pinned in {}; if the host was reinstalled, check its new key, remove the old line there and run again",
+                    known_hosts.display()
+                )
+            } else {
+                String::new()
+            };
+            return failed(format!("cannot log in: {text}{hint}"));
+        }
+    };
+    let facts = preflight::gather(&exec, etcd.as_ref()).await;
+    exec.close().await;
+    let facts = match facts {
+        Ok(f) => f,
+        Err(e) => return failed(e.to_string()),
+    };
+    let missing = preflight::missing_packages(&facts, role.runs_etcd);
+    let installable = if install && facts.root && preflight::uses_apt(&facts) {
+        missing
+    } else {
+        vec![]
+    };
+    let os = if facts.os.is_empty() { "?" } else { &facts.os };
+    let problems = preflight::problems(&facts, &role, std::env::consts::ARCH)
+        .into_iter()
+        // `--install` takes care of missing packages.
+        .filter(|p| installable.is_empty() || !p.starts_with("lacks "))
+        .map(|p| format!("({os}): {p}"))
+        .collect();
+    HostCheck {
+        who,
+        problems,
+        installable,
+    }
+}
+
+/// Checks every host (all of them, so every problem is reported at once),
+/// and only then — when nothing else is wrong and this is no dry run —
+/// installs missing packages where `--install` allows and checks those
+/// hosts again. Returns problems as "HOST (OS): problem" lines, and what
+/// was (or, in a dry run, would be) installed.
+async fn check_hosts(
+    config: &ClusterConfig,
+    auth: &SshAuth,
+    install: bool,
+    dry_run: bool,
+    known_hosts: &Path,
+) -> (Vec<String>, Vec<String>) {
+    let checks = join_all(
+        config
+            .minions
+            .iter()
+            .map(|m| check_host(config, m, auth, install, known_hosts)),
+    )
+    .await;
+    let problems: Vec<String> = checks
+        .iter()
+        .flat_map(|c| c.problems.iter().map(move |p| format!("{} {p}", c.who)))
+        .collect();
+    let to_install: Vec<(usize, &HostCheck)> = checks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.installable.is_empty())
+        .collect();
+    let plan: Vec<String> = to_install
+        .iter()
+        .map(|(_, c)| format!("{}: {}", c.who, c.installable.join(" ")))
+        .collect();
+    if !problems.is_empty() || dry_run || to_install.is_empty() {
+        return (problems, plan);
+    }
+    let installs = to_install.iter().map(|(i, c)| {
+        let minion = &config.minions[*i];
         async move {
-            let who = format!("{}@{}", target.user, target.host);
-            let exec = match SshExec::connect(&target, auth).await {
-                Ok(exec) => exec,
-                Err(e) => {
-                    let text = e.to_string();
-                    let hint = if text.contains("Host key verification failed")
-                        || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
-                    {
-                        " — its host key is not the one kctl knows; if the host was reinstalled, remove the old key from known_hosts and run again"
-                    } else {
-                        ""
-                    };
-                    return vec![format!("{who}: cannot log in: {text}{hint}")];
-                }
-            };
-            let mut facts = match preflight::gather(&exec).await {
-                Ok(f) => f,
-                Err(e) => return vec![format!("{who}: {e}")],
-            };
-            let missing = preflight::missing_packages(&facts, runs_etcd);
-            if install_packages && !missing.is_empty() && facts.root && preflight::uses_apt(&facts) {
-                for argv in preflight::install_argvs(&missing) {
-                    if let Err(e) = exec.run_ok(&argv).await {
-                        return vec![format!("{who}: installing {}: {e}", missing.join(" "))];
-                    }
-                }
-                match preflight::gather(&exec).await {
-                    Ok(f) => facts = f,
-                    Err(e) => return vec![format!("{who}: {e}")],
+            let exec = SshExec::connect(&minion.ssh_target(), auth)
+                .await
+                .map_err(|e| format!("{} {e}", c.who))?;
+            for argv in preflight::install_argvs(&c.installable) {
+                if let Err(e) = exec.run_ok(&argv).await {
+                    exec.close().await;
+                    return Err(format!(
+                        "{}: installing {}: {e}",
+                        c.who,
+                        c.installable.join(" ")
+                    ));
                 }
             }
             exec.close().await;
-            preflight::problems(&facts, &role, arch)
+            let again = check_host(config, minion, auth, false, known_hosts).await;
+            Ok(again
+                .problems
                 .into_iter()
-                .map(|p| format!("{who} ({}): {p}", if facts.os.is_empty() { "?" } else { &facts.os }))
-                .collect()
+                .map(|p| format!("{} {p}", again.who))
+                .collect::<Vec<_>>())
         }
     });
-    Ok(join_all(checks).await.into_iter().flatten().collect())
+    let problems = join_all(installs)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap_or_else(|e| vec![e]))
+        .collect();
+    (problems, plan)
 }
 
 #[cfg(test)]
