@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 const KCTL: &str = env!("CARGO_BIN_EXE_kctl");
 const CLUSTER: &str = "bench-ssh";
 const ROUNDS: usize = 3;
+// BENCH_VERBOSE=1 prints kctl's own step timings.
 
 fn kctl(home: &std::path::Path, user_home: &std::path::Path, args: &[&str]) -> Duration {
     let start = Instant::now();
@@ -31,6 +32,9 @@ fn kctl(home: &std::path::Path, user_home: &std::path::Path, args: &[&str]) -> D
         .output()
         .unwrap();
     let took = start.elapsed();
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     assert!(
         out.status.success(),
         "kctl {}: {}",

@@ -212,57 +212,69 @@ pub async fn bootstrap_minion<E: Exec>(
     minion: &MinionConfig,
 ) -> Result<bool, ExecError> {
     let all = &cluster.minions;
-    exec.run_ok(&argv![
-        "docker",
-        "version",
-        "--format",
-        "{{.Server.Version}}"
-    ])
-    .await?;
-    // Service rules are written with nft (see services::rules).
-    exec.run_ok(&argv!["nft", "--version"]).await?;
-    let mut changed = ensure_pod_network(exec, cluster, minion).await?;
-    if cluster.pod_network.host_routes {
-        for route in route_argvs(minion, all) {
-            exec.run_ok(&route).await?;
-        }
-    }
-    let restore = argv!["iptables-restore", "--wait", "--noflush"];
-    exec.run(&restore, Some(forward_rules(all).as_bytes()))
-        .await?
-        .check(exec.target(), &restore)?;
-    let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
-    if !exec.run(&jump("--check"), None).await?.success() {
-        exec.run_ok(&jump("--insert")).await?;
-        changed = true;
-    }
-    let has_pause = exec
-        .run(
-            &argv![
-                "docker",
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}}",
-                PAUSE_IMAGE
-            ],
-            None,
-        )
-        .await?;
-    if !has_pause.success() {
-        let import = argv![
+    // Three independent lines of work at once (each SSH command costs a
+    // round trip): Docker (network, pause image), routes, forwarding rules.
+    let docker = async {
+        exec.run_ok(&argv![
             "docker",
-            "import",
-            "--change",
-            r#"ENTRYPOINT ["/pause"]"#,
-            "-",
-            PAUSE_IMAGE
-        ];
-        exec.run(&import, Some(&image::pause_rootfs_tar()))
+            "version",
+            "--format",
+            "{{.Server.Version}}"
+        ])
+        .await?;
+        let mut changed = ensure_pod_network(exec, cluster, minion).await?;
+        let has_pause = exec
+            .run(
+                &argv![
+                    "docker",
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{.Id}}",
+                    PAUSE_IMAGE
+                ],
+                None,
+            )
+            .await?;
+        if !has_pause.success() {
+            let import = argv![
+                "docker",
+                "import",
+                "--change",
+                r#"ENTRYPOINT ["/pause"]"#,
+                "-",
+                PAUSE_IMAGE
+            ];
+            exec.run(&import, Some(&image::pause_rootfs_tar()))
+                .await?
+                .check(exec.target(), &import)?;
+            changed = true;
+        }
+        Ok::<bool, ExecError>(changed)
+    };
+    let routes = async {
+        if cluster.pod_network.host_routes {
+            let argvs = route_argvs(minion, all);
+            futures::future::try_join_all(argvs.iter().map(|r| exec.run_ok(r))).await?;
+        }
+        Ok::<bool, ExecError>(false)
+    };
+    let rules = async {
+        // Service rules are written with nft (see services::rules).
+        exec.run_ok(&argv!["nft", "--version"]).await?;
+        let restore = argv!["iptables-restore", "--wait", "--noflush"];
+        exec.run(&restore, Some(forward_rules(all).as_bytes()))
             .await?
-            .check(exec.target(), &import)?;
-        changed = true;
-    }
+            .check(exec.target(), &restore)?;
+        let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
+        if exec.run(&jump("--check"), None).await?.success() {
+            return Ok(false);
+        }
+        exec.run_ok(&jump("--insert")).await?;
+        Ok::<bool, ExecError>(true)
+    };
+    let (docker, routes, rules) = futures::join!(docker, routes, rules);
+    let changed = docker? | routes? | rules?;
     Ok(changed)
 }
 

@@ -295,69 +295,71 @@ pub async fn gather<E: Exec>(
     if facts.kernel != "Linux" {
         return Ok(facts);
     }
-    facts.arch = exec.run_ok(&argv!["uname", "-m"]).await?.trim().to_string();
-    facts.root = exec
-        .run(&argv!["id", "-u"], None)
-        .await?
-        .stdout_text()
-        .trim()
-        == "0";
-    if let Some(os) = text(exec.run(&argv!["cat", "/etc/os-release"], None).await?) {
-        (facts.os, facts.os_family) = parse_os_release(&os);
-    }
-    facts.docker = text(
-        exec.run(
-            &argv!["docker", "version", "--format", "{{.Server.Version}}"],
-            None,
-        )
-        .await?,
-    )
-    .map(|v| v.trim().to_string());
-    let works = |argv: Vec<String>| async move {
-        Ok::<bool, ExecError>(exec.run(&argv, None).await?.success())
-    };
-    facts.docker_installed = works(argv!["docker", "--version"]).await?;
-    facts.iptables = works(argv!["iptables", "--version"]).await?;
-    facts.iptables_restore = works(argv!["iptables-restore", "--version"]).await?;
-    facts.nft = works(argv!["nft", "--version"]).await?;
-    facts.ip = works(argv!["ip", "-V"]).await?;
-    facts.supervisor = works(argv!["test", "-d", "/run/systemd/system"]).await?
-        || works(argv!["start-stop-daemon", "--version"]).await?;
-    facts.etcd = works(argv![ETCD_PROGRAM, "--version"]).await?;
-    if let Some(ss) = text(exec.run(&argv!["ss", "-Hltnu"], None).await?) {
-        facts.listening_ports = parse_listening(&ss);
-    }
-    if let Some(routes) = text(
-        exec.run(&argv!["ip", "-4", "route", "show", "table", "all"], None)
-            .await?,
-    ) {
-        facts.routes = parse_routes(&routes);
-    }
-    if let Some(addrs) = text(
-        exec.run(&argv!["ip", "-4", "-o", "addr", "show"], None)
-            .await?,
-    ) {
-        facts.addresses = parse_addresses(&addrs);
-    }
+    // Independent reads, all at once: one SSH round trip of latency
+    // instead of twenty (the session semaphore bounds them).
+    let mut probes: Vec<Vec<String>> = vec![
+        argv!["uname", "-m"],
+        argv!["id", "-u"],
+        argv!["cat", "/etc/os-release"],
+        argv!["docker", "version", "--format", "{{.Server.Version}}"],
+        argv!["docker", "--version"],
+        argv!["iptables", "--version"],
+        argv!["iptables-restore", "--version"],
+        argv!["nft", "--version"],
+        argv!["ip", "-V"],
+        argv!["test", "-d", "/run/systemd/system"],
+        argv!["start-stop-daemon", "--version"],
+        argv![ETCD_PROGRAM, "--version"],
+        argv!["ss", "-Hltnu"],
+        argv!["ip", "-4", "route", "show", "table", "all"],
+        argv!["ip", "-4", "-o", "addr", "show"],
+        super::network_inspect_argv(),
+    ];
     if let Some(etcd) = etcd {
-        let unit = format!("{}.service", etcd.unit);
-        facts.own_etcd_running = works(argv![
+        probes.push(argv![
             "start-stop-daemon",
             "--status",
             "--pidfile",
             etcd.pid_file.clone()
-        ])
-        .await?
-            || works(argv!["systemctl", "is-active", "--quiet", unit]).await?;
+        ]);
+        probes.push(argv![
+            "systemctl",
+            "is-active",
+            "--quiet",
+            format!("{}.service", etcd.unit)
+        ]);
     }
-    let inspect = exec.run(&super::network_inspect_argv(), None).await?;
-    if inspect.success() {
-        facts.kctl_network = super::parse_network_inspect(&inspect.stdout_text());
-    }
+    let date = argv!["date", "+%s"];
     let before = now_secs();
-    let remote = exec.run_ok(&argv!["date", "+%s"]).await?;
+    let (outs, clock) = futures::join!(
+        futures::future::join_all(probes.iter().map(|argv| exec.run(argv, None))),
+        exec.run(&date, None)
+    );
     let after = now_secs();
-    if let Ok(remote) = remote.trim().parse::<i64>() {
+    let outs = outs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let ok = |i: usize| outs[i].success();
+    let out = |i: usize| text(outs[i].clone()).unwrap_or_default();
+    facts.arch = out(0).trim().to_string();
+    facts.root = out(1).trim() == "0";
+    if ok(2) {
+        (facts.os, facts.os_family) = parse_os_release(&out(2));
+    }
+    facts.docker = ok(3).then(|| out(3).trim().to_string());
+    facts.docker_installed = ok(4);
+    facts.iptables = ok(5);
+    facts.iptables_restore = ok(6);
+    facts.nft = ok(7);
+    facts.ip = ok(8);
+    facts.supervisor = ok(9) || ok(10);
+    facts.etcd = ok(11);
+    facts.listening_ports = parse_listening(&out(12));
+    facts.routes = parse_routes(&out(13));
+    facts.addresses = parse_addresses(&out(14));
+    if ok(15) {
+        facts.kctl_network = super::parse_network_inspect(&out(15));
+    }
+    facts.own_etcd_running = etcd.is_some() && (ok(16) || ok(17));
+    if let Ok(remote) = clock?.stdout_text().trim().parse::<i64>() {
         facts.clock_skew = remote - (before + after) / 2;
     }
     Ok(facts)

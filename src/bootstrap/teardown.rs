@@ -82,156 +82,148 @@ pub async fn teardown_minion<E: Exec>(
         _ => vec![],
     };
 
-    done.record(
-        async {
-            let ids: Vec<String> = exec
-                .run_ok(&docker::list_argv(&cluster.name))
-                .await?
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            if ids.is_empty() {
-                return Ok(None);
-            }
-            exec.run_ok(&docker::remove_argv(&ids)).await?;
-            Ok(Some(format!("{} containers", ids.len())))
+    let containers = async {
+        let ids: Vec<String> = exec
+            .run_ok(&docker::list_argv(&cluster.name))
+            .await?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if ids.is_empty() {
+            return Ok(None);
         }
-        .await,
-    );
+        exec.run_ok(&docker::remove_argv(&ids)).await?;
+        Ok(Some(format!("{} containers", ids.len())))
+    };
 
-    done.record(
-        async {
-            let inspect = exec.run(&network_inspect_argv(), None).await?;
-            if !inspect.success() {
-                return Ok(None);
-            }
-            match parse_network_inspect(&inspect.stdout_text()) {
-                Some((owner, subnet)) if owner == cluster.name => {
-                    exec.run_ok(&argv!["docker", "network", "rm", POD_NETWORK])
-                        .await?;
-                    Ok(Some(format!("Docker network {POD_NETWORK} ({subnet})")))
-                }
-                _ => Ok(None),
-            }
+    let network = async {
+        let inspect = exec.run(&network_inspect_argv(), None).await?;
+        if !inspect.success() {
+            return Ok(None);
         }
-        .await,
-    );
-
-    done.record(
-        async {
-            let mut gone = vec![];
-            for image in loaded.iter().collect::<std::collections::BTreeSet<_>>() {
-                // In use by a container that is not kctl's: the host keeps it.
-                let rm = exec
-                    .run(&argv!["docker", "image", "rm", image.clone()], None)
+        match parse_network_inspect(&inspect.stdout_text()) {
+            Some((owner, subnet)) if owner == cluster.name => {
+                exec.run_ok(&argv!["docker", "network", "rm", POD_NETWORK])
                     .await?;
-                if rm.success() {
-                    gone.push(image.clone());
+                Ok(Some(format!("Docker network {POD_NETWORK} ({subnet})")))
+            }
+            _ => Ok(None),
+        }
+    };
+
+    let images = async {
+        let mut gone = vec![];
+        for image in loaded.iter().collect::<std::collections::BTreeSet<_>>() {
+            // In use by a container that is not kctl's: the host keeps it.
+            let rm = exec
+                .run(&argv!["docker", "image", "rm", image.clone()], None)
+                .await?;
+            if rm.success() {
+                gone.push(image.clone());
+            }
+        }
+        Ok((!gone.is_empty()).then(|| format!("loaded images {}", gone.join(" "))))
+    };
+
+    let pause = async {
+        let pause = exec
+            .run(&argv!["docker", "image", "inspect", PAUSE_IMAGE], None)
+            .await?;
+        if !pause.success() {
+            return Ok(None);
+        }
+        exec.run_ok(&argv!["docker", "image", "rm", PAUSE_IMAGE])
+            .await?;
+        Ok(Some(format!("image {PAUSE_IMAGE}")))
+    };
+
+    let nft = async {
+        let table = exec
+            .run(&argv!["nft", "list", "table", "ip", TABLE], None)
+            .await?;
+        if !table.success() {
+            return Ok(None);
+        }
+        exec.run_ok(&argv!["nft", "delete", "table", "ip", TABLE])
+            .await?;
+        Ok(Some(format!("nftables table ip {TABLE}")))
+    };
+
+    let forward_chain = async {
+        let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
+        let mut had_chain = false;
+        // Bounded: a jump inserted twice goes in two rounds, never forever.
+        for _ in 0..8 {
+            if !exec.run(&jump("--check"), None).await?.success() {
+                break;
+            }
+            exec.run_ok(&jump("--delete")).await?;
+            had_chain = true;
+        }
+        if exec
+            .run(&argv!["iptables", "--wait", "--flush", FORWARD_CHAIN], None)
+            .await?
+            .success()
+        {
+            exec.run_ok(&argv![
+                "iptables",
+                "--wait",
+                "--delete-chain",
+                FORWARD_CHAIN
+            ])
+            .await?;
+            had_chain = true;
+        }
+        Ok(had_chain.then(|| format!("iptables chain {FORWARD_CHAIN}")))
+    };
+
+    let routes = futures::future::join_all(
+        cluster
+            .minions
+            .iter()
+            .filter(|o| cluster.pod_network.host_routes && o.id != minion.id)
+            .map(|other| async move {
+                // Only kctl's route: to that range, via that minion.
+                let via = other.host_ip.to_string();
+                let route = exec
+                    .run(
+                        &argv!["ip", "-4", "route", "show", "exact", other.pod_cidr.clone()],
+                        None,
+                    )
+                    .await?;
+                let ours = route.success()
+                    && route.stdout_text().lines().any(|l| {
+                        l.split_whitespace()
+                            .collect::<Vec<_>>()
+                            .windows(2)
+                            .any(|w| w == ["via", via.as_str()])
+                    });
+                if !ours {
+                    return Ok(None);
                 }
-            }
-            Ok((!gone.is_empty()).then(|| format!("loaded images {}", gone.join(" "))))
-        }
-        .await,
-    );
-
-    done.record(
-        async {
-            let pause = exec
-                .run(&argv!["docker", "image", "inspect", PAUSE_IMAGE], None)
-                .await?;
-            if !pause.success() {
-                return Ok(None);
-            }
-            exec.run_ok(&argv!["docker", "image", "rm", PAUSE_IMAGE])
-                .await?;
-            Ok(Some(format!("image {PAUSE_IMAGE}")))
-        }
-        .await,
-    );
-
-    done.record(
-        async {
-            let table = exec
-                .run(&argv!["nft", "list", "table", "ip", TABLE], None)
-                .await?;
-            if !table.success() {
-                return Ok(None);
-            }
-            exec.run_ok(&argv!["nft", "delete", "table", "ip", TABLE])
-                .await?;
-            Ok(Some(format!("nftables table ip {TABLE}")))
-        }
-        .await,
-    );
-
-    done.record(
-        async {
-            let jump =
-                |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
-            let mut had_chain = false;
-            // Bounded: a jump inserted twice goes in two rounds, never forever.
-            for _ in 0..8 {
-                if !exec.run(&jump("--check"), None).await?.success() {
-                    break;
-                }
-                exec.run_ok(&jump("--delete")).await?;
-                had_chain = true;
-            }
-            if exec
-                .run(&argv!["iptables", "--wait", "--flush", FORWARD_CHAIN], None)
-                .await?
-                .success()
-            {
                 exec.run_ok(&argv![
-                    "iptables",
-                    "--wait",
-                    "--delete-chain",
-                    FORWARD_CHAIN
+                    "ip",
+                    "route",
+                    "del",
+                    other.pod_cidr.clone(),
+                    "via",
+                    via
                 ])
                 .await?;
-                had_chain = true;
-            }
-            Ok(had_chain.then(|| format!("iptables chain {FORWARD_CHAIN}")))
-        }
-        .await,
+                Ok(Some(format!("route {}", other.pod_cidr)))
+            }),
     );
-
-    if cluster.pod_network.host_routes {
-        for other in cluster.minions.iter().filter(|o| o.id != minion.id) {
-            done.record(
-                async {
-                    // Only kctl's route: to that range, via that minion.
-                    let via = other.host_ip.to_string();
-                    let route = exec
-                        .run(
-                            &argv!["ip", "-4", "route", "show", "exact", other.pod_cidr.clone()],
-                            None,
-                        )
-                        .await?;
-                    let ours = route.success()
-                        && route.stdout_text().lines().any(|l| {
-                            l.split_whitespace()
-                                .collect::<Vec<_>>()
-                                .windows(2)
-                                .any(|w| w == ["via", via.as_str()])
-                        });
-                    if !ours {
-                        return Ok(None);
-                    }
-                    exec.run_ok(&argv![
-                        "ip",
-                        "route",
-                        "del",
-                        other.pod_cidr.clone(),
-                        "via",
-                        via
-                    ])
-                    .await?;
-                    Ok(Some(format!("route {}", other.pod_cidr)))
-                }
-                .await,
-            );
-        }
+    // Docker's steps in order (containers before their network and
+    // images); rules and routes alongside.
+    let docker_steps = async { vec![containers.await, network.await, images.await, pause.await] };
+    let (docker_results, nft_result, chain_result, route_results) =
+        futures::join!(docker_steps, nft, forward_chain, routes);
+    for result in docker_results
+        .into_iter()
+        .chain([nft_result, chain_result])
+        .chain(route_results)
+    {
+        done.record(result);
     }
 
     // The helper's directory last: it lists the loaded images, so it goes
