@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::hosts::PlainHosts;
 use common::{repo, Run};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -19,17 +20,23 @@ const ZONE: &str = "us-central1-b";
 /// fake first. `down` runs on drop.
 struct GceEnv {
     root: PathBuf,
+    cluster: String,
     extra: Vec<(String, String)>,
 }
 
 impl GceEnv {
     fn new(tag: &str) -> GceEnv {
+        GceEnv::named(tag, "demo")
+    }
+
+    fn named(tag: &str, cluster: &str) -> GceEnv {
         let root = common::kctl_home().join(format!("gce-{tag}"));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("home")).unwrap();
         std::fs::create_dir_all(root.join("fake")).unwrap();
         GceEnv {
             root,
+            cluster: cluster.to_string(),
             extra: vec![],
         }
     }
@@ -39,7 +46,7 @@ impl GceEnv {
     }
 
     fn cluster_dir(&self) -> PathBuf {
-        self.root.join("home/clusters/demo")
+        self.root.join("home/clusters").join(&self.cluster)
     }
 
     fn kctl_with(&self, args: &[&str], env: &[(&str, &str)], path: Option<&str>) -> Run {
@@ -48,7 +55,7 @@ impl GceEnv {
         let out = Command::new(common::KCTL)
             .args(args)
             .env("KCTL_HOME", self.root.join("home"))
-            .env("KCTL_CLUSTER", "demo")
+            .env("KCTL_CLUSTER", &self.cluster)
             .env("FAKE_GCLOUD_DIR", self.fake_dir())
             .env("PATH", path.unwrap_or(&default_path))
             .envs(self.extra.iter().map(|(k, v)| (k, v)))
@@ -423,4 +430,223 @@ fn preflight_problems_create_nothing() {
         !env.cluster_dir().exists(),
         "no record of a cluster never made"
     );
+}
+
+/// The user GCE's guest agent makes from the `ssh-keys` metadata: `kctl`,
+/// with passwordless sudo. Made for the test and removed after it (users
+/// are the machine's, so one that the test did not make is left alone).
+struct SudoUser;
+
+const TEST_USER_COMMENT: &str = "kctl test user";
+const SUDOERS: &str = "/etc/sudoers.d/kctl-test";
+
+impl SudoUser {
+    fn create() -> SudoUser {
+        let existing = Command::new("getent")
+            .args(["passwd", "kctl"])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&existing.stdout).to_string();
+        if existing.status.success() && !line.contains(TEST_USER_COMMENT) {
+            panic!("a user kctl that this test did not make exists: {line}");
+        }
+        if !existing.status.success() {
+            let made = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/bin/bash"])
+                .args(["--comment", TEST_USER_COMMENT, "kctl"])
+                .status()
+                .unwrap();
+            assert!(made.success(), "useradd kctl");
+        }
+        // No password, but not locked: sshd (without PAM) refuses locked
+        // accounts even for key logins.
+        let unlocked = Command::new("usermod")
+            .args(["-p", "*", "kctl"])
+            .status()
+            .unwrap();
+        assert!(unlocked.success());
+        // The test's hosts keep Docker at their own socket (SetEnv in
+        // sshd_config); sudo must pass it on, as a VM's default socket
+        // would need nothing.
+        let rules = "Defaults:kctl env_keep += \"DOCKER_HOST\"\nkctl ALL=(ALL) NOPASSWD: ALL\n";
+        let tmp = format!("{SUDOERS}.tmp");
+        std::fs::write(&tmp, rules).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o440))
+            .unwrap();
+        let ok = Command::new("visudo")
+            .args(["-cqf", &tmp])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "sudoers rule invalid");
+        std::fs::rename(&tmp, SUDOERS).unwrap();
+        SudoUser
+    }
+}
+
+impl Drop for SudoUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(SUDOERS);
+        let _ = Command::new("userdel").arg("kctl").status();
+    }
+}
+
+/// A route that keeps a range on this machine for the test's life.
+struct Unreachable(&'static str);
+
+impl Unreachable {
+    fn claim(cidr: &'static str) -> Unreachable {
+        let ok = Command::new("ip")
+            .args(["route", "add", "unreachable", cidr])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{cidr} is routed already");
+        Unreachable(cidr)
+    }
+}
+
+impl Drop for Unreachable {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["route", "del", "unreachable", self.0])
+            .status();
+    }
+}
+
+/// The whole GCE path with the fake's VMs pointing at SSH hosts the test
+/// made: gcloud steps, host keys pinned from guest attributes, boot wait,
+/// bootstrap over SSH as `kctl` through sudo, etcd on the master reached
+/// through the tunnel, pods on the minions, then `down`: the project is
+/// empty and the hosts are as they were.
+#[test]
+fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
+    let hosts = PlainHosts::create("gce", 3);
+    let _pods_here = Unreachable::claim("10.244.0.0/14");
+    let _user = SudoUser::create();
+    let before: Vec<_> = (0..3).map(|i| hosts.snapshot(i)).collect();
+    let env = GceEnv::named("e2e", "t-gce");
+
+    // The cluster key, made where `up` looks for it, authorized on the
+    // hosts as the guest agent would from the ssh-keys metadata.
+    std::fs::create_dir_all(env.cluster_dir()).unwrap();
+    let key = env.cluster_dir().join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kctl-t-gce", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    hosts.authorize("kctl", &public);
+
+    let names = [
+        "kctl-t-gce-master",
+        "kctl-t-gce-minion-1",
+        "kctl-t-gce-minion-2",
+    ];
+    let mut map = serde_json::Map::new();
+    for (name, host) in names.iter().zip(hosts.hosts()) {
+        let blob = host.host_key.split_whitespace().nth(1).unwrap();
+        map.insert(
+            name.to_string(),
+            serde_json::json!({
+                "internal_ip": host.ip.to_string(),
+                "external_ip": host.ip.to_string(),
+                "hostkeys": {"ssh-ed25519": blob},
+            }),
+        );
+    }
+    std::fs::write(
+        env.fake_dir().join("hosts.json"),
+        serde_json::to_string(&Value::Object(map)).unwrap(),
+    )
+    .unwrap();
+
+    let portal = hosts.portal_net();
+    let run = env.kctl(&[
+        "up",
+        "--provider",
+        "gce",
+        "--project",
+        PROJECT,
+        "--zone",
+        ZONE,
+        "--minions",
+        "2",
+        "--portal-net",
+        &portal,
+        "--boot-timeout",
+        "60",
+    ]);
+    assert!(run.ok(), "kctl up --provider gce: {run:?}");
+    let minions = env.kctl(&["get", "minions", "-o", "json"]);
+    assert!(minions.ok(), "{minions:?}");
+    let ready = minions.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "Ready")
+        .count();
+    assert_eq!(ready, 2, "{minions:?}");
+
+    let tar = env.root.join("demo.tar");
+    let build = Command::new("bash")
+        .arg(repo().join("cluster/demo-image/build.sh"))
+        .arg(&tar)
+        .arg("tutum/tomcat:latest")
+        .output()
+        .unwrap();
+    assert!(build.status.success());
+    let load = env.kctl(&["image", "load", "-i", tar.to_str().unwrap()]);
+    assert!(load.ok(), "{load:?}");
+    let apply = env.kctl(&["apply", "-f", &common::manifest("tomcat-controller.json")]);
+    assert!(apply.ok(), "{apply:?}");
+    let pods = env.kctl(&["get", "pods", "-o", "json"]);
+    assert!(pods.ok(), "{pods:?}");
+    let items = pods.json()["items"].as_array().cloned().unwrap();
+    assert_eq!(items.len(), 2, "{pods:?}");
+    for pod in &items {
+        assert_eq!(pod["currentState"]["status"], "Running", "{pod}");
+        let minion: usize = pod["currentState"]["host"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("minion-")
+            .parse()
+            .unwrap();
+        let ip = pod["currentState"]["podIP"].as_str().unwrap();
+        assert!(
+            ip.starts_with(&format!("10.244.{minion}.")),
+            "pod range of minion-{minion}: {ip}"
+        );
+        // On its VM (the master is host 0), the pod answers on its IP.
+        let page = hosts.run_in(
+            minion,
+            &[
+                "docker",
+                "exec",
+                &format!("{}_tomcat", pod["id"].as_str().unwrap()),
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{ip}:8080/"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&page.stdout);
+        assert!(text.contains(pod["id"].as_str().unwrap()), "{page:?}");
+    }
+
+    let down = env.kctl(&["down"]);
+    assert!(down.ok(), "{down:?}");
+    assert_eq!(down.stdout.matches("deleted ").count(), 9, "{down:?}");
+    assert_eq!(env.resources(), Vec::<String>::new());
+    for (i, before) in before.iter().enumerate() {
+        let after = hosts.snapshot(i);
+        assert!(
+            after == *before,
+            "host {} changed:\n{}",
+            i + 1,
+            before.diff(&after)
+        );
+    }
+    assert!(!std::path::Path::new("/var/lib/kctl/t-gce").exists());
 }

@@ -240,6 +240,28 @@ impl PlainHosts {
         &self.run_dir
     }
 
+    /// Per-user authorized keys, where users other than root can read
+    /// them (the set's own directory is root's alone).
+    fn users_dir(&self) -> PathBuf {
+        self.run_dir.join("users")
+    }
+
+    /// Lets `user` (an account on this machine) log in to every host of
+    /// the set with `public_key`.
+    pub fn authorize(&self, user: &str, public_key: &str) {
+        use std::io::Write;
+        let dir = self.users_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(user))
+            .unwrap();
+        writeln!(file, "{}", public_key.trim()).unwrap();
+        std::fs::set_permissions(dir.join(user), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
     /// An `ssh` command that logs in to host `i` as root with the
     /// set's identity and strict host key checking, followed by `remote`.
     pub fn ssh_command(&self, i: usize, remote: &str) -> Command {
@@ -509,7 +531,7 @@ impl PlainHosts {
              Port 22\n\
              HostKey {key}\n\
              PidFile {pid}\n\
-             AuthorizedKeysFile {auth}\n\
+             AuthorizedKeysFile {auth} {users}/%u\n\
              PermitRootLogin prohibit-password\n\
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
@@ -523,6 +545,7 @@ impl PlainHosts {
             key = key.display(),
             pid = host_run.join("sshd.pid").display(),
             auth = authorized.display(),
+            users = self.users_dir().display(),
             sock = docker_socket.display(),
         );
         std::fs::write(&config, text).map_err(|e| format!("{config:?}: {e}"))?;
