@@ -188,19 +188,7 @@ async fn wait_for_boot(
 pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> {
     let opts = &options.gce;
     let dir = ClusterDir::new(name)?;
-    let existing = if dir.exists() {
-        Some(dir.load()?)
-    } else {
-        None
-    };
-    if let Some(c) = &existing {
-        if c.provider != ProviderKind::Gce {
-            return Err(miette!(
-                "cluster {name} was made by the {} provider",
-                c.provider.name()
-            ));
-        }
-    }
+    let existing = super::existing_record(&dir, ProviderKind::Gce)?;
     let recorded = existing.as_ref().and_then(|c| c.gce.clone());
     let g = GcloudProcess::new();
     let project = match (&opts.project, &recorded) {

@@ -81,11 +81,7 @@ pub async fn up(
             open.display()
         ));
     }
-    let existing = if dir.exists() {
-        Some(dir.load()?)
-    } else {
-        None
-    };
+    let existing = super::existing_record(&dir, ProviderKind::Local)?;
     let count = match (&existing, minions) {
         (Some(c), Some(n)) if n != c.minions.len() => {
             return Err(miette!(

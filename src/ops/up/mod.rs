@@ -7,7 +7,7 @@ pub mod gce;
 pub mod local;
 pub mod ssh;
 
-use crate::cluster::ProviderKind;
+use crate::cluster::{ClusterConfig, ClusterDir, ProviderKind};
 use crate::ui::Ui;
 
 pub const DEFAULT_MINIONS: usize = 3;
@@ -21,6 +21,26 @@ pub struct UpOptions {
     pub dry_run: bool,
     pub ssh: ssh::SshOptions,
     pub gce: gce::GceOptions,
+}
+
+/// The cluster's record if it exists; an error if another provider made it.
+pub fn existing_record(
+    dir: &ClusterDir,
+    provider: ProviderKind,
+) -> miette::Result<Option<ClusterConfig>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let config = dir.load()?;
+    if config.provider != provider {
+        return Err(miette::miette!(
+            help = "`kctl down` it first, or pick another --cluster name",
+            "cluster {} was made by the {} provider",
+            dir.name,
+            config.provider.name()
+        ));
+    }
+    Ok(Some(config))
 }
 
 pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {

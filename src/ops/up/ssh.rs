@@ -245,19 +245,7 @@ pub fn cluster_config(
 pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> {
     let opts = &options.ssh;
     let dir = ClusterDir::new(name)?;
-    let existing = if dir.exists() {
-        Some(dir.load()?)
-    } else {
-        None
-    };
-    if let Some(c) = &existing {
-        if c.provider != ProviderKind::Ssh {
-            return Err(miette!(
-                "cluster {name} was made by the {} provider",
-                c.provider.name()
-            ));
-        }
-    }
+    let existing = super::existing_record(&dir, ProviderKind::Ssh)?;
     if options.minions.is_some() {
         return Err(miette!(
             help = "the hosts given with --host are the minions",
