@@ -112,6 +112,40 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         assert_eq!(seen, ids, "answers through the portal from {container}");
     }
 
+    // Leaving the cluster (here: to this machine's address on the hosts'
+    // bridge), a pod borrows its host's address; the answer finds its way
+    // back.
+    let listener = std::net::TcpListener::bind((hosts.bridge_ip(), 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(b"HTTP/1.0 200 OK\r\n\r\noutside\n");
+        peer.ip()
+    });
+    let pod = &pods[0];
+    let index: usize = pod["currentState"]["host"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("minion-")
+        .parse()
+        .unwrap();
+    let container = format!("{}_tomcat", pod["id"].as_str().unwrap());
+    let url = format!("http://{}:{port}/", hosts.bridge_ip());
+    let out = hosts.run_in(
+        index - 1,
+        &["docker", "exec", &container, "wget", "-q", "-O", "-", &url],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "outside");
+    assert_eq!(
+        server.join().unwrap(),
+        std::net::IpAddr::V4(hosts.hosts()[index - 1].ip),
+        "masqueraded to the host's address"
+    );
+
     let run = cluster.kctl(&["down"]);
     assert!(run.ok(), "kctl down: {run:?}");
     assert!(

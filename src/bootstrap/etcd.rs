@@ -122,24 +122,7 @@ pub async fn remove_etcd<E: Exec>(
     if service::remove(exec, &etcd_service(cluster, host), systemd).await? {
         removed.push("etcd".to_string());
     }
-    let mut jumped = false;
-    // Bounded: a jump inserted twice goes in two rounds, never forever.
-    for _ in 0..8 {
-        if !exec.run(&jump("--check"), None).await?.success() {
-            break;
-        }
-        exec.run_ok(&jump("--delete")).await?;
-        jumped = true;
-    }
-    let flushed = exec
-        .run(&argv!["iptables", "--wait", "--flush", ETCD_CHAIN], None)
-        .await?
-        .success();
-    if flushed {
-        exec.run_ok(&argv!["iptables", "--wait", "--delete-chain", ETCD_CHAIN])
-            .await?;
-    }
-    if jumped || flushed {
+    if super::teardown::remove_chain(exec, "filter", ETCD_CHAIN, jump).await? {
         removed.push(format!("iptables chain {ETCD_CHAIN}"));
     }
     let made_input = exec

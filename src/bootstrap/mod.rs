@@ -75,6 +75,45 @@ pub fn forward_rules(all: &[MinionConfig]) -> String {
     rules
 }
 
+/// The nat-table chain that masquerades pods' traffic leaving the cluster.
+pub const MASQ_CHAIN: &str = "KCTL-MASQ";
+
+/// `iptables-restore --noflush` input for [`MASQ_CHAIN`]: pods keep their
+/// own address towards other pods, minions and portals, and borrow the
+/// minion's for everything else (the internet, a VM's metadata server),
+/// which would otherwise not know the way back to a pod range — as
+/// Kubernetes did on GCE in 2014. Replaced whole on every bootstrap.
+pub fn masquerade_rules(all: &[MinionConfig], portal_net: ipnet::Ipv4Net) -> String {
+    let c = MASQ_CHAIN;
+    let mut rules = format!("*nat\n:{c} - [0:0]\n");
+    for m in all {
+        rules.push_str(&format!("-A {c} -d {} -j RETURN\n", m.pod_cidr));
+        rules.push_str(&format!("-A {c} -d {}/32 -j RETURN\n", m.host_ip));
+    }
+    rules.push_str(&format!("-A {c} -d {portal_net} -j RETURN\n"));
+    rules.push_str(&format!("-A {c} -j MASQUERADE\nCOMMIT\n"));
+    rules
+}
+
+/// The jump from nat POSTROUTING into [`MASQ_CHAIN`] for this minion's pods.
+pub fn masquerade_jump(minion: &MinionConfig, op: &str) -> Vec<String> {
+    argv![
+        "iptables",
+        "--wait",
+        "--table",
+        "nat",
+        op,
+        "POSTROUTING",
+        "--source",
+        minion.pod_cidr.clone(),
+        "!",
+        "--out-interface",
+        POD_BRIDGE,
+        "--jump",
+        MASQ_CHAIN
+    ]
+}
+
 /// `docker network create` for the minion's pod range. No masquerading:
 /// pods see each other's real addresses across minions.
 pub fn pod_network_argv(cluster: &str, minion: &MinionConfig, mtu: Option<u32>) -> Vec<String> {
@@ -266,12 +305,26 @@ pub async fn bootstrap_minion<E: Exec>(
         exec.run(&restore, Some(forward_rules(all).as_bytes()))
             .await?
             .check(exec.target(), &restore)?;
+        let restore = argv!["iptables-restore", "--wait", "--noflush"];
+        let masq = masquerade_rules(all, cluster.portal_net);
+        exec.run(&restore, Some(masq.as_bytes()))
+            .await?
+            .check(exec.target(), &restore)?;
+        let mut changed = false;
         let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
-        if exec.run(&jump("--check"), None).await?.success() {
-            return Ok(false);
+        if !exec.run(&jump("--check"), None).await?.success() {
+            exec.run_ok(&jump("--insert")).await?;
+            changed = true;
         }
-        exec.run_ok(&jump("--insert")).await?;
-        Ok::<bool, ExecError>(true)
+        if !exec
+            .run(&masquerade_jump(minion, "--check"), None)
+            .await?
+            .success()
+        {
+            exec.run_ok(&masquerade_jump(minion, "--append")).await?;
+            changed = true;
+        }
+        Ok::<bool, ExecError>(changed)
     };
     let (docker, routes, rules) = futures::join!(docker, routes, rules);
     let changed = docker? | routes? | rules?;
@@ -367,6 +420,25 @@ pub(crate) mod tests {
             "no rule lets any source reach pods"
         );
         assert!(rules.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn only_traffic_leaving_the_cluster_is_masqueraded() {
+        let all = minions();
+        let rules = masquerade_rules(&all, "10.0.0.0/16".parse().unwrap());
+        let lines: Vec<&str> = rules.lines().collect();
+        assert_eq!(lines[0], "*nat");
+        assert_eq!(lines[1], ":KCTL-MASQ - [0:0]");
+        assert!(lines.contains(&"-A KCTL-MASQ -d 10.101.2.0/24 -j RETURN"));
+        assert!(lines.contains(&"-A KCTL-MASQ -d 10.101.0.13/32 -j RETURN"));
+        assert!(lines.contains(&"-A KCTL-MASQ -d 10.0.0.0/16 -j RETURN"));
+        assert_eq!(lines[lines.len() - 2], "-A KCTL-MASQ -j MASQUERADE", "last");
+        assert_eq!(lines.iter().filter(|l| l.ends_with("RETURN")).count(), 7);
+        let jump = masquerade_jump(&all[0], "--check");
+        assert_eq!(
+            jump[4..].join(" "),
+            "--check POSTROUTING --source 10.101.1.0/24 ! --out-interface kctl0 --jump KCTL-MASQ"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use super::helper::{helper_service, Helper};
 use super::service;
-use super::{network_inspect_argv, parse_network_inspect, FORWARD_CHAIN};
+use super::{
+    masquerade_jump, network_inspect_argv, parse_network_inspect, FORWARD_CHAIN, MASQ_CHAIN,
+};
 use crate::argv;
 use crate::cluster::{ClusterConfig, MinionConfig};
 use crate::converge::docker::{self, PAUSE_IMAGE, POD_NETWORK};
@@ -151,30 +153,13 @@ pub async fn teardown_minion<E: Exec>(
 
     let forward_chain = async {
         let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
-        let mut had_chain = false;
-        // Bounded: a jump inserted twice goes in two rounds, never forever.
-        for _ in 0..8 {
-            if !exec.run(&jump("--check"), None).await?.success() {
-                break;
-            }
-            exec.run_ok(&jump("--delete")).await?;
-            had_chain = true;
-        }
-        if exec
-            .run(&argv!["iptables", "--wait", "--flush", FORWARD_CHAIN], None)
-            .await?
-            .success()
-        {
-            exec.run_ok(&argv![
-                "iptables",
-                "--wait",
-                "--delete-chain",
-                FORWARD_CHAIN
-            ])
-            .await?;
-            had_chain = true;
-        }
-        Ok(had_chain.then(|| format!("iptables chain {FORWARD_CHAIN}")))
+        let had = remove_chain(exec, "filter", FORWARD_CHAIN, jump).await?;
+        Ok(had.then(|| format!("iptables chain {FORWARD_CHAIN}")))
+    };
+    let masquerade_chain = async {
+        let jump = |op: &str| masquerade_jump(minion, op);
+        let had = remove_chain(exec, "nat", MASQ_CHAIN, jump).await?;
+        Ok(had.then(|| format!("iptables nat chain {MASQ_CHAIN}")))
     };
 
     let routes = futures::future::join_all(
@@ -216,11 +201,11 @@ pub async fn teardown_minion<E: Exec>(
     // Docker's steps in order (containers before their network and
     // images); rules and routes alongside.
     let docker_steps = async { vec![containers.await, network.await, images.await, pause.await] };
-    let (docker_results, nft_result, chain_result, route_results) =
-        futures::join!(docker_steps, nft, forward_chain, routes);
+    let (docker_results, nft_result, chain_result, masq_result, route_results) =
+        futures::join!(docker_steps, nft, forward_chain, masquerade_chain, routes);
     for result in docker_results
         .into_iter()
-        .chain([nft_result, chain_result])
+        .chain([nft_result, chain_result, masq_result])
         .chain(route_results)
     {
         done.record(result);
@@ -247,6 +232,32 @@ pub async fn teardown_minion<E: Exec>(
         );
     }
     done
+}
+
+/// Removes kctl's iptables chain `chain` of `table` and every jump into it
+/// (`jump(op)` is the jump rule for `--check` and `--delete`). True if
+/// anything was there.
+pub async fn remove_chain<E: Exec>(
+    exec: &E,
+    table: &str,
+    chain: &str,
+    jump: impl Fn(&str) -> Vec<String>,
+) -> Result<bool, ExecError> {
+    let mut had = false;
+    // Bounded: a jump inserted twice goes in two rounds, never forever.
+    for _ in 0..8 {
+        if !exec.run(&jump("--check"), None).await?.success() {
+            break;
+        }
+        exec.run_ok(&jump("--delete")).await?;
+        had = true;
+    }
+    let iptables = |op: &str| argv!["iptables", "--wait", "--table", table, op, chain];
+    if exec.run(&iptables("--flush"), None).await?.success() {
+        exec.run_ok(&iptables("--delete-chain")).await?;
+        had = true;
+    }
+    Ok(had)
 }
 
 /// Removes a directory kctl made on a machine (etcd's), then its empty
@@ -334,6 +345,7 @@ mod tests {
                 ("test -d /run/systemd/system".to_string(), gone.clone()),
                 // The jump exists once, then no more.
                 ("iptables --wait --check".to_string(), gone.clone()),
+                ("iptables --wait --table nat --check".to_string(), gone.clone()),
                 ("ip -4 route show exact 10.101.2.0/24".to_string(), ok("10.101.2.0/24 via 10.101.0.12 dev eth0\n")),
                 ("ip -4 route show exact 10.101.3.0/24".to_string(), ok("")),
             ]
@@ -347,6 +359,7 @@ mod tests {
         assert!(removed.contains(&"2 containers".to_string()));
         assert!(removed.contains(&"Docker network kctl (10.101.1.0/24)".to_string()));
         assert!(removed.contains(&"route 10.101.2.0/24".to_string()));
+        assert!(removed.contains(&"iptables nat chain KCTL-MASQ".to_string()));
         assert!(!removed.contains(&"route 10.101.3.0/24".to_string()));
         let calls = exec.calls();
         assert!(calls.contains(&argv!["docker", "network", "rm", "kctl"]));
@@ -374,6 +387,14 @@ mod tests {
                 ),
                 (
                     "iptables --wait --check".to_string(),
+                    Output {
+                        code: Some(1),
+                        stdout: vec![],
+                        stderr: vec![],
+                    },
+                ),
+                (
+                    "iptables --wait --table nat --check".to_string(),
                     Output {
                         code: Some(1),
                         stdout: vec![],
