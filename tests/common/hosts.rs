@@ -406,7 +406,19 @@ impl PlainHosts {
 
     fn build(&mut self, count: usize) -> Result<(), String> {
         make_private_dir(&self.dir)?;
-        std::fs::create_dir_all(&self.run_dir).map_err(|e| format!("{:?}: {e}", self.run_dir))?;
+        // Another set's teardown removes the shared root when it is empty,
+        // which can fall between making the root and making our directory
+        // in it: try again.
+        let mut made = std::fs::create_dir_all(&self.run_dir);
+        for _ in 0..5 {
+            match &made {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    made = std::fs::create_dir_all(&self.run_dir);
+                }
+                _ => break,
+            }
+        }
+        made.map_err(|e| format!("{:?}: {e}", self.run_dir))?;
         self.octet = claim_range()?;
         self.claimed = true;
         std::fs::write(self.dir.join("octet"), self.octet.to_string())
