@@ -39,13 +39,17 @@ pub struct SshExec {
 
 impl SshExec {
     pub async fn connect(target: &SshTarget, auth: &SshAuth) -> Result<SshExec, ExecError> {
+        let config = cluster_ssh_config(auth).map_err(|e| ExecError::Transport {
+            target: target.name.clone(),
+            message: format!("ssh config beside {}: {e}", auth.known_hosts.display()),
+        })?;
         let mut builder = SessionBuilder::default();
         builder
             .user(target.user.clone())
             .port(target.port)
             .known_hosts_check(KnownHosts::Strict)
             .user_known_hosts_file(&auth.known_hosts)
-            .config_file("/dev/null")
+            .config_file(&config)
             .connect_timeout(Duration::from_secs(10))
             .server_alive_interval(Duration::from_secs(5))
             .control_directory(std::env::temp_dir())
@@ -139,6 +143,25 @@ fn command_line<'a>(
     } else {
         Ok((program.clone(), args.iter().map(String::as_str).collect()))
     }
+}
+
+/// What ssh reads instead of the user's and the system's configuration:
+/// only the cluster's own known_hosts counts, not the machine-wide
+/// /etc/ssh/ssh_known_hosts (ssh reads that one even with `-F /dev/null`).
+const SSH_CONFIG: &str = "# Written by kctl: host keys come from this cluster's known_hosts only.\nGlobalKnownHostsFile /dev/null\n";
+
+/// The ssh_config file beside the cluster's known_hosts, written if it is
+/// missing or different.
+fn cluster_ssh_config(auth: &SshAuth) -> std::io::Result<PathBuf> {
+    let path = auth.known_hosts.with_file_name("ssh_config");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(SSH_CONFIG) {
+        // Renamed into place: a connection starting meanwhile reads the
+        // old file or the new one, never half of one.
+        let tmp = path.with_file_name(format!(".ssh_config.{}", std::process::id()));
+        std::fs::write(&tmp, SSH_CONFIG)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
 }
 
 fn split<'a>(argv: &'a [String], target: &str) -> Result<(&'a String, &'a [String]), ExecError> {
@@ -246,5 +269,20 @@ mod tests {
             ["-n", "--", "ip", "route", "replace", "10.244.2.0/24"]
         );
         assert!(command_line(&[], true, "m").is_err());
+    }
+
+    #[test]
+    fn ssh_reads_only_the_clusters_known_hosts() {
+        let dir = std::env::temp_dir().join(format!("kctl-ssh-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let auth = SshAuth {
+            identity: None,
+            known_hosts: dir.join("known_hosts"),
+        };
+        let path = cluster_ssh_config(&auth).unwrap();
+        assert_eq!(path, dir.join("ssh_config"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().any(|l| l == "GlobalKnownHostsFile /dev/null"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
