@@ -95,6 +95,14 @@ pub enum Command {
         /// gce: the master's machine type [default: f1-micro].
         #[arg(long, help_heading = "Provider gce")]
         master_machine_type: Option<String>,
+        /// gce: where SSH to the VMs may come from, e.g. your address as a /32;
+        /// repeatable [default: 0.0.0.0/0, as kube-up.sh had it].
+        #[arg(
+            long = "ssh-source",
+            value_name = "CIDR",
+            help_heading = "Provider gce"
+        )]
+        ssh_sources: Vec<ipnet::Ipv4Net>,
         /// gce: how long new VMs may take to boot and run their startup script.
         #[arg(
             long,
@@ -248,6 +256,7 @@ fn check_provider_flags(o: &ops::up::UpOptions) -> miette::Result<()> {
         (gce.zone.is_some(), "--zone"),
         (gce.machine_type.is_some(), "--machine-type"),
         (gce.master_machine_type.is_some(), "--master-machine-type"),
+        (!gce.ssh_sources.is_empty(), "--ssh-source"),
     ];
     let wrong: Vec<&str> = match o.provider {
         ProviderKind::Local => ssh_flags.iter().chain(&gce_flags).collect::<Vec<_>>(),
@@ -301,6 +310,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             zone,
             machine_type,
             master_machine_type,
+            ssh_sources,
             boot_timeout,
         } => {
             // `kctl up` again on an existing cluster means its provider.
@@ -330,6 +340,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                     machine_type,
                     master_machine_type,
                     boot_timeout: Some(std::time::Duration::from_secs(boot_timeout)),
+                    ssh_sources,
                 },
             };
             check_provider_flags(&options)?;

@@ -299,6 +299,45 @@ fn dry_run_prints_the_commands_and_runs_none() {
         .map(|l| l.replace(&env.cluster_dir().display().to_string(), "$WORK"))
         .collect();
     assert_eq!(printed, first_up_calls());
+
+    // SSH narrowed to the operator's address: only that rule changes.
+    let narrow = env.kctl(&[
+        "up",
+        "--provider",
+        "gce",
+        "--project",
+        PROJECT,
+        "--zone",
+        ZONE,
+        "--minions",
+        "3",
+        "--ssh-source",
+        "203.0.113.7/32",
+        "--dry-run",
+    ]);
+    assert!(narrow.ok(), "{narrow:?}");
+    let ssh_rule: Vec<&str> = narrow
+        .stdout
+        .lines()
+        .filter(|l| l.contains("firewall-rules create kctl-demo-ssh"))
+        .collect();
+    assert_eq!(ssh_rule.len(), 1);
+    assert!(
+        ssh_rule[0].contains("--source-ranges=203.0.113.7/32"),
+        "{ssh_rule:?}"
+    );
+    assert!(!narrow.stdout.contains("0.0.0.0/0"), "{narrow:?}");
+    let bad = env.kctl(&[
+        "up",
+        "--provider",
+        "gce",
+        "--project",
+        PROJECT,
+        "--ssh-source",
+        "203.0.113.7",
+        "--dry-run",
+    ]);
+    assert!(!bad.ok(), "a source without a prefix length: {bad:?}");
     assert!(env.take_calls().is_empty(), "dry run ran gcloud");
     assert!(!env.cluster_dir().exists(), "dry run left a record");
 }

@@ -36,6 +36,8 @@ pub struct GceOptions {
     pub machine_type: Option<String>,
     pub master_machine_type: Option<String>,
     pub boot_timeout: Option<Duration>,
+    /// Where SSH to the VMs may come from [default: anywhere, as in 2014].
+    pub ssh_sources: Vec<ipnet::Ipv4Net>,
 }
 
 /// `--project`, else gcloud's configured project.
@@ -243,6 +245,9 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         .master_machine_type
         .clone()
         .unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into());
+    if !opts.ssh_sources.is_empty() {
+        gspec.ssh_sources = opts.ssh_sources.iter().map(|n| n.to_string()).collect();
+    }
     gspec.validate()?;
 
     if options.dry_run {

@@ -171,7 +171,9 @@ pub fn firewall_internal_create(p: &str, n: &Names) -> Vec<String> {
 }
 
 /// SSH is the only way in from outside: kctl reaches etcd through it.
-pub fn firewall_ssh_create(p: &str, n: &Names) -> Vec<String> {
+/// SSH from `sources` (0.0.0.0/0 as in 2014 unless the user narrows it,
+/// e.g. to the workstation's /32).
+pub fn firewall_ssh_create(p: &str, n: &Names, sources: &[String]) -> Vec<String> {
     argv![
         "compute",
         "firewall-rules",
@@ -181,7 +183,7 @@ pub fn firewall_ssh_create(p: &str, n: &Names) -> Vec<String> {
         format!("--network={}", n.network),
         "--direction=INGRESS",
         "--allow=tcp:22",
-        "--source-ranges=0.0.0.0/0",
+        format!("--source-ranges={}", sources.join(",")),
         format!("--target-tags={},{}", n.master_tag, n.minion_tag),
         JSON,
         QUIET

@@ -378,7 +378,10 @@ pub async fn create<G: Gcloud>(
 
     let rules = [
         (&n.firewall_internal, cmd::firewall_internal_create(p, &n)),
-        (&n.firewall_ssh, cmd::firewall_ssh_create(p, &n)),
+        (
+            &n.firewall_ssh,
+            cmd::firewall_ssh_create(p, &n, &spec.ssh_sources),
+        ),
     ];
     let expect = [on_network.clone()];
     let stage = rules.iter().map(|(name, create_argv)| {
@@ -634,7 +637,7 @@ pub fn up_commands(spec: &GceSpec) -> Result<Vec<Vec<String>>, GceError> {
     calls.push(cmd::firewall_describe(p, &n.firewall_internal));
     calls.push(cmd::firewall_internal_create(p, &n));
     calls.push(cmd::firewall_describe(p, &n.firewall_ssh));
-    calls.push(cmd::firewall_ssh_create(p, &n));
+    calls.push(cmd::firewall_ssh_create(p, &n, &spec.ssh_sources));
     calls.push(cmd::instance_describe(p, z, &n.master));
     calls.push(cmd::instance_create(spec, &n, Role::Master, 0));
     for i in 1..=spec.minions {

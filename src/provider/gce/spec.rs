@@ -46,6 +46,8 @@ pub struct GceSpec {
     pub create_attempts: u32,
     /// Pause before retry `k` is `k * retry_backoff` (kube's scripts used 5 s).
     pub retry_backoff: Duration,
+    /// Where SSH to the VMs may come from.
+    pub ssh_sources: Vec<String>,
 }
 
 impl GceSpec {
@@ -75,6 +77,7 @@ impl GceSpec {
             host_key_timeout: Duration::from_secs(300),
             create_attempts: 5,
             retry_backoff: Duration::from_secs(5),
+            ssh_sources: vec!["0.0.0.0/0".to_string()],
         }
     }
 
@@ -100,6 +103,22 @@ impl GceSpec {
             ));
         }
         validate_public_key(&self.ssh_public_key)?;
+        if self.ssh_sources.is_empty() {
+            return Err(invalid(
+                "ssh source ranges",
+                "",
+                "give at least one range, e.g. your address as a /32".into(),
+            ));
+        }
+        for source in &self.ssh_sources {
+            if source.parse::<ipnet::Ipv4Net>().is_err() {
+                return Err(invalid(
+                    "ssh source range",
+                    source,
+                    "must be an IPv4 CIDR such as 203.0.113.7/32".into(),
+                ));
+            }
+        }
         // The longest derived names must still be valid resource names.
         let names = self.names()?;
         for name in [

@@ -175,7 +175,7 @@ fn network_is_custom_mode_with_one_subnet() {
 fn firewall_rules_are_scoped() {
     let n = spec(1).names().unwrap();
     let internal = cmd::firewall_internal_create("my-proj-123", &n);
-    let ssh = cmd::firewall_ssh_create("my-proj-123", &n);
+    let ssh = cmd::firewall_ssh_create("my-proj-123", &n, &["0.0.0.0/0".to_string()]);
     for rule in [&internal, &ssh] {
         assert_eq!(flag(rule, "--network"), Some("kctl-demo"));
         assert!(!flag(rule, "--source-ranges").unwrap_or("").is_empty());
