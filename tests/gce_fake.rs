@@ -74,24 +74,25 @@ impl GceEnv {
         self.kctl_with(args, &[], None)
     }
 
+    /// `kctl up --provider gce --project P --zone Z` and `extra`.
+    fn up_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut args = vec![
+            "up",
+            "--provider",
+            "gce",
+            "--project",
+            PROJECT,
+            "--zone",
+            ZONE,
+        ];
+        args.extend_from_slice(extra);
+        self.kctl_with(&args, env, None)
+    }
+
+    /// A 3-minion `up` that stops at the SSH stage within a second (the
+    /// fake's VMs have loopback addresses where nothing listens).
     fn up(&self, env: &[(&str, &str)]) -> Run {
-        self.kctl_with(
-            &[
-                "up",
-                "--provider",
-                "gce",
-                "--project",
-                PROJECT,
-                "--zone",
-                ZONE,
-                "--minions",
-                "3",
-                "--boot-timeout",
-                "1",
-            ],
-            env,
-            None,
-        )
+        self.up_with(&["--minions", "3", "--boot-timeout", "1"], env)
     }
 
     /// The calls recorded so far, as shell-like lines, and forget them.
@@ -279,18 +280,7 @@ fn up_and_down_issue_the_golden_gcloud_sequences() {
 #[test]
 fn dry_run_prints_the_commands_and_runs_none() {
     let env = GceEnv::new("dryrun");
-    let run = env.kctl(&[
-        "up",
-        "--provider",
-        "gce",
-        "--project",
-        PROJECT,
-        "--zone",
-        ZONE,
-        "--minions",
-        "3",
-        "--dry-run",
-    ]);
+    let run = env.up_with(&["--minions", "3", "--dry-run"], &[]);
     assert!(run.ok(), "{run:?}");
     let printed: Vec<String> = run
         .stdout
@@ -301,20 +291,16 @@ fn dry_run_prints_the_commands_and_runs_none() {
     assert_eq!(printed, first_up_calls());
 
     // SSH narrowed to the operator's address: only that rule changes.
-    let narrow = env.kctl(&[
-        "up",
-        "--provider",
-        "gce",
-        "--project",
-        PROJECT,
-        "--zone",
-        ZONE,
-        "--minions",
-        "3",
-        "--ssh-source",
-        "203.0.113.7/32",
-        "--dry-run",
-    ]);
+    let narrow = env.up_with(
+        &[
+            "--minions",
+            "3",
+            "--ssh-source",
+            "203.0.113.7/32",
+            "--dry-run",
+        ],
+        &[],
+    );
     assert!(narrow.ok(), "{narrow:?}");
     let ssh_rule: Vec<&str> = narrow
         .stdout
@@ -327,16 +313,7 @@ fn dry_run_prints_the_commands_and_runs_none() {
         "{ssh_rule:?}"
     );
     assert!(!narrow.stdout.contains("0.0.0.0/0"), "{narrow:?}");
-    let bad = env.kctl(&[
-        "up",
-        "--provider",
-        "gce",
-        "--project",
-        PROJECT,
-        "--ssh-source",
-        "203.0.113.7",
-        "--dry-run",
-    ]);
+    let bad = env.up_with(&["--ssh-source", "203.0.113.7", "--dry-run"], &[]);
     assert!(!bad.ok(), "a source without a prefix length: {bad:?}");
     assert!(env.take_calls().is_empty(), "dry run ran gcloud");
     assert!(!env.cluster_dir().exists(), "dry run left a record");
@@ -433,17 +410,7 @@ fn preflight_problems_create_nothing() {
         assert!(!run.ok(), "{run:?}");
         assert!(flat(&run.stderr).contains(expect), "{expect}: {run:?}");
     }
-    let run = env.kctl(&[
-        "up",
-        "--provider",
-        "gce",
-        "--project",
-        PROJECT,
-        "--zone",
-        ZONE,
-        "--machine-type",
-        "n9-imaginary-1",
-    ]);
+    let run = env.up_with(&["--machine-type", "n9-imaginary-1"], &[]);
     assert!(!run.ok());
     assert!(flat(&run.stderr).contains("n9-imaginary-1"), "{run:?}");
     // A PATH with no gcloud on it (this machine may have a real one).
@@ -601,21 +568,17 @@ fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
     .unwrap();
 
     let portal = hosts.portal_net();
-    let run = env.kctl(&[
-        "up",
-        "--provider",
-        "gce",
-        "--project",
-        PROJECT,
-        "--zone",
-        ZONE,
-        "--minions",
-        "2",
-        "--portal-net",
-        &portal,
-        "--boot-timeout",
-        "60",
-    ]);
+    let run = env.up_with(
+        &[
+            "--minions",
+            "2",
+            "--portal-net",
+            &portal,
+            "--boot-timeout",
+            "60",
+        ],
+        &[],
+    );
     assert!(run.ok(), "kctl up --provider gce: {run:?}");
     let minions = env.kctl(&["get", "minions", "-o", "json"]);
     assert!(minions.ok(), "{minions:?}");

@@ -261,12 +261,7 @@ fn plain_hosts_work_and_leave_nothing() {
         !mounts.contains(&dir_text) && !mounts.contains(&run_text),
         "mounts left"
     );
-    let procs = sh("ps -eo stat=,args=");
-    let leftovers: Vec<&str> = procs
-        .lines()
-        .filter(|l| !l.starts_with('Z'))
-        .filter(|l| l.contains(&dir_text) || l.contains(&run_text))
-        .collect();
+    let leftovers = common::processes_naming(&[&dir_text, &run_text]);
     assert!(leftovers.is_empty(), "processes left: {leftovers:?}");
     let cgroups = sh("find /sys/fs/cgroup -maxdepth 2 -name 'kctl-th-plain-*'");
     assert!(cgroups.trim().is_empty(), "cgroups left: {cgroups}");

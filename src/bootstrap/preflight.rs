@@ -53,6 +53,9 @@ pub struct HostFacts {
 #[derive(Debug, Clone)]
 pub struct HostRole<'a> {
     pub cluster: &'a str,
+    /// `--install`: missing packages are installed rather than reported
+    /// (on apt hosts where commands run as root).
+    pub install: bool,
     /// The address kctl resolved for the host: etcd listens there, routes
     /// point there, so it must be the host's own.
     pub host_ip: std::net::Ipv4Addr,
@@ -83,6 +86,16 @@ pub fn missing_packages(facts: &HostFacts, runs_etcd: bool) -> Vec<&'static str>
         packages.push("etcd-server");
     }
     packages
+}
+
+/// The packages `--install` will add to this host: none unless asked for,
+/// apt is there, and commands run as root.
+pub fn installable(facts: &HostFacts, role: &HostRole) -> Vec<&'static str> {
+    if role.install && facts.root && uses_apt(facts) {
+        missing_packages(facts, role.runs_etcd)
+    } else {
+        vec![]
+    }
 }
 
 pub fn uses_apt(facts: &HostFacts) -> bool {
@@ -120,7 +133,7 @@ pub fn problems(facts: &HostFacts, role: &HostRole, local_arch: &str) -> Vec<Str
         return out;
     }
     let missing = missing_packages(facts, role.runs_etcd);
-    if !missing.is_empty() {
+    if !missing.is_empty() && installable(facts, role).is_empty() {
         let what = [
             (!facts.docker_installed, "Docker"),
             (!facts.iptables || !facts.iptables_restore, "iptables"),
@@ -421,6 +434,7 @@ mod tests {
     fn role<'a>(pod_routes: &'a [(String, std::net::Ipv4Addr)]) -> HostRole<'a> {
         HostRole {
             cluster: "c1",
+            install: false,
             host_ip: "192.168.1.5".parse().unwrap(),
             runs_etcd: true,
             pod_cidr: "10.244.1.0/24",
@@ -459,6 +473,18 @@ mod tests {
         assert!(p[3].contains("of cluster other"));
         assert!(p[4].contains("10.0.0.0/8") && p[4].contains("pod range"));
         assert!(p[5].contains("10.0.0.0/8") && p[5].contains("portal range"));
+
+        // With --install, the missing packages are installed, not reported.
+        let routes = [];
+        let mut installing = role(&routes);
+        installing.install = true;
+        let p = problems(&f, &installing, "x86_64");
+        assert_eq!(p.len(), 5, "{p:#?}");
+        assert!(!p.iter().any(|l| l.starts_with("lacks ")));
+        assert_eq!(
+            installable(&f, &installing),
+            ["docker.io", "nftables", "etcd-server"]
+        );
     }
 
     #[test]

@@ -249,14 +249,20 @@ pub fn assert_nothing_left(name: &str, slot: u8, dir: &Path) {
         !mounts.contains(&dir_text) && !mounts.contains(&run_dir),
         "mounts left"
     );
-    let procs = sh("ps -eo stat=,args=");
-    let leftovers: Vec<&str> = procs
-        .lines()
-        .filter(|l| !l.starts_with('Z'))
-        .filter(|l| l.contains(&dir_text) || l.contains(&run_dir))
-        .collect();
+    let leftovers = processes_naming(&[&dir_text, &run_dir]);
     assert!(leftovers.is_empty(), "processes left: {leftovers:?}");
     assert!(!dir.exists(), "cluster directory left: {}", dir.display());
+}
+
+/// Live processes (zombies aside: they hold nothing, and this machine's
+/// PID 1 reaps late) whose command line names any of `paths`.
+pub fn processes_naming(paths: &[&str]) -> Vec<String> {
+    sh("ps -eo stat=,args=")
+        .lines()
+        .filter(|l| !l.starts_with('Z'))
+        .filter(|l| paths.iter().any(|p| l.contains(p)))
+        .map(str::to_string)
+        .collect()
 }
 
 /// GET a page over plain TCP (no client dependency). A container that

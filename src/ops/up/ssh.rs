@@ -492,6 +492,7 @@ async fn check_host(
         .collect();
     let role = HostRole {
         cluster: &config.name,
+        install,
         host_ip: minion.host_ip,
         runs_etcd: etcd.is_some(),
         pod_cidr: &minion.pod_cidr,
@@ -529,17 +530,10 @@ async fn check_host(
         Ok(f) => f,
         Err(e) => return failed(e.to_string()),
     };
-    let missing = preflight::missing_packages(&facts, role.runs_etcd);
-    let installable = if install && facts.root && preflight::uses_apt(&facts) {
-        missing
-    } else {
-        vec![]
-    };
+    let installable = preflight::installable(&facts, &role);
     let os = if facts.os.is_empty() { "?" } else { &facts.os };
     let problems = preflight::problems(&facts, &role, std::env::consts::ARCH)
         .into_iter()
-        // `--install` takes care of missing packages.
-        .filter(|p| installable.is_empty() || !p.starts_with("lacks "))
         .map(|p| format!("({os}): {p}"))
         .collect();
     HostCheck {
