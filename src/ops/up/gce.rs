@@ -299,15 +299,21 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     // to someone else (or to a record that was lost): never adopt it, as
     // this record's `down` would then delete it.
     if existing.is_none() {
-        let found = gce::discover(&g, &project, &zone, name).await?;
-        if !found.is_empty() {
+        let found = gce::discover(&g, &project, &zone, name, gce::Knowledge::FromFlags).await?;
+        if !found.nothing_at_all() {
             let _ = std::fs::remove_dir_all(&dir.dir);
             return Err(miette!(
                 help = format!(
                     "pick another --cluster name; if it is yours and its record is lost, `kctl down --cluster {name} --provider gce --project {project} --zone {zone}` deletes it"
                 ),
                 "project {project} already has resources of a kctl cluster named {name} that this machine has no record of: {}",
-                found.lines().join(", ")
+                found
+                    .lines()
+                    .into_iter()
+                    .chain(found.left_alone.clone())
+                    .chain(found.elsewhere.iter().map(|i| format!("instance {i}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -367,6 +373,35 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     Ok(())
 }
 
+/// `down`'s `--project` and `--zone` may repeat the record, never
+/// contradict it: the flags would point `down` at another cluster's
+/// resources (pure).
+pub fn where_recorded(name: &str, record: &GceRecord, options: &DownOptions) -> miette::Result<()> {
+    let contradictions: Vec<String> = [
+        ("--project", &options.project, &record.project),
+        ("--zone", &options.zone, &record.zone),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given, recorded)| match given {
+        Some(g) if g != recorded => Some(format!("{flag} {g} (recorded: {recorded})")),
+        _ => None,
+    })
+    .collect();
+    if contradictions.is_empty() {
+        Ok(())
+    } else {
+        Err(miette!(
+            help = format!(
+                "run `kctl down --cluster {name}` without them; for a cluster elsewhere, use its own --cluster name"
+            ),
+            "cluster {name} is recorded in project {} zone {}; refusing {}. Nothing was changed",
+            record.project,
+            record.zone,
+            contradictions.join(" and ")
+        ))
+    }
+}
+
 fn placeholder() -> Instance {
     Instance {
         name: String::new(),
@@ -393,31 +428,46 @@ pub async fn down(
     let name = dir.name.clone();
     let recorded = config.as_ref().and_then(|c| c.gce.clone());
     let g = GcloudProcess::new();
-    let project = match (&options.project, &recorded) {
-        (Some(p), _) => p.clone(),
-        (None, Some(r)) => r.project.clone(),
-        (None, None) => project_of(&g, None).await?,
-    };
-    let zone = match (&options.zone, &recorded) {
-        (Some(z), _) => z.clone(),
-        (None, Some(r)) => r.zone.clone(),
-        // Routes and firewall rules are project-wide: a guessed zone could
-        // strip them from a cluster that lives in another.
-        (None, None) => {
-            return Err(miette!(
-                help = format!(
-                    "kctl down --cluster {name} --provider gce --project {project} --zone ZONE"
-                ),
-                "cluster {name} has no record here: say which zone it is in"
-            ))
+    let (project, zone, knowledge) = match &recorded {
+        Some(r) => {
+            where_recorded(&name, r, options)?;
+            (r.project.clone(), r.zone.clone(), gce::Knowledge::Recorded)
+        }
+        None => {
+            let project = match &options.project {
+                Some(p) => p.clone(),
+                None => project_of(&g, None).await?,
+            };
+            // Routes and firewall rules are project-wide: a guessed zone
+            // could strip them from a cluster that lives in another.
+            let Some(zone) = options.zone.clone() else {
+                return Err(miette!(
+                    help = format!(
+                        "kctl down --cluster {name} --provider gce --project {project} --zone ZONE"
+                    ),
+                    "cluster {name} has no record here: say which zone it is in"
+                ));
+            };
+            (project, zone, gce::Knowledge::FromFlags)
         }
     };
 
     if options.dry_run {
         // What exists, found with read-only list calls; no delete runs.
-        let found = gce::discover(&g, &project, &zone, &name).await?;
+        let found = gce::discover(&g, &project, &zone, &name, knowledge).await?;
+        if !found.elsewhere.is_empty() {
+            return Err(gce::GceError::OtherZone {
+                cluster: name.clone(),
+                zone: zone.clone(),
+                elsewhere: found.elsewhere,
+            }
+            .into());
+        }
         let commands = gce::down_commands(&project, &zone, &name, &found)?;
         ui.out("# kctl down would run these gcloud commands (no delete was run):");
+        for line in &found.left_alone {
+            ui.out(format!("# left alone: {line}"));
+        }
         for argv in commands {
             ui.out(gce::shell_line(&argv));
         }
@@ -447,7 +497,7 @@ pub async fn down(
         "deleting cluster {name} in project {project}, zone {zone}"
     ));
     let progress = |line: &str| task.set(line.to_string());
-    let deleted = gce::destroy(&g, &project, &zone, &name, &progress).await?;
+    let deleted = gce::destroy(&g, &project, &zone, &name, knowledge, &progress).await?;
     task.done(format!("{} resources deleted", deleted.len()));
     for line in &deleted {
         ui.out(format!("deleted {line}"));
@@ -505,5 +555,40 @@ mod tests {
         let lines = known_hosts(&made);
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("34.1.1.1 ssh-ed25519 "));
+    }
+
+    #[test]
+    fn down_flags_may_repeat_the_record_but_never_contradict_it() {
+        let record = GceRecord {
+            project: "my-proj-123".into(),
+            zone: "us-central1-b".into(),
+        };
+        let opts = |project: Option<&str>, zone: Option<&str>| DownOptions {
+            project: project.map(str::to_string),
+            zone: zone.map(str::to_string),
+            ..DownOptions::default()
+        };
+        assert!(where_recorded("d", &record, &opts(None, None)).is_ok());
+        assert!(where_recorded(
+            "d",
+            &record,
+            &opts(Some("my-proj-123"), Some("us-central1-b"))
+        )
+        .is_ok());
+        let err = where_recorded("d", &record, &opts(None, Some("us-east1-b")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--zone us-east1-b (recorded: us-central1-b)"),
+            "{err}"
+        );
+        assert!(err.contains("Nothing was changed"), "{err}");
+        let err = where_recorded("d", &record, &opts(Some("other-proj"), Some("us-east1-b")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--project other-proj") && err.contains("--zone us-east1-b"),
+            "{err}"
+        );
     }
 }

@@ -316,13 +316,14 @@ pub fn route_create(p: &str, z: &str, n: &Names, index: usize) -> Vec<String> {
 
 // ---- discovery ----
 
+/// Every zone, not only the cluster's: `down` must see a same-named
+/// cluster in another zone before it touches project-wide resources.
 pub fn instances_list(p: &str, n: &Names) -> Vec<String> {
     argv![
         "compute",
         "instances",
         "list",
         project(p),
-        format!("--zones={}", n.zone),
         format!("--filter={}", n.instance_filter()),
         JSON,
         QUIET

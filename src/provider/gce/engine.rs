@@ -28,7 +28,9 @@ pub struct PreflightReport {
     pub warnings: Vec<String>,
 }
 
-/// What exists of one cluster, by name, sorted.
+/// What exists of one cluster, by name, sorted: what `down` deletes, and
+/// what it found by name but leaves alone because it is not provably this
+/// cluster's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Discovered {
     pub instances: Vec<String>,
@@ -36,9 +38,15 @@ pub struct Discovered {
     pub firewall_rules: Vec<String>,
     pub subnet: Option<String>,
     pub network: Option<String>,
+    /// One line per resource found by name but not deleted, with why.
+    pub left_alone: Vec<String>,
+    /// Instances labelled with this cluster's name in other zones,
+    /// "NAME (ZONE)": another cluster of the same name, or the wrong zone.
+    pub elsewhere: Vec<String>,
 }
 
 impl Discovered {
+    /// Nothing to delete.
     pub fn is_empty(&self) -> bool {
         self.instances.is_empty()
             && self.routes.is_empty()
@@ -47,7 +55,14 @@ impl Discovered {
             && self.network.is_none()
     }
 
-    /// One human line per resource, in teardown order ("instance NAME").
+    /// Nothing of this name anywhere in the project, not even something
+    /// `down` would leave alone.
+    pub fn nothing_at_all(&self) -> bool {
+        self.is_empty() && self.left_alone.is_empty() && self.elsewhere.is_empty()
+    }
+
+    /// One human line per resource to delete, in teardown order
+    /// ("instance NAME").
     pub fn lines(&self) -> Vec<String> {
         let mut lines = vec![];
         lines.extend(self.instances.iter().map(|n| format!("instance {n}")));
@@ -61,6 +76,113 @@ impl Discovered {
         lines.extend(self.network.iter().map(|n| format!("network {n}")));
         lines
     }
+}
+
+/// How `down` knows where the cluster lives: from the record `up` saved,
+/// or only from the user's `--project`/`--zone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Knowledge {
+    Recorded,
+    FromFlags,
+}
+
+/// The last path segment of a resource URL ("…/zones/us-central1-b" ->
+/// "us-central1-b").
+fn last_segment(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+fn str_at<'v>(value: &'v Value, pointer: &str) -> &'v str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Decides, from what the listing calls returned, which resources are this
+/// cluster's in `zone` (pure). Instances go by label (the list's filter)
+/// and zone. A route is this cluster's only if its next hop is the minion
+/// of the same name in `zone`, and, without a record, only if that
+/// instance exists with the cluster's label. Without a record, the
+/// network and its firewall rules are this cluster's only if the network
+/// has no subnet outside the zone's region.
+#[allow(clippy::too_many_arguments)]
+pub fn judge(
+    n: &Names,
+    knowledge: Knowledge,
+    instances: &[Value],
+    routes: &[Value],
+    firewall_rules: Vec<String>,
+    subnet: Option<&Value>,
+    network: Option<&Value>,
+) -> Discovered {
+    let zone = n.zone.as_str();
+    let mut found = Discovered::default();
+    for instance in instances {
+        let name = str_at(instance, "/name").to_string();
+        let its_zone = last_segment(str_at(instance, "/zone"));
+        if its_zone == zone {
+            found.instances.push(name);
+        } else {
+            found.elsewhere.push(format!("{name} ({its_zone})"));
+        }
+    }
+    for route in routes {
+        let name = str_at(route, "/name");
+        let hop = str_at(route, "/nextHopInstance");
+        let hop_path = hop.split("/zones/").nth(1).unwrap_or("");
+        let expected = format!("{zone}/instances/{name}");
+        let hop_exists = found.instances.iter().any(|i| i == name);
+        if hop_path == expected && (knowledge == Knowledge::Recorded || hop_exists) {
+            found.routes.push(name.to_string());
+        } else {
+            let hop = if hop.is_empty() {
+                "none".to_string()
+            } else {
+                hop_path.replace("/instances/", "/")
+            };
+            found.left_alone.push(format!(
+                "route {name}: its next hop ({hop}) is not instance {name} of cluster {} in {zone}",
+                n.cluster
+            ));
+        }
+    }
+    found.subnet = subnet.map(|s| str_at(s, "/name").to_string());
+    let foreign_subnets: Vec<String> = network
+        .and_then(|v| v.get("subnetworks"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|url| !url.contains(&format!("/regions/{}/", n.region)))
+        .map(|url| last_segment(url).to_string())
+        .collect();
+    let network_is_ours = knowledge == Knowledge::Recorded || foreign_subnets.is_empty();
+    if network_is_ours {
+        found.network = network.map(|v| str_at(v, "/name").to_string());
+        found.firewall_rules = firewall_rules;
+    } else {
+        let why = format!(
+            "it has subnets outside {} ({})",
+            n.region,
+            foreign_subnets.join(", ")
+        );
+        found.left_alone.extend(
+            firewall_rules
+                .iter()
+                .map(|r| format!("firewall rule {r}: on network {}, and {why}", n.network)),
+        );
+        found
+            .left_alone
+            .push(format!("network {}: {why}", n.network));
+    }
+    for list in [
+        &mut found.instances,
+        &mut found.routes,
+        &mut found.firewall_rules,
+        &mut found.left_alone,
+        &mut found.elsewhere,
+    ] {
+        list.sort();
+    }
+    found
 }
 
 fn failed(argv: &[String], out: &GcloudOutput) -> GceError {
@@ -501,36 +623,42 @@ async fn wait_host_keys<G: Gcloud>(
 
 // ---- discover and destroy ----
 
-async fn list_names<G: Gcloud>(g: &G, argv: &[String]) -> Result<Vec<String>, GceError> {
+async fn list_values<G: Gcloud>(g: &G, argv: &[String]) -> Result<Vec<Value>, GceError> {
     let out = g.run(argv).await?;
     if !out.success() {
         return Err(failed(argv, &out));
     }
-    let items = parse::list(&out.stdout).map_err(|m| bad_output(argv, m))?;
-    Ok(parse::names(&items))
+    parse::list(&out.stdout).map_err(|m| bad_output(argv, m))
 }
 
-/// What exists of `cluster`: instances by label, routes and firewall rules
-/// by anchored name, subnet and network by describe.
+/// What exists of `cluster` in `project`: instances by label (in every
+/// zone), routes and firewall rules by anchored name, subnet and network
+/// by describe; then `judge` decides what of it is this cluster's in
+/// `zone`.
 pub async fn discover<G: Gcloud>(
     g: &G,
     project: &str,
     zone: &str,
     cluster: &str,
+    knowledge: Knowledge,
 ) -> Result<Discovered, GceError> {
     super::spec::validate_cluster(cluster)?;
     super::spec::validate_project(project)?;
     let n = Names::new(cluster, zone)?;
-    let name_of = |v: Option<Value>| {
-        v.and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_string))
-    };
-    Ok(Discovered {
-        instances: list_names(g, &cmd::instances_list(project, &n)).await?,
-        routes: list_names(g, &cmd::routes_list(project, &n)).await?,
-        firewall_rules: list_names(g, &cmd::firewalls_list(project, &n)).await?,
-        subnet: name_of(describe(g, &cmd::subnet_describe(project, &n)).await?),
-        network: name_of(describe(g, &cmd::network_describe(project, &n)).await?),
-    })
+    let instances = list_values(g, &cmd::instances_list(project, &n)).await?;
+    let routes = list_values(g, &cmd::routes_list(project, &n)).await?;
+    let rules = list_values(g, &cmd::firewalls_list(project, &n)).await?;
+    let subnet = describe(g, &cmd::subnet_describe(project, &n)).await?;
+    let network = describe(g, &cmd::network_describe(project, &n)).await?;
+    Ok(judge(
+        &n,
+        knowledge,
+        &instances,
+        &routes,
+        parse::names(&rules),
+        subnet.as_ref(),
+        network.as_ref(),
+    ))
 }
 
 /// The delete calls for `found`, in teardown order: instances, routes,
@@ -567,18 +695,33 @@ fn delete_targets(argv: &[String]) -> String {
     words.join(" ")
 }
 
-/// Deletes everything of `cluster` that exists, in the reference's order,
-/// and checks that nothing is left. Needs no local record, so it cleans up
-/// after a half-finished `up` too. Returns one line per deleted resource.
+/// Deletes everything of `cluster` that exists in `zone` and is provably
+/// its own (see `judge`), in the reference's order, and checks that
+/// nothing is left. Needs no local record, so it cleans up after a
+/// half-finished `up` too. Instances of the name in another zone stop it
+/// before anything is deleted: the record or the `--zone` is wrong, or
+/// another cluster of that name shares the project-wide names. Returns one
+/// line per deleted resource.
 pub async fn destroy<G: Gcloud>(
     g: &G,
     project: &str,
     zone: &str,
     cluster: &str,
+    knowledge: Knowledge,
     progress: Progress<'_>,
 ) -> Result<Vec<String>, GceError> {
-    let found = discover(g, project, zone, cluster).await?;
+    let found = discover(g, project, zone, cluster, knowledge).await?;
     let n = Names::new(cluster, zone)?;
+    if !found.elsewhere.is_empty() {
+        return Err(GceError::OtherZone {
+            cluster: cluster.to_string(),
+            zone: zone.to_string(),
+            elsewhere: found.elsewhere,
+        });
+    }
+    for line in &found.left_alone {
+        progress(&format!("leaving {line}"));
+    }
     if found.is_empty() {
         progress(&format!(
             "nothing of cluster {cluster} exists in {project}/{zone}"
@@ -594,7 +737,7 @@ pub async fn destroy<G: Gcloud>(
             return Err(failed(&argv, &out));
         }
     }
-    let left = discover(g, project, zone, cluster).await?;
+    let left = discover(g, project, zone, cluster, knowledge).await?;
     if !left.is_empty() {
         return Err(GceError::Leftovers {
             remaining: left.lines(),
@@ -697,5 +840,6 @@ pub fn planned(spec: &GceSpec) -> Result<Discovered, GceError> {
         firewall_rules,
         subnet: Some(n.subnet.clone()),
         network: Some(n.network.clone()),
+        ..Discovered::default()
     })
 }

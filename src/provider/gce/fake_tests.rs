@@ -246,12 +246,21 @@ async fn up_and_down_issue_the_golden_command_sequences() {
     assert_eq!(keys, format!("kctl:ssh-ed25519 {ED25519} kctl@test\n"));
 
     fake.clear_calls();
-    let found = discover(&fake.gcloud, PROJECT, ZONE, "demo").await.unwrap();
-    assert_eq!(found, engine::planned(&spec).unwrap());
-    fake.clear_calls();
-    let deleted = destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
+    let found = discover(&fake.gcloud, PROJECT, ZONE, "demo", Knowledge::Recorded)
         .await
         .unwrap();
+    assert_eq!(found, engine::planned(&spec).unwrap());
+    fake.clear_calls();
+    let deleted = destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert_eq!(deleted, found.lines());
     assert!(deleted.contains(&"instance kctl-demo-minion-1".to_string()));
     let down_calls = fake.calls();
@@ -278,9 +287,16 @@ async fn up_again_creates_nothing_and_reads_the_same_cluster() {
     let second = create(&fake.gcloud, &spec, &quiet).await.unwrap();
     assert_eq!(first, second);
     assert!(!fake.created_anything(), "{:#?}", fake.calls());
-    destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
-        .await
-        .unwrap();
+    destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert!(fake.resources().is_empty());
 }
 
@@ -311,17 +327,31 @@ async fn a_failure_half_way_is_reported_and_down_cleans_up() {
         .contains(&"instances/kctl-demo-minion-3".to_string()));
 
     // down needs only project, zone and cluster.
-    let deleted = destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
-        .await
-        .unwrap();
+    let deleted = destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert!(deleted.contains(&"network kctl-demo".to_string()));
     assert!(!deleted.contains(&"instance kctl-demo-minion-2".to_string()));
     assert!(fake.resources().is_empty(), "{:?}", fake.resources());
     // And again: nothing left, nothing to do.
-    assert!(destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet
+    )
+    .await
+    .unwrap()
+    .is_empty());
 }
 
 #[tokio::test]
@@ -340,9 +370,16 @@ async fn a_transient_create_failure_is_retried() {
         .collect();
     // describe, create (fails), describe (absent), create (works).
     assert_eq!(route_calls, ["describe", "create", "describe", "create"]);
-    destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
-        .await
-        .unwrap();
+    destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet,
+    )
+    .await
+    .unwrap();
 }
 
 async fn preflight_error(fake: &Fake, spec: &GceSpec) -> GceError {
@@ -419,9 +456,16 @@ async fn host_keys_are_polled_until_published_and_never_assumed() {
         .filter(|c| c[3] == "get-guest-attributes" && c[4] == "kctl-demo-minion-1")
         .count();
     assert_eq!(polls, 3);
-    destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
-        .await
-        .unwrap();
+    destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet,
+    )
+    .await
+    .unwrap();
 
     let fake = Fake::new(
         "hostkeys-never",
@@ -451,20 +495,36 @@ async fn hosts_json_overrides_addresses_and_keys() {
         minion.host_keys,
         [format!("ecdsa-sha2-nistp256 {}", super::tests::ECDSA)]
     );
-    destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
-        .await
-        .unwrap();
+    destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn discover_and_destroy_on_nothing() {
     let fake = Fake::new("nothing", &[]);
-    let found = discover(&fake.gcloud, PROJECT, ZONE, "demo").await.unwrap();
-    assert!(found.is_empty());
-    assert!(destroy(&fake.gcloud, PROJECT, ZONE, "demo", &quiet)
+    let found = discover(&fake.gcloud, PROJECT, ZONE, "demo", Knowledge::Recorded)
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    assert!(found.is_empty());
+    assert!(destroy(
+        &fake.gcloud,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet
+    )
+    .await
+    .unwrap()
+    .is_empty());
 }
 
 /// The fake checks argv like gcloud: these are the traps it must catch.
@@ -681,8 +741,15 @@ fn engine_futures_are_send() {
     assert_send(preflight(&g, &spec));
     assert_send(create(&g, &spec, &quiet));
     assert_send(up(&g, &spec, &quiet));
-    assert_send(discover(&g, PROJECT, ZONE, "demo"));
-    assert_send(destroy(&g, PROJECT, ZONE, "demo", &quiet));
+    assert_send(discover(&g, PROJECT, ZONE, "demo", Knowledge::Recorded));
+    assert_send(destroy(
+        &g,
+        PROJECT,
+        ZONE,
+        "demo",
+        Knowledge::Recorded,
+        &quiet,
+    ));
 }
 
 /// Every argv of `up` and `down` through the *real* gcloud's parser, if

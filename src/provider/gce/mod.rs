@@ -22,8 +22,9 @@ mod tests;
 
 pub use commands::shell_line;
 pub use engine::{
-    create, destroy, discover, down_commands, planned, preflight, startup_script, up, up_commands,
-    write_metadata_files, Discovered, GceCluster, PreflightReport, Progress,
+    create, destroy, discover, down_commands, judge, planned, preflight, startup_script, up,
+    up_commands, write_metadata_files, Discovered, GceCluster, Knowledge, PreflightReport,
+    Progress,
 };
 pub use parse::Instance;
 pub use spec::{GceSpec, Names, Role, GCE_MTU};
@@ -107,6 +108,15 @@ pub enum GceError {
     },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    #[error("instances of a cluster named {cluster} exist in another zone than {zone}: {}", .elsewhere.join(", "))]
+    #[diagnostic(help(
+        "nothing was deleted: routes, firewall rules and the network are shared by name across zones. If the cluster is there, `kctl down --zone ZONE` with that zone; if those instances belong to something else, pick another --cluster name"
+    ))]
+    OtherZone {
+        cluster: String,
+        zone: String,
+        elsewhere: Vec<String>,
+    },
     #[error("still present after teardown: {}", .remaining.join(", "))]
     #[diagnostic(help("run `kctl down` again; if it persists, delete them in the Cloud Console"))]
     Leftovers { remaining: Vec<String> },

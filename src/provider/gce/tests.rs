@@ -283,7 +283,8 @@ fn host_keys_and_discovery_queries() {
         flag(&instances, "--filter"),
         Some("labels.kctl-cluster~^demo$")
     );
-    assert_eq!(flag(&instances, "--zones"), Some("us-central1-b"));
+    // Every zone: down must see a same-named cluster elsewhere.
+    assert_eq!(flag(&instances, "--zones"), None);
     let routes = cmd::routes_list("my-proj-123", &n);
     assert_eq!(
         flag(&routes, "--filter"),
@@ -550,4 +551,155 @@ fn existing_resources_are_checked_before_adoption() {
             "/canIpForward is nothing, expected true",
         ]
     );
+}
+
+mod ownership {
+    use super::super::engine::{judge, Knowledge};
+    use super::super::spec::Names;
+    use serde_json::{json, Value};
+
+    const BASE: &str = "https://compute.googleapis.com/compute/v1/projects/p";
+
+    fn instance(name: &str, zone: &str) -> Value {
+        json!({"name": name, "zone": format!("{BASE}/zones/{zone}")})
+    }
+    fn route(name: &str, hop_zone: &str, hop: &str) -> Value {
+        json!({"name": name, "nextHopInstance": format!("{BASE}/zones/{hop_zone}/instances/{hop}")})
+    }
+    fn network(subnet_regions: &[&str]) -> Value {
+        let subnets: Vec<String> = subnet_regions
+            .iter()
+            .map(|r| format!("{BASE}/regions/{r}/subnetworks/kctl-demo-{r}"))
+            .collect();
+        json!({"name": "kctl-demo", "subnetworks": subnets})
+    }
+    fn names() -> Names {
+        Names::new("demo", "us-central1-b").unwrap()
+    }
+    fn rules() -> Vec<String> {
+        vec!["kctl-demo-internal".into(), "kctl-demo-ssh".into()]
+    }
+
+    #[test]
+    fn a_recorded_cluster_owns_what_bears_its_names_in_its_zone() {
+        let instances = [
+            instance("kctl-demo-master", "us-central1-b"),
+            instance("kctl-demo-minion-1", "us-central1-b"),
+        ];
+        // minion-2's instance is gone (a down that stopped half-way): its
+        // route still goes, as the record says the cluster is here.
+        let routes = [
+            route("kctl-demo-minion-1", "us-central1-b", "kctl-demo-minion-1"),
+            route("kctl-demo-minion-2", "us-central1-b", "kctl-demo-minion-2"),
+        ];
+        let subnet = json!({"name": "kctl-demo-us-central1"});
+        let net = network(&["us-central1"]);
+        let found = judge(
+            &names(),
+            Knowledge::Recorded,
+            &instances,
+            &routes,
+            rules(),
+            Some(&subnet),
+            Some(&net),
+        );
+        assert_eq!(found.instances, ["kctl-demo-master", "kctl-demo-minion-1"]);
+        assert_eq!(found.routes, ["kctl-demo-minion-1", "kctl-demo-minion-2"]);
+        assert_eq!(found.firewall_rules, rules());
+        assert_eq!(found.network.as_deref(), Some("kctl-demo"));
+        assert!(found.left_alone.is_empty() && found.elsewhere.is_empty());
+    }
+
+    #[test]
+    fn without_a_record_a_route_goes_only_with_its_live_next_hop_in_the_zone() {
+        let instances = [instance("kctl-demo-minion-1", "us-central1-b")];
+        let routes = [
+            route("kctl-demo-minion-1", "us-central1-b", "kctl-demo-minion-1"),
+            // next hop instance does not exist (or is not labelled)
+            route("kctl-demo-minion-2", "us-central1-b", "kctl-demo-minion-2"),
+            // next hop in another zone
+            route("kctl-demo-minion-3", "us-east1-b", "kctl-demo-minion-3"),
+            // next hop is another instance
+            route("kctl-demo-minion-4", "us-central1-b", "db-server"),
+        ];
+        let found = judge(
+            &names(),
+            Knowledge::FromFlags,
+            &instances,
+            &routes,
+            vec![],
+            None,
+            None,
+        );
+        assert_eq!(found.routes, ["kctl-demo-minion-1"]);
+        assert_eq!(found.left_alone.len(), 3, "{:?}", found.left_alone);
+        assert!(found.left_alone[1].contains("us-east1-b/kctl-demo-minion-3"));
+        // A recorded cluster still never takes a route whose hop is elsewhere.
+        let found = judge(
+            &names(),
+            Knowledge::Recorded,
+            &instances,
+            &routes,
+            vec![],
+            None,
+            None,
+        );
+        assert_eq!(found.routes, ["kctl-demo-minion-1", "kctl-demo-minion-2"]);
+    }
+
+    #[test]
+    fn instances_in_another_zone_are_reported_not_taken() {
+        let instances = [
+            instance("kctl-demo-master", "us-east1-b"),
+            instance("kctl-demo-minion-1", "us-east1-b"),
+        ];
+        let found = judge(
+            &names(),
+            Knowledge::FromFlags,
+            &instances,
+            &[],
+            vec![],
+            None,
+            None,
+        );
+        assert!(found.instances.is_empty());
+        assert_eq!(
+            found.elsewhere,
+            [
+                "kctl-demo-master (us-east1-b)",
+                "kctl-demo-minion-1 (us-east1-b)"
+            ]
+        );
+        assert!(found.is_empty() && !found.nothing_at_all());
+    }
+
+    #[test]
+    fn without_a_record_a_network_with_subnets_in_other_regions_is_left_alone() {
+        let net = network(&["us-east1"]);
+        let found = judge(
+            &names(),
+            Knowledge::FromFlags,
+            &[],
+            &[],
+            rules(),
+            None,
+            Some(&net),
+        );
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(found.left_alone.len(), 3, "{:?}", found.left_alone);
+        assert!(found.left_alone.iter().all(|l| l.contains("us-east1")));
+        // A network without subnets (an up that stopped early) is taken.
+        let bare = network(&[]);
+        let found = judge(
+            &names(),
+            Knowledge::FromFlags,
+            &[],
+            &[],
+            rules(),
+            None,
+            Some(&bare),
+        );
+        assert_eq!(found.network.as_deref(), Some("kctl-demo"));
+        assert_eq!(found.firewall_rules, rules());
+    }
 }
