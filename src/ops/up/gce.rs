@@ -111,17 +111,85 @@ pub fn cluster_config(
     }
 }
 
-/// known_hosts lines for every VM's external address, from the host keys
-/// read once from guest attributes.
+/// known_hosts lines for every VM, naming it by its external address and
+/// its instance name ("34.1.1.1,kctl-demo-master ssh-ed25519 AAAA…"), so
+/// that its pinned key stays tied to the instance if the address changes.
 pub fn known_hosts(made: &gce::GceCluster) -> Vec<String> {
     std::iter::once(&made.master)
         .chain(&made.minions)
         .flat_map(|vm: &Instance| {
             vm.host_keys
                 .iter()
-                .map(move |key| format!("{} {key}", vm.external_ip))
+                .map(move |key| format!("{},{} {key}", vm.external_ip, vm.name))
         })
         .collect()
+}
+
+/// A VM whose key read now differs from the one pinned when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedKey {
+    pub instance: String,
+    pub pinned: String,
+    pub read: String,
+}
+
+/// Checks the keys just read from guest attributes against the cluster's
+/// known_hosts (pure). Keys are pinned once, when a VM is first seen: any
+/// process in a VM can write guest attributes, so a later different key is
+/// never taken. A VM without a pinned line (new, or an older record
+/// without instance names, matched by address) is pinned now.
+pub fn check_pinned(pinned: &str, made: &gce::GceCluster) -> Vec<ChangedKey> {
+    let entries: Vec<(Vec<&str>, String)> = pinned
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (hosts, key) = l.trim().split_once(' ')?;
+            let key: Vec<&str> = key.split_whitespace().take(2).collect();
+            Some((hosts.split(',').collect(), key.join(" ")))
+        })
+        .collect();
+    let mut changed = vec![];
+    for vm in std::iter::once(&made.master).chain(&made.minions) {
+        let by_name: Vec<&String> = entries
+            .iter()
+            .filter(|(hosts, _)| hosts.contains(&vm.name.as_str()))
+            .map(|(_, key)| key)
+            .collect();
+        let ip = vm.external_ip.to_string();
+        let pins = if by_name.is_empty() {
+            entries
+                .iter()
+                .filter(|(hosts, _)| hosts.contains(&ip.as_str()))
+                .map(|(_, key)| key)
+                .collect()
+        } else {
+            by_name
+        };
+        let Some(read) = vm.host_keys.first() else {
+            continue;
+        };
+        if !pins.is_empty() && !pins.contains(&read) {
+            changed.push(ChangedKey {
+                instance: vm.name.clone(),
+                pinned: pins[0].clone(),
+                read: read.clone(),
+            });
+        }
+    }
+    changed
+}
+
+fn short_key(key: &str) -> String {
+    let (kind, blob) = key.split_once(' ').unwrap_or(("", key));
+    let tail: String = blob
+        .chars()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{kind} …{tail}")
 }
 
 /// Waits until every VM answers over SSH and its startup script has done
@@ -349,6 +417,27 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         "{} VMs running in {zone}; host keys pinned from guest attributes",
         count + 1
     ));
+    let pinned = std::fs::read_to_string(dir.known_hosts()).unwrap_or_default();
+    let changed = check_pinned(&pinned, &made);
+    if !changed.is_empty() {
+        let file = dir.known_hosts().display().to_string();
+        return Err(miette!(
+            help = format!(
+                "anything running in a VM can write its guest attributes, so kctl keeps the key it pinned when the VM was made. If you replaced the VM yourself, delete its line from {file} and run `kctl up` again; if not, treat the VM as compromised (`kctl down` deletes it). Nothing was changed on the VMs"
+            ),
+            "host key changed: {}",
+            changed
+                .iter()
+                .map(|c| format!(
+                    "{} now publishes {}, but {file} pins {}",
+                    c.instance,
+                    short_key(&c.read),
+                    short_key(&c.pinned)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     std::fs::write(dir.known_hosts(), known_hosts(&made).join("\n") + "\n").map_err(report)?;
     let config = cluster_config(name, record, &made, portal_net);
     dir.save(&config)?;
@@ -554,7 +643,35 @@ mod tests {
         assert_eq!(c.pod_network.mtu, Some(1460));
         let lines = known_hosts(&made);
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("34.1.1.1 ssh-ed25519 "));
+        assert!(lines[0].starts_with("34.1.1.1,kctl-d-master ssh-ed25519 "));
+    }
+
+    #[test]
+    fn a_key_is_pinned_once_and_a_different_one_later_is_refused() {
+        let mut made = gce::GceCluster {
+            master: vm("kctl-d-master", "10.240.0.2", "34.1.1.1"),
+            minions: vec![vm("kctl-d-minion-1", "10.240.0.3", "34.1.1.2")],
+        };
+        // First up: nothing pinned yet; everything is taken.
+        assert!(check_pinned("", &made).is_empty());
+        let pinned = known_hosts(&made).join("\n");
+        assert!(check_pinned(&pinned, &made).is_empty());
+        // The master's address changed (stop/start): same key, still fine.
+        made.master.external_ip = "34.9.9.9".parse().unwrap();
+        assert!(check_pinned(&pinned, &made).is_empty());
+        // A minion publishes another key: refused, named.
+        made.minions[0].host_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther".into()];
+        let changed = check_pinned(&pinned, &made);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].instance, "kctl-d-minion-1");
+        assert!(changed[0].pinned.ends_with("AAAAIExample"));
+        // Records of an older kctl pin by address only.
+        let old = "34.1.1.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n";
+        assert_eq!(check_pinned(old, &made).len(), 1);
+        // A new VM (a minion added later) is pinned on first sight.
+        made.minions
+            .push(vm("kctl-d-minion-2", "10.240.0.4", "34.1.1.3"));
+        assert_eq!(check_pinned(&pinned, &made).len(), 1);
     }
 
     #[test]
