@@ -1,13 +1,15 @@
 #!/bin/sh
-# kctl master of cluster @CLUSTER@ on GCE (Debian 12). GCE runs this as root
-# on every boot (startup-script metadata); each step is safe to repeat.
-set -eu
+# kctl master of cluster @CLUSTER@ on GCE (Debian 12), written by kctl
+# @KCTL_VERSION@. Each step is safe to repeat: this runs on every boot.
+set -u
+@BOOT_LIB@
 
-# etcd's binaries; kctl starts its own etcd on port 4001 later, over SSH.
-if ! dpkg-query -W -f='${Status}' etcd-server 2>/dev/null | grep -q "install ok installed"; then
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server
-fi
+boot_steps() {
+  # etcd's binaries; kctl starts its own etcd on port 4001 later, over SSH.
+  install_packages etcd-server
+  # Debian's packaged etcd service would hold the data dir and ports: off.
+  systemctl disable --now etcd 2>/dev/null || true
+  etcd --version >/dev/null
+}
 
-# Debian's packaged etcd service would hold the data dir and ports: off.
-systemctl disable --now etcd 2>/dev/null || true
+kctl_boot

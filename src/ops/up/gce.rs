@@ -192,46 +192,104 @@ fn short_key(key: &str) -> String {
     format!("{kind} …{tail}")
 }
 
-/// Waits until every VM answers over SSH and its startup script has done
-/// its work (Docker answers; etcd is installed on the master).
+/// What a VM's startup script has told, read over SSH (pure judgement of
+/// the two marker reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootState {
+    Done,
+    /// Finished, but written by another kctl's script.
+    OtherVersion(String),
+    /// The failed marker: the log's tail.
+    Failed(String),
+    Running,
+}
+
+pub fn boot_state(done: Option<&str>, failed: Option<&str>) -> BootState {
+    match (done.map(str::trim), failed) {
+        (Some(v), _) if v == gce::BOOT_VERSION => BootState::Done,
+        (Some(v), _) => BootState::OtherVersion(v.to_string()),
+        (None, Some(log)) => BootState::Failed(log.trim_end().to_string()),
+        (None, None) => BootState::Running,
+    }
+}
+
+/// A file's content over SSH, None if it cannot be read (absent).
+async fn read_remote(exec: &SshExec, path: &str) -> Result<Option<String>, crate::exec::ExecError> {
+    let out = exec.run(&crate::argv!["cat", path], None).await?;
+    Ok(out.success().then(|| out.stdout_text()))
+}
+
+/// Waits until every VM answers over SSH and its startup script has left
+/// its done marker. A failed marker stops the wait at once with the
+/// script's log; SSH that never answers ends in a timeout.
 async fn wait_for_boot(
     config: &ClusterConfig,
     auth: &SshAuth,
     timeout: Duration,
 ) -> miette::Result<()> {
     let deadline = Instant::now() + timeout;
-    let mut machines: Vec<(crate::ssh::SshTarget, Vec<String>)> = config
-        .minions
-        .iter()
-        .map(|m| {
-            (
-                m.ssh_target(),
-                crate::argv!["docker", "version", "--format", "{{.Server.Version}}"],
-            )
-        })
-        .collect();
+    let mut targets: Vec<crate::ssh::SshTarget> =
+        config.minions.iter().map(|m| m.ssh_target()).collect();
     if let Some(etcd) = &config.etcd_host {
-        machines.push((
-            etcd.ssh_target(),
-            crate::argv![crate::bootstrap::etcd::ETCD_PROGRAM, "--version"],
-        ));
+        targets.push(etcd.ssh_target());
     }
-    let waits = machines.into_iter().map(|(target, ready)| async move {
-        let mut last = String::new();
+    let poll = Duration::from_secs(3).min(timeout / 4);
+    let waits = targets.into_iter().map(|target| async move {
+        let mut last = String::from("no SSH answer yet");
+        let mut exec: Option<SshExec> = None;
         while Instant::now() < deadline {
-            match SshExec::connect(&target, auth).await {
-                Ok(exec) => {
-                    let ok = exec.run(&ready, None).await.map(|o| o.success());
-                    exec.close().await;
-                    match ok {
-                        Ok(true) => return Ok(()),
-                        Ok(false) => last = "its startup script is still installing".into(),
-                        Err(e) => last = e.to_string(),
-                    }
+            if exec.is_none() {
+                match SshExec::connect(&target, auth).await {
+                    Ok(e) => exec = Some(e),
+                    Err(e) => last = e.to_string(),
                 }
-                Err(e) => last = e.to_string(),
             }
-            tokio::time::sleep(Duration::from_secs(5).min(timeout / 4)).await;
+            if let Some(e) = &exec {
+                let state = async {
+                    let done = read_remote(e, gce::BOOT_DONE).await?;
+                    let failed = match done {
+                        Some(_) => None,
+                        None => read_remote(e, gce::BOOT_FAILED).await?,
+                    };
+                    Ok::<_, crate::exec::ExecError>(boot_state(done.as_deref(), failed.as_deref()))
+                }
+                .await;
+                let outcome = match state {
+                    Ok(BootState::Done) => Some(Ok(())),
+                    Ok(BootState::OtherVersion(v)) => Some(Err(format!(
+                        "{}: its startup script is kctl {v}'s, this is kctl {}; the VM must be made again (`kctl down`, `kctl up`)",
+                        target.name,
+                        gce::BOOT_VERSION
+                    ))),
+                    Ok(BootState::Failed(log)) => Some(Err(format!(
+                        "{}: its startup script failed; the end of its log ({}):\n{log}",
+                        target.name,
+                        gce::BOOT_FAILED
+                    ))),
+                    Ok(BootState::Running) => {
+                        last = "its startup script is still running".into();
+                        None
+                    }
+                    Err(err) => {
+                        last = err.to_string();
+                        // Connect again next round.
+                        if let Some(e) = exec.take() {
+                            e.close().await;
+                        }
+                        None
+                    }
+                };
+                if let Some(outcome) = outcome {
+                    if let Some(e) = exec.take() {
+                        e.close().await;
+                    }
+                    return outcome;
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
+        if let Some(e) = exec {
+            e.close().await;
         }
         Err(format!(
             "{} not ready after {}s: {last}",
@@ -248,7 +306,7 @@ async fn wait_for_boot(
         Ok(())
     } else {
         Err(miette!(
-            help = "the VMs stay; `kctl up` again continues, `kctl down` removes them",
+            help = "the VMs stay; fix the cause and run `kctl up` again (a VM runs its startup script again when it reboots), or `kctl down` removes them",
             "{}",
             failures.join("\n")
         ))
@@ -707,5 +765,20 @@ mod tests {
             err.contains("--project other-proj") && err.contains("--zone us-east1-b"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn boot_markers_are_judged() {
+        let v = gce::BOOT_VERSION;
+        assert_eq!(boot_state(Some(&format!("{v}\n")), None), BootState::Done);
+        assert_eq!(
+            boot_state(Some("0.0.1\n"), None),
+            BootState::OtherVersion("0.0.1".into())
+        );
+        assert_eq!(
+            boot_state(None, Some("E: Unable to locate package dokcer.io\n")),
+            BootState::Failed("E: Unable to locate package dokcer.io".into())
+        );
+        assert_eq!(boot_state(None, None), BootState::Running);
     }
 }

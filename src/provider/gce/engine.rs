@@ -424,14 +424,24 @@ fn all_ok<T>(results: Vec<Result<T, GceError>>) -> Result<Vec<T>, GceError> {
 
 const MASTER_SCRIPT: &str = include_str!("../../../cluster/gce/master.sh");
 const MINION_SCRIPT: &str = include_str!("../../../cluster/gce/minion.sh");
+const BOOT_LIB: &str = include_str!("../../../cluster/gce/boot-lib.sh");
+/// What a finished startup script writes to its marker, and `up` expects.
+pub const BOOT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Where the startup scripts leave their markers and log on the VM.
+pub const BOOT_DONE: &str = "/var/lib/kctl-boot/done";
+pub const BOOT_FAILED: &str = "/var/lib/kctl-boot/failed";
 
-/// The startup script of the master, or of minion `n`.
+/// The startup script of the master, or of minion `n`: the role's steps
+/// with the shared boot library (apt retries, swap, markers) inlined, so
+/// the metadata value is one self-contained script.
 pub fn startup_script(spec: &GceSpec, role: Role, n: usize) -> String {
     let template = match role {
         Role::Master => MASTER_SCRIPT,
         Role::Minion => MINION_SCRIPT,
     };
     template
+        .replace("@BOOT_LIB@", BOOT_LIB.trim_end())
+        .replace("@KCTL_VERSION@", BOOT_VERSION)
         .replace("@CLUSTER@", &spec.cluster)
         .replace("@MINION_INDEX@", &n.to_string())
         .replace("@POD_CIDR@", &pod_cidr(n))

@@ -24,7 +24,7 @@ pub use commands::shell_line;
 pub use engine::{
     create, destroy, discover, down_commands, judge, planned, preflight, startup_script, up,
     up_commands, write_metadata_files, Discovered, GceCluster, Knowledge, PreflightReport,
-    Progress,
+    Progress, BOOT_DONE, BOOT_FAILED, BOOT_VERSION,
 };
 pub use parse::Instance;
 pub use spec::{GceSpec, Names, Role, GCE_MTU};

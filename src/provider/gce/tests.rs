@@ -492,6 +492,24 @@ fn base64_round_trip_is_strict() {
     assert_eq!(parse::base64_decode("aGVsbG8=").unwrap(), b"hello");
 }
 
+/// An `@NAME@` left unfilled.
+fn has_placeholder(script: &str) -> bool {
+    script.match_indices('@').any(|(at, _)| {
+        let rest = &script[at + 1..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .collect();
+        !name.is_empty() && rest[name.len()..].starts_with('@')
+    })
+}
+
+#[test]
+fn a_placeholder_is_found_wherever_it_stands() {
+    assert!(has_placeholder("a \"$@\" b @CLUSTER@ c"));
+    assert!(!has_placeholder("for p in \"$@\"; do kctl@host"));
+}
+
 #[test]
 fn startup_scripts_are_filled_in() {
     let s = spec(3);
@@ -499,11 +517,14 @@ fn startup_scripts_are_filled_in() {
     assert!(minion.starts_with("#!/bin/sh"));
     assert!(minion.contains("minion 2 of cluster demo") && minion.contains("10.244.2.0/24"));
     assert!(minion.contains("net.ipv4.ip_forward=1"));
-    assert!(minion.contains("docker.io nftables iptables"));
-    assert!(!minion.contains('@'));
+    assert!(minion.contains("install_packages docker.io nftables iptables apparmor"));
+    // The boot library is inlined: the metadata value stands alone.
+    assert!(minion.contains("apt_get()") && minion.contains("DPkg::Lock::Timeout=300"));
+    assert!(minion.contains(&format!("KCTL_VERSION='{BOOT_VERSION}'")));
+    assert!(!has_placeholder(&minion), "{minion}");
     let master = engine::startup_script(&s, Role::Master, 0);
     assert!(master.contains("etcd-server") && master.contains("systemctl disable --now etcd"));
-    assert!(!master.contains('@'));
+    assert!(!has_placeholder(&master), "{master}");
     assert!(minion.len() < 256 * 1024 && master.len() < 256 * 1024);
 }
 
@@ -701,5 +722,125 @@ mod ownership {
         );
         assert_eq!(found.network.as_deref(), Some("kctl-demo"));
         assert_eq!(found.firewall_rules, rules());
+    }
+}
+
+/// The startup script's own logic, run by /bin/sh with stand-ins for the
+/// programs that would change this machine (apt-get, dpkg, systemctl,
+/// etcd): apt retried until it works, then the done marker with kctl's
+/// version; apt failing for good leaves the failed marker with the log's
+/// tail and exits non-zero. (The real packages are installed by the same
+/// script on booted Debian machines in the integration tests.)
+mod startup_script_runs {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::process::Command;
+
+    struct Sandbox {
+        dir: PathBuf,
+    }
+
+    impl Sandbox {
+        fn new(name: &str, apt_failures: u32) -> Sandbox {
+            let dir = std::env::temp_dir().join(format!("kctl-boot-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("bin")).unwrap();
+            let stub = |name: &str, body: &str| {
+                let path = dir.join("bin").join(name);
+                std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            let calls = dir.join("calls");
+            let count = dir.join("apt-count");
+            stub(
+                "apt-get",
+                &format!(
+                    "echo \"apt-get $*\" >>{calls}\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n+1)) >{count}\nif [ \"$n\" -lt {apt_failures} ]; then echo 'E: Could not get lock /var/lib/dpkg/lock-frontend' >&2; exit 100; fi",
+                    calls = calls.display(),
+                    count = count.display()
+                ),
+            );
+            stub("dpkg-query", "exit 1");
+            stub("dpkg", &format!("echo \"dpkg $*\" >>{}", calls.display()));
+            stub(
+                "systemctl",
+                &format!("echo \"systemctl $*\" >>{}", calls.display()),
+            );
+            stub("etcd", "echo 'etcd Version: 3.4.23'");
+            Sandbox { dir }
+        }
+
+        fn run(&self, script: &str) -> std::process::Output {
+            let path = self.dir.join("startup.sh");
+            std::fs::write(&path, script).unwrap();
+            let bin = self.dir.join("bin");
+            Command::new("/bin/sh")
+                .arg(&path)
+                .env(
+                    "PATH",
+                    format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
+                )
+                .env("KCTL_BOOT", self.dir.join("boot"))
+                .env("KCTL_BOOT_RETRY_PAUSE", "0")
+                .output()
+                .unwrap()
+        }
+
+        fn read(&self, name: &str) -> Option<String> {
+            std::fs::read_to_string(self.dir.join(name)).ok()
+        }
+
+        fn boot(&self, name: &str) -> Option<String> {
+            self.read(&Path::new("boot").join(name).display().to_string())
+        }
+    }
+
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_out_and_the_done_marker_names_the_version() {
+        let sandbox = Sandbox::new("retry", 2);
+        let out = sandbox.run(&engine::startup_script(&spec(1), Role::Master, 0));
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{log}");
+        let calls = sandbox.read("calls").unwrap();
+        // update failed twice (lock held), then update and install ran.
+        assert_eq!(calls.matches("apt-get").count(), 4, "{calls}");
+        assert!(
+            calls.contains("install --no-install-recommends etcd-server"),
+            "{calls}"
+        );
+        assert!(calls.contains("DPkg::Lock::Timeout=300"), "{calls}");
+        assert!(calls.contains("dpkg --configure -a"), "{calls}");
+        assert!(calls.contains("systemctl disable --now etcd"), "{calls}");
+        assert_eq!(
+            sandbox.boot("done").as_deref(),
+            Some(&*format!("{BOOT_VERSION}\n"))
+        );
+        assert!(sandbox.boot("failed").is_none());
+        assert!(sandbox.boot("log").unwrap().contains("retrying"));
+    }
+
+    #[test]
+    fn apt_failing_for_good_leaves_the_failed_marker_with_the_log_tail() {
+        let sandbox = Sandbox::new("fail", 99);
+        // A done marker of an earlier boot must not survive this one.
+        std::fs::create_dir_all(sandbox.dir.join("boot")).unwrap();
+        std::fs::write(sandbox.dir.join("boot/done"), "0.0.1\n").unwrap();
+        let out = sandbox.run(&engine::startup_script(&spec(1), Role::Minion, 1));
+        assert!(!out.status.success());
+        assert!(sandbox.boot("done").is_none());
+        let failed = sandbox.boot("failed").unwrap();
+        assert!(failed.contains("Could not get lock"), "{failed}");
+        assert!(failed.contains("failed 4 times"), "{failed}");
+        // Four tries, then no install step ran.
+        let calls = sandbox.read("calls").unwrap();
+        assert_eq!(calls.matches("apt-get").count(), 4, "{calls}");
+        assert!(!calls.contains("systemctl enable"), "{calls}");
     }
 }
