@@ -377,21 +377,17 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     gspec.validate()?;
 
     if options.dry_run {
-        let mut commands = vec![];
-        if existing.is_none() {
-            // The reads that make sure no cluster of this name exists.
-            commands.extend(gce::down_commands(
-                &project,
-                &zone,
-                name,
-                &gce::Discovered::default(),
-            )?);
-        }
-        commands.extend(gce::up_commands(&gspec)?);
+        let commands = gce::up_commands(&gspec)?;
         ui.out(format!(
             "# kctl up --provider gce would run these {} gcloud commands (none was run);\n# then SSH to each VM: etcd on the master, Docker network, rules and kctl-node on the minions.",
             commands.len()
         ));
+        if gspec.ssh_sources.iter().any(|s| s == "0.0.0.0/0") {
+            ui.out(format!(
+                "# warning: SSH (tcp:22) to every VM is open to 0.0.0.0/0, as kube-up.sh had it; `--ssh-source YOUR.ADDRESS/32` narrows the firewall rule {} to your own address.",
+                gspec.names()?.firewall_ssh
+            ));
+        }
         for argv in commands {
             ui.out(gce::shell_line(&argv));
         }
@@ -424,24 +420,33 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     // Without a record here, anything of this name in the project belongs
     // to someone else (or to a record that was lost): never adopt it, as
     // this record's `down` would then delete it.
-    if existing.is_none() {
-        let found = gce::discover(&g, &project, &zone, name, gce::Knowledge::FromFlags).await?;
-        if !found.nothing_at_all() {
+    let knowledge = match existing {
+        Some(_) => gce::Knowledge::Recorded,
+        None => gce::Knowledge::FromFlags,
+    };
+    let found = gce::discover(&g, &project, &zone, name, knowledge).await?;
+    if existing.is_none() && !found.nothing_at_all() {
+        let _ = std::fs::remove_dir_all(&dir.dir);
+        return Err(miette!(
+            help = format!(
+                "pick another --cluster name; if it is yours and its record is lost, `kctl down --cluster {name} --provider gce --project {project} --zone {zone}` deletes it"
+            ),
+            "project {project} already has resources of a kctl cluster named {name} that this machine has no record of: {}",
+            found
+                .lines()
+                .into_iter()
+                .chain(found.left_alone.clone())
+                .chain(found.elsewhere.iter().map(|i| format!("instance {i}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    // Quotas before the first create: a shortfall creates nothing.
+    if let Err(e) = gce::check_quotas(&g, &gspec, &preflight, &found).await {
+        if existing.is_none() {
             let _ = std::fs::remove_dir_all(&dir.dir);
-            return Err(miette!(
-                help = format!(
-                    "pick another --cluster name; if it is yours and its record is lost, `kctl down --cluster {name} --provider gce --project {project} --zone {zone}` deletes it"
-                ),
-                "project {project} already has resources of a kctl cluster named {name} that this machine has no record of: {}",
-                found
-                    .lines()
-                    .into_iter()
-                    .chain(found.left_alone.clone())
-                    .chain(found.elsewhere.iter().map(|i| format!("instance {i}")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
         }
+        return Err(e.into());
     }
 
     // A record before anything exists in the cloud: whatever fails later,

@@ -62,6 +62,34 @@ pub fn machine_type_describe(p: &str, z: &str, machine_type: &str) -> Vec<String
     ]
 }
 
+/// Regional quotas (CPUS, IN_USE_ADDRESSES, INSTANCES, DISKS_TOTAL_GB).
+pub fn region_describe(p: &str, region: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "regions",
+        "describe",
+        region,
+        project(p),
+        JSON,
+        QUIET
+    ]
+}
+
+/// The organisation policy in force on the project for `constraint`
+/// (e.g. `compute.requireOsLogin`), inherited ones included.
+pub fn org_policy_describe(p: &str, constraint: &str) -> Vec<String> {
+    argv![
+        "resource-manager",
+        "org-policies",
+        "describe",
+        constraint,
+        project(p),
+        "--effective",
+        JSON,
+        QUIET
+    ]
+}
+
 /// Public images live in their own project; that is the `--project` here.
 pub fn image_describe() -> Vec<String> {
     argv![

@@ -19,13 +19,164 @@ pub struct GceCluster {
     pub minions: Vec<Instance>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PreflightReport {
     /// The active gcloud account.
     pub account: String,
     /// Things worth telling the user that do not stop `up` (a machine type
-    /// or image marked deprecated).
+    /// or image marked deprecated, a policy kctl could not read).
     pub warnings: Vec<String>,
+    /// `guestCpus` of each machine type the cluster uses (what the CPUS
+    /// quota counts).
+    pub guest_cpus: Vec<(String, u32)>,
+    /// The project's `quotas[]` (global metrics).
+    pub project_quotas: Vec<Quota>,
+}
+
+/// One quota as GCE reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quota {
+    pub metric: String,
+    pub limit: f64,
+    pub usage: f64,
+}
+
+/// `quotas[]` of a project or region resource.
+pub fn quotas(value: &Value) -> Vec<Quota> {
+    value
+        .get("quotas")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|q| {
+            Some(Quota {
+                metric: q.get("metric")?.as_str()?.to_string(),
+                limit: q.get("limit")?.as_f64()?,
+                usage: q.get("usage").and_then(Value::as_f64).unwrap_or(0.0),
+            })
+        })
+        .collect()
+}
+
+/// One line per quota that cannot hold what `up` would add (pure).
+/// Metrics the resource does not report are not judged.
+pub fn quota_shortfalls(available: &[Quota], needed: &[(&str, f64)]) -> Vec<String> {
+    needed
+        .iter()
+        .filter(|(_, n)| *n > 0.0)
+        .filter_map(|(metric, n)| {
+            let q = available.iter().find(|q| q.metric == *metric)?;
+            (q.usage + n > q.limit).then(|| {
+                format!(
+                    "{metric}: needs {n}, but {} of {} are in use",
+                    q.usage, q.limit
+                )
+            })
+        })
+        .collect()
+}
+
+/// What `up` still has to create, given what exists: the quotas it needs
+/// (pure). Instances count CPUS (their machine type's guestCpus), an
+/// external address each and a 10 GB boot disk each.
+pub fn needed_quota(
+    spec: &GceSpec,
+    existing: &Discovered,
+    guest_cpus: &[(String, u32)],
+) -> Result<(Vec<(&'static str, f64)>, Vec<(&'static str, f64)>), GceError> {
+    let plan = planned(spec)?;
+    let missing = |want: &[String], have: &[String]| {
+        want.iter()
+            .filter(|w| !have.contains(w))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let n = spec.names()?;
+    let cpus_of = |machine_type: &str| {
+        guest_cpus
+            .iter()
+            .find(|(t, _)| t == machine_type)
+            .map_or(1, |(_, c)| *c) as f64
+    };
+    let new_instances = missing(&plan.instances, &existing.instances);
+    let cpus: f64 = new_instances
+        .iter()
+        .map(|i| {
+            if *i == n.master {
+                cpus_of(&spec.master_machine_type)
+            } else {
+                cpus_of(&spec.machine_type)
+            }
+        })
+        .sum();
+    let count = new_instances.len() as f64;
+    let regional = vec![
+        ("CPUS", cpus),
+        ("INSTANCES", count),
+        ("IN_USE_ADDRESSES", count),
+        ("DISKS_TOTAL_GB", 10.0 * count),
+    ];
+    let global = vec![
+        ("NETWORKS", (existing.network.is_none() as u8) as f64),
+        ("SUBNETWORKS", (existing.subnet.is_none() as u8) as f64),
+        (
+            "FIREWALLS",
+            missing(&plan.firewall_rules, &existing.firewall_rules).len() as f64,
+        ),
+        (
+            "ROUTES",
+            missing(&plan.routes, &existing.routes).len() as f64,
+        ),
+    ];
+    Ok((regional, global))
+}
+
+/// Checks, before anything is created, that the project's and region's
+/// quotas can hold what `up` still has to make. Each shortfall is named
+/// with its numbers.
+pub async fn check_quotas<G: Gcloud>(
+    g: &G,
+    spec: &GceSpec,
+    report: &PreflightReport,
+    existing: &Discovered,
+) -> Result<(), GceError> {
+    let (regional, global) = needed_quota(spec, existing, &report.guest_cpus)?;
+    let region = spec.names()?.region;
+    let argv = cmd::region_describe(&spec.project, &region);
+    let out = g.run(&argv).await?;
+    if !out.success() {
+        return Err(failed(&argv, &out));
+    }
+    let value = parse::single_object(&out.stdout).map_err(|m| bad_output(&argv, m))?;
+    let mut short = quota_shortfalls(&quotas(&value), &regional);
+    short.extend(quota_shortfalls(&report.project_quotas, &global));
+    if short.is_empty() {
+        Ok(())
+    } else {
+        Err(GceError::Quota {
+            project: spec.project.clone(),
+            region,
+            shortfalls: short,
+        })
+    }
+}
+
+/// Whether an effective organisation policy enforces a boolean
+/// constraint: `{"booleanPolicy": {"enforced": true}}`.
+pub fn policy_enforced(value: &Value) -> bool {
+    value.pointer("/booleanPolicy/enforced") == Some(&Value::Bool(true))
+}
+
+/// A `commonInstanceMetadata` item of a project, lower-cased.
+pub fn project_metadata(project: &Value, key: &str) -> Option<String> {
+    project
+        .pointer("/commonInstanceMetadata/items")?
+        .as_array()?
+        .iter()
+        .find(|i| i.get("key").and_then(Value::as_str) == Some(key))?
+        .get("value")?
+        .as_str()
+        .map(|v| v.trim().to_ascii_lowercase())
 }
 
 /// What exists of one cluster, by name, sorted: what `down` deletes, and
@@ -265,6 +416,13 @@ pub async fn preflight<G: Gcloud>(g: &G, spec: &GceSpec) -> Result<PreflightRepo
             message: error_text(&out.stderr),
         });
     }
+    let project_value =
+        parse::single_object(&out.stdout).map_err(|m| bad_output(&cmd::project_info(p), m))?;
+    if project_metadata(&project_value, "enable-oslogin").as_deref() == Some("true") {
+        warnings.push(format!(
+            "project {p} turns OS Login on (enable-oslogin=TRUE); kctl's VMs turn it off for themselves so that their ssh-keys metadata applies"
+        ));
+    }
 
     let argv = cmd::zone_describe(p, z);
     let out = g.run(&argv).await?;
@@ -290,6 +448,7 @@ pub async fn preflight<G: Gcloud>(g: &G, spec: &GceSpec) -> Result<PreflightRepo
     if spec.machine_type != spec.master_machine_type {
         types.push(spec.machine_type.clone());
     }
+    let mut guest_cpus = vec![];
     for machine_type in types {
         let argv = cmd::machine_type_describe(p, z, &machine_type);
         let out = g.run(&argv).await?;
@@ -304,6 +463,8 @@ pub async fn preflight<G: Gcloud>(g: &G, spec: &GceSpec) -> Result<PreflightRepo
         if let Some(state) = parse::deprecation(&value) {
             warnings.push(format!("machine type {machine_type} is marked {state}"));
         }
+        let cpus = value.get("guestCpus").and_then(Value::as_u64).unwrap_or(1);
+        guest_cpus.push((machine_type, cpus as u32));
     }
 
     let argv = cmd::image_describe();
@@ -317,7 +478,56 @@ pub async fn preflight<G: Gcloud>(g: &G, spec: &GceSpec) -> Result<PreflightRepo
     if let Some(state) = parse::deprecation(&image) {
         warnings.push(format!("image family debian-12 is marked {state}"));
     }
-    Ok(PreflightReport { account, warnings })
+
+    // Organisation policies that would make the VMs unusable to kctl,
+    // found now rather than as a host-key or SSH timeout later.
+    for (constraint, problem) in [
+        ("compute.requireOsLogin", PolicyProblem::OsLogin),
+        (
+            "compute.disableGuestAttributesAccess",
+            PolicyProblem::GuestAttributes,
+        ),
+    ] {
+        let argv = cmd::org_policy_describe(p, constraint);
+        let out = g.run(&argv).await?;
+        if !out.success() {
+            warnings.push(format!(
+                "could not read the organisation policy {constraint} ({}); if it is enforced, {}",
+                error_text(&out.stderr),
+                problem.consequence()
+            ));
+            continue;
+        }
+        let value = parse::single_object(&out.stdout).map_err(|m| bad_output(&argv, m))?;
+        if policy_enforced(&value) {
+            return Err(GceError::Policy {
+                project: p.to_string(),
+                constraint: constraint.to_string(),
+                consequence: problem.consequence().to_string(),
+            });
+        }
+    }
+    Ok(PreflightReport {
+        account,
+        warnings,
+        guest_cpus,
+        project_quotas: quotas(&project_value),
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PolicyProblem {
+    OsLogin,
+    GuestAttributes,
+}
+
+impl PolicyProblem {
+    fn consequence(self) -> &'static str {
+        match self {
+            PolicyProblem::OsLogin => "the VMs ignore the ssh-keys metadata and kctl cannot log in with its own key",
+            PolicyProblem::GuestAttributes => "the VMs cannot publish their SSH host keys, and kctl will not trust a key it has not seen published",
+        }
+    }
 }
 
 // ---- create ----
@@ -332,6 +542,15 @@ pub async fn up<G: Gcloud>(
     for warning in &report.warnings {
         progress(&format!("warning: {warning}"));
     }
+    let existing = discover(
+        g,
+        &spec.project,
+        &spec.zone,
+        &spec.cluster,
+        Knowledge::Recorded,
+    )
+    .await?;
+    check_quotas(g, spec, &report, &existing).await?;
     let cluster = create(g, spec, progress).await?;
     Ok((report, cluster))
 }
@@ -783,6 +1002,15 @@ pub fn up_commands(spec: &GceSpec) -> Result<Vec<Vec<String>>, GceError> {
         calls.push(cmd::machine_type_describe(p, z, &spec.machine_type));
     }
     calls.push(cmd::image_describe());
+    calls.push(cmd::org_policy_describe(p, "compute.requireOsLogin"));
+    calls.push(cmd::org_policy_describe(
+        p,
+        "compute.disableGuestAttributesAccess",
+    ));
+    // What exists already (also of a same-named cluster elsewhere), then
+    // whether the quotas hold the rest.
+    calls.extend(discovery_reads(p, &n));
+    calls.push(cmd::region_describe(p, &n.region));
     calls.push(cmd::network_describe(p, &n));
     calls.push(cmd::network_create(p, &n));
     calls.push(cmd::subnet_describe(p, &n));
@@ -808,6 +1036,17 @@ pub fn up_commands(spec: &GceSpec) -> Result<Vec<Vec<String>>, GceError> {
     Ok(with_gcloud(calls))
 }
 
+/// The reads of `discover`, in its order.
+fn discovery_reads(project: &str, n: &Names) -> Vec<Vec<String>> {
+    vec![
+        cmd::instances_list(project, n),
+        cmd::routes_list(project, n),
+        cmd::firewalls_list(project, n),
+        cmd::subnet_describe(project, n),
+        cmd::network_describe(project, n),
+    ]
+}
+
 /// Every gcloud argv `down` issues when `found` is what exists: the
 /// discovery reads, the deletes, and the reads that check nothing is left.
 pub fn down_commands(
@@ -819,13 +1058,7 @@ pub fn down_commands(
     super::spec::validate_cluster(cluster)?;
     super::spec::validate_project(project)?;
     let n = Names::new(cluster, zone)?;
-    let reads = vec![
-        cmd::instances_list(project, &n),
-        cmd::routes_list(project, &n),
-        cmd::firewalls_list(project, &n),
-        cmd::subnet_describe(project, &n),
-        cmd::network_describe(project, &n),
-    ];
+    let reads = discovery_reads(project, &n);
     let mut calls = reads.clone();
     if !found.is_empty() {
         calls.extend(delete_calls(project, zone, &n, found));

@@ -22,9 +22,10 @@ mod tests;
 
 pub use commands::shell_line;
 pub use engine::{
-    create, destroy, discover, down_commands, judge, planned, preflight, startup_script, up,
-    up_commands, write_metadata_files, Discovered, GceCluster, Knowledge, PreflightReport,
-    Progress, BOOT_DONE, BOOT_FAILED, BOOT_VERSION,
+    check_quotas, create, destroy, discover, down_commands, judge, needed_quota, planned,
+    policy_enforced, preflight, quota_shortfalls, quotas, startup_script, up, up_commands,
+    write_metadata_files, Discovered, GceCluster, Knowledge, PreflightReport, Progress, Quota,
+    BOOT_DONE, BOOT_FAILED, BOOT_VERSION,
 };
 pub use parse::Instance;
 pub use spec::{GceSpec, Names, Role, GCE_MTU};
@@ -116,6 +117,26 @@ pub enum GceError {
         cluster: String,
         zone: String,
         elsewhere: Vec<String>,
+    },
+    #[error("the quotas of project {project} cannot hold the cluster: {}", .shortfalls.join("; "))]
+    #[diagnostic(help(
+        "nothing was created. Ask for more quota (Cloud Console, IAM & Admin > Quotas, region {region}), use fewer --minions, or free what is in use"
+    ))]
+    Quota {
+        project: String,
+        region: String,
+        shortfalls: Vec<String>,
+    },
+    #[error(
+        "the organisation policy {constraint} is enforced on project {project}: {consequence}"
+    )]
+    #[diagnostic(help(
+        "nothing was created. An organisation policy administrator can exempt this project (`gcloud resource-manager org-policies disable-enforce {constraint} --project={project}`), or use another project"
+    ))]
+    Policy {
+        project: String,
+        constraint: String,
+        consequence: String,
     },
     #[error("still present after teardown: {}", .remaining.join(", "))]
     #[diagnostic(help("run `kctl down` again; if it persists, delete them in the Cloud Console"))]

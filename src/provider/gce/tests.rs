@@ -844,3 +844,100 @@ mod startup_script_runs {
         assert!(!calls.contains("systemctl enable"), "{calls}");
     }
 }
+
+mod capacity {
+    use super::*;
+    use serde_json::json;
+
+    fn quota(metric: &str, limit: f64, usage: f64) -> Quota {
+        Quota {
+            metric: metric.into(),
+            limit,
+            usage,
+        }
+    }
+
+    #[test]
+    fn quotas_are_read_from_a_region_or_project() {
+        let region = json!({"quotas": [
+            {"metric": "CPUS", "limit": 8.0, "usage": 6.0},
+            {"metric": "IN_USE_ADDRESSES", "limit": 8, "usage": 0},
+            {"metric": "broken"}
+        ]});
+        assert_eq!(
+            quotas(&region),
+            [quota("CPUS", 8.0, 6.0), quota("IN_USE_ADDRESSES", 8.0, 0.0)]
+        );
+    }
+
+    #[test]
+    fn a_first_up_needs_every_instance_and_network_resource() {
+        let mut s = spec(3);
+        s.machine_type = "e2-micro".into();
+        let cpus = [("f1-micro".to_string(), 1), ("e2-micro".to_string(), 2)];
+        let (regional, global) = needed_quota(&s, &Discovered::default(), &cpus).unwrap();
+        // master f1-micro (1) + 3 minions e2-micro (2 each)
+        assert_eq!(
+            regional,
+            [
+                ("CPUS", 7.0),
+                ("INSTANCES", 4.0),
+                ("IN_USE_ADDRESSES", 4.0),
+                ("DISKS_TOTAL_GB", 40.0)
+            ]
+        );
+        assert_eq!(
+            global,
+            [
+                ("NETWORKS", 1.0),
+                ("SUBNETWORKS", 1.0),
+                ("FIREWALLS", 2.0),
+                ("ROUTES", 3.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rerun_needs_only_what_is_missing() {
+        let s = spec(2);
+        let mut existing = planned(&s).unwrap();
+        existing.instances.retain(|i| i != "kctl-demo-minion-2");
+        existing.routes.clear();
+        let cpus = [("f1-micro".to_string(), 1)];
+        let (regional, global) = needed_quota(&s, &existing, &cpus).unwrap();
+        assert_eq!(regional[0], ("CPUS", 1.0));
+        assert_eq!(regional[1], ("INSTANCES", 1.0));
+        assert_eq!(global[0], ("NETWORKS", 0.0));
+        assert_eq!(global[3], ("ROUTES", 2.0));
+    }
+
+    #[test]
+    fn shortfalls_name_the_metric_and_numbers() {
+        let available = [quota("CPUS", 8.0, 6.0), quota("IN_USE_ADDRESSES", 8.0, 0.0)];
+        let short = quota_shortfalls(
+            &available,
+            &[
+                ("CPUS", 4.0),
+                ("IN_USE_ADDRESSES", 4.0),
+                ("UNREPORTED", 99.0),
+            ],
+        );
+        assert_eq!(short, ["CPUS: needs 4, but 6 of 8 are in use"]);
+        // Exactly full is enough.
+        assert!(quota_shortfalls(&available, &[("CPUS", 2.0)]).is_empty());
+        assert!(quota_shortfalls(&available, &[("CPUS", 0.0)]).is_empty());
+    }
+
+    #[test]
+    fn enforced_policies_are_recognised() {
+        assert!(policy_enforced(&json!({
+            "constraint": "constraints/compute.requireOsLogin",
+            "booleanPolicy": {"enforced": true}
+        })));
+        assert!(!policy_enforced(&json!({
+            "constraint": "constraints/compute.requireOsLogin",
+            "booleanPolicy": {}
+        })));
+        assert!(!policy_enforced(&json!({"constraint": "x"})));
+    }
+}
