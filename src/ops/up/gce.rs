@@ -219,6 +219,16 @@ async fn read_remote(exec: &SshExec, path: &str) -> Result<Option<String>, crate
     Ok(out.success().then(|| out.stdout_text()))
 }
 
+/// Why a VM is not ready.
+#[derive(Debug, Clone)]
+struct NotReady {
+    /// The machine's name in the record ("master", "minion-2").
+    machine: String,
+    /// Never answered over SSH before the deadline.
+    silent: bool,
+    message: String,
+}
+
 /// Waits until every VM answers over SSH and its startup script has left
 /// its done marker. A failed marker stops the wait at once with the
 /// script's log; SSH that never answers ends in a timeout.
@@ -226,7 +236,7 @@ async fn wait_for_boot(
     config: &ClusterConfig,
     auth: &SshAuth,
     timeout: Duration,
-) -> miette::Result<()> {
+) -> Result<(), Vec<NotReady>> {
     let deadline = Instant::now() + timeout;
     let mut targets: Vec<crate::ssh::SshTarget> =
         config.minions.iter().map(|m| m.ssh_target()).collect();
@@ -236,7 +246,13 @@ async fn wait_for_boot(
     let poll = Duration::from_secs(3).min(timeout / 4);
     let waits = targets.into_iter().map(|target| async move {
         let mut last = String::from("no SSH answer yet");
+        let mut answered = false;
         let mut exec: Option<SshExec> = None;
+        let not_ready = |silent: bool, message: String| NotReady {
+            machine: target.name.clone(),
+            silent,
+            message,
+        };
         while Instant::now() < deadline {
             if exec.is_none() {
                 match SshExec::connect(&target, auth).await {
@@ -245,6 +261,7 @@ async fn wait_for_boot(
                 }
             }
             if let Some(e) = &exec {
+                answered = true;
                 let state = async {
                     let done = read_remote(e, gce::BOOT_DONE).await?;
                     let failed = match done {
@@ -256,16 +273,16 @@ async fn wait_for_boot(
                 .await;
                 let outcome = match state {
                     Ok(BootState::Done) => Some(Ok(())),
-                    Ok(BootState::OtherVersion(v)) => Some(Err(format!(
+                    Ok(BootState::OtherVersion(v)) => Some(Err(not_ready(false, format!(
                         "{}: its startup script is kctl {v}'s, this is kctl {}; the VM must be made again (`kctl down`, `kctl up`)",
                         target.name,
                         gce::BOOT_VERSION
-                    ))),
-                    Ok(BootState::Failed(log)) => Some(Err(format!(
+                    )))),
+                    Ok(BootState::Failed(log)) => Some(Err(not_ready(false, format!(
                         "{}: its startup script failed; the end of its log ({}):\n{log}",
                         target.name,
                         gce::BOOT_FAILED
-                    ))),
+                    )))),
                     Ok(BootState::Running) => {
                         last = "its startup script is still running".into();
                         None
@@ -291,13 +308,16 @@ async fn wait_for_boot(
         if let Some(e) = exec {
             e.close().await;
         }
-        Err(format!(
-            "{} not ready after {}s: {last}",
-            target.name,
-            timeout.as_secs()
+        Err(not_ready(
+            !answered,
+            format!(
+                "{} not ready after {}s: {last}",
+                target.name,
+                timeout.as_secs()
+            ),
         ))
     });
-    let failures: Vec<String> = join_all(waits)
+    let failures: Vec<NotReady> = join_all(waits)
         .await
         .into_iter()
         .filter_map(Result::err)
@@ -305,11 +325,7 @@ async fn wait_for_boot(
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(miette!(
-            help = "the VMs stay; fix the cause and run `kctl up` again (a VM runs its startup script again when it reboots), or `kctl down` removes them",
-            "{}",
-            failures.join("\n")
-        ))
+        Err(failures)
     }
 }
 
@@ -507,7 +523,27 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
 
     let task = ui.task("waiting for the VMs to boot and run their startup scripts");
     let timeout = opts.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT);
-    wait_for_boot(&config, &dir.auth(&config), timeout).await?;
+    if let Err(failures) = wait_for_boot(&config, &dir.auth(&config), timeout).await {
+        // A VM that never answered SSH: its serial console says why
+        // (a kernel panic, the guest agent, sshd not starting).
+        let mut lines = vec![];
+        for f in failures {
+            lines.push(f.message);
+            if f.silent {
+                let instance = format!("kctl-{name}-{}", f.machine);
+                if let Some(tail) = gce::serial_tail(&g, &project, &zone, &instance, 15).await {
+                    lines.push(format!(
+                        "last lines of {instance}'s serial console:\n{tail}"
+                    ));
+                }
+            }
+        }
+        return Err(miette!(
+            help = "the VMs stay; fix the cause and run `kctl up` again (a VM runs its startup script again when it reboots), or `kctl down` removes them",
+            "{}",
+            lines.join("\n")
+        ));
+    }
     task.done("VMs ready");
 
     let etcd = config.etcd_endpoints.join(",");

@@ -309,6 +309,21 @@ pub fn host_keys(p: &str, z: &str, name: &str) -> Vec<String> {
     ]
 }
 
+/// What the VM printed on its serial console (boot messages, the startup
+/// script's output). Plain text, not JSON.
+pub fn serial_output(p: &str, z: &str, name: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "instances",
+        "get-serial-port-output",
+        name,
+        zone(z),
+        project(p),
+        "--port=1",
+        QUIET
+    ]
+}
+
 // ---- routes ----
 
 pub fn route_describe(p: &str, name: &str) -> Vec<String> {

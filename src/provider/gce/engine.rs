@@ -850,6 +850,26 @@ async fn wait_host_keys<G: Gcloud>(
     }
 }
 
+/// The last `lines` lines of an instance's serial console: what a VM that
+/// never answers SSH printed while booting. None if gcloud cannot read it.
+pub async fn serial_tail<G: Gcloud>(
+    g: &G,
+    project: &str,
+    zone: &str,
+    instance: &str,
+    lines: usize,
+) -> Option<String> {
+    let out = g
+        .run(&cmd::serial_output(project, zone, instance))
+        .await
+        .ok()?;
+    if !out.success() {
+        return None;
+    }
+    let all: Vec<&str> = out.stdout.lines().collect();
+    Some(all[all.len().saturating_sub(lines)..].join("\n"))
+}
+
 // ---- discover and destroy ----
 
 async fn list_values<G: Gcloud>(g: &G, argv: &[String]) -> Result<Vec<Value>, GceError> {

@@ -23,9 +23,9 @@ mod tests;
 pub use commands::shell_line;
 pub use engine::{
     check_quotas, create, destroy, discover, down_commands, judge, needed_quota, planned,
-    policy_enforced, preflight, quota_shortfalls, quotas, startup_script, up, up_commands,
-    write_metadata_files, Discovered, GceCluster, Knowledge, PreflightReport, Progress, Quota,
-    BOOT_DONE, BOOT_FAILED, BOOT_VERSION,
+    policy_enforced, preflight, quota_shortfalls, quotas, serial_tail, startup_script, up,
+    up_commands, write_metadata_files, Discovered, GceCluster, Knowledge, PreflightReport,
+    Progress, Quota, BOOT_DONE, BOOT_FAILED, BOOT_VERSION,
 };
 pub use parse::Instance;
 pub use spec::{GceSpec, Names, Role, GCE_MTU};
