@@ -76,14 +76,17 @@ pub fn quota_shortfalls(available: &[Quota], needed: &[(&str, f64)]) -> Vec<Stri
         .collect()
 }
 
+/// Quota metrics and how much of each `up` needs.
+pub type Needs = Vec<(&'static str, f64)>;
+
 /// What `up` still has to create, given what exists: the quotas it needs
-/// (pure). Instances count CPUS (their machine type's guestCpus), an
-/// external address each and a 10 GB boot disk each.
+/// (pure), regional then global. Instances count CPUS (their machine
+/// type's guestCpus), an external address each and a 10 GB boot disk each.
 pub fn needed_quota(
     spec: &GceSpec,
     existing: &Discovered,
     guest_cpus: &[(String, u32)],
-) -> Result<(Vec<(&'static str, f64)>, Vec<(&'static str, f64)>), GceError> {
+) -> Result<(Needs, Needs), GceError> {
     let plan = planned(spec)?;
     let missing = |want: &[String], have: &[String]| {
         want.iter()
