@@ -14,7 +14,7 @@ use crate::provider::gce::{self, spec, GceSpec, Gcloud, GcloudProcess, Instance}
 use crate::provider::host;
 use crate::ssh::{SshAuth, SshExec};
 use crate::ui::Ui;
-use futures::future::join_all;
+use futures::StreamExt;
 use miette::miette;
 use std::time::{Duration, Instant};
 
@@ -226,6 +226,9 @@ struct NotReady {
     machine: String,
     /// Never answered over SSH before the deadline.
     silent: bool,
+    /// The VM said it will not get ready (its script failed): no point
+    /// waiting for the others.
+    fatal: bool,
     message: String,
 }
 
@@ -251,6 +254,7 @@ async fn wait_for_boot(
         let not_ready = |silent: bool, message: String| NotReady {
             machine: target.name.clone(),
             silent,
+            fatal: !silent,
             message,
         };
         while Instant::now() < deadline {
@@ -308,20 +312,31 @@ async fn wait_for_boot(
         if let Some(e) = exec {
             e.close().await;
         }
-        Err(not_ready(
-            !answered,
-            format!(
-                "{} not ready after {}s: {last}",
-                target.name,
-                timeout.as_secs()
-            ),
-        ))
+        Err(NotReady {
+            fatal: false,
+            ..not_ready(
+                !answered,
+                format!(
+                    "{} not ready after {}s: {last}",
+                    target.name,
+                    timeout.as_secs()
+                ),
+            )
+        })
     });
-    let failures: Vec<NotReady> = join_all(waits)
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .collect();
+    // A startup script that failed is reported at once, without waiting
+    // for the other VMs; timeouts all come at the deadline.
+    let mut pending: futures::stream::FuturesUnordered<_> = waits.collect();
+    let mut failures = vec![];
+    while let Some(result) = pending.next().await {
+        match result {
+            Ok(()) => {}
+            Err(f) if f.fatal => {
+                return Err(vec![f]);
+            }
+            Err(f) => failures.push(f),
+        }
+    }
     if failures.is_empty() {
         Ok(())
     } else {
