@@ -71,7 +71,10 @@ pub struct HostRole<'a> {
 pub fn missing_packages(facts: &HostFacts, runs_etcd: bool) -> Vec<&'static str> {
     let mut packages = vec![];
     if !facts.docker_installed {
-        packages.push("docker.io");
+        // Docker's default container profile needs apparmor_parser where
+        // the kernel has AppArmor on (Debian's does); docker.io only
+        // recommends it, and recommends are not installed.
+        packages.extend(["docker.io", "apparmor"]);
     }
     if !facts.iptables || !facts.iptables_restore {
         packages.push("iptables");
@@ -387,19 +390,24 @@ fn now_secs() -> i64 {
 
 /// `apt-get` argv that installs `packages` without questions.
 pub fn install_argvs(packages: &[&str]) -> Vec<Vec<String>> {
-    let mut install = argv![
-        "env",
-        "DEBIAN_FRONTEND=noninteractive",
-        "apt-get",
-        "install",
-        "--yes",
-        "--no-install-recommends"
-    ];
+    // A freshly booted machine may hold the dpkg lock (unattended
+    // upgrades, a cloud agent): wait for it rather than fail.
+    let apt = |words: &[&str]| {
+        let mut argv = argv![
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "-o",
+            "DPkg::Lock::Timeout=300",
+            "-o",
+            "Acquire::Retries=3"
+        ];
+        argv.extend(words.iter().map(|w| w.to_string()));
+        argv
+    };
+    let mut install = apt(&["install", "--yes", "--no-install-recommends"]);
     install.extend(packages.iter().map(|p| p.to_string()));
-    vec![
-        argv!["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update"],
-        install,
-    ]
+    vec![apt(&["update"]), install]
 }
 
 #[cfg(test)]
@@ -467,7 +475,7 @@ mod tests {
         let p = problems(&f, &role(&[]), "x86_64");
         assert_eq!(p.len(), 6, "{p:#?}");
         assert!(p[0].contains("Docker") && p[0].contains("nft") && p[0].contains("etcd"));
-        assert!(p[0].contains("apt-get install docker.io nftables etcd-server"));
+        assert!(p[0].contains("apt-get install docker.io apparmor nftables etcd-server"));
         assert!(p[1].contains("42s behind"));
         assert!(p[2].contains("port 4001"));
         assert!(p[3].contains("of cluster other"));
@@ -483,7 +491,7 @@ mod tests {
         assert!(!p.iter().any(|l| l.starts_with("lacks ")));
         assert_eq!(
             installable(&f, &installing),
-            ["docker.io", "nftables", "etcd-server"]
+            ["docker.io", "apparmor", "nftables", "etcd-server"]
         );
     }
 
@@ -554,6 +562,9 @@ mod tests {
     fn install_is_noninteractive_apt() {
         let argvs = install_argvs(&["docker.io", "etcd-server"]);
         assert_eq!(argvs[0].last().unwrap(), "update");
+        assert!(argvs
+            .iter()
+            .all(|a| a.contains(&"DPkg::Lock::Timeout=300".to_string())));
         assert_eq!(
             argvs[1][argvs[1].len() - 2..],
             ["docker.io".to_string(), "etcd-server".to_string()]
