@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod sys;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
