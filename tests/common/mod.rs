@@ -4,6 +4,7 @@
 
 pub mod hosts;
 pub mod sys;
+pub mod vms;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
