@@ -395,6 +395,34 @@ impl DebianVms {
         )
     }
 
+    /// Delivers `script` and starts it as `run_startup_script` does, without
+    /// waiting for it (as on GCE, where the script runs while the VM is
+    /// already up). `startup_script_done` tells when it has finished.
+    pub fn start_startup_script(&self, i: usize, script: &str) {
+        self.deliver_startup_script(i, script);
+        self.sh(
+            i,
+            "systemctl restart --no-block google-startup-scripts.service",
+        );
+    }
+
+    /// Whether the startup script's last run has finished (the unit is no
+    /// longer activating).
+    pub fn startup_script_done(&self, i: usize) -> bool {
+        let state = self.run_in_stdout(
+            i,
+            &[
+                "systemctl",
+                "show",
+                "-P",
+                "ActiveState",
+                "google-startup-scripts.service",
+            ],
+        );
+        let state = state.trim();
+        state == "inactive" || state == "failed"
+    }
+
     /// Delivers the startup script without running it now (it runs at the
     /// next boot, or with `systemctl start google-startup-scripts`).
     pub fn deliver_startup_script(&self, i: usize, script: &str) {
@@ -1095,20 +1123,49 @@ fn remove_cgroups_settled(name: &str) {
     });
 }
 
+/// Devices a VM may use (cgroup v1 `devices`, as systemd-nspawn allows):
+/// make any node, read and write only the harmless ones and terminals —
+/// not this machine's disks. Docker's defaults for containers fit in.
+const VM_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m", // mknod
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm", // null zero full random urandom
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm", // tty console ptmx pts
+    "c 10:200 rwm",
+    "c 10:229 rwm", // tun fuse
+];
+
 /// Makes the cgroup `name` under every hierarchy of /sys/fs/cgroup (v1
 /// controllers, name=systemd, the v2 one); cpuset gets its parent's CPUs
-/// and memory nodes, without which no process may join it.
+/// and memory nodes, without which no process may join it; devices allows
+/// only `VM_DEVICES`.
 fn make_cgroups(name: &str) -> Result<(), String> {
     for (hierarchy, _, _) in cgroup_hierarchies() {
         let dir = Path::new(&hierarchy).join(name);
         if !dir.is_dir() {
             std::fs::create_dir(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
         }
+        let write = |file: &str, value: &str| {
+            std::fs::write(dir.join(file), value)
+                .map_err(|e| format!("{:?} <- {value:?}: {e}", dir.join(file)))
+        };
         for file in ["cpuset.cpus", "cpuset.mems"] {
             let parent = Path::new(&hierarchy).join(file);
             if let Ok(value) = std::fs::read_to_string(&parent) {
-                std::fs::write(dir.join(file), value.trim())
-                    .map_err(|e| format!("{:?}: {e}", dir.join(file)))?;
+                write(file, value.trim())?;
+            }
+        }
+        if dir.join("devices.deny").exists() {
+            write("devices.deny", "a")?;
+            for rule in VM_DEVICES {
+                write("devices.allow", rule)?;
             }
         }
     }
