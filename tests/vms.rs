@@ -71,6 +71,38 @@ fn debian_vms_boot_serve_install_and_leave_nothing() {
         }
     }
     assert_ne!(vms.hosts()[0].host_key, vms.hosts()[1].host_key);
+    // Root in a VM is not root of this machine: it can make device nodes
+    // but not read this machine's disks, nor change its kernel settings.
+    let root_dev = std::fs::metadata("/").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev()
+    });
+    let dev = root_dev.unwrap();
+    let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
+    let out = vms.run_in(
+        0,
+        &[
+            "sh",
+            "-c",
+            &format!("mknod /tmp/disk b {major} {minor} && head -c 1 /tmp/disk"),
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "a VM reads this machine's disk: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        text(&out)
+    );
+    let out = vms.run_in(0, &["sysctl", "-w", "vm.swappiness=61"]);
+    assert!(
+        !out.status.success(),
+        "a VM changes this machine's sysctls: {}",
+        text(&out)
+    );
     // Before any login (a login leaves user@.service running a while).
     let vm2_before = vms.snapshot(1);
 
