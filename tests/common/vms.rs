@@ -243,7 +243,13 @@ impl DebianVms {
 
     /// The VM's PID 1 (systemd) as seen from this machine, while it runs.
     pub fn pid1(&self, i: usize) -> Option<u32> {
-        self.running[i].as_ref().map(|r| r.pid1)
+        let running = self.running[i].as_ref()?;
+        // Still unshare's live child (not a number since reused).
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", running.pid1)).ok()?;
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = fields.next()?;
+        let ppid: u32 = fields.next()?.parse().ok()?;
+        (state != "Z" && ppid == running.unshare.id()).then_some(running.pid1)
     }
 
     /// What the VM wrote to its serial port (/dev/ttyS0, /dev/console),
@@ -490,30 +496,31 @@ impl DebianVms {
     pub fn kill_vm(&mut self, i: usize) {
         if let Some(mut running) = self.running[i].take() {
             // unshare reaps PID 1 and exits; killing unshare first would
-            // leave PID 1 a zombie of this machine's PID 1.
-            signal(running.pid1, "KILL");
-            if !wait_until(Duration::from_secs(10), || {
-                running.unshare.try_wait().ok().flatten().is_some()
-            }) {
-                let _ = running.unshare.kill();
+            // leave PID 1 a zombie of this machine's PID 1. Once unshare has
+            // exited, PID 1 is reaped and its number may be another's.
+            if running.unshare.try_wait().ok().flatten().is_none() {
+                signal(running.pid1, "KILL");
+                if !wait_until(Duration::from_secs(10), || {
+                    running.unshare.try_wait().ok().flatten().is_some()
+                }) {
+                    let _ = running.unshare.kill();
+                }
             }
             let _ = running.unshare.wait();
         }
         let cg = self.cgroup(i);
-        wait_until(Duration::from_secs(10), || cgroup_pids(&cg).is_empty());
         for pid in cgroup_pids(&cg) {
             signal(pid, "KILL");
         }
+        wait_until(Duration::from_secs(10), || cgroup_pids(&cg).is_empty());
         remove_cgroups_settled(&cg);
     }
 
-    /// Boots VM `i` again (after `kill_vm`, or after it shut itself down)
-    /// with the same disk; returns once its sshd answers.
+    /// Boots VM `i` again (after `kill_vm`, or after it shut itself down:
+    /// a reboot or poweroff from inside stops it) with the same disk;
+    /// returns once its sshd answers. Nothing if it runs.
     pub fn boot_vm(&mut self, i: usize) {
-        if self.running[i]
-            .as_mut()
-            .is_some_and(|r| r.unshare.try_wait().ok().flatten().is_none() && pid_alive(r.pid1))
-        {
+        if self.is_running(i) {
             return;
         }
         self.kill_vm(i);
@@ -526,10 +533,8 @@ impl DebianVms {
     }
 
     /// Whether VM `i`'s PID 1 runs.
-    pub fn is_running(&mut self, i: usize) -> bool {
-        self.running[i]
-            .as_mut()
-            .is_some_and(|r| r.unshare.try_wait().ok().flatten().is_none() && pid_alive(r.pid1))
+    pub fn is_running(&self, i: usize) -> bool {
+        self.pid1(i).is_some()
     }
 
     /// Waits for the end of VM `i`'s boot (`systemctl is-system-running
