@@ -314,6 +314,24 @@ fn debian_vms_boot_serve_install_and_leave_nothing() {
         .count();
     assert_eq!(runs, 2, "serial console:\n{}", vms.serial_console(1));
 
+    // A shutdown from inside stops the VM (and nothing else); it boots
+    // again.
+    let out = vms.run_in(1, &["systemctl", "poweroff"]);
+    assert!(out.status.success(), "poweroff: {}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while vms.is_running(1) {
+        assert!(Instant::now() < deadline, "vm2 still runs after poweroff");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(vms.is_running(0));
+    vms.boot_vm(1);
+    let out = vms.ssh_command(1, "hostname").output().unwrap();
+    assert!(
+        out.status.success(),
+        "ssh after poweroff and boot: {}",
+        text(&out)
+    );
+
     // Drop, and nothing is left.
     let tag = vms.tag().to_string();
     let octet = vms.octet();
