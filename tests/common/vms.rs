@@ -25,6 +25,17 @@
 //! `kctl-tv-<tag>-vN` under every hierarchy. All mounts of a VM live in its
 //! own mount namespace and vanish with it.
 //!
+//! A VM's root is this machine's root, fenced as systemd-nspawn fences a
+//! container: /sys and /proc/sys read-only (but /proc/sys/net, which is the
+//! VM's own), a /dev of its own, and a devices cgroup that lets it make
+//! device nodes but open only harmless ones. A reboot or poweroff from
+//! inside stops the VM (`boot_vm` starts it again).
+//!
+//! Figures on this 2-core machine: the base takes 40-80 s to build; a set
+//! of 2 VMs is booted ("running") in 0.7 s, 8 VMs in two sets at once in
+//! 2 s; a VM boots again in 0.3-0.5 s; `apt-get install docker.io` through
+//! the proxy takes 5-11 s.
+//!
 //! Written as test code, independently of kctl.
 
 use super::sys::*;
