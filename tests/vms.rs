@@ -181,6 +181,26 @@ fn debian_vms_boot_serve_install_and_leave_nothing() {
         "proxy log:\n{log}"
     );
 
+    // The proxy is the VMs' only way out, and only to Debian's mirror.
+    let routes = vms.run_in_stdout(0, &["ip", "-4", "route"]);
+    assert!(!routes.contains("default"), "{routes}");
+    let proxy = vms.apt_proxy();
+    let denied = vms.run_in_stdout(
+        0,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            &proxy,
+            "http://example.com/",
+        ],
+    );
+    assert_eq!(denied, "403");
+
     // Docker inside a VM: installed over apt, runs a tiny image.
     let docker_time = apt_install(&vms, 0, "docker.io");
     eprintln!("apt-get update + install docker.io in vm1: {docker_time:.1?}");
