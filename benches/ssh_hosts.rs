@@ -11,6 +11,9 @@
 #[allow(dead_code)]
 #[path = "../tests/common/hosts.rs"]
 mod hosts;
+#[allow(dead_code)]
+#[path = "../tests/common/sys.rs"]
+mod sys;
 
 use std::path::PathBuf;
 use std::process::Command;

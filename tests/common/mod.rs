@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod sys;
+pub mod vms;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
