@@ -120,6 +120,36 @@ impl SshExec {
         let _ = self.session.close().await;
     }
 
+    /// The remote command's output. openssh turns exit status 127 (the
+    /// shell's "command not found") into an error; for kctl it is an
+    /// answer like any other exit status: a host without `nft` says so
+    /// with 127, and the host checks report it as missing.
+    fn finished(
+        &self,
+        out: Result<std::process::Output, openssh::Error>,
+        argv: &[String],
+    ) -> Result<Output, ExecError> {
+        match out {
+            Ok(out) => Ok(Output {
+                code: out.status.code(),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            }),
+            Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Output {
+                    code: Some(127),
+                    stdout: vec![],
+                    stderr: format!(
+                        "{}: command not found\n",
+                        argv.first().map_or("", String::as_str)
+                    )
+                    .into_bytes(),
+                })
+            }
+            Err(e) => Err(self.transport(e)),
+        }
+    }
+
     fn transport(&self, e: impl std::error::Error) -> ExecError {
         ExecError::Transport {
             target: self.name.clone(),
@@ -202,13 +232,8 @@ impl Exec for SshExec {
             .args(args)
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
             .output()
-            .await
-            .map_err(|e| self.transport(e))?;
-        Ok(Output {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+            .await;
+        self.finished(out, argv)
     }
 
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {
@@ -224,7 +249,7 @@ impl Exec for SshExec {
         let mut command = self.session.command(program);
         command.args(args);
         let out = match stdin {
-            None => command.output().await.map_err(|e| self.transport(e))?,
+            None => command.output().await,
             Some(data) => {
                 command
                     .stdin(Stdio::piped())
@@ -235,17 +260,10 @@ impl Exec for SshExec {
                     pipe.write_all(data).await.map_err(|e| self.transport(e))?;
                     pipe.shutdown().await.map_err(|e| self.transport(e))?;
                 }
-                child
-                    .wait_with_output()
-                    .await
-                    .map_err(|e| self.transport(e))?
+                child.wait_with_output().await
             }
         };
-        Ok(Output {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        self.finished(out, argv)
     }
 }
 

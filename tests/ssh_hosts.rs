@@ -1,15 +1,19 @@
-//! `kctl up --provider ssh` against plain SSH hosts that the test makes
-//! itself (network namespaces with sshd and dockerd, see common/hosts.rs):
-//! the tomcat controller and service work, `down` leaves the hosts exactly
-//! as they were, and bad hosts are refused before anything changes.
+//! `kctl up --provider ssh` against booted Debian 12 machines that the test
+//! makes itself (systemd as PID 1, sshd, nothing of kctl's: see
+//! common/vms.rs): `--install` brings Docker, the packet filters and etcd
+//! over apt, kctl-node and etcd run as systemd units and come back when
+//! killed, the tomcat controller and service work, `down` leaves the
+//! machines exactly as they were before kctl's own parts came, and bad
+//! hosts are refused before anything changes.
 
 mod common;
 
-use common::hosts::PlainHosts;
+use common::vms::DebianVms;
 use common::{manifest, TestCluster};
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-fn host_args(hosts: &PlainHosts) -> Vec<String> {
+fn host_args(hosts: &DebianVms) -> Vec<String> {
     let mut args = vec![
         "up".to_string(),
         "--provider".into(),
@@ -28,26 +32,97 @@ fn host_args(hosts: &PlainHosts) -> Vec<String> {
     args
 }
 
-fn cluster_on(name: &str, hosts: &PlainHosts) -> TestCluster {
+fn cluster_on(name: &str, hosts: &DebianVms) -> TestCluster {
     TestCluster::adopt(
         name,
         vec![("HOME".into(), hosts.user_home().display().to_string())],
     )
 }
 
+/// The main PID systemd has for `unit` in VM `i` (0 when not running).
+fn main_pid(hosts: &DebianVms, i: usize, unit: &str) -> u32 {
+    hosts
+        .run_in_stdout(
+            i,
+            &["systemctl", "show", "--value", "--property=MainPID", unit],
+        )
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
 #[test]
 fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
-    let hosts = PlainHosts::create("ssh1", 2);
-    let before: Vec<_> = (0..2).map(|i| hosts.snapshot(i)).collect();
+    let hosts = DebianVms::create("ssh1", 2);
     let cluster = cluster_on("t-ssh-hosts", &hosts);
     let args = host_args(&hosts);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Fresh machines: no Docker, no packet filters, no etcd. Without
+    // --install that is reported (and nothing changes); with it, apt
+    // brings them.
+    assert!(!hosts
+        .run_in(0, &["sh", "-c", "command -v docker"])
+        .status
+        .success());
+    let run = cluster.kctl(&args);
+    assert!(!run.ok(), "{run:?}");
+    assert!(flat(&run.stderr).contains("--install adds them"), "{run:?}");
+    let mut install = args.clone();
+    install.push("--install");
+    let run = cluster.kctl(&install);
+    assert!(run.ok(), "kctl up --provider ssh --install: {run:?}");
+    for i in 0..2 {
+        assert_eq!(
+            hosts.run_in_stdout(
+                i,
+                &["systemctl", "is-active", "docker", "kctl-node-t-ssh-hosts"]
+            ),
+            "active\nactive\n",
+            "vm{}",
+            i + 1
+        );
+    }
+    assert_eq!(
+        hosts.run_in_stdout(0, &["systemctl", "is-active", "kctl-etcd-t-ssh-hosts"]),
+        "active\n"
+    );
+    // down, so that what stays is what --install added: the machines
+    // after this are the "before" of the cluster proper.
+    let run = cluster.kctl(&["down"]);
+    assert!(run.ok(), "{run:?}");
+    let before: Vec<_> = (0..2).map(|i| hosts.snapshot(i)).collect();
+    assert!(
+        !before[0].units.iter().any(|u| u.contains("kctl")),
+        "{:?}",
+        before[0].units
+    );
 
     let run = cluster.kctl(&args);
     assert!(run.ok(), "kctl up --provider ssh: {run:?}");
     let again = cluster.kctl(&["up", "--provider", "ssh"]);
     assert!(again.ok(), "{again:?}");
     assert!(again.stdout.contains("nothing changed"), "{again:?}");
+
+    // systemd brings kctl-node and etcd back when they die.
+    for (i, unit) in [(1, "kctl-node-t-ssh-hosts"), (0, "kctl-etcd-t-ssh-hosts")] {
+        let pid = main_pid(&hosts, i, unit);
+        assert!(pid > 0, "{unit} runs");
+        let killed = hosts.run_in(i, &["kill", "-9", &pid.to_string()]);
+        assert!(killed.status.success(), "{killed:?}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = main_pid(&hosts, i, unit);
+            if now != 0 && now != pid {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{unit} not restarted after kill -9"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 
     let minions = cluster.kctl(&["get", "minions", "-o", "json"]);
     assert!(minions.ok(), "{minions:?}");
@@ -162,21 +237,27 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
             i + 1
         );
     }
-    assert!(
-        !std::path::Path::new("/var/lib/kctl/t-ssh-hosts").exists(),
-        "kctl's directory on the hosts is gone"
-    );
+    for i in 0..2 {
+        let (code, _) = hosts.run_in_code(i, &["test", "-e", "/var/lib/kctl/t-ssh-hosts"]);
+        assert_ne!(code, Some(0), "kctl's directory on vm{} is gone", i + 1);
+    }
 }
 
 #[test]
 fn bad_hosts_are_refused_before_anything_changes() {
-    let hosts = PlainHosts::create("ssh2", 2);
+    let hosts = DebianVms::create("ssh2", 2);
     let cluster = cluster_on("t-ssh-bad", &hosts);
     let args = host_args(&hosts);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
-    // Something already listens on etcd's port on the first host, and the
-    // second has a Docker network named kctl that is not kctl's.
+    // The first machine is fresh (no Docker, no etcd) and something
+    // already listens on etcd's port there; the second has Docker with a
+    // network named kctl that is not kctl's.
+    let apt = hosts.sh(
+        1,
+        "DEBIAN_FRONTEND=noninteractive apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends docker.io iptables nftables >/dev/null && echo ok",
+    );
+    assert_eq!(apt.trim(), "ok", "docker.io on vm2");
     let squatter = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", hosts.hosts()[0].netns))
         .args(["socat", "TCP-LISTEN:4001,fork,reuseaddr", "/dev/null"])
@@ -202,6 +283,7 @@ fn bad_hosts_are_refused_before_anything_changes() {
         text.contains("10.") && text.contains("port 4001 (etcd) is already in use"),
         "{run:?}"
     );
+    assert!(text.contains("--install adds them"), "{run:?}");
     assert!(
         text.contains("already has a Docker network named kctl"),
         "{run:?}"
@@ -227,12 +309,13 @@ fn bad_hosts_are_refused_before_anything_changes() {
     );
 
     // Told to, kctl takes the keys the hosts present (and the checks pass
-    // once the squatters are gone; --dry-run changes nothing).
+    // once the squatters are gone and --install may add what is missing;
+    // --dry-run changes nothing).
     drop(_squatter);
     let net = hosts.run_in(1, &["docker", "network", "rm", "kctl"]);
     assert!(net.status.success(), "{net:?}");
     let mut accept = args.clone();
-    accept.extend(["--accept-new-host-keys", "--dry-run"]);
+    accept.extend(["--accept-new-host-keys", "--install", "--dry-run"]);
     let run = unknown.kctl(&accept);
     assert!(run.ok(), "{run:?}");
     assert!(run.stdout.contains("Checks passed"), "{run:?}");
@@ -262,7 +345,7 @@ fn bad_hosts_are_refused_before_anything_changes() {
 }
 
 /// A $HOME with an empty known_hosts.
-fn tempfile_home(hosts: &PlainHosts) -> std::path::PathBuf {
+fn tempfile_home(hosts: &DebianVms) -> std::path::PathBuf {
     let dir = hosts.user_home().with_file_name("stranger-home");
     std::fs::create_dir_all(dir.join(".ssh")).unwrap();
     std::fs::write(dir.join(".ssh/known_hosts"), "").unwrap();

@@ -632,6 +632,7 @@ impl DebianVms {
                 let cols: Vec<&str> = l.split_whitespace().collect();
                 Some(format!("{} {}", cols.first()?, cols.get(2)?))
             })
+            .filter(|u| !is_login_session(u))
             .collect();
         units.sort();
         HostSnapshot {
@@ -649,7 +650,12 @@ impl DebianVms {
                 "{{.Repository}}:{{.Tag}}",
             ]),
             listening,
-            processes: self.process_names(i),
+            // A login's user manager outlives its SSH session by seconds.
+            processes: self
+                .process_names(i)
+                .into_iter()
+                .filter(|p| p != "(sd-pam)")
+                .collect(),
             ip_forward: self
                 .run_in_stdout(i, &["sysctl", "-n", "net.ipv4.ip_forward"])
                 .trim()
@@ -1424,4 +1430,15 @@ fn prune_old_bases(keep: &Path) {
             let _ = std::fs::remove_file(path.with_extension(ext));
         }
     }
+}
+
+/// Units that a login (the harness's or kctl's SSH session) brings and
+/// logind takes away seconds after it ends: not the machine's state.
+fn is_login_session(unit: &str) -> bool {
+    let name = unit.split_whitespace().next().unwrap_or("");
+    name.starts_with("user@")
+        || name.starts_with("user-runtime-dir@")
+        || (name.starts_with("user-") && name.ends_with(".slice"))
+        || name.starts_with("run-user-")
+        || name.starts_with("session-")
 }
