@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod mock_compute;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
