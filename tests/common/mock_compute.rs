@@ -124,7 +124,10 @@ impl MockCompute {
             .arg(SERVER)
             .arg("--state-dir")
             .arg(mock.root.join("state"))
-            .stdin(Stdio::null())
+            // Its stdin is ours: if this process dies without dropping the
+            // mock (SIGKILL), the server sees EOF and stops.
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -1192,6 +1192,8 @@ class TokenError(Exception):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--exit-on-stdin-eof", action="store_true",
+                        help="stop when stdin closes (the test that started it died)")
     args = parser.parse_args()
     os.makedirs(args.state_dir, exist_ok=True)
     mock = Mock(args.state_dir)
@@ -1206,6 +1208,12 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.exit_on_stdin_eof:
+        def watch():
+            while os.read(0, 4096):
+                pass
+            stop()
+        threading.Thread(target=watch, daemon=True).start()
     print(port, flush=True)
     server.serve_forever()
 
