@@ -310,8 +310,9 @@ async fn a_same_named_resource_of_another_shape_is_not_adopted() {
 
 /// How the engine reads gcloud's answers, checked on the real gcloud:
 /// "absent" for describe and for deletes of several names, "in use" is not
-/// "absent", and the reads the coming preflight adds (regional quotas and
-/// org policies).
+/// "absent"; and what the mock serves for reads main's engine adds: the
+/// all-zone instance list, the serial console, regional quotas and org
+/// policies.
 #[tokio::test]
 async fn gcloud_answers_read_as_the_engine_expects() {
     let mock = MockCompute::start("answers");
@@ -365,11 +366,42 @@ async fn gcloud_answers_read_as_the_engine_expects() {
     // as not enforced until a test says so.
     mock.create(
         "instances",
-        json!({"name": "kctl-x-vm", "machineType": "zones/us-central1-b/machineTypes/e2-micro",
+        json!({"name": "kctl-x-vm", "labels": {"kctl-role": "vm"}, "machineType": "zones/us-central1-b/machineTypes/e2-micro",
                "disks": [{"boot": true, "initializeParams": {"diskSizeGb": "10"}}],
                "networkInterfaces": [{"subnetwork": "regions/us-central1/subnetworks/kctl-x-us-central1",
                                       "accessConfigs": [{"type": "ONE_TO_ONE_NAT"}]}]}),
     );
+    // Without --zones, gcloud lists every zone (an aggregated list) and
+    // applies the label filter itself.
+    let out = run(&[
+        "compute",
+        "instances",
+        "list",
+        &p,
+        r#"--filter=labels.kctl-role~"^vm$""#,
+        "--format=json",
+        "--quiet",
+    ])
+    .await;
+    assert!(out.success(), "{out:?}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], "kctl-x-vm");
+    // The serial console a test writes is what gcloud prints.
+    mock.append_serial("kctl-x-vm", "kctl: startup script done\n");
+    let out = run(&[
+        "compute",
+        "instances",
+        "get-serial-port-output",
+        "kctl-x-vm",
+        &format!("--zone={ZONE}"),
+        &p,
+        "--port=1",
+        "--quiet",
+    ])
+    .await;
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout.trim(), "kctl: startup script done");
     let out = run(&[
         "compute",
         "regions",

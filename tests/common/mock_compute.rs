@@ -372,10 +372,21 @@ impl MockCompute {
     // ---- controls ----
 
     /// Instance name -> `{"internalIp", "externalIp", "hostkeys": {type:
-    /// base64}, "hostkeyDelayReads"}` (any field optional): what the
-    /// instance gets when it is created.
+    /// base64}, "hostkeyDelayReads", "serialOutput"}` (any field optional):
+    /// what the instance gets when it is created.
     pub fn set_hosts(&self, hosts: Value) {
         self.control("POST", "/mock/hosts", Some(hosts));
+    }
+
+    /// Appends to an instance's serial console (what `gcloud compute
+    /// instances get-serial-port-output` reads: boot messages, the startup
+    /// script's output).
+    pub fn append_serial(&self, instance: &str, text: &str) {
+        self.control(
+            "POST",
+            "/mock/serial",
+            Some(json!({"instance": instance, "text": text})),
+        );
     }
 
     /// `{"kind", "name"?, "method"?: insert|delete, "nth"?: 1, "times"?: 1

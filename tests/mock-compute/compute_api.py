@@ -243,6 +243,7 @@ class Mock:
         self.org_policies = {}
         self.hostkey_delay_reads = 0
         self.hostkey_reads = {}
+        self.serial = {}  # instance -> serial console text
         self.deprecated_types = {}
         self.token_error = None
         self.next_internal = 2
@@ -693,6 +694,7 @@ class Mock:
         })
         if not inst["labels"]:
             del inst["labels"]
+        self.serial[name] = host.get("serialOutput", "")
         if body.get("description"):
             inst["description"] = body["description"]
         proj["instances"][name] = inst
@@ -780,6 +782,7 @@ class Mock:
                 net["subnetworks"] = [s for s in net["subnetworks"] if s != link]
         if kind == "instances":
             self.hostkey_reads.pop(name, None)
+            self.serial.pop(name, None)
         return prefix, scope
 
     # -- state for tests --
@@ -1104,6 +1107,14 @@ class Handler(BaseHTTPRequestHandler):
             if len(rest) >= 4:
                 name = rest[3]
                 inst = proj["instances"].get(name)
+                if len(rest) == 5 and rest[4] == "serialPort" and method == "GET":
+                    if inst is None or last(inst["zone"]) != z:
+                        raise not_found("projects/%s/zones/%s/instances/%s" % (p, z, name))
+                    text = m.serial.get(name, "")
+                    start = min(int(query.get("start", 0)), len(text))
+                    return {"kind": "compute#serialPortOutput", "contents": text[start:],
+                            "start": str(start), "next": str(len(text)),
+                            "selfLink": m.url("projects/%s/zones/%s/instances/%s/serialPort" % (p, z, name))}
                 if len(rest) == 5 and rest[4] == "getGuestAttributes" and method == "GET":
                     return m.guest_attributes(p, z, name, query.get("queryPath", ""))
                 if len(rest) == 4 and method == "GET":
@@ -1136,6 +1147,10 @@ class Handler(BaseHTTPRequestHandler):
                 # {instance: {internalIp, externalIp, hostkeys: {type: base64}}}
                 m.hosts.update(body)
                 return {"hosts": m.hosts}
+            if path == "/mock/serial" and method == "POST":
+                # {instance, text}: appended to its serial console (port 1)
+                m.serial[body["instance"]] = m.serial.get(body["instance"], "") + body["text"]
+                return {"ok": True}
             if path == "/mock/failures" and method == "POST":
                 # [{kind, name?, method?: insert|delete, nth?: 1, times?: 1|"always",
                 #   error: quota|unavailable|notReady|invalid|operation}]
