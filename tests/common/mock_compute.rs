@@ -512,6 +512,7 @@ fn group(argv: &[String]) -> String {
         "delete",
         "list",
         "get-guest-attributes",
+        "get-serial-port-output",
         "describe-from-family",
     ];
     argv.iter()
