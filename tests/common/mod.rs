@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod mock_compute;
 pub mod sys;
 pub mod vms;
 

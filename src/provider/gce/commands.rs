@@ -4,7 +4,8 @@
 //! `--zone`/`--region`, and nothing left to gcloud's defaults.
 
 use super::spec::{
-    pod_cidr, GceSpec, Names, Role, IMAGE_FAMILY, IMAGE_PROJECT, NODE_RANGE, POD_SUPERNET,
+    pod_cidr, regex_filter, GceSpec, Names, Role, IMAGE_FAMILY, IMAGE_PROJECT, NODE_RANGE,
+    POD_SUPERNET,
 };
 use crate::argv;
 use std::path::{Path, PathBuf};
@@ -379,7 +380,7 @@ pub fn routes_list(p: &str, n: &Names) -> Vec<String> {
         "routes",
         "list",
         project(p),
-        format!("--filter=name~{}", n.route_regex()),
+        format!("--filter={}", regex_filter("name", &n.route_regex())),
         JSON,
         QUIET
     ]
@@ -391,7 +392,7 @@ pub fn firewalls_list(p: &str, n: &Names) -> Vec<String> {
         "firewall-rules",
         "list",
         project(p),
-        format!("--filter=name~{}", n.firewall_regex()),
+        format!("--filter={}", regex_filter("name", &n.firewall_regex())),
         JSON,
         QUIET
     ]

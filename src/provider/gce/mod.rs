@@ -16,8 +16,6 @@ pub mod spec;
 pub mod transport;
 
 #[cfg(test)]
-mod fake_tests;
-#[cfg(test)]
 mod tests;
 
 pub use commands::shell_line;

@@ -202,8 +202,16 @@ impl Names {
     /// Label filters are evaluated client-side; `~` with anchors is exact
     /// where `=` would be a case-insensitive word match.
     pub fn instance_filter(&self) -> String {
-        format!("labels.kctl-cluster~^{}$", self.cluster)
+        regex_filter("labels.kctl-cluster", &format!("^{}$", self.cluster))
     }
+}
+
+/// The filter term `KEY~"REGEX"`. Quoted because `(`, `)` and `|` are
+/// filter syntax to gcloud: it rejects `name~^kctl-demo-(internal|ssh)$`
+/// ("Unexpected tokens") before any API call, and passes a quoted pattern
+/// through whole (as the server filter `name eq ".*(REGEX).*"`).
+pub fn regex_filter(key: &str, regex: &str) -> String {
+    format!("{key}~\"{regex}\"")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -281,23 +281,34 @@ fn host_keys_and_discovery_queries() {
     let instances = cmd::instances_list("my-proj-123", &n);
     assert_eq!(
         flag(&instances, "--filter"),
-        Some("labels.kctl-cluster~^demo$")
+        Some(r#"labels.kctl-cluster~"^demo$""#)
     );
     // Every zone: down must see a same-named cluster elsewhere.
     assert_eq!(flag(&instances, "--zones"), None);
     let routes = cmd::routes_list("my-proj-123", &n);
     assert_eq!(
         flag(&routes, "--filter"),
-        Some("name~^kctl-demo-minion-[0-9]+$")
+        Some(r#"name~"^kctl-demo-minion-[0-9]+$""#)
     );
+    // Unquoted, gcloud reads the parentheses and `|` as filter syntax and
+    // rejects the filter.
     let rules = cmd::firewalls_list("my-proj-123", &n);
     assert_eq!(
         flag(&rules, "--filter"),
-        Some("name~^kctl-demo-(internal|ssh)$")
+        Some(r#"name~"^kctl-demo-(internal|ssh)$""#)
     );
+    // Every discovery filter: one `KEY~"^...$"` term, the regex anchored
+    // and quoted whole.
     for argv in [instances, routes, rules] {
         let filter = flag(&argv, "--filter").unwrap();
-        assert!(filter.contains('~') && filter.contains('^') && filter.ends_with('$'));
+        let (key, pattern) = filter.split_once('~').unwrap();
+        assert!(!key.is_empty() && !key.contains(['"', ' ']), "{filter}");
+        let regex = pattern
+            .strip_prefix('"')
+            .and_then(|p| p.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("regex not quoted: {filter}"));
+        assert!(regex.starts_with('^') && regex.ends_with('$'), "{filter}");
+        assert!(!regex.contains('"'), "{filter}");
     }
 }
 

@@ -1,5 +1,6 @@
 //! How gcloud is run: a trait, so the engine runs the same against the real
-//! CLI, the fake in tests/fake-gcloud, or a script in unit tests.
+//! CLI (in tests: pointed at the mock Compute API in tests/mock-compute), or
+//! a script in unit tests.
 
 use super::GceError;
 use std::future::Future;
@@ -45,8 +46,8 @@ pub trait Gcloud: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct GcloudProcess {
     pub program: PathBuf,
-    /// Extra environment for the child only (tests point the fake at its
-    /// state directory this way).
+    /// Extra environment for the child only (tests point gcloud at their
+    /// mock API and throwaway configuration this way).
     pub env: Vec<(String, String)>,
 }
 

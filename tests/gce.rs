@@ -1,27 +1,29 @@
-//! `kctl up|down --provider gce` end to end against the fake gcloud
-//! (tests/fake-gcloud), which checks every argv against gcloud's syntax,
-//! keeps the project's resources and records each call. The fake's VMs
-//! have loopback addresses, so `up` stops at the SSH stage (nothing
-//! listens there) after every gcloud step has run; what it asked of gcloud
-//! is compared with the goldens in tests/golden/.
+//! `kctl up|down --provider gce` end to end: kctl runs the real gcloud,
+//! which talks to the mock Compute API (tests/common/mock_compute.rs). The
+//! mock's VMs have loopback addresses, so `up` stops at the SSH stage
+//! (nothing listens there) after every gcloud step has run; what kctl asked
+//! of gcloud, and what gcloud asked of the API, is compared with the goldens
+//! in tests/golden/ (`KCTL_BLESS=1` rewrites them).
 
 mod common;
 
 use common::hosts::PlainHosts;
+use common::mock_compute::{
+    argv_lines, golden, golden_text, read_golden_argv, Call, MockCompute, PROJECT, ZONE,
+};
 use common::{repo, Run};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-const PROJECT: &str = "my-proj-123";
-const ZONE: &str = "us-central1-b";
-
-/// A workstation of its own: KCTL_HOME, the fake's state, PATH with the
-/// fake first. `down` runs on drop.
+/// A workstation of its own: KCTL_HOME, a mock Compute API, PATH with the
+/// gcloud recorder first.
 struct GceEnv {
     root: PathBuf,
     cluster: String,
-    extra: Vec<(String, String)>,
+    mock: MockCompute,
+    /// Run `kctl down` on drop (a test whose cluster reached real hosts).
+    down_on_drop: bool,
 }
 
 impl GceEnv {
@@ -33,33 +35,36 @@ impl GceEnv {
         let root = common::kctl_home().join(format!("gce-{tag}"));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("home")).unwrap();
-        std::fs::create_dir_all(root.join("fake")).unwrap();
         GceEnv {
             root,
             cluster: cluster.to_string(),
-            extra: vec![],
+            mock: MockCompute::start(&format!("cli-{tag}")),
+            down_on_drop: false,
         }
-    }
-
-    fn fake_dir(&self) -> PathBuf {
-        self.root.join("fake")
     }
 
     fn cluster_dir(&self) -> PathBuf {
         self.root.join("home/clusters").join(&self.cluster)
     }
 
-    fn kctl_with(&self, args: &[&str], env: &[(&str, &str)], path: Option<&str>) -> Run {
-        let fake = repo().join("tests/fake-gcloud");
-        let default_path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display());
+    /// kctl with the mock's gcloud environment (or `gcloud_env`) and PATH
+    /// (or `path`).
+    fn kctl_with(
+        &self,
+        args: &[&str],
+        gcloud_env: Option<Vec<(String, String)>>,
+        path: Option<&str>,
+    ) -> Run {
+        let default_path = format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.mock.bin_dir().display()
+        );
         let out = Command::new(common::KCTL)
             .args(args)
             .env("KCTL_HOME", self.root.join("home"))
             .env("KCTL_CLUSTER", &self.cluster)
-            .env("FAKE_GCLOUD_DIR", self.fake_dir())
             .env("PATH", path.unwrap_or(&default_path))
-            .envs(self.extra.iter().map(|(k, v)| (k, v)))
-            .envs(env.iter().copied())
+            .envs(gcloud_env.unwrap_or_else(|| self.mock.env()))
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -71,11 +76,11 @@ impl GceEnv {
     }
 
     fn kctl(&self, args: &[&str]) -> Run {
-        self.kctl_with(args, &[], None)
+        self.kctl_with(args, None, None)
     }
 
     /// `kctl up --provider gce --project P --zone Z` and `extra`.
-    fn up_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    fn up_with(&self, extra: &[&str]) -> Run {
         let mut args = vec![
             "up",
             "--provider",
@@ -86,89 +91,27 @@ impl GceEnv {
             ZONE,
         ];
         args.extend_from_slice(extra);
-        self.kctl_with(&args, env, None)
+        self.kctl(&args)
     }
 
     /// A 3-minion `up` that stops at the SSH stage within a second (the
-    /// fake's VMs have loopback addresses where nothing listens).
-    fn up(&self, env: &[(&str, &str)]) -> Run {
-        self.up_with(&["--minions", "3", "--boot-timeout", "1"], env)
+    /// mock's VMs have loopback addresses where nothing listens).
+    fn up(&self) -> Run {
+        self.up_with(&["--minions", "3", "--boot-timeout", "1"])
     }
 
-    /// The calls recorded so far, as shell-like lines, and forget them.
-    fn take_calls(&self) -> Vec<String> {
-        let log = self.fake_dir().join("calls.log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
-        let work = self.cluster_dir().display().to_string();
-        text.lines()
-            .map(|l| {
-                let argv: Vec<String> = serde_json::from_str(l).unwrap();
-                argv.iter()
-                    .map(|a| {
-                        let a = a.replace(&work, "$WORK");
-                        if a.contains(['(', ')', '$', '~', '^', ' ', '|']) && !a.contains("$WORK") {
-                            format!("'{a}'")
-                        } else {
-                            a
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect()
-    }
-
-    /// Every resource the fake holds for the project, by kind.
-    fn resources(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(self.fake_dir().join("state.json")).unwrap_or_default();
-        let state: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let mut out = vec![];
-        if let Some(kinds) = state["projects"][PROJECT].as_object() {
-            for (kind, items) in kinds {
-                if let Some(items) = items.as_object() {
-                    out.extend(items.keys().map(|k| format!("{kind}/{k}")));
-                }
-            }
-        }
-        out.sort();
-        out
+    fn golden_text(&self, calls: &[Call]) -> String {
+        golden_text(calls, &self.cluster_dir())
     }
 }
 
 impl Drop for GceEnv {
     fn drop(&mut self) {
-        let _ = self.kctl(&[
-            "down",
-            "--provider",
-            "gce",
-            "--project",
-            PROJECT,
-            "--zone",
-            ZONE,
-        ]);
+        if self.down_on_drop && self.cluster_dir().exists() {
+            let _ = self.kctl(&["down"]);
+        }
         let _ = std::fs::remove_dir_all(&self.root);
     }
-}
-
-fn golden(name: &str) -> Vec<String> {
-    std::fs::read_to_string(repo().join("tests/golden").join(name))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect()
-}
-
-/// What a first `up` asks: the reads that make sure no cluster of the
-/// name exists (down's discovery), then the golden create sequence.
-fn first_up_calls() -> Vec<String> {
-    let mut calls: Vec<String> = golden("gce-down-3-minions.txt")
-        .into_iter()
-        .take(5)
-        .collect();
-    calls.extend(golden("gce-up-3-minions.txt"));
-    calls
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -176,11 +119,15 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn position(calls: &[String], needle: &str) -> usize {
+fn lines(calls: &[Call]) -> Vec<String> {
+    calls.iter().map(Call::line).collect()
+}
+
+fn position(calls: &[Call], needle: &str) -> usize {
     calls
         .iter()
-        .position(|c| c.contains(needle))
-        .unwrap_or_else(|| panic!("no call with {needle:?} in {calls:#?}"))
+        .position(|c| c.line().contains(needle))
+        .unwrap_or_else(|| panic!("no call with {needle:?} in {:#?}", lines(calls)))
 }
 
 fn flat(text: &str) -> String {
@@ -190,26 +137,28 @@ fn flat(text: &str) -> String {
         .join(" ")
 }
 
+fn read_json(path: PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 #[test]
 fn up_and_down_issue_the_golden_gcloud_sequences() {
     let env = GceEnv::new("golden");
-    let run = env.up(&[]);
+    let run = env.up();
     // Every gcloud step ran; then no VM answered SSH (loopback, nothing
     // listens): a clear error that says how to continue or clean up.
     assert!(!run.ok(), "{run:?}");
     let err = flat(&run.stderr);
     assert!(err.contains("not ready after 1s"), "{run:?}");
     assert!(err.contains("kctl down"), "{run:?}");
-    let calls = env.take_calls();
-    assert_eq!(
-        sorted(calls.clone()),
-        sorted(first_up_calls()),
-        "up's gcloud calls"
-    );
-    // Stages in order: preflight, network, subnet, firewalls, instances,
-    // routes, host keys.
+    let calls = env.mock.take_calls();
+    golden("gce-up-3-minions.txt", &env.golden_text(&calls));
+    // Stages in order: preflight, the reads that make sure no cluster of
+    // the name exists, network, subnet, firewalls, instances, routes, host
+    // keys.
     let order = [
         "compute images describe-from-family",
+        "compute firewall-rules list",
         "networks create",
         "subnets create",
         "firewall-rules create kctl-demo-internal",
@@ -225,18 +174,13 @@ fn up_and_down_issue_the_golden_gcloud_sequences() {
             pair[1]
         );
     }
-    assert_eq!(env.resources().len(), 11, "{:?}", env.resources());
-    let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(env.cluster_dir().join("cluster.json")).unwrap(),
-    )
-    .unwrap();
+
+    let mock = &env.mock;
+    assert_eq!(mock.resources().len(), 11, "{:?}", mock.resources());
+    let record = read_json(env.cluster_dir().join("cluster.json"));
     assert_eq!(record["gce"]["project"], PROJECT);
     assert_eq!(record["minions"].as_array().unwrap().len(), 3);
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(env.fake_dir().join("state.json")).unwrap())
-            .unwrap();
-    let master_ip = state["projects"][PROJECT]["instances"]["kctl-demo-master"]
-        ["networkInterfaces"][0]["networkIP"]
+    let master_ip = mock.instance("kctl-demo-master")["networkInterfaces"][0]["networkIP"]
         .as_str()
         .unwrap()
         .to_string();
@@ -251,36 +195,87 @@ fn up_and_down_issue_the_golden_gcloud_sequences() {
         4,
         "pinned host keys: {known_hosts}"
     );
-    assert!(known_hosts.lines().all(|l| l.starts_with("127.77.0.")));
+    assert!(known_hosts
+        .lines()
+        .all(|l| l.starts_with("127.77.0.") && l.contains(" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5")));
 
-    // Again on the existing cluster: reads only, nothing created.
-    let again = env.up(&[]);
+    // What each VM was given: the cluster's key for user kctl, its own
+    // startup script, guest attributes on; routes usable (no warnings).
+    let public_key = std::fs::read_to_string(env.cluster_dir().join("id_ed25519.pub")).unwrap();
+    for (name, script) in [
+        ("kctl-demo-master", "gce-master-startup.sh"),
+        ("kctl-demo-minion-2", "gce-minion-2-startup.sh"),
+    ] {
+        assert_eq!(
+            mock.instance_metadata(name, "ssh-keys").unwrap().trim(),
+            format!("kctl:{}", public_key.trim())
+        );
+        assert_eq!(
+            mock.instance_metadata(name, "startup-script").unwrap(),
+            std::fs::read_to_string(env.cluster_dir().join(script)).unwrap()
+        );
+        assert_eq!(
+            mock.instance_metadata(name, "enable-guest-attributes")
+                .as_deref(),
+            Some("TRUE")
+        );
+    }
+    let state = mock.state();
+    for (name, route) in state["projects"][PROJECT]["routes"].as_object().unwrap() {
+        assert!(route.get("warnings").is_none(), "{name}: {route}");
+    }
+
+    // Again on the existing cluster: reads only, the same machines read
+    // back.
+    let before = (
+        std::fs::read_to_string(env.cluster_dir().join("cluster.json")).unwrap(),
+        known_hosts,
+    );
+    let again = env.up();
     assert!(!again.ok());
-    let calls = env.take_calls();
+    let calls = env.mock.take_calls();
     assert!(!calls.is_empty());
     assert!(
-        !calls.iter().any(|c| c.contains(" create ")),
-        "re-running up created something: {calls:#?}"
+        !calls.iter().any(Call::changed_anything),
+        "re-running up changed something: {:#?}",
+        lines(&calls)
     );
-    assert_eq!(env.resources().len(), 11);
+    assert_eq!(mock.resources().len(), 11);
+    let after = (
+        std::fs::read_to_string(env.cluster_dir().join("cluster.json")).unwrap(),
+        std::fs::read_to_string(env.cluster_dir().join("known_hosts")).unwrap(),
+    );
+    assert_eq!(before, after);
+
+    // The dry run of down prints exactly what down then runs, and deletes
+    // nothing.
+    let dry = env.kctl(&["down", "--dry-run"]);
+    assert!(dry.ok(), "{dry:?}");
+    let printed: Vec<String> = dry
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("gcloud "))
+        .map(str::to_string)
+        .collect();
+    let calls = env.mock.take_calls();
+    assert_eq!(lines(&calls).len(), 5);
+    assert!(!calls.iter().any(Call::changed_anything));
 
     // down: the golden sequence, nothing left in the project or here.
     let down = env.kctl(&["down"]);
     assert!(down.ok(), "{down:?}");
     assert_eq!(down.stdout.matches("deleted ").count(), 11, "{down:?}");
-    assert_eq!(
-        sorted(env.take_calls()),
-        sorted(golden("gce-down-3-minions.txt")),
-        "down's gcloud calls"
-    );
-    assert_eq!(env.resources(), Vec::<String>::new());
+    let text = env.golden_text(&env.mock.take_calls());
+    golden("gce-down-3-minions.txt", &text);
+    assert_eq!(printed, argv_lines(&text), "dry run vs what down ran");
+    assert_eq!(mock.resources(), Vec::<String>::new());
     assert!(!env.cluster_dir().exists());
 }
 
 #[test]
 fn dry_run_prints_the_commands_and_runs_none() {
     let env = GceEnv::new("dryrun");
-    let run = env.up_with(&["--minions", "3", "--dry-run"], &[]);
+    let run = env.up_with(&["--minions", "3", "--dry-run"]);
     assert!(run.ok(), "{run:?}");
     let printed: Vec<String> = run
         .stdout
@@ -288,19 +283,45 @@ fn dry_run_prints_the_commands_and_runs_none() {
         .filter(|l| l.starts_with("gcloud "))
         .map(|l| l.replace(&env.cluster_dir().display().to_string(), "$WORK"))
         .collect();
-    assert_eq!(printed, first_up_calls());
+    // What `up` runs (the golden, which real gcloud ran), but for the
+    // serial console reads made only because the golden's VMs never
+    // answered SSH.
+    let ran: Vec<String> = read_golden_argv("gce-up-3-minions.txt")
+        .into_iter()
+        .filter(|l| !l.contains(" get-serial-port-output "))
+        .collect();
+    assert_eq!(sorted(printed.clone()), sorted(ran));
+    // In stage order: preflight and the reads that make sure no cluster of
+    // the name exists, then network, subnet, firewalls, instances, routes,
+    // host keys.
+    let at = |needle: &str| {
+        printed
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not printed: {printed:#?}"))
+    };
+    assert!(at("compute firewall-rules list") < at("networks create"));
+    let order = [
+        "compute images describe-from-family",
+        "networks create",
+        "subnets create",
+        "firewall-rules create kctl-demo-internal",
+        "instances create kctl-demo-master",
+        "routes create kctl-demo-minion-1",
+        "get-guest-attributes kctl-demo-master",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{} before {}", pair[0], pair[1]);
+    }
 
     // SSH narrowed to the operator's address: only that rule changes.
-    let narrow = env.up_with(
-        &[
-            "--minions",
-            "3",
-            "--ssh-source",
-            "203.0.113.7/32",
-            "--dry-run",
-        ],
-        &[],
-    );
+    let narrow = env.up_with(&[
+        "--minions",
+        "3",
+        "--ssh-source",
+        "203.0.113.7/32",
+        "--dry-run",
+    ]);
     assert!(narrow.ok(), "{narrow:?}");
     let ssh_rule: Vec<&str> = narrow
         .stdout
@@ -313,36 +334,44 @@ fn dry_run_prints_the_commands_and_runs_none() {
         "{ssh_rule:?}"
     );
     assert!(!narrow.stdout.contains("0.0.0.0/0"), "{narrow:?}");
-    let bad = env.up_with(&["--ssh-source", "203.0.113.7", "--dry-run"], &[]);
+    let bad = env.up_with(&["--ssh-source", "203.0.113.7", "--dry-run"]);
     assert!(!bad.ok(), "a source without a prefix length: {bad:?}");
-    assert!(env.take_calls().is_empty(), "dry run ran gcloud");
+    assert!(env.mock.take_calls().is_empty(), "dry run ran gcloud");
+    assert!(env.mock.requests().is_empty(), "dry run reached the API");
     assert!(!env.cluster_dir().exists(), "dry run left a record");
 }
 
 #[test]
 fn a_failure_half_way_then_down_leaves_nothing() {
     let env = GceEnv::new("halfway");
-    // The project's CPU quota runs out at the third VM: a failure no retry
-    // cures, after some VMs exist.
-    let run = env.up(&[(
-        "FAKE_GCLOUD_FAIL",
-        "quota:instances create kctl-demo-minion-2",
-    )]);
+    // Minion 2's insert is refused for quota (another workload took the
+    // region's last CPUs meanwhile): a failure no retry cures, after other
+    // VMs exist.
+    env.mock
+        .fail(json!({"kind": "instances", "name": "kctl-demo-minion-2",
+                         "error": "quota", "limit": 3.0, "times": "always"}));
+    let run = env.up();
     assert!(!run.ok(), "{run:?}");
     let err = flat(&run.stderr);
     assert!(
         err.contains("kctl-demo-minion-2") && err.contains("Quota 'CPUS' exceeded"),
         "{run:?}"
     );
-    let made = env.resources();
-    assert!(
-        made.iter().any(|r| r.ends_with("kctl-demo-master")),
+    // Tried once: an exhausted quota stays exhausted.
+    let calls = env.mock.take_calls();
+    let tries: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.line().contains(" instances create kctl-demo-minion-2 "))
+        .collect();
+    assert_eq!(tries.len(), 1, "{:#?}", lines(&calls));
+    assert!(tries[0].requests.iter().any(|r| r["status"] == 403));
+    let made = env.mock.resources();
+    assert_eq!(
+        made.iter().filter(|r| r.starts_with("instances/")).count(),
+        3,
         "{made:?}"
     );
-    assert!(
-        !made.iter().any(|r| r.ends_with("kctl-demo-minion-2")),
-        "{made:?}"
-    );
+    assert!(!made.iter().any(|r| r.starts_with("routes/")), "{made:?}");
     assert!(
         env.cluster_dir().join("cluster.json").exists(),
         "a record for down"
@@ -350,25 +379,75 @@ fn a_failure_half_way_then_down_leaves_nothing() {
 
     let down = env.kctl(&["down"]);
     assert!(down.ok(), "{down:?}");
-    assert_eq!(env.resources(), Vec::<String>::new());
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
     assert!(!env.cluster_dir().exists());
+}
+
+/// Cluster `demo` with `minions` minions, made directly in the mock (as
+/// another workstation's `kctl up` would have).
+fn make_cluster_elsewhere(mock: &MockCompute, minions: usize) {
+    let net = "projects/my-proj-123/global/networks/kctl-demo";
+    let sub = "projects/my-proj-123/regions/us-central1/subnetworks/kctl-demo-us-central1";
+    mock.create(
+        "networks",
+        json!({"name": "kctl-demo", "autoCreateSubnetworks": false}),
+    );
+    mock.create(
+        "subnetworks",
+        json!({"name": "kctl-demo-us-central1", "network": net, "ipCidrRange": "10.240.0.0/16"}),
+    );
+    for (name, ranges) in [
+        ("kctl-demo-internal", vec!["10.240.0.0/16", "10.244.0.0/14"]),
+        ("kctl-demo-ssh", vec!["0.0.0.0/0"]),
+    ] {
+        mock.create(
+            "firewalls",
+            json!({"name": name, "network": net, "sourceRanges": ranges,
+                   "allowed": [{"IPProtocol": "tcp"}]}),
+        );
+    }
+    let names =
+        std::iter::once("master".to_string()).chain((1..=minions).map(|i| format!("minion-{i}")));
+    for (i, name) in names.enumerate() {
+        let role = if i == 0 { "master" } else { "minion" };
+        mock.create(
+            "instances",
+            json!({"name": format!("kctl-demo-{name}"),
+                   "machineType": "zones/us-central1-b/machineTypes/f1-micro",
+                   "canIpForward": i > 0,
+                   "labels": {"kctl-cluster": "demo", "kctl-role": role},
+                   "disks": [{"boot": true, "initializeParams": {"diskSizeGb": "10"}}],
+                   "networkInterfaces": [{"subnetwork": sub, "accessConfigs": [{"type": "ONE_TO_ONE_NAT"}]}]}),
+        );
+        if i > 0 {
+            mock.create(
+                "routes",
+                json!({"name": format!("kctl-demo-minion-{i}"), "network": net,
+                       "destRange": format!("10.244.{i}.0/24"),
+                       "nextHopInstance": format!("projects/my-proj-123/zones/us-central1-b/instances/kctl-demo-minion-{i}")}),
+            );
+        }
+    }
 }
 
 #[test]
 fn down_finds_a_cluster_whose_record_is_lost() {
     let env = GceEnv::new("lost");
-    let run = env.up(&[]);
-    assert!(!run.ok());
-    assert_eq!(env.resources().len(), 11);
-    env.take_calls();
-    std::fs::remove_dir_all(env.cluster_dir()).unwrap();
+    make_cluster_elsewhere(&env.mock, 3);
+    assert_eq!(env.mock.resources().len(), 11);
 
     // `up` without a record never adopts what it finds: its `down` would
     // delete someone else's cluster.
-    let run = env.up(&[]);
+    let run = env.up();
     assert!(!run.ok(), "{run:?}");
     assert!(flat(&run.stderr).contains("no record of"), "{run:?}");
-    assert!(!env.take_calls().iter().any(|c| c.contains(" create ")));
+    let calls = env.mock.take_calls();
+    assert!(!calls.is_empty());
+    assert!(
+        !calls.iter().any(Call::changed_anything),
+        "{:#?}",
+        lines(&calls)
+    );
     assert!(!env.cluster_dir().exists());
 
     let guess = env.kctl(&["down", "--provider", "gce", "--project", PROJECT]);
@@ -379,7 +458,7 @@ fn down_finds_a_cluster_whose_record_is_lost() {
     assert!(without.ok(), "{without:?}");
     assert!(without.stdout.contains("does not exist"), "{without:?}");
     assert_eq!(
-        env.resources().len(),
+        env.mock.resources().len(),
         11,
         "nothing deleted without a record or --provider"
     );
@@ -395,43 +474,57 @@ fn down_finds_a_cluster_whose_record_is_lost() {
     ]);
     assert!(down.ok(), "{down:?}");
     assert_eq!(down.stdout.matches("deleted ").count(), 11, "{down:?}");
-    assert_eq!(env.resources(), Vec::<String>::new());
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
 }
 
 #[test]
 fn preflight_problems_create_nothing() {
     let env = GceEnv::new("preflight");
-    let cases: [(&[(&str, &str)], &str); 2] = [
-        (&[("FAKE_GCLOUD_ACCOUNT", "")], "not logged in"),
-        (&[("FAKE_GCLOUD_FAIL", "always:zones describe")], "zone"),
+    let base = [
+        "up",
+        "--provider",
+        "gce",
+        "--project",
+        PROJECT,
+        "--minions",
+        "3",
     ];
-    for (env_vars, expect) in cases {
-        let run = env.up(env_vars);
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    type GcloudEnv = Option<Vec<(String, String)>>;
+    let cases: [(Vec<String>, GcloudEnv, &str); 3] = [
+        (with(&[]), Some(env.mock.env_logged_out()), "not logged in"),
+        (with(&["--zone", "us-central1-z"]), None, "us-central1-z"),
+        (
+            with(&["--machine-type", "n9-imaginary-1"]),
+            None,
+            "n9-imaginary-1",
+        ),
+    ];
+    for (args, gcloud_env, expect) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = env.kctl_with(&args, gcloud_env, None);
         assert!(!run.ok(), "{run:?}");
         assert!(flat(&run.stderr).contains(expect), "{expect}: {run:?}");
     }
-    let run = env.up_with(&["--machine-type", "n9-imaginary-1"], &[]);
-    assert!(!run.ok());
-    assert!(flat(&run.stderr).contains("n9-imaginary-1"), "{run:?}");
-    // A PATH with no gcloud on it (this machine may have a real one).
+    // A PATH with no gcloud on it.
     let empty = env.root.join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
-    let no_gcloud = env.kctl_with(
-        &["up", "--provider", "gce", "--project", PROJECT],
-        &[],
-        Some(empty.to_str().unwrap()),
-    );
+    let no_gcloud = env.kctl_with(&base, None, Some(empty.to_str().unwrap()));
     assert!(!no_gcloud.ok());
     assert!(
         flat(&no_gcloud.stderr).contains("gcloud not found"),
         "{no_gcloud:?}"
     );
 
+    let calls = env.mock.take_calls();
     assert!(
-        !env.take_calls().iter().any(|c| c.contains(" create ")),
-        "a failed preflight created something"
+        !calls.iter().any(Call::changed_anything),
+        "a failed preflight changed something: {:#?}",
+        lines(&calls)
     );
-    assert_eq!(env.resources(), Vec::<String>::new());
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
     assert!(
         !env.cluster_dir().exists(),
         "no record of a cluster never made"
@@ -518,8 +611,8 @@ impl Drop for Unreachable {
     }
 }
 
-/// The whole GCE path with the fake's VMs pointing at SSH hosts the test
-/// made: gcloud steps, host keys pinned from guest attributes, boot wait,
+/// The whole GCE path with the mock's VMs pointing at SSH hosts the test
+/// made (its "set hosts" control): real gcloud steps, host keys pinned from guest attributes, boot wait,
 /// bootstrap over SSH as `kctl` through sudo, etcd on the master reached
 /// through the tunnel, pods on the minions, then `down`: the project is
 /// empty and the hosts are as they were.
@@ -529,7 +622,9 @@ fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
     let _pods_here = Unreachable::claim("10.244.0.0/14");
     let _user = SudoUser::create();
     let before: Vec<_> = (0..3).map(|i| hosts.snapshot(i)).collect();
-    let env = GceEnv::named("e2e", "t-gce");
+    let mut env = GceEnv::named("e2e", "t-gce");
+    // kctl's parts on the hosts go with `down`, also when the test fails.
+    env.down_on_drop = true;
 
     // The cluster key, made where `up` looks for it, authorized on the
     // hosts as the guest agent would from the ssh-keys metadata.
@@ -554,31 +649,24 @@ fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
         let blob = host.host_key.split_whitespace().nth(1).unwrap();
         map.insert(
             name.to_string(),
-            serde_json::json!({
-                "internal_ip": host.ip.to_string(),
-                "external_ip": host.ip.to_string(),
+            json!({
+                "internalIp": host.ip.to_string(),
+                "externalIp": host.ip.to_string(),
                 "hostkeys": {"ssh-ed25519": blob},
             }),
         );
     }
-    std::fs::write(
-        env.fake_dir().join("hosts.json"),
-        serde_json::to_string(&Value::Object(map)).unwrap(),
-    )
-    .unwrap();
+    env.mock.set_hosts(Value::Object(map));
 
     let portal = hosts.portal_net();
-    let run = env.up_with(
-        &[
-            "--minions",
-            "2",
-            "--portal-net",
-            &portal,
-            "--boot-timeout",
-            "60",
-        ],
-        &[],
-    );
+    let run = env.up_with(&[
+        "--minions",
+        "2",
+        "--portal-net",
+        &portal,
+        "--boot-timeout",
+        "60",
+    ]);
     assert!(run.ok(), "kctl up --provider gce: {run:?}");
     let minions = env.kctl(&["get", "minions", "-o", "json"]);
     assert!(minions.ok(), "{minions:?}");
@@ -640,7 +728,7 @@ fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
     let down = env.kctl(&["down"]);
     assert!(down.ok(), "{down:?}");
     assert_eq!(down.stdout.matches("deleted ").count(), 9, "{down:?}");
-    assert_eq!(env.resources(), Vec::<String>::new());
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
     for (i, before) in before.iter().enumerate() {
         let after = hosts.snapshot(i);
         assert!(
