@@ -247,6 +247,55 @@ fn up_and_down_issue_the_golden_gcloud_sequences() {
     );
     assert_eq!(before, after);
 
+    // down with a zone or project other than the record's changes nothing
+    // (it used to strip a live cluster's routes, or forget its record).
+    for flags in [
+        &["--zone", "us-east1-b"][..],
+        &["--project", "other-proj-456"],
+    ] {
+        let mut args = vec!["down"];
+        args.extend_from_slice(flags);
+        let refused = env.kctl(&args);
+        assert!(!refused.ok(), "{refused:?}");
+        let text = flat(&refused.stderr);
+        assert!(
+            text.contains("recorded in project my-proj-123 zone us-central1-b")
+                && text.contains("Nothing was changed"),
+            "{refused:?}"
+        );
+        assert!(env.mock.take_calls().is_empty(), "no gcloud call");
+        assert_eq!(mock.resources().len(), 11);
+        assert!(env.cluster_dir().join("cluster.json").exists());
+    }
+
+    // A VM that later publishes another host key (anything in a VM can
+    // write guest attributes) stops up before anything is written.
+    let other_key = "AAAAC3NzaC1lZDI1NTE5AAAAIMknWvkjbCOKsicY5W+5IfNWfsUFDCpVHTIDik37P5DE";
+    mock.set_hosts(json!({"kctl-demo-minion-2": {"hostkeys": {"ssh-ed25519": other_key}}}));
+    let changed = env.up();
+    assert!(!changed.ok(), "{changed:?}");
+    let text = flat(&changed.stderr);
+    assert!(
+        text.contains("host key changed: kctl-demo-minion-2"),
+        "{changed:?}"
+    );
+    let unwrapped: String = text.split_whitespace().collect();
+    assert!(
+        unwrapped.contains(&env.cluster_dir().join("known_hosts").display().to_string()),
+        "names the file: {changed:?}"
+    );
+    assert!(
+        !text.contains("not ready after"),
+        "no SSH attempted: {changed:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.cluster_dir().join("known_hosts")).unwrap(),
+        before.1,
+        "the pinned keys stay"
+    );
+    let calls = env.mock.take_calls();
+    assert!(!calls.iter().any(Call::changed_anything));
+
     // The dry run of down prints exactly what down then runs, and deletes
     // nothing.
     let dry = env.kctl(&["down", "--dry-run"]);
@@ -529,6 +578,61 @@ fn preflight_problems_create_nothing() {
         !env.cluster_dir().exists(),
         "no record of a cluster never made"
     );
+}
+
+/// Quota shortfalls and organisation policies that would make the VMs
+/// unusable stop `up` in preflight: each is named with its fix, and
+/// nothing is created.
+#[test]
+fn quotas_and_policies_are_checked_before_anything_is_created() {
+    let env = GceEnv::new("capacity");
+    // 1 master + 3 f1-micro minions need 4 CPUs (a new project's quota
+    // can be that small).
+    env.mock.set_region_quota("us-central1", "CPUS", 3.0);
+    let short = env.up();
+    assert!(!short.ok(), "{short:?}");
+    let text = flat(&short.stderr);
+    assert!(
+        text.contains("CPUS: needs 4, but 0 of 3 are in use"),
+        "{short:?}"
+    );
+    assert!(text.contains("nothing was created"), "{short:?}");
+    let calls = env.mock.take_calls();
+    assert!(
+        !calls.iter().any(Call::changed_anything),
+        "{:#?}",
+        lines(&calls)
+    );
+    assert!(!env.cluster_dir().exists());
+
+    env.mock.set_region_quota("us-central1", "CPUS", 24.0);
+    for (constraint, says) in [
+        ("compute.requireOsLogin", "ignore the ssh-keys metadata"),
+        (
+            "compute.disableGuestAttributesAccess",
+            "cannot publish their SSH host keys",
+        ),
+    ] {
+        env.mock.set_org_policy(constraint, true);
+        let refused = env.up();
+        assert!(!refused.ok(), "{refused:?}");
+        let text = flat(&refused.stderr);
+        assert!(
+            text.contains(&format!("organisation policy {constraint} is enforced"))
+                && text.contains(says),
+            "{refused:?}"
+        );
+        assert!(text.contains("disable-enforce"), "the fix: {refused:?}");
+        env.mock.set_org_policy(constraint, false);
+    }
+    let calls = env.mock.take_calls();
+    assert!(
+        !calls.iter().any(Call::changed_anything),
+        "{:#?}",
+        lines(&calls)
+    );
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
+    assert!(!env.cluster_dir().exists());
 }
 
 /// The user GCE's guest agent makes from the `ssh-keys` metadata: `kctl`,

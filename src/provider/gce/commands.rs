@@ -400,11 +400,13 @@ pub fn firewalls_list(p: &str, n: &Names) -> Vec<String> {
 
 // ---- teardown ----
 
-/// Boot disks auto-delete already; `--delete-disks=all` is belt and braces.
+/// No `--delete-disks`: boot disks made by `instances create` auto-delete
+/// anyway, and with it gcloud first fetches every named instance and
+/// deletes none if one is already gone (a `down` racing another).
 pub fn instances_delete(p: &str, z: &str, names: &[String]) -> Vec<String> {
     let mut argv = argv!["compute", "instances", "delete"];
     argv.extend(names.iter().cloned());
-    argv.extend(argv![project(p), zone(z), "--delete-disks=all", QUIET]);
+    argv.extend(argv![project(p), zone(z), QUIET]);
     argv
 }
 

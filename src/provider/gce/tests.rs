@@ -350,7 +350,7 @@ fn teardown_order_is_instances_routes_firewalls_subnet_network() {
             "kctl-demo-minion-2"
         ]
     );
-    assert!(has(instances, "--delete-disks=all"));
+    assert!(!instances.iter().any(|a| a.starts_with("--delete-disks")));
     // Nothing found: only the reads.
     let calls = down_commands(
         "my-proj-123",
