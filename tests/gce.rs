@@ -7,14 +7,16 @@
 
 mod common;
 
-use common::hosts::PlainHosts;
 use common::mock_compute::{
     argv_lines, golden, golden_text, read_golden_argv, Call, MockCompute, PROJECT, ZONE,
 };
+use common::vms::DebianVms;
 use common::{repo, Run};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A workstation of its own: KCTL_HOME, a mock Compute API, PATH with the
 /// gcloud recorder first.
@@ -635,64 +637,6 @@ fn quotas_and_policies_are_checked_before_anything_is_created() {
     assert!(!env.cluster_dir().exists());
 }
 
-/// The user GCE's guest agent makes from the `ssh-keys` metadata: `kctl`,
-/// with passwordless sudo. Made for the test and removed after it (users
-/// are the machine's, so one that the test did not make is left alone).
-struct SudoUser;
-
-const TEST_USER_COMMENT: &str = "kctl test user";
-const SUDOERS: &str = "/etc/sudoers.d/kctl-test";
-
-impl SudoUser {
-    fn create() -> SudoUser {
-        let existing = Command::new("getent")
-            .args(["passwd", "kctl"])
-            .output()
-            .unwrap();
-        let line = String::from_utf8_lossy(&existing.stdout).to_string();
-        if existing.status.success() && !line.contains(TEST_USER_COMMENT) {
-            panic!("a user kctl that this test did not make exists: {line}");
-        }
-        if !existing.status.success() {
-            let made = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/bin/bash"])
-                .args(["--comment", TEST_USER_COMMENT, "kctl"])
-                .status()
-                .unwrap();
-            assert!(made.success(), "useradd kctl");
-        }
-        // No password, but not locked: sshd (without PAM) refuses locked
-        // accounts even for key logins.
-        let unlocked = Command::new("usermod")
-            .args(["-p", "*", "kctl"])
-            .status()
-            .unwrap();
-        assert!(unlocked.success());
-        // The test's hosts keep Docker at their own socket (SetEnv in
-        // sshd_config); sudo must pass it on, as a VM's default socket
-        // would need nothing.
-        let rules = "Defaults:kctl env_keep += \"DOCKER_HOST\"\nkctl ALL=(ALL) NOPASSWD: ALL\n";
-        let tmp = format!("{SUDOERS}.tmp");
-        std::fs::write(&tmp, rules).unwrap();
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o440))
-            .unwrap();
-        let ok = Command::new("visudo")
-            .args(["-cqf", &tmp])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "sudoers rule invalid");
-        std::fs::rename(&tmp, SUDOERS).unwrap();
-        SudoUser
-    }
-}
-
-impl Drop for SudoUser {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(SUDOERS);
-        let _ = Command::new("userdel").arg("kctl").status();
-    }
-}
-
 /// A route that keeps a range on this machine for the test's life.
 struct Unreachable(&'static str);
 
@@ -715,63 +659,159 @@ impl Drop for Unreachable {
     }
 }
 
-/// The whole GCE path with the mock's VMs pointing at SSH hosts the test
-/// made (its "set hosts" control): real gcloud steps, host keys pinned from guest attributes, boot wait,
-/// bootstrap over SSH as `kctl` through sudo, etcd on the master reached
-/// through the tunnel, pods on the minions, then `down`: the project is
-/// empty and the hosts are as they were.
-#[test]
-fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
-    let hosts = PlainHosts::create("gce", 3);
-    let _pods_here = Unreachable::claim("10.244.0.0/14");
-    let _user = SudoUser::create();
-    let before: Vec<_> = (0..3).map(|i| hosts.snapshot(i)).collect();
-    let mut env = GceEnv::named("e2e", "t-gce");
-    // kctl's parts on the hosts go with `down`, also when the test fails.
-    env.down_on_drop = true;
-
-    // The cluster key, made where `up` looks for it, authorized on the
-    // hosts as the guest agent would from the ssh-keys metadata.
-    std::fs::create_dir_all(env.cluster_dir()).unwrap();
-    let key = env.cluster_dir().join("id_ed25519");
-    let made = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kctl-t-gce", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    hosts.authorize("kctl", &public);
-
-    let names = [
-        "kctl-t-gce-master",
-        "kctl-t-gce-minion-1",
-        "kctl-t-gce-minion-2",
-    ];
+/// The mock's instances are the VMs: same name, the VM's address inside
+/// and out, its real host key published in guest attributes.
+fn instances_are(vms: &DebianVms) -> Value {
     let mut map = serde_json::Map::new();
-    for (name, host) in names.iter().zip(hosts.hosts()) {
-        let blob = host.host_key.split_whitespace().nth(1).unwrap();
+    for vm in vms.hosts() {
+        let blob = vm.host_key.split_whitespace().nth(1).unwrap();
         map.insert(
-            name.to_string(),
+            vm.name.clone(),
             json!({
-                "internalIp": host.ip.to_string(),
-                "externalIp": host.ip.to_string(),
+                "internalIp": vm.ip.to_string(),
+                "externalIp": vm.ip.to_string(),
                 "hostkeys": {"ssh-ed25519": blob},
             }),
         );
     }
-    env.mock.set_hosts(Value::Object(map));
+    Value::Object(map)
+}
 
-    let portal = hosts.portal_net();
-    let run = env.up_with(&[
-        "--minions",
-        "2",
-        "--portal-net",
-        &portal,
-        "--boot-timeout",
-        "60",
-    ]);
+/// What GCE's guest environment does once an instance exists: the guest
+/// agent makes each `ssh-keys` user (with passwordless sudo), and the
+/// startup-script runner runs the `startup-script` metadata, kctl's own
+/// script, on the booted machine. Until every VM has started or `stop`.
+fn guest_environment(vms: &DebianVms, mock: &MockCompute, stop: &AtomicBool) {
+    let mut started = vec![false; vms.hosts().len()];
+    while !stop.load(Ordering::SeqCst) && started.iter().any(|s| !s) {
+        for (i, vm) in vms.hosts().iter().enumerate() {
+            if started[i] {
+                continue;
+            }
+            let (Some(script), Some(keys)) = (
+                mock.instance_metadata(&vm.name, "startup-script"),
+                mock.instance_metadata(&vm.name, "ssh-keys"),
+            ) else {
+                continue;
+            };
+            for line in keys.lines() {
+                if let Some((user, key)) = line.split_once(':') {
+                    vms.add_guest_user(i, user, key);
+                }
+            }
+            vms.start_startup_script(i, &script);
+            started[i] = true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `kctl up` while the guest environment serves the VMs it creates, and
+/// `meanwhile` runs beside it (until `up` ends: the flag it is given); the
+/// run and when it ended.
+fn up_on(
+    env: &GceEnv,
+    vms: &DebianVms,
+    extra: &[&str],
+    meanwhile: &(dyn Fn(&AtomicBool) + Sync),
+) -> (Run, SystemTime) {
+    env.mock.set_hosts(instances_are(vms));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| guest_environment(vms, &env.mock, &stop));
+        s.spawn(|| meanwhile(&stop));
+        let run = env.up_with(extra);
+        let ended = SystemTime::now();
+        stop.store(true, Ordering::SeqCst);
+        (run, ended)
+    })
+}
+
+fn nothing_else(_: &AtomicBool) {}
+
+/// The whole GCE path on real Debian 12 machines booted with systemd: the
+/// real gcloud creates the VMs in the mock; each VM then runs kctl's own
+/// startup script (apt installs docker.io, nftables, iptables, apparmor,
+/// etcd-server from Debian's mirror); `up` pins the host keys from guest
+/// attributes, waits for the scripts' done markers, bootstraps over SSH as
+/// `kctl` through sudo, with etcd and kctl-node as systemd units; pods run
+/// on the minions; `down` removes kctl's parts from the VMs and every
+/// resource from the project.
+#[test]
+fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
+    let vms = DebianVms::create_named(
+        "gce",
+        &[
+            "kctl-t-gce-master",
+            "kctl-t-gce-minion-1",
+            "kctl-t-gce-minion-2",
+        ],
+    );
+    let _pods_here = Unreachable::claim("10.244.0.0/14");
+    let mut env = GceEnv::named("e2e", "t-gce");
+    // kctl's parts on the VMs go with `down`, also when the test fails.
+    env.down_on_drop = true;
+    for i in 0..3 {
+        let (code, _) = vms.run_in_code(i, &["sh", "-c", "command -v docker || command -v etcd"]);
+        assert_ne!(code, Some(0), "a fresh VM has neither Docker nor etcd");
+    }
+
+    let portal = vms.portal_net();
+    let (run, _) = up_on(
+        &env,
+        &vms,
+        &[
+            "--minions",
+            "2",
+            "--portal-net",
+            &portal,
+            "--boot-timeout",
+            "300",
+        ],
+        &nothing_else,
+    );
     assert!(run.ok(), "kctl up --provider gce: {run:?}");
+
+    // The startup scripts did their work, said so on the serial console
+    // and in their marker; kctl's long-running parts are systemd units.
+    let version = env!("CARGO_PKG_VERSION");
+    for i in 0..3 {
+        let serial = vms.serial_console(i);
+        assert!(
+            serial.contains(&format!("kctl-boot: done (kctl {version})")),
+            "{}: {serial}",
+            vms.hosts()[i].name
+        );
+        assert_eq!(
+            vms.run_in_stdout(i, &["cat", "/var/lib/kctl-boot/done"])
+                .trim(),
+            version
+        );
+    }
+    assert_eq!(
+        vms.run_in_stdout(0, &["systemctl", "is-active", "kctl-etcd-t-gce"]),
+        "active\n"
+    );
+    for i in 1..3 {
+        assert_eq!(
+            vms.run_in_stdout(i, &["systemctl", "is-active", "docker", "kctl-node-t-gce"]),
+            "active\nactive\n"
+        );
+        let installed = vms.run_in_stdout(
+            i,
+            &[
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package} ",
+                "docker.io",
+                "nftables",
+                "iptables",
+                "apparmor",
+            ],
+        );
+        assert_eq!(installed.trim(), "apparmor docker.io iptables nftables");
+    }
     let minions = env.kctl(&["get", "minions", "-o", "json"]);
     assert!(minions.ok(), "{minions:?}");
     let ready = minions.json()["items"]
@@ -811,8 +851,8 @@ fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
             ip.starts_with(&format!("10.244.{minion}.")),
             "pod range of minion-{minion}: {ip}"
         );
-        // On its VM (the master is host 0), the pod answers on its IP.
-        let page = hosts.run_in(
+        // On its VM (the master is VM 0), the pod answers on its IP.
+        let page = vms.run_in(
             minion,
             &[
                 "docker",
@@ -833,14 +873,81 @@ fn a_gce_cluster_on_stand_in_vms_runs_pods_and_goes_away() {
     assert!(down.ok(), "{down:?}");
     assert_eq!(down.stdout.matches("deleted ").count(), 9, "{down:?}");
     assert_eq!(env.mock.resources(), Vec::<String>::new());
-    for (i, before) in before.iter().enumerate() {
-        let after = hosts.snapshot(i);
+    // What kctl put on the VMs went before they were deleted.
+    for i in 0..3 {
+        let snapshot = vms.snapshot(i);
+        let name = &vms.hosts()[i].name;
         assert!(
-            after == *before,
-            "host {} changed:\n{}",
-            i + 1,
-            before.diff(&after)
+            !snapshot.units.iter().any(|u| u.contains("kctl")),
+            "{name}: {:?}",
+            snapshot.units
         );
+        assert!(snapshot.containers.is_empty(), "{name}: {snapshot:?}");
+        assert!(
+            !snapshot.iptables.iter().any(|l| l.contains("KCTL")),
+            "{name}: {:?}",
+            snapshot.iptables
+        );
+        assert!(!snapshot.nft.iter().any(|l| l.contains("kctl")), "{name}");
+        let (code, _) = vms.run_in_code(i, &["test", "-e", "/var/lib/kctl/t-gce"]);
+        assert_ne!(code, Some(0), "{name}: /var/lib/kctl/t-gce is gone");
     }
-    assert!(!std::path::Path::new("/var/lib/kctl/t-gce").exists());
+}
+
+/// A startup script that fails (here: the kernel refuses IP forwarding on
+/// a minion) is reported with its log as soon as its failure marker is
+/// there, without waiting out the boot timeout or for the other VMs. The
+/// failure is held back until `up` is waiting for the VMs (its first SSH
+/// login as kctl), so what is measured is the wait's own delay.
+#[test]
+fn a_failing_startup_script_is_reported_with_its_log_at_once() {
+    let vms = DebianVms::create_named(
+        "gcefail",
+        &["kctl-t-gcefail-master", "kctl-t-gcefail-minion-1"],
+    );
+    vms.write_file(
+        1,
+        "/usr/local/sbin/sysctl",
+        b"#!/bin/sh\nwhile [ ! -e /run/fail-now ]; do sleep 0.2; done\necho 'sysctl: setting key \"net.ipv4.ip_forward\": Read-only file system' >&2\nexit 255\n",
+        0o755,
+    );
+    let release = |stop: &AtomicBool| {
+        while !stop.load(Ordering::SeqCst) {
+            let log = vms.run_in_stdout(1, &["journalctl", "-q", "-u", "ssh", "--no-pager"]);
+            if log.contains("Accepted publickey for kctl") {
+                vms.write_file(1, "/run/fail-now", b"", 0o644);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut env = GceEnv::named("gcefail", "t-gcefail");
+    env.down_on_drop = true;
+    let (run, ended) = up_on(
+        &env,
+        &vms,
+        &["--minions", "1", "--boot-timeout", "300"],
+        &release,
+    );
+    assert!(!run.ok(), "{run:?}");
+    let text = flat(&run.stderr);
+    assert!(
+        text.contains("minion-1: its startup script failed")
+            && text.contains("net.ipv4.ip_forward\": Read-only file system"),
+        "{run:?}"
+    );
+    let marker: u64 = vms
+        .run_in_stdout(1, &["stat", "-c", "%Y", "/var/lib/kctl-boot/failed"])
+        .trim()
+        .parse()
+        .unwrap();
+    let ended = ended.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert!(
+        ended.saturating_sub(marker) <= 8,
+        "up ended {} s after the failure marker",
+        ended.saturating_sub(marker)
+    );
+    let down = env.kctl(&["down"]);
+    assert!(down.ok(), "{down:?}");
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
 }
