@@ -328,6 +328,16 @@ fn dry_run_prints_the_commands_and_runs_none() {
     let env = GceEnv::new("dryrun");
     let run = env.up_with(&["--minions", "3", "--dry-run"]);
     assert!(run.ok(), "{run:?}");
+    // SSH open to the world (2014's rule) is pointed out, with the fix.
+    let warning = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# warning: SSH"))
+        .unwrap_or_else(|| panic!("no SSH warning: {run:?}"));
+    assert!(
+        warning.contains("0.0.0.0/0") && warning.contains("--ssh-source"),
+        "{warning}"
+    );
     let printed: Vec<String> = run
         .stdout
         .lines()
