@@ -120,14 +120,14 @@ impl SshExec {
         let _ = self.session.close().await;
     }
 
-    /// The remote command's output. openssh turns exit status 127 (the
-    /// shell's "command not found") into an error; for kctl it is an
-    /// answer like any other exit status: a host without `nft` says so
-    /// with 127, and the host checks report it as missing.
+    /// The remote command's output. openssh (native-mux) turns exit status
+    /// 127 into an error and drops the output; for kctl it is an answer
+    /// like any other: a root login on a host without `nft` gets 127 from
+    /// the remote shell, and the host checks report nft as missing. (Under
+    /// sudo a missing program is exit 1, "command not found".)
     fn finished(
         &self,
         out: Result<std::process::Output, openssh::Error>,
-        argv: &[String],
     ) -> Result<Output, ExecError> {
         match out {
             Ok(out) => Ok(Output {
@@ -139,11 +139,8 @@ impl SshExec {
                 Ok(Output {
                     code: Some(127),
                     stdout: vec![],
-                    stderr: format!(
-                        "{}: command not found\n",
-                        argv.first().map_or("", String::as_str)
-                    )
-                    .into_bytes(),
+                    stderr: b"exit status 127 (command not found?); openssh keeps the output\n"
+                        .to_vec(),
                 })
             }
             Err(e) => Err(self.transport(e)),
@@ -233,7 +230,7 @@ impl Exec for SshExec {
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
             .output()
             .await;
-        self.finished(out, argv)
+        self.finished(out)
     }
 
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {
@@ -263,7 +260,7 @@ impl Exec for SshExec {
                 child.wait_with_output().await
             }
         };
-        self.finished(out, argv)
+        self.finished(out)
     }
 }
 

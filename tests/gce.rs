@@ -601,9 +601,16 @@ fn quotas_and_policies_are_checked_before_anything_is_created() {
     // 1 master + 3 f1-micro minions need 4 CPUs (a new project's quota
     // can be that small).
     env.mock.set_region_quota("us-central1", "CPUS", 3.0);
+    // OS Login on for the project is only a warning: the VMs turn it off
+    // for themselves.
+    env.mock.set_project_metadata("enable-oslogin", "TRUE");
     let short = env.up();
     assert!(!short.ok(), "{short:?}");
     let text = flat(&short.stderr);
+    assert!(
+        text.contains("turns OS Login on (enable-oslogin=TRUE)"),
+        "{short:?}"
+    );
     assert!(
         text.contains("CPUS: needs 4, but 0 of 3 are in use"),
         "{short:?}"
@@ -651,12 +658,22 @@ fn quotas_and_policies_are_checked_before_anything_is_created() {
 struct Unreachable(&'static str);
 
 impl Unreachable {
+    /// Claims `cidr`; an unreachable route for it that a killed earlier
+    /// run left is taken over (any other route for it is not).
     fn claim(cidr: &'static str) -> Unreachable {
-        let ok = Command::new("ip")
-            .args(["route", "add", "unreachable", cidr])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "{cidr} is routed already");
+        let add = || {
+            Command::new("ip")
+                .args(["route", "add", "unreachable", cidr])
+                .status()
+                .unwrap()
+                .success()
+        };
+        if !add() {
+            let _ = Command::new("ip")
+                .args(["route", "del", "unreachable", cidr])
+                .status();
+            assert!(add(), "{cidr} is routed already, and not by an earlier run");
+        }
         Unreachable(cidr)
     }
 }
@@ -792,10 +809,10 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
             "{}: {serial}",
             vms.hosts()[i].name
         );
+        // In /run: every boot starts without one.
         assert_eq!(
-            vms.run_in_stdout(i, &["cat", "/var/lib/kctl-boot/done"])
-                .trim(),
-            version
+            vms.run_in_stdout(i, &["cat", "/run/kctl-boot/done"]).trim(),
+            format!("{} {version}", kctl::provider::gce::BOOT_FORMAT)
         );
     }
     assert_eq!(
@@ -947,7 +964,7 @@ fn a_failing_startup_script_is_reported_with_its_log_at_once() {
         "{run:?}"
     );
     let marker: u64 = vms
-        .run_in_stdout(1, &["stat", "-c", "%Y", "/var/lib/kctl-boot/failed"])
+        .run_in_stdout(1, &["stat", "-c", "%Y", "/run/kctl-boot/failed"])
         .trim()
         .parse()
         .unwrap();

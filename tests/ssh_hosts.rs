@@ -91,12 +91,21 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
     // after this are the "before" of the cluster proper.
     let run = cluster.kctl(&["down"]);
     assert!(run.ok(), "{run:?}");
+    // That first down left nothing of kctl's: this is the baseline.
     let before: Vec<_> = (0..2).map(|i| hosts.snapshot(i)).collect();
-    assert!(
-        !before[0].units.iter().any(|u| u.contains("kctl")),
-        "{:?}",
-        before[0].units
-    );
+    for (i, b) in before.iter().enumerate() {
+        assert!(!b.units.iter().any(|u| u.contains("kctl")), "{:?}", b.units);
+        assert!(
+            !b.iptables.iter().any(|l| l.contains("KCTL")),
+            "{:?}",
+            b.iptables
+        );
+        assert!(!b.nft.iter().any(|l| l.contains("kctl")), "{:?}", b.nft);
+        assert!(b.containers.is_empty(), "{:?}", b.containers);
+        assert!(!b.networks.iter().any(|n| n == "kctl"), "{:?}", b.networks);
+        let (code, _) = hosts.run_in_code(i, &["test", "-e", "/var/lib/kctl/t-ssh-hosts"]);
+        assert_ne!(code, Some(0));
+    }
 
     let run = cluster.kctl(&args);
     assert!(run.ok(), "kctl up --provider ssh: {run:?}");

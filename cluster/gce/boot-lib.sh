@@ -1,13 +1,19 @@
 # --- shared by kctl's GCE startup scripts (cluster/gce/boot-lib.sh) ---
 # GCE runs the startup script as root on every boot. Its output goes to the
-# serial console and to $KCTL_BOOT/log. `kctl up` waits, over SSH, for
-# $KCTL_BOOT/done holding this kctl's version; $KCTL_BOOT/failed (the log's
-# tail) makes it stop at once and show why.
-KCTL_BOOT=${KCTL_BOOT:-/var/lib/kctl-boot}
+# serial console and to $KCTL_BOOT_LOG. `kctl up` waits, over SSH, for
+# $KCTL_BOOT/done ("FORMAT VERSION": the marker format and kctl's version);
+# $KCTL_BOOT/failed (the log's tail) makes it stop at once and show why.
+# The markers live in /run, which every boot empties: a marker of an
+# earlier boot never counts while this boot's script is still running.
+KCTL_BOOT=${KCTL_BOOT:-/run/kctl-boot}
+KCTL_BOOT_LOG=${KCTL_BOOT_LOG:-/var/lib/kctl-boot/log}
+KCTL_BOOT_FORMAT='@BOOT_FORMAT@'
+KCTL_VERSION='@KCTL_VERSION@'
 # Seconds before apt retry k is k times this (tests shorten it).
 KCTL_BOOT_RETRY_PAUSE=${KCTL_BOOT_RETRY_PAUSE:-5}
-KCTL_VERSION='@KCTL_VERSION@'
-mkdir -p "$KCTL_BOOT"
+KCTL_BOOT_SWAPFILE=${KCTL_BOOT_SWAPFILE:-/var/swapfile}
+KCTL_BOOT_MEMINFO=${KCTL_BOOT_MEMINFO:-/proc/meminfo}
+mkdir -p "$KCTL_BOOT" "$(dirname "$KCTL_BOOT_LOG")"
 rm -f "$KCTL_BOOT/done" "$KCTL_BOOT/failed" "$KCTL_BOOT/status"
 
 # apt on a fresh VM: the guest agent or unattended-upgrades may hold the
@@ -51,15 +57,16 @@ install_packages() {
 # memory. A swap file where memory is under 1 GiB; not fatal if the kernel
 # or filesystem refuses it.
 ensure_swap() {
-  mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+  mem_kb=$(awk '/^MemTotal:/ {print $2}' "$KCTL_BOOT_MEMINFO")
   [ "$mem_kb" -ge 1048576 ] && return 0
   swapon --show=NAME --noheadings | grep -q . && return 0
-  if [ ! -f /var/swapfile ]; then
-    fallocate -l 1G /var/swapfile 2>/dev/null || dd if=/dev/zero of=/var/swapfile bs=1M count=1024
-    chmod 600 /var/swapfile
-    mkswap /var/swapfile >/dev/null
+  if [ ! -f "$KCTL_BOOT_SWAPFILE" ]; then
+    fallocate -l 1G "$KCTL_BOOT_SWAPFILE" 2>/dev/null ||
+      dd if=/dev/zero of="$KCTL_BOOT_SWAPFILE" bs=1M count=1024
+    chmod 600 "$KCTL_BOOT_SWAPFILE"
+    mkswap "$KCTL_BOOT_SWAPFILE" >/dev/null
   fi
-  swapon /var/swapfile || echo "kctl-boot: no swap (swapon refused); continuing" >&2
+  swapon "$KCTL_BOOT_SWAPFILE" || echo "kctl-boot: no swap (swapon refused); continuing" >&2
 }
 
 # Runs the role's steps (boot_steps, defined by the script) under set -e,
@@ -70,15 +77,15 @@ kctl_boot() {
     ensure_swap
     boot_steps
     echo ok >"$KCTL_BOOT/status"
-  ) 2>&1 | tee "$KCTL_BOOT/log"
+  ) 2>&1 | tee "$KCTL_BOOT_LOG"
   if [ "$(cat "$KCTL_BOOT/status" 2>/dev/null)" = ok ]; then
-    echo "$KCTL_VERSION" >"$KCTL_BOOT/done.tmp"
+    echo "$KCTL_BOOT_FORMAT $KCTL_VERSION" >"$KCTL_BOOT/done.tmp"
     mv "$KCTL_BOOT/done.tmp" "$KCTL_BOOT/done"
     echo "kctl-boot: done (kctl $KCTL_VERSION)"
   else
-    tail -n 40 "$KCTL_BOOT/log" >"$KCTL_BOOT/failed.tmp"
+    tail -n 40 "$KCTL_BOOT_LOG" >"$KCTL_BOOT/failed.tmp"
     mv "$KCTL_BOOT/failed.tmp" "$KCTL_BOOT/failed"
-    echo "kctl-boot: FAILED; see $KCTL_BOOT/log" >&2
+    echo "kctl-boot: FAILED; see $KCTL_BOOT_LOG" >&2
     exit 1
   fi
 }

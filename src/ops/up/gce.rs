@@ -155,11 +155,16 @@ pub fn check_pinned(pinned: &str, made: &gce::GceCluster) -> Vec<ChangedKey> {
             .filter(|(hosts, _)| hosts.contains(&vm.name.as_str()))
             .map(|(_, key)| key)
             .collect();
+        // Lines of an older kctl name only the address; a line that names
+        // an instance is that instance's, whatever address it had.
         let ip = vm.external_ip.to_string();
         let pins = if by_name.is_empty() {
             entries
                 .iter()
-                .filter(|(hosts, _)| hosts.contains(&ip.as_str()))
+                .filter(|(hosts, _)| {
+                    hosts.contains(&ip.as_str())
+                        && hosts.iter().all(|h| h.parse::<std::net::IpAddr>().is_ok())
+                })
                 .map(|(_, key)| key)
                 .collect()
         } else {
@@ -197,26 +202,39 @@ fn short_key(key: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootState {
     Done,
-    /// Finished, but written by another kctl's script.
-    OtherVersion(String),
+    /// Finished, but an older or newer script of another format: what it
+    /// set up is not what this kctl expects. The marker's text.
+    OtherFormat(String),
     /// The failed marker: the log's tail.
     Failed(String),
     Running,
 }
 
+/// The done marker is "FORMAT VERSION"; only the format decides.
 pub fn boot_state(done: Option<&str>, failed: Option<&str>) -> BootState {
     match (done.map(str::trim), failed) {
-        (Some(v), _) if v == gce::BOOT_VERSION => BootState::Done,
-        (Some(v), _) => BootState::OtherVersion(v.to_string()),
+        (Some(m), _) if m.split_whitespace().next() == Some(gce::BOOT_FORMAT) => BootState::Done,
+        (Some(m), _) => BootState::OtherFormat(m.to_string()),
         (None, Some(log)) => BootState::Failed(log.trim_end().to_string()),
         (None, None) => BootState::Running,
     }
 }
 
-/// A file's content over SSH, None if it cannot be read (absent).
-async fn read_remote(exec: &SshExec, path: &str) -> Result<Option<String>, crate::exec::ExecError> {
-    let out = exec.run(&crate::argv!["cat", path], None).await?;
-    Ok(out.success().then(|| out.stdout_text()))
+/// A file's content over SSH: None if it does not exist; an error if it
+/// exists but cannot be read (a sudo rule that wants a password, say), so
+/// the wait says why instead of "still running".
+async fn read_remote(exec: &SshExec, path: &str) -> Result<Option<String>, String> {
+    let out = exec
+        .run(&crate::argv!["cat", path], None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.success() {
+        Ok(Some(out.stdout_text()))
+    } else if out.stderr_text().contains("No such file or directory") {
+        Ok(None)
+    } else {
+        Err(format!("cannot read {path}: {}", out.stderr_text().trim()))
+    }
 }
 
 /// Why a VM is not ready.
@@ -272,15 +290,16 @@ async fn wait_for_boot(
                         Some(_) => None,
                         None => read_remote(e, gce::BOOT_FAILED).await?,
                     };
-                    Ok::<_, crate::exec::ExecError>(boot_state(done.as_deref(), failed.as_deref()))
+                    Ok::<_, String>(boot_state(done.as_deref(), failed.as_deref()))
                 }
                 .await;
                 let outcome = match state {
                     Ok(BootState::Done) => Some(Ok(())),
-                    Ok(BootState::OtherVersion(v)) => Some(Err(not_ready(false, format!(
-                        "{}: its startup script is kctl {v}'s, this is kctl {}; the VM must be made again (`kctl down`, `kctl up`)",
+                    Ok(BootState::OtherFormat(marker)) => Some(Err(not_ready(false, format!(
+                        "{}: its startup script left the marker {marker:?}, but this kctl ({}) expects format {}: the VM was made by another kctl and must be made again (`kctl down`, `kctl up`)",
                         target.name,
-                        gce::BOOT_VERSION
+                        gce::BOOT_VERSION,
+                        gce::BOOT_FORMAT
                     )))),
                     Ok(BootState::Failed(log)) => Some(Err(not_ready(false, format!(
                         "{}: its startup script failed; the end of its log ({}):\n{log}",
@@ -292,7 +311,7 @@ async fn wait_for_boot(
                         None
                     }
                     Err(err) => {
-                        last = err.to_string();
+                        last = err;
                         // Connect again next round.
                         if let Some(e) = exec.take() {
                             e.close().await;
@@ -362,13 +381,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         .or_else(|| recorded.as_ref().map(|r| r.zone.clone()))
         .unwrap_or_else(|| DEFAULT_ZONE.to_string());
     if let Some(r) = &recorded {
-        if r.project != project || r.zone != zone {
-            return Err(miette!(
-                "cluster {name} lives in project {} zone {}",
-                r.project,
-                r.zone
-            ));
-        }
+        where_recorded(name, r, opts.project.as_deref(), opts.zone.as_deref())?;
     }
     let count = match (&existing, options.minions) {
         (Some(c), Some(n)) if !c.minions.is_empty() && n != c.minions.len() => {
@@ -455,7 +468,15 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         Some(_) => gce::Knowledge::Recorded,
         None => gce::Knowledge::FromFlags,
     };
-    let found = gce::discover(&g, &project, &zone, name, knowledge).await?;
+    let found = match gce::discover(&g, &project, &zone, name, knowledge).await {
+        Ok(found) => found,
+        Err(e) => {
+            if existing.is_none() {
+                let _ = std::fs::remove_dir_all(&dir.dir);
+            }
+            return Err(e.into());
+        }
+    };
     if existing.is_none() && !found.nothing_at_all() {
         let _ = std::fs::remove_dir_all(&dir.dir);
         return Err(miette!(
@@ -545,7 +566,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         for f in failures {
             lines.push(f.message);
             if f.silent {
-                let instance = format!("kctl-{name}-{}", f.machine);
+                let instance = instance_of(&gspec.names()?, &f.machine);
                 if let Some(tail) = gce::serial_tail(&g, &project, &zone, &instance, 15).await {
                     lines.push(format!(
                         "last lines of {instance}'s serial console:\n{tail}"
@@ -576,13 +597,25 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     Ok(())
 }
 
-/// `down`'s `--project` and `--zone` may repeat the record, never
-/// contradict it: the flags would point `down` at another cluster's
-/// resources (pure).
-pub fn where_recorded(name: &str, record: &GceRecord, options: &DownOptions) -> miette::Result<()> {
+/// The instance behind a machine of the record ("master", "minion-2").
+fn instance_of(names: &spec::Names, machine: &str) -> String {
+    match machine.strip_prefix("minion-").and_then(|n| n.parse().ok()) {
+        Some(n) => names.minion(n),
+        None => names.master.clone(),
+    }
+}
+
+/// `--project` and `--zone` may repeat the record, never contradict it:
+/// they would point `up` or `down` at another cluster's resources (pure).
+pub fn where_recorded(
+    name: &str,
+    record: &GceRecord,
+    project: Option<&str>,
+    zone: Option<&str>,
+) -> miette::Result<()> {
     let contradictions: Vec<String> = [
-        ("--project", &options.project, &record.project),
-        ("--zone", &options.zone, &record.zone),
+        ("--project", project, &record.project),
+        ("--zone", zone, &record.zone),
     ]
     .into_iter()
     .filter_map(|(flag, given, recorded)| match given {
@@ -595,7 +628,7 @@ pub fn where_recorded(name: &str, record: &GceRecord, options: &DownOptions) -> 
     } else {
         Err(miette!(
             help = format!(
-                "run `kctl down --cluster {name}` without them; for a cluster elsewhere, use its own --cluster name"
+                "run it again without them; for a cluster elsewhere, use its own --cluster name"
             ),
             "cluster {name} is recorded in project {} zone {}; refusing {}. Nothing was changed",
             record.project,
@@ -633,7 +666,12 @@ pub async fn down(
     let g = GcloudProcess::new();
     let (project, zone, knowledge) = match &recorded {
         Some(r) => {
-            where_recorded(&name, r, options)?;
+            where_recorded(
+                &name,
+                r,
+                options.project.as_deref(),
+                options.zone.as_deref(),
+            )?;
             (r.project.clone(), r.zone.clone(), gce::Knowledge::Recorded)
         }
         None => {
@@ -700,10 +738,14 @@ pub async fn down(
         "deleting cluster {name} in project {project}, zone {zone}"
     ));
     let progress = |line: &str| task.set(line.to_string());
-    let deleted = gce::destroy(&g, &project, &zone, &name, knowledge, &progress).await?;
+    let done = gce::destroy(&g, &project, &zone, &name, knowledge, &progress).await?;
+    let deleted = done.deleted;
     task.done(format!("{} resources deleted", deleted.len()));
     for line in &deleted {
         ui.out(format!("deleted {line}"));
+    }
+    for line in &done.left_alone {
+        ui.warn(format!("left alone: {line}"));
     }
     if dir.dir.exists() {
         std::fs::remove_dir_all(&dir.dir).map_err(report)?;
@@ -782,31 +824,23 @@ mod tests {
         // Records of an older kctl pin by address only.
         let old = "34.1.1.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n";
         assert_eq!(check_pinned(old, &made).len(), 1);
-        // A new VM (a minion added later) is pinned on first sight.
+        // A new VM (a minion added later) is pinned on first sight, also
+        // when its ephemeral address once belonged to another instance.
         made.minions
-            .push(vm("kctl-d-minion-2", "10.240.0.4", "34.1.1.3"));
+            .push(vm("kctl-d-minion-2", "10.240.0.4", "34.1.1.1"));
+        made.minions[1].host_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINew".into()];
         assert_eq!(check_pinned(&pinned, &made).len(), 1);
     }
 
     #[test]
-    fn down_flags_may_repeat_the_record_but_never_contradict_it() {
+    fn flags_may_repeat_the_record_but_never_contradict_it() {
         let record = GceRecord {
             project: "my-proj-123".into(),
             zone: "us-central1-b".into(),
         };
-        let opts = |project: Option<&str>, zone: Option<&str>| DownOptions {
-            project: project.map(str::to_string),
-            zone: zone.map(str::to_string),
-            ..DownOptions::default()
-        };
-        assert!(where_recorded("d", &record, &opts(None, None)).is_ok());
-        assert!(where_recorded(
-            "d",
-            &record,
-            &opts(Some("my-proj-123"), Some("us-central1-b"))
-        )
-        .is_ok());
-        let err = where_recorded("d", &record, &opts(None, Some("us-east1-b")))
+        assert!(where_recorded("d", &record, None, None).is_ok());
+        assert!(where_recorded("d", &record, Some("my-proj-123"), Some("us-central1-b")).is_ok());
+        let err = where_recorded("d", &record, None, Some("us-east1-b"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -814,7 +848,7 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("Nothing was changed"), "{err}");
-        let err = where_recorded("d", &record, &opts(Some("other-proj"), Some("us-east1-b")))
+        let err = where_recorded("d", &record, Some("other-proj"), Some("us-east1-b"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -825,11 +859,19 @@ mod tests {
 
     #[test]
     fn boot_markers_are_judged() {
-        let v = gce::BOOT_VERSION;
-        assert_eq!(boot_state(Some(&format!("{v}\n")), None), BootState::Done);
+        let f = gce::BOOT_FORMAT;
         assert_eq!(
-            boot_state(Some("0.0.1\n"), None),
-            BootState::OtherVersion("0.0.1".into())
+            boot_state(Some(&format!("{f} 0.1.0\n")), None),
+            BootState::Done
+        );
+        // Another kctl version writing the same format is fine.
+        assert_eq!(
+            boot_state(Some(&format!("{f} 9.9.9\n")), None),
+            BootState::Done
+        );
+        assert_eq!(
+            boot_state(Some("0 0.0.1\n"), None),
+            BootState::OtherFormat("0 0.0.1".into())
         );
         assert_eq!(
             boot_state(None, Some("E: Unable to locate package dokcer.io\n")),

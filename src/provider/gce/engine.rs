@@ -250,26 +250,30 @@ fn str_at<'v>(value: &'v Value, pointer: &str) -> &'v str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Decides, from what the listing calls returned, which resources are this
-/// cluster's in `zone` (pure). Instances go by label (the list's filter)
-/// and zone. A route is this cluster's only if its next hop is the minion
-/// of the same name in `zone`, and, without a record, only if that
-/// instance exists with the cluster's label. Without a record, the
-/// network and its firewall rules are this cluster's only if the network
-/// has no subnet outside the zone's region.
-#[allow(clippy::too_many_arguments)]
-pub fn judge(
-    n: &Names,
-    knowledge: Knowledge,
-    instances: &[Value],
-    routes: &[Value],
-    firewall_rules: Vec<String>,
-    subnet: Option<&Value>,
-    network: Option<&Value>,
-) -> Discovered {
+/// What the listing calls of `discover` returned.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    pub instances: Vec<Value>,
+    pub routes: Vec<Value>,
+    pub firewall_rules: Vec<Value>,
+    pub subnet: Option<Value>,
+    pub network: Option<Value>,
+}
+
+/// Decides from `listed` which resources are this cluster's in `zone`
+/// (pure). Instances go by label (the list's filter) and zone. A route is
+/// this cluster's only if its next hop is the minion of the same name in
+/// `zone` and, without a record, only if that instance exists with the
+/// cluster's label. Firewall rules and the subnet must be on the cluster's
+/// network. Without a record, the network (with its subnet and rules) is
+/// this cluster's only if it has no subnet outside the zone's region and
+/// no route on it is left alone (GCE would refuse to delete it anyway).
+pub fn judge(n: &Names, knowledge: Knowledge, listed: &Listed) -> Discovered {
     let zone = n.zone.as_str();
+    let on_network =
+        |v: &Value| str_at(v, "/network").ends_with(&format!("/global/networks/{}", n.network));
     let mut found = Discovered::default();
-    for instance in instances {
+    for instance in &listed.instances {
         let name = str_at(instance, "/name").to_string();
         let its_zone = last_segment(str_at(instance, "/zone"));
         if its_zone == zone {
@@ -278,7 +282,8 @@ pub fn judge(
             found.elsewhere.push(format!("{name} ({its_zone})"));
         }
     }
-    for route in routes {
+    let mut routes_left_on_network = false;
+    for route in &listed.routes {
         let name = str_at(route, "/name");
         let hop = str_at(route, "/nextHopInstance");
         let hop_path = hop.split("/zones/").nth(1).unwrap_or("");
@@ -287,19 +292,21 @@ pub fn judge(
         if hop_path == expected && (knowledge == Knowledge::Recorded || hop_exists) {
             found.routes.push(name.to_string());
         } else {
+            routes_left_on_network |= on_network(route);
             let hop = if hop.is_empty() {
                 "none".to_string()
             } else {
                 hop_path.replace("/instances/", "/")
             };
             found.left_alone.push(format!(
-                "route {name}: its next hop ({hop}) is not instance {name} of cluster {} in {zone}",
+                "route {name}: its next hop ({hop}) is not a live instance {name} of cluster {} in {zone}",
                 n.cluster
             ));
         }
     }
-    found.subnet = subnet.map(|s| str_at(s, "/name").to_string());
-    let foreign_subnets: Vec<String> = network
+    let foreign_subnets: Vec<String> = listed
+        .network
+        .as_ref()
         .and_then(|v| v.get("subnetworks"))
         .and_then(Value::as_array)
         .into_iter()
@@ -308,24 +315,60 @@ pub fn judge(
         .filter(|url| !url.contains(&format!("/regions/{}/", n.region)))
         .map(|url| last_segment(url).to_string())
         .collect();
-    let network_is_ours = knowledge == Knowledge::Recorded || foreign_subnets.is_empty();
-    if network_is_ours {
-        found.network = network.map(|v| str_at(v, "/name").to_string());
-        found.firewall_rules = firewall_rules;
-    } else {
-        let why = format!(
-            "it has subnets outside {} ({})",
+    let why_not_ours = match knowledge {
+        Knowledge::Recorded => None,
+        Knowledge::FromFlags if !foreign_subnets.is_empty() => Some(format!(
+            "its network {} has subnets outside {} ({})",
+            n.network,
             n.region,
             foreign_subnets.join(", ")
-        );
-        found.left_alone.extend(
-            firewall_rules
-                .iter()
-                .map(|r| format!("firewall rule {r}: on network {}, and {why}", n.network)),
-        );
-        found
-            .left_alone
-            .push(format!("network {}: {why}", n.network));
+        )),
+        Knowledge::FromFlags if routes_left_on_network => Some(format!(
+            "routes left alone still use its network {}",
+            n.network
+        )),
+        Knowledge::FromFlags => None,
+    };
+    let mut network_parts = vec![];
+    for rule in &listed.firewall_rules {
+        let name = str_at(rule, "/name").to_string();
+        if on_network(rule) {
+            network_parts.push(("firewall rule", name));
+        } else {
+            found.left_alone.push(format!(
+                "firewall rule {name}: not on network {}",
+                n.network
+            ));
+        }
+    }
+    if let Some(subnet) = &listed.subnet {
+        let name = str_at(subnet, "/name").to_string();
+        if on_network(subnet) {
+            network_parts.push(("subnet", name));
+        } else {
+            found
+                .left_alone
+                .push(format!("subnet {name}: not on network {}", n.network));
+        }
+    }
+    if let Some(network) = &listed.network {
+        network_parts.push(("network", str_at(network, "/name").to_string()));
+    }
+    match why_not_ours {
+        None => {
+            for (kind, name) in network_parts {
+                match kind {
+                    "firewall rule" => found.firewall_rules.push(name),
+                    "subnet" => found.subnet = Some(name),
+                    _ => found.network = Some(name),
+                }
+            }
+        }
+        Some(why) => found.left_alone.extend(
+            network_parts
+                .into_iter()
+                .map(|(kind, name)| format!("{kind} {name}: {why}")),
+        ),
     }
     for list in [
         &mut found.instances,
@@ -535,29 +578,6 @@ impl PolicyProblem {
 
 // ---- create ----
 
-/// Preflight, then create: what `kctl up --provider gce` runs.
-pub async fn up<G: Gcloud>(
-    g: &G,
-    spec: &GceSpec,
-    progress: Progress<'_>,
-) -> Result<(PreflightReport, GceCluster), GceError> {
-    let report = preflight(g, spec).await?;
-    for warning in &report.warnings {
-        progress(&format!("warning: {warning}"));
-    }
-    let existing = discover(
-        g,
-        &spec.project,
-        &spec.zone,
-        &spec.cluster,
-        Knowledge::Recorded,
-    )
-    .await?;
-    check_quotas(g, spec, &report, &existing).await?;
-    let cluster = create(g, spec, progress).await?;
-    Ok((report, cluster))
-}
-
 /// The resource if it exists, None if gcloud says it was not found.
 async fn describe<G: Gcloud>(g: &G, argv: &[String]) -> Result<Option<Value>, GceError> {
     let out = g.run(argv).await?;
@@ -647,11 +667,16 @@ fn all_ok<T>(results: Vec<Result<T, GceError>>) -> Result<Vec<T>, GceError> {
 const MASTER_SCRIPT: &str = include_str!("../../../cluster/gce/master.sh");
 const MINION_SCRIPT: &str = include_str!("../../../cluster/gce/minion.sh");
 const BOOT_LIB: &str = include_str!("../../../cluster/gce/boot-lib.sh");
-/// What a finished startup script writes to its marker, and `up` expects.
+/// The kctl that wrote a startup script (in its done marker, for people).
 pub const BOOT_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Where the startup scripts leave their markers and log on the VM.
-pub const BOOT_DONE: &str = "/var/lib/kctl-boot/done";
-pub const BOOT_FAILED: &str = "/var/lib/kctl-boot/failed";
+/// What a finished script has done, as a number `up` compares: raised
+/// when the scripts install or set up something new, so that VMs made by
+/// an older script are told apart from ones still booting.
+pub const BOOT_FORMAT: &str = "1";
+/// Where the startup scripts leave their markers on the VM (in /run, which
+/// every boot empties).
+pub const BOOT_DONE: &str = "/run/kctl-boot/done";
+pub const BOOT_FAILED: &str = "/run/kctl-boot/failed";
 
 /// The startup script of the master, or of minion `n`: the role's steps
 /// with the shared boot library (apt retries, swap, markers) inlined, so
@@ -664,6 +689,7 @@ pub fn startup_script(spec: &GceSpec, role: Role, n: usize) -> String {
     template
         .replace("@BOOT_LIB@", BOOT_LIB.trim_end())
         .replace("@KCTL_VERSION@", BOOT_VERSION)
+        .replace("@BOOT_FORMAT@", BOOT_FORMAT)
         .replace("@CLUSTER@", &spec.cluster)
         .replace("@MINION_INDEX@", &n.to_string())
         .replace("@POD_CIDR@", &pod_cidr(n))
@@ -897,20 +923,14 @@ pub async fn discover<G: Gcloud>(
     super::spec::validate_cluster(cluster)?;
     super::spec::validate_project(project)?;
     let n = Names::new(cluster, zone)?;
-    let instances = list_values(g, &cmd::instances_list(project, &n)).await?;
-    let routes = list_values(g, &cmd::routes_list(project, &n)).await?;
-    let rules = list_values(g, &cmd::firewalls_list(project, &n)).await?;
-    let subnet = describe(g, &cmd::subnet_describe(project, &n)).await?;
-    let network = describe(g, &cmd::network_describe(project, &n)).await?;
-    Ok(judge(
-        &n,
-        knowledge,
-        &instances,
-        &routes,
-        parse::names(&rules),
-        subnet.as_ref(),
-        network.as_ref(),
-    ))
+    let listed = Listed {
+        instances: list_values(g, &cmd::instances_list(project, &n)).await?,
+        routes: list_values(g, &cmd::routes_list(project, &n)).await?,
+        firewall_rules: list_values(g, &cmd::firewalls_list(project, &n)).await?,
+        subnet: describe(g, &cmd::subnet_describe(project, &n)).await?,
+        network: describe(g, &cmd::network_describe(project, &n)).await?,
+    };
+    Ok(judge(&n, knowledge, &listed))
 }
 
 /// The delete calls for `found`, in teardown order: instances, routes,
@@ -952,8 +972,7 @@ fn delete_targets(argv: &[String]) -> String {
 /// nothing is left. Needs no local record, so it cleans up after a
 /// half-finished `up` too. Instances of the name in another zone stop it
 /// before anything is deleted: the record or the `--zone` is wrong, or
-/// another cluster of that name shares the project-wide names. Returns one
-/// line per deleted resource.
+/// another cluster of that name shares the project-wide names.
 pub async fn destroy<G: Gcloud>(
     g: &G,
     project: &str,
@@ -961,7 +980,7 @@ pub async fn destroy<G: Gcloud>(
     cluster: &str,
     knowledge: Knowledge,
     progress: Progress<'_>,
-) -> Result<Vec<String>, GceError> {
+) -> Result<Destroyed, GceError> {
     let found = discover(g, project, zone, cluster, knowledge).await?;
     let n = Names::new(cluster, zone)?;
     if !found.elsewhere.is_empty() {
@@ -971,14 +990,11 @@ pub async fn destroy<G: Gcloud>(
             elsewhere: found.elsewhere,
         });
     }
-    for line in &found.left_alone {
-        progress(&format!("leaving {line}"));
-    }
     if found.is_empty() {
-        progress(&format!(
-            "nothing of cluster {cluster} exists in {project}/{zone}"
-        ));
-        return Ok(vec![]);
+        return Ok(Destroyed {
+            deleted: vec![],
+            left_alone: found.left_alone,
+        });
     }
     let lines = found.lines();
     for argv in delete_calls(project, zone, &n, &found) {
@@ -995,7 +1011,18 @@ pub async fn destroy<G: Gcloud>(
             remaining: left.lines(),
         });
     }
-    Ok(lines)
+    Ok(Destroyed {
+        deleted: lines,
+        left_alone: found.left_alone,
+    })
+}
+
+/// What `destroy` did: one line per deleted resource, and one per
+/// resource it found by name but left alone, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Destroyed {
+    pub deleted: Vec<String>,
+    pub left_alone: Vec<String>,
 }
 
 // ---- dry run ----

@@ -21,9 +21,9 @@ mod tests;
 pub use commands::shell_line;
 pub use engine::{
     check_quotas, create, destroy, discover, down_commands, judge, needed_quota, planned,
-    policy_enforced, preflight, quota_shortfalls, quotas, serial_tail, startup_script, up,
-    up_commands, write_metadata_files, Discovered, GceCluster, Knowledge, PreflightReport,
-    Progress, Quota, BOOT_DONE, BOOT_FAILED, BOOT_VERSION,
+    policy_enforced, preflight, quota_shortfalls, quotas, serial_tail, startup_script, up_commands,
+    write_metadata_files, Destroyed, Discovered, GceCluster, Knowledge, PreflightReport, Progress,
+    Quota, BOOT_DONE, BOOT_FAILED, BOOT_FORMAT, BOOT_VERSION,
 };
 pub use parse::Instance;
 pub use spec::{GceSpec, Names, Role, GCE_MTU};
@@ -109,7 +109,7 @@ pub enum GceError {
     Io { path: String, message: String },
     #[error("instances of a cluster named {cluster} exist in another zone than {zone}: {}", .elsewhere.join(", "))]
     #[diagnostic(help(
-        "nothing was deleted: routes, firewall rules and the network are shared by name across zones. If the cluster is there, `kctl down --zone ZONE` with that zone; if those instances belong to something else, pick another --cluster name"
+        "nothing was deleted: routes, firewall rules and the network are named per project, not per zone. If those instances are this cluster's, its record here is wrong: `kctl down --cluster NAME --provider gce --project PROJECT --zone THEIR-ZONE` after moving the record away; if they belong to something else, remove or rename them first"
     ))]
     OtherZone {
         cluster: String,

@@ -586,7 +586,7 @@ fn existing_resources_are_checked_before_adoption() {
 }
 
 mod ownership {
-    use super::super::engine::{judge, Knowledge};
+    use super::super::engine::{judge, Knowledge, Listed};
     use super::super::spec::Names;
     use serde_json::{json, Value};
 
@@ -595,8 +595,15 @@ mod ownership {
     fn instance(name: &str, zone: &str) -> Value {
         json!({"name": name, "zone": format!("{BASE}/zones/{zone}")})
     }
+    fn net(name: &str) -> String {
+        format!("{BASE}/global/networks/{name}")
+    }
     fn route(name: &str, hop_zone: &str, hop: &str) -> Value {
-        json!({"name": name, "nextHopInstance": format!("{BASE}/zones/{hop_zone}/instances/{hop}")})
+        json!({"name": name, "network": net("kctl-demo"),
+               "nextHopInstance": format!("{BASE}/zones/{hop_zone}/instances/{hop}")})
+    }
+    fn rule(name: &str, network: &str) -> Value {
+        json!({"name": name, "network": net(network)})
     }
     fn network(subnet_regions: &[&str]) -> Value {
         let subnets: Vec<String> = subnet_regions
@@ -605,95 +612,96 @@ mod ownership {
             .collect();
         json!({"name": "kctl-demo", "subnetworks": subnets})
     }
+    fn subnet() -> Value {
+        json!({"name": "kctl-demo-us-central1", "network": net("kctl-demo")})
+    }
     fn names() -> Names {
         Names::new("demo", "us-central1-b").unwrap()
     }
-    fn rules() -> Vec<String> {
+    fn rules() -> Vec<Value> {
+        vec![
+            rule("kctl-demo-internal", "kctl-demo"),
+            rule("kctl-demo-ssh", "kctl-demo"),
+        ]
+    }
+    fn rule_names() -> Vec<String> {
         vec!["kctl-demo-internal".into(), "kctl-demo-ssh".into()]
     }
 
     #[test]
     fn a_recorded_cluster_owns_what_bears_its_names_in_its_zone() {
-        let instances = [
-            instance("kctl-demo-master", "us-central1-b"),
-            instance("kctl-demo-minion-1", "us-central1-b"),
-        ];
-        // minion-2's instance is gone (a down that stopped half-way): its
-        // route still goes, as the record says the cluster is here.
-        let routes = [
-            route("kctl-demo-minion-1", "us-central1-b", "kctl-demo-minion-1"),
-            route("kctl-demo-minion-2", "us-central1-b", "kctl-demo-minion-2"),
-        ];
-        let subnet = json!({"name": "kctl-demo-us-central1"});
-        let net = network(&["us-central1"]);
-        let found = judge(
-            &names(),
-            Knowledge::Recorded,
-            &instances,
-            &routes,
-            rules(),
-            Some(&subnet),
-            Some(&net),
-        );
+        let listed = Listed {
+            instances: vec![
+                instance("kctl-demo-master", "us-central1-b"),
+                instance("kctl-demo-minion-1", "us-central1-b"),
+            ],
+            // minion-2's instance is gone (a down that stopped half-way):
+            // its route still goes, as the record says the cluster is here.
+            routes: vec![
+                route("kctl-demo-minion-1", "us-central1-b", "kctl-demo-minion-1"),
+                route("kctl-demo-minion-2", "us-central1-b", "kctl-demo-minion-2"),
+            ],
+            firewall_rules: rules(),
+            subnet: Some(subnet()),
+            network: Some(network(&["us-central1"])),
+        };
+        let found = judge(&names(), Knowledge::Recorded, &listed);
         assert_eq!(found.instances, ["kctl-demo-master", "kctl-demo-minion-1"]);
         assert_eq!(found.routes, ["kctl-demo-minion-1", "kctl-demo-minion-2"]);
-        assert_eq!(found.firewall_rules, rules());
+        assert_eq!(found.firewall_rules, rule_names());
+        assert_eq!(found.subnet.as_deref(), Some("kctl-demo-us-central1"));
         assert_eq!(found.network.as_deref(), Some("kctl-demo"));
         assert!(found.left_alone.is_empty() && found.elsewhere.is_empty());
     }
 
     #[test]
     fn without_a_record_a_route_goes_only_with_its_live_next_hop_in_the_zone() {
-        let instances = [instance("kctl-demo-minion-1", "us-central1-b")];
-        let routes = [
-            route("kctl-demo-minion-1", "us-central1-b", "kctl-demo-minion-1"),
-            // next hop instance does not exist (or is not labelled)
-            route("kctl-demo-minion-2", "us-central1-b", "kctl-demo-minion-2"),
-            // next hop in another zone
-            route("kctl-demo-minion-3", "us-east1-b", "kctl-demo-minion-3"),
-            // next hop is another instance
-            route("kctl-demo-minion-4", "us-central1-b", "db-server"),
-        ];
-        let found = judge(
-            &names(),
-            Knowledge::FromFlags,
-            &instances,
-            &routes,
-            vec![],
-            None,
-            None,
-        );
+        let listed = Listed {
+            instances: vec![instance("kctl-demo-minion-1", "us-central1-b")],
+            routes: vec![
+                route("kctl-demo-minion-1", "us-central1-b", "kctl-demo-minion-1"),
+                // next hop instance does not exist (or is not labelled)
+                route("kctl-demo-minion-2", "us-central1-b", "kctl-demo-minion-2"),
+                // next hop in another zone
+                route("kctl-demo-minion-3", "us-east1-b", "kctl-demo-minion-3"),
+                // next hop is another instance
+                route("kctl-demo-minion-4", "us-central1-b", "db-server"),
+            ],
+            firewall_rules: rules(),
+            subnet: Some(subnet()),
+            network: Some(network(&["us-central1"])),
+        };
+        let found = judge(&names(), Knowledge::FromFlags, &listed);
         assert_eq!(found.routes, ["kctl-demo-minion-1"]);
-        assert_eq!(found.left_alone.len(), 3, "{:?}", found.left_alone);
-        assert!(found.left_alone[1].contains("us-east1-b/kctl-demo-minion-3"));
+        assert!(found
+            .left_alone
+            .iter()
+            .any(|l| l.contains("us-east1-b/kctl-demo-minion-3")));
+        // Routes left on the network keep it (GCE would refuse to delete
+        // it): the network, its subnet and rules stay, said so.
+        assert!(found.network.is_none() && found.subnet.is_none());
+        assert!(found.firewall_rules.is_empty());
+        assert_eq!(found.left_alone.len(), 3 + 4, "{:#?}", found.left_alone);
+        assert!(found
+            .left_alone
+            .iter()
+            .any(|l| l.starts_with("network kctl-demo: routes left alone")));
         // A recorded cluster still never takes a route whose hop is elsewhere.
-        let found = judge(
-            &names(),
-            Knowledge::Recorded,
-            &instances,
-            &routes,
-            vec![],
-            None,
-            None,
-        );
+        let found = judge(&names(), Knowledge::Recorded, &listed);
         assert_eq!(found.routes, ["kctl-demo-minion-1", "kctl-demo-minion-2"]);
+        assert_eq!(found.network.as_deref(), Some("kctl-demo"));
     }
 
     #[test]
     fn instances_in_another_zone_are_reported_not_taken() {
-        let instances = [
-            instance("kctl-demo-master", "us-east1-b"),
-            instance("kctl-demo-minion-1", "us-east1-b"),
-        ];
-        let found = judge(
-            &names(),
-            Knowledge::FromFlags,
-            &instances,
-            &[],
-            vec![],
-            None,
-            None,
-        );
+        let listed = Listed {
+            instances: vec![
+                instance("kctl-demo-master", "us-east1-b"),
+                instance("kctl-demo-minion-1", "us-east1-b"),
+            ],
+            ..Listed::default()
+        };
+        let found = judge(&names(), Knowledge::FromFlags, &listed);
         assert!(found.instances.is_empty());
         assert_eq!(
             found.elsewhere,
@@ -707,32 +715,43 @@ mod ownership {
 
     #[test]
     fn without_a_record_a_network_with_subnets_in_other_regions_is_left_alone() {
-        let net = network(&["us-east1"]);
-        let found = judge(
-            &names(),
-            Knowledge::FromFlags,
-            &[],
-            &[],
-            rules(),
-            None,
-            Some(&net),
-        );
+        let listed = Listed {
+            firewall_rules: rules(),
+            network: Some(network(&["us-east1"])),
+            ..Listed::default()
+        };
+        let found = judge(&names(), Knowledge::FromFlags, &listed);
         assert!(found.is_empty(), "{found:?}");
         assert_eq!(found.left_alone.len(), 3, "{:?}", found.left_alone);
         assert!(found.left_alone.iter().all(|l| l.contains("us-east1")));
         // A network without subnets (an up that stopped early) is taken.
-        let bare = network(&[]);
-        let found = judge(
-            &names(),
-            Knowledge::FromFlags,
-            &[],
-            &[],
-            rules(),
-            None,
-            Some(&bare),
-        );
+        let listed = Listed {
+            firewall_rules: rules(),
+            network: Some(network(&[])),
+            ..Listed::default()
+        };
+        let found = judge(&names(), Knowledge::FromFlags, &listed);
         assert_eq!(found.network.as_deref(), Some("kctl-demo"));
-        assert_eq!(found.firewall_rules, rules());
+        assert_eq!(found.firewall_rules, rule_names());
+    }
+
+    #[test]
+    fn rules_and_subnets_on_another_network_are_never_taken() {
+        let listed = Listed {
+            firewall_rules: vec![
+                rule("kctl-demo-internal", "kctl-demo"),
+                rule("kctl-demo-ssh", "default"),
+            ],
+            subnet: Some(json!({"name": "kctl-demo-us-central1", "network": net("other")})),
+            network: Some(network(&["us-central1"])),
+            ..Listed::default()
+        };
+        for knowledge in [Knowledge::Recorded, Knowledge::FromFlags] {
+            let found = judge(&names(), knowledge, &listed);
+            assert_eq!(found.firewall_rules, ["kctl-demo-internal"]);
+            assert!(found.subnet.is_none());
+            assert_eq!(found.left_alone.len(), 2, "{:?}", found.left_alone);
+        }
     }
 }
 
@@ -779,6 +798,18 @@ mod startup_script_runs {
                 &format!("echo \"systemctl $*\" >>{}", calls.display()),
             );
             stub("etcd", "echo 'etcd Version: 3.4.23'");
+            // Swap is made only where memory is short; these record what
+            // would be done and touch nothing of this machine.
+            for program in ["swapon", "mkswap", "fallocate"] {
+                stub(
+                    program,
+                    &format!(
+                        "echo \"{program} $*\" >>{calls}\n[ \"$1\" = -l ] && : >\"$3\"\nexit 0",
+                        calls = calls.display()
+                    ),
+                );
+            }
+            std::fs::write(dir.join("meminfo"), "MemTotal:       24000000 kB\n").unwrap();
             Sandbox { dir }
         }
 
@@ -793,6 +824,9 @@ mod startup_script_runs {
                     format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
                 )
                 .env("KCTL_BOOT", self.dir.join("boot"))
+                .env("KCTL_BOOT_LOG", self.dir.join("log"))
+                .env("KCTL_BOOT_SWAPFILE", self.dir.join("swapfile"))
+                .env("KCTL_BOOT_MEMINFO", self.dir.join("meminfo"))
                 .env("KCTL_BOOT_RETRY_PAUSE", "0")
                 .output()
                 .unwrap()
@@ -831,10 +865,41 @@ mod startup_script_runs {
         assert!(calls.contains("systemctl disable --now etcd"), "{calls}");
         assert_eq!(
             sandbox.boot("done").as_deref(),
-            Some(&*format!("{BOOT_VERSION}\n"))
+            Some(&*format!("{BOOT_FORMAT} {BOOT_VERSION}\n"))
         );
         assert!(sandbox.boot("failed").is_none());
-        assert!(sandbox.boot("log").unwrap().contains("retrying"));
+        assert!(sandbox.read("log").unwrap().contains("retrying"));
+        // 24 GB of memory: no swap.
+        assert!(!calls.contains("swapon /"), "{calls}");
+    }
+
+    #[test]
+    fn where_memory_is_short_a_swap_file_is_made_once() {
+        let sandbox = Sandbox::new("swap", 0);
+        // f1-micro: 614 MB.
+        std::fs::write(sandbox.dir.join("meminfo"), "MemTotal:         628736 kB\n").unwrap();
+        let script = engine::startup_script(&spec(1), Role::Master, 0);
+        let out = sandbox.run(&script);
+        assert!(out.status.success(), "{out:?}");
+        let swapfile = sandbox.dir.join("swapfile").display().to_string();
+        let calls = sandbox.read("calls").unwrap();
+        for call in [
+            format!("fallocate -l 1G {swapfile}"),
+            format!("mkswap {swapfile}"),
+            format!("swapon {swapfile}"),
+        ] {
+            assert!(calls.contains(&call), "{call} in {calls}");
+        }
+        // The next boot finds the file and only turns it on.
+        std::fs::remove_file(sandbox.dir.join("calls")).unwrap();
+        let out = sandbox.run(&script);
+        assert!(out.status.success(), "{out:?}");
+        let calls = sandbox.read("calls").unwrap();
+        assert!(
+            !calls.contains("fallocate") && !calls.contains("mkswap"),
+            "{calls}"
+        );
+        assert!(calls.contains(&format!("swapon {swapfile}")), "{calls}");
     }
 
     #[test]
