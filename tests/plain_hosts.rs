@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::hosts::{
-    normalise_addrs, normalise_iptables, normalise_nft, normalise_routes, PlainHosts,
-};
+use common::hosts::PlainHosts;
+use common::sys::{normalise_addrs, normalise_iptables, normalise_nft, normalise_routes};
 use std::process::Command;
 use std::time::Instant;
 

@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RUN_ROOT: &str = "/run/kctl-test-hosts";
 const FIRST_OCTET: u8 = 150;
@@ -30,10 +30,6 @@ const LAST_OCTET: u8 = 199;
 const MAX_HOSTS: usize = 40;
 
 use super::sys::*;
-// Kept here for the tests that import them from `hosts`.
-pub use super::sys::{
-    normalise_addrs, normalise_iptables, normalise_nft, normalise_routes, HostSnapshot,
-};
 
 /// A set of plain hosts that exists for the life of the value.
 pub struct PlainHosts {
@@ -257,74 +253,19 @@ impl PlainHosts {
         )
     }
 
-    /// Everything about host `i` that kctl might change, normalised. Read
-    /// until two reads 200ms apart agree (for up to 5s), so the tail of
-    /// something that just happened (a process exiting, a link losing its
-    /// carrier) is not caught half-way.
+    /// Everything about host `i` that kctl might change, normalised, once
+    /// it has settled.
     pub fn snapshot(&self, i: usize) -> HostSnapshot {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut last = self.snapshot_once(i);
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let next = self.snapshot_once(i);
-            if next == last || Instant::now() >= deadline {
-                return next;
-            }
-            last = next;
-        }
+        settled_snapshot(|| self.snapshot_once(i))
     }
 
     /// One read of `snapshot`, without waiting for things to settle.
     pub fn snapshot_once(&self, i: usize) -> HostSnapshot {
-        let sorted = |argv: &[&str]| -> Vec<String> {
-            let mut v: Vec<String> = self
-                .run_in_stdout(i, argv)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect();
-            v.sort();
-            v
-        };
-        let mut iptables = Vec::new();
-        for table in ["filter", "nat"] {
-            iptables.extend(normalise_iptables(
-                &self.run_in_stdout(i, &["iptables-save", "-t", table]),
-            ));
-        }
-        let nft = normalise_nft(&self.run_in_stdout(i, &["nft", "list", "ruleset"]));
-        let mut listening: Vec<String> = self
-            .run_in_stdout(i, &["ss", "-H", "-l", "-t", "-u", "-n"])
-            .lines()
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                Some(format!("{} {}", cols.first()?, cols.get(4)?))
-            })
-            .collect();
-        listening.sort();
-        listening.dedup();
-        HostSnapshot {
-            iptables,
-            nft,
-            routes: normalise_routes(&self.run_in_stdout(i, &["ip", "-4", "route"])),
-            addrs: normalise_addrs(&self.run_in_stdout(i, &["ip", "-4", "addr"])),
-            containers: sorted(&["docker", "ps", "-a", "--format", "{{.Names}}"]),
-            networks: sorted(&["docker", "network", "ls", "--format", "{{.Name}}"]),
-            images: sorted(&[
-                "docker",
-                "image",
-                "ls",
-                "--format",
-                "{{.Repository}}:{{.Tag}}",
-            ]),
-            listening,
-            processes: self.process_names(i),
-            ip_forward: self
-                .run_in_stdout(i, &["sysctl", "-n", "net.ipv4.ip_forward"])
-                .trim()
-                .to_string(),
-            units: Vec::new(),
-        }
+        read_snapshot(
+            |argv| self.run_in_stdout(i, argv),
+            self.process_names(i),
+            Vec::new(),
+        )
     }
 
     /// Sorted, de-duplicated command names of host `i`'s processes.

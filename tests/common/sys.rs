@@ -459,3 +459,72 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found.dedup();
     found
 }
+
+/// Reads until two reads 200ms apart agree (for up to 5s), so the tail of
+/// something that just happened (a process exiting, a link losing its
+/// carrier) is not caught half-way.
+pub fn settled_snapshot(read: impl Fn() -> HostSnapshot) -> HostSnapshot {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut last = read();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let next = read();
+        if next == last || std::time::Instant::now() >= deadline {
+            return next;
+        }
+        last = next;
+    }
+}
+
+/// One read of a host's state through `run` (an argv run on the host, its
+/// stdout); processes and units come from the caller, who knows where to
+/// find them.
+pub fn read_snapshot(
+    run: impl Fn(&[&str]) -> String,
+    processes: Vec<String>,
+    units: Vec<String>,
+) -> HostSnapshot {
+    let sorted = |argv: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = run(argv)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut iptables = Vec::new();
+    for table in ["filter", "nat"] {
+        iptables.extend(normalise_iptables(&run(&["iptables-save", "-t", table])));
+    }
+    let mut listening: Vec<String> = run(&["ss", "-H", "-l", "-t", "-u", "-n"])
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            Some(format!("{} {}", cols.first()?, cols.get(4)?))
+        })
+        .collect();
+    listening.sort();
+    listening.dedup();
+    HostSnapshot {
+        iptables,
+        nft: normalise_nft(&run(&["nft", "list", "ruleset"])),
+        routes: normalise_routes(&run(&["ip", "-4", "route"])),
+        addrs: normalise_addrs(&run(&["ip", "-4", "addr"])),
+        containers: sorted(&["docker", "ps", "-a", "--format", "{{.Names}}"]),
+        networks: sorted(&["docker", "network", "ls", "--format", "{{.Name}}"]),
+        images: sorted(&[
+            "docker",
+            "image",
+            "ls",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ]),
+        listening,
+        processes,
+        ip_forward: run(&["sysctl", "-n", "net.ipv4.ip_forward"])
+            .trim()
+            .to_string(),
+        units,
+    }
+}

@@ -570,51 +570,17 @@ impl DebianVms {
         }
     }
 
-    /// Everything about VM `i` that kctl might change, normalised; read
-    /// until two reads 200ms apart agree (for up to 5s).
+    /// Everything about VM `i` that kctl might change, normalised, once it
+    /// has settled.
     pub fn snapshot(&self, i: usize) -> HostSnapshot {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut last = self.snapshot_once(i);
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let next = self.snapshot_once(i);
-            if next == last || Instant::now() >= deadline {
-                return next;
-            }
-            last = next;
-        }
+        settled_snapshot(|| self.snapshot_once(i))
     }
 
-    /// One read of `snapshot`.
+    /// One read of `snapshot`: a host's state plus its systemd units.
+    /// Login sessions are left out: a login's user manager outlives its
+    /// SSH session by seconds.
     pub fn snapshot_once(&self, i: usize) -> HostSnapshot {
-        let sorted = |argv: &[&str]| -> Vec<String> {
-            let mut v: Vec<String> = self
-                .run_in_stdout(i, argv)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect();
-            v.sort();
-            v
-        };
-        let mut iptables = Vec::new();
-        for table in ["filter", "nat"] {
-            iptables.extend(normalise_iptables(
-                &self.run_in_stdout(i, &["iptables-save", "-t", table]),
-            ));
-        }
-        let nft = normalise_nft(&self.run_in_stdout(i, &["nft", "list", "ruleset"]));
-        let mut listening: Vec<String> = self
-            .run_in_stdout(i, &["ss", "-H", "-l", "-t", "-u", "-n"])
-            .lines()
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                Some(format!("{} {}", cols.first()?, cols.get(4)?))
-            })
-            .collect();
-        listening.sort();
-        listening.dedup();
-        let mut units: Vec<String> = self
+        let units: Vec<String> = self
             .run_in_stdout(
                 i,
                 &[
@@ -634,34 +600,14 @@ impl DebianVms {
             })
             .filter(|u| !is_login_session(u))
             .collect();
+        let mut units = units;
         units.sort();
-        HostSnapshot {
-            iptables,
-            nft,
-            routes: normalise_routes(&self.run_in_stdout(i, &["ip", "-4", "route"])),
-            addrs: normalise_addrs(&self.run_in_stdout(i, &["ip", "-4", "addr"])),
-            containers: sorted(&["docker", "ps", "-a", "--format", "{{.Names}}"]),
-            networks: sorted(&["docker", "network", "ls", "--format", "{{.Name}}"]),
-            images: sorted(&[
-                "docker",
-                "image",
-                "ls",
-                "--format",
-                "{{.Repository}}:{{.Tag}}",
-            ]),
-            listening,
-            // A login's user manager outlives its SSH session by seconds.
-            processes: self
-                .process_names(i)
-                .into_iter()
-                .filter(|p| p != "(sd-pam)")
-                .collect(),
-            ip_forward: self
-                .run_in_stdout(i, &["sysctl", "-n", "net.ipv4.ip_forward"])
-                .trim()
-                .to_string(),
-            units,
-        }
+        let processes = self
+            .process_names(i)
+            .into_iter()
+            .filter(|p| p != "(sd-pam)")
+            .collect();
+        read_snapshot(|argv| self.run_in_stdout(i, argv), processes, units)
     }
 
     /// Sorted, de-duplicated command names of VM `i`'s processes (all of

@@ -60,7 +60,7 @@ pub fn quotas(value: &Value) -> Vec<Quota> {
 
 /// One line per quota that cannot hold what `up` would add (pure).
 /// Metrics the resource does not report are not judged.
-pub fn quota_shortfalls(available: &[Quota], needed: &[(&str, f64)]) -> Vec<String> {
+pub fn quota_shortfalls(available: &[Quota], needed: &[(String, f64)]) -> Vec<String> {
     needed
         .iter()
         .filter(|(_, n)| *n > 0.0)
@@ -77,15 +77,36 @@ pub fn quota_shortfalls(available: &[Quota], needed: &[(&str, f64)]) -> Vec<Stri
 }
 
 /// Quota metrics and how much of each `up` needs.
-pub type Needs = Vec<(&'static str, f64)>;
+pub type Needs = Vec<(String, f64)>;
+
+/// The regional quota a machine type's vCPUs count against: N1 types
+/// (f1-micro, g1-small, n1-*) count against CPUS; other families against
+/// their own metric (E2_CPUS, N2_CPUS, ...) where the region reports one,
+/// else CPUS.
+pub fn cpu_metric(machine_type: &str, reported: &[Quota]) -> String {
+    let family = machine_type
+        .split('-')
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let own = format!("{family}_CPUS");
+    let n1 = ["F1", "G1", "N1"].contains(&family.as_str());
+    if !n1 && reported.iter().any(|q| q.metric == own) {
+        own
+    } else {
+        "CPUS".to_string()
+    }
+}
 
 /// What `up` still has to create, given what exists: the quotas it needs
-/// (pure), regional then global. Instances count CPUS (their machine
-/// type's guestCpus), an external address each and a 10 GB boot disk each.
+/// (pure), regional then global. Instances count vCPUs (their machine
+/// type's guestCpus, against `cpu_metric`), an instance, an external
+/// address and a 10 GB boot disk each.
 pub fn needed_quota(
     spec: &GceSpec,
     existing: &Discovered,
     guest_cpus: &[(String, u32)],
+    region_quotas: &[Quota],
 ) -> Result<(Needs, Needs), GceError> {
     let plan = planned(spec)?;
     let missing = |want: &[String], have: &[String]| {
@@ -95,39 +116,41 @@ pub fn needed_quota(
             .collect::<Vec<_>>()
     };
     let n = spec.names()?;
-    let cpus_of = |machine_type: &str| {
-        guest_cpus
+    let new_instances = missing(&plan.instances, &existing.instances);
+    let mut regional: Needs = vec![];
+    let mut add =
+        |metric: String, amount: f64| match regional.iter_mut().find(|(m, _)| *m == metric) {
+            Some((_, sum)) => *sum += amount,
+            None => regional.push((metric, amount)),
+        };
+    for instance in &new_instances {
+        let machine_type = if *instance == n.master {
+            &spec.master_machine_type
+        } else {
+            &spec.machine_type
+        };
+        let cpus = guest_cpus
             .iter()
             .find(|(t, _)| t == machine_type)
-            .map_or(1, |(_, c)| *c) as f64
-    };
-    let new_instances = missing(&plan.instances, &existing.instances);
-    let cpus: f64 = new_instances
-        .iter()
-        .map(|i| {
-            if *i == n.master {
-                cpus_of(&spec.master_machine_type)
-            } else {
-                cpus_of(&spec.machine_type)
-            }
-        })
-        .sum();
+            .map_or(1, |(_, c)| *c) as f64;
+        add(cpu_metric(machine_type, region_quotas), cpus);
+    }
     let count = new_instances.len() as f64;
-    let regional = vec![
-        ("CPUS", cpus),
-        ("INSTANCES", count),
-        ("IN_USE_ADDRESSES", count),
-        ("DISKS_TOTAL_GB", 10.0 * count),
-    ];
+    add("INSTANCES".into(), count);
+    add("IN_USE_ADDRESSES".into(), count);
+    add("DISKS_TOTAL_GB".into(), 10.0 * count);
     let global = vec![
-        ("NETWORKS", (existing.network.is_none() as u8) as f64),
-        ("SUBNETWORKS", (existing.subnet.is_none() as u8) as f64),
+        ("NETWORKS".into(), (existing.network.is_none() as u8) as f64),
         (
-            "FIREWALLS",
+            "SUBNETWORKS".into(),
+            (existing.subnet.is_none() as u8) as f64,
+        ),
+        (
+            "FIREWALLS".into(),
             missing(&plan.firewall_rules, &existing.firewall_rules).len() as f64,
         ),
         (
-            "ROUTES",
+            "ROUTES".into(),
             missing(&plan.routes, &existing.routes).len() as f64,
         ),
     ];
@@ -143,7 +166,6 @@ pub async fn check_quotas<G: Gcloud>(
     report: &PreflightReport,
     existing: &Discovered,
 ) -> Result<(), GceError> {
-    let (regional, global) = needed_quota(spec, existing, &report.guest_cpus)?;
     let region = spec.names()?.region;
     let argv = cmd::region_describe(&spec.project, &region);
     let out = g.run(&argv).await?;
@@ -151,7 +173,9 @@ pub async fn check_quotas<G: Gcloud>(
         return Err(failed(&argv, &out));
     }
     let value = parse::single_object(&out.stdout).map_err(|m| bad_output(&argv, m))?;
-    let mut short = quota_shortfalls(&quotas(&value), &regional);
+    let region_quotas = quotas(&value);
+    let (regional, global) = needed_quota(spec, existing, &report.guest_cpus, &region_quotas)?;
+    let mut short = quota_shortfalls(&region_quotas, &regional);
     short.extend(quota_shortfalls(&report.project_quotas, &global));
     if short.is_empty() {
         Ok(())

@@ -946,30 +946,45 @@ mod capacity {
         );
     }
 
+    fn needs(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
+        pairs.iter().map(|(m, n)| (m.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn vcpus_count_against_their_family_quota_where_the_region_has_one() {
+        let with_e2 = [quota("CPUS", 24.0, 0.0), quota("E2_CPUS", 8.0, 0.0)];
+        assert_eq!(cpu_metric("e2-micro", &with_e2), "E2_CPUS");
+        assert_eq!(cpu_metric("e2-micro", &with_e2[..1]), "CPUS");
+        assert_eq!(cpu_metric("f1-micro", &with_e2), "CPUS");
+        assert_eq!(cpu_metric("n1-standard-1", &with_e2), "CPUS");
+    }
+
     #[test]
     fn a_first_up_needs_every_instance_and_network_resource() {
         let mut s = spec(3);
         s.machine_type = "e2-micro".into();
         let cpus = [("f1-micro".to_string(), 1), ("e2-micro".to_string(), 2)];
-        let (regional, global) = needed_quota(&s, &Discovered::default(), &cpus).unwrap();
-        // master f1-micro (1) + 3 minions e2-micro (2 each)
+        let region = [quota("CPUS", 24.0, 0.0), quota("E2_CPUS", 8.0, 0.0)];
+        let (regional, global) = needed_quota(&s, &Discovered::default(), &cpus, &region).unwrap();
+        // master f1-micro (1, CPUS) + 3 minions e2-micro (2 each, E2_CPUS)
         assert_eq!(
             regional,
-            [
-                ("CPUS", 7.0),
+            needs(&[
+                ("CPUS", 1.0),
+                ("E2_CPUS", 6.0),
                 ("INSTANCES", 4.0),
                 ("IN_USE_ADDRESSES", 4.0),
                 ("DISKS_TOTAL_GB", 40.0)
-            ]
+            ])
         );
         assert_eq!(
             global,
-            [
+            needs(&[
                 ("NETWORKS", 1.0),
                 ("SUBNETWORKS", 1.0),
                 ("FIREWALLS", 2.0),
                 ("ROUTES", 3.0)
-            ]
+            ])
         );
     }
 
@@ -980,11 +995,11 @@ mod capacity {
         existing.instances.retain(|i| i != "kctl-demo-minion-2");
         existing.routes.clear();
         let cpus = [("f1-micro".to_string(), 1)];
-        let (regional, global) = needed_quota(&s, &existing, &cpus).unwrap();
-        assert_eq!(regional[0], ("CPUS", 1.0));
-        assert_eq!(regional[1], ("INSTANCES", 1.0));
-        assert_eq!(global[0], ("NETWORKS", 0.0));
-        assert_eq!(global[3], ("ROUTES", 2.0));
+        let (regional, global) = needed_quota(&s, &existing, &cpus, &[]).unwrap();
+        assert_eq!(regional[0], ("CPUS".to_string(), 1.0));
+        assert_eq!(regional[1], ("INSTANCES".to_string(), 1.0));
+        assert_eq!(global[0], ("NETWORKS".to_string(), 0.0));
+        assert_eq!(global[3], ("ROUTES".to_string(), 2.0));
     }
 
     #[test]
@@ -992,16 +1007,16 @@ mod capacity {
         let available = [quota("CPUS", 8.0, 6.0), quota("IN_USE_ADDRESSES", 8.0, 0.0)];
         let short = quota_shortfalls(
             &available,
-            &[
+            &needs(&[
                 ("CPUS", 4.0),
                 ("IN_USE_ADDRESSES", 4.0),
                 ("UNREPORTED", 99.0),
-            ],
+            ]),
         );
         assert_eq!(short, ["CPUS: needs 4, but 6 of 8 are in use"]);
         // Exactly full is enough.
-        assert!(quota_shortfalls(&available, &[("CPUS", 2.0)]).is_empty());
-        assert!(quota_shortfalls(&available, &[("CPUS", 0.0)]).is_empty());
+        assert!(quota_shortfalls(&available, &needs(&[("CPUS", 2.0)])).is_empty());
+        assert!(quota_shortfalls(&available, &needs(&[("CPUS", 0.0)])).is_empty());
     }
 
     #[test]
