@@ -371,6 +371,8 @@ async fn ensure_sshd(
          UsePAM no\n\
          MaxSessions 32\n\
          PrintMotd no\n\
+         # VERBOSE logs each session: the benchmarks count them.\n\
+         LogLevel VERBOSE\n\
          SetEnv DOCKER_HOST=unix://{sock}\n",
         ns = layout.netns(index),
         ip = layout.node_ip(index),
@@ -393,9 +395,23 @@ async fn ensure_sshd(
     // sshd needs its privilege separation directory.
     std::fs::create_dir_all("/run/sshd").map_err(|e| host_error("/run/sshd", e))?;
     let log = minion_dir.join("sshd.log").display().to_string();
+    let passwd = own_passwd(minion_dir)?;
+    // A mount namespace of the minion's own, where /etc/passwd gives every
+    // user a home of the minion's: a login there runs none of this
+    // workstation's shell files (root's ~/.bashrc here runs `pyenv init`,
+    // which queues on a lock under load), as on a real machine.
     host::run(&[
         "nsenter",
         &format!("--net=/run/netns/{}", layout.netns(index)),
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind "$1" /etc/passwd && shift && exec "$@""#,
+        "sh",
+        &passwd.display().to_string(),
         "/usr/sbin/sshd",
         "-f",
         &config_arg,
@@ -410,6 +426,38 @@ async fn ensure_sshd(
         ));
     }
     Ok(true)
+}
+
+/// This machine's /etc/passwd with every home moved under the minion's
+/// directory (`home/<user>`, made for root). Written next to the minion's
+/// other files; bound over /etc/passwd in the minion's mount namespace.
+fn own_passwd(minion_dir: &std::path::Path) -> Result<std::path::PathBuf, HostError> {
+    let text = std::fs::read_to_string("/etc/passwd").map_err(|e| host_error("/etc/passwd", e))?;
+    let homes = minion_dir.join("home");
+    let root_home = homes.join("root");
+    std::fs::create_dir_all(&root_home)
+        .map_err(|e| host_error(root_home.display().to_string(), e))?;
+    let path = minion_dir.join("passwd");
+    std::fs::write(&path, minion_passwd(&text, &homes))
+        .map_err(|e| host_error(path.display().to_string(), e))?;
+    Ok(path)
+}
+
+/// `passwd` with each user's home replaced by `homes/<user>` (pure).
+pub fn minion_passwd(passwd: &str, homes: &std::path::Path) -> String {
+    passwd
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(':').collect();
+            if fields.len() != 7 {
+                return line.to_string();
+            }
+            let home = homes.join(fields[0]).display().to_string();
+            fields[5] = &home;
+            fields.join(":")
+        })
+        .map(|l| l + "\n")
+        .collect()
 }
 
 async fn ensure_dockerd(
@@ -663,5 +711,19 @@ mod tests {
             };
             assert!(!l.cluster_cidr().starts_with("10.255."));
         }
+    }
+
+    #[test]
+    fn a_minions_users_have_homes_of_its_own() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      sshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n\
+                      broken line\n";
+        let homes = std::path::Path::new("/k/minions/minion-1/home");
+        assert_eq!(
+            minion_passwd(passwd, homes),
+            "root:x:0:0:root:/k/minions/minion-1/home/root:/bin/bash\n\
+             sshd:x:100:65534::/k/minions/minion-1/home/sshd:/usr/sbin/nologin\n\
+             broken line\n"
+        );
     }
 }
