@@ -16,8 +16,14 @@ use crate::exec::{Exec, ExecError};
 use crate::services::rules::{self, Portal};
 use crate::state::{ContainerStatus, PodPhase, PodRecord, PodStatus};
 use docker::Observed;
+use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+/// Pods started at once on one minion. Each is two `docker run`s in
+/// sessions of the minion's SSH master (MaxSessions bounds them too);
+/// more than this mostly queues on dockerd and the minion's two cores.
+pub const POD_STARTS_IN_FLIGHT: usize = 16;
 pub use supervisor::Supervisor;
 
 pub use docker::INFRA_CONTAINER;
@@ -224,16 +230,16 @@ pub async fn converge_minion<E: Exec>(
         desired: desired.to_vec(),
         ..MinionReport::default()
     };
+    let mut to_start = Vec::new();
     for step in steps(desired, &observed) {
         match step {
+            // Removals come first (steps puts them there): a changed pod's
+            // old containers hold the names its new ones take.
             Step::Remove { ids, .. } => {
                 report.removed += ids.len();
                 exec.run_ok(&docker::remove_argv(&ids)).await?;
             }
-            Step::Start(pod) => match start_pod(exec, ctx, &pod).await {
-                Ok(()) => report.started.push(pod.pod.id.clone()),
-                Err(e) => report.failures.push((pod.pod.id.clone(), e)),
-            },
+            Step::Start(pod) => to_start.push(pod),
             Step::Restart { id, pod } => {
                 let now = Instant::now();
                 if supervisor.may_restart(&id, now) {
@@ -244,6 +250,21 @@ pub async fn converge_minion<E: Exec>(
             }
         }
     }
+    // Pods start side by side, a bounded number at a time; each pod's own
+    // containers keep their order (infra first). A failure stays the pod's.
+    let results: Vec<(String, Result<(), String>)> = futures::stream::iter(to_start.iter())
+        .map(|pod| async move { (pod.pod.id.clone(), start_pod(exec, ctx, pod).await) })
+        .buffer_unordered(POD_STARTS_IN_FLIGHT)
+        .collect()
+        .await;
+    for (pod, result) in results {
+        match result {
+            Ok(()) => report.started.push(pod),
+            Err(e) => report.failures.push((pod, e)),
+        }
+    }
+    report.started.sort();
+    report.failures.sort();
     if !report.started.is_empty() || !report.restarted.is_empty() {
         ensure_hairpin(exec).await?;
     }
