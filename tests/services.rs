@@ -293,18 +293,28 @@ fn udp_service_and_late_pods_get_the_environment() {
         ],
     );
     let pod_netns = format!("--net=/proc/{}/ns/net", pause.stdout.trim());
-    let mut server = std::process::Command::new("timeout")
-        .args([
-            "30",
-            "nsenter",
-            &pod_netns,
-            "socat",
-            "-T2",
-            "UDP4-RECVFROM:5353,fork",
-            "SYSTEM:echo pong",
-        ])
-        .spawn()
-        .unwrap();
+    // nsenter execs socat, so the child is socat itself; the guard kills
+    // it however the test ends (a `timeout` wrapper, killed, would leave
+    // socat running, holding the dead pod's network namespace).
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Server(
+        std::process::Command::new("nsenter")
+            .args([
+                &pod_netns,
+                "socat",
+                "-T2",
+                "UDP4-RECVFROM:5353,fork",
+                "SYSTEM:echo pong",
+            ])
+            .spawn()
+            .unwrap(),
+    );
     let mut answered = String::new();
     for _ in 0..20 {
         let client = format!("echo ping | socat -T2 - UDP4:{portal}:5300");
@@ -315,8 +325,7 @@ fn udp_service_and_late_pods_get_the_environment() {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(answered, "pong", "no UDP answer through the portal");
     cluster.down_and_check();
 }
