@@ -2,12 +2,14 @@
 //! apply`, with the local transport instead of SSH.
 
 use clap::{Args, Parser, Subcommand};
-use kctl::converge::RunContext;
+use kctl::converge::{converge_locked, sync_rules_locked, RunContext, Supervisor};
 use kctl::exec::LocalExec;
-use kctl::ops::converge::{converge_locked, sync_rules_locked};
+use kctl::node::log_event;
 use kctl::store::Store;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "kctl-node", version, about = "kctl's helper on a minion")]
@@ -58,34 +60,52 @@ async fn converge_once(node: Node) -> miette::Result<()> {
         offline_images,
         service_env: vec![],
     };
-    let mut supervisor = kctl::converge::Supervisor::default();
+    let mut supervisor = Supervisor::default();
     let report = converge_locked(
         &exec,
         &ctx,
-        store.clone(),
+        &store,
         &minion,
         Duration::from_secs(30),
         &mut supervisor,
+        &log_event,
     )
     .await
-    .map_err(|e| miette::miette!("{e}"))?;
-    let rules = sync_rules_locked(&exec, store, &minion)
+    .map_err(|e| miette::miette!("converge: {e}"))?;
+    let rules = sync_rules_locked(&exec, &store, &minion, &log_event)
         .await
-        .map_err(|e| miette::miette!("{e}"))?;
-    let desired = report.statuses.len();
-    println!(
-        "{minion}: {} pods, {} started, {} containers removed, {} failed, service rules {}",
-        desired,
+        .map_err(|e| miette::miette!("service rules: {e}"))?;
+    // The command's result, on stdout; the log went to stderr.
+    let summary = format!(
+        "{minion}: {} pods, {} started, {} containers removed, {} failed, service rules {}\n",
+        report.statuses.len(),
         report.started.len(),
         report.removed,
         report.failures.len(),
         if rules { "rewritten" } else { "up to date" }
     );
-    Ok(())
+    std::io::stdout()
+        .write_all(summary.as_bytes())
+        .map_err(|e| miette::miette!("writing the summary: {e}"))
+}
+
+/// The helper's log: levels and timestamps, on stderr (the service's log
+/// file). `RUST_LOG` overrides the default: kctl at info, other crates at warn.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("warn,kctl=info,kctl_node=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    init_logging();
     let result = match Cli::parse().command {
         Command::Run(node) => {
             kctl::node::run(kctl::node::NodeConfig {
@@ -102,7 +122,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
-            eprintln!("{report:?}");
+            tracing::error!("{report:?}");
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,10 @@
 use super::docker::*;
 use super::*;
+use crate::argv;
 use crate::exec::{Output, RecordingExec};
 use crate::model::{Container, EnvVar, Labels, Pod, PodSpec, Port, Protocol, RestartPolicy};
+use crate::state::{PodPhase, PodRecord};
+use std::time::Duration;
 
 fn pod(id: &str, image: &str) -> PodRecord {
     PodRecord {
@@ -252,6 +255,7 @@ async fn converge_runs_docker_in_order() {
         std::slice::from_ref(&p),
         Duration::ZERO,
         &mut supervisor,
+        &|_| {},
     )
     .await
     .unwrap();
@@ -276,4 +280,211 @@ fn ports_without_hairpin_are_found() {
     let text = "7: vethab12@if6: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master kctl0 state UP mode DEFAULT group default \\    link/ether 4a:1b brd ff:ff:ff:ff:ff:ff link-netnsid 0 promiscuity 1 \\    veth \\    bridge_slave state forwarding priority 32 cost 2 hairpin off guard off\n\
 9: vethcd34@if8: <BROADCAST> mtu 1500 master kctl0 \\    bridge_slave state forwarding priority 32 cost 2 hairpin on guard off\n";
     assert_eq!(super::ports_without_hairpin(text), ["vethab12"]);
+}
+
+fn answer(code: i32, stdout: &str, stderr: &str) -> Output {
+    Output {
+        code: Some(code),
+        stdout: stdout.as_bytes().to_vec(),
+        stderr: stderr.as_bytes().to_vec(),
+    }
+}
+
+/// `docker inspect` output for containers `(id, pod, container, status,
+/// exit code)` of pod record `p`.
+fn inspect_json(p: &PodRecord, containers: &[(&str, &str, &str, i64)]) -> String {
+    let items: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|(id, container, status, exit)| {
+            serde_json::json!({
+                "Id": id,
+                "RestartCount": 0,
+                "State": {"Status": status, "Running": *status == "running", "ExitCode": exit},
+                "Config": {"Labels": {
+                    "io.kctl.pod": p.pod.id,
+                    "io.kctl.container": container,
+                    "io.kctl.spec": p.spec_hash(),
+                }},
+                "NetworkSettings": {"IPAddress": "10.101.1.2"},
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+/// The executor's argvs of one pod's `docker run`s, in the order they ran.
+fn runs_of(calls: &[Vec<String>], pod: &str) -> Vec<Vec<String>> {
+    let name = format!("{pod}_");
+    calls
+        .iter()
+        .filter(|c| c[..2] == ["docker", "run"])
+        .filter(|c| {
+            c.windows(2)
+                .any(|w| w[0] == "--name" && w[1].starts_with(&name))
+        })
+        .cloned()
+        .collect()
+}
+
+async fn converge_with(
+    exec: &RecordingExec,
+    desired: &[PodRecord],
+) -> (MinionReport, Vec<ConvergeEvent>) {
+    let events = EventLog::default();
+    let report = converge_minion(
+        exec,
+        &ctx(),
+        desired,
+        Duration::ZERO,
+        &mut Supervisor::default(),
+        &events,
+    )
+    .await
+    .unwrap();
+    (report, events.take())
+}
+
+#[tokio::test]
+async fn two_pods_start_each_in_order_with_an_event_each() {
+    let (a, b) = (pod("web-1", "img"), pod("web-2", "img"));
+    let exec = RecordingExec::default();
+    let (report, events) = converge_with(&exec, &[a.clone(), b.clone()]).await;
+    assert_eq!(report.started, ["web-1", "web-2"]);
+    assert!(report.failures.is_empty());
+    let calls = exec.calls();
+    assert_eq!(runs_of(&calls, "web-1"), run_argvs(&a, &ctx()));
+    assert_eq!(runs_of(&calls, "web-2"), run_argvs(&b, &ctx()));
+    let mut started: Vec<ConvergeEvent> = events
+        .into_iter()
+        .filter(|e| matches!(e, ConvergeEvent::PodStarted { .. }))
+        .collect();
+    started.sort_by_key(|e| e.to_string());
+    assert_eq!(
+        started,
+        [
+            ConvergeEvent::PodStarted {
+                minion: "recording".into(),
+                pod: "web-1".into()
+            },
+            ConvergeEvent::PodStarted {
+                minion: "recording".into(),
+                pod: "web-2".into()
+            },
+        ]
+    );
+    // Hairpin mode once after the starts, then one last look.
+    let firsts: Vec<String> = calls.iter().map(|c| c[..2].join(" ")).collect();
+    assert_eq!(firsts[firsts.len() - 2..], ["ip -d", "docker ps"]);
+}
+
+#[tokio::test]
+async fn containers_of_a_gone_pod_are_removed() {
+    let gone = pod("old", "img");
+    let exec = RecordingExec {
+        answers: [
+            ("docker ps".to_string(), answer(0, "c1 c2\n", "")),
+            (
+                "docker inspect".to_string(),
+                answer(
+                    0,
+                    &inspect_json(
+                        &gone,
+                        &[
+                            ("c1", INFRA_CONTAINER, "running", 0),
+                            ("c2", "web", "running", 0),
+                        ],
+                    ),
+                    "",
+                ),
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let (report, events) = converge_with(&exec, &[]).await;
+    assert_eq!(report.removed, 2);
+    assert!(exec
+        .calls()
+        .contains(&argv!["docker", "rm", "--force", "--volumes", "c1", "c2"]));
+    assert_eq!(
+        events,
+        [ConvergeEvent::ContainersRemoved {
+            minion: "recording".into(),
+            ids: vec!["c1".into(), "c2".into()],
+            why: "pod old is gone".into(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn an_exited_container_is_restarted() {
+    let p = pod("web-1", "img");
+    let exec = RecordingExec {
+        answers: [
+            ("docker ps".to_string(), answer(0, "c1 c2\n", "")),
+            (
+                "docker inspect".to_string(),
+                answer(
+                    0,
+                    &inspect_json(
+                        &p,
+                        &[
+                            ("c1", INFRA_CONTAINER, "running", 0),
+                            ("c2", "web", "exited", 1),
+                        ],
+                    ),
+                    "",
+                ),
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let (report, events) = converge_with(&exec, std::slice::from_ref(&p)).await;
+    assert_eq!(report.restarted, ["web-1"]);
+    assert!(report.started.is_empty());
+    assert!(exec.calls().contains(&argv!["docker", "start", "c2"]));
+    assert_eq!(
+        events,
+        [ConvergeEvent::ContainerRestarted {
+            minion: "recording".into(),
+            pod: "web-1".into(),
+            container: "c2".into(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_start_is_the_pods_own() {
+    let (good, bad) = (pod("good", "img"), pod("bad", "img"));
+    let exec = RecordingExec {
+        answers: [(
+            "docker run --detach --name bad_POD".to_string(),
+            answer(125, "", "Unable to find image 'pause' locally\n"),
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let (report, events) = converge_with(&exec, &[good.clone(), bad.clone()]).await;
+    assert_eq!(report.started, ["good"]);
+    assert_eq!(
+        report.failures,
+        [(
+            "bad".to_string(),
+            "Unable to find image 'pause' locally".to_string()
+        )]
+    );
+    // The failed pod stops at its infra container; the other starts whole.
+    let calls = exec.calls();
+    assert_eq!(runs_of(&calls, "bad"), run_argvs(&bad, &ctx())[..1]);
+    assert_eq!(runs_of(&calls, "good"), run_argvs(&good, &ctx()));
+    assert!(events.contains(&ConvergeEvent::PodFailed {
+        minion: "recording".into(),
+        pod: "bad".into(),
+        message: "Unable to find image 'pause' locally".into(),
+    }));
+    assert!(events.contains(&ConvergeEvent::PodStarted {
+        minion: "recording".into(),
+        pod: "good".into(),
+    }));
 }

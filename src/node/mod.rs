@@ -10,13 +10,15 @@
 //! Leadership is a key on the leader's heartbeat lease: when the leader
 //! dies, the key goes with it and another helper takes over.
 
-use crate::converge::{RunContext, Supervisor};
+use crate::converge::{
+    converge_locked, sync_rules_locked, update_endpoints, ConvergeEvent, RunContext, Supervisor,
+};
 use crate::exec::LocalExec;
-use crate::ops::converge::{converge_locked, sync_rules_locked, update_endpoints};
 use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
 use crate::store::{Store, StoreError};
 use std::time::Duration;
+use tracing::{error, info, warn};
 
 pub mod probe;
 
@@ -31,10 +33,33 @@ pub struct NodeConfig {
     pub offline_images: bool,
 }
 
+/// Why one life of the helper ended.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("heartbeat lost")]
+    HeartbeatLost,
+}
+
+/// Logs one of the converge layer's events: what the helper did to its
+/// minion and to the cluster's records.
+pub fn log_event(event: ConvergeEvent) {
+    match event {
+        ConvergeEvent::PodFailed { .. } => warn!("{event}"),
+        // Recorded every round a pod's status moves; the log keeps them
+        // for debugging only.
+        ConvergeEvent::StatusRecorded { .. } | ConvergeEvent::RestartDeferred { .. } => {
+            tracing::debug!("{event}")
+        }
+        _ => info!("{event}"),
+    }
+}
+
 /// Runs for as long as the process lives, reconnecting to etcd whenever it
 /// is lost.
 pub async fn run(node: NodeConfig) {
-    eprintln!(
+    info!(
         "kctl-node {} for {} of cluster {}",
         env!("CARGO_PKG_VERSION"),
         node.minion,
@@ -43,21 +68,18 @@ pub async fn run(node: NodeConfig) {
     loop {
         let result = match Store::connect(&node.etcd, &node.cluster).await {
             Ok(store) => serve(&node, store).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         };
         if let Err(e) = result {
-            eprintln!("{e}; starting over");
+            error!("{e}; starting over");
         }
         tokio::time::sleep(PERIOD).await;
     }
 }
 
 /// One life of the helper: from taking a heartbeat lease until losing it.
-async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), String> {
-    let heartbeat = store
-        .start_heartbeat(&node.minion)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
+    let heartbeat = store.start_heartbeat(&node.minion).await?;
     let exec = LocalExec {
         name: node.minion.clone(),
     };
@@ -70,41 +92,42 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), String> {
     let mut supervisor = Supervisor::default();
     loop {
         if heartbeat.task.is_finished() {
-            return Err("heartbeat lost".into());
+            return Err(NodeError::HeartbeatLost);
         }
         // Each step logs its failure and the loop goes on: the next round
         // starts from etcd again.
         let converged = converge_locked(
             &exec,
             &ctx,
-            store.clone(),
+            &store,
             &node.minion,
             Duration::ZERO,
             &mut supervisor,
+            &log_event,
         )
         .await;
         match converged {
             Ok(report) => probe::run_probes(&exec, &report, &mut supervisor).await,
-            Err(e) => eprintln!("converge: {e}"),
+            Err(e) => error!("converge: {e}"),
         }
-        if let Err(e) = update_endpoints(&mut store).await {
-            eprintln!("endpoints: {e}");
+        if let Err(e) = update_endpoints(&mut store, &log_event).await {
+            error!("endpoints: {e}");
         }
-        if let Err(e) = sync_rules_locked(&exec, store.clone(), &node.minion).await {
-            eprintln!("service rules: {e}");
+        if let Err(e) = sync_rules_locked(&exec, &store, &node.minion, &log_event).await {
+            error!("service rules: {e}");
         }
         match store.try_lead(&node.minion, heartbeat.lease).await {
             Ok(true) => {
                 if !leading {
-                    eprintln!("{} leads the cluster now", node.minion);
+                    info!("{} leads the cluster now", node.minion);
                     leading = true;
                 }
                 if let Err(e) = lead(&mut store).await {
-                    eprintln!("leader: {e}");
+                    error!("leader: {e}");
                 }
             }
             Ok(false) => leading = false,
-            Err(e) => eprintln!("leader election: {e}"),
+            Err(e) => error!("leader election: {e}"),
         }
         tokio::time::sleep(PERIOD).await;
     }
@@ -118,11 +141,11 @@ async fn lead(store: &mut Store) -> Result<(), StoreError> {
     let state = &snapshot.state;
     let (plan, unfit) = plan_reconcile(state, &mut RandomNamer);
     for u in &unfit {
-        eprintln!("leader: {u}");
+        warn!("leader: {u}");
     }
     if !plan.is_empty() {
         match store.commit(&snapshot, &plan.ops).await {
-            Ok(()) => eprint!("leader:\n{}", plan.render()),
+            Ok(()) => info!("leader:\n{}", plan.render().trim_end()),
             // Someone changed the cluster meanwhile: the next round re-plans.
             Err(StoreError::Conflict) => return Ok(()),
             Err(e) => return Err(e),

@@ -7,11 +7,35 @@
 
 use crate::argv;
 use crate::converge::{MinionReport, Supervisor};
-use crate::exec::Exec;
+use crate::exec::{Exec, ExecError};
 use crate::model::{PodSpec, PortRef, Probe, ProbeAction, RestartPolicy};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::warn;
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFailure {
+    #[error("bad probe host {0:?}")]
+    BadHost(String),
+    #[error("the pod has no IP")]
+    NoPodIp,
+    #[error("no such port")]
+    NoSuchPort,
+    #[error("HTTP {0}")]
+    HttpStatus(u16),
+    #[error("not an HTTP answer: {0:?}")]
+    NotHttp(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Exec(#[from] ExecError),
+    #[error("exited with {0:?}")]
+    Exited(Option<i32>),
+    #[error("no answer within {0}s")]
+    Timeout(u64),
+}
 
 /// Runs the due probes of every pod the report covers.
 pub async fn run_probes<E: Exec>(exec: &E, report: &MinionReport, supervisor: &mut Supervisor) {
@@ -46,14 +70,14 @@ pub async fn run_probes<E: Exec>(exec: &E, report: &MinionReport, supervisor: &m
             let Err(why) = verdict else {
                 continue;
             };
-            eprintln!("probe of {}/{} failed: {why}", pod.pod.id, spec.name);
+            warn!("probe of {}/{} failed: {why}", pod.pod.id, spec.name);
             if pod.pod.spec.restart_policy != RestartPolicy::Never
                 && supervisor.may_restart(&c.container_id, now)
             {
                 let restart = argv!["docker", "restart", "--time", "1", c.container_id.clone()];
                 match exec.run_ok(&restart).await {
                     Ok(_) => supervisor.restarted(&c.container_id, now),
-                    Err(e) => eprintln!("restart of {}/{}: {e}", pod.pod.id, spec.name),
+                    Err(e) => warn!("restart of {}/{}: {e}", pod.pod.id, spec.name),
                 }
             }
         }
@@ -79,7 +103,7 @@ async fn check<E: Exec>(
     spec: &PodSpec,
     pod_ip: Option<IpAddr>,
     container_id: &str,
-) -> Result<(), String> {
+) -> Result<(), ProbeFailure> {
     let timeout = Duration::from_secs(probe.timeout_seconds.max(1).into());
     let attempt = async {
         match &probe.action {
@@ -87,62 +111,57 @@ async fn check<E: Exec>(
                 let ip = match host {
                     Some(h) => h
                         .parse::<IpAddr>()
-                        .map_err(|_| format!("bad probe host {h:?}"))?,
-                    None => pod_ip.ok_or("the pod has no IP")?,
+                        .map_err(|_| ProbeFailure::BadHost(h.clone()))?,
+                    None => pod_ip.ok_or(ProbeFailure::NoPodIp)?,
                 };
-                let port = resolve_port(port, spec).ok_or("no such port")?;
+                let port = resolve_port(port, spec).ok_or(ProbeFailure::NoSuchPort)?;
                 http_status(SocketAddr::new(ip, port), path)
                     .await
                     .and_then(|code| {
                         if (200..400).contains(&code) {
                             Ok(())
                         } else {
-                            Err(format!("HTTP {code}"))
+                            Err(ProbeFailure::HttpStatus(code))
                         }
                     })
             }
             ProbeAction::TcpSocket { port } => {
-                let ip = pod_ip.ok_or("the pod has no IP")?;
-                let port = resolve_port(port, spec).ok_or("no such port")?;
+                let ip = pod_ip.ok_or(ProbeFailure::NoPodIp)?;
+                let port = resolve_port(port, spec).ok_or(ProbeFailure::NoSuchPort)?;
                 tokio::net::TcpStream::connect(SocketAddr::new(ip, port))
                     .await
                     .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(ProbeFailure::from)
             }
             ProbeAction::Exec { command } => {
                 let mut argv = argv!["docker", "exec", container_id];
                 argv.extend(command.iter().cloned());
-                let out = exec.run(&argv, None).await.map_err(|e| e.to_string())?;
+                let out = exec.run(&argv, None).await?;
                 if out.success() {
                     Ok(())
                 } else {
-                    Err(format!("exited with {:?}", out.code))
+                    Err(ProbeFailure::Exited(out.code))
                 }
             }
         }
     };
     tokio::time::timeout(timeout, attempt)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}s", timeout.as_secs())))
+        .unwrap_or(Err(ProbeFailure::Timeout(timeout.as_secs())))
 }
 
 /// The status code of `GET path` at `addr`.
-async fn http_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn http_status(addr: SocketAddr, path: &str) -> Result<u16, ProbeFailure> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: kctl-node\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes()).await?;
     let mut head = vec![0u8; 64];
-    let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
+    let n = stream.read(&mut head).await?;
     let line = String::from_utf8_lossy(&head[..n]);
     line.split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
+        .ok_or_else(|| ProbeFailure::NotHttp(line.into_owned()))
 }
 
 #[cfg(test)]

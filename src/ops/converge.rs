@@ -1,18 +1,19 @@
 //! Converging minions from the workstation: containers on the minions a
 //! plan touched, then endpoints and service rules wherever they changed.
-//! Each minion is worked on under its etcd lock, from state read after the
-//! lock was taken, so concurrent kctl processes (and the node helper) never
-//! interleave on one minion.
+//! The per-minion work (under the minion's lock) is the converge layer's;
+//! this opens the SSH connections, runs it on every minion in parallel and
+//! shows its events on the terminal.
 
 use super::Cluster;
-use crate::converge::Supervisor;
-use crate::converge::{self, MinionReport, RunContext};
-use crate::exec::Exec;
-use crate::services::{self, rules};
+use crate::converge::{
+    converge_locked, sync_rules_locked, update_endpoints, ConvergeError, ConvergeEvent,
+    MinionReport, Supervisor,
+};
+use crate::services::rules;
 use crate::ssh::SshExec;
-use crate::state::{ClusterState, Endpoint, PodPhase, PodStatus};
-use crate::store::{Store, StoreError};
-use crate::ui::Ui;
+use crate::state::PodPhase;
+use crate::store::Store;
+use crate::ui::{Task, Ui};
 use futures::future::join_all;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -98,111 +99,6 @@ impl<'a> Connections<'a> {
     }
 }
 
-/// Converges one minion's containers under its lock, from desired state read
-/// after the lock was taken, and records the statuses it observed.
-pub async fn converge_locked<E: Exec>(
-    exec: &E,
-    ctx: &RunContext,
-    mut store: Store,
-    minion: &str,
-    wait: Duration,
-    supervisor: &mut Supervisor,
-) -> Result<MinionReport, String> {
-    let lock = store.lock_minion(minion).await.map_err(|e| e.to_string())?;
-    let result = async {
-        let state = store.snapshot().await.map_err(|e| e.to_string())?.state;
-        let desired: Vec<_> = state.pods_on(minion).cloned().collect();
-        let ctx = RunContext {
-            service_env: services::service_env(state.services.values()),
-            ..ctx.clone()
-        };
-        let mut report = converge::converge_minion(exec, &ctx, &desired, wait, supervisor)
-            .await
-            .map_err(|e| e.to_string())?;
-        for (pod, status) in report.statuses.iter_mut() {
-            if let Some(old) = state.statuses.get(pod) {
-                keep_what_this_process_cannot_see(status, old);
-            }
-        }
-        // Only what changed: an idle minion writes nothing.
-        let changed = report
-            .statuses
-            .iter()
-            .filter(|(pod, status)| state.statuses.get(*pod) != Some(*status));
-        for (pod, status) in changed {
-            store
-                .put_status(pod, status)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(report)
-    }
-    .await;
-    lock.release().await;
-    result
-}
-
-/// Recomputes every service's endpoints from a fresh snapshot and records
-/// those that changed; returns the snapshot's state and the endpoints.
-pub async fn update_endpoints(
-    store: &mut Store,
-) -> Result<(ClusterState, BTreeMap<String, Vec<Endpoint>>), StoreError> {
-    let state = store.snapshot().await?.state;
-    let endpoints = services::endpoints(&state);
-    for (service, eps) in &endpoints {
-        if state.endpoints.get(service) != Some(eps) {
-            store.put_endpoints(service, eps).await?;
-        }
-    }
-    Ok((state, endpoints))
-}
-
-/// `apply` does not probe and does not know the helper's restarts: for the
-/// same containers, keep the last probe verdict and the higher count.
-fn keep_what_this_process_cannot_see(status: &mut PodStatus, old: &PodStatus) {
-    for c in &mut status.containers {
-        if let Some(o) = old
-            .containers
-            .iter()
-            .find(|o| o.container_id == c.container_id)
-        {
-            c.restart_count = c.restart_count.max(o.restart_count);
-            if c.healthy.is_none() {
-                c.healthy = o.healthy;
-            }
-        }
-    }
-}
-
-/// Brings a minion's service rules up to date under its lock; true if they
-/// had to be rewritten.
-pub async fn sync_rules_locked<E: Exec>(
-    exec: &E,
-    mut store: Store,
-    minion: &str,
-) -> Result<bool, String> {
-    let lock = store.lock_minion(minion).await.map_err(|e| e.to_string())?;
-    let result = async {
-        let state = store.snapshot().await.map_err(|e| e.to_string())?.state;
-        let portals = rules::portals(&state, &services::endpoints(&state));
-        let digest = rules::digest(&portals);
-        if state.rule_digests.get(minion) == Some(&digest) {
-            return Ok(false);
-        }
-        converge::sync_rules(exec, &portals)
-            .await
-            .map_err(|e| e.to_string())?;
-        store
-            .put_rule_digest(minion, &digest)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(true)
-    }
-    .await;
-    lock.release().await;
-    result
-}
-
 /// Brings the named minions' containers to the desired state in etcd, all in
 /// parallel, then updates endpoints and service rules on every minion whose
 /// rules are out of date. Opens no connection when nothing is to be done.
@@ -220,26 +116,40 @@ pub async fn converge_minions(
             .unreachable
             .extend(connections.ensure(minions).await);
         let ctx = cluster.run_context();
-        let work = connections
-            .open
-            .iter()
-            .filter(|(id, _)| minions.contains(*id))
-            .map(|(id, exec)| {
-                let (ctx, store) = (ctx.clone(), store.clone());
-                async move {
-                    let mut supervisor = Supervisor::default();
-                    let report =
-                        converge_locked(exec, &ctx, store, id, START_TIMEOUT, &mut supervisor)
-                            .await;
-                    (id.clone(), report)
-                }
-            });
-        for (id, result) in join_all(work).await {
+        let events = show_on(&task, format!("converging {} minion(s)", minions.len()));
+        let results = {
+            let events = &events;
+            let work = connections
+                .open
+                .iter()
+                .filter(|(id, _)| minions.contains(*id))
+                .map(|(id, exec)| {
+                    let ctx = ctx.clone();
+                    async move {
+                        let mut supervisor = Supervisor::default();
+                        let report = converge_locked(
+                            exec,
+                            &ctx,
+                            store,
+                            id,
+                            START_TIMEOUT,
+                            &mut supervisor,
+                            events,
+                        )
+                        .await;
+                        (id.clone(), report)
+                    }
+                });
+            join_all(work).await
+        };
+        // The progress line is the task's until it finishes.
+        drop(events);
+        for (id, result) in results {
             match result {
                 Ok(report) => {
                     outcome.reports.insert(id, report);
                 }
-                Err(e) => outcome.unreachable.push((id, e)),
+                Err(e) => outcome.unreachable.push((id, e.to_string())),
             }
         }
         let names: Vec<&str> = minions.iter().map(String::as_str).collect();
@@ -263,7 +173,13 @@ async fn sync_services(
     outcome: &mut ConvergeOutcome,
 ) -> miette::Result<()> {
     let mut store = store.clone();
-    let (state, endpoints) = update_endpoints(&mut store).await?;
+    let (state, endpoints) = update_endpoints(&mut store, &|_| {})
+        .await
+        .map_err(|e| match e {
+            // etcd's own diagnostic says what to do about it.
+            ConvergeError::Store { source, .. } => miette::Report::new(source),
+            e => miette::miette!("{e}"),
+        })?;
     let digest = rules::digest(&rules::portals(&state, &endpoints));
     let stale: BTreeSet<String> = state
         .minions
@@ -276,16 +192,22 @@ async fn sync_services(
     }
     let task = ui.task(format!("service rules on {} minion(s)", stale.len()));
     outcome.unreachable.extend(connections.ensure(&stale).await);
-    let work = connections
-        .open
-        .iter()
-        .filter(|(id, _)| stale.contains(*id))
-        .map(|(id, exec)| {
-            let store = store.clone();
-            async move { (id.clone(), sync_rules_locked(exec, store, id).await) }
-        });
+    let events = show_on(&task, format!("service rules on {} minion(s)", stale.len()));
+    let results = {
+        let (events, store) = (&events, &store);
+        let work = connections
+            .open
+            .iter()
+            .filter(|(id, _)| stale.contains(*id))
+            .map(|(id, exec)| async move {
+                (id.clone(), sync_rules_locked(exec, store, id, events).await)
+            });
+        join_all(work).await
+    };
+    // The progress line is the task's until it finishes.
+    drop(events);
     let mut failed = false;
-    for (id, result) in join_all(work).await {
+    for (id, result) in results {
         match result {
             Ok(true) => outcome.rules_synced.push(id),
             Ok(false) => {}
@@ -306,4 +228,10 @@ async fn sync_services(
         ));
     }
     Ok(())
+}
+
+/// Shows the converge layer's events on a task's progress line: the line
+/// says what was done last; failures come in the task's summary.
+fn show_on(task: &Task, heading: String) -> impl Fn(ConvergeEvent) + Send + Sync + '_ {
+    move |event| task.set(format!("{heading}: {event}"))
 }

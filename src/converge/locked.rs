@@ -1,0 +1,161 @@
+//! A minion's converge as `kctl apply` and `kctl-node` both run it: under
+//! the minion's etcd lock, from state read after the lock was taken, so
+//! concurrent kctl processes (and the node helper) never interleave on one
+//! minion. The results go back to the store.
+
+use super::error::{ConvergeError, StoreStage};
+use super::event::{ConvergeEvent, EventSink};
+use super::executor::{self, MinionReport};
+use super::{RunContext, Supervisor};
+use crate::exec::Exec;
+use crate::services::{self, rules};
+use crate::state::{ClusterState, Endpoint, PodStatus};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// Takes `minion`'s lock, reads the cluster's state, runs `work` on it with
+/// a store of its own, and releases the lock whatever `work` came to.
+pub async fn with_minion_locked<T, F, Fut>(
+    store: &Store,
+    minion: &str,
+    work: F,
+) -> Result<T, ConvergeError>
+where
+    F: FnOnce(Store, ClusterState) -> Fut,
+    Fut: Future<Output = Result<T, ConvergeError>>,
+{
+    let lock = store
+        .lock_minion(minion)
+        .await
+        .map_err(ConvergeError::store(Some(minion), StoreStage::Lock))?;
+    let result = async {
+        let mut store = store.clone();
+        let state = store
+            .snapshot()
+            .await
+            .map_err(ConvergeError::store(Some(minion), StoreStage::Snapshot))?
+            .state;
+        work(store, state).await
+    }
+    .await;
+    lock.release().await;
+    result
+}
+
+/// Converges one minion's containers under its lock, from desired state read
+/// after the lock was taken, and records the statuses it observed.
+pub async fn converge_locked<E: Exec>(
+    exec: &E,
+    ctx: &RunContext,
+    store: &Store,
+    minion: &str,
+    wait: Duration,
+    supervisor: &mut Supervisor,
+    events: &dyn EventSink,
+) -> Result<MinionReport, ConvergeError> {
+    with_minion_locked(store, minion, |mut store, state| async move {
+        let desired: Vec<_> = state.pods_on(minion).cloned().collect();
+        let ctx = RunContext {
+            service_env: services::service_env(state.services.values()),
+            ..ctx.clone()
+        };
+        let mut report =
+            executor::converge_minion(exec, &ctx, &desired, wait, supervisor, events).await?;
+        for (pod, status) in report.statuses.iter_mut() {
+            if let Some(old) = state.statuses.get(pod) {
+                keep_what_this_process_cannot_see(status, old);
+            }
+        }
+        // Only what changed: an idle minion writes nothing.
+        let changed = report
+            .statuses
+            .iter()
+            .filter(|(pod, status)| state.statuses.get(*pod) != Some(*status));
+        for (pod, status) in changed {
+            store
+                .put_status(pod, status)
+                .await
+                .map_err(ConvergeError::store(Some(minion), StoreStage::Statuses))?;
+            events.emit(ConvergeEvent::StatusRecorded {
+                minion: minion.to_string(),
+                pod: pod.clone(),
+                phase: status.phase.as_str(),
+            });
+        }
+        Ok(report)
+    })
+    .await
+}
+
+/// Brings a minion's service rules up to date under its lock; true if they
+/// had to be rewritten.
+pub async fn sync_rules_locked<E: Exec>(
+    exec: &E,
+    store: &Store,
+    minion: &str,
+    events: &dyn EventSink,
+) -> Result<bool, ConvergeError> {
+    with_minion_locked(store, minion, |mut store, state| async move {
+        let portals = rules::portals(&state, &services::endpoints(&state));
+        let digest = rules::digest(&portals);
+        if state.rule_digests.get(minion) == Some(&digest) {
+            return Ok(false);
+        }
+        executor::sync_rules(exec, &portals).await?;
+        store
+            .put_rule_digest(minion, &digest)
+            .await
+            .map_err(ConvergeError::store(Some(minion), StoreStage::RuleDigest))?;
+        events.emit(ConvergeEvent::RulesSynced {
+            minion: minion.to_string(),
+        });
+        Ok(true)
+    })
+    .await
+}
+
+/// Recomputes every service's endpoints from a fresh snapshot and records
+/// those that changed; returns the snapshot's state and the endpoints.
+pub async fn update_endpoints(
+    store: &mut Store,
+    events: &dyn EventSink,
+) -> Result<(ClusterState, BTreeMap<String, Vec<Endpoint>>), ConvergeError> {
+    let state = store
+        .snapshot()
+        .await
+        .map_err(ConvergeError::store(None, StoreStage::Snapshot))?
+        .state;
+    let endpoints = services::endpoints(&state);
+    for (service, eps) in &endpoints {
+        if state.endpoints.get(service) != Some(eps) {
+            store
+                .put_endpoints(service, eps)
+                .await
+                .map_err(ConvergeError::store(None, StoreStage::Endpoints))?;
+            events.emit(ConvergeEvent::EndpointsChanged {
+                service: service.clone(),
+                endpoints: eps.len(),
+            });
+        }
+    }
+    Ok((state, endpoints))
+}
+
+/// `apply` does not probe and does not know the helper's restarts: for the
+/// same containers, keep the last probe verdict and the higher count.
+fn keep_what_this_process_cannot_see(status: &mut PodStatus, old: &PodStatus) {
+    for c in &mut status.containers {
+        if let Some(o) = old
+            .containers
+            .iter()
+            .find(|o| o.container_id == c.container_id)
+        {
+            c.restart_count = c.restart_count.max(o.restart_count);
+            if c.healthy.is_none() {
+                c.healthy = o.healthy;
+            }
+        }
+    }
+}
