@@ -323,6 +323,26 @@ impl Store {
         Ok(Heartbeat { lease, task })
     }
 
+    /// A watch on the cluster's desired state: every change of it bumps the
+    /// generation key, and each bump wakes `DesiredChanges::changed`. Lets
+    /// a helper act on a commit at once instead of at its next round.
+    pub async fn watch_desired(&self) -> Result<DesiredChanges, StoreError> {
+        let mut client = self.client.clone();
+        let mut stream = client.watch(self.generation_key(), None).await?;
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let wake = notify.clone();
+        let task = tokio::spawn(async move {
+            // Ends with the stream (etcd gone): the helper's own period
+            // still drives it, and its next life watches again.
+            while let Ok(Some(response)) = stream.message().await {
+                if !response.events().is_empty() {
+                    wake.notify_one();
+                }
+            }
+        });
+        Ok(DesiredChanges { notify, task })
+    }
+
     /// Becomes the cluster's leader if nobody is, by putting the leader key
     /// on `lease` (the caller's heartbeat lease: a dead leader's key goes
     /// with it). True if `minion` is the leader now.
@@ -348,6 +368,26 @@ impl Store {
 }
 
 /// A minion's heartbeat: its lease, and the task that keeps it alive.
+/// See `Store::watch_desired`.
+pub struct DesiredChanges {
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DesiredChanges {
+    /// Returns once desired state has changed since the last call (or
+    /// since the watch began).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for DesiredChanges {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 pub struct Heartbeat {
     pub lease: i64,
     pub task: tokio::task::JoinHandle<Result<(), StoreError>>,

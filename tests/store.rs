@@ -161,3 +161,45 @@ async fn unreachable_etcd_is_a_clear_error() {
     };
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
 }
+
+/// A helper's watch wakes on a change of desired state (a commit), not on
+/// writes that are not desired state (a pod's status), and a change in
+/// another cluster does not wake it.
+#[tokio::test]
+async fn a_commit_wakes_the_desired_state_watch() {
+    let etcd = Etcd::start("watch");
+    let endpoints = vec![etcd.endpoint.clone()];
+    let mut store = Store::connect_waiting(&endpoints, "c1", WAIT)
+        .await
+        .unwrap();
+    let mut other = Store::connect_waiting(&endpoints, "c2", WAIT)
+        .await
+        .unwrap();
+    let watch = store.watch_desired().await.unwrap();
+    let quiet = Duration::from_millis(500);
+
+    let base = other.snapshot().await.unwrap();
+    other
+        .commit(&base, &[Op::PutService(service("elsewhere", 80))])
+        .await
+        .unwrap();
+    let status = PodStatus {
+        phase: PodPhase::Running,
+        spec_hash: "h".into(),
+        ..Default::default()
+    };
+    store.put_status("ghost", &status).await.unwrap();
+    assert!(
+        tokio::time::timeout(quiet, watch.changed()).await.is_err(),
+        "woken by something that is not c1's desired state"
+    );
+
+    let base = store.snapshot().await.unwrap();
+    store
+        .commit(&base, &[Op::PutService(service("web", 80))])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("a commit wakes the watch");
+}

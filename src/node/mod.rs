@@ -2,7 +2,8 @@
 //! minion, and with its peers the whole cluster, in the desired state while
 //! nobody is watching.
 //!
-//! Every second it: makes the minion's containers match etcd (the same
+//! Every second, and at once when desired state changes in etcd (a watch
+//! on the generation key), it: makes the minion's containers match etcd (the same
 //! converge routine `apply` uses, over the local transport) and records what
 //! runs; recomputes endpoints and brings the minion's service rules up to
 //! date; and, if it is the cluster's leader, moves the pods of minions that
@@ -90,6 +91,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
     };
     let mut leading = false;
     let mut supervisor = Supervisor::default();
+    let desired = store.watch_desired().await?;
     loop {
         if heartbeat.task.is_finished() {
             return Err(NodeError::HeartbeatLost);
@@ -129,7 +131,12 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
             Ok(false) => leading = false,
             Err(e) => error!("leader election: {e}"),
         }
-        tokio::time::sleep(PERIOD).await;
+        // The next round comes after a period, or as soon as desired state
+        // changes (a commit by `apply` or the leader).
+        tokio::select! {
+            _ = tokio::time::sleep(PERIOD) => {}
+            _ = desired.changed() => {}
+        }
     }
 }
 
