@@ -5,7 +5,7 @@
 #          SSH must at least pay);
 #   kctl:  `kctl apply` of a 30-replica controller (2 containers a pod:
 #          infra + app), then a no-op re-apply;
-# and `kctl up` of 3 minions. Prints each round, medians, the ratio
+# and `kctl up` of 3 and of BIG (30) minions. Prints each round, medians, the ratio
 # apply/floor, and SSH sessions opened per minion (from the minions' sshd
 # logs). Run as root:  bench/apply-floor.sh [ROUNDS]   (default 3)
 set -euo pipefail
@@ -76,3 +76,10 @@ echo "--- medians over $rounds rounds"
 printf '%-34s %7.2f s\n' "floor: 30 docker run over SSH" "$f"
 printf '%-34s %7.2f s   (%.2f x the floor)\n' "kctl apply, 30 replicas" "$a" "$(awk -v a="$a" -v f="$f" 'BEGIN {print a / f}')"
 printf '%-34s %7.3f s\n' "kctl apply, no-op" "$n"
+
+# A big cluster: up of BIG minions (default 30), once.
+big=${BIG:-30}
+"$kctl" down >/dev/null 2>&1
+t0=$(now); "$kctl" up --minions "$big" >/dev/null; up=$(since "$t0")
+per=$(grep -c "Starting session" "$dir"/minions/minion-*/sshd.log | awk -F: '{print $2}' | sort -n | uniq -c | awk '{printf "%s minions: %s  ", $1, $2}')
+printf '%-34s %7.2f s   sessions per minion: %s\n' "kctl up ($big minions)" "$up" "$per"
