@@ -221,15 +221,17 @@ impl Exec for SshExec {
             .acquire()
             .await
             .map_err(|e| self.transport(e))?;
-        let file = std::fs::File::open(file).map_err(|e| self.transport(e))?;
         let (program, args) = self.command_line(argv)?;
-        let out = self
-            .session
-            .command(program)
-            .args(args)
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
-            .output()
-            .await;
+        let out = retry_refused(|| async {
+            let file = std::fs::File::open(file).map_err(openssh::Error::ChildIo)?;
+            self.session
+                .command(&program)
+                .args(&args)
+                .stdin(Stdio::from(std::os::fd::OwnedFd::from(file)))
+                .output()
+                .await
+        })
+        .await;
         self.finished(out)
     }
 
@@ -241,27 +243,59 @@ impl Exec for SshExec {
             .await
             .map_err(|e| self.transport(e))?;
         let (program, args) = self.command_line(argv)?;
-        // `command` and `args` shell-escape every element: the one place
-        // where kctl's argv become a remote command line.
-        let mut command = self.session.command(program);
-        command.args(args);
-        let out = match stdin {
-            None => command.output().await,
-            Some(data) => {
-                command
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let mut child = command.spawn().await.map_err(|e| self.transport(e))?;
-                if let Some(mut pipe) = child.stdin().take() {
-                    pipe.write_all(data).await.map_err(|e| self.transport(e))?;
-                    pipe.shutdown().await.map_err(|e| self.transport(e))?;
+        let out = retry_refused(|| async {
+            // `command` and `args` shell-escape every element: the one
+            // place where kctl's argv become a remote command line.
+            let mut command = self.session.command(&program);
+            command.args(&args);
+            match stdin {
+                None => command.output().await,
+                Some(data) => {
+                    command
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped());
+                    let mut child = command.spawn().await?;
+                    if let Some(mut pipe) = child.stdin().take() {
+                        pipe.write_all(data)
+                            .await
+                            .map_err(openssh::Error::ChildIo)?;
+                        pipe.shutdown().await.map_err(openssh::Error::ChildIo)?;
+                    }
+                    child.wait_with_output().await
                 }
-                child.wait_with_output().await
             }
-        };
+        })
+        .await;
         self.finished(out)
     }
+}
+
+/// Runs `attempt` again while sshd refuses to open the session. sshd
+/// counts a session until its channel is torn down, a moment after the
+/// command ends, so a burst of short commands can briefly exceed its
+/// MaxSessions (10 by default) although kctl keeps fewer in flight. The
+/// command never started, so trying again is safe.
+async fn retry_refused<F, Fut, T>(mut attempt: F) -> Result<T, openssh::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, openssh::Error>>,
+{
+    let mut tries: u32 = 1;
+    loop {
+        match attempt().await {
+            Err(e) if tries < 8 && session_refused(&e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(tries))).await;
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// sshd said no to a new session on an open connection.
+fn session_refused(e: &openssh::Error) -> bool {
+    error_chain(e).contains("Session open refused")
 }
 
 #[cfg(test)]

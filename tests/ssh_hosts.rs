@@ -368,3 +368,44 @@ fn flat(text: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// sshd counts a session until its channel is torn down, a moment after
+/// its command ends: a burst of short commands can meet "session open
+/// refused" below kctl's own bound. Here sshd allows 4 sessions, fewer
+/// than kctl keeps in flight, and 40 commands at once all still run.
+#[test]
+fn a_burst_of_commands_survives_sshds_session_limit() {
+    let hosts = DebianVms::create("sshburst", 1);
+    hosts.write_file(
+        0,
+        "/etc/ssh/sshd_config.d/max-sessions.conf",
+        b"MaxSessions 4\n",
+        0o644,
+    );
+    let reload = hosts.run_in(0, &["systemctl", "reload", "ssh"]);
+    assert!(reload.status.success(), "{reload:?}");
+    let target = kctl::ssh::SshTarget {
+        name: "vm1".into(),
+        host: hosts.hosts()[0].ip.to_string(),
+        port: 22,
+        user: "root".into(),
+    };
+    let auth = kctl::ssh::SshAuth {
+        identity: Some(hosts.identity()),
+        known_hosts: hosts.user_home().join(".ssh/known_hosts"),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let codes: Vec<Option<i32>> = runtime.block_on(async {
+        use kctl::exec::Exec;
+        let exec = kctl::ssh::SshExec::connect(&target, &auth).await.unwrap();
+        let argv: Vec<String> = vec!["true".into()];
+        let runs = (0..40).map(|_| exec.run(&argv, None));
+        let results = futures::future::join_all(runs).await;
+        exec.close().await;
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("{e}")).code)
+            .collect()
+    });
+    assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
+}
