@@ -284,7 +284,7 @@ where
     let mut tries: u32 = 1;
     loop {
         match attempt().await {
-            Err(e) if tries < 8 && session_refused(&e) => {
+            Err(e) if tries < 10 && session_refused(&e) => {
                 tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(tries))).await;
                 tries += 1;
             }

@@ -367,7 +367,6 @@ impl Store {
     }
 }
 
-/// A minion's heartbeat: its lease, and the task that keeps it alive.
 /// See `Store::watch_desired`.
 pub struct DesiredChanges {
     notify: std::sync::Arc<tokio::sync::Notify>,
@@ -380,6 +379,12 @@ impl DesiredChanges {
     pub async fn changed(&self) {
         self.notify.notified().await
     }
+
+    /// The watch stream ended (etcd cancelled it, or the connection
+    /// broke): `changed` will not fire again.
+    pub fn ended(&self) -> bool {
+        self.task.is_finished()
+    }
 }
 
 impl Drop for DesiredChanges {
@@ -388,6 +393,7 @@ impl Drop for DesiredChanges {
     }
 }
 
+/// A minion's heartbeat: its lease, and the task that keeps it alive.
 pub struct Heartbeat {
     pub lease: i64,
     pub task: tokio::task::JoinHandle<Result<(), StoreError>>,

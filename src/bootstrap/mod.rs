@@ -32,10 +32,20 @@ pub const FORWARD_CHAIN: &str = "KCTL-FORWARD";
 /// range: pods reach each other by pod IP, across minions, without NAT.
 /// One command for all of them: a session per route made `up` of 30
 /// minions open 29 sessions on each for routes alone.
-pub fn route_batch(minion: &MinionConfig, all: &[MinionConfig]) -> String {
+/// The pod ranges are parsed, not copied: the batch is `ip`'s command
+/// language, and a record's text must not add commands to it.
+pub fn route_batch(minion: &MinionConfig, all: &[MinionConfig]) -> Result<String, String> {
     all.iter()
         .filter(|other| other.id != minion.id)
-        .map(|other| format!("route replace {} via {}\n", other.pod_cidr, other.host_ip))
+        .map(|other| {
+            let range: ipnet::Ipv4Net = other.pod_cidr.parse().map_err(|_| {
+                format!(
+                    "the cluster record gives {} the pod range {:?}, which is not an IPv4 CIDR",
+                    other.id, other.pod_cidr
+                )
+            })?;
+            Ok(format!("route replace {range} via {}\n", other.host_ip))
+        })
         .collect()
 }
 
@@ -285,7 +295,10 @@ pub async fn bootstrap_minion<E: Exec>(
         Ok::<bool, ExecError>(changed)
     };
     let routes = async {
-        let batch = route_batch(minion, all);
+        let batch = route_batch(minion, all).map_err(|message| ExecError::Transport {
+            target: exec.target().to_string(),
+            message,
+        })?;
         if cluster.pod_network.host_routes && !batch.is_empty() {
             let ip = argv!["ip", "-batch", "-"];
             exec.run(&ip, Some(batch.as_bytes()))
@@ -375,11 +388,19 @@ pub(crate) mod tests {
     fn routes_go_to_the_other_minions() {
         let all = minions();
         assert_eq!(
-            route_batch(&all[0], &all),
+            route_batch(&all[0], &all).unwrap(),
             "route replace 10.101.2.0/24 via 10.101.0.12\n\
              route replace 10.101.3.0/24 via 10.101.0.13\n"
         );
-        assert_eq!(route_batch(&all[0], &all[..1]), "");
+        assert_eq!(route_batch(&all[0], &all[..1]).unwrap(), "");
+        // A record's text cannot add a command to the batch.
+        let mut bad = all.clone();
+        bad[1].pod_cidr = "10.0.0.0/24 via 10.0.0.1\nlink del eth0".into();
+        let err = route_batch(&bad[0], &bad).unwrap_err();
+        assert!(
+            err.contains("minion-2") && err.contains("not an IPv4 CIDR"),
+            "{err}"
+        );
     }
 
     #[test]

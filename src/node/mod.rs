@@ -80,6 +80,9 @@ pub async fn run(node: NodeConfig) {
 
 /// One life of the helper: from taking a heartbeat lease until losing it.
 async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
+    // The watch first: a failure here returns before any heartbeat task
+    // exists (a dropped task handle would not stop it).
+    let mut desired = store.watch_desired().await?;
     let heartbeat = store.start_heartbeat(&node.minion).await?;
     let exec = LocalExec {
         name: node.minion.clone(),
@@ -91,7 +94,6 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
     };
     let mut leading = false;
     let mut supervisor = Supervisor::default();
-    let desired = store.watch_desired().await?;
     loop {
         if heartbeat.task.is_finished() {
             return Err(NodeError::HeartbeatLost);
@@ -130,6 +132,14 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
             }
             Ok(false) => leading = false,
             Err(e) => error!("leader election: {e}"),
+        }
+        // A watch that etcd ended (a compaction, a lost stream) is made
+        // again; meanwhile the period alone drives the loop.
+        if desired.ended() {
+            warn!("the watch on desired state ended; watching again");
+            if let Ok(again) = store.watch_desired().await {
+                desired = again;
+            }
         }
         // The next round comes after a period, or as soon as desired state
         // changes (a commit by `apply` or the leader).

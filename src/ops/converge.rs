@@ -213,9 +213,7 @@ async fn sync_services(
             Ok(false) => {}
             Err(e) => {
                 failed = true;
-                outcome
-                    .unreachable
-                    .push((id, format!("service rules: {e}")));
+                outcome.unreachable.push((id, e.to_string()));
             }
         }
     }

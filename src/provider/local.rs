@@ -405,8 +405,10 @@ async fn ensure_sshd(
         &format!("--net=/run/netns/{}", layout.netns(index)),
         "unshare",
         "--mount",
+        // Mounts made on this machine later (a new minion's /run/netns
+        // entry) still reach the minion; its own /etc/passwd stays its own.
         "--propagation",
-        "private",
+        "slave",
         "sh",
         "-c",
         r#"mount --bind "$1" /etc/passwd && shift && exec "$@""#,
