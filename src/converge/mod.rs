@@ -29,9 +29,9 @@ pub use locked::{converge_locked, sync_rules_locked, update_endpoints, with_mini
 pub use plan::{ports_without_hairpin, statuses, steps, Step};
 pub use supervisor::Supervisor;
 
-/// Pods started at once on one minion. Each is two `docker run`s in
-/// sessions of the minion's SSH master (MaxSessions bounds them too);
-/// more than this mostly queues on dockerd and the minion's two cores.
+/// Pods started at once on one minion. Each is two `docker run`s. Over SSH
+/// the exec's own session bound (6) is the tighter limit; the helper's
+/// local exec has none, and more than this mostly queues on dockerd.
 pub const POD_STARTS_IN_FLIGHT: usize = 16;
 
 /// Facts about the cluster that shape `docker run`.
