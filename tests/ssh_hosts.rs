@@ -382,8 +382,19 @@ fn a_burst_of_commands_survives_sshds_session_limit() {
         b"MaxSessions 4\n",
         0o644,
     );
-    let reload = hosts.run_in(0, &["systemctl", "reload", "ssh"]);
-    assert!(reload.status.success(), "{reload:?}");
+    // A restart, not a reload: systemctl returns once the new sshd says it
+    // is ready (a reload only signals it, and it re-executes meanwhile).
+    let restart = hosts.run_in(0, &["systemctl", "restart", "ssh"]);
+    assert!(restart.status.success(), "{restart:?}");
+    let addr = std::net::SocketAddr::from((hosts.hosts()[0].ip, 22));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sshd did not come back after reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let target = kctl::ssh::SshTarget {
         name: "vm1".into(),
         host: hosts.hosts()[0].ip.to_string(),
