@@ -155,6 +155,8 @@ impl Exec for LocalExec {
 #[derive(Default)]
 pub struct RecordingExec {
     pub calls: std::sync::Mutex<Vec<Vec<String>>>,
+    /// What each call was given on stdin (empty if nothing), by call.
+    pub inputs: std::sync::Mutex<Vec<Vec<u8>>>,
     /// Answers by argv prefix (e.g. "docker ps"; the longest matching
     /// prefix wins); the default answer is success with empty output.
     pub answers: std::collections::HashMap<String, Output>,
@@ -164,6 +166,13 @@ impl RecordingExec {
     pub fn calls(&self) -> Vec<Vec<String>> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
+
+    /// The stdin of the first call whose argv is `argv`, as text.
+    pub fn input_of(&self, argv: &[String]) -> Option<String> {
+        let at = self.calls().iter().position(|c| c == argv)?;
+        let inputs = self.inputs.lock().ok()?;
+        Some(String::from_utf8_lossy(inputs.get(at)?).into_owned())
+    }
 }
 
 impl Exec for RecordingExec {
@@ -171,9 +180,11 @@ impl Exec for RecordingExec {
         "recording"
     }
 
-    async fn run(&self, argv: &[String], _stdin: Option<&[u8]>) -> Result<Output, ExecError> {
-        if let Ok(mut calls) = self.calls.lock() {
+    async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {
+        // One lock for both, so calls and inputs stay in step.
+        if let (Ok(mut calls), Ok(mut inputs)) = (self.calls.lock(), self.inputs.lock()) {
             calls.push(argv.to_vec());
+            inputs.push(stdin.unwrap_or_default().to_vec());
         }
         let line = argv.join(" ");
         let answer = self

@@ -497,7 +497,7 @@ pub(crate) mod tests {
             .iter()
             .any(|c| c.starts_with(&argv!["docker", "network", "create"])));
         assert!(calls.iter().any(|c| c.contains(&"--insert".to_string())));
-        // Both routes in one command.
+        // Both routes in one command, fed the batch.
         assert_eq!(
             calls
                 .iter()
@@ -505,6 +505,18 @@ pub(crate) mod tests {
                 .count(),
             1
         );
+        assert_eq!(
+            exec.input_of(&argv!["ip", "-batch", "-"]).as_deref(),
+            Some(
+                route_batch(&cluster.minions[0], &cluster.minions)
+                    .unwrap()
+                    .as_str()
+            )
+        );
+        assert!(exec
+            .input_of(&argv!["ip", "-batch", "-"])
+            .unwrap()
+            .contains("route replace 10.101.2.0/24 via "));
 
         let inspect = Output {
             code: Some(0),

@@ -377,10 +377,10 @@ async fn two_pods_start_each_in_order_with_an_event_each() {
     assert_eq!(firsts[firsts.len() - 2..], ["ip -d", "docker ps"]);
 }
 
-#[tokio::test]
-async fn containers_of_a_gone_pod_are_removed() {
-    let gone = pod("old", "img");
-    let exec = RecordingExec {
+/// A minion whose Docker has `pod`: its infra container c1 running, its
+/// app container c2 in `state` with `exit_code`.
+fn minion_running(pod: &PodRecord, state: &str, exit_code: i64) -> RecordingExec {
+    RecordingExec {
         answers: [
             ("docker ps".to_string(), answer(0, "c1 c2\n", "")),
             (
@@ -388,10 +388,10 @@ async fn containers_of_a_gone_pod_are_removed() {
                 answer(
                     0,
                     &inspect_json(
-                        &gone,
+                        pod,
                         &[
                             ("c1", INFRA_CONTAINER, "running", 0),
-                            ("c2", "web", "running", 0),
+                            ("c2", "web", state, exit_code),
                         ],
                     ),
                     "",
@@ -400,7 +400,13 @@ async fn containers_of_a_gone_pod_are_removed() {
         ]
         .into(),
         ..Default::default()
-    };
+    }
+}
+
+#[tokio::test]
+async fn containers_of_a_gone_pod_are_removed() {
+    let gone = pod("old", "img");
+    let exec = minion_running(&gone, "running", 0);
     let (report, events) = converge_with(&exec, &[]).await;
     assert_eq!(report.removed, 2);
     assert!(exec
@@ -419,27 +425,7 @@ async fn containers_of_a_gone_pod_are_removed() {
 #[tokio::test]
 async fn an_exited_container_is_restarted() {
     let p = pod("web-1", "img");
-    let exec = RecordingExec {
-        answers: [
-            ("docker ps".to_string(), answer(0, "c1 c2\n", "")),
-            (
-                "docker inspect".to_string(),
-                answer(
-                    0,
-                    &inspect_json(
-                        &p,
-                        &[
-                            ("c1", INFRA_CONTAINER, "running", 0),
-                            ("c2", "web", "exited", 1),
-                        ],
-                    ),
-                    "",
-                ),
-            ),
-        ]
-        .into(),
-        ..Default::default()
-    };
+    let exec = minion_running(&p, "exited", 1);
     let (report, events) = converge_with(&exec, std::slice::from_ref(&p)).await;
     assert_eq!(report.restarted, ["web-1"]);
     assert!(report.started.is_empty());
