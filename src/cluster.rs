@@ -165,6 +165,9 @@ pub struct MinionConfig {
     /// Where the node helper's binary, pid file and log live on the minion.
     #[serde(default = "default_helper_dir")]
     pub helper_dir: String,
+    /// Where the minion's dockerd listens (kctl talks to its API there).
+    #[serde(default = "default_docker_socket")]
+    pub docker_socket: String,
     /// Where SSH goes when that is not `host_ip` (a cloud VM's external
     /// address; `host_ip` is then its address on the cluster's network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +176,10 @@ pub struct MinionConfig {
 
 fn default_helper_dir() -> String {
     "/var/lib/kctl".into()
+}
+
+fn default_docker_socket() -> String {
+    crate::docker_api::DEFAULT_SOCKET.into()
 }
 
 impl MinionConfig {

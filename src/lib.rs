@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod cluster;
 pub mod converge;
+pub mod docker_api;
 pub mod exec;
 pub mod image;
 pub mod manifest;

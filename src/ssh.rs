@@ -35,6 +35,22 @@ pub struct SshExec {
     sessions: Semaphore,
     /// Log-ins other than root run every command through `sudo -n`.
     sudo: bool,
+    forwards: ForwardDirs,
+}
+
+/// The private directories holding this connection's forwarded sockets,
+/// removed with it.
+#[derive(Default)]
+struct ForwardDirs(std::sync::Mutex<Vec<PathBuf>>);
+
+impl Drop for ForwardDirs {
+    fn drop(&mut self) {
+        if let Ok(dirs) = self.0.lock() {
+            for dir in dirs.iter() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
 }
 
 impl SshExec {
@@ -80,6 +96,7 @@ impl SshExec {
             session,
             sessions: Semaphore::new(MAX_PARALLEL_SESSIONS),
             sudo: target.user != "root",
+            forwards: ForwardDirs::default(),
         })
     }
 
@@ -109,6 +126,42 @@ impl SshExec {
             }
         }
         Err(last.unwrap_or_else(|| self.transport(std::io::Error::other("no free port"))))
+    }
+
+    /// Forwards a new Unix socket on this machine to the Unix socket
+    /// `remote` on the remote machine, for as long as the session lives;
+    /// returns the local socket's path. The remote end is opened with the
+    /// login user's rights (for Docker's socket: root or the `docker`
+    /// group). The local socket sits in a directory only this user can
+    /// enter.
+    pub async fn forward_unix_socket(&self, remote: &str) -> Result<PathBuf, ExecError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!(
+            "kctl-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| self.transport(e))?;
+        if let Ok(mut dirs) = self.forwards.0.lock() {
+            dirs.push(dir.clone());
+        }
+        let local = dir.join("docker.sock");
+        self.session
+            .request_port_forward(
+                openssh::ForwardType::Local,
+                openssh::Socket::UnixSocket {
+                    path: local.as_path().into(),
+                },
+                openssh::Socket::UnixSocket {
+                    path: Path::new(remote).into(),
+                },
+            )
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok(local)
     }
 
     fn command_line<'a>(&self, argv: &'a [String]) -> Result<(String, Vec<&'a str>), ExecError> {

@@ -422,8 +422,9 @@ fn concurrent_applies_and_node_converge() {
             "--etcd",
             &etcd,
             "--offline-images",
+            "--docker-socket",
+            sock.trim_start_matches("unix://"),
         ])
-        .env("DOCKER_HOST", &sock)
         .output()
         .unwrap();
     let node_out = String::from_utf8_lossy(&node.stdout);

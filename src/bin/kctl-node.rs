@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use kctl::converge::{converge_locked, sync_rules_locked, RunContext, Supervisor};
+use kctl::docker_api::DockerApi;
 use kctl::exec::LocalExec;
 use kctl::node::log_event;
 use kctl::store::Store;
@@ -32,6 +33,9 @@ struct Node {
     /// Never pull images (no registry reachable).
     #[arg(long)]
     offline_images: bool,
+    /// The minion's dockerd socket.
+    #[arg(long, default_value = kctl::docker_api::DEFAULT_SOCKET)]
+    docker_socket: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -50,8 +54,12 @@ async fn converge_once(node: Node) -> miette::Result<()> {
         minion,
         etcd,
         offline_images,
+        docker_socket,
     } = node;
     let store = Store::connect(&etcd, &cluster).await?;
+    let docker = DockerApi::connect(&minion, &docker_socket)
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
     let exec = LocalExec {
         name: minion.clone(),
     };
@@ -62,6 +70,7 @@ async fn converge_once(node: Node) -> miette::Result<()> {
     };
     let mut supervisor = Supervisor::default();
     let report = converge_locked(
+        &docker,
         &exec,
         &ctx,
         &store,
@@ -113,6 +122,7 @@ async fn main() -> ExitCode {
                 minion: node.minion,
                 etcd: node.etcd,
                 offline_images: node.offline_images,
+                docker_socket: node.docker_socket,
             })
             .await;
             Ok(())

@@ -22,7 +22,9 @@ pub fn helper_args(minion: &MinionConfig, helper: &Helper) -> Vec<String> {
         "--cluster",
         helper.cluster,
         "--minion",
-        minion.id.clone()
+        minion.id.clone(),
+        "--docker-socket",
+        minion.docker_socket.clone()
     ];
     for e in helper.etcd_endpoints {
         args.push("--etcd".into());
@@ -152,6 +154,8 @@ mod tests {
                 "c1",
                 "--minion",
                 "minion-1",
+                "--docker-socket",
+                "/var/run/docker.sock",
                 "--etcd",
                 "http://10.101.0.1:2379",
                 "--offline-images"
@@ -193,7 +197,7 @@ mod tests {
         };
         let unit = helper_service(&all[1], &helper).systemd_unit();
         assert!(unit.contains(
-            "ExecStart=/var/lib/kctl/kctl-node run --cluster c1 --minion minion-2 --etcd http://10.240.0.2:4001\n"
+            "ExecStart=/var/lib/kctl/kctl-node run --cluster c1 --minion minion-2 --docker-socket /var/run/docker.sock --etcd http://10.240.0.2:4001\n"
         ), "{unit}");
         // systemd present (the recorder answers success by default), no
         // binary and no unit yet, service inactive.

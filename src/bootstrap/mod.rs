@@ -246,6 +246,25 @@ async fn ensure_pod_network<E: Exec>(
     Ok(true)
 }
 
+/// Puts a login other than root in the `docker` group: `kctl apply`
+/// reaches Docker's socket through that login's SSH connection, with its
+/// rights. The group is as powerful as the `sudo` rule kctl already needs.
+/// It counts from the login's next connection on.
+async fn ensure_docker_group<E: Exec>(exec: &E, user: &str) -> Result<bool, ExecError> {
+    if user == "root" {
+        return Ok(false);
+    }
+    let groups = exec.run_ok(&argv!["id", "-nG", "--", user]).await?;
+    if groups.split_whitespace().any(|g| g == "docker") {
+        return Ok(false);
+    }
+    exec.run_ok(&argv![
+        "usermod", "--append", "--groups", "docker", "--", user
+    ])
+    .await?;
+    Ok(true)
+}
+
 /// Prepares one minion. Idempotent: running it again changes nothing.
 /// Returns true if anything changed.
 pub async fn bootstrap_minion<E: Exec>(
@@ -264,7 +283,8 @@ pub async fn bootstrap_minion<E: Exec>(
             "{{.Server.Version}}"
         ])
         .await?;
-        let mut changed = ensure_pod_network(exec, cluster, minion).await?;
+        let mut changed = ensure_docker_group(exec, &minion.ssh_user).await?;
+        changed |= ensure_pod_network(exec, cluster, minion).await?;
         let has_pause = exec
             .run(
                 &argv![
@@ -355,6 +375,7 @@ pub(crate) mod tests {
                 ssh_user: "root".into(),
                 pod_cidr: format!("10.101.{i}.0/24"),
                 helper_dir: "/var/lib/kctl/".into(),
+                docker_socket: "/var/run/docker.sock".into(),
                 ssh_host: None,
             })
             .collect()
@@ -573,5 +594,47 @@ pub(crate) mod tests {
             .calls()
             .iter()
             .any(|c| c.starts_with(&argv!["docker", "network", "create"])));
+    }
+
+    #[tokio::test]
+    async fn a_login_other_than_root_joins_the_docker_group_once() {
+        let mut cluster = cluster();
+        cluster.minions[0].ssh_user = "kctl".into();
+        let usermod = argv!["usermod", "--append", "--groups", "docker", "--", "kctl"];
+        let outside = RecordingExec {
+            answers: [(
+                "id -nG".to_string(),
+                Output {
+                    code: Some(0),
+                    stdout: b"kctl adm\n".to_vec(),
+                    stderr: vec![],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let _ = bootstrap_minion(&outside, &cluster, &cluster.minions[0]).await;
+        assert!(outside.calls().contains(&usermod));
+        let inside = RecordingExec {
+            answers: [(
+                "id -nG".to_string(),
+                Output {
+                    code: Some(0),
+                    stdout: b"kctl docker\n".to_vec(),
+                    stderr: vec![],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let _ = bootstrap_minion(&inside, &cluster, &cluster.minions[0]).await;
+        assert!(!inside.calls().contains(&usermod));
+        // root needs no group.
+        let root = RecordingExec::default();
+        let _ = bootstrap_minion(&root, &cluster, &cluster.minions[1]).await;
+        assert!(!root
+            .calls()
+            .iter()
+            .any(|c| c[0] == "id" || c[0] == "usermod"));
     }
 }

@@ -1,12 +1,12 @@
-//! Docker commands as argv vectors, and reading back what Docker reports.
+//! What a pod is in Docker's terms (pure): its containers as specs, their
+//! labels, and what kctl reads back about them.
 
+use super::engine::{ContainerSpec, Published, RestartKind};
 use super::RunContext;
 use crate::argv;
-use crate::exec::{Exec, ExecError};
 use crate::model::{Container, RestartPolicy};
 use crate::state::PodRecord;
-use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// The container name (label value) of a pod's infrastructure container.
@@ -46,109 +46,94 @@ pub fn container_name(pod: &str, container: &str) -> String {
     format!("{pod}_{container}")
 }
 
-fn labels(ctx: &RunContext, pod: &PodRecord, container: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, v) in [
-        (LABEL_CLUSTER, ctx.cluster.as_str()),
-        (LABEL_POD, pod.pod.id.as_str()),
-        (LABEL_CONTAINER, container),
-        (LABEL_SPEC, &pod.spec_hash()),
-    ] {
-        out.push("--label".into());
-        out.push(format!("{k}={v}"));
-    }
-    out
+fn labels(ctx: &RunContext, pod: &PodRecord, container: &str) -> BTreeMap<String, String> {
+    [
+        (LABEL_CLUSTER, ctx.cluster.clone()),
+        (LABEL_POD, pod.pod.id.clone()),
+        (LABEL_CONTAINER, container.to_string()),
+        (LABEL_SPEC, pod.spec_hash()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
-/// The `docker run` commands that start a pod: infra container first.
-pub fn run_argvs(pod: &PodRecord, ctx: &RunContext) -> Vec<Vec<String>> {
+/// The containers that make a pod, in the order they start: the infra
+/// container first (it holds the network namespace, IP and host ports),
+/// then one per manifest container, joined to it.
+pub fn pod_containers(pod: &PodRecord, ctx: &RunContext) -> Vec<ContainerSpec> {
     let id = &pod.pod.id;
     let infra_name = container_name(id, INFRA_CONTAINER);
-    let mut infra = argv!["docker", "run", "--detach", "--name", infra_name.clone()];
-    infra.extend(argv![
-        "--hostname",
-        id.to_ascii_lowercase(),
-        "--network",
-        POD_NETWORK,
-        "--restart",
-        "always"
-    ]);
-    infra.extend(labels(ctx, pod, INFRA_CONTAINER));
-    for c in &pod.pod.spec.containers {
-        for p in &c.ports {
-            if let Some(host_port) = p.host_port {
-                infra.push("--publish".into());
-                infra.push(format!(
-                    "{host_port}:{}/{}",
-                    p.container_port,
-                    p.protocol.as_lower()
-                ));
-            }
-        }
-    }
-    infra.extend(pull_policy(ctx));
-    infra.extend(argv!["--", PAUSE_IMAGE]);
+    let published = pod
+        .pod
+        .spec
+        .containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| {
+            p.host_port.map(|host_port| Published {
+                host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.as_lower(),
+            })
+        })
+        .collect();
+    let infra = ContainerSpec {
+        name: infra_name.clone(),
+        image: PAUSE_IMAGE.into(),
+        command: vec![],
+        env: vec![],
+        labels: labels(ctx, pod, INFRA_CONTAINER),
+        hostname: Some(id.to_ascii_lowercase()),
+        network: POD_NETWORK.into(),
+        restart: RestartKind::Always,
+        published,
+        working_dir: None,
+        memory_bytes: None,
+        cpu_shares: None,
+    };
     let mut all = vec![infra];
     for c in &pod.pod.spec.containers {
-        all.push(app_argv(pod, c, ctx, &infra_name));
+        all.push(app_container(pod, c, ctx, &infra_name));
     }
     all
 }
 
-fn pull_policy(ctx: &RunContext) -> Vec<String> {
-    if ctx.offline_images {
-        argv!["--pull", "never"]
-    } else {
-        vec![]
-    }
-}
-
-fn app_argv(pod: &PodRecord, c: &Container, ctx: &RunContext, infra_name: &str) -> Vec<String> {
-    let mut a = argv![
-        "docker",
-        "run",
-        "--detach",
-        "--name",
-        container_name(&pod.pod.id, &c.name),
-        "--network",
-        format!("container:{infra_name}"),
-        "--restart",
-        restart_policy(pod.pod.spec.restart_policy),
-    ];
-    a.extend(labels(ctx, pod, &c.name));
-    // The container's own variables come last, so they win over a
-    // service's of the same name.
-    for e in ctx.service_env.iter().chain(&c.env) {
-        a.push("--env".into());
-        a.push(format!("{}={}", e.name, e.value));
-    }
-    if let Some(dir) = &c.working_dir {
-        a.push("--workdir".into());
-        a.push(dir.clone());
-    }
-    if let Some(bytes) = c.memory {
-        a.push("--memory".into());
-        a.push(bytes.to_string());
-    }
-    if let Some(milli) = c.cpu {
+fn app_container(
+    pod: &PodRecord,
+    c: &Container,
+    ctx: &RunContext,
+    infra_name: &str,
+) -> ContainerSpec {
+    ContainerSpec {
+        name: container_name(&pod.pod.id, &c.name),
+        image: c.image.clone(),
+        command: c.command.clone(),
+        // The container's own variables come last, so they win over a
+        // service's of the same name.
+        env: ctx
+            .service_env
+            .iter()
+            .chain(&c.env)
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect(),
+        labels: labels(ctx, pod, &c.name),
+        hostname: None,
+        network: format!("container:{infra_name}"),
+        restart: restart_kind(pod.pod.spec.restart_policy),
+        published: vec![],
+        working_dir: c.working_dir.clone(),
+        memory_bytes: c.memory.and_then(|b| i64::try_from(b).ok()),
         // Docker's shares are relative weights with 1024 for one core.
-        a.push("--cpu-shares".into());
-        a.push((u64::from(milli) * 1024 / 1000).max(2).to_string());
+        cpu_shares: c.cpu.map(|milli| (i64::from(milli) * 1024 / 1000).max(2)),
     }
-    a.extend(pull_policy(ctx));
-    // `--` ends Docker's options: an image or command that starts with '-'
-    // stays an image or command.
-    a.push("--".into());
-    a.push(c.image.clone());
-    a.extend(c.command.iter().cloned());
-    a
 }
 
-fn restart_policy(policy: RestartPolicy) -> &'static str {
+fn restart_kind(policy: RestartPolicy) -> RestartKind {
     match policy {
-        RestartPolicy::Always => "always",
-        RestartPolicy::OnFailure => "on-failure",
-        RestartPolicy::Never => "no",
+        RestartPolicy::Always => RestartKind::Always,
+        RestartPolicy::OnFailure => RestartKind::OnFailure,
+        RestartPolicy::Never => RestartKind::No,
     }
 }
 
@@ -168,105 +153,4 @@ pub fn list_argv(cluster: &str) -> Vec<String> {
         "--filter",
         format!("label={LABEL_CLUSTER}={cluster}")
     ]
-}
-
-pub fn inspect_argv(ids: &[String]) -> Vec<String> {
-    let mut a = argv!["docker", "inspect", "--type", "container"];
-    a.extend(ids.iter().cloned());
-    a
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Inspect {
-    id: String,
-    state: InspectState,
-    #[serde(default)]
-    restart_count: u32,
-    config: InspectConfig,
-    network_settings: InspectNetwork,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct InspectState {
-    status: String,
-    running: bool,
-    exit_code: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct InspectConfig {
-    #[serde(default)]
-    labels: Option<HashMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct InspectNetwork {
-    #[serde(rename = "IPAddress", default)]
-    ip_address: String,
-    #[serde(default)]
-    networks: Option<HashMap<String, InspectEndpoint>>,
-}
-
-#[derive(Deserialize)]
-struct InspectEndpoint {
-    #[serde(rename = "IPAddress", default)]
-    ip_address: String,
-}
-
-impl InspectNetwork {
-    /// The address on the pod network; Docker's default bridge only for
-    /// containers started before pods had a network of their own.
-    fn pod_ip(&self) -> Option<Ipv4Addr> {
-        self.networks
-            .as_ref()
-            .and_then(|n| n.get(POD_NETWORK))
-            .and_then(|e| e.ip_address.parse().ok())
-            .or_else(|| self.ip_address.parse().ok())
-    }
-}
-
-/// Parses `docker inspect` output; containers without kctl labels are skipped.
-pub fn parse_inspect(json: &str) -> Result<Vec<Observed>, serde_json::Error> {
-    let items: Vec<Inspect> = serde_json::from_str(json)?;
-    Ok(items
-        .into_iter()
-        .filter_map(|i| {
-            let labels = i.config.labels.unwrap_or_default();
-            Some(Observed {
-                id: i.id,
-                pod: labels.get(LABEL_POD)?.clone(),
-                container: labels.get(LABEL_CONTAINER)?.clone(),
-                spec_hash: labels.get(LABEL_SPEC).cloned().unwrap_or_default(),
-                running: i.state.running,
-                finished: matches!(i.state.status.as_str(), "exited" | "dead"),
-                exit_code: i.state.exit_code,
-                restart_count: i.restart_count,
-                ip: i.network_settings.pod_ip(),
-            })
-        })
-        .collect())
-}
-
-/// Every kctl container of `cluster` on the minion.
-pub async fn observe<E: Exec>(exec: &E, cluster: &str) -> Result<Vec<Observed>, ExecError> {
-    let ids: Vec<String> = exec
-        .run_ok(&list_argv(cluster))
-        .await?
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    if ids.is_empty() {
-        return Ok(vec![]);
-    }
-    let out = exec.run(&inspect_argv(&ids), None).await?;
-    // A container removed between `ps` and `inspect` makes inspect exit 1
-    // but still print the others.
-    parse_inspect(&out.stdout_text()).map_err(|e| ExecError::Transport {
-        target: exec.target().to_string(),
-        message: format!("unexpected `docker inspect` output: {e}"),
-    })
 }

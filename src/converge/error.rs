@@ -1,6 +1,7 @@
 //! Why converging a minion stopped. A pod that fails to start does not stop
 //! it: that failure is data in the report (`MinionReport::failures`).
 
+use super::engine::EngineError;
 use crate::exec::ExecError;
 use crate::store::StoreError;
 
@@ -13,6 +14,8 @@ pub enum MinionStage {
     Remove,
     #[error("restarting a container")]
     Restart,
+    #[error("checking images")]
+    Images,
     #[error("setting hairpin mode")]
     Hairpin,
     #[error("writing service rules")]
@@ -44,6 +47,14 @@ pub enum ConvergeError {
         #[source]
         source: ExecError,
     },
+    /// Docker's API failed or could not be reached.
+    #[error("{stage}: {source}")]
+    Engine {
+        minion: String,
+        stage: MinionStage,
+        #[source]
+        source: EngineError,
+    },
     /// etcd failed while working on a minion (`minion`) or on the whole
     /// cluster (`None`: endpoints).
     #[error("{stage}: {source}")]
@@ -64,6 +75,17 @@ impl ConvergeError {
         }
     }
 
+    pub(crate) fn engine(
+        minion: &str,
+        stage: MinionStage,
+    ) -> impl FnOnce(EngineError) -> Self + '_ {
+        move |source| ConvergeError::Engine {
+            minion: minion.to_string(),
+            stage,
+            source,
+        }
+    }
+
     pub(crate) fn store(
         minion: Option<&str>,
         stage: StoreStage,
@@ -78,7 +100,9 @@ impl ConvergeError {
     /// The minion it happened on, if it was one minion's work.
     pub fn minion(&self) -> Option<&str> {
         match self {
-            ConvergeError::Exec { minion, .. } => Some(minion),
+            ConvergeError::Exec { minion, .. } | ConvergeError::Engine { minion, .. } => {
+                Some(minion)
+            }
             ConvergeError::Store { minion, .. } => minion.as_deref(),
         }
     }

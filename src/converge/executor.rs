@@ -1,20 +1,26 @@
-//! Carrying out a minion's steps over `Exec`: docker and ip for containers,
-//! nft for service rules. What to do comes from `plan`; this only does it,
+//! Carrying out a minion's steps: containers through the minion's
+//! `ContainerEngine` (Docker's API), hairpin ports and service rules over
+//! `Exec` (ip, nft). What to do comes from `plan`; this only does it,
 //! reports what happened through the caller's `EventSink`, and returns what
 //! it found.
 
-use super::docker;
+use super::docker::{self, PAUSE_IMAGE};
+use super::engine::{ContainerEngine, EngineError};
 use super::error::{ConvergeError, MinionStage};
 use super::event::{ConvergeEvent, EventSink};
-use super::plan::{ports_without_hairpin, statuses, steps, Step};
+use super::plan::{hairpin_batch, ports_without_hairpin, statuses, steps, Step};
 use super::{RunContext, Supervisor, POD_STARTS_IN_FLIGHT};
 use crate::argv;
 use crate::exec::{Exec, ExecError};
 use crate::services::rules::{self, Portal};
 use crate::state::{PodPhase, PodRecord, PodStatus};
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+/// How often the wait for new containers looks again when Docker's event
+/// stream is quiet or gone.
+const WAIT_FALLBACK: Duration = Duration::from_millis(500);
 
 /// What converging one minion did and found.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +37,9 @@ pub struct MinionReport {
 }
 
 /// Makes the minion run exactly `desired` (the pods bound to it), then waits
-/// up to `wait` for them to run.
-pub async fn converge_minion<E: Exec>(
+/// up to `wait` for them to run, woken by Docker's events.
+pub async fn converge_minion<D: ContainerEngine, E: Exec>(
+    engine: &D,
     exec: &E,
     ctx: &RunContext,
     desired: &[PodRecord],
@@ -40,11 +47,12 @@ pub async fn converge_minion<E: Exec>(
     supervisor: &mut Supervisor,
     events: &dyn EventSink,
 ) -> Result<MinionReport, ConvergeError> {
-    let minion = exec.target();
+    let minion = engine.target();
     let observe = || async {
-        docker::observe(exec, &ctx.cluster)
+        engine
+            .observe(&ctx.cluster)
             .await
-            .map_err(ConvergeError::exec(minion, MinionStage::Observe))
+            .map_err(ConvergeError::engine(minion, MinionStage::Observe))
     };
     let observed = observe().await?;
     let mut report = MinionReport {
@@ -58,9 +66,10 @@ pub async fn converge_minion<E: Exec>(
             // old containers hold the names its new ones take.
             Step::Remove { ids, why } => {
                 report.removed += ids.len();
-                exec.run_ok(&docker::remove_argv(&ids))
+                engine
+                    .remove(&ids)
                     .await
-                    .map_err(ConvergeError::exec(minion, MinionStage::Remove))?;
+                    .map_err(ConvergeError::engine(minion, MinionStage::Remove))?;
                 events.emit(ConvergeEvent::ContainersRemoved {
                     minion: minion.to_string(),
                     ids,
@@ -71,9 +80,10 @@ pub async fn converge_minion<E: Exec>(
             Step::Restart { id, pod } => {
                 let now = Instant::now();
                 if supervisor.may_restart(&id, now) {
-                    exec.run_ok(&argv!["docker", "start", id.clone()])
+                    engine
+                        .start(&id)
                         .await
-                        .map_err(ConvergeError::exec(minion, MinionStage::Restart))?;
+                        .map_err(ConvergeError::engine(minion, MinionStage::Restart))?;
                     supervisor.restarted(&id, now);
                     events.emit(ConvergeEvent::ContainerRestarted {
                         minion: minion.to_string(),
@@ -91,24 +101,35 @@ pub async fn converge_minion<E: Exec>(
             }
         }
     }
+    // Docker's events from before the first start on, so the wait below
+    // misses none (the stream asks for them `since` now when first polled).
+    let mut docker_events =
+        (!wait.is_zero() && !to_start.is_empty()).then(|| engine.events(&ctx.cluster).fuse());
+    let unavailable = ensure_images(engine, ctx, &to_start).await?;
     // Pods start side by side, a bounded number at a time; each pod's own
     // containers keep their order (infra first). A failure stays the pod's.
-    let results: Vec<(String, Result<(), StartFailure>)> = futures::stream::iter(to_start.iter())
-        .map(|pod| async move {
-            let id = pod.pod.id.clone();
-            let result = start_pod(exec, ctx, pod).await;
-            events.emit(match &result {
-                Ok(()) => ConvergeEvent::PodStarted {
-                    minion: minion.to_string(),
-                    pod: id.clone(),
-                },
-                Err(e) => ConvergeEvent::PodFailed {
-                    minion: minion.to_string(),
-                    pod: id.clone(),
-                    message: e.to_string(),
-                },
-            });
-            (id, result)
+    let results: Vec<(String, Result<(), EngineError>)> = futures::stream::iter(to_start.iter())
+        .map(|pod| {
+            let unavailable = &unavailable;
+            async move {
+                let id = pod.pod.id.clone();
+                let result = match missing_image(pod, unavailable) {
+                    Some(e) => Err(e),
+                    None => start_pod(engine, ctx, pod).await,
+                };
+                events.emit(match &result {
+                    Ok(()) => ConvergeEvent::PodStarted {
+                        minion: minion.to_string(),
+                        pod: id.clone(),
+                    },
+                    Err(e) => ConvergeEvent::PodFailed {
+                        minion: minion.to_string(),
+                        pod: id.clone(),
+                        message: e.to_string(),
+                    },
+                });
+                (id, result)
+            }
         })
         .buffer_unordered(POD_STARTS_IN_FLIGHT)
         .collect()
@@ -141,11 +162,92 @@ pub async fn converge_minion<E: Exec>(
             .iter()
             .filter(|(id, _)| !report.failures.iter().any(|(f, _)| f == *id))
             .all(|(_, s)| s.phase != PodPhase::Waiting);
-        if settled || Instant::now() >= deadline {
+        let now = Instant::now();
+        if settled || now >= deadline {
             return Ok(report);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Look again at Docker's next event about the cluster's
+        // containers, or after a while if none comes.
+        let pause = tokio::time::sleep((deadline - now).min(WAIT_FALLBACK));
+        match docker_events.as_mut() {
+            Some(stream) => {
+                tokio::select! {
+                    _ = pause => {}
+                    event = stream.next() => {
+                        if !matches!(event, Some(Ok(_))) {
+                            docker_events = None;
+                        }
+                    }
+                }
+            }
+            None => pause.await,
+        }
     }
+}
+
+/// Makes sure every image the pods need is on the minion, asking Docker
+/// once per image: pulls what is missing, unless the cluster's minions
+/// cannot pull. Returns the images that are not there, with why.
+async fn ensure_images<D: ContainerEngine>(
+    engine: &D,
+    ctx: &RunContext,
+    pods: &[PodRecord],
+) -> Result<BTreeMap<String, String>, ConvergeError> {
+    let images: BTreeSet<&str> = pods
+        .iter()
+        .flat_map(|p| &p.pod.spec.containers)
+        .map(|c| c.image.as_str())
+        .chain((!pods.is_empty()).then_some(PAUSE_IMAGE))
+        .collect();
+    let checked: Vec<(String, Result<bool, EngineError>)> = futures::stream::iter(images)
+        .map(|image| async move { (image.to_string(), engine.has_image(image).await) })
+        .buffer_unordered(POD_STARTS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut unavailable = BTreeMap::new();
+    for (image, present) in checked {
+        let present = match present {
+            Ok(present) => present,
+            // Docker refuses to look: the reference is not an image's
+            // name. The pods that name it fail with Docker's words.
+            Err(EngineError::Refused { message, .. }) => {
+                unavailable.insert(image, message);
+                continue;
+            }
+            Err(e) => {
+                return Err(ConvergeError::engine(engine.target(), MinionStage::Images)(
+                    e,
+                ))
+            }
+        };
+        if present {
+            continue;
+        }
+        if ctx.offline_images || image == PAUSE_IMAGE {
+            unavailable.insert(
+                image.clone(),
+                format!(
+                    "image {image} is not on minion {} (its minions cannot pull: `kctl image load {image}` copies it there)",
+                    engine.target()
+                ),
+            );
+        } else if let Err(e) = engine.pull(&image).await {
+            unavailable.insert(image.clone(), format!("pulling image {image}: {e}"));
+        }
+    }
+    Ok(unavailable)
+}
+
+/// The reason `pod` cannot start, if one of its images is unavailable.
+fn missing_image(pod: &PodRecord, unavailable: &BTreeMap<String, String>) -> Option<EngineError> {
+    std::iter::once(PAUSE_IMAGE)
+        .chain(pod.pod.spec.containers.iter().map(|c| c.image.as_str()))
+        .find_map(|image| unavailable.get(image))
+        .map(|why| EngineError::Refused {
+            target: String::new(),
+            status: 404,
+            message: why.clone(),
+        })
 }
 
 /// Hairpin mode on every port of the pod bridge, so a pod reaches itself
@@ -168,19 +270,12 @@ pub async fn ensure_hairpin<E: Exec>(exec: &E) -> Result<Vec<String>, ExecError>
         )
         .await?;
     let off = ports_without_hairpin(&ports.stdout_text());
-    for port in &off {
-        exec.run_ok(&argv![
-            "ip",
-            "link",
-            "set",
-            "dev",
-            port,
-            "type",
-            "bridge_slave",
-            "hairpin",
-            "on"
-        ])
-        .await?;
+    if !off.is_empty() {
+        // One `ip` for all of them.
+        let batch = argv!["ip", "-batch", "-"];
+        exec.run(&batch, Some(hairpin_batch(&off).as_bytes()))
+            .await?
+            .check(exec.target(), &batch)?;
     }
     Ok(off)
 }
@@ -200,29 +295,15 @@ pub async fn sync_rules<E: Exec>(exec: &E, portals: &[Portal]) -> Result<(), Con
     }
 }
 
-/// Why a pod did not start: docker said no (its own message), or the
-/// command could not be run at all.
-#[derive(Debug, thiserror::Error)]
-enum StartFailure {
-    #[error("{0}")]
-    Docker(String),
-    #[error(transparent)]
-    Exec(#[from] ExecError),
-}
-
 /// Starts the infra container, then each app container; on failure the
 /// pod's containers are left for the next converge to clean up.
-async fn start_pod<E: Exec>(
-    exec: &E,
+async fn start_pod<D: ContainerEngine>(
+    engine: &D,
     ctx: &RunContext,
     pod: &PodRecord,
-) -> Result<(), StartFailure> {
-    for argv in docker::run_argvs(pod, ctx) {
-        let out = exec.run(&argv, None).await?;
-        if !out.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(StartFailure::Docker(stderr.trim().to_string()));
-        }
+) -> Result<(), EngineError> {
+    for spec in docker::pod_containers(pod, ctx) {
+        engine.run(&spec).await?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! concurrent kctl processes (and the node helper) never interleave on one
 //! minion. The results go back to the store.
 
+use super::engine::ContainerEngine;
 use super::error::{ConvergeError, StoreStage};
 use super::event::{ConvergeEvent, EventSink};
 use super::executor::{self, MinionReport};
@@ -46,7 +47,9 @@ where
 
 /// Converges one minion's containers under its lock, from desired state read
 /// after the lock was taken, and records the statuses it observed.
-pub async fn converge_locked<E: Exec>(
+#[allow(clippy::too_many_arguments)]
+pub async fn converge_locked<D: ContainerEngine, E: Exec>(
+    engine: &D,
     exec: &E,
     ctx: &RunContext,
     store: &Store,
@@ -62,7 +65,8 @@ pub async fn converge_locked<E: Exec>(
             ..ctx.clone()
         };
         let mut report =
-            executor::converge_minion(exec, &ctx, &desired, wait, supervisor, events).await?;
+            executor::converge_minion(engine, exec, &ctx, &desired, wait, supervisor, events)
+                .await?;
         for (pod, status) in report.statuses.iter_mut() {
             if let Some(old) = state.statuses.get(pod) {
                 keep_what_this_process_cannot_see(status, old);

@@ -1,6 +1,7 @@
 //! Bringing one minion's containers to the desired state. The same routine
 //! serves `kctl apply` (over SSH from the workstation) and `kctl-node`
-//! (locally on the minion): only the `Exec` differs.
+//! (locally on the minion): only the transports differ, the Docker socket
+//! (`ContainerEngine`) and the command runner (`Exec`).
 //!
 //! A pod is an infrastructure container (`<pod>_POD`, running kctl's pause
 //! image) that holds the pod's network namespace, IP and host ports, plus
@@ -8,12 +9,13 @@
 //! Kubernetes v0.5 did. Every container carries labels naming its cluster,
 //! pod, container and spec hash, so the minion itself says what runs there.
 //!
-//! Layout: `plan` decides what must change (pure), `executor` does it over
-//! `Exec`, `locked` wraps it in the minion's lock and records the results in
+//! Layout: `plan` decides what must change (pure), `executor` does it
+//! through `engine::ContainerEngine` and `Exec`, `locked` wraps it in the minion's lock and records the results in
 //! the `Store`. Nothing here prints: what happens is a `ConvergeEvent` sent
 //! to the caller's `EventSink`, and failures are `ConvergeError`s.
 
 pub mod docker;
+pub mod engine;
 pub mod error;
 pub mod event;
 pub mod executor;
@@ -22,16 +24,16 @@ pub mod plan;
 pub mod supervisor;
 
 pub use docker::INFRA_CONTAINER;
+pub use engine::{ContainerEngine, EngineError};
 pub use error::{ConvergeError, MinionStage, StoreStage};
 pub use event::{ConvergeEvent, EventLog, EventSink};
 pub use executor::{converge_minion, ensure_hairpin, sync_rules, MinionReport};
 pub use locked::{converge_locked, sync_rules_locked, update_endpoints, with_minion_locked};
-pub use plan::{ports_without_hairpin, statuses, steps, Step};
+pub use plan::{hairpin_batch, ports_without_hairpin, statuses, steps, Step};
 pub use supervisor::Supervisor;
 
-/// Pods started at once on one minion. Each is two `docker run`s. Over SSH
-/// the exec's own session bound (6) is the tighter limit; the helper's
-/// local exec has none, and more than this mostly queues on dockerd.
+/// Pods started at once on one minion, each two create-and-start requests
+/// to Docker's API; more than this mostly queues on dockerd.
 pub const POD_STARTS_IN_FLIGHT: usize = 16;
 
 /// Facts about the cluster that shape `docker run`.

@@ -181,3 +181,11 @@ pub fn ports_without_hairpin(text: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// `ip -batch` input that turns hairpin mode on for each bridge port.
+pub fn hairpin_batch(ports: &[String]) -> String {
+    ports
+        .iter()
+        .map(|port| format!("link set dev {port} type bridge_slave hairpin on\n"))
+        .collect()
+}

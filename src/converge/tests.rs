@@ -1,7 +1,7 @@
 use super::docker::*;
+use super::engine::{ContainerSpec, Published, RecordingEngine, RestartKind};
 use super::*;
-use crate::argv;
-use crate::exec::{Output, RecordingExec};
+use crate::exec::RecordingExec;
 use crate::model::{Container, EnvVar, Labels, Pod, PodSpec, Port, Protocol, RestartPolicy};
 use crate::state::{PodPhase, PodRecord};
 use std::time::Duration;
@@ -65,41 +65,44 @@ fn observed(p: &PodRecord, container: &str, running: bool) -> Observed {
 }
 
 #[test]
-fn run_argvs_are_one_element_per_argument() {
+fn a_pod_is_its_infra_container_then_its_own() {
     let p = pod("web-1", "x; touch /tmp/owned");
-    let argvs = run_argvs(&p, &ctx());
-    assert_eq!(argvs.len(), 2);
-    let infra = &argvs[0];
+    let specs = pod_containers(&p, &ctx());
+    assert_eq!(specs.len(), 2);
+    let infra = &specs[0];
+    assert_eq!(infra.name, "web-1_POD");
+    assert_eq!(infra.image, PAUSE_IMAGE);
+    assert_eq!(infra.network, POD_NETWORK);
+    assert_eq!(infra.hostname.as_deref(), Some("web-1"));
+    assert_eq!(infra.restart, RestartKind::Always);
     assert_eq!(
-        &infra[..5],
-        ["docker", "run", "--detach", "--name", "web-1_POD"]
+        infra.published,
+        [Published {
+            host_port: 80,
+            container_port: 8080,
+            protocol: "tcp"
+        }]
     );
-    assert!(infra.windows(2).any(|w| w == ["--publish", "80:8080/tcp"]));
-    assert!(infra.windows(2).any(|w| w == ["--pull", "never"]));
-    assert_eq!(infra.last().unwrap(), PAUSE_IMAGE);
-    let app = &argvs[1];
-    assert!(app
-        .windows(2)
-        .any(|w| w == ["--network", "container:web-1_POD"]));
-    assert!(app
-        .windows(2)
-        .any(|w| w == ["--env", "GREETING=hello; rm -rf /"]));
-    assert!(app.windows(2).any(|w| w == ["--restart", "on-failure"]));
-    assert!(app.windows(2).any(|w| w == ["--workdir", "/srv"]));
-    assert!(app.windows(2).any(|w| w == ["--memory", "67108864"]));
-    assert!(app.windows(2).any(|w| w == ["--cpu-shares", "512"]));
-    assert!(app
-        .windows(2)
-        .any(|w| w == ["--label", "io.kctl.pod=web-1"]));
-    assert!(app
-        .windows(2)
-        .any(|w| w == ["--label", "io.kctl.cluster=c1"]));
-    // The image is one argv element after `--`, the command follows it.
-    let dashdash = app.iter().position(|a| a == "--").unwrap();
+    let app = &specs[1];
+    assert_eq!(app.name, "web-1_web");
+    assert_eq!(app.network, "container:web-1_POD");
+    // Values are data: the image and command stay whole, never a shell's.
+    assert_eq!(app.image, "x; touch /tmp/owned");
+    assert_eq!(app.command, ["serve", "--port=8080"]);
+    // A service's variable first, the container's own after (and winning).
     assert_eq!(
-        &app[dashdash + 1..],
-        ["x; touch /tmp/owned", "serve", "--port=8080"]
+        app.env,
+        ["WEB_SERVICE_HOST=10.0.0.1", "GREETING=hello; rm -rf /"]
     );
+    assert_eq!(app.restart, RestartKind::OnFailure);
+    assert_eq!(app.working_dir.as_deref(), Some("/srv"));
+    assert_eq!(app.memory_bytes, Some(64 << 20));
+    assert_eq!(app.cpu_shares, Some(512));
+    assert!(app.published.is_empty());
+    assert_eq!(app.labels["io.kctl.pod"], "web-1");
+    assert_eq!(app.labels["io.kctl.cluster"], "c1");
+    assert_eq!(app.labels["io.kctl.container"], "web");
+    assert_eq!(app.labels["io.kctl.spec"], p.spec_hash());
 }
 
 #[test]
@@ -209,70 +212,28 @@ fn restart_count_adds_the_helpers_restarts() {
     assert_eq!(st.containers[0].healthy, Some(false));
 }
 
-#[test]
-fn inspect_output_is_parsed() {
-    let json = r#"[{"Id":"abc","RestartCount":2,
-        "State":{"Status":"running","Running":true,"ExitCode":0},
-        "Config":{"Labels":{"io.kctl.pod":"p","io.kctl.container":"POD","io.kctl.spec":"h"}},
-        "NetworkSettings":{"IPAddress":"","Networks":{"bridge":{"IPAddress":"172.17.0.2"},"kctl":{"IPAddress":"10.101.1.5"}}}},
-       {"Id":"old","RestartCount":0,
-        "State":{"Status":"running","Running":true,"ExitCode":0},
-        "Config":{"Labels":{"io.kctl.pod":"q","io.kctl.container":"POD","io.kctl.spec":"h"}},
-        "NetworkSettings":{"IPAddress":"10.101.1.6"}},
-       {"Id":"def","State":{"Status":"exited","Running":false,"ExitCode":3},
-        "Config":{"Labels":null},"NetworkSettings":{"IPAddress":""}}]"#;
-    let obs = parse_inspect(json).unwrap();
-    assert_eq!(obs.len(), 2, "unlabelled container skipped");
-    assert_eq!(obs[0].restart_count, 2);
-    assert_eq!(
-        obs[0].ip,
-        Some("10.101.1.5".parse().unwrap()),
-        "the pod network's address, not another network's"
-    );
-    assert_eq!(obs[1].ip, Some("10.101.1.6".parse().unwrap()));
-    assert!(parse_inspect("not json").is_err());
-}
-
 #[tokio::test]
-async fn converge_runs_docker_in_order() {
+async fn converge_asks_docker_in_order() {
     let p = pod("web-1", "img");
-    let exec = RecordingExec {
-        answers: [(
-            "docker ps".to_string(),
-            Output {
-                code: Some(0),
-                stdout: b"".to_vec(),
-                stderr: vec![],
-            },
-        )]
-        .into(),
-        ..Default::default()
-    };
-    let mut supervisor = Supervisor::default();
-    let report = converge_minion(
-        &exec,
-        &ctx(),
-        std::slice::from_ref(&p),
-        Duration::ZERO,
-        &mut supervisor,
-        &|_| {},
-    )
-    .await
-    .unwrap();
+    let (engine, exec) = (RecordingEngine::default(), RecordingExec::default());
+    let (report, _) = converge_with(&engine, &exec, std::slice::from_ref(&p)).await;
     assert_eq!(report.started, ["web-1"]);
-    let calls = exec.calls();
-    let firsts: Vec<String> = calls.iter().map(|c| c[..2].join(" ")).collect();
     assert_eq!(
-        firsts,
+        engine.requests(),
         [
-            "docker ps",
-            "docker run",
-            "docker run",
-            "ip -d",
-            "docker ps"
+            "observe",
+            "has_image img",
+            "has_image kctl/pause:0.1",
+            "run web-1_POD",
+            "run web-1_web",
+            "observe"
         ]
     );
-    assert_eq!(calls[1], run_argvs(&p, &ctx())[0]);
+    assert_eq!(engine.runs(), pod_containers(&p, &ctx()));
+    // Hairpin mode is looked at once, after the starts.
+    let calls = exec.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0][..2], ["ip", "-d"]);
 }
 
 #[test]
@@ -282,56 +243,14 @@ fn ports_without_hairpin_are_found() {
     assert_eq!(super::ports_without_hairpin(text), ["vethab12"]);
 }
 
-fn answer(code: i32, stdout: &str, stderr: &str) -> Output {
-    Output {
-        code: Some(code),
-        stdout: stdout.as_bytes().to_vec(),
-        stderr: stderr.as_bytes().to_vec(),
-    }
-}
-
-/// `docker inspect` output for containers `(id, pod, container, status,
-/// exit code)` of pod record `p`.
-fn inspect_json(p: &PodRecord, containers: &[(&str, &str, &str, i64)]) -> String {
-    let items: Vec<serde_json::Value> = containers
-        .iter()
-        .map(|(id, container, status, exit)| {
-            serde_json::json!({
-                "Id": id,
-                "RestartCount": 0,
-                "State": {"Status": status, "Running": *status == "running", "ExitCode": exit},
-                "Config": {"Labels": {
-                    "io.kctl.pod": p.pod.id,
-                    "io.kctl.container": container,
-                    "io.kctl.spec": p.spec_hash(),
-                }},
-                "NetworkSettings": {"IPAddress": "10.101.1.2"},
-            })
-        })
-        .collect();
-    serde_json::Value::Array(items).to_string()
-}
-
-/// The executor's argvs of one pod's `docker run`s, in the order they ran.
-fn runs_of(calls: &[Vec<String>], pod: &str) -> Vec<Vec<String>> {
-    let name = format!("{pod}_");
-    calls
-        .iter()
-        .filter(|c| c[..2] == ["docker", "run"])
-        .filter(|c| {
-            c.windows(2)
-                .any(|w| w[0] == "--name" && w[1].starts_with(&name))
-        })
-        .cloned()
-        .collect()
-}
-
 async fn converge_with(
+    engine: &RecordingEngine,
     exec: &RecordingExec,
     desired: &[PodRecord],
 ) -> (MinionReport, Vec<ConvergeEvent>) {
     let events = EventLog::default();
     let report = converge_minion(
+        engine,
         exec,
         &ctx(),
         desired,
@@ -347,13 +266,26 @@ async fn converge_with(
 #[tokio::test]
 async fn two_pods_start_each_in_order_with_an_event_each() {
     let (a, b) = (pod("web-1", "img"), pod("web-2", "img"));
-    let exec = RecordingExec::default();
-    let (report, events) = converge_with(&exec, &[a.clone(), b.clone()]).await;
+    let (engine, exec) = (RecordingEngine::default(), RecordingExec::default());
+    let (report, events) = converge_with(&engine, &exec, &[a.clone(), b.clone()]).await;
     assert_eq!(report.started, ["web-1", "web-2"]);
     assert!(report.failures.is_empty());
-    let calls = exec.calls();
-    assert_eq!(runs_of(&calls, "web-1"), run_argvs(&a, &ctx()));
-    assert_eq!(runs_of(&calls, "web-2"), run_argvs(&b, &ctx()));
+    let runs = engine.runs();
+    let of = |pod: &str| -> Vec<ContainerSpec> {
+        runs.iter()
+            .filter(|s| s.labels["io.kctl.pod"] == pod)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of("web-1"), pod_containers(&a, &ctx()));
+    assert_eq!(of("web-2"), pod_containers(&b, &ctx()));
+    // Each image is looked for once, whatever the number of pods.
+    let looked: Vec<String> = engine
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("has_image"))
+        .collect();
+    assert_eq!(looked, ["has_image img", "has_image kctl/pause:0.1"]);
     let mut started: Vec<ConvergeEvent> = events
         .into_iter()
         .filter(|e| matches!(e, ConvergeEvent::PodStarted { .. }))
@@ -372,33 +304,44 @@ async fn two_pods_start_each_in_order_with_an_event_each() {
             },
         ]
     );
-    // Hairpin mode once after the starts, then one last look.
-    let firsts: Vec<String> = calls.iter().map(|c| c[..2].join(" ")).collect();
-    assert_eq!(firsts[firsts.len() - 2..], ["ip -d", "docker ps"]);
+}
+
+#[tokio::test]
+async fn pods_start_side_by_side_up_to_the_bound() {
+    let pods: Vec<PodRecord> = (0..40).map(|i| pod(&format!("web-{i}"), "img")).collect();
+    let engine = RecordingEngine {
+        run_delay: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let exec = RecordingExec::default();
+    let (report, _) = converge_with(&engine, &exec, &pods).await;
+    assert_eq!(report.started.len(), 40);
+    let most = engine
+        .most_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        most, POD_STARTS_IN_FLIGHT,
+        "starts overlap, within the bound"
+    );
+    // Within each pod, the infra container still comes first.
+    let runs: Vec<String> = engine.runs().into_iter().map(|s| s.name).collect();
+    for p in &pods {
+        let infra = runs.iter().position(|n| *n == format!("{}_POD", p.pod.id));
+        let app = runs.iter().position(|n| *n == format!("{}_web", p.pod.id));
+        assert!(infra < app, "{}: {runs:?}", p.pod.id);
+    }
 }
 
 /// A minion whose Docker has `pod`: its infra container c1 running, its
-/// app container c2 in `state` with `exit_code`.
-fn minion_running(pod: &PodRecord, state: &str, exit_code: i64) -> RecordingExec {
-    RecordingExec {
-        answers: [
-            ("docker ps".to_string(), answer(0, "c1 c2\n", "")),
-            (
-                "docker inspect".to_string(),
-                answer(
-                    0,
-                    &inspect_json(
-                        pod,
-                        &[
-                            ("c1", INFRA_CONTAINER, "running", 0),
-                            ("c2", "web", state, exit_code),
-                        ],
-                    ),
-                    "",
-                ),
-            ),
-        ]
-        .into(),
+/// app container c2 running or exited with `exit_code`.
+fn minion_running(pod: &PodRecord, running: bool, exit_code: i64) -> RecordingEngine {
+    let mut infra = observed(pod, INFRA_CONTAINER, true);
+    infra.id = "c1".into();
+    let mut app = observed(pod, "web", running);
+    app.id = "c2".into();
+    app.exit_code = exit_code;
+    RecordingEngine {
+        containers: vec![infra, app],
         ..Default::default()
     }
 }
@@ -406,12 +349,10 @@ fn minion_running(pod: &PodRecord, state: &str, exit_code: i64) -> RecordingExec
 #[tokio::test]
 async fn containers_of_a_gone_pod_are_removed() {
     let gone = pod("old", "img");
-    let exec = minion_running(&gone, "running", 0);
-    let (report, events) = converge_with(&exec, &[]).await;
+    let engine = minion_running(&gone, true, 0);
+    let (report, events) = converge_with(&engine, &RecordingExec::default(), &[]).await;
     assert_eq!(report.removed, 2);
-    assert!(exec
-        .calls()
-        .contains(&argv!["docker", "rm", "--force", "--volumes", "c1", "c2"]));
+    assert!(engine.requests().contains(&"remove c1 c2".to_string()));
     assert_eq!(
         events,
         [ConvergeEvent::ContainersRemoved {
@@ -425,11 +366,12 @@ async fn containers_of_a_gone_pod_are_removed() {
 #[tokio::test]
 async fn an_exited_container_is_restarted() {
     let p = pod("web-1", "img");
-    let exec = minion_running(&p, "exited", 1);
-    let (report, events) = converge_with(&exec, std::slice::from_ref(&p)).await;
+    let engine = minion_running(&p, false, 1);
+    let exec = RecordingExec::default();
+    let (report, events) = converge_with(&engine, &exec, std::slice::from_ref(&p)).await;
     assert_eq!(report.restarted, ["web-1"]);
     assert!(report.started.is_empty());
-    assert!(exec.calls().contains(&argv!["docker", "start", "c2"]));
+    assert!(engine.requests().contains(&"start c2".to_string()));
     assert_eq!(
         events,
         [ConvergeEvent::ContainerRestarted {
@@ -443,34 +385,98 @@ async fn an_exited_container_is_restarted() {
 #[tokio::test]
 async fn a_failed_start_is_the_pods_own() {
     let (good, bad) = (pod("good", "img"), pod("bad", "img"));
-    let exec = RecordingExec {
-        answers: [(
-            "docker run --detach --name bad_POD".to_string(),
-            answer(125, "", "Unable to find image 'pause' locally\n"),
+    let engine = RecordingEngine {
+        refuse: [(
+            "bad_POD".to_string(),
+            "No such image: kctl/pause:0.1".to_string(),
         )]
         .into(),
         ..Default::default()
     };
-    let (report, events) = converge_with(&exec, &[good.clone(), bad.clone()]).await;
+    let (report, events) =
+        converge_with(&engine, &RecordingExec::default(), &[good.clone(), bad]).await;
     assert_eq!(report.started, ["good"]);
     assert_eq!(
         report.failures,
         [(
             "bad".to_string(),
-            "Unable to find image 'pause' locally".to_string()
+            "No such image: kctl/pause:0.1".to_string()
         )]
     );
     // The failed pod stops at its infra container; the other starts whole.
-    let calls = exec.calls();
-    assert_eq!(runs_of(&calls, "bad"), run_argvs(&bad, &ctx())[..1]);
-    assert_eq!(runs_of(&calls, "good"), run_argvs(&good, &ctx()));
+    let runs: Vec<String> = engine.runs().into_iter().map(|s| s.name).collect();
+    assert!(runs.contains(&"bad_POD".to_string()) && !runs.contains(&"bad_web".to_string()));
+    assert!(runs.contains(&"good_POD".to_string()) && runs.contains(&"good_web".to_string()));
     assert!(events.contains(&ConvergeEvent::PodFailed {
         minion: "recording".into(),
         pod: "bad".into(),
-        message: "Unable to find image 'pause' locally".into(),
+        message: "No such image: kctl/pause:0.1".into(),
     }));
     assert!(events.contains(&ConvergeEvent::PodStarted {
         minion: "recording".into(),
         pod: "good".into(),
     }));
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_its_pods_or_is_pulled_once() {
+    let (a, b, c) = (pod("a", "absent:1"), pod("b", "absent:1"), pod("c", "here"));
+    let images = Some(vec!["here".to_string(), PAUSE_IMAGE.to_string()]);
+    // Minions that cannot pull: the pods that need it fail, with a hint,
+    // and nothing of theirs is created.
+    let offline = RecordingEngine {
+        images: images.clone(),
+        ..Default::default()
+    };
+    let exec = RecordingExec::default();
+    let (report, _) = converge_with(&offline, &exec, &[a.clone(), b.clone(), c.clone()]).await;
+    assert_eq!(report.started, ["c"]);
+    assert_eq!(report.failures.len(), 2);
+    assert!(
+        report.failures[0]
+            .1
+            .contains("image absent:1 is not on minion recording")
+            && report.failures[0].1.contains("kctl image load absent:1"),
+        "{:?}",
+        report.failures
+    );
+    assert!(!offline.requests().iter().any(|r| r.starts_with("pull")));
+    assert!(!offline.runs().iter().any(|s| s.name.starts_with("a_")));
+    // Minions that can: pulled once for both pods, then started.
+    let online = RecordingEngine {
+        images,
+        ..Default::default()
+    };
+    let events = EventLog::default();
+    let ctx = RunContext {
+        offline_images: false,
+        ..ctx()
+    };
+    let report = converge_minion(
+        &online,
+        &exec,
+        &ctx,
+        &[a, b, c],
+        Duration::ZERO,
+        &mut Supervisor::default(),
+        &events,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.started, ["a", "b", "c"]);
+    let pulls: Vec<String> = online
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("pull"))
+        .collect();
+    assert_eq!(pulls, ["pull absent:1"]);
+}
+
+#[test]
+fn hairpin_is_one_batch() {
+    assert_eq!(
+        hairpin_batch(&["veth1".into(), "veth2".into()]),
+        "link set dev veth1 type bridge_slave hairpin on\n\
+         link set dev veth2 type bridge_slave hairpin on\n"
+    );
 }

@@ -2,8 +2,9 @@
 //! minion, and with its peers the whole cluster, in the desired state while
 //! nobody is watching.
 //!
-//! Every second, and at once when desired state changes in etcd (a watch
-//! on the generation key), it: makes the minion's containers match etcd (the same
+//! Every second, at once when desired state changes in etcd (a watch on
+//! the generation key), and at once when one of the cluster's containers
+//! exits (Docker's event stream), it: makes the minion's containers match etcd (the same
 //! converge routine `apply` uses, over the local transport) and records what
 //! runs; recomputes endpoints and brings the minion's service rules up to
 //! date; and, if it is the cluster's leader, moves the pods of minions that
@@ -11,13 +12,17 @@
 //! Leadership is a key on the leader's heartbeat lease: when the leader
 //! dies, the key goes with it and another helper takes over.
 
+use crate::converge::engine::EngineEvent;
 use crate::converge::{
-    converge_locked, sync_rules_locked, update_endpoints, ConvergeEvent, RunContext, Supervisor,
+    converge_locked, sync_rules_locked, update_endpoints, ContainerEngine, ConvergeEvent,
+    EngineError, RunContext, Supervisor,
 };
+use crate::docker_api::DockerApi;
 use crate::exec::LocalExec;
 use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
 use crate::store::{Store, StoreError};
+use futures::stream::{BoxStream, StreamExt};
 use std::time::Duration;
 use tracing::{error, info, warn};
 
@@ -32,6 +37,8 @@ pub struct NodeConfig {
     pub minion: String,
     pub etcd: Vec<String>,
     pub offline_images: bool,
+    /// The minion's dockerd.
+    pub docker_socket: std::path::PathBuf,
 }
 
 /// Why one life of the helper ended.
@@ -41,6 +48,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("heartbeat lost")]
     HeartbeatLost,
+    #[error(transparent)]
+    Docker(#[from] EngineError),
 }
 
 /// Logs one of the converge layer's events: what the helper did to its
@@ -80,9 +89,11 @@ pub async fn run(node: NodeConfig) {
 
 /// One life of the helper: from taking a heartbeat lease until losing it.
 async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
-    // The watch first: a failure here returns before any heartbeat task
-    // exists (a dropped task handle would not stop it).
+    // Docker and the watch first: a failure here returns before any
+    // heartbeat task exists (a dropped task handle would not stop it).
+    let docker = DockerApi::connect(&node.minion, &node.docker_socket).await?;
     let mut desired = store.watch_desired().await?;
+    let mut exits = container_exits(&docker, &node.cluster);
     let heartbeat = store.start_heartbeat(&node.minion).await?;
     let exec = LocalExec {
         name: node.minion.clone(),
@@ -101,6 +112,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         // Each step logs its failure and the loop goes on: the next round
         // starts from etcd again.
         let converged = converge_locked(
+            &docker,
             &exec,
             &ctx,
             &store,
@@ -111,7 +123,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         )
         .await;
         match converged {
-            Ok(report) => probe::run_probes(&exec, &report, &mut supervisor).await,
+            Ok(report) => probe::run_probes(&docker, &report, &mut supervisor).await,
             Err(e) => error!("converge: {e}"),
         }
         if let Err(e) = update_endpoints(&mut store, &log_event).await {
@@ -142,12 +154,31 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
             }
         }
         // The next round comes after a period, or as soon as desired state
-        // changes (a commit by `apply` or the leader).
+        // changes (a commit by `apply` or the leader), or a container exits.
         tokio::select! {
             _ = tokio::time::sleep(PERIOD) => {}
             _ = desired.changed() => {}
+            exit = exits.next() => {
+                if exit.is_none() {
+                    // dockerd restarted or the stream broke: subscribe
+                    // again; the period carries the loop meanwhile.
+                    warn!("Docker's event stream ended; subscribing again");
+                    exits = container_exits(&docker, &node.cluster);
+                    tokio::time::sleep(PERIOD).await;
+                }
+            }
         }
     }
+}
+
+/// The cluster's containers exiting on this minion, as Docker reports
+/// them; ends when the stream fails.
+fn container_exits(docker: &DockerApi, cluster: &str) -> BoxStream<'static, EngineEvent> {
+    docker
+        .events(cluster)
+        .take_while(|event| std::future::ready(event.is_ok()))
+        .filter_map(|event| std::future::ready(event.ok().filter(|e| e.action == "die")))
+        .boxed()
 }
 
 /// The leader's round: replace controller pods of minions that are not

@@ -5,9 +5,7 @@
 //! restarts after exits; the verdict is reported in the pod's status, which
 //! takes the pod out of its services' endpoints until it passes again.
 
-use crate::argv;
-use crate::converge::{MinionReport, Supervisor};
-use crate::exec::{Exec, ExecError};
+use crate::converge::{ContainerEngine, EngineError, MinionReport, Supervisor};
 use crate::model::{PodSpec, PortRef, Probe, ProbeAction, RestartPolicy};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -30,15 +28,19 @@ pub enum ProbeFailure {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Exec(#[from] ExecError),
+    Engine(#[from] EngineError),
     #[error("exited with {0:?}")]
-    Exited(Option<i32>),
+    Exited(Option<i64>),
     #[error("no answer within {0}s")]
     Timeout(u64),
 }
 
 /// Runs the due probes of every pod the report covers.
-pub async fn run_probes<E: Exec>(exec: &E, report: &MinionReport, supervisor: &mut Supervisor) {
+pub async fn run_probes<D: ContainerEngine>(
+    engine: &D,
+    report: &MinionReport,
+    supervisor: &mut Supervisor,
+) {
     let now = Instant::now();
     for pod in &report.desired {
         let Some(status) = report.statuses.get(&pod.pod.id) else {
@@ -59,7 +61,7 @@ pub async fn run_probes<E: Exec>(exec: &E, report: &MinionReport, supervisor: &m
                 continue;
             }
             let verdict = check(
-                exec,
+                engine,
                 probe,
                 &pod.pod.spec,
                 status.pod_ip.map(IpAddr::V4),
@@ -74,8 +76,7 @@ pub async fn run_probes<E: Exec>(exec: &E, report: &MinionReport, supervisor: &m
             if pod.pod.spec.restart_policy != RestartPolicy::Never
                 && supervisor.may_restart(&c.container_id, now)
             {
-                let restart = argv!["docker", "restart", "--time", "1", c.container_id.clone()];
-                match exec.run_ok(&restart).await {
+                match engine.restart(&c.container_id, 1).await {
                     Ok(_) => supervisor.restarted(&c.container_id, now),
                     Err(e) => warn!("restart of {}/{}: {e}", pod.pod.id, spec.name),
                 }
@@ -97,8 +98,8 @@ fn resolve_port(port: &PortRef, spec: &PodSpec) -> Option<u16> {
 }
 
 /// One probe, bounded by its timeout.
-async fn check<E: Exec>(
-    exec: &E,
+async fn check<D: ContainerEngine>(
+    engine: &D,
     probe: &Probe,
     spec: &PodSpec,
     pod_ip: Option<IpAddr>,
@@ -133,16 +134,10 @@ async fn check<E: Exec>(
                     .map(drop)
                     .map_err(ProbeFailure::from)
             }
-            ProbeAction::Exec { command } => {
-                let mut argv = argv!["docker", "exec", container_id];
-                argv.extend(command.iter().cloned());
-                let out = exec.run(&argv, None).await?;
-                if out.success() {
-                    Ok(())
-                } else {
-                    Err(ProbeFailure::Exited(out.code))
-                }
-            }
+            ProbeAction::Exec { command } => match engine.exec(container_id, command).await? {
+                Some(0) => Ok(()),
+                code => Err(ProbeFailure::Exited(code)),
+            },
         }
     };
     tokio::time::timeout(timeout, attempt)
@@ -167,7 +162,7 @@ async fn http_status(addr: SocketAddr, path: &str) -> Result<u16, ProbeFailure> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Output, RecordingExec};
+    use crate::converge::engine::RecordingEngine;
 
     fn probe(action: ProbeAction) -> Probe {
         Probe {
@@ -195,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_probe_accepts_2xx_3xx_only() {
-        let exec = RecordingExec::default();
+        let exec = RecordingEngine::default();
         let spec = PodSpec::default();
         for (status, healthy) in [
             ("200 OK", true),
@@ -216,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_probe_needs_a_listener() {
-        let exec = RecordingExec::default();
+        let exec = RecordingEngine::default();
         let spec = PodSpec::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -242,25 +237,13 @@ mod tests {
         let p = probe(ProbeAction::Exec {
             command: vec!["check".into(), "--ok".into()],
         });
-        let failing = RecordingExec {
-            answers: [(
-                "docker exec".to_string(),
-                Output {
-                    code: Some(1),
-                    stdout: b"ok".to_vec(),
-                    stderr: vec![],
-                },
-            )]
-            .into(),
+        let failing = RecordingEngine {
+            exec_exit_code: 1,
             ..Default::default()
         };
-        // Printing "ok" does not make it healthy: the exit code decides.
         assert!(check(&failing, &p, &spec, None, "c1").await.is_err());
-        assert_eq!(
-            failing.calls()[0],
-            ["docker", "exec", "c1", "check", "--ok"]
-        );
-        let passing = RecordingExec::default();
+        assert_eq!(failing.requests(), ["exec c1 check --ok"]);
+        let passing = RecordingEngine::default();
         assert!(check(&passing, &p, &spec, None, "c1").await.is_ok());
     }
 }

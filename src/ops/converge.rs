@@ -9,6 +9,7 @@ use crate::converge::{
     converge_locked, sync_rules_locked, update_endpoints, ConvergeError, ConvergeEvent,
     MinionReport, Supervisor,
 };
+use crate::docker_api::DockerApi;
 use crate::services::rules;
 use crate::ssh::SshExec;
 use crate::state::PodPhase;
@@ -61,10 +62,12 @@ impl ConvergeOutcome {
 }
 
 /// SSH connections opened on demand and kept for the whole command: one
-/// master connection per minion per kctl invocation.
+/// master connection per minion per kctl invocation, and through it, where
+/// containers are converged, the minion's Docker API on a forwarded socket.
 struct Connections<'a> {
     cluster: &'a Cluster,
     open: BTreeMap<String, SshExec>,
+    docker: BTreeMap<String, DockerApi>,
 }
 
 impl<'a> Connections<'a> {
@@ -72,7 +75,41 @@ impl<'a> Connections<'a> {
         Connections {
             cluster,
             open: BTreeMap::new(),
+            docker: BTreeMap::new(),
         }
+    }
+
+    /// Reaches the Docker API of every open minion in `ids` that is not
+    /// reached yet, in parallel; returns the failures.
+    async fn ensure_docker(&mut self, ids: &BTreeSet<String>) -> Vec<(String, String)> {
+        let config = &self.cluster.config;
+        let reach = self
+            .open
+            .iter()
+            .filter(|(id, _)| ids.contains(*id) && !self.docker.contains_key(*id))
+            .map(|(id, exec)| async move {
+                let remote = config
+                    .minion(id)
+                    .map(|m| m.docker_socket.clone())
+                    .unwrap_or_else(|| crate::docker_api::DEFAULT_SOCKET.into());
+                let result = match exec.forward_unix_socket(&remote).await {
+                    Ok(local) => DockerApi::connect(id, &local)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("forwarding Docker's socket {remote}: {e}")),
+                };
+                (id.clone(), result)
+            });
+        let mut failed = Vec::new();
+        for (id, result) in join_all(reach).await {
+            match result {
+                Ok(docker) => {
+                    self.docker.insert(id, docker);
+                }
+                Err(e) => failed.push((id, e)),
+            }
+        }
+        failed
     }
 
     /// Opens what is not open yet, in parallel; returns the failures.
@@ -115,19 +152,24 @@ pub async fn converge_minions(
         outcome
             .unreachable
             .extend(connections.ensure(minions).await);
+        outcome
+            .unreachable
+            .extend(connections.ensure_docker(minions).await);
         let ctx = cluster.run_context();
         let events = show_on(&task, format!("converging {} minion(s)", minions.len()));
         let results = {
             let events = &events;
             let work = connections
-                .open
+                .docker
                 .iter()
                 .filter(|(id, _)| minions.contains(*id))
-                .map(|(id, exec)| {
+                .filter_map(|(id, docker)| Some((id, docker, connections.open.get(id)?)))
+                .map(|(id, docker, exec)| {
                     let ctx = ctx.clone();
                     async move {
                         let mut supervisor = Supervisor::default();
                         let report = converge_locked(
+                            docker,
                             exec,
                             &ctx,
                             store,

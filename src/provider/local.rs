@@ -98,6 +98,7 @@ impl Layout {
             pod_cidr: self.pod_cidr(index),
             // Minions here share this machine's disk: each gets its own.
             helper_dir: self.runtime_dir(index).join("helper").display().to_string(),
+            docker_socket: self.docker_socket(index).display().to_string(),
             ssh_host: None,
         }
     }

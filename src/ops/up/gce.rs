@@ -73,6 +73,7 @@ pub fn cluster_config(
             let id = format!("minion-{}", i + 1);
             MinionConfig {
                 helper_dir: format!("{state}/{id}"),
+                docker_socket: crate::docker_api::DEFAULT_SOCKET.into(),
                 id,
                 host_ip: vm.internal_ip,
                 ssh_port: 22,

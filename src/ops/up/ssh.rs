@@ -206,6 +206,7 @@ pub fn cluster_config(
             })?;
             Ok(MinionConfig {
                 helper_dir: format!("{state}/{id}"),
+                docker_socket: crate::docker_api::DEFAULT_SOCKET.into(),
                 id,
                 host_ip: *ip,
                 ssh_port: spec.port,
