@@ -326,17 +326,29 @@ impl Store {
     /// A watch on the cluster's desired state: every change of it bumps the
     /// generation key, and each bump wakes `DesiredChanges::changed`. Lets
     /// a helper act on a commit at once instead of at its next round.
+    /// A minion's heartbeat going away (its lease expired: the minion is
+    /// not ready) wakes it too, so the leader moves its pods at once.
     pub async fn watch_desired(&self) -> Result<DesiredChanges, StoreError> {
         let mut client = self.client.clone();
-        let mut stream = client.watch(self.generation_key(), None).await?;
+        let mut generation = client.watch(self.generation_key(), None).await?;
+        let lost = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_filters([etcd_client::WatchFilterType::NoPut]);
+        let mut heartbeats = client.watch(self.key("heartbeats", ""), Some(lost)).await?;
         let notify = std::sync::Arc::new(tokio::sync::Notify::new());
         let wake = notify.clone();
         let task = tokio::spawn(async move {
-            // Ends with the stream (etcd gone): the helper's own period
+            // Ends with either stream (etcd gone): the helper's own period
             // still drives it, and its next life watches again.
-            while let Ok(Some(response)) = stream.message().await {
-                if !response.events().is_empty() {
-                    wake.notify_one();
+            loop {
+                let response = tokio::select! {
+                    r = generation.message() => r,
+                    r = heartbeats.message() => r,
+                };
+                match response {
+                    Ok(Some(response)) if !response.events().is_empty() => wake.notify_one(),
+                    Ok(Some(_)) => {}
+                    _ => break,
                 }
             }
         });

@@ -202,4 +202,18 @@ async fn a_commit_wakes_the_desired_state_watch() {
     tokio::time::timeout(Duration::from_secs(10), watch.changed())
         .await
         .expect("a commit wakes the watch");
+
+    // A heartbeat that begins (or beats) does not wake it; one that ends
+    // (the minion is not ready) does, so the leader moves its pods at once.
+    let heartbeat = store.start_heartbeat("minion-1").await.unwrap();
+    assert!(
+        tokio::time::timeout(quiet, watch.changed()).await.is_err(),
+        "woken by a heartbeat"
+    );
+    heartbeat.task.abort();
+    let mut raw = etcd_client::Client::connect(&endpoints, None).await.unwrap();
+    raw.lease_revoke(heartbeat.lease).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("a lost heartbeat wakes the watch");
 }
