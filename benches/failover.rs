@@ -1,14 +1,22 @@
-//! The node helper's figures on a real local cluster (needs root):
-//! - restart: `docker kill` of a container until it runs again;
+//! The node helper's figures on a real local cluster (needs root), each
+//! beside its floor measured in the same run:
+//! - restart: `docker kill` of a pod's container until Docker reports it
+//!   started again (from Docker's events), and until `kctl get` reports
+//!   it Running; floor: the same kill with the container started by hand
+//!   the moment Docker reports its death;
 //! - failover: `kctl minion stop` until every controller pod of that minion
-//!   runs on another minion and no service endpoint points at it, repeated;
+//!   runs on another minion and no service endpoint points at it; floor:
+//!   until the minion's heartbeat lease has expired (`kctl get minions`
+//!   says NotReady), before which nothing may move;
 //! - the helper's resident memory and CPU use when idle with 10 pods.
 //!
 //!     cargo bench --bench failover
 //!
-//! Times are measured by polling `kctl get` every 100 ms, so they carry
-//! that much resolution.
+//! What `kctl get` reports is polled every 100 ms, so it carries that much
+//! resolution; Docker's events carry nanoseconds.
 
+use bollard::query_parameters::EventsOptions;
+use futures::StreamExt;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -140,50 +148,82 @@ fn main() {
     let slot = cluster["local"]["slot"].as_u64().unwrap();
 
     // Restart after an exit.
-    let mut restarts = Vec::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let docker = runtime.block_on(async {
+        bollard::Docker::connect_with_unix(
+            &format!("/run/kctl/{slot}/m1/docker.sock"),
+            30,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+    });
+    let (mut floors, mut started, mut reported) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let pod = items("pods")
             .into_iter()
             .find(|p| p["currentState"]["host"] == "minion-1")
             .unwrap();
         let id = pod["id"].as_str().unwrap().to_string();
-        let count = pod["currentState"]["info"]["web"]["restartCount"]
-            .as_u64()
-            .unwrap_or(0);
-        let sock = format!("unix:///run/kctl/{slot}/m1/docker.sock");
-        let killed = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/kctl-{CLUSTER}-minion-1"))
-            .args(["docker", "-H", &sock, "kill", &format!("{id}_web")])
-            .output()
-            .unwrap();
-        assert!(killed.status.success());
-        let t = wait("restart", Duration::from_secs(60), || {
-            items("pods").iter().any(|p| {
-                p["id"] == id.as_str()
-                    && p["currentState"]["status"] == "Running"
-                    && p["currentState"]["info"]["web"]["restartCount"]
-                        .as_u64()
-                        .unwrap_or(0)
-                        > count
-            })
+        let container = format!("{id}_web");
+        // Floor: started by hand as soon as Docker says it died.
+        floors.push(runtime.block_on(kill_until_started(&docker, &container, true)));
+        wait("running again", Duration::from_secs(60), || {
+            items("pods")
+                .iter()
+                .any(|p| p["id"] == id.as_str() && p["currentState"]["status"] == "Running")
         });
-        restarts.push(t.as_secs_f64());
-        // Stay up long enough for the back-off to reset, so each run
-        // measures a first restart rather than a crash loop.
+        // Stay up long enough for the helper's back-off to reset, so each
+        // run measures a first restart rather than a crash loop.
+        std::thread::sleep(Duration::from_secs(12));
+        let count = |pods: &[Value]| {
+            pods.iter()
+                .find(|p| p["id"] == id.as_str())
+                .and_then(|p| p["currentState"]["info"]["web"]["restartCount"].as_u64())
+                .unwrap_or(0)
+        };
+        let before = count(&items("pods"));
+        let t0 = Instant::now();
+        started.push(runtime.block_on(kill_until_started(&docker, &container, false)));
+        wait("restart", Duration::from_secs(60), || {
+            let pods = items("pods");
+            count(&pods) > before
+                && pods
+                    .iter()
+                    .any(|p| p["id"] == id.as_str() && p["currentState"]["status"] == "Running")
+        });
+        reported.push(t0.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_secs(12));
     }
     stats(
-        "restart after docker kill (until reported Running)",
-        restarts,
+        "restart floor: docker start on Docker's death event",
+        floors,
+    );
+    stats(
+        "restart by kctl-node: kill until Docker's start event",
+        started,
+    );
+    stats(
+        "restart by kctl-node: kill until `kctl get` says Running",
+        reported,
     );
 
     // Failover.
-    let mut failovers = Vec::new();
+    let (mut failovers, mut detections) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let victim = format!("minion-{}", 2 + round % 2);
         let prefix = format!("10.{}.{}.", 100 + slot, 2 + round % 2);
         kctl(&["minion", "stop", &victim], None);
-        let t = wait("failover", Duration::from_secs(60), || {
+        let stopped = Instant::now();
+        let lease = wait("lease expiry", Duration::from_secs(60), || {
+            items("minions")
+                .iter()
+                .any(|m| m["id"] == victim.as_str() && m["status"] != "Ready")
+        });
+        detections.push(lease.as_secs_f64());
+        wait("failover", Duration::from_secs(60), || {
             let pods = items("pods");
             let moved = pods.len() == 3
                 && pods.iter().all(|p| {
@@ -199,16 +239,22 @@ fn main() {
                 .collect();
             moved && endpoints.len() == 3 && endpoints.iter().all(|e| !e.starts_with(&prefix))
         });
+        let t = stopped.elapsed();
         failovers.push(t.as_secs_f64());
         println!(
-            "  failover {}: {:.2} s ({victim} stopped)",
+            "  failover {}: {:.2} s ({victim} stopped; NotReady after {:.2} s)",
             round + 1,
-            t.as_secs_f64()
+            t.as_secs_f64(),
+            lease.as_secs_f64()
         );
         kctl(&["minion", "start", &victim], None);
     }
     stats(
-        "failover (stop until pods run elsewhere and endpoints moved)",
+        "failover floor: stop until the lease expired (NotReady)",
+        detections,
+    );
+    stats(
+        "failover: stop until pods run elsewhere and endpoints moved",
         failovers,
     );
 
@@ -238,4 +284,42 @@ fn main() {
         100.0 * used / window.as_secs_f64(),
         window.as_secs()
     );
+}
+
+/// Kills `container` and returns the time until Docker reports it started
+/// again; `by_hand` starts it the moment Docker reports it died.
+async fn kill_until_started(docker: &bollard::Docker, container: &str, by_hand: bool) -> f64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mut events = docker.events(Some(EventsOptions {
+        since: Some((since.as_secs() - 1).to_string()),
+        filters: Some(std::collections::HashMap::from([
+            ("container".to_string(), vec![container.to_string()]),
+            ("type".to_string(), vec!["container".to_string()]),
+        ])),
+        ..Default::default()
+    }));
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    docker.kill_container(container, None).await.unwrap();
+    let limit = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(limit);
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e.expect("Docker's event stream ended").unwrap(),
+            _ = &mut limit => panic!("{container} not started again within 60 s"),
+        };
+        let at = event.time_nano.unwrap_or(0);
+        if at < killed_at {
+            continue;
+        }
+        match event.action.as_deref() {
+            Some("die") if by_hand => docker.start_container(container, None).await.unwrap(),
+            Some("start") => return (at - killed_at) as f64 / 1e9,
+            _ => {}
+        }
+    }
 }

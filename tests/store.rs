@@ -211,7 +211,9 @@ async fn a_commit_wakes_the_desired_state_watch() {
         "woken by a heartbeat"
     );
     heartbeat.task.abort();
-    let mut raw = etcd_client::Client::connect(&endpoints, None).await.unwrap();
+    let mut raw = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
     raw.lease_revoke(heartbeat.lease).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), watch.changed())
         .await

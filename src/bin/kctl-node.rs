@@ -112,7 +112,9 @@ fn init_logging() {
         .init();
 }
 
-#[tokio::main]
+// One thread: the helper mostly waits, and a runtime thread per core (each
+// with its own malloc arena) costs memory on every minion.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     init_logging();
     let result = match Cli::parse().command {
