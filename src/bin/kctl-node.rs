@@ -46,6 +46,27 @@ enum Command {
     /// Make this minion's containers and service rules match etcd once, and
     /// record their status.
     Converge(Node),
+    /// Prepare this minion for its cluster and start its helper, as `kctl
+    /// up` asks: reads the request (JSON) on stdin, prints `changed` or
+    /// `unchanged`. Run by kctl over SSH, as root.
+    #[command(hide = true)]
+    Setup,
+}
+
+async fn setup() -> miette::Result<()> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .map_err(|e| miette::miette!("reading the request: {e}"))?;
+    let request: kctl::bootstrap::SetupRequest =
+        serde_json::from_str(&input).map_err(|e| miette::miette!("the request: {e}"))?;
+    let exec = LocalExec {
+        name: request.minion.clone(),
+    };
+    let answer = kctl::bootstrap::setup::setup_here(&exec, &request)
+        .await
+        .map_err(|e| miette::miette!("{e}"))?;
+    println!("{answer}");
+    Ok(())
 }
 
 async fn converge_once(node: Node) -> miette::Result<()> {
@@ -130,6 +151,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Converge(node) => converge_once(node).await,
+        Command::Setup => setup().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,9 +8,11 @@ pub mod etcd;
 pub mod helper;
 pub mod preflight;
 pub mod service;
+pub mod setup;
 pub mod teardown;
 
-pub use helper::{install_helper, Helper};
+pub use helper::Helper;
+pub use setup::{setup_minion, SetupRequest};
 
 use crate::argv;
 use crate::cluster::{ClusterConfig, MinionConfig};

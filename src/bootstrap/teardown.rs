@@ -54,12 +54,7 @@ pub async fn teardown_minion<E: Exec>(
     let mut done = Teardown::default();
 
     // The helper first, so it restarts nothing while the rest goes.
-    let helper = Helper {
-        binary: std::path::Path::new("kctl-node"),
-        cluster: &cluster.name,
-        etcd_endpoints: &cluster.etcd_endpoints,
-        offline_images: cluster.offline_images,
-    };
+    let helper = Helper::of(cluster);
     done.record(
         async {
             let systemd = service::has_systemd(exec).await?;

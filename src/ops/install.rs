@@ -41,23 +41,12 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
         .collect();
     let task = ui.task(format!("bootstrap {} minions over SSH", minions.len()));
     let binary = super::helper_binary()?;
-    let helper = bootstrap::Helper {
-        binary: &binary,
-        cluster: &config.name,
-        etcd_endpoints: &config.etcd_endpoints,
-        offline_images: config.offline_images,
-    };
     let boots = minions.iter().map(|m| {
         let auth = auth.clone();
-        let helper = &helper;
+        let binary = &binary;
         async move {
             let exec = SshExec::connect(&m.ssh_target(), &auth).await?;
-            let result = match bootstrap::bootstrap_minion(&exec, config, m).await {
-                Ok(booted) => bootstrap::install_helper(&exec, m, helper)
-                    .await
-                    .map(|installed| booted | installed),
-                Err(e) => Err(e),
-            };
+            let result = bootstrap::setup_minion(&exec, config, &m.id, binary).await;
             exec.close().await;
             result
         }

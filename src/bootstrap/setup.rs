@@ -1,0 +1,254 @@
+//! `up`'s work on one minion in two or three SSH sessions, whatever it
+//! involves: the workstation uploads `kctl-node` if the minion's differs,
+//! then runs `kctl-node setup` there, which bootstraps the minion and
+//! installs the helper's service locally — the same code as over SSH, with
+//! the local `Exec` — and answers whether anything changed. Every command
+//! of bootstrap used to be a session of its own (22 per minion).
+
+use super::helper::{helper_service, sha256_file, Helper};
+use super::{bootstrap_minion, service};
+use crate::argv;
+use crate::cluster::ClusterConfig;
+use crate::exec::{Exec, ExecError};
+use serde::{Deserialize, Serialize};
+
+/// What `kctl-node setup` reads on its standard input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetupRequest {
+    pub cluster: ClusterConfig,
+    /// The minion it runs on.
+    pub minion: String,
+    /// Where the new binary was uploaded, when the helper is replaced: it
+    /// is moved into place once the old helper has stopped.
+    pub staged: Option<String>,
+}
+
+/// What `kctl-node setup` prints on success.
+const CHANGED: &str = "changed";
+const UNCHANGED: &str = "unchanged";
+
+/// Workstation side: brings `minion` to what `cluster` says, with
+/// `binary` as its helper. Returns true if anything changed.
+pub async fn setup_minion<E: Exec>(
+    exec: &E,
+    cluster: &ClusterConfig,
+    minion: &str,
+    binary: &std::path::Path,
+) -> Result<bool, ExecError> {
+    let transport = |message: String| ExecError::Transport {
+        target: exec.target().to_string(),
+        message,
+    };
+    let config = cluster
+        .minion(minion)
+        .ok_or_else(|| transport("not in the cluster record".into()))?;
+    let service = helper_service(config, &Helper::of(cluster));
+    let local = sha256_file(binary).map_err(|e| transport(format!("{}: {e}", binary.display())))?;
+    let remote = exec
+        .run(&argv!["sha256sum", service.program.clone()], None)
+        .await?;
+    let stale = remote.stdout_text().split_whitespace().next() != Some(local.as_str());
+    let staged = stale.then(|| format!("{}.new", service.program));
+    if let Some(staged) = &staged {
+        // Directory, file and mode in one command, fed the binary.
+        let upload = argv!["install", "-D", "-m", "0755", "/dev/stdin", staged.clone()];
+        exec.run_with_file(&upload, binary)
+            .await?
+            .check(exec.target(), &upload)?;
+    }
+    let request = SetupRequest {
+        // The workstation's own paths are no business of the minion's.
+        cluster: ClusterConfig {
+            ssh_identity: None,
+            ..cluster.clone()
+        },
+        minion: minion.to_string(),
+        staged: staged.clone(),
+    };
+    let input = serde_json::to_vec(&request).map_err(|e| transport(e.to_string()))?;
+    let setup = argv![staged.unwrap_or(service.program), "setup"];
+    let out = exec
+        .run(&setup, Some(&input))
+        .await?
+        .check(exec.target(), &setup)?;
+    match out.stdout_text().trim() {
+        CHANGED => Ok(true),
+        UNCHANGED => Ok(stale),
+        other => Err(transport(format!(
+            "`kctl-node setup` answered {other:?}, not {CHANGED:?} or {UNCHANGED:?}"
+        ))),
+    }
+}
+
+/// Minion side (`kctl-node setup`): bootstraps the minion and makes sure
+/// its helper runs, replacing the binary if a new one was staged. Returns
+/// the line to print.
+pub async fn setup_here<E: Exec>(
+    exec: &E,
+    request: &SetupRequest,
+) -> Result<&'static str, ExecError> {
+    let minion = request
+        .cluster
+        .minion(&request.minion)
+        .ok_or_else(|| ExecError::Transport {
+            target: request.minion.clone(),
+            message: "not in the cluster record it was given".into(),
+        })?;
+    let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
+    let service = helper_service(minion, &Helper::of(&request.cluster));
+    let systemd = service::has_systemd(exec).await?;
+    if let Some(staged) = &request.staged {
+        service::stop(exec, &service, systemd).await?;
+        exec.run_ok(&argv!["mv", "-f", staged.clone(), service.program.clone()])
+            .await?;
+        changed = true;
+    }
+    let restart = request.staged.is_some() && systemd;
+    changed |= service::ensure_running(exec, &service, systemd, restart).await?;
+    Ok(if changed { CHANGED } else { UNCHANGED })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::tests::cluster;
+    use crate::exec::{Output, RecordingExec};
+
+    fn answer(code: i32, stdout: &str) -> Output {
+        Output {
+            code: Some(code),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_helper_is_uploaded_and_set_up_in_three_commands() {
+        let cluster = cluster();
+        let binary = std::env::current_exe().unwrap();
+        let fresh = RecordingExec {
+            answers: [
+                ("sha256sum".to_string(), answer(1, "")),
+                (
+                    "/var/lib/kctl/kctl-node.new setup".to_string(),
+                    answer(0, "changed\n"),
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert!(setup_minion(&fresh, &cluster, "minion-1", &binary)
+            .await
+            .unwrap());
+        let calls = fresh.calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(
+            calls[1],
+            argv![
+                "install",
+                "-D",
+                "-m",
+                "0755",
+                "/dev/stdin",
+                "/var/lib/kctl/kctl-node.new"
+            ]
+        );
+        assert_eq!(
+            fresh.inputs.lock().unwrap()[1],
+            std::fs::read(&binary).unwrap()
+        );
+        assert_eq!(calls[2], argv!["/var/lib/kctl/kctl-node.new", "setup"]);
+        let request: SetupRequest = serde_json::from_str(
+            &fresh
+                .input_of(&argv!["/var/lib/kctl/kctl-node.new", "setup"])
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(request.minion, "minion-1");
+        assert_eq!(
+            request.staged.as_deref(),
+            Some("/var/lib/kctl/kctl-node.new")
+        );
+        assert_eq!(request.cluster.minions, cluster.minions);
+
+        // The same binary there: no upload, the installed one sets up.
+        let digest = sha256_file(&binary).unwrap();
+        let current = RecordingExec {
+            answers: [
+                (
+                    "sha256sum".to_string(),
+                    answer(0, &format!("{digest}  /var/lib/kctl/kctl-node\n")),
+                ),
+                (
+                    "/var/lib/kctl/kctl-node setup".to_string(),
+                    answer(0, "unchanged\n"),
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert!(!setup_minion(&current, &cluster, "minion-1", &binary)
+            .await
+            .unwrap());
+        assert_eq!(current.calls().len(), 2);
+
+        // Anything else from the minion is an error, not a guess.
+        let odd = RecordingExec {
+            answers: [(
+                "/var/lib/kctl/kctl-node.new setup".to_string(),
+                answer(0, "??"),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert!(setup_minion(&odd, &cluster, "minion-1", &binary)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn setup_on_the_minion_replaces_the_helper_and_restarts_it() {
+        let request = SetupRequest {
+            cluster: cluster(),
+            minion: "minion-2".into(),
+            staged: Some("/var/lib/kctl/kctl-node.new".into()),
+        };
+        // systemd present (the recorder answers success by default), no
+        // unit yet, service inactive.
+        let exec = RecordingExec {
+            answers: [
+                ("systemctl is-active".to_string(), answer(1, "")),
+                ("cat /etc/systemd".to_string(), answer(1, "")),
+                ("docker network inspect".to_string(), answer(1, "")),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(setup_here(&exec, &request).await.unwrap(), CHANGED);
+        let calls = exec.calls();
+        let at = |argv: Vec<String>| calls.iter().position(|c| *c == argv);
+        let stop = at(argv!["systemctl", "stop", "kctl-node-c1.service"]).unwrap();
+        let moved = at(argv![
+            "mv",
+            "-f",
+            "/var/lib/kctl/kctl-node.new",
+            "/var/lib/kctl/kctl-node"
+        ])
+        .unwrap();
+        let restart = at(argv!["systemctl", "restart", "kctl-node-c1.service"]).unwrap();
+        assert!(stop < moved && moved < restart, "{calls:?}");
+        assert!(at(argv![
+            "dd",
+            "of=/etc/systemd/system/kctl-node-c1.service",
+            "status=none"
+        ])
+        .is_some());
+        // Bootstrap ran here too: the pod network, through the local exec.
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with(&argv!["docker", "network"])));
+        assert!(!calls
+            .iter()
+            .any(|c| c[0] == "start-stop-daemon" && c.contains(&"--start".to_string())));
+    }
+}
