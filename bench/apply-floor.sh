@@ -2,9 +2,10 @@
 # kctl apply against its floors, measured in one run on the same 3 local
 # minions (run as root):
 #
-#   bench/apply-floor.sh [ROUNDS]        (default 3; BIG=30 minions for `up`)
+#   bench/apply-floor.sh [ROUNDS]        (default 3)
 #
-# For N = 30 and 150 replicas of the demo image:
+# Environment: SIZES="30 150" (the N measured), BIG=30 (minions for `up`).
+# For each N replicas of the demo image:
 #   floor:      N plain `docker run -d` over already-open SSH masters, 10 at
 #               a time on each minion (what any tool pushing containers
 #               over SSH must at least pay; the issue's yardstick);
@@ -108,7 +109,7 @@ pick = lambda q: d[min(len(d) - 1, int(q * len(d)))]
 print(f"{pick(0.50):.2f} {pick(0.99):.2f} {d[-1]:.2f} {len(d)}")' "$1"
 }
 
-for n in 30 150; do
+for n in ${SIZES:-30 150}; do
   per=$((n / 3))
   file=$(rc "$n")
   floor_s="" pod_s="" apply_s="" noop_s="" p50_s="" p99_s=""

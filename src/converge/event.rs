@@ -49,6 +49,18 @@ pub enum ConvergeEvent {
     RulesSynced { minion: String },
 }
 
+impl ConvergeEvent {
+    /// Bookkeeping rather than a change on a minion: statuses recorded
+    /// every time they move, restarts waiting out their back-off. The
+    /// helper logs these at debug level; `kctl apply` does not list them.
+    pub fn is_detail(&self) -> bool {
+        matches!(
+            self,
+            ConvergeEvent::StatusRecorded { .. } | ConvergeEvent::RestartDeferred { .. }
+        )
+    }
+}
+
 impl fmt::Display for ConvergeEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ConvergeEvent::*;

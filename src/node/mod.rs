@@ -57,11 +57,7 @@ pub enum NodeError {
 pub fn log_event(event: ConvergeEvent) {
     match event {
         ConvergeEvent::PodFailed { .. } => warn!("{event}"),
-        // Recorded every round a pod's status moves; the log keeps them
-        // for debugging only.
-        ConvergeEvent::StatusRecorded { .. } | ConvergeEvent::RestartDeferred { .. } => {
-            tracing::debug!("{event}")
-        }
+        _ if event.is_detail() => tracing::debug!("{event}"),
         _ => info!("{event}"),
     }
 }

@@ -156,7 +156,7 @@ pub async fn converge_minions(
             .unreachable
             .extend(connections.ensure_docker(minions).await);
         let ctx = cluster.run_context();
-        let events = show_on(&task, format!("converging {} minion(s)", minions.len()));
+        let events = show_on(ui, &task, format!("converging {} minion(s)", minions.len()));
         let results = {
             let events = &events;
             let work = connections
@@ -215,13 +215,15 @@ async fn sync_services(
     outcome: &mut ConvergeOutcome,
 ) -> miette::Result<()> {
     let mut store = store.clone();
-    let (state, endpoints) = update_endpoints(&mut store, &|_| {})
-        .await
-        .map_err(|e| match e {
-            // etcd's own diagnostic says what to do about it.
-            ConvergeError::Store { source, .. } => miette::Report::new(source),
-            e => miette::miette!("{e}"),
-        })?;
+    let (state, endpoints) = update_endpoints(&mut store, &|event: ConvergeEvent| {
+        ui.note(format!("  {event}"))
+    })
+    .await
+    .map_err(|e| match e {
+        // etcd's own diagnostic says what to do about it.
+        ConvergeError::Store { source, .. } => miette::Report::new(source),
+        e => miette::miette!("{e}"),
+    })?;
     let digest = rules::digest(&rules::portals(&state, &endpoints));
     let stale: BTreeSet<String> = state
         .minions
@@ -234,7 +236,11 @@ async fn sync_services(
     }
     let task = ui.task(format!("service rules on {} minion(s)", stale.len()));
     outcome.unreachable.extend(connections.ensure(&stale).await);
-    let events = show_on(&task, format!("service rules on {} minion(s)", stale.len()));
+    let events = show_on(
+        ui,
+        &task,
+        format!("service rules on {} minion(s)", stale.len()),
+    );
     let results = {
         let (events, store) = (&events, &store);
         let work = connections
@@ -270,8 +276,18 @@ async fn sync_services(
     Ok(())
 }
 
-/// Shows the converge layer's events on a task's progress line: the line
-/// says what was done last; failures come in the task's summary.
-fn show_on(task: &Task, heading: String) -> impl Fn(ConvergeEvent) + Send + Sync + '_ {
-    move |event| task.set(format!("{heading}: {event}"))
+/// Shows the converge layer's events: each change as a line of its own
+/// (the same words the helper logs), and the latest on the task's progress
+/// line; failures come again in the task's summary.
+fn show_on<'a>(
+    ui: &'a Ui,
+    task: &'a Task,
+    heading: String,
+) -> impl Fn(ConvergeEvent) + Send + Sync + 'a {
+    move |event| {
+        if !event.is_detail() {
+            ui.note(format!("  {event}"));
+        }
+        task.set(format!("{heading}: {event}"));
+    }
 }
