@@ -146,6 +146,12 @@ for n in ${SIZES:-30 150}; do
   printf '%-40s %7.3f s\n' "kctl apply, no-op" "$(echo "$noop_s" | median)"
 done
 
+# Under all that load no minion may have looked dead: the leader logs
+# every pod it moves off a minion that is not ready.
+slot=$(grep -o '"slot": *[0-9]*' "$dir/cluster.json" | grep -o '[0-9]*$')
+false_alarms=$(cat /run/kctl/"$slot"/m*/helper/kctl-node.log | grep -c "not ready" || true)
+printf '%-40s %7d\n' "helper log lines about minions not ready" "$false_alarms"
+
 # A big cluster: up of BIG minions (default 30), once.
 big=${BIG:-30}
 "$kctl" down >/dev/null 2>&1

@@ -284,8 +284,10 @@ impl Store {
     }
 }
 
-/// How long a minion stays Ready after its helper's last heartbeat.
-pub const HEARTBEAT_TTL_SECONDS: i64 = 5;
+/// How long a minion stays Ready after its helper's last heartbeat. The
+/// helper beats every second, so 3 beats in a row may be late before its
+/// minion counts as lost; failover cannot start sooner than this.
+pub const HEARTBEAT_TTL_SECONDS: i64 = 4;
 
 impl Store {
     /// Puts the minion's heartbeat key on a fresh lease and keeps that lease

@@ -9,7 +9,7 @@ use super::engine::{ContainerEngine, EngineError};
 use super::error::{ConvergeError, MinionStage};
 use super::event::{ConvergeEvent, EventSink};
 use super::plan::{hairpin_batch, ports_without_hairpin, statuses, steps, Step};
-use super::{RunContext, Supervisor, POD_STARTS_IN_FLIGHT};
+use super::{RunContext, Supervisor};
 use crate::argv;
 use crate::exec::{Exec, ExecError};
 use crate::services::rules::{self, Portal};
@@ -17,6 +17,9 @@ use crate::state::{PodPhase, PodRecord, PodStatus};
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+/// Images looked for at once.
+const IMAGE_CHECKS_IN_FLIGHT: usize = 8;
 
 /// How often the wait for new containers looks again when Docker's event
 /// stream is quiet or gone.
@@ -131,7 +134,7 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
                 (id, result)
             }
         })
-        .buffer_unordered(POD_STARTS_IN_FLIGHT)
+        .buffer_unordered(ctx.starts_in_flight.max(1))
         .collect()
         .await;
     for (pod, result) in results {
@@ -201,7 +204,7 @@ async fn ensure_images<D: ContainerEngine>(
         .collect();
     let checked: Vec<(String, Result<bool, EngineError>)> = futures::stream::iter(images)
         .map(|image| async move { (image.to_string(), engine.has_image(image).await) })
-        .buffer_unordered(POD_STARTS_IN_FLIGHT)
+        .buffer_unordered(IMAGE_CHECKS_IN_FLIGHT)
         .collect()
         .await;
     let mut unavailable = BTreeMap::new();

@@ -98,6 +98,9 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         cluster: node.cluster.clone(),
         offline_images: node.offline_images,
         service_env: vec![],
+        starts_in_flight: crate::converge::pod_starts_for_cpus(
+            std::thread::available_parallelism().map_or(1, usize::from),
+        ),
     };
     let mut leading = false;
     let mut supervisor = Supervisor::default();

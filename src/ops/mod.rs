@@ -80,6 +80,7 @@ impl Cluster {
             cluster: self.config.name.clone(),
             offline_images: self.config.offline_images,
             service_env: vec![],
+            starts_in_flight: crate::converge::POD_STARTS_IN_FLIGHT,
         }
     }
 
