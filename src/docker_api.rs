@@ -340,9 +340,17 @@ impl ContainerEngine for DockerApi {
     fn events(&self, cluster: &str) -> BoxStream<'static, Result<EngineEvent, EngineError>> {
         let mut filters = cluster_filter(cluster);
         filters.insert("type".into(), vec!["container".into()]);
+        // The request goes out when the stream is first polled; asking
+        // from now on loses nothing that happens before that. (Docker
+        // counts in whole seconds, so a few earlier events may come too.)
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().to_string())
+            .ok();
         let this = self.clone();
         self.docker
             .events(Some(EventsOptions {
+                since,
                 filters: Some(filters),
                 ..Default::default()
             }))

@@ -105,7 +105,8 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
         }
     }
     // Docker's events from before the first start on, so the wait below
-    // misses none (the stream asks for them `since` now when first polled).
+    // misses none (the engine asks for them from now, whenever the stream
+    // is first polled).
     let mut docker_events =
         (!wait.is_zero() && !to_start.is_empty()).then(|| engine.events(&ctx.cluster).fuse());
     let unavailable = ensure_images(engine, ctx, &to_start).await?;
