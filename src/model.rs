@@ -114,6 +114,34 @@ pub enum ProbeAction {
     },
 }
 
+/// The longest `httpGet` path kctl sends.
+pub const MAX_PROBE_PATH_LEN: usize = 2048;
+
+/// Why an `httpGet` path cannot go on an HTTP request line as it is, if it
+/// cannot: the helper writes it there verbatim, so a CR or LF would add
+/// lines of the manifest author's choosing to the request.
+pub fn probe_path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        Some("does not start with `/`")
+    } else if path.len() > MAX_PROBE_PATH_LEN {
+        Some("is longer than 2048 bytes")
+    } else if path.chars().any(char::is_control) {
+        Some("contains a control character (CR, LF, tab, ...)")
+    } else if path.chars().any(char::is_whitespace) {
+        Some("contains a space")
+    } else {
+        None
+    }
+}
+
+/// Why an `httpGet` host is not one the helper can probe, if it is not:
+/// it connects to an address, it does not resolve names.
+pub fn probe_host_problem(host: &str) -> Option<&'static str> {
+    host.parse::<std::net::IpAddr>()
+        .is_err()
+        .then_some("is not an IP address")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Probe {

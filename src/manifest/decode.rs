@@ -15,9 +15,9 @@ use super::error::closest;
 use super::reader::{Fields, FileContext, Shape};
 use super::tree::{Node, Span, Value};
 use crate::model::{
-    format_labels, selector_matches, Container, EnvVar, Kind, Labels, Object, Pod, PodSpec,
-    PodTemplate, Port, PortRef, Probe, ProbeAction, Protocol, ReplicationController, RestartPolicy,
-    Service,
+    format_labels, probe_host_problem, probe_path_problem, selector_matches, Container, EnvVar,
+    Kind, Labels, Object, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction, Protocol,
+    ReplicationController, RestartPolicy, Service,
 };
 
 /// v1beta1 `TypeMeta` fields that say nothing about what to run.
@@ -881,10 +881,36 @@ fn probe_action(
         "httpGet" => {
             let fields = cx.fields(node, &HTTP_GET)?;
             let path = optional(fields.get("path"), |node| {
-                cx.string(node, "`path`").map(str::to_string)
+                let path = cx.string(node, "`path`")?;
+                match probe_path_problem(path) {
+                    Some(problem) if !path.is_empty() => {
+                        let error = cx
+                            .error(node.span, format!("probe `path` {problem}"), "bad path")
+                            .with_help(
+                                "give an absolute path such as `/healthz`; percent-encode \
+                                 spaces and control characters (`%20`, `%0D`)",
+                            );
+                        cx.push(error);
+                        None
+                    }
+                    _ => Some(path.to_string()),
+                }
             });
             let host = optional(fields.get("host"), |node| {
-                cx.string(node, "`host`").map(str::to_string)
+                let host = cx.string(node, "`host`")?;
+                match probe_host_problem(host) {
+                    Some(problem) if !host.is_empty() => {
+                        let error = cx
+                            .error(node.span, format!("probe `host` {problem}"), "bad host")
+                            .with_help(
+                                "give the IP address to probe, or leave `host` out to probe \
+                                 the pod's own IP",
+                            );
+                        cx.push(error);
+                        None
+                    }
+                    _ => Some(host.to_string()),
+                }
             });
             let port = probe_port(cx, &fields);
             Some(ProbeAction::HttpGet {

@@ -957,6 +957,52 @@ fn probes_decode_each_action() {
 }
 
 #[test]
+fn probe_paths_and_hosts_cannot_inject() {
+    // JSON escapes are decoded first: these are real CR, LF, tab, NUL.
+    for (path, problem) in [
+        (r#""/ok\r\nX-Evil: 1""#, "control character"),
+        (r#""/ok\nGET /other""#, "control character"),
+        (r#""/a\tb""#, "control character"),
+        (r#""/a\u0000""#, "control character"),
+        (r#""/a b""#, "contains a space"),
+        (r#""healthz""#, "does not start with `/`"),
+    ] {
+        let text = probe_pod(&format!(r#"{{"httpGet": {{"path": {path}, "port": 80}}}}"#));
+        let error = only_error("p.json", &text, problem);
+        assert_eq!(spanned(&text, &error), path, "{path}");
+        assert!(help_of(&error).contains("/healthz"), "{path}");
+    }
+    let long = format!("/{}", "a".repeat(2048));
+    only_error(
+        "p.json",
+        &probe_pod(&format!(
+            r#"{{"httpGet": {{"path": "{long}", "port": 80}}}}"#
+        )),
+        "longer than 2048",
+    );
+    for host in ["example.com", r"10.0.0.1\r\nX: y", "10.0.0.256"] {
+        let text = probe_pod(&format!(
+            r#"{{"httpGet": {{"path": "/", "port": 80, "host": "{host}"}}}}"#
+        ));
+        let error = only_error("p.json", &text, "probe `host` is not an IP address");
+        assert!(help_of(&error).contains("leave `host` out"));
+    }
+    // Percent-encoded, query strings and IPv6 hosts are fine.
+    let probe = probe_of(&load_one(
+        "p.json",
+        &probe_pod(r#"{"httpGet": {"path": "/a%20b?x=1", "port": 80, "host": "::1"}}"#),
+    ));
+    assert_eq!(
+        probe.action,
+        ProbeAction::HttpGet {
+            path: "/a%20b?x=1".into(),
+            port: PortRef::Number(80),
+            host: Some("::1".into()),
+        }
+    );
+}
+
+#[test]
 fn a_probe_has_exactly_one_action() {
     only_error(
         "p.json",

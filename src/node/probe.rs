@@ -6,7 +6,7 @@
 //! takes the pod out of its services' endpoints until it passes again.
 
 use crate::converge::{ContainerEngine, EngineError, MinionReport, Supervisor};
-use crate::model::{PodSpec, PortRef, Probe, ProbeAction, RestartPolicy};
+use crate::model::{probe_path_problem, PodSpec, PortRef, Probe, ProbeAction, RestartPolicy};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +17,10 @@ use tracing::warn;
 pub enum ProbeFailure {
     #[error("bad probe host {0:?}")]
     BadHost(String),
+    /// Validation refuses such paths; one in etcd from elsewhere is not
+    /// sent either.
+    #[error("probe path {0:?} {1}")]
+    BadPath(String, &'static str),
     #[error("the pod has no IP")]
     NoPodIp,
     #[error("no such port")]
@@ -109,6 +113,9 @@ async fn check<D: ContainerEngine>(
     let attempt = async {
         match &probe.action {
             ProbeAction::HttpGet { path, port, host } => {
+                if let Some(problem) = probe_path_problem(path) {
+                    return Err(ProbeFailure::BadPath(path.clone(), problem));
+                }
                 let ip = match host {
                     Some(h) => h
                         .parse::<IpAddr>()
@@ -207,6 +214,32 @@ mod tests {
             let verdict = check(&exec, &p, &spec, Some(addr.ip()), "c1").await;
             assert_eq!(verdict.is_ok(), healthy, "{status}: {verdict:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_path_that_would_add_request_lines_is_never_sent() {
+        // A listener that records whether anything connected.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let p = probe(ProbeAction::HttpGet {
+            path: "/ok\r\nX-Evil: 1".into(),
+            port: PortRef::Number(addr.port()),
+            host: None,
+        });
+        let verdict = check(
+            &RecordingEngine::default(),
+            &p,
+            &PodSpec::default(),
+            Some(addr.ip()),
+            "c1",
+        )
+        .await;
+        assert!(
+            matches!(verdict, Err(ProbeFailure::BadPath(..))),
+            "{verdict:?}"
+        );
+        let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(accepted.is_err(), "the probe connected");
     }
 
     #[tokio::test]
