@@ -113,6 +113,76 @@ fn portal_spreads_over_pods_and_follows_them() {
         );
     }
 
+    // Meanwhile the control plane is out of the pods' reach: etcd and every
+    // machine's sshd refuse them, though the minions themselves get in.
+    let minion_ips: Vec<String> = cluster.kctl(&["get", "minions", "-o", "json"]).json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["hostIP"].as_str().unwrap().to_string())
+        .collect();
+    let etcd = format!("10.{}.0.1:2379", 100 + cluster.slot() as u32);
+    let mut sshds: Vec<String> = minion_ips.iter().map(|ip| format!("{ip}:22")).collect();
+    // The minion's own address on the pod bridge, its gateway.
+    sshds.push(format!(
+        "10.{}.{}.1:22",
+        100 + cluster.slot() as u32,
+        pods[0].0
+    ));
+    for (minion, pod) in &pods {
+        let from_minion = cluster.in_minion(
+            *minion,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "3",
+                &format!("http://{etcd}/version"),
+            ],
+        );
+        assert!(
+            from_minion.ok() && from_minion.stdout.contains("etcdserver"),
+            "etcd from minion-{minion}: {from_minion:?}"
+        );
+        let in_pod = |script: &str| {
+            let sock = docker_sock(&cluster, *minion);
+            let container = format!("{pod}_tomcat");
+            cluster.in_minion(
+                *minion,
+                &[
+                    "docker", "-H", &sock, "exec", &container, "sh", "-c", script,
+                ],
+            )
+        };
+        // (busybox's wget -T crashes in this image; nc speaks plain HTTP.)
+        let (etcd_ip, etcd_port) = etcd.split_once(':').unwrap();
+        let etcd_from_pod = in_pod(&format!(
+            "printf 'GET /version HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {etcd_ip} {etcd_port}"
+        ));
+        assert!(
+            !etcd_from_pod.stdout.contains("etcdserver"),
+            "pod {pod} reached etcd: {etcd_from_pod:?}"
+        );
+        for sshd in &minion_ips {
+            let banner = cluster.in_minion(
+                *minion,
+                &["sh", "-c", &format!("busybox nc -w 2 {sshd} 22 </dev/null")],
+            );
+            assert!(
+                banner.stdout.starts_with("SSH-"),
+                "sshd {sshd} from minion-{minion}: {banner:?}"
+            );
+        }
+        for sshd in &sshds {
+            let (ip, port) = sshd.split_once(':').unwrap();
+            let reached = in_pod(&format!("nc -w 2 {ip} {port} </dev/null"));
+            assert!(
+                !reached.stdout.contains("SSH-"),
+                "pod {pod} reached sshd {sshd}: {reached:?}"
+            );
+        }
+    }
+
     // The pods see the service in their environment: they were started in
     // the same apply, after the service.
     let (minion, pod) = &pods[0];

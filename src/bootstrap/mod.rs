@@ -20,6 +20,7 @@ use crate::converge::docker::{LABEL_CLUSTER, PAUSE_IMAGE, POD_BRIDGE, POD_NETWOR
 use crate::exec::{Exec, ExecError};
 use crate::image;
 use serde::Deserialize;
+use std::net::Ipv4Addr;
 
 /// The file on a minion that lists the images `kctl image load` put there,
 /// so teardown removes those and nothing the host had before.
@@ -78,6 +79,89 @@ pub fn forward_rules(all: &[MinionConfig]) -> String {
     }
     rules.push_str("COMMIT\n");
     rules
+}
+
+/// The filter-table chain that keeps pods away from the control plane,
+/// jumped to first from INPUT and from Docker's DOCKER-USER (or FORWARD
+/// where Docker keeps no iptables rules). DOCKER-USER because Docker
+/// inserts its own FORWARD rules at the top whenever it makes a network or
+/// restarts, and they accept a bridge's outgoing traffic; it jumps to
+/// DOCKER-USER before them and never touches what is in it.
+pub const GUARD_CHAIN: &str = "KCTL-GUARD";
+
+/// Where forwarded packets meet [`GUARD_CHAIN`]: DOCKER-USER if it exists.
+pub const GUARD_FORWARD_HOOKS: [&str; 2] = ["DOCKER-USER", "FORWARD"];
+
+/// The machines and ports of the cluster's control plane: every machine's
+/// sshd (at its cluster address and, for cloud VMs, its external one) and
+/// etcd's client and peer ports. Pods have no business there: a pod that
+/// reached etcd could rewrite what every minion runs.
+pub fn control_plane(cluster: &ClusterConfig) -> std::collections::BTreeSet<(Ipv4Addr, u16)> {
+    let mut out = std::collections::BTreeSet::new();
+    for m in &cluster.minions {
+        out.insert((m.host_ip, m.ssh_port));
+        if let Some(ip) = m.ssh_host.as_deref().and_then(|h| h.parse().ok()) {
+            out.insert((ip, m.ssh_port));
+        }
+    }
+    for endpoint in &cluster.etcd_endpoints {
+        // http://IP:PORT; the machine serving etcd keeps its sshd on 22
+        // (for the local provider: this workstation).
+        let authority = endpoint.split("://").nth(1).unwrap_or(endpoint);
+        let authority = authority.split('/').next().unwrap_or(authority);
+        if let Ok(addr) = authority.parse::<std::net::SocketAddrV4>() {
+            out.insert((*addr.ip(), addr.port()));
+            out.insert((*addr.ip(), 22));
+        }
+    }
+    if let Some(host) = &cluster.etcd_host {
+        out.insert((host.ip, crate::cluster::ETCD_CLIENT_PORT));
+        out.insert((host.ip, crate::cluster::ETCD_PEER_PORT));
+        out.insert((host.ip, host.ssh_port));
+        if let Ok(ip) = host.ssh_host.parse() {
+            out.insert((ip, host.ssh_port));
+        }
+    }
+    out
+}
+
+/// `iptables-restore --noflush` input for [`GUARD_CHAIN`]: connections from
+/// this minion's pods (in through the pod bridge) to the control plane are
+/// refused at once (a TCP reset), to the minion itself on any of those
+/// ports whatever address they name (the pod bridge's gateway, Docker's),
+/// and to the other machines at their addresses. Everything else — other
+/// pods, portals, host ports, the outside world — passes. Declaring the
+/// chain flushes it, so the rules are replaced whole.
+pub fn guard_rules(cluster: &ClusterConfig) -> String {
+    let c = GUARD_CHAIN;
+    let targets = control_plane(cluster);
+    let reject = "-j REJECT --reject-with tcp-reset";
+    let mut rules = format!("*filter\n:{c} - [0:0]\n");
+    let ports: std::collections::BTreeSet<u16> = targets.iter().map(|(_, port)| *port).collect();
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    // multiport takes at most 15 ports a rule.
+    for chunk in ports.chunks(15) {
+        rules.push_str(&format!(
+            "-A {c} -i {POD_BRIDGE} -m addrtype --dst-type LOCAL -p tcp -m multiport --dports {} {reject}\n",
+            chunk.join(",")
+        ));
+    }
+    for (ip, port) in &targets {
+        rules.push_str(&format!(
+            "-A {c} -i {POD_BRIDGE} -d {ip}/32 -p tcp --dport {port} {reject}\n"
+        ));
+    }
+    rules.push_str("COMMIT\n");
+    rules
+}
+
+/// The jump into [`GUARD_CHAIN`] from `hook` (INPUT or FORWARD).
+pub fn guard_jump(hook: &str, op: &str) -> Vec<String> {
+    if op == "--insert" {
+        argv!["iptables", "--wait", op, hook, "1", "--jump", GUARD_CHAIN]
+    } else {
+        argv!["iptables", "--wait", op, hook, "--jump", GUARD_CHAIN]
+    }
 }
 
 /// The nat-table chain that masquerades pods' traffic leaving the cluster.
@@ -337,11 +421,33 @@ pub async fn bootstrap_minion<E: Exec>(
             .await?
             .check(exec.target(), &restore)?;
         let restore = argv!["iptables-restore", "--wait", "--noflush"];
+        exec.run(&restore, Some(guard_rules(cluster).as_bytes()))
+            .await?
+            .check(exec.target(), &restore)?;
+        let restore = argv!["iptables-restore", "--wait", "--noflush"];
         let masq = masquerade_rules(all, cluster.portal_net);
         exec.run(&restore, Some(masq.as_bytes()))
             .await?
             .check(exec.target(), &restore)?;
         let mut changed = false;
+        let docker_user = exec
+            .run(
+                &argv!["iptables", "--wait", "--numeric", "--list", "DOCKER-USER"],
+                None,
+            )
+            .await?
+            .success();
+        let forward_hook = GUARD_FORWARD_HOOKS[usize::from(!docker_user)];
+        for hook in ["INPUT", forward_hook] {
+            if !exec
+                .run(&guard_jump(hook, "--check"), None)
+                .await?
+                .success()
+            {
+                exec.run_ok(&guard_jump(hook, "--insert")).await?;
+                changed = true;
+            }
+        }
         let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
         if !exec.run(&jump("--check"), None).await?.success() {
             exec.run_ok(&jump("--insert")).await?;
@@ -424,6 +530,87 @@ pub(crate) mod tests {
             err.contains("minion-2") && err.contains("not an IPv4 CIDR"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pods_are_refused_the_control_plane_and_nothing_else() {
+        let mut cluster = cluster();
+        cluster.minions[2].ssh_port = 2222;
+        cluster.minions[2].ssh_host = Some("34.1.2.3".into());
+        let targets = control_plane(&cluster);
+        for target in [
+            ("10.101.0.11", 22),
+            ("10.101.0.12", 22),
+            ("10.101.0.13", 2222),
+            ("34.1.2.3", 2222),
+            // etcd (cluster() puts it on minion-1, port 4001).
+            ("10.101.0.11", 4001),
+        ] {
+            let want = (target.0.parse().unwrap(), target.1);
+            assert!(targets.contains(&want), "{target:?} in {targets:?}");
+        }
+        assert_eq!(targets.len(), 5, "{targets:?}");
+        let rules = guard_rules(&cluster);
+        assert!(rules.starts_with("*filter\n:KCTL-GUARD - [0:0]\n"));
+        assert!(rules.ends_with("COMMIT\n"));
+        // The minion itself, whatever address a pod names.
+        assert!(rules.contains(
+            "-A KCTL-GUARD -i kctl0 -m addrtype --dst-type LOCAL -p tcp -m multiport --dports 22,2222,4001 -j REJECT --reject-with tcp-reset\n"
+        ));
+        assert!(rules.contains(
+            "-A KCTL-GUARD -i kctl0 -d 34.1.2.3/32 -p tcp --dport 2222 -j REJECT --reject-with tcp-reset\n"
+        ));
+        // Only connections from pods (in by the pod bridge) and only to
+        // those ports: every rule names both.
+        for line in rules.lines().filter(|l| l.starts_with("-A")) {
+            assert!(
+                line.contains("-i kctl0") && line.contains("-p tcp"),
+                "{line}"
+            );
+            assert!(line.contains("--dport"), "{line}");
+        }
+        // Jumped to first, from both hooks.
+        assert_eq!(
+            guard_jump("INPUT", "--insert"),
+            argv![
+                "iptables",
+                "--wait",
+                "--insert",
+                "INPUT",
+                "1",
+                "--jump",
+                "KCTL-GUARD"
+            ]
+        );
+    }
+
+    #[test]
+    fn many_control_plane_ports_are_split_for_multiport() {
+        let mut cluster = cluster();
+        for (i, m) in cluster.minions.iter_mut().enumerate() {
+            m.ssh_port = 3000 + i as u16;
+        }
+        let extra: Vec<MinionConfig> = (0..20)
+            .map(|i| MinionConfig {
+                id: format!("m{i}"),
+                ssh_port: 4100 + i,
+                ..cluster.minions[0].clone()
+            })
+            .collect();
+        cluster.minions.extend(extra);
+        let rules = guard_rules(&cluster);
+        let multiport: Vec<&str> = rules.lines().filter(|l| l.contains("multiport")).collect();
+        assert_eq!(multiport.len(), 2, "{rules}");
+        assert!(multiport.iter().all(|l| l
+            .split("--dports ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .split(',')
+            .count()
+            <= 15));
     }
 
     #[test]

@@ -146,6 +146,15 @@ pub async fn teardown_minion<E: Exec>(
         Ok(Some(format!("nftables table ip {TABLE}")))
     };
 
+    let guard_chain = async {
+        // Up to three hooks jump into it: those jumps go first, then the
+        // chain with its FORWARD jumps.
+        remove_jumps(exec, |op| super::guard_jump("INPUT", op)).await?;
+        remove_jumps(exec, |op| super::guard_jump("DOCKER-USER", op)).await?;
+        let jump = |op: &str| super::guard_jump("FORWARD", op);
+        let had = remove_chain(exec, "filter", super::GUARD_CHAIN, jump).await?;
+        Ok(had.then(|| format!("iptables chain {}", super::GUARD_CHAIN)))
+    };
     let forward_chain = async {
         let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
         let had = remove_chain(exec, "filter", FORWARD_CHAIN, jump).await?;
@@ -196,11 +205,17 @@ pub async fn teardown_minion<E: Exec>(
     // Docker's steps in order (containers before their network and
     // images); rules and routes alongside.
     let docker_steps = async { vec![containers.await, network.await, images.await, pause.await] };
-    let (docker_results, nft_result, chain_result, masq_result, route_results) =
-        futures::join!(docker_steps, nft, forward_chain, masquerade_chain, routes);
+    let (docker_results, nft_result, chain_result, masq_result, guard_result, route_results) = futures::join!(
+        docker_steps,
+        nft,
+        forward_chain,
+        masquerade_chain,
+        guard_chain,
+        routes
+    );
     for result in docker_results
         .into_iter()
-        .chain([nft_result, chain_result, masq_result])
+        .chain([nft_result, chain_result, masq_result, guard_result])
         .chain(route_results)
     {
         done.record(result);
@@ -238,6 +253,20 @@ pub async fn remove_chain<E: Exec>(
     chain: &str,
     jump: impl Fn(&str) -> Vec<String>,
 ) -> Result<bool, ExecError> {
+    let mut had = remove_jumps(exec, jump).await?;
+    let iptables = |op: &str| argv!["iptables", "--wait", "--table", table, op, chain];
+    if exec.run(&iptables("--flush"), None).await?.success() {
+        exec.run_ok(&iptables("--delete-chain")).await?;
+        had = true;
+    }
+    Ok(had)
+}
+
+/// Removes every copy of the jump `jump(op)`; true if there was one.
+async fn remove_jumps<E: Exec>(
+    exec: &E,
+    jump: impl Fn(&str) -> Vec<String>,
+) -> Result<bool, ExecError> {
     let mut had = false;
     // Bounded: a jump inserted twice goes in two rounds, never forever.
     for _ in 0..8 {
@@ -245,11 +274,6 @@ pub async fn remove_chain<E: Exec>(
             break;
         }
         exec.run_ok(&jump("--delete")).await?;
-        had = true;
-    }
-    let iptables = |op: &str| argv!["iptables", "--wait", "--table", table, op, chain];
-    if exec.run(&iptables("--flush"), None).await?.success() {
-        exec.run_ok(&iptables("--delete-chain")).await?;
         had = true;
     }
     Ok(had)
@@ -355,6 +379,7 @@ mod tests {
         assert!(removed.contains(&"Docker network kctl (10.101.1.0/24)".to_string()));
         assert!(removed.contains(&"route 10.101.2.0/24".to_string()));
         assert!(removed.contains(&"iptables nat chain KCTL-MASQ".to_string()));
+        assert!(removed.contains(&"iptables chain KCTL-GUARD".to_string()));
         assert!(!removed.contains(&"route 10.101.3.0/24".to_string()));
         let calls = exec.calls();
         assert!(calls.contains(&argv!["docker", "network", "rm", "kctl"]));
