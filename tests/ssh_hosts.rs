@@ -230,6 +230,48 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         "masqueraded to the host's address"
     );
 
+    // The control plane is out of the pods' reach: etcd (on vm1, port
+    // 4001) and both hosts' sshd refuse a pod, though the hosts get in.
+    let etcd = (hosts.hosts()[0].ip, 4001);
+    let sshds: Vec<_> = hosts.hosts().iter().map(|h| (h.ip, 22)).collect();
+    let ask = |(ip, port): (std::net::Ipv4Addr, u16)| {
+        format!("printf 'GET /version HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} {port}")
+    };
+    for (i, _) in hosts.hosts().iter().enumerate() {
+        let from_host = hosts.run_in(
+            i,
+            &[
+                "bash",
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/{}/{}; printf 'GET /version HTTP/1.0\\r\\n\\r\\n' >&3; timeout 2 cat <&3",
+                    etcd.0, etcd.1
+                ),
+            ],
+        );
+        assert!(
+            String::from_utf8_lossy(&from_host.stdout).contains("etcdserver"),
+            "etcd from vm{}: {from_host:?}",
+            i + 1
+        );
+    }
+    for p in &pods {
+        let host = p["currentState"]["host"].as_str().unwrap();
+        let index: usize = host.trim_start_matches("minion-").parse().unwrap();
+        let container = format!("{}_tomcat", p["id"].as_str().unwrap());
+        for target in std::iter::once(etcd).chain(sshds.iter().copied()) {
+            let out = hosts.run_in(
+                index - 1,
+                &["docker", "exec", &container, "sh", "-c", &ask(target)],
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !text.contains("etcdserver") && !text.contains("SSH-"),
+                "{container} reached {target:?}: {out:?}"
+            );
+        }
+    }
+
     let run = cluster.kctl(&["down"]);
     assert!(run.ok(), "kctl down: {run:?}");
     assert!(
