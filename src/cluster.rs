@@ -299,8 +299,8 @@ pub struct ClusterConfig {
     /// The user's key for the ssh provider's hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_identity: Option<PathBuf>,
-    /// Minions cannot reach a registry: `docker run --pull never`, so a
-    /// missing image fails at once with a clear message.
+    /// Minions cannot reach a registry: never pull, so a missing image
+    /// fails at once with a clear message.
     #[serde(default)]
     pub offline_images: bool,
 }

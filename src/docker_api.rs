@@ -10,8 +10,8 @@ use bollard::models::{
     PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
-    RemoveContainerOptions, RestartContainerOptions,
+    CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
+    RestartContainerOptions,
 };
 use bollard::Docker;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -34,8 +34,9 @@ pub struct DockerApi {
 }
 
 impl DockerApi {
-    /// Connects to the dockerd at `socket` and agrees on an API version
-    /// with it (Debian 12's docker.io speaks 1.41, older than bollard's).
+    /// Connects to the dockerd at `socket` and asks its version, which
+    /// proves it answers. Negotiation lowers bollard's API version to the
+    /// daemon's (Debian 12's docker.io speaks 1.41, older than bollard's).
     pub async fn connect(name: &str, socket: &std::path::Path) -> Result<DockerApi, EngineError> {
         let transport = |message: String| EngineError::Transport {
             target: name.to_string(),
@@ -52,11 +53,6 @@ impl DockerApi {
             name: name.to_string(),
             docker,
         })
-    }
-
-    /// The API version both sides speak.
-    pub fn api_version(&self) -> String {
-        self.docker.client_version().to_string()
     }
 
     fn error(&self, e: bollard::errors::Error) -> EngineError {
@@ -76,19 +72,24 @@ impl DockerApi {
         }
     }
 
-    async fn inspect(&self, id: &str) -> Result<Option<Observed>, EngineError> {
-        match self.docker.inspect_container(id, None).await {
-            Ok(found) => Ok(observed(found)),
-            // Removed between the list and now.
-            Err(e) => {
-                let e = self.error(e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
+    /// `result`'s value, None where Docker answered 404 (no such thing).
+    fn unless_missing<T>(
+        &self,
+        result: Result<T, bollard::errors::Error>,
+    ) -> Result<Option<T>, EngineError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => match self.error(e) {
+                e if e.is_not_found() => Ok(None),
+                e => Err(e),
+            },
         }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<Observed>, EngineError> {
+        // None if removed between the list and now.
+        let found = self.unless_missing(self.docker.inspect_container(id, None).await)?;
+        Ok(found.and_then(observed))
     }
 }
 
@@ -201,36 +202,8 @@ impl ContainerEngine for DockerApi {
     }
 
     async fn has_image(&self, image: &str) -> Result<bool, EngineError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = self.error(e);
-                if e.is_not_found() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    async fn pull(&self, image: &str) -> Result<(), EngineError> {
-        // `name:tag` (or a digest) as given; no tag means `latest`, as the
-        // docker CLI does.
-        let (name, tag) = split_image(image);
-        let mut progress = self.docker.create_image(
-            Some(CreateImageOptions {
-                from_image: Some(name.to_string()),
-                tag: Some(tag.to_string()),
-                ..Default::default()
-            }),
-            None,
-            None,
-        );
-        while let Some(step) = progress.next().await {
-            step.map_err(|e| self.error(e))?;
-        }
-        Ok(())
+        let found = self.unless_missing(self.docker.inspect_image(image).await)?;
+        Ok(found.is_some())
     }
 
     async fn run(&self, spec: &ContainerSpec) -> Result<(), EngineError> {
@@ -308,28 +281,14 @@ impl ContainerEngine for DockerApi {
     async fn remove(&self, ids: &[String]) -> Result<(), EngineError> {
         let results: Vec<Result<(), EngineError>> = futures::stream::iter(ids.to_vec())
             .map(|id| async move {
-                match self
-                    .docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            v: true,
-                            link: false,
-                        }),
-                    )
-                    .await
-                {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        let e = self.error(e);
-                        if e.is_not_found() {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    }
-                }
+                let options = RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    link: false,
+                };
+                let removed = self.docker.remove_container(&id, Some(options)).await;
+                // Already gone is as good as removed.
+                self.unless_missing(removed).map(drop)
             })
             .buffer_unordered(REQUESTS_IN_FLIGHT)
             .collect()
@@ -365,35 +324,10 @@ impl ContainerEngine for DockerApi {
     }
 }
 
-/// An image reference's name and tag: `busybox` → (`busybox`, `latest`),
-/// `reg:5000/app:1` → (`reg:5000/app`, `1`); a digest stays in the name.
-pub fn split_image(image: &str) -> (&str, &str) {
-    if image.contains('@') {
-        return (image, "");
-    }
-    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[last_slash..].rfind(':') {
-        Some(colon) => (
-            &image[..last_slash + colon],
-            &image[last_slash + colon + 1..],
-        ),
-        None => (image, "latest"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::converge::engine::{Published, RestartKind};
-
-    #[test]
-    fn image_references_split_at_the_tag() {
-        assert_eq!(split_image("busybox"), ("busybox", "latest"));
-        assert_eq!(split_image("busybox:1.36"), ("busybox", "1.36"));
-        assert_eq!(split_image("reg:5000/app"), ("reg:5000/app", "latest"));
-        assert_eq!(split_image("reg:5000/app:2"), ("reg:5000/app", "2"));
-        assert_eq!(split_image("app@sha256:ab"), ("app@sha256:ab", ""));
-    }
 
     #[test]
     fn a_spec_becomes_the_engine_api_body() {

@@ -88,9 +88,7 @@ async fn converge_once(node: Node) -> miette::Result<()> {
         cluster,
         offline_images,
         service_env: vec![],
-        starts_in_flight: kctl::converge::pod_starts_for_cpus(
-            std::thread::available_parallelism().map_or(1, usize::from),
-        ),
+        starts_in_flight: kctl::converge::pod_starts_here(),
     };
     let mut supervisor = Supervisor::default();
     let report = converge_locked(

@@ -21,6 +21,10 @@ pub struct SetupRequest {
     /// Where the new binary was uploaded, when the helper is replaced: it
     /// is moved into place once the old helper has stopped.
     pub staged: Option<String>,
+    /// The SHA-256 the staged binary must have: checked before anything
+    /// stops, so a damaged upload never replaces a working helper.
+    #[serde(default)]
+    pub staged_sha256: Option<String>,
 }
 
 /// What `kctl-node setup` prints on success.
@@ -64,6 +68,7 @@ pub async fn setup_minion<E: Exec>(
         },
         minion: minion.to_string(),
         staged: staged.clone(),
+        staged_sha256: stale.then_some(local),
     };
     let input = serde_json::to_vec(&request).map_err(|e| transport(e.to_string()))?;
     let setup = argv![staged.unwrap_or(service.program), "setup"];
@@ -94,13 +99,30 @@ pub async fn setup_here<E: Exec>(
             target: request.minion.clone(),
             message: "not in the cluster record it was given".into(),
         })?;
-    let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
     let service = helper_service(minion, &Helper::of(&request.cluster));
+    if let (Some(staged), Some(want)) = (&request.staged, &request.staged_sha256) {
+        let out = exec.run_ok(&argv!["sha256sum", staged.clone()]).await?;
+        if out.split_whitespace().next() != Some(want.as_str()) {
+            return Err(ExecError::Transport {
+                target: request.minion.clone(),
+                message: format!(
+                    "the uploaded {staged} is damaged (its SHA-256 differs); run `kctl up` again"
+                ),
+            });
+        }
+    }
+    let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
     let systemd = service::has_systemd(exec).await?;
     if let Some(staged) = &request.staged {
         service::stop(exec, &service, systemd).await?;
-        exec.run_ok(&argv!["mv", "-f", staged.clone(), service.program.clone()])
-            .await?;
+        let moved = exec
+            .run_ok(&argv!["mv", "-f", staged.clone(), service.program.clone()])
+            .await;
+        if let Err(e) = moved {
+            // The old helper goes back to work rather than stay stopped.
+            let _ = service::ensure_running(exec, &service, systemd, false).await;
+            return Err(e);
+        }
         changed = true;
     }
     let restart = request.staged.is_some() && systemd;
@@ -170,6 +192,7 @@ mod tests {
             Some("/var/lib/kctl/kctl-node.new")
         );
         assert_eq!(request.cluster.minions, cluster.minions);
+        assert_eq!(request.staged_sha256, Some(sha256_file(&binary).unwrap()));
 
         // The same binary there: no upload, the installed one sets up.
         let digest = sha256_file(&binary).unwrap();
@@ -212,16 +235,35 @@ mod tests {
             cluster: cluster(),
             minion: "minion-2".into(),
             staged: Some("/var/lib/kctl/kctl-node.new".into()),
+            staged_sha256: Some("abc".into()),
         };
         // systemd present (the recorder answers success by default), no
         // unit yet, service inactive.
-        let exec = RecordingExec {
-            answers: [
+        let answers = |digest: &str| {
+            [
                 ("systemctl is-active".to_string(), answer(1, "")),
                 ("cat /etc/systemd".to_string(), answer(1, "")),
                 ("docker network inspect".to_string(), answer(1, "")),
+                (
+                    "sha256sum".to_string(),
+                    answer(0, &format!("{digest}  /var/lib/kctl/kctl-node.new\n")),
+                ),
             ]
-            .into(),
+            .into()
+        };
+        // A damaged upload stops nothing and changes nothing.
+        let damaged = RecordingExec {
+            answers: answers("bad"),
+            ..Default::default()
+        };
+        let err = setup_here(&damaged, &request)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("damaged"), "{err}");
+        assert_eq!(damaged.calls().len(), 1, "{:?}", damaged.calls());
+        let exec = RecordingExec {
+            answers: answers("abc"),
             ..Default::default()
         };
         assert_eq!(setup_here(&exec, &request).await.unwrap(), CHANGED);

@@ -37,16 +37,6 @@ pub enum RestartKind {
     No,
 }
 
-impl RestartKind {
-    pub fn as_docker(self) -> &'static str {
-        match self {
-            RestartKind::Always => "always",
-            RestartKind::OnFailure => "on-failure",
-            RestartKind::No => "no",
-        }
-    }
-}
-
 /// A container port published on the minion's own address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -73,6 +63,9 @@ pub enum EngineError {
         status: u16,
         message: String,
     },
+    /// An image a pod needs is not on the minion and cannot be had.
+    #[error("{0}")]
+    ImageUnavailable(String),
     /// Docker could not be reached or answered nonsense.
     #[error("{target}: Docker Engine API: {message}")]
     Transport { target: String, message: String },
@@ -97,9 +90,6 @@ pub trait ContainerEngine: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Observed>, EngineError>> + Send;
 
     fn has_image(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
-
-    /// Pulls `image` from its registry.
-    fn pull(&self, image: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Creates the container and starts it.
     fn run(&self, spec: &ContainerSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
@@ -183,10 +173,6 @@ impl ContainerEngine for RecordingEngine {
             .images
             .as_ref()
             .is_none_or(|have| have.iter().any(|i| i == image)))
-    }
-    async fn pull(&self, image: &str) -> Result<(), EngineError> {
-        self.record(format!("pull {image}"));
-        Ok(())
     }
     async fn run(&self, spec: &ContainerSpec) -> Result<(), EngineError> {
         use std::sync::atomic::Ordering;

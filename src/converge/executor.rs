@@ -14,7 +14,7 @@ use crate::argv;
 use crate::exec::{Exec, ExecError};
 use crate::services::rules::{self, Portal};
 use crate::state::{PodPhase, PodRecord, PodStatus};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,7 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
     // is first polled).
     let mut docker_events =
         (!wait.is_zero() && !to_start.is_empty()).then(|| engine.events(&ctx.cluster).fuse());
-    let unavailable = ensure_images(engine, ctx, &to_start).await?;
+    let unavailable = ensure_images(engine, exec, ctx, &to_start).await?;
     // Pods start side by side, a bounded number at a time; each pod's own
     // containers keep their order (infra first). A failure stays the pod's.
     let results: Vec<(String, Result<(), EngineError>)> = futures::stream::iter(to_start.iter())
@@ -178,7 +178,10 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
                 tokio::select! {
                     _ = pause => {}
                     event = stream.next() => {
-                        if !matches!(event, Some(Ok(_))) {
+                        if matches!(event, Some(Ok(_))) {
+                            // One look for however many came at once.
+                            while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+                        } else {
                             docker_events = None;
                         }
                     }
@@ -192,8 +195,13 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
 /// Makes sure every image the pods need is on the minion, asking Docker
 /// once per image: pulls what is missing, unless the cluster's minions
 /// cannot pull. Returns the images that are not there, with why.
-async fn ensure_images<D: ContainerEngine>(
+///
+/// A pull is `docker pull` over `Exec`, one process per missing image: the
+/// CLI brings the login's registry credentials (`docker login`, credential
+/// helpers), which the Engine API would need to be sent.
+async fn ensure_images<D: ContainerEngine, E: Exec>(
     engine: &D,
+    exec: &E,
     ctx: &RunContext,
     pods: &[PodRecord],
 ) -> Result<BTreeMap<String, String>, ConvergeError> {
@@ -235,8 +243,17 @@ async fn ensure_images<D: ContainerEngine>(
                     engine.target()
                 ),
             );
-        } else if let Err(e) = engine.pull(&image).await {
-            unavailable.insert(image.clone(), format!("pulling image {image}: {e}"));
+        } else {
+            let pull = argv!["docker", "pull", "--quiet", "--", image.clone()];
+            let pulled = exec.run(&pull, None).await;
+            let why = match pulled {
+                Ok(out) if out.success() => None,
+                Ok(out) => Some(out.stderr_text().trim().to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = why {
+                unavailable.insert(image.clone(), format!("pulling image {image}: {why}"));
+            }
         }
     }
     Ok(unavailable)
@@ -247,11 +264,7 @@ fn missing_image(pod: &PodRecord, unavailable: &BTreeMap<String, String>) -> Opt
     std::iter::once(PAUSE_IMAGE)
         .chain(pod.pod.spec.containers.iter().map(|c| c.image.as_str()))
         .find_map(|image| unavailable.get(image))
-        .map(|why| EngineError::Refused {
-            target: String::new(),
-            status: 404,
-            message: why.clone(),
-        })
+        .map(|why| EngineError::ImageUnavailable(why.clone()))
 }
 
 /// Hairpin mode on every port of the pod bridge, so a pod reaches itself

@@ -46,7 +46,12 @@ pub fn pod_starts_for_cpus(cpus: usize) -> usize {
     cpus.clamp(2, 16)
 }
 
-/// Facts about the cluster that shape `docker run`.
+/// [`pod_starts_for_cpus`] of this machine's CPUs.
+pub fn pod_starts_here() -> usize {
+    pod_starts_for_cpus(std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Facts about the cluster that shape how its pods are started.
 #[derive(Debug, Clone)]
 pub struct RunContext {
     pub cluster: String,

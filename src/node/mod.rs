@@ -23,6 +23,7 @@ use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
 use crate::store::{Store, StoreError};
 use futures::stream::{BoxStream, StreamExt};
+use futures::FutureExt;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
@@ -98,9 +99,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         cluster: node.cluster.clone(),
         offline_images: node.offline_images,
         service_env: vec![],
-        starts_in_flight: crate::converge::pod_starts_for_cpus(
-            std::thread::available_parallelism().map_or(1, usize::from),
-        ),
+        starts_in_flight: crate::converge::pod_starts_here(),
     };
     let mut leading = false;
     let mut supervisor = Supervisor::default();
@@ -158,7 +157,11 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
             _ = tokio::time::sleep(PERIOD) => {}
             _ = desired.changed() => {}
             exit = exits.next() => {
-                if exit.is_none() {
+                if exit.is_some() {
+                    // One round for however many exits came at once (a
+                    // deleted controller stops hundreds of containers).
+                    while let Some(Some(_)) = exits.next().now_or_never() {}
+                } else {
                     // dockerd restarted or the stream broke: subscribe
                     // again; the period carries the loop meanwhile.
                     warn!("Docker's event stream ended; subscribing again");
@@ -175,7 +178,12 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
 fn container_exits(docker: &DockerApi, cluster: &str) -> BoxStream<'static, EngineEvent> {
     docker
         .events(cluster)
-        .take_while(|event| std::future::ready(event.is_ok()))
+        .take_while(|event| {
+            if let Err(e) = event {
+                warn!("Docker's event stream: {e}");
+            }
+            std::future::ready(event.is_ok())
+        })
         .filter_map(|event| std::future::ready(event.ok().filter(|e| e.action == "die")))
         .boxed()
 }

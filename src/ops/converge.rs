@@ -88,14 +88,20 @@ impl<'a> Connections<'a> {
             .iter()
             .filter(|(id, _)| ids.contains(*id) && !self.docker.contains_key(*id))
             .map(|(id, exec)| async move {
-                let remote = config
-                    .minion(id)
+                let minion = config.minion(id);
+                let remote = minion
                     .map(|m| m.docker_socket.clone())
                     .unwrap_or_else(|| crate::docker_api::DEFAULT_SOCKET.into());
                 let result = match exec.forward_unix_socket(&remote).await {
-                    Ok(local) => DockerApi::connect(id, &local)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(local) => DockerApi::connect(id, &local).await.map_err(|e| {
+                        // sshd opens the socket with the login's rights.
+                        match minion.map(|m| m.ssh_user.as_str()) {
+                            Some(user) if user != "root" => format!(
+                                "{e} (is {user} in the docker group there? `kctl up` puts it in)"
+                            ),
+                            _ => e.to_string(),
+                        }
+                    }),
                     Err(e) => Err(format!("forwarding Docker's socket {remote}: {e}")),
                 };
                 (id.clone(), result)
