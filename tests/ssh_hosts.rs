@@ -230,6 +230,50 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         "masqueraded to the host's address"
     );
 
+    // What a reboot wipes (kctl's nftables table, its iptables chains and
+    // jumps, the routes to the other host's pods) comes back when the
+    // helper starts, without `kctl up`; its first round rewrites the
+    // service rules whatever etcd's digest says.
+    let wipe = "nft delete table ip kctl; \
+        iptables -D DOCKER-USER -j KCTL-GUARD; iptables -D INPUT -j KCTL-GUARD; \
+        iptables -D FORWARD -j KCTL-FORWARD; iptables -F KCTL-FORWARD; iptables -X KCTL-FORWARD; \
+        iptables -F KCTL-GUARD; iptables -X KCTL-GUARD; echo wiped";
+    assert!(hosts.sh(1, wipe).contains("wiped"));
+    let restarted = hosts.run_in(1, &["systemctl", "restart", "kctl-node-t-ssh-hosts"]);
+    assert!(restarted.status.success(), "{restarted:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let table = hosts.run_in(1, &["nft", "list", "table", "ip", "kctl"]);
+        let guard = hosts.run_in(
+            1,
+            &["iptables", "--check", "DOCKER-USER", "--jump", "KCTL-GUARD"],
+        );
+        if table.status.success() && guard.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rules not restored: {table:?} {guard:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let on_vm2 = pods
+        .iter()
+        .find(|p| p["currentState"]["host"] == "minion-2")
+        .unwrap();
+    let container = format!("{}_tomcat", on_vm2["id"].as_str().unwrap());
+    let script = format!("for i in $(seq 24); do wget -q -O - http://{portal}:8080/; done");
+    let out = hosts.run_in(1, &["docker", "exec", &container, "sh", "-c", &script]);
+    assert!(out.status.success(), "portal after the restore: {out:?}");
+    let seen: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("<p>pod ")?.1;
+            Some(rest.split_once("</p>")?.0.to_string())
+        })
+        .collect();
+    assert_eq!(seen, ids, "both pods through the portal after the restore");
+
     // The control plane is out of the pods' reach: etcd (on vm1, port
     // 4001) and both hosts' sshd refuse a pod, though the hosts get in.
     let etcd = (hosts.hosts()[0].ip, 4001);

@@ -103,7 +103,7 @@ async fn converge_once(node: Node) -> miette::Result<()> {
     )
     .await
     .map_err(|e| miette::miette!("converge: {e}"))?;
-    let rules = sync_rules_locked(&exec, &store, &minion, &log_event)
+    let rules = sync_rules_locked(&exec, &store, &minion, false, &log_event)
         .await
         .map_err(|e| miette::miette!("service rules: {e}"))?;
     // The command's result, on stdout; the log went to stderr.

@@ -61,7 +61,10 @@ pub fn route_batch(minion: &MinionConfig, all: &[MinionConfig]) -> Result<String
 /// atomically.
 pub fn forward_rules(all: &[MinionConfig]) -> String {
     let c = FORWARD_CHAIN;
-    let mut rules = format!("*filter\n:{c} - [0:0]\n");
+    // The guard first: wherever this chain is jumped to from (re-inserted
+    // at the top of FORWARD after a reboot, say), pods still do not get
+    // to the control plane through its ACCEPTs.
+    let mut rules = format!("*filter\n:{c} - [0:0]\n-A {c} -j {GUARD_CHAIN}\n");
     let sources: Vec<String> = all
         .iter()
         .map(|m| m.pod_cidr.clone())
@@ -416,12 +419,13 @@ pub async fn bootstrap_minion<E: Exec>(
     let rules = async {
         // Service rules are written with nft (see services::rules).
         exec.run_ok(&argv!["nft", "--version"]).await?;
+        // The guard before the chain that jumps to it.
         let restore = argv!["iptables-restore", "--wait", "--noflush"];
-        exec.run(&restore, Some(forward_rules(all).as_bytes()))
+        exec.run(&restore, Some(guard_rules(cluster).as_bytes()))
             .await?
             .check(exec.target(), &restore)?;
         let restore = argv!["iptables-restore", "--wait", "--noflush"];
-        exec.run(&restore, Some(guard_rules(cluster).as_bytes()))
+        exec.run(&restore, Some(forward_rules(all).as_bytes()))
             .await?
             .check(exec.target(), &restore)?;
         let restore = argv!["iptables-restore", "--wait", "--noflush"];

@@ -27,6 +27,30 @@ pub struct SetupRequest {
     pub staged_sha256: Option<String>,
 }
 
+/// Where `kctl-node setup` keeps its request: beside the helper's binary.
+pub fn saved_request_path(program: &str) -> String {
+    let dir = program.rsplit_once('/').map_or(".", |(dir, _)| dir);
+    format!("{dir}/setup.json")
+}
+
+/// Minion side, when the helper starts: bootstraps the minion again from
+/// the request `setup` kept (`saved`, its text), so what a reboot wiped
+/// comes back without `kctl up`. True if anything changed.
+pub async fn restore_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecError> {
+    let request: SetupRequest = serde_json::from_str(saved).map_err(|e| ExecError::Transport {
+        target: exec.target().to_string(),
+        message: format!("the saved setup request: {e}"),
+    })?;
+    let minion = request
+        .cluster
+        .minion(&request.minion)
+        .ok_or_else(|| ExecError::Transport {
+            target: request.minion.clone(),
+            message: "not in the saved cluster record".into(),
+        })?;
+    bootstrap_minion(exec, &request.cluster, minion).await
+}
+
 /// What `kctl-node setup` prints on success.
 const CHANGED: &str = "changed";
 const UNCHANGED: &str = "unchanged";
@@ -112,6 +136,17 @@ pub async fn setup_here<E: Exec>(
         }
     }
     let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
+    // Kept beside the helper, which bootstraps from it again when it
+    // starts: a reboot wipes routes and rules, and `up` is not there.
+    let saved = saved_request_path(&service.program);
+    let keep = argv!["install", "-D", "-m", "0600", "/dev/stdin", saved];
+    let text = serde_json::to_vec(request).map_err(|e| ExecError::Transport {
+        target: request.minion.clone(),
+        message: e.to_string(),
+    })?;
+    exec.run(&keep, Some(&text))
+        .await?
+        .check(exec.target(), &keep)?;
     let systemd = service::has_systemd(exec).await?;
     if let Some(staged) = &request.staged {
         service::stop(exec, &service, systemd).await?;
@@ -285,6 +320,21 @@ mod tests {
             "status=none"
         ])
         .is_some());
+        // The request is kept beside the helper, for its restarts.
+        let kept = exec
+            .input_of(&argv![
+                "install",
+                "-D",
+                "-m",
+                "0600",
+                "/dev/stdin",
+                "/var/lib/kctl/setup.json"
+            ])
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<SetupRequest>(&kept).unwrap(),
+            request
+        );
         // Bootstrap ran here too: the pod network, through the local exec.
         assert!(calls
             .iter()
@@ -292,5 +342,41 @@ mod tests {
         assert!(!calls
             .iter()
             .any(|c| c[0] == "start-stop-daemon" && c.contains(&"--start".to_string())));
+    }
+
+    #[tokio::test]
+    async fn a_restarted_helper_bootstraps_again_from_what_setup_kept() {
+        let request = SetupRequest {
+            cluster: cluster(),
+            minion: "minion-1".into(),
+            staged: None,
+            staged_sha256: None,
+        };
+        let exec = RecordingExec {
+            answers: [
+                ("docker network inspect".to_string(), answer(1, "")),
+                ("iptables --wait --check".to_string(), answer(1, "")),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert!(restore_here(&exec, &text).await.unwrap());
+        let calls = exec.calls();
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with(&argv!["docker", "network", "create"])));
+        assert!(calls.iter().any(|c| c == &guard_jump_insert("INPUT")));
+        // Nothing of the helper itself is touched.
+        assert!(!calls.iter().any(|c| c[0] == "systemctl" || c[0] == "mv"));
+        assert!(restore_here(&exec, "not json").await.is_err());
+        assert_eq!(
+            saved_request_path("/var/lib/kctl/c1/m1/kctl-node"),
+            "/var/lib/kctl/c1/m1/setup.json"
+        );
+    }
+
+    fn guard_jump_insert(hook: &str) -> Vec<String> {
+        crate::bootstrap::guard_jump(hook, "--insert")
     }
 }

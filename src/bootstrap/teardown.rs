@@ -146,9 +146,11 @@ pub async fn teardown_minion<E: Exec>(
         Ok(Some(format!("nftables table ip {TABLE}")))
     };
 
+    let forward_done = tokio::sync::Notify::new();
     let guard_chain = async {
-        // Up to three hooks jump into it: those jumps go first, then the
-        // chain with its FORWARD jumps.
+        // After KCTL-FORWARD, which jumps to it; then the jumps of up to
+        // three hooks, then the chain with its FORWARD jumps.
+        forward_done.notified().await;
         remove_jumps(exec, |op| super::guard_jump("INPUT", op)).await?;
         remove_jumps(exec, |op| super::guard_jump("DOCKER-USER", op)).await?;
         let jump = |op: &str| super::guard_jump("FORWARD", op);
@@ -157,8 +159,9 @@ pub async fn teardown_minion<E: Exec>(
     };
     let forward_chain = async {
         let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
-        let had = remove_chain(exec, "filter", FORWARD_CHAIN, jump).await?;
-        Ok(had.then(|| format!("iptables chain {FORWARD_CHAIN}")))
+        let had = remove_chain(exec, "filter", FORWARD_CHAIN, jump).await;
+        forward_done.notify_one();
+        Ok(had?.then(|| format!("iptables chain {FORWARD_CHAIN}")))
     };
     let masquerade_chain = async {
         let jump = |op: &str| masquerade_jump(minion, op);

@@ -94,17 +94,20 @@ pub async fn converge_locked<D: ContainerEngine, E: Exec>(
 }
 
 /// Brings a minion's service rules up to date under its lock; true if they
-/// had to be rewritten.
+/// had to be rewritten. The digest recorded in etcd says what was last
+/// written; `rewrite` writes them whatever it says (a helper's first round
+/// after a reboot, which wipes the table but not the record).
 pub async fn sync_rules_locked<E: Exec>(
     exec: &E,
     store: &Store,
     minion: &str,
+    rewrite: bool,
     events: &dyn EventSink,
 ) -> Result<bool, ConvergeError> {
     with_minion_locked(store, minion, |mut store, state| async move {
         let portals = rules::portals(&state, &services::endpoints(&state));
         let digest = rules::digest(&portals);
-        if state.rule_digests.get(minion) == Some(&digest) {
+        if !rewrite && state.rule_digests.get(minion) == Some(&digest) {
             return Ok(false);
         }
         executor::sync_rules(exec, &portals).await?;

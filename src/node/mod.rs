@@ -72,6 +72,7 @@ pub async fn run(node: NodeConfig) {
         node.minion,
         node.cluster
     );
+    restore_host(&node).await;
     loop {
         let result = match Store::connect(&node.etcd, &node.cluster).await {
             Ok(store) => serve(&node, store).await,
@@ -81,6 +82,27 @@ pub async fn run(node: NodeConfig) {
             error!("{e}; starting over");
         }
         tokio::time::sleep(PERIOD).await;
+    }
+}
+
+/// Bootstraps the minion again from what `kctl-node setup` kept beside this
+/// binary: after a reboot the routes, forwarding and guard rules are gone
+/// until then. Without the file (a helper started by hand) nothing happens.
+async fn restore_host(node: &NodeConfig) {
+    let saved = std::env::current_exe().ok().and_then(|exe| {
+        exe.to_str()
+            .map(crate::bootstrap::setup::saved_request_path)
+    });
+    let Some(text) = saved.and_then(|path| std::fs::read_to_string(path).ok()) else {
+        return;
+    };
+    let exec = LocalExec {
+        name: node.minion.clone(),
+    };
+    match crate::bootstrap::setup::restore_here(&exec, &text).await {
+        Ok(true) => info!("restored the minion's routes and rules (a reboot had wiped them)"),
+        Ok(false) => {}
+        Err(e) => error!("restoring the minion's routes and rules: {e}"),
     }
 }
 
@@ -102,6 +124,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         starts_in_flight: crate::converge::pod_starts_here(),
     };
     let mut leading = false;
+    let mut rules_written = false;
     let mut supervisor = Supervisor::default();
     loop {
         if heartbeat.task.is_finished() {
@@ -127,8 +150,11 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         if let Err(e) = update_endpoints(&mut store, &log_event).await {
             error!("endpoints: {e}");
         }
-        if let Err(e) = sync_rules_locked(&exec, &store, &node.minion, &log_event).await {
-            error!("service rules: {e}");
+        // The first round of each life writes the rules whatever etcd's
+        // digest says: a reboot wiped them, not the record.
+        match sync_rules_locked(&exec, &store, &node.minion, !rules_written, &log_event).await {
+            Ok(_) => rules_written = true,
+            Err(e) => error!("service rules: {e}"),
         }
         match store.try_lead(&node.minion, heartbeat.lease).await {
             Ok(true) => {

@@ -254,7 +254,10 @@ async fn sync_services(
             .iter()
             .filter(|(id, _)| stale.contains(*id))
             .map(|(id, exec)| async move {
-                (id.clone(), sync_rules_locked(exec, store, id, events).await)
+                (
+                    id.clone(),
+                    sync_rules_locked(exec, store, id, false, events).await,
+                )
             });
         join_all(work).await
     };
