@@ -36,8 +36,15 @@ pub enum StoreError {
         "is the cluster up? `kctl up` starts its etcd; `kctl get minions` checks it"
     ))]
     Unreachable { endpoints: String, message: String },
-    #[error("etcd request failed: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    /// etcd went away in the middle of the command: killed, restarting,
+    /// or the network to it is gone.
+    #[error("etcd stopped answering: {0}")]
+    #[diagnostic(help(
+        "what was committed before stays, nothing else changed; run the command again once etcd is back (`kctl up` restarts it)"
+    ))]
+    Lost(String),
+    #[error("etcd refused the request: {0}")]
+    Etcd(String),
     #[error("the cluster's state changed while this command was working")]
     #[diagnostic(help(
         "another kctl changed the cluster at the same time; run the command again"
@@ -47,6 +54,42 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("the heartbeat lease of {minion} expired")]
     LeaseLost { minion: String },
+}
+
+impl From<etcd_client::Error> for StoreError {
+    /// A sentence, not the gRPC client's debug dump.
+    fn from(e: etcd_client::Error) -> Self {
+        use etcd_client::Error as E;
+        use tonic::Code;
+        match e {
+            E::GRpcStatus(status) => {
+                let text = format!("{} ({})", status.message(), status.code());
+                match status.code() {
+                    Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => {
+                        StoreError::Lost(text)
+                    }
+                    _ => StoreError::Etcd(text),
+                }
+            }
+            E::TransportError(e) => StoreError::Lost(error_chain(&e)),
+            E::IoError(e) => StoreError::Lost(e.to_string()),
+            other => StoreError::Etcd(other.to_string()),
+        }
+    }
+}
+
+/// An error and its causes, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[derive(Clone)]
@@ -521,5 +564,27 @@ mod tests {
                 ("a".to_string(), Some(b"2".to_vec()))
             ]
         );
+    }
+
+    #[test]
+    fn etcd_errors_read_as_sentences() {
+        let lost = StoreError::from(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+            "tcp connect error",
+        )));
+        assert!(matches!(lost, StoreError::Lost(_)), "{lost:?}");
+        let text = lost.to_string();
+        assert!(
+            text.starts_with("etcd stopped answering: tcp connect error"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("MetadataMap") && !text.contains("details"),
+            "{text}"
+        );
+        let refused = StoreError::from(etcd_client::Error::GRpcStatus(
+            tonic::Status::invalid_argument("etcdserver: too many operations in txn request"),
+        ));
+        assert!(matches!(refused, StoreError::Etcd(_)), "{refused:?}");
+        assert!(refused.to_string().contains("too many operations"));
     }
 }
