@@ -1,0 +1,130 @@
+//! Faults in the middle of an apply, on real local clusters: kctl killed
+//! right after it committed, and etcd killed while kctl works. Nothing is
+//! lost either way, and the next apply has nothing left to do.
+
+mod common;
+
+use common::TestCluster;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn controller(id: &str, replicas: u32) -> String {
+    format!(
+        r#"{{"id": "{id}", "kind": "ReplicationController", "apiVersion": "v1beta1",
+  "desiredState": {{"replicas": {replicas}, "replicaSelector": {{"name": "{id}"}},
+    "podTemplate": {{"desiredState": {{"manifest": {{"version": "v1beta1", "id": "{id}",
+      "containers": [{{"name": "web", "image": "tutum/tomcat", "ports": [{{"containerPort": 8080}}]}}]}}}},
+      "labels": {{"name": "{id}"}}}}}}}}"#
+    )
+}
+
+/// Starts `kctl apply` of `text` (a controller `web`) and returns once it
+/// has committed, with the process still at work converging.
+fn apply_until_planned(cluster: &TestCluster, text: &str) -> Child {
+    let file = cluster.home.join(format!("{}-rc.json", cluster.name));
+    std::fs::write(&file, text).unwrap();
+    let mut child = cluster
+        .command(&["apply", "-f", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("apply ended before printing its plan")
+            .unwrap();
+        if line.starts_with("Plan:") {
+            break;
+        }
+    }
+    // Keep reading in the background so apply never blocks on its pipe.
+    std::thread::spawn(move || for _ in lines {});
+    // The plan is printed just before the commit: wait for the commit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.kctl(&["get", "rc", "web"]).ok() {
+        assert!(Instant::now() < deadline, "apply never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn running(cluster: &TestCluster) -> usize {
+    cluster
+        .pods()
+        .iter()
+        .filter(|p| p["currentState"]["status"] == "Running")
+        .count()
+}
+
+fn wait_running(cluster: &TestCluster, count: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = running(cluster);
+        if now == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} of {count} pods Running after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_kctl_killed_after_committing_loses_nothing() {
+    let cluster = TestCluster::up("it-fault-kill", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let text = controller("web", 20);
+    let mut apply = apply_until_planned(&cluster, &text);
+    apply.kill().unwrap();
+    let _ = apply.wait();
+    // The helpers, woken by the commit, start every pod themselves.
+    wait_running(&cluster, 20, Duration::from_secs(60));
+    let again = cluster.kctl_stdin(&["apply", "-f", "-"], &text);
+    assert!(again.ok(), "{again:?}");
+    assert!(again.stdout.contains("No changes"), "{again:?}");
+    cluster.down_and_check();
+}
+
+#[test]
+fn etcd_killed_mid_apply_is_a_clear_error_and_up_recovers() {
+    let cluster = TestCluster::up("it-fault-etcd", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let text = controller("web", 40);
+    let mut apply = apply_until_planned(&cluster, &text);
+    let pid_file = cluster.dir().join("etcd").join("etcd.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut apply.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = apply.wait().unwrap();
+    assert!(!status.success(), "apply went on without etcd: {stderr}");
+    assert!(stderr.contains("etcd"), "{stderr}");
+    for dump in ["MetadataMap", "tonic", "Status {"] {
+        assert!(
+            !stderr.contains(dump),
+            "a raw dump, not a sentence: {stderr}"
+        );
+    }
+    // Without etcd, reads say so too.
+    let get = cluster.kctl(&["get", "pods"]);
+    assert!(!get.ok() && get.stderr.contains("etcd"), "{get:?}");
+
+    // `up` brings etcd back; what was committed comes to run.
+    let up = cluster.kctl(&["up"]);
+    assert!(up.ok(), "{up:?}");
+    wait_running(&cluster, 40, Duration::from_secs(90));
+    let again = cluster.kctl_stdin(&["apply", "-f", "-"], &text);
+    assert!(again.ok(), "{again:?}");
+    assert!(again.stdout.contains("No changes"), "{again:?}");
+    cluster.down_and_check();
+}
