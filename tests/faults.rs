@@ -4,20 +4,10 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{web_controller, TestCluster};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-fn controller(id: &str, replicas: u32) -> String {
-    format!(
-        r#"{{"id": "{id}", "kind": "ReplicationController", "apiVersion": "v1beta1",
-  "desiredState": {{"replicas": {replicas}, "replicaSelector": {{"name": "{id}"}},
-    "podTemplate": {{"desiredState": {{"manifest": {{"version": "v1beta1", "id": "{id}",
-      "containers": [{{"name": "web", "image": "tutum/tomcat", "ports": [{{"containerPort": 8080}}]}}]}}}},
-      "labels": {{"name": "{id}"}}}}}}}}"#
-    )
-}
 
 /// Starts `kctl apply` of `text` (a controller `web`) and returns once it
 /// has committed, with the process still at work converging.
@@ -79,7 +69,7 @@ fn wait_running(cluster: &TestCluster, count: usize, limit: Duration) {
 fn a_kctl_killed_after_committing_loses_nothing() {
     let cluster = TestCluster::up("it-fault-kill", 2);
     cluster.load_demo_image("tutum/tomcat:latest");
-    let text = controller("web", 20);
+    let text = web_controller("web", 20);
     let mut apply = apply_until_planned(&cluster, &text);
     apply.kill().unwrap();
     let _ = apply.wait();
@@ -95,7 +85,7 @@ fn a_kctl_killed_after_committing_loses_nothing() {
 fn etcd_killed_mid_apply_is_a_clear_error_and_up_recovers() {
     let cluster = TestCluster::up("it-fault-etcd", 2);
     cluster.load_demo_image("tutum/tomcat:latest");
-    let text = controller("web", 40);
+    let text = web_controller("web", 40);
     let mut apply = apply_until_planned(&cluster, &text);
     let pid_file = cluster.dir().join("etcd").join("etcd.pid");
     let pid = std::fs::read_to_string(&pid_file).unwrap();

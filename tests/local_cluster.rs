@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{http_get, manifest, TestCluster};
+use common::{http_get, manifest, web_controller, TestCluster};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -21,19 +21,6 @@ fn hosts(pods: &[Value]) -> Vec<String> {
         .collect();
     h.sort();
     h
-}
-
-/// A controller without host ports, so more replicas than minions fit.
-fn web_controller(replicas: u32) -> String {
-    format!(
-        r#"{{"id": "web", "kind": "ReplicationController", "apiVersion": "v1beta1",
-  "desiredState": {{"replicas": {replicas}, "replicaSelector": {{"name": "web"}},
-    "podTemplate": {{"desiredState": {{"manifest": {{"version": "v1beta1", "id": "web",
-        "containers": [{{"name": "web", "image": "tutum/tomcat",
-                        "ports": [{{"containerPort": 8080}}]}}]}}}},
-      "labels": {{"name": "web"}}}}}},
-  "labels": {{"name": "web"}}}}"#
-    )
 }
 
 #[test]
@@ -137,7 +124,7 @@ fn tomcat_controller_lifecycle() {
     assert_eq!(ids(&cluster.pods()), ids(&pods));
 
     // Without host ports, scale to 3 and back to 1.
-    let scaled = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller(3));
+    let scaled = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller("web", 3));
     assert!(scaled.ok(), "{scaled:?}");
     let web: Vec<Value> = cluster
         .pods()
@@ -147,7 +134,7 @@ fn tomcat_controller_lifecycle() {
     assert_eq!(running_pods(&web).len(), 3, "{web:?}");
     let web_hosts: BTreeSet<String> = hosts(&web).into_iter().collect();
     assert_eq!(web_hosts.len(), 2, "replicas spread over both minions");
-    let down = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller(1));
+    let down = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller("web", 1));
     assert!(down.ok(), "{down:?}");
     assert!(down.stdout.contains("replicas 3 → 1"), "{down:?}");
     let web: Vec<Value> = cluster
@@ -216,7 +203,7 @@ fn hostile_values_never_run_as_shell() {
     // One bad file in a directory means nothing at all is applied.
     let dir = cluster.dir().join("mixed");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a-good.json"), web_controller(1)).unwrap();
+    std::fs::write(dir.join("a-good.json"), web_controller("web", 1)).unwrap();
     std::fs::write(
         dir.join("b-bad.yaml"),
         "kind: Service\nid: svc\nport: 80\nselector: {name: web}\nportt: 8080\n",
@@ -275,11 +262,6 @@ fn down_removes_a_half_broken_cluster() {
     cluster.down_and_check();
 }
 
-/// A controller named `id` without host ports.
-fn controller(id: &str, replicas: u32) -> String {
-    web_controller(replicas).replace("\"web\"", &format!("\"{id}\""))
-}
-
 #[test]
 fn concurrent_applies_and_node_converge() {
     let cluster = TestCluster::up("it-concurrent", 2);
@@ -331,7 +313,7 @@ fn concurrent_applies_and_node_converge() {
         .iter()
         .map(|id| {
             let path = dir.join(format!("{id}.json"));
-            std::fs::write(&path, controller(id, 2)).unwrap();
+            std::fs::write(&path, web_controller(id, 2)).unwrap();
             path
         })
         .collect();

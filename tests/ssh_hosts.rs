@@ -51,6 +51,21 @@ fn main_pid(hosts: &DebianVms, i: usize, unit: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// The pods that answer 24 requests to the portal, made with wget from
+/// inside `container` on host `i`.
+fn portal_answers(hosts: &DebianVms, i: usize, container: &str, portal: &str) -> BTreeSet<String> {
+    let script = format!("for i in $(seq 24); do wget -q -O - http://{portal}:8080/; done");
+    let out = hosts.run_in(i, &["docker", "exec", container, "sh", "-c", &script]);
+    assert!(out.status.success(), "wget from {container}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("<p>pod ")?.1;
+            Some(rest.split_once("</p>")?.0.to_string())
+        })
+        .collect()
+}
+
 #[test]
 fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
     let hosts = DebianVms::create("ssh1", 2);
@@ -180,19 +195,7 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         let host = p["currentState"]["host"].as_str().unwrap();
         let index: usize = host.trim_start_matches("minion-").parse().unwrap();
         let container = format!("{}_tomcat", p["id"].as_str().unwrap());
-        let script = format!("for i in $(seq 24); do wget -q -O - http://{portal}:8080/; done");
-        let out = hosts.run_in(
-            index - 1,
-            &["docker", "exec", &container, "sh", "-c", &script],
-        );
-        assert!(out.status.success(), "wget from {container}: {out:?}");
-        let seen: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let rest = l.split_once("<p>pod ")?.1;
-                Some(rest.split_once("</p>")?.0.to_string())
-            })
-            .collect();
+        let seen = portal_answers(&hosts, index - 1, &container, &portal);
         assert_eq!(seen, ids, "answers through the portal from {container}");
     }
 
@@ -262,16 +265,7 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         .find(|p| p["currentState"]["host"] == "minion-2")
         .unwrap();
     let container = format!("{}_tomcat", on_vm2["id"].as_str().unwrap());
-    let script = format!("for i in $(seq 24); do wget -q -O - http://{portal}:8080/; done");
-    let out = hosts.run_in(1, &["docker", "exec", &container, "sh", "-c", &script]);
-    assert!(out.status.success(), "portal after the restore: {out:?}");
-    let seen: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let rest = l.split_once("<p>pod ")?.1;
-            Some(rest.split_once("</p>")?.0.to_string())
-        })
-        .collect();
+    let seen = portal_answers(&hosts, 1, &container, &portal);
     assert_eq!(seen, ids, "both pods through the portal after the restore");
 
     // The control plane is out of the pods' reach: etcd (on vm1, port

@@ -318,3 +318,17 @@ pub fn assert_stays_on_machine(ip: &str) {
         "refusing to send test traffic to {ip}: route {route}"
     );
 }
+
+/// A replication controller `id` of `replicas` demo pods without host
+/// ports, so more replicas than minions fit.
+pub fn web_controller(id: &str, replicas: u32) -> String {
+    format!(
+        r#"{{"id": "{id}", "kind": "ReplicationController", "apiVersion": "v1beta1",
+  "desiredState": {{"replicas": {replicas}, "replicaSelector": {{"name": "{id}"}},
+    "podTemplate": {{"desiredState": {{"manifest": {{"version": "v1beta1", "id": "{id}",
+        "containers": [{{"name": "web", "image": "tutum/tomcat",
+                        "ports": [{{"containerPort": 8080}}]}}]}}}},
+      "labels": {{"name": "{id}"}}}}}},
+  "labels": {{"name": "{id}"}}}}"#
+    )
+}
