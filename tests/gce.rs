@@ -894,6 +894,42 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
         );
         let text = String::from_utf8_lossy(&page.stdout);
         assert!(text.contains(pod["id"].as_str().unwrap()), "{page:?}");
+
+        // The control plane is out of the pod's reach: etcd on the master
+        // (VM 0) and every VM's sshd refuse it; its VM itself gets to etcd.
+        let master = vms.hosts()[0].ip;
+        let get_version = "printf 'GET /version HTTP/1.0\\r\\n\\r\\n'";
+        let from_vm = vms.run_in(
+            minion,
+            &[
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{master}/4001; {get_version} >&3; timeout 2 cat <&3"),
+            ],
+        );
+        assert!(
+            String::from_utf8_lossy(&from_vm.stdout).contains("etcdserver"),
+            "etcd from minion-{minion}'s VM: {from_vm:?}"
+        );
+        let targets = std::iter::once((master, 4001)).chain(vms.hosts().iter().map(|h| (h.ip, 22)));
+        for (ip, port) in targets {
+            let out = vms.run_in(
+                minion,
+                &[
+                    "docker",
+                    "exec",
+                    &format!("{}_tomcat", pod["id"].as_str().unwrap()),
+                    "sh",
+                    "-c",
+                    &format!("{get_version} | nc -w 2 {ip} {port}"),
+                ],
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !text.contains("etcdserver") && !text.contains("SSH-"),
+                "pod on minion-{minion} reached {ip}:{port}: {out:?}"
+            );
+        }
     }
 
     let down = env.kctl(&["down"]);
