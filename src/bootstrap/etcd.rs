@@ -44,6 +44,7 @@ pub fn etcd_service(cluster: &str, host: &EtcdHost) -> Service {
         ],
         pid_file: format!("{dir}/etcd.pid"),
         log_file: format!("{dir}/etcd.log"),
+        after: vec![],
     }
 }
 

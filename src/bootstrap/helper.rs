@@ -11,6 +11,9 @@ pub struct Helper<'a> {
     pub cluster: &'a str,
     pub etcd_endpoints: &'a [String],
     pub offline_images: bool,
+    /// The cluster address of the machine running etcd, where that is one
+    /// of the cluster's machines: a helper there starts after etcd.
+    pub etcd_host: Option<std::net::Ipv4Addr>,
 }
 
 impl<'a> Helper<'a> {
@@ -19,6 +22,7 @@ impl<'a> Helper<'a> {
             cluster: &config.name,
             etcd_endpoints: &config.etcd_endpoints,
             offline_images: config.offline_images,
+            etcd_host: config.etcd_host.as_ref().map(|h| h.ip),
         }
     }
 }
@@ -61,6 +65,13 @@ pub fn helper_service(minion: &MinionConfig, helper: &Helper) -> Service {
         args: helper_args(minion, helper),
         pid_file: format!("{dir}/kctl-node.pid"),
         log_file: format!("{dir}/kctl-node.log"),
+        // On the etcd host, the helper would otherwise start first and
+        // fail its first connection.
+        after: if helper.etcd_host == Some(minion.host_ip) {
+            vec![format!("kctl-etcd-{}.service", helper.cluster)]
+        } else {
+            vec![]
+        },
     }
 }
 
@@ -88,11 +99,23 @@ mod tests {
             cluster: "c1",
             etcd_endpoints: &["http://10.240.0.2:4001".to_string()],
             offline_images: false,
+            etcd_host: Some(all[0].host_ip),
         };
         let unit = helper_service(&all[1], &helper).systemd_unit();
         assert!(unit.contains(
             "ExecStart=/var/lib/kctl/kctl-node run --cluster c1 --minion minion-2 --docker-socket /var/run/docker.sock --etcd http://10.240.0.2:4001\n"
         ), "{unit}");
+        assert!(
+            unit.contains("After=network-online.target docker.service\n"),
+            "{unit}"
+        );
+        // On the etcd host, after etcd.
+        let on_etcd_host = helper_service(&all[0], &helper).systemd_unit();
+        assert!(
+            on_etcd_host
+                .contains("After=network-online.target docker.service kctl-etcd-c1.service\n"),
+            "{on_etcd_host}"
+        );
         let offline = Helper {
             offline_images: true,
             ..helper

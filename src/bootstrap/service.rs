@@ -17,6 +17,8 @@ pub struct Service {
     /// Pid file and log for the start-stop-daemon form.
     pub pid_file: String,
     pub log_file: String,
+    /// Other units of the machine this one starts after (systemd only).
+    pub after: Vec<String>,
 }
 
 impl Service {
@@ -31,8 +33,9 @@ impl Service {
     /// path or a URL without spaces or quotes, so systemd's own word
     /// splitting keeps them apart.
     pub fn systemd_unit(&self) -> String {
+        let after: String = self.after.iter().map(|u| format!(" {u}")).collect();
         format!(
-            "[Unit]\nDescription={}\nAfter=network-online.target docker.service\n\n\
+            "[Unit]\nDescription={}\nAfter=network-online.target docker.service{after}\n\n\
              [Service]\nExecStart={} {}\nRestart=always\nRestartSec=1\n\n\
              [Install]\nWantedBy=multi-user.target\n",
             self.description,
@@ -197,6 +200,7 @@ mod tests {
             args: argv!["--name", "c1", "--data-dir", "/var/lib/kctl/c1/etcd/data"],
             pid_file: "/var/lib/kctl/c1/etcd/etcd.pid".into(),
             log_file: "/var/lib/kctl/c1/etcd/etcd.log".into(),
+            after: vec![],
         }
     }
 
