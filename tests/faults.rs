@@ -9,18 +9,30 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running `kctl apply`, killed if the test ends (or fails) before it.
+struct Apply(Child);
+
+impl Drop for Apply {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `kctl apply` of `text` (a controller `web`) and returns once it
 /// has committed, with the process still at work converging.
-fn apply_until_planned(cluster: &TestCluster, text: &str) -> Child {
+fn apply_until_committed(cluster: &TestCluster, text: &str) -> Apply {
     let file = cluster.home.join(format!("{}-rc.json", cluster.name));
     std::fs::write(&file, text).unwrap();
-    let mut child = cluster
-        .command(&["apply", "-f", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut apply = Apply(
+        cluster
+            .command(&["apply", "-f", file.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = apply.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     loop {
         let line = lines
@@ -39,7 +51,7 @@ fn apply_until_planned(cluster: &TestCluster, text: &str) -> Child {
         assert!(Instant::now() < deadline, "apply never committed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    apply
 }
 
 fn running(cluster: &TestCluster) -> usize {
@@ -70,10 +82,9 @@ fn a_kctl_killed_after_committing_loses_nothing() {
     let cluster = TestCluster::up("it-fault-kill", 2);
     cluster.load_demo_image("tutum/tomcat:latest");
     let text = web_controller("web", 20);
-    let mut apply = apply_until_planned(&cluster, &text);
-    apply.kill().unwrap();
-    let _ = apply.wait();
-    // The helpers, woken by the commit, start every pod themselves.
+    let apply = apply_until_committed(&cluster, &text);
+    drop(apply); // SIGKILL
+                 // The helpers, woken by the commit, start every pod themselves.
     wait_running(&cluster, 20, Duration::from_secs(60));
     let again = cluster.kctl_stdin(&["apply", "-f", "-"], &text);
     assert!(again.ok(), "{again:?}");
@@ -86,7 +97,7 @@ fn etcd_killed_mid_apply_is_a_clear_error_and_up_recovers() {
     let cluster = TestCluster::up("it-fault-etcd", 2);
     cluster.load_demo_image("tutum/tomcat:latest");
     let text = web_controller("web", 40);
-    let mut apply = apply_until_planned(&cluster, &text);
+    let mut apply = apply_until_committed(&cluster, &text);
     let pid_file = cluster.dir().join("etcd").join("etcd.pid");
     let pid = std::fs::read_to_string(&pid_file).unwrap();
     let killed = std::process::Command::new("kill")
@@ -95,8 +106,8 @@ fn etcd_killed_mid_apply_is_a_clear_error_and_up_recovers() {
         .unwrap();
     assert!(killed.success());
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut apply.stderr.take().unwrap(), &mut stderr).unwrap();
-    let status = apply.wait().unwrap();
+    std::io::Read::read_to_string(&mut apply.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = apply.0.wait().unwrap();
     assert!(!status.success(), "apply went on without etcd: {stderr}");
     assert!(stderr.contains("etcd"), "{stderr}");
     for dump in ["MetadataMap", "tonic", "Status {"] {

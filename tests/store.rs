@@ -162,9 +162,10 @@ async fn unreachable_etcd_is_a_clear_error() {
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
 }
 
-/// A helper's watch wakes on a change of desired state (a commit), not on
-/// writes that are not desired state (a pod's status), and a change in
-/// another cluster does not wake it.
+/// A helper's watch wakes on a change of desired state (a commit) and on a
+/// lost heartbeat, not on writes that are not desired state (a pod's
+/// status, a heartbeat that begins), and a change in another cluster does
+/// not wake it.
 #[tokio::test]
 async fn a_commit_wakes_the_desired_state_watch() {
     let etcd = Etcd::start("watch");
