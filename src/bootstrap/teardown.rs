@@ -146,22 +146,22 @@ pub async fn teardown_minion<E: Exec>(
         Ok(Some(format!("nftables table ip {TABLE}")))
     };
 
-    let forward_done = tokio::sync::Notify::new();
-    let guard_chain = async {
-        // After KCTL-FORWARD, which jumps to it; then the jumps of up to
-        // three hooks, then the chain with its FORWARD jumps.
-        forward_done.notified().await;
-        remove_jumps(exec, |op| super::guard_jump("INPUT", op)).await?;
-        remove_jumps(exec, |op| super::guard_jump("DOCKER-USER", op)).await?;
-        let jump = |op: &str| super::guard_jump("FORWARD", op);
-        let had = remove_chain(exec, "filter", super::GUARD_CHAIN, jump).await?;
-        Ok(had.then(|| format!("iptables chain {}", super::GUARD_CHAIN)))
-    };
-    let forward_chain = async {
+    // KCTL-FORWARD first: it jumps to KCTL-GUARD, which cannot go while
+    // anything does. Then the guard's jumps (up to three hooks) and chain.
+    let filter_chains = async {
         let jump = |op: &str| argv!["iptables", "--wait", op, "FORWARD", "--jump", FORWARD_CHAIN];
-        let had = remove_chain(exec, "filter", FORWARD_CHAIN, jump).await;
-        forward_done.notify_one();
-        Ok(had?.then(|| format!("iptables chain {FORWARD_CHAIN}")))
+        let forward = remove_chain(exec, "filter", FORWARD_CHAIN, jump)
+            .await
+            .map(|had| had.then(|| format!("iptables chain {FORWARD_CHAIN}")));
+        let guard = async {
+            remove_jumps(exec, |op| super::guard_jump("INPUT", op)).await?;
+            remove_jumps(exec, |op| super::guard_jump("DOCKER-USER", op)).await?;
+            let jump = |op: &str| super::guard_jump("FORWARD", op);
+            let had = remove_chain(exec, "filter", super::GUARD_CHAIN, jump).await?;
+            Ok(had.then(|| format!("iptables chain {}", super::GUARD_CHAIN)))
+        }
+        .await;
+        (forward, guard)
     };
     let masquerade_chain = async {
         let jump = |op: &str| masquerade_jump(minion, op);
@@ -208,14 +208,8 @@ pub async fn teardown_minion<E: Exec>(
     // Docker's steps in order (containers before their network and
     // images); rules and routes alongside.
     let docker_steps = async { vec![containers.await, network.await, images.await, pause.await] };
-    let (docker_results, nft_result, chain_result, masq_result, guard_result, route_results) = futures::join!(
-        docker_steps,
-        nft,
-        forward_chain,
-        masquerade_chain,
-        guard_chain,
-        routes
-    );
+    let (docker_results, nft_result, (chain_result, guard_result), masq_result, route_results) =
+        futures::join!(docker_steps, nft, filter_chains, masquerade_chain, routes);
     for result in docker_results
         .into_iter()
         .chain([nft_result, chain_result, masq_result, guard_result])
