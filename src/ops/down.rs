@@ -49,6 +49,16 @@ pub async fn down(ui: &Ui, name: &str, options: &DownOptions) -> miette::Result<
             return Ok(());
         }
     };
+    if !options.dry_run {
+        // SSH masters a killed kctl left (they persist for a while when
+        // idle): they name the cluster's own known_hosts.
+        let known_hosts = dir.known_hosts().display().to_string();
+        host::terminate(
+            &host::ssh_processes_naming(&known_hosts),
+            std::time::Duration::from_secs(2),
+        )
+        .await;
+    }
     match provider {
         ProviderKind::Local => {
             if options.dry_run {

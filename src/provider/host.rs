@@ -117,6 +117,23 @@ pub fn process_matches(pid: u32, expect: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The `ssh` processes (SSH masters) whose command line names `text`.
+pub fn ssh_processes_naming(text: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"ssh"))
+                    && String::from_utf8_lossy(&c).contains(text)
+            })
+        })
+        .collect()
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; its state letter tells.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
