@@ -195,6 +195,10 @@ pub enum Command {
     /// Stop or start a minion of a local cluster (a power cut on demand).
     #[command(subcommand)]
     Minion(MinionCommand),
+    /// Run a program and start it again whenever it exits, until SIGTERM:
+    /// how the local provider keeps its etcd and dockerds running.
+    #[command(hide = true)]
+    Supervise(crate::supervise::SuperviseArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -423,6 +427,10 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         Command::Minion(MinionCommand::Start { name: minion }) => {
             ops::minion::start(&ui, name, &minion).await
         }
+        Command::Supervise(args) => match crate::supervise::supervise(args).await {
+            code if code == std::process::ExitCode::SUCCESS => Ok(()),
+            _ => Err(miette!("the supervisor stopped")),
+        },
     }
 }
 

@@ -79,6 +79,10 @@ impl ClusterDir {
     pub fn etcd_dir(&self) -> PathBuf {
         self.dir.join("etcd")
     }
+    /// The cluster's CA and certificates (the CA's key never leaves it).
+    pub fn pki(&self) -> crate::pki::ClusterPki {
+        crate::pki::ClusterPki::new(self.dir.join("pki"))
+    }
     /// How SSH logs in to the cluster's machines: with the cluster's own
     /// key (local, gce), or the user's (ssh provider; None = ssh's own
     /// defaults).
@@ -229,7 +233,7 @@ impl EtcdHost {
     }
     /// What minions' helpers connect to.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{ETCD_CLIENT_PORT}", self.ip)
+        format!("https://{}:{ETCD_CLIENT_PORT}", self.ip)
     }
 }
 
@@ -306,6 +310,14 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// etcd speaks TLS and wants client certificates (every cluster made
+    /// since kctl has a CA; an older one until its next `up`).
+    pub fn etcd_tls(&self) -> bool {
+        self.etcd_endpoints
+            .iter()
+            .any(|e| e.starts_with("https://"))
+    }
+
     pub fn minion(&self, id: &str) -> Option<&MinionConfig> {
         self.minions.iter().find(|m| m.id == id)
     }

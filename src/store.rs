@@ -21,10 +21,12 @@
 //! the pod's existence, so it never brings back a deleted pod.
 
 use crate::model::ReplicationController;
+use crate::pki::Credentials;
 use crate::plan::Op;
 use crate::state::{ClusterState, Endpoint, MinionRecord, PodRecord, PodStatus, ServiceRecord};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LockOptions, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LockOptions,
+    TlsOptions, Txn, TxnOp,
 };
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub enum StoreError {
         "what was committed before stays, nothing else changed; run the command again once etcd is back (`kctl up` restarts it)"
     ))]
     Lost(String),
+    #[error("cannot read the certificate for etcd: {0}")]
+    #[diagnostic(help("`kctl up` makes the cluster's certificates again"))]
+    Credentials(String),
     #[error("etcd refused the request: {0}")]
     Etcd(String),
     #[error("the cluster's state changed while this command was working")]
@@ -61,20 +66,32 @@ impl From<etcd_client::Error> for StoreError {
     fn from(e: etcd_client::Error) -> Self {
         use etcd_client::Error as E;
         use tonic::Code;
+        let text = sentence(&e);
         match e {
-            E::GRpcStatus(status) => {
-                let text = format!("{} ({})", status.message(), status.code());
-                match status.code() {
-                    Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => {
-                        StoreError::Lost(text)
-                    }
-                    _ => StoreError::Etcd(text),
+            E::GRpcStatus(status) => match status.code() {
+                Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => {
+                    StoreError::Lost(text)
                 }
-            }
-            E::TransportError(e) => StoreError::Lost(error_chain(&e)),
-            E::IoError(e) => StoreError::Lost(e.to_string()),
-            other => StoreError::Etcd(other.to_string()),
+                _ => StoreError::Etcd(text),
+            },
+            E::TransportError(_) | E::IoError(_) => StoreError::Lost(text),
+            _ => StoreError::Etcd(text),
         }
+    }
+}
+
+/// What went wrong talking to etcd, as one line: a gRPC status's message
+/// and its causes (e.g. "tcp connect error: Connection refused"), never
+/// the status's debug form with its metadata.
+fn sentence(e: &etcd_client::Error) -> String {
+    use std::error::Error as _;
+    match e {
+        etcd_client::Error::GRpcStatus(status) => match status.source() {
+            Some(cause) => format!("{}: {}", status.message(), error_chain(cause)),
+            None => format!("{} ({})", status.message(), status.code()),
+        },
+        etcd_client::Error::TransportError(e) => error_chain(e),
+        other => other.to_string(),
     }
 }
 
@@ -107,13 +124,26 @@ pub struct Snapshot {
 }
 
 impl Store {
-    pub async fn connect(endpoints: &[String], cluster: &str) -> Result<Store, StoreError> {
-        let options = ConnectOptions::new()
+    /// Connects to etcd at `endpoints`; over TLS, with the cluster CA and a
+    /// client certificate, when `tls` is given (every cluster kctl makes).
+    pub async fn connect(
+        endpoints: &[String],
+        cluster: &str,
+        tls: Option<&Credentials>,
+    ) -> Result<Store, StoreError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(10));
+        if let Some(tls) = tls {
+            options = options.with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca))
+                    .identity(Identity::from_pem(&tls.own.cert, &tls.own.key)),
+            );
+        }
         let unreachable = |e: etcd_client::Error| StoreError::Unreachable {
             endpoints: endpoints.join(","),
-            message: e.to_string(),
+            message: sentence(&e),
         };
         let mut client = Client::connect(endpoints, Some(options))
             .await
@@ -132,11 +162,12 @@ impl Store {
     pub async fn connect_waiting(
         endpoints: &[String],
         cluster: &str,
+        tls: Option<&Credentials>,
         timeout: Duration,
     ) -> Result<Store, StoreError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            match Store::connect(endpoints, cluster).await {
+            match Store::connect(endpoints, cluster, tls).await {
                 Err(StoreError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

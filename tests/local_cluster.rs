@@ -391,7 +391,14 @@ fn concurrent_applies_and_node_converge() {
     assert_eq!(page.trim(), pod_id);
 
     // The one-shot form runs the same routine and finds nothing to start.
-    let etcd = format!("http://10.{}.0.1:2379", 100 + cluster.slot() as u32);
+    let etcd = format!("https://10.{}.0.1:2379", 100 + cluster.slot() as u32);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
+            .unwrap();
+    let tls_dir = format!(
+        "{}/tls",
+        config["minions"][0]["helperDir"].as_str().unwrap()
+    );
     let node = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/kctl-{}-minion-1", cluster.name))
         .arg(env!("CARGO_BIN_EXE_kctl-node"))
@@ -403,6 +410,8 @@ fn concurrent_applies_and_node_converge() {
             "minion-1",
             "--etcd",
             &etcd,
+            "--etcd-tls-dir",
+            &tls_dir,
             "--offline-images",
             "--docker-socket",
             sock.trim_start_matches("unix://"),

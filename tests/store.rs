@@ -1,7 +1,9 @@
 //! The etcd store against a real etcd on loopback: guarded transactions make
 //! concurrent writers conflict instead of overwriting each other.
 
+use kctl::bootstrap::etcd::tls_flags;
 use kctl::model::{Labels, Protocol, Service};
+use kctl::pki::{ClusterPki, Credentials};
 use kctl::plan::Op;
 use kctl::state::{PodPhase, PodStatus, ServiceRecord};
 use kctl::store::{Store, StoreError};
@@ -12,11 +14,14 @@ use std::time::{Duration, Instant};
 /// How long a just-started etcd may take to serve.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// An etcd on 127.0.0.1 that is killed and removed on drop.
+/// An etcd on 127.0.0.1, serving TLS to clients with a certificate of its
+/// own CA as kctl's etcd does, that is killed and removed on drop.
 struct Etcd {
     child: Child,
     dir: std::path::PathBuf,
     endpoint: String,
+    /// A client certificate it accepts (as the workstation's).
+    client: Credentials,
 }
 
 fn free_port() -> u16 {
@@ -34,9 +39,18 @@ impl Etcd {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let endpoint = format!("https://127.0.0.1:{client}");
+        let peer_url = format!("https://127.0.0.1:{peer}");
+        let pki = ClusterPki::new(dir.join("pki"));
+        pki.ensure(name, &[], &[], time::OffsetDateTime::now_utc())
+            .unwrap();
+        let path = |p: std::path::PathBuf| p.display().to_string();
         let child = Command::new("etcd")
+            .args(tls_flags(
+                &path(pki.ca_file()),
+                &path(pki.cert_file("etcd")),
+                &path(pki.key_file("etcd")),
+            ))
             .args(["--name", name, "--data-dir"])
             .arg(dir.join("data"))
             .args([
@@ -71,6 +85,7 @@ impl Etcd {
             child,
             dir,
             endpoint,
+            client: pki.workstation().unwrap(),
         }
     }
 }
@@ -101,10 +116,10 @@ fn service(id: &str, port: u16) -> ServiceRecord {
 async fn stale_snapshot_cannot_overwrite() {
     let etcd = Etcd::start("conflict");
     let endpoints = vec![etcd.endpoint.clone()];
-    let mut a = Store::connect_waiting(&endpoints, "c1", WAIT)
+    let mut a = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
         .await
         .unwrap();
-    let mut b = Store::connect_waiting(&endpoints, "c1", WAIT)
+    let mut b = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
         .await
         .unwrap();
 
@@ -131,7 +146,7 @@ async fn stale_snapshot_cannot_overwrite() {
     assert_eq!(a.snapshot().await.unwrap().state.services.len(), 2);
 
     // Clusters are isolated by prefix.
-    let mut other = Store::connect_waiting(&endpoints, "c2", WAIT)
+    let mut other = Store::connect_waiting(&endpoints, "c2", Some(&etcd.client), WAIT)
         .await
         .unwrap();
     assert!(other.snapshot().await.unwrap().state.services.is_empty());
@@ -140,9 +155,14 @@ async fn stale_snapshot_cannot_overwrite() {
 #[tokio::test]
 async fn status_of_a_deleted_pod_is_not_written() {
     let etcd = Etcd::start("status");
-    let mut store = Store::connect_waiting(std::slice::from_ref(&etcd.endpoint), "c1", WAIT)
-        .await
-        .unwrap();
+    let mut store = Store::connect_waiting(
+        std::slice::from_ref(&etcd.endpoint),
+        "c1",
+        Some(&etcd.client),
+        WAIT,
+    )
+    .await
+    .unwrap();
     let status = PodStatus {
         phase: PodPhase::Running,
         spec_hash: "h".into(),
@@ -155,7 +175,7 @@ async fn status_of_a_deleted_pod_is_not_written() {
 #[tokio::test]
 async fn unreachable_etcd_is_a_clear_error() {
     let port = free_port();
-    let err = match Store::connect(&[format!("http://127.0.0.1:{port}")], "c1").await {
+    let err = match Store::connect(&[format!("http://127.0.0.1:{port}")], "c1", None).await {
         Ok(_) => panic!("connected to nothing"),
         Err(e) => e,
     };
@@ -170,10 +190,10 @@ async fn unreachable_etcd_is_a_clear_error() {
 async fn a_commit_wakes_the_desired_state_watch() {
     let etcd = Etcd::start("watch");
     let endpoints = vec![etcd.endpoint.clone()];
-    let mut store = Store::connect_waiting(&endpoints, "c1", WAIT)
+    let mut store = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
         .await
         .unwrap();
-    let mut other = Store::connect_waiting(&endpoints, "c2", WAIT)
+    let mut other = Store::connect_waiting(&endpoints, "c2", Some(&etcd.client), WAIT)
         .await
         .unwrap();
     let watch = store.watch_desired().await.unwrap();
@@ -212,11 +232,74 @@ async fn a_commit_wakes_the_desired_state_watch() {
         "woken by a heartbeat"
     );
     heartbeat.task.abort();
-    let mut raw = etcd_client::Client::connect(&endpoints, None)
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(&etcd.client.ca))
+        .identity(etcd_client::Identity::from_pem(
+            &etcd.client.own.cert,
+            &etcd.client.own.key,
+        ));
+    let options = etcd_client::ConnectOptions::new().with_tls(tls);
+    let mut raw = etcd_client::Client::connect(&endpoints, Some(options))
         .await
         .unwrap();
     raw.lease_revoke(heartbeat.lease).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), watch.changed())
         .await
         .expect("a lost heartbeat wakes the watch");
+}
+
+/// etcd admits only clients with a certificate of the cluster's CA: not
+/// one without a certificate, not one whose certificate another CA signed,
+/// not plain HTTP.
+#[tokio::test]
+async fn etcd_refuses_clients_without_the_clusters_certificate() {
+    let etcd = Etcd::start("tls");
+    let endpoints = vec![etcd.endpoint.clone()];
+    Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .expect("the cluster's own client certificate is admitted");
+
+    let stranger = ClusterPki::new(etcd.dir.join("other-pki"));
+    stranger
+        .ensure("other", &[], &[], time::OffsetDateTime::now_utc())
+        .unwrap();
+    let foreign = Credentials {
+        ca: etcd.client.ca.clone(),
+        own: stranger.workstation().unwrap().own,
+    };
+    let refused = Store::connect(&endpoints, "c1", Some(&foreign)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Unreachable { .. })),
+        "a certificate of another CA is refused"
+    );
+
+    let port = etcd.endpoint.rsplit(':').next().unwrap();
+    let plain = Store::connect(&[format!("http://127.0.0.1:{port}")], "c1", None).await;
+    assert!(plain.is_err(), "plain HTTP is refused");
+
+    // With the CA but no certificate of its own (what curl --cacert does).
+    let curl = Command::new("curl")
+        .args(["-sS", "--max-time", "3", "--cacert"])
+        .arg(etcd.dir.join("pki/ca.crt"))
+        .arg(format!("{}/version", etcd.endpoint))
+        .output()
+        .unwrap();
+    assert!(
+        !curl.status.success() && !String::from_utf8_lossy(&curl.stdout).contains("etcdserver"),
+        "no client certificate: {curl:?}"
+    );
+    let with = Command::new("curl")
+        .args(["-sS", "--max-time", "3", "--cacert"])
+        .arg(etcd.dir.join("pki/ca.crt"))
+        .arg("--cert")
+        .arg(etcd.dir.join("pki/kctl.crt"))
+        .arg("--key")
+        .arg(etcd.dir.join("pki/kctl.key"))
+        .arg(format!("{}/version", etcd.endpoint))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&with.stdout).contains("etcdserver"),
+        "with the certificate: {with:?}"
+    );
 }

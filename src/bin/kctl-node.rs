@@ -6,7 +6,6 @@ use kctl::converge::{converge_locked, sync_rules_locked, RunContext, Supervisor}
 use kctl::docker_api::DockerApi;
 use kctl::exec::LocalExec;
 use kctl::node::log_event;
-use kctl::store::Store;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -36,6 +35,23 @@ struct Node {
     /// The minion's dockerd socket.
     #[arg(long, default_value = kctl::docker_api::DEFAULT_SOCKET)]
     docker_socket: std::path::PathBuf,
+    /// The directory with the CA's certificate and this helper's own
+    /// (ca.crt, node.crt, node.key), when etcd speaks TLS.
+    #[arg(long)]
+    etcd_tls_dir: Option<std::path::PathBuf>,
+}
+
+impl Node {
+    fn config(self) -> kctl::node::NodeConfig {
+        kctl::node::NodeConfig {
+            cluster: self.cluster,
+            minion: self.minion,
+            etcd: self.etcd,
+            offline_images: self.offline_images,
+            docker_socket: self.docker_socket,
+            etcd_tls_dir: self.etcd_tls_dir,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -51,6 +67,10 @@ enum Command {
     /// `unchanged`. Run by kctl over SSH, as root.
     #[command(hide = true)]
     Setup,
+    /// Run a program and start it again whenever it exits, until SIGTERM:
+    /// the helper's (and etcd's) supervisor where systemd is not.
+    #[command(hide = true)]
+    Supervise(kctl::supervise::SuperviseArgs),
 }
 
 async fn setup() -> miette::Result<()> {
@@ -70,14 +90,15 @@ async fn setup() -> miette::Result<()> {
 }
 
 async fn converge_once(node: Node) -> miette::Result<()> {
-    let Node {
+    let node = node.config();
+    let store = node.connect().await?;
+    let kctl::node::NodeConfig {
         cluster,
         minion,
-        etcd,
         offline_images,
         docker_socket,
+        ..
     } = node;
-    let store = Store::connect(&etcd, &cluster).await?;
     let docker = DockerApi::connect(&minion, &docker_socket)
         .await
         .map_err(|e| miette::miette!("{e}"))?;
@@ -141,18 +162,12 @@ async fn main() -> ExitCode {
     init_logging();
     let result = match Cli::parse().command {
         Command::Run(node) => {
-            kctl::node::run(kctl::node::NodeConfig {
-                cluster: node.cluster,
-                minion: node.minion,
-                etcd: node.etcd,
-                offline_images: node.offline_images,
-                docker_socket: node.docker_socket,
-            })
-            .await;
+            kctl::node::run(node.config()).await;
             Ok(())
         }
         Command::Converge(node) => converge_once(node).await,
         Command::Setup => setup().await,
+        Command::Supervise(args) => return kctl::supervise::supervise(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

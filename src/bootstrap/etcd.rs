@@ -3,9 +3,11 @@
 //! and from loopback (the workstation's SSH tunnel) and from nowhere else.
 
 use super::service::{self, Service};
+use super::setup::{install_credentials, CredentialFiles};
 use crate::argv;
 use crate::cluster::{EtcdHost, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use crate::exec::{Exec, ExecError};
+use crate::pki::Credentials;
 use std::net::Ipv4Addr;
 
 /// Debian's `etcd-server` puts it here.
@@ -13,38 +15,72 @@ pub const ETCD_PROGRAM: &str = "/usr/bin/etcd";
 /// The INPUT chain that keeps etcd's port to the cluster.
 pub const ETCD_CHAIN: &str = "KCTL-ETCD";
 
+/// The flags that make etcd speak only TLS, to clients and peers alike,
+/// and admit only those with a certificate from the cluster's CA.
+pub fn tls_flags(ca: &str, cert: &str, key: &str) -> Vec<String> {
+    argv![
+        "--cert-file",
+        cert,
+        "--key-file",
+        key,
+        "--client-cert-auth",
+        "--trusted-ca-file",
+        ca,
+        "--peer-cert-file",
+        cert,
+        "--peer-key-file",
+        key,
+        "--peer-client-cert-auth",
+        "--peer-trusted-ca-file",
+        ca
+    ]
+}
+
+/// Where etcd's certificate, key and the CA's certificate are on its host.
+pub fn tls_dir(host: &EtcdHost) -> String {
+    format!("{}/tls", host.dir.trim_end_matches('/'))
+}
+
 pub fn etcd_service(cluster: &str, host: &EtcdHost) -> Service {
     let dir = host.dir.trim_end_matches('/');
-    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    let tls = tls_dir(host);
+    let peer = format!("https://127.0.0.1:{ETCD_PEER_PORT}");
     let name = format!("kctl-{cluster}");
+    let mut args = argv![
+        "--name",
+        name.clone(),
+        "--data-dir",
+        format!("{dir}/data"),
+        "--listen-client-urls",
+        format!(
+            "https://{}:{ETCD_CLIENT_PORT},https://127.0.0.1:{ETCD_CLIENT_PORT}",
+            host.ip
+        ),
+        "--advertise-client-urls",
+        host.endpoint(),
+        "--listen-peer-urls",
+        peer.clone(),
+        "--initial-advertise-peer-urls",
+        peer.clone(),
+        "--initial-cluster",
+        format!("{name}={peer}"),
+        "--initial-cluster-state",
+        "new"
+    ];
+    args.extend(tls_flags(
+        &format!("{tls}/ca.crt"),
+        &format!("{tls}/etcd.crt"),
+        &format!("{tls}/etcd.key"),
+    ));
     Service {
         unit: format!("kctl-etcd-{cluster}"),
         description: format!("etcd of kctl cluster {cluster}"),
         program: ETCD_PROGRAM.into(),
-        args: argv![
-            "--name",
-            name.clone(),
-            "--data-dir",
-            format!("{dir}/data"),
-            "--listen-client-urls",
-            format!(
-                "http://{}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}",
-                host.ip
-            ),
-            "--advertise-client-urls",
-            host.endpoint(),
-            "--listen-peer-urls",
-            peer.clone(),
-            "--initial-advertise-peer-urls",
-            peer.clone(),
-            "--initial-cluster",
-            format!("{name}={peer}"),
-            "--initial-cluster-state",
-            "new"
-        ],
+        args,
         pid_file: format!("{dir}/etcd.pid"),
         log_file: format!("{dir}/etcd.log"),
         after: vec![],
+        supervisor: Some(format!("{dir}/kctl-node")),
     }
 }
 
@@ -82,13 +118,17 @@ fn jump(op: &str) -> Vec<String> {
     argv!["iptables", "--wait", op, "INPUT", "--jump", ETCD_CHAIN]
 }
 
-/// Makes sure etcd runs on `host`, guarded by its firewall chain. Returns
-/// true if anything changed.
+/// Makes sure etcd runs on `host`, guarded by its firewall chain, serving
+/// TLS with `credentials` (the CA's certificate, etcd's own and its key).
+/// Without systemd, `binary` (kctl-node) is uploaded beside etcd's data to
+/// supervise it. Returns true if anything changed.
 pub async fn install_etcd<E: Exec>(
     exec: &E,
     cluster: &str,
     host: &EtcdHost,
     minions: &[Ipv4Addr],
+    credentials: &Credentials,
+    binary: &std::path::Path,
 ) -> Result<bool, ExecError> {
     let restore = argv!["iptables-restore", "--wait", "--noflush"];
     exec.run(&restore, Some(etcd_firewall(minions).as_bytes()))
@@ -96,6 +136,13 @@ pub async fn install_etcd<E: Exec>(
         .check(exec.target(), &restore)?;
     let mut changed = false;
     exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
+    let tls = tls_dir(host);
+    let files = CredentialFiles {
+        ca: format!("{tls}/ca.crt"),
+        cert: format!("{tls}/etcd.crt"),
+        key: format!("{tls}/etcd.key"),
+    };
+    let certificates_changed = install_credentials(exec, &files, credentials).await?;
     if !exec.run(&jump("--check"), None).await?.success() {
         // With iptables-nft the INPUT base chain exists only once a rule
         // needs it; if kctl's jump is what makes it, `down` removes it.
@@ -107,7 +154,14 @@ pub async fn install_etcd<E: Exec>(
         changed = true;
     }
     let systemd = service::has_systemd(exec).await?;
-    changed |= service::ensure_running(exec, &etcd_service(cluster, host), systemd, false).await?;
+    let service = etcd_service(cluster, host);
+    if !systemd {
+        if let Some(supervisor) = &service.supervisor {
+            changed |= super::setup::upload_if_different(exec, binary, supervisor).await?;
+        }
+    }
+    changed |= certificates_changed;
+    changed |= service::ensure_running(exec, &service, systemd, certificates_changed).await?;
     Ok(changed)
 }
 
@@ -172,8 +226,16 @@ mod tests {
     fn etcd_listens_on_the_cluster_address_and_loopback_only() {
         let s = etcd_service("c1", &host());
         let args = s.args.join(" ");
-        assert!(args.contains("--listen-client-urls http://10.150.0.11:4001,http://127.0.0.1:4001"));
-        assert!(args.contains("--listen-peer-urls http://127.0.0.1:7001"));
+        assert!(
+            args.contains("--listen-client-urls https://10.150.0.11:4001,https://127.0.0.1:4001")
+        );
+        assert!(args.contains("--listen-peer-urls https://127.0.0.1:7001"));
+        // TLS only, and only clients with a certificate of the cluster's CA.
+        assert!(args.contains(
+            "--cert-file /var/lib/kctl/c1/etcd/tls/etcd.crt --key-file /var/lib/kctl/c1/etcd/tls/etcd.key --client-cert-auth --trusted-ca-file /var/lib/kctl/c1/etcd/tls/ca.crt"
+        ));
+        assert!(args.contains("--peer-client-cert-auth"));
+        assert!(!args.contains("http://"));
         assert!(args.contains("--data-dir /var/lib/kctl/c1/etcd/data"));
         assert_eq!(s.pid_file, "/var/lib/kctl/c1/etcd/etcd.pid");
         assert_eq!(s.unit, "kctl-etcd-c1");

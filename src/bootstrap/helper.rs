@@ -42,6 +42,14 @@ pub fn helper_args(minion: &MinionConfig, helper: &Helper) -> Vec<String> {
         args.push("--etcd".into());
         args.push(e.clone());
     }
+    if helper
+        .etcd_endpoints
+        .iter()
+        .any(|e| e.starts_with("https://"))
+    {
+        args.push("--etcd-tls-dir".into());
+        args.push(helper_tls_dir(minion));
+    }
     if helper.offline_images {
         args.push("--offline-images".into());
     }
@@ -50,6 +58,11 @@ pub fn helper_args(minion: &MinionConfig, helper: &Helper) -> Vec<String> {
 
 fn helper_dir(minion: &MinionConfig) -> String {
     minion.helper_dir.trim_end_matches('/').to_string()
+}
+
+/// Where the helper's etcd credentials are on its minion.
+pub fn helper_tls_dir(minion: &MinionConfig) -> String {
+    format!("{}/tls", helper_dir(minion))
 }
 
 /// The helper as a service on `minion`.
@@ -72,6 +85,7 @@ pub fn helper_service(minion: &MinionConfig, helper: &Helper) -> Service {
         } else {
             vec![]
         },
+        supervisor: Some(format!("{dir}/kctl-node")),
     }
 }
 
@@ -97,13 +111,13 @@ mod tests {
         let all = minions();
         let helper = Helper {
             cluster: "c1",
-            etcd_endpoints: &["http://10.240.0.2:4001".to_string()],
+            etcd_endpoints: &["https://10.240.0.2:4001".to_string()],
             offline_images: false,
             etcd_host: Some(all[0].host_ip),
         };
         let unit = helper_service(&all[1], &helper).systemd_unit();
         assert!(unit.contains(
-            "ExecStart=/var/lib/kctl/kctl-node run --cluster c1 --minion minion-2 --docker-socket /var/run/docker.sock --etcd http://10.240.0.2:4001\n"
+            "ExecStart=/var/lib/kctl/kctl-node run --cluster c1 --minion minion-2 --docker-socket /var/run/docker.sock --etcd https://10.240.0.2:4001 --etcd-tls-dir /var/lib/kctl/tls\n"
         ), "{unit}");
         assert!(
             unit.contains("After=network-online.target docker.service\n"),
@@ -131,7 +145,9 @@ mod tests {
                 "--docker-socket",
                 "/var/run/docker.sock",
                 "--etcd",
-                "http://10.240.0.2:4001",
+                "https://10.240.0.2:4001",
+                "--etcd-tls-dir",
+                "/var/lib/kctl/tls",
                 "--offline-images"
             ]
         );

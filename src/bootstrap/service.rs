@@ -19,6 +19,10 @@ pub struct Service {
     pub log_file: String,
     /// Other units of the machine this one starts after (systemd only).
     pub after: Vec<String>,
+    /// Where systemd is not, a `kctl-node` that runs the program under
+    /// `kctl-node supervise`, which starts it again when it dies (as
+    /// systemd's `Restart=always`). None: the program alone.
+    pub supervisor: Option<String>,
 }
 
 impl Service {
@@ -130,6 +134,13 @@ pub async fn ensure_running<E: Exec>(
     if status.success() {
         return Ok(restart);
     }
+    exec.run_ok(&start_stop_daemon_start(service)).await?;
+    Ok(true)
+}
+
+/// The command that starts the service without systemd: in the
+/// background, its pid file naming the supervisor when there is one.
+pub fn start_stop_daemon_start(service: &Service) -> Vec<String> {
     let mut start = argv![
         "start-stop-daemon",
         "--start",
@@ -140,13 +151,20 @@ pub async fn ensure_running<E: Exec>(
         service.pid_file.clone(),
         "--output",
         service.log_file.clone(),
-        "--exec",
-        service.program.clone(),
-        "--"
+        "--exec"
     ];
+    match &service.supervisor {
+        Some(supervisor) => start.extend(argv![
+            supervisor.clone(),
+            "--",
+            "supervise",
+            "--",
+            service.program.clone()
+        ]),
+        None => start.extend(argv![service.program.clone(), "--"]),
+    }
     start.extend(service.args.iter().cloned());
-    exec.run_ok(&start).await?;
-    Ok(true)
+    start
 }
 
 /// Stops the service and removes its unit; true if there was one to stop.
@@ -201,7 +219,30 @@ mod tests {
             pid_file: "/var/lib/kctl/c1/etcd/etcd.pid".into(),
             log_file: "/var/lib/kctl/c1/etcd/etcd.log".into(),
             after: vec![],
+            supervisor: None,
         }
+    }
+
+    #[test]
+    fn without_systemd_a_supervisor_runs_the_program() {
+        let supervised = Service {
+            supervisor: Some("/var/lib/kctl/c1/etcd/kctl-node".into()),
+            ..service()
+        };
+        let start = start_stop_daemon_start(&supervised);
+        let exec_at = start.iter().position(|a| a == "--exec").unwrap();
+        assert_eq!(
+            &start[exec_at + 1..exec_at + 6],
+            [
+                "/var/lib/kctl/c1/etcd/kctl-node",
+                "--",
+                "supervise",
+                "--",
+                "/usr/bin/etcd"
+            ]
+        );
+        assert_eq!(&start[exec_at + 6..], supervised.args.as_slice());
+        assert!(start.contains(&"/var/lib/kctl/c1/etcd/etcd.pid".to_string()));
     }
 
     fn failing() -> Output {

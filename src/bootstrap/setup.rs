@@ -5,11 +5,12 @@
 //! the local `Exec` — and answers whether anything changed. Every command
 //! of bootstrap used to be a session of its own (22 per minion).
 
-use super::helper::{helper_service, sha256_file, Helper};
+use super::helper::{helper_service, helper_tls_dir, sha256_file, Helper};
 use super::{bootstrap_minion, service};
 use crate::argv;
 use crate::cluster::ClusterConfig;
 use crate::exec::{Exec, ExecError};
+use crate::pki::{Credentials, NODE_CA_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use serde::{Deserialize, Serialize};
 
 /// What `kctl-node setup` reads on its standard input.
@@ -25,6 +26,10 @@ pub struct SetupRequest {
     /// stops, so a damaged upload never replaces a working helper.
     #[serde(default)]
     pub staged_sha256: Option<String>,
+    /// The helper's credentials for etcd, written to its `tls/` directory
+    /// (never to the saved copy of the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_credentials: Option<Credentials>,
 }
 
 /// Where `kctl-node setup` keeps its request: beside the helper's binary.
@@ -51,17 +56,41 @@ pub async fn restore_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecEr
     bootstrap_minion(exec, &request.cluster, minion).await
 }
 
+/// Uploads `local` to `remote` (mode 0755) unless the file there has the
+/// same SHA-256; true if it uploaded.
+pub(crate) async fn upload_if_different<E: Exec>(
+    exec: &E,
+    local: &std::path::Path,
+    remote: &str,
+) -> Result<bool, ExecError> {
+    let digest = sha256_file(local).map_err(|e| ExecError::Transport {
+        target: exec.target().to_string(),
+        message: format!("{}: {e}", local.display()),
+    })?;
+    let there = exec.run(&argv!["sha256sum", remote], None).await?;
+    if there.stdout_text().split_whitespace().next() == Some(digest.as_str()) {
+        return Ok(false);
+    }
+    let upload = argv!["install", "-D", "-m", "0755", "/dev/stdin", remote];
+    exec.run_with_file(&upload, local)
+        .await?
+        .check(exec.target(), &upload)?;
+    Ok(true)
+}
+
 /// What `kctl-node setup` prints on success.
 const CHANGED: &str = "changed";
 const UNCHANGED: &str = "unchanged";
 
 /// Workstation side: brings `minion` to what `cluster` says, with
-/// `binary` as its helper. Returns true if anything changed.
+/// `binary` as its helper and `credentials` for etcd. Returns true if
+/// anything changed.
 pub async fn setup_minion<E: Exec>(
     exec: &E,
     cluster: &ClusterConfig,
     minion: &str,
     binary: &std::path::Path,
+    credentials: Option<&Credentials>,
 ) -> Result<bool, ExecError> {
     let transport = |message: String| ExecError::Transport {
         target: exec.target().to_string(),
@@ -93,6 +122,7 @@ pub async fn setup_minion<E: Exec>(
         minion: minion.to_string(),
         staged: staged.clone(),
         staged_sha256: stale.then_some(local),
+        etcd_credentials: credentials.cloned(),
     };
     let input = serde_json::to_vec(&request).map_err(|e| transport(e.to_string()))?;
     let setup = argv![staged.unwrap_or(service.program), "setup"];
@@ -136,11 +166,28 @@ pub async fn setup_here<E: Exec>(
         }
     }
     let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
+    let credentials_changed = match &request.etcd_credentials {
+        Some(credentials) => {
+            let dir = helper_tls_dir(minion);
+            let files = CredentialFiles {
+                ca: format!("{dir}/{NODE_CA_FILE}"),
+                cert: format!("{dir}/{NODE_CERT_FILE}"),
+                key: format!("{dir}/{NODE_KEY_FILE}"),
+            };
+            install_credentials(exec, &files, credentials).await?
+        }
+        None => false,
+    };
+    changed |= credentials_changed;
     // Kept beside the helper, which bootstraps from it again when it
     // starts: a reboot wipes routes and rules, and `up` is not there.
     let saved = saved_request_path(&service.program);
     let keep = argv!["install", "-D", "-m", "0600", "/dev/stdin", saved];
-    let text = serde_json::to_vec(request).map_err(|e| ExecError::Transport {
+    let without_secrets = SetupRequest {
+        etcd_credentials: None,
+        ..request.clone()
+    };
+    let text = serde_json::to_vec(&without_secrets).map_err(|e| ExecError::Transport {
         target: request.minion.clone(),
         message: e.to_string(),
     })?;
@@ -160,9 +207,46 @@ pub async fn setup_here<E: Exec>(
         }
         changed = true;
     }
-    let restart = request.staged.is_some() && systemd;
+    // A new certificate is read at the next connection; a restart makes
+    // that now (and drops a connection made with the old one).
+    let restart = (request.staged.is_some() && systemd) || credentials_changed;
     changed |= service::ensure_running(exec, &service, systemd, restart).await?;
     Ok(if changed { CHANGED } else { UNCHANGED })
+}
+
+/// Where one party's credentials go on its machine.
+pub(crate) struct CredentialFiles {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// Writes `credentials` to `files` (all 0600: even the certificates are
+/// nobody else's business) unless they are there already; true if they
+/// were not. The key is compared through its certificate, never read back.
+pub(crate) async fn install_credentials<E: Exec>(
+    exec: &E,
+    files: &CredentialFiles,
+    credentials: &Credentials,
+) -> Result<bool, ExecError> {
+    let have = exec
+        .run(&argv!["cat", files.ca.clone(), files.cert.clone()], None)
+        .await?;
+    let want = format!("{}{}", credentials.ca, credentials.own.cert);
+    if have.success() && have.stdout == want.as_bytes() {
+        return Ok(false);
+    }
+    for (path, text) in [
+        (&files.key, &credentials.own.key),
+        (&files.cert, &credentials.own.cert),
+        (&files.ca, &credentials.ca),
+    ] {
+        let write = argv!["install", "-D", "-m", "0600", "/dev/stdin", path.clone()];
+        exec.run(&write, Some(text.as_bytes()))
+            .await?
+            .check(exec.target(), &write)?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -194,7 +278,7 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        assert!(setup_minion(&fresh, &cluster, "minion-1", &binary)
+        assert!(setup_minion(&fresh, &cluster, "minion-1", &binary, None)
             .await
             .unwrap());
         let calls = fresh.calls();
@@ -245,7 +329,7 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        assert!(!setup_minion(&current, &cluster, "minion-1", &binary)
+        assert!(!setup_minion(&current, &cluster, "minion-1", &binary, None)
             .await
             .unwrap());
         assert_eq!(current.calls().len(), 2);
@@ -259,7 +343,7 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        assert!(setup_minion(&odd, &cluster, "minion-1", &binary)
+        assert!(setup_minion(&odd, &cluster, "minion-1", &binary, None)
             .await
             .is_err());
     }
@@ -271,6 +355,7 @@ mod tests {
             minion: "minion-2".into(),
             staged: Some("/var/lib/kctl/kctl-node.new".into()),
             staged_sha256: Some("abc".into()),
+            etcd_credentials: None,
         };
         // systemd present (the recorder answers success by default), no
         // unit yet, service inactive.
@@ -351,6 +436,7 @@ mod tests {
             minion: "minion-1".into(),
             staged: None,
             staged_sha256: None,
+            etcd_credentials: None,
         };
         let exec = RecordingExec {
             answers: [

@@ -40,6 +40,22 @@ pub struct NodeConfig {
     pub offline_images: bool,
     /// The minion's dockerd.
     pub docker_socket: std::path::PathBuf,
+    /// Where the helper's etcd credentials are (TLS), if etcd speaks it.
+    pub etcd_tls_dir: Option<std::path::PathBuf>,
+}
+
+impl NodeConfig {
+    /// Connects to etcd, with the credentials as they are on disk now.
+    pub async fn connect(&self) -> Result<Store, StoreError> {
+        let tls = match &self.etcd_tls_dir {
+            Some(dir) => Some(
+                crate::pki::read_node_credentials(dir)
+                    .map_err(|e| StoreError::Credentials(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Store::connect(&self.etcd, &self.cluster, tls.as_ref()).await
+    }
 }
 
 /// Why one life of the helper ended.
@@ -74,7 +90,7 @@ pub async fn run(node: NodeConfig) {
     );
     restore_host(&node).await;
     loop {
-        let result = match Store::connect(&node.etcd, &node.cluster).await {
+        let result = match node.connect().await {
             Ok(store) => serve(&node, store).await,
             Err(e) => Err(e.into()),
         };

@@ -5,6 +5,8 @@
 
 use super::{report, Cluster};
 use crate::bootstrap::{self, etcd};
+use crate::cluster::ClusterConfig;
+use crate::pki::{Credentials, Renewed};
 use crate::ssh::SshExec;
 use crate::state::MinionRecord;
 use crate::ui::Ui;
@@ -15,12 +17,58 @@ use std::time::Duration;
 /// small cloud VMs are slow.
 const HEARTBEAT_WAIT: Duration = Duration::from_secs(30);
 
+/// The addresses etcd serves at, from its endpoints (`https://IP:PORT`).
+fn etcd_ips(config: &ClusterConfig) -> Vec<std::net::IpAddr> {
+    config
+        .etcd_endpoints
+        .iter()
+        .filter_map(|e| {
+            let authority = e.split("://").nth(1)?.split('/').next()?;
+            authority
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.ip())
+        })
+        .collect()
+}
+
+/// Makes the cluster's CA and certificates, or renews those that need it.
+/// Returns what it made.
+pub fn ensure_certificates(ui: &Ui, cluster: &Cluster) -> miette::Result<Renewed> {
+    let config = &cluster.config;
+    if !config.etcd_tls() {
+        return Ok(Renewed::default());
+    }
+    let task = ui.task("certificates");
+    let minions: Vec<String> = config.minions.iter().map(|m| m.id.clone()).collect();
+    let renewed = cluster.dir.pki().ensure(
+        &config.name,
+        &etcd_ips(config),
+        &minions,
+        time::OffsetDateTime::now_utc(),
+    )?;
+    task.done(if renewed.made.is_empty() {
+        "certificates valid".to_string()
+    } else {
+        let made: Vec<String> = renewed
+            .made
+            .iter()
+            .map(|(stem, why)| format!("{stem} ({why})"))
+            .collect();
+        format!("made certificates: {}", made.join(", "))
+    });
+    Ok(renewed)
+}
+
 /// Bootstraps the named minions (all when `only` is None). Returns true if
 /// anything changed.
 pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> miette::Result<bool> {
     let config = &cluster.config;
     let auth = cluster.auth();
-    let mut changed = false;
+    let renewed = ensure_certificates(ui, cluster)?;
+    let mut changed = !renewed.made.is_empty();
+    let pki = cluster.dir.pki();
+    let binary = super::helper_binary()?;
 
     if let Some(host) = &config.etcd_host {
         let task = ui.task(format!("etcd on {}", host.name));
@@ -28,7 +76,16 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
             .await
             .map_err(report)?;
         let minion_ips: Vec<_> = config.minions.iter().map(|m| m.host_ip).collect();
-        let result = etcd::install_etcd(&exec, &config.name, host, &minion_ips).await;
+        let credentials = pki.etcd()?;
+        let result = etcd::install_etcd(
+            &exec,
+            &config.name,
+            host,
+            &minion_ips,
+            &credentials,
+            &binary,
+        )
+        .await;
         exec.close().await;
         changed |= result.map_err(report)?;
         task.done(format!("etcd at {} on {}", host.endpoint(), host.name));
@@ -40,13 +97,17 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
         .filter(|m| only.is_none_or(|ids| ids.contains(&m.id)))
         .collect();
     let task = ui.task(format!("bootstrap {} minions over SSH", minions.len()));
-    let binary = super::helper_binary()?;
-    let boots = minions.iter().map(|m| {
+    let credentials: Vec<Option<Credentials>> = minions
+        .iter()
+        .map(|m| config.etcd_tls().then(|| pki.minion(&m.id)).transpose())
+        .collect::<Result<_, _>>()?;
+    let boots = minions.iter().zip(&credentials).map(|(m, credentials)| {
         let auth = auth.clone();
         let binary = &binary;
         async move {
             let exec = SshExec::connect(&m.ssh_target(), &auth).await?;
-            let result = bootstrap::setup_minion(&exec, config, &m.id, binary).await;
+            let result =
+                bootstrap::setup_minion(&exec, config, &m.id, binary, credentials.as_ref()).await;
             exec.close().await;
             result
         }

@@ -57,18 +57,33 @@ impl Cluster {
             })
             .await
             .map_err(|e| miette!(help = "etcd is reached through SSH to its host", "{e}"))?;
-        Ok(vec![format!("http://127.0.0.1:{port}")])
+        let scheme = if self.config.etcd_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(vec![format!("{scheme}://127.0.0.1:{port}")])
+    }
+
+    /// The workstation's certificate for etcd, where etcd speaks TLS.
+    fn etcd_credentials(&self) -> miette::Result<Option<crate::pki::Credentials>> {
+        if !self.config.etcd_tls() {
+            return Ok(None);
+        }
+        Ok(Some(self.dir.pki().workstation()?))
     }
 
     pub async fn store(&self) -> miette::Result<Store> {
         let endpoints = self.etcd_endpoints().await?;
-        Ok(Store::connect(&endpoints, &self.config.name).await?)
+        let tls = self.etcd_credentials()?;
+        Ok(Store::connect(&endpoints, &self.config.name, tls.as_ref()).await?)
     }
 
     /// Like `store`, for an etcd that was just started.
     pub async fn store_waiting(&self, timeout: std::time::Duration) -> miette::Result<Store> {
         let endpoints = self.etcd_endpoints().await?;
-        Ok(Store::connect_waiting(&endpoints, &self.config.name, timeout).await?)
+        let tls = self.etcd_credentials()?;
+        Ok(Store::connect_waiting(&endpoints, &self.config.name, tls.as_ref(), timeout).await?)
     }
 
     pub fn auth(&self) -> crate::ssh::SshAuth {

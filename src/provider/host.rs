@@ -117,8 +117,8 @@ pub fn process_matches(pid: u32, expect: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The `ssh` processes (SSH masters) whose command line names `text`.
-pub fn ssh_processes_naming(text: &str) -> Vec<u32> {
+/// The processes whose arguments (argv, split at NULs) satisfy `matches`.
+fn processes_where(matches: impl Fn(&[&[u8]]) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return vec![];
     };
@@ -127,11 +127,34 @@ pub fn ssh_processes_naming(text: &str) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.first().is_some_and(|a| a.ends_with(b"ssh"))
-                    && String::from_utf8_lossy(&c).contains(text)
+                matches(&args)
             })
         })
         .collect()
+}
+
+/// The `ssh` processes (SSH masters) whose command line names `text`.
+pub fn ssh_processes_naming(text: &str) -> Vec<u32> {
+    processes_where(|args| {
+        args.first().is_some_and(|a| a.ends_with(b"ssh"))
+            && args
+                .iter()
+                .any(|a| String::from_utf8_lossy(a).contains(text))
+    })
+}
+
+/// The processes running `program` (by its file name) with `args` among
+/// their arguments, in that order: e.g. the etcd of one data directory.
+pub fn pids_running(program: &str, args: &[&str]) -> Vec<u32> {
+    processes_where(|argv| {
+        let named = argv
+            .first()
+            .is_some_and(|a| a.rsplit(|b| *b == b'/').next() == Some(program.as_bytes()));
+        named
+            && argv
+                .windows(args.len().max(1))
+                .any(|w| w.iter().copied().eq(args.iter().map(|a| a.as_bytes())))
+    })
 }
 
 pub fn pid_alive(pid: u32) -> bool {
@@ -157,6 +180,8 @@ pub fn signal(pid: u32, sig: &str) {
 pub async fn terminate(pids: &[u32], grace: Duration) {
     for &pid in pids {
         signal(pid, "TERM");
+        // A stopped process acts on TERM only once it runs again.
+        signal(pid, "CONT");
     }
     let deadline = Instant::now() + grace;
     while pids.iter().any(|&p| pid_alive(p)) && Instant::now() < deadline {

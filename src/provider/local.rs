@@ -87,7 +87,7 @@ impl Layout {
         ipnet::Ipv4Net::new(Ipv4Addr::new(10, self.octet(), 128, 0), 17).unwrap_or_default()
     }
     pub fn etcd_endpoint(&self) -> String {
-        format!("http://{}:2379", self.bridge_ip())
+        format!("https://{}:2379", self.bridge_ip())
     }
     pub fn minion(&self, index: usize) -> MinionConfig {
         MinionConfig {
@@ -470,53 +470,74 @@ async fn ensure_dockerd(
     run_dir: &std::path::Path,
 ) -> Result<bool, HostError> {
     let pid_file = run_dir.join("docker.pid");
+    let supervisor_pid = run_dir.join("dockerd-supervisor.pid");
     let socket = layout.docker_socket(index);
     let data_root = minion_dir.join("docker").display().to_string();
-    match host::live_pid(&pid_file, &data_root) {
-        Some(_) if std::os::unix::net::UnixStream::connect(&socket).is_ok() => return Ok(false),
-        Some(pid) => host::terminate(&[pid], Duration::from_secs(10)).await,
-        None => {}
+    let answers = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    if host::live_pid(&supervisor_pid, &data_root).is_some() {
+        // Supervised: running, or being started again right now.
+        if answers() || host::wait_for(Duration::from_secs(30), answers).await {
+            return Ok(false);
+        }
+        stop_dockerd(layout, index).await;
+    } else if let Some(pid) = host::live_pid(&pid_file, &data_root) {
+        // A dockerd without a supervisor (made by an older kctl).
+        host::terminate(&[pid], Duration::from_secs(10)).await;
     }
     // dockerd and its containerd refuse to start over a pid file whose
     // process still exists, and a killed one may linger as a zombie; a stale
-    // socket would pass the readiness check below. All of them are stale.
-    for stale in [
+    // socket would pass the readiness check below. All of them are stale,
+    // also each time the supervisor starts dockerd again.
+    let stale = [
         pid_file.clone(),
         run_dir.join("docker/containerd/containerd.pid"),
         socket.clone(),
-    ] {
-        let _ = std::fs::remove_file(stale);
+    ];
+    let me = std::env::current_exe().map_err(|e| host_error("kctl's own path", e))?;
+    let mut argv: Vec<String> = vec![
+        "nsenter".into(),
+        format!("--net=/run/netns/{}", layout.netns(index)),
+        // The supervisor lives in the minion's namespace, so a power cut
+        // (`kill_minion`) takes it down with everything else.
+        me.display().to_string(),
+        "supervise".into(),
+        "--pid-file".into(),
+        supervisor_pid.display().to_string(),
+        // Time to stop the minion's containers.
+        "--stop-grace".into(),
+        "12".into(),
+    ];
+    for path in &stale {
+        argv.push("--remove-before-start".into());
+        argv.push(path.display().to_string());
     }
-    let argv: Vec<String> = [
-        "nsenter",
-        &format!("--net=/run/netns/{}", layout.netns(index)),
-        "dockerd",
-        "--data-root",
-        &data_root,
-        "--exec-root",
-        &run_dir.join("docker").display().to_string(),
-        "--pidfile",
-        &pid_file.display().to_string(),
-        "--host",
-        &format!("unix://{}", socket.display()),
-        // Pods get their own network from bootstrap; a default bridge
-        // would only be unused address space.
-        "--bridge=none",
-        // Host ports by iptables alone, and hairpin mode on the bridge's
-        // ports, so a pod reaches itself through its service's portal.
-        "--userland-proxy=false",
-        "--cgroup-parent",
-        &format!("/{}", layout.cgroup_parent(index)),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    argv.push("--".into());
+    argv.extend(
+        [
+            "dockerd",
+            "--data-root",
+            &data_root,
+            "--exec-root",
+            &run_dir.join("docker").display().to_string(),
+            "--pidfile",
+            &pid_file.display().to_string(),
+            "--host",
+            &format!("unix://{}", socket.display()),
+            // Pods get their own network from bootstrap; a default bridge
+            // would only be unused address space.
+            "--bridge=none",
+            // Host ports by iptables alone, and hairpin mode on the bridge's
+            // ports, so a pod reaches itself through its service's portal.
+            "--userland-proxy=false",
+            "--cgroup-parent",
+            &format!("/{}", layout.cgroup_parent(index)),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     let log = minion_dir.join("dockerd.log");
     host::spawn_daemon(&argv, &log)?;
-    let ready = host::wait_for(Duration::from_secs(30), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    })
-    .await;
+    let ready = host::wait_for(Duration::from_secs(30), answers).await;
     if !ready {
         return Err(host_error(
             format!("dockerd on {}", Layout::minion_id(index)),
@@ -561,7 +582,11 @@ pub async fn kill_minion(layout: &Layout, index: usize) {
     let mut namespaces: Vec<u64> = host::netns_of_name(&layout.netns(index))
         .into_iter()
         .collect();
-    for (pid_file, expect) in [("sshd.pid", "sshd"), ("docker.pid", "dockerd")] {
+    for (pid_file, expect) in [
+        ("sshd.pid", "sshd"),
+        ("docker.pid", "dockerd"),
+        ("dockerd-supervisor.pid", "dockerd"),
+    ] {
         if let Some(pid) = host::live_pid(&run_dir.join(pid_file), expect) {
             namespaces.extend(host::netns_of_pid(pid));
         }
@@ -583,6 +608,18 @@ pub async fn kill_minion(layout: &Layout, index: usize) {
     host::kill_cgroup_tree(&layout.cgroup_parent(index)).await;
 }
 
+/// Stops a minion's dockerd cleanly: its supervisor first, which stops
+/// dockerd, then dockerd itself if it is left.
+async fn stop_dockerd(layout: &Layout, index: usize) {
+    let run_dir = layout.runtime_dir(index);
+    if let Some(pid) = host::live_pid(&run_dir.join("dockerd-supervisor.pid"), "dockerd") {
+        host::terminate(&[pid], Duration::from_secs(15)).await;
+    }
+    if let Some(pid) = host::live_pid(&run_dir.join("docker.pid"), "dockerd") {
+        host::terminate(&[pid], Duration::from_secs(10)).await;
+    }
+}
+
 /// Removes minion `index` entirely. Tolerates any part being missing.
 pub async fn remove_minion(dir: &ClusterDir, layout: &Layout, index: usize) {
     let socket = layout.docker_socket(index);
@@ -597,10 +634,7 @@ pub async fn remove_minion(dir: &ClusterDir, layout: &Layout, index: usize) {
                 host::run_quiet(&argv).await;
             }
         }
-        let pid_file = layout.runtime_dir(index).join("docker.pid");
-        if let Some(pid) = host::live_pid(&pid_file, "dockerd") {
-            host::terminate(&[pid], Duration::from_secs(10)).await;
-        }
+        stop_dockerd(layout, index).await;
     }
     kill_minion(layout, index).await;
     host::unmount_all_under(&dir.minion_dir(&Layout::minion_id(index))).await;
@@ -619,20 +653,15 @@ pub async fn remove_host_network(layout: &Layout) {
     let _ = std::fs::remove_dir_all(layout.runtime_root());
 }
 
-/// Starts the cluster's etcd on the bridge address, if not running.
-pub async fn ensure_etcd(dir: &ClusterDir, layout: &Layout) -> Result<bool, HostError> {
+/// etcd's command line: TLS only, on the bridge address, with the
+/// cluster's certificates from the workstation's cluster directory.
+fn etcd_argv(dir: &ClusterDir, layout: &Layout) -> Vec<String> {
     let etcd_dir = dir.etcd_dir();
-    std::fs::create_dir_all(&etcd_dir)
-        .map_err(|e| host_error(etcd_dir.display().to_string(), e))?;
-    let pid_file = etcd_dir.join("etcd.pid");
     let data = etcd_dir.join("data").display().to_string();
-    if host::live_pid(&pid_file, &data).is_some() {
-        return Ok(false);
-    }
     let client = layout.etcd_endpoint();
-    let peer = format!("http://{}:2380", layout.bridge_ip());
+    let peer = format!("https://{}:2380", layout.bridge_ip());
     let name = format!("kctl-{}", layout.cluster);
-    let argv: Vec<String> = [
+    let mut argv: Vec<String> = [
         "etcd",
         "--name",
         &name,
@@ -657,10 +686,54 @@ pub async fn ensure_etcd(dir: &ClusterDir, layout: &Layout) -> Result<bool, Host
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let pid = host::spawn_daemon(&argv, &etcd_dir.join("etcd.log"))?;
-    std::fs::write(&pid_file, pid.to_string())
-        .map_err(|e| host_error(pid_file.display().to_string(), e))?;
+    let pki = dir.pki();
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    argv.extend(crate::bootstrap::etcd::tls_flags(
+        &path(pki.ca_file()),
+        &path(pki.cert_file("etcd")),
+        &path(pki.key_file("etcd")),
+    ));
+    argv
+}
+
+/// Starts the cluster's etcd on the bridge address under a supervisor
+/// (`kctl supervise`, which starts it again within a second if it dies),
+/// unless it runs already with the same command line. `restart`: its
+/// certificates changed, so a running one is restarted.
+pub async fn ensure_etcd(
+    dir: &ClusterDir,
+    layout: &Layout,
+    restart: bool,
+) -> Result<bool, HostError> {
+    let etcd_dir = dir.etcd_dir();
+    std::fs::create_dir_all(&etcd_dir)
+        .map_err(|e| host_error(etcd_dir.display().to_string(), e))?;
+    let pid_file = etcd_dir.join("etcd.pid");
+    let data = etcd_dir.join("data").display().to_string();
+    let argv = etcd_argv(dir, layout);
+    let args_file = etcd_dir.join("etcd.args");
+    let same_args = std::fs::read_to_string(&args_file).ok() == Some(argv.join("\n"));
     let addr = SocketAddr::from((layout.bridge_ip(), 2379));
+    if host::live_pid(&pid_file, &data).is_some() && same_args && !restart {
+        // Supervised; give a restart in progress a moment. A supervisor
+        // whose etcd never comes (stopped, wedged) is replaced below.
+        if host::wait_for(Duration::from_secs(5), || host::tcp_open(addr)).await {
+            return Ok(false);
+        }
+    }
+    stop_etcd(dir).await;
+    let me = std::env::current_exe().map_err(|e| host_error("kctl's own path", e))?;
+    let mut supervised = vec![
+        me.display().to_string(),
+        "supervise".to_string(),
+        "--pid-file".to_string(),
+        pid_file.display().to_string(),
+        "--".to_string(),
+    ];
+    supervised.extend(argv.iter().cloned());
+    host::spawn_daemon(&supervised, &etcd_dir.join("etcd.log"))?;
+    std::fs::write(&args_file, argv.join("\n"))
+        .map_err(|e| host_error(args_file.display().to_string(), e))?;
     if !host::wait_for(Duration::from_secs(20), || host::tcp_open(addr)).await {
         return Err(host_error(
             "etcd",
@@ -673,12 +746,16 @@ pub async fn ensure_etcd(dir: &ClusterDir, layout: &Layout) -> Result<bool, Host
     Ok(true)
 }
 
+/// Stops the cluster's etcd: its supervisor, which stops etcd, and any
+/// etcd of this data directory left without one.
 pub async fn stop_etcd(dir: &ClusterDir) {
     let etcd_dir = dir.etcd_dir();
     let data = etcd_dir.join("data").display().to_string();
     if let Some(pid) = host::live_pid(&etcd_dir.join("etcd.pid"), &data) {
         host::terminate(&[pid], Duration::from_secs(10)).await;
     }
+    let orphans = host::pids_running("etcd", &["--data-dir", &data]);
+    host::terminate(&orphans, Duration::from_secs(10)).await;
 }
 
 #[cfg(test)]

@@ -794,7 +794,7 @@ mod tests {
         assert_eq!(c.minions[1].host_ip.to_string(), "10.240.0.4");
         assert_eq!(c.minions[1].ssh_target().host, "34.1.1.3");
         assert_eq!(c.minions[1].ssh_user, "kctl");
-        assert_eq!(c.etcd_endpoints, ["http://10.240.0.2:4001"]);
+        assert_eq!(c.etcd_endpoints, ["https://10.240.0.2:4001"]);
         assert_eq!(c.etcd_host.as_ref().unwrap().ssh_host, "34.1.1.1");
         assert!(!c.pod_network.host_routes);
         assert_eq!(c.pod_network.mtu, Some(1460));

@@ -3,7 +3,7 @@
 
 use super::DEFAULT_MINIONS;
 use crate::cluster::{ClusterConfig, ClusterDir, LocalNetwork, PodNetwork, ProviderKind};
-use crate::ops::install::install;
+use crate::ops::install::{ensure_certificates, install};
 use crate::ops::{report, require_root, Cluster};
 use crate::provider::host;
 use crate::provider::local::{self, Layout, MAX_MINIONS};
@@ -150,8 +150,11 @@ pub async fn up(
         layout.bridge()
     ));
 
+    let renewed = ensure_certificates(ui, &Cluster::new(dir.clone(), config.clone()))?;
+    changed |= !renewed.made.is_empty();
     let task = ui.task("etcd");
-    changed |= local::ensure_etcd(&dir, &layout).await?;
+    let new_certificate = renewed.contains("etcd") || renewed.contains("ca");
+    changed |= local::ensure_etcd(&dir, &layout, new_certificate).await?;
     task.done(format!("etcd at {}", layout.etcd_endpoint()));
 
     let task = ui.task(format!("{count} minions (namespace, sshd, dockerd)"));

@@ -696,7 +696,7 @@ mod tests {
             (etcd.name.as_str(), etcd.ssh_user.as_str()),
             ("minion-2", "ops")
         );
-        assert_eq!(c.etcd_endpoints, ["http://10.150.0.12:4001"]);
+        assert_eq!(c.etcd_endpoints, ["https://10.150.0.12:4001"]);
         assert_eq!(etcd.dir, "/var/lib/kctl/lab/etcd");
     }
 }

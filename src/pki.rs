@@ -1,0 +1,571 @@
+//! The cluster's certificate authority and what it signs. etcd serves only
+//! TLS and admits only clients with a certificate from the cluster's CA:
+//! the workstation (`kctl`) and each minion's helper (CN = the minion).
+//!
+//! Certificates are made and renewed by `kctl up` on the workstation,
+//! where the CA's key stays. The pure part ([`new_ca`], [`issue`],
+//! [`renewal_reason`]) decides and signs; [`ClusterPki`] keeps the files
+//! (`<cluster>/pki/*.crt`, `*.key` mode 0600, the directory 0700).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// How long the CA and the certificates it signs are valid.
+pub const CA_DAYS: i64 = 3650;
+pub const LEAF_DAYS: i64 = 365;
+/// `up` renews a certificate with less than this left, long before any
+/// clock could catch it out.
+pub const RENEW_LEAF_DAYS_LEFT: i64 = 90;
+pub const RENEW_CA_DAYS_LEFT: i64 = 365;
+
+/// The common name of the workstation's client certificate.
+pub const WORKSTATION_NAME: &str = "kctl";
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PkiError {
+    #[error("cannot make a certificate: {0}")]
+    Sign(String),
+    #[error("{path}: {message}")]
+    #[diagnostic(help(
+        "the cluster's certificates live in this directory; `kctl up` remakes what is missing"
+    ))]
+    File { path: String, message: String },
+}
+
+/// A certificate and its private key, PEM. The key is the secret part:
+/// it is written only to files of mode 0600, never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedCert {
+    pub cert: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for KeyedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedCert").finish_non_exhaustive()
+    }
+}
+
+/// What a party needs to speak TLS with etcd: the cluster's CA
+/// certificate, to check the other side, and its own certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub ca: String,
+    #[serde(flatten)]
+    pub own: KeyedCert,
+}
+
+/// The certificate a party should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub common_name: String,
+    /// The addresses it serves at (etcd); empty for a client.
+    pub ips: Vec<IpAddr>,
+}
+
+impl Wanted {
+    pub fn client(name: &str) -> Wanted {
+        Wanted {
+            common_name: name.to_string(),
+            ips: vec![],
+        }
+    }
+    /// An etcd member: serves clients at `ips` (and on loopback, where the
+    /// workstation's SSH tunnel arrives) and is its peers' client too.
+    pub fn etcd(ips: &[IpAddr]) -> Wanted {
+        let mut ips = ips.to_vec();
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+        ips.sort();
+        ips.dedup();
+        Wanted {
+            common_name: "etcd".into(),
+            ips,
+        }
+    }
+    fn is_server(&self) -> bool {
+        !self.ips.is_empty()
+    }
+}
+
+fn sign_error(e: rcgen::Error) -> PkiError {
+    PkiError::Sign(e.to_string())
+}
+
+fn ca_name(cluster: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "kctl");
+    dn.push(DnType::CommonName, format!("kctl cluster {cluster} CA"));
+    dn
+}
+
+/// A new CA for `cluster`, valid from a minute before `now` (clocks of the
+/// minions may lag a little) for [`CA_DAYS`].
+pub fn new_ca(cluster: &str, now: OffsetDateTime) -> Result<KeyedCert, PkiError> {
+    let key = KeyPair::generate().map_err(sign_error)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = ca_name(cluster);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - Duration::minutes(1);
+    params.not_after = now + Duration::days(CA_DAYS);
+    let cert = params.self_signed(&key).map_err(sign_error)?;
+    Ok(KeyedCert {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// A certificate for `wanted`, signed by `ca`, valid for [`LEAF_DAYS`].
+pub fn issue(ca: &KeyedCert, wanted: &Wanted, now: OffsetDateTime) -> Result<KeyedCert, PkiError> {
+    let ca_key = KeyPair::from_pem(&ca.key).map_err(sign_error)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(sign_error)?;
+    let key = KeyPair::generate().map_err(sign_error)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "kctl");
+    dn.push(DnType::CommonName, wanted.common_name.clone());
+    params.distinguished_name = dn;
+    params.subject_alt_names = wanted
+        .ips
+        .iter()
+        .map(|ip| SanType::IpAddress(*ip))
+        .collect();
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if wanted.is_server() {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - Duration::minutes(1);
+    params.not_after = now + Duration::days(LEAF_DAYS);
+    let cert = params.signed_by(&key, &issuer).map_err(sign_error)?;
+    Ok(KeyedCert {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// Why `cert` must be made again, or None if it is good: unreadable, not
+/// signed by `ca`, close to expiry (less than `days_left` days), or made
+/// for another name or other addresses than `wanted`.
+pub fn renewal_reason(
+    cert: &str,
+    ca: &str,
+    wanted: Option<&Wanted>,
+    days_left: i64,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let der = match pem_der(cert) {
+        Ok(der) => der,
+        Err(e) => return Some(e),
+    };
+    let Ok((_, x509)) = x509_parser::parse_x509_certificate(&der) else {
+        return Some("it is not a certificate".into());
+    };
+    let ca_der = match pem_der(ca) {
+        Ok(der) => der,
+        Err(e) => return Some(format!("the CA: {e}")),
+    };
+    let Ok((_, ca_x509)) = x509_parser::parse_x509_certificate(&ca_der) else {
+        return Some("the CA is not a certificate".into());
+    };
+    if x509.verify_signature(Some(ca_x509.public_key())).is_err() {
+        return Some("it is not signed by the cluster's CA".into());
+    }
+    let not_after = x509.validity().not_after.timestamp();
+    let left = Duration::seconds(not_after - now.unix_timestamp());
+    if left < Duration::days(days_left) {
+        return Some(if left.is_negative() {
+            "it has expired".into()
+        } else {
+            format!("it expires in {} days", left.whole_days())
+        });
+    }
+    if let Some(wanted) = wanted {
+        let name = x509
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok());
+        if name != Some(wanted.common_name.as_str()) {
+            return Some(format!("it is for {name:?}, not {:?}", wanted.common_name));
+        }
+        let mut ips: Vec<IpAddr> = match x509.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::IPAddress(b) => ip_of(b),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        };
+        ips.sort();
+        if ips != wanted.ips {
+            return Some("the addresses it serves at changed".into());
+        }
+    }
+    None
+}
+
+fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
+    }
+}
+
+fn pem_der(text: &str) -> Result<Vec<u8>, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
+        .map_err(|_| "it is not PEM".to_string())?;
+    Ok(pem.contents)
+}
+
+/// The cluster's certificates on the workstation.
+#[derive(Debug, Clone)]
+pub struct ClusterPki {
+    pub dir: PathBuf,
+}
+
+/// What [`ClusterPki::ensure`] made, and why, for `up` to report.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    /// (file stem, reason)
+    pub made: Vec<(String, String)>,
+}
+
+impl Renewed {
+    pub fn contains(&self, stem: &str) -> bool {
+        self.made.iter().any(|(s, _)| s == stem)
+    }
+}
+
+impl ClusterPki {
+    pub fn new(dir: PathBuf) -> ClusterPki {
+        ClusterPki { dir }
+    }
+
+    fn stem_path(&self, stem: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{stem}.{ext}"))
+    }
+
+    pub fn minion_stem(minion: &str) -> String {
+        format!("minion-{}", minion.trim_start_matches("minion-"))
+    }
+
+    /// Makes the CA and every certificate the cluster needs, and renews any
+    /// that is missing, close to expiry or no longer right (another CA,
+    /// other addresses). Idempotent: a second call makes nothing.
+    pub fn ensure(
+        &self,
+        cluster: &str,
+        etcd_ips: &[IpAddr],
+        minions: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Renewed, PkiError> {
+        create_private_dir(&self.dir)?;
+        let mut renewed = Renewed::default();
+        let ca = match self.read("ca") {
+            Ok(ca) => match renewal_reason(&ca.cert, &ca.cert, None, RENEW_CA_DAYS_LEFT, now) {
+                None => ca,
+                Some(reason) => {
+                    renewed.made.push(("ca".into(), reason));
+                    self.write("ca", &new_ca(cluster, now)?)?
+                }
+            },
+            Err(_) => {
+                renewed.made.push(("ca".into(), "there was none".into()));
+                self.write("ca", &new_ca(cluster, now)?)?
+            }
+        };
+        let mut wanted = vec![
+            ("etcd".to_string(), Wanted::etcd(etcd_ips)),
+            (
+                WORKSTATION_NAME.to_string(),
+                Wanted::client(WORKSTATION_NAME),
+            ),
+        ];
+        for m in minions {
+            wanted.push((Self::minion_stem(m), Wanted::client(m)));
+        }
+        for (stem, want) in wanted {
+            let reason = match self.read(&stem) {
+                Ok(have) => {
+                    renewal_reason(&have.cert, &ca.cert, Some(&want), RENEW_LEAF_DAYS_LEFT, now)
+                }
+                Err(_) => Some("there was none".into()),
+            };
+            if let Some(reason) = reason {
+                self.write(&stem, &issue(&ca, &want, now)?)?;
+                renewed.made.push((stem, reason));
+            }
+        }
+        Ok(renewed)
+    }
+
+    fn read(&self, stem: &str) -> Result<KeyedCert, PkiError> {
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|e| PkiError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+        };
+        Ok(KeyedCert {
+            cert: read(self.stem_path(stem, "crt"))?,
+            key: read(self.stem_path(stem, "key"))?,
+        })
+    }
+
+    fn write(&self, stem: &str, pair: &KeyedCert) -> Result<KeyedCert, PkiError> {
+        write_private(&self.stem_path(stem, "key"), &pair.key)?;
+        write_private(&self.stem_path(stem, "crt"), &pair.cert)?;
+        Ok(pair.clone())
+    }
+
+    fn credentials(&self, stem: &str) -> Result<Credentials, PkiError> {
+        Ok(Credentials {
+            ca: self.read("ca")?.cert,
+            own: self.read(stem)?,
+        })
+    }
+
+    /// The workstation's: what `kctl` connects to etcd with.
+    pub fn workstation(&self) -> Result<Credentials, PkiError> {
+        self.credentials(WORKSTATION_NAME)
+    }
+    /// etcd's, for the machine that runs it.
+    pub fn etcd(&self) -> Result<Credentials, PkiError> {
+        self.credentials("etcd")
+    }
+    /// A minion's helper's.
+    pub fn minion(&self, minion: &str) -> Result<Credentials, PkiError> {
+        self.credentials(&Self::minion_stem(minion))
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.stem_path("ca", "crt")
+    }
+    pub fn cert_file(&self, stem: &str) -> PathBuf {
+        self.stem_path(stem, "crt")
+    }
+    pub fn key_file(&self, stem: &str) -> PathBuf {
+        self.stem_path(stem, "key")
+    }
+}
+
+/// The files a minion's helper keeps its etcd credentials in, in its
+/// `tls/` directory: the CA's certificate, its own, and its key (0600).
+pub const NODE_CA_FILE: &str = "ca.crt";
+pub const NODE_CERT_FILE: &str = "node.crt";
+pub const NODE_KEY_FILE: &str = "node.key";
+
+/// Reads a helper's credentials from its `tls/` directory. Read at every
+/// connection, so a renewed certificate is used without a restart.
+pub fn read_node_credentials(dir: &Path) -> Result<Credentials, PkiError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))
+    };
+    Ok(Credentials {
+        ca: read(NODE_CA_FILE)?,
+        own: KeyedCert {
+            cert: read(NODE_CERT_FILE)?,
+            key: read(NODE_KEY_FILE)?,
+        },
+    })
+}
+
+fn file_error(path: &Path, e: std::io::Error) -> PkiError {
+    PkiError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| file_error(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| file_error(dir, e))
+}
+
+/// Writes `text` to `path` through a temporary file made with mode 0600,
+/// so the key is never readable by others, not even for a moment, and a
+/// crash leaves the old file or the new one, never half of one.
+pub fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| file_error(&tmp, e))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| file_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| file_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_issued_certificate_is_good_until_it_nears_expiry() {
+        let ca = new_ca("c1", now()).unwrap();
+        let want = Wanted::etcd(&[ip("10.101.0.1")]);
+        let etcd = issue(&ca, &want, now()).unwrap();
+        assert_eq!(
+            renewal_reason(
+                &etcd.cert,
+                &ca.cert,
+                Some(&want),
+                RENEW_LEAF_DAYS_LEFT,
+                now()
+            ),
+            None
+        );
+        // 276 days on, 89 are left: renew.
+        let later = now() + Duration::days(LEAF_DAYS - RENEW_LEAF_DAYS_LEFT + 1);
+        let reason = renewal_reason(
+            &etcd.cert,
+            &ca.cert,
+            Some(&want),
+            RENEW_LEAF_DAYS_LEFT,
+            later,
+        );
+        assert!(reason.unwrap().starts_with("it expires in 89 days"));
+        let expired = now() + Duration::days(LEAF_DAYS + 1);
+        assert_eq!(
+            renewal_reason(
+                &etcd.cert,
+                &ca.cert,
+                Some(&want),
+                RENEW_LEAF_DAYS_LEFT,
+                expired
+            )
+            .as_deref(),
+            Some("it has expired")
+        );
+    }
+
+    #[test]
+    fn another_ca_other_addresses_or_another_name_mean_a_new_certificate() {
+        let ca = new_ca("c1", now()).unwrap();
+        let other_ca = new_ca("c1", now()).unwrap();
+        let want = Wanted::etcd(&[ip("10.101.0.1")]);
+        let etcd = issue(&ca, &want, now()).unwrap();
+        assert_eq!(
+            renewal_reason(&etcd.cert, &other_ca.cert, Some(&want), 90, now()).as_deref(),
+            Some("it is not signed by the cluster's CA")
+        );
+        let moved = Wanted::etcd(&[ip("10.101.0.2")]);
+        assert_eq!(
+            renewal_reason(&etcd.cert, &ca.cert, Some(&moved), 90, now()).as_deref(),
+            Some("the addresses it serves at changed")
+        );
+        let node = issue(&ca, &Wanted::client("minion-1"), now()).unwrap();
+        assert!(renewal_reason(
+            &node.cert,
+            &ca.cert,
+            Some(&Wanted::client("minion-2")),
+            90,
+            now()
+        )
+        .unwrap()
+        .contains("\"minion-1\""));
+        assert_eq!(
+            renewal_reason("garbage", &ca.cert, None, 90, now()).as_deref(),
+            Some("it is not PEM")
+        );
+    }
+
+    #[test]
+    fn etcd_serves_at_its_addresses_and_loopback() {
+        let want = Wanted::etcd(&[ip("10.150.0.11"), ip("127.0.0.1")]);
+        assert_eq!(want.ips, [ip("10.150.0.11"), ip("127.0.0.1")]);
+        assert!(want.is_server());
+        assert!(!Wanted::client("kctl").is_server());
+    }
+
+    #[test]
+    fn ensure_makes_everything_once_with_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("kctl-pki-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pki = ClusterPki::new(dir.join("pki"));
+        let minions = ["minion-1".to_string(), "minion-2".to_string()];
+        let first = pki
+            .ensure("c1", &[ip("10.101.0.1")], &minions, now())
+            .unwrap();
+        let stems: Vec<&str> = first.made.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(stems, ["ca", "etcd", "kctl", "minion-1", "minion-2"]);
+        let again = pki
+            .ensure("c1", &[ip("10.101.0.1")], &minions, now())
+            .unwrap();
+        assert_eq!(again, Renewed::default(), "nothing to do the second time");
+        for stem in ["ca", "etcd", "kctl", "minion-1"] {
+            let mode = std::fs::metadata(pki.key_file(stem))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{stem}.key");
+        }
+        let mode = std::fs::metadata(&pki.dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Near the end of the leaves' life, they are renewed and the CA kept.
+        let later = now() + Duration::days(300);
+        let renewed = pki
+            .ensure("c1", &[ip("10.101.0.1")], &minions, later)
+            .unwrap();
+        let stems: Vec<&str> = renewed.made.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(stems, ["etcd", "kctl", "minion-1", "minion-2"]);
+        // A new CA means new leaves.
+        std::fs::remove_file(pki.key_file("ca")).unwrap();
+        let remade = pki
+            .ensure("c1", &[ip("10.101.0.1")], &minions, later)
+            .unwrap();
+        assert_eq!(remade.made.len(), 5);
+        let node = pki.minion("minion-2").unwrap();
+        assert_eq!(
+            renewal_reason(
+                &node.own.cert,
+                &node.ca,
+                Some(&Wanted::client("minion-2")),
+                90,
+                later
+            ),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
