@@ -55,6 +55,36 @@ impl DockerApi {
         })
     }
 
+    /// Whether dockerd answers now.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Like `connect`, but a dockerd that does not answer yet is no error:
+    /// the client speaks API 1.41 (Debian 12's dockerd; newer ones accept
+    /// it too) until then. The helper starts this way, so a minion whose
+    /// runtime is down still heartbeats and says so.
+    pub fn connect_lazily(name: &str, socket: &std::path::Path) -> Result<DockerApi, EngineError> {
+        const DEBIAN_12: bollard::ClientVersion = bollard::ClientVersion {
+            major_version: 1,
+            minor_version: 41,
+        };
+        let path = socket.to_string_lossy();
+        let docker = Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECONDS, &DEBIAN_12)
+            .map_err(|e| EngineError::Transport {
+                target: name.to_string(),
+                message: format!("{path}: {e}"),
+            })?;
+        Ok(DockerApi {
+            name: name.to_string(),
+            docker,
+        })
+    }
+
     fn error(&self, e: bollard::errors::Error) -> EngineError {
         match e {
             bollard::errors::Error::DockerResponseServerError {

@@ -14,6 +14,8 @@ use tabled::settings::Style;
 pub struct MinionView<'a> {
     pub record: &'a MinionRecord,
     pub ready: bool,
+    /// Why it is not ready, when its helper says so.
+    pub reason: Option<String>,
     /// Unix time of the last heartbeat.
     pub last_seen: Option<u64>,
 }
@@ -181,7 +183,10 @@ pub fn minions_table(minions: &[MinionView]) -> String {
                 m.record.id.clone(),
                 m.record.host_ip.to_string(),
                 m.record.pod_cidr.clone(),
-                minion_status(m.ready).to_string(),
+                match &m.reason {
+                    Some(reason) => format!("{} ({reason})", minion_status(m.ready)),
+                    None => minion_status(m.ready).to_string(),
+                },
                 seconds_ago(m.last_seen),
             ]
         })
@@ -385,6 +390,7 @@ pub fn minion_json(m: &MinionView) -> Value {
         "hostIP": m.record.host_ip.to_string(),
         "podCIDR": m.record.pod_cidr,
         "status": minion_status(m.ready),
+        "reason": m.reason,
         "lastSeen": m.last_seen,
     })
 }

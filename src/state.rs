@@ -128,13 +128,29 @@ pub struct ClusterState {
     pub endpoints: BTreeMap<String, Vec<Endpoint>>,
     /// Per minion, the digest of the service rules last written there.
     pub rule_digests: BTreeMap<String, String>,
-    /// Minions whose helper's heartbeat lease is alive: the Ready ones.
+    /// Minions whose helper's heartbeat lease is alive.
     pub heartbeats: std::collections::BTreeSet<String>,
+    /// Minions whose helper heartbeats but says the minion cannot run pods
+    /// now, and why (its container runtime does not answer).
+    pub not_ready: BTreeMap<String, String>,
     /// Per minion, unix time of the helper's last heartbeat.
     pub last_seen: BTreeMap<String, u64>,
 }
 
+/// What a helper says in its heartbeat when its minion cannot run pods:
+/// the heartbeat key's value (empty while all is well).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinionCondition {
+    pub reason: String,
+}
+
 impl ClusterState {
+    /// Ready: its helper heartbeats and says it can run pods. Only ready
+    /// minions get new pods.
+    pub fn ready(&self, minion: &str) -> bool {
+        self.heartbeats.contains(minion) && !self.not_ready.contains_key(minion)
+    }
+
     pub fn pods_on<'a>(&'a self, minion: &'a str) -> impl Iterator<Item = &'a PodRecord> + 'a {
         self.pods.values().filter(move |p| p.host == minion)
     }

@@ -23,7 +23,9 @@
 use crate::model::ReplicationController;
 use crate::pki::Credentials;
 use crate::plan::Op;
-use crate::state::{ClusterState, Endpoint, MinionRecord, PodRecord, PodStatus, ServiceRecord};
+use crate::state::{
+    ClusterState, Endpoint, MinionCondition, MinionRecord, PodRecord, PodStatus, ServiceRecord,
+};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LockOptions,
     TlsOptions, Txn, TxnOp,
@@ -215,6 +217,10 @@ impl Store {
                 }
                 Some(("heartbeats", minion)) => {
                     state.heartbeats.insert(minion.into());
+                    if !value.is_empty() {
+                        let condition = decode::<MinionCondition>(&key, value)?;
+                        state.not_ready.insert(minion.into(), condition.reason);
+                    }
                 }
                 Some(("seen", minion)) => {
                     state
@@ -399,32 +405,67 @@ impl Store {
         Ok(Heartbeat { lease, task })
     }
 
+    /// Says in the minion's heartbeat (on its `lease`) whether it can run
+    /// pods: `Some(reason)` makes it NotReady with that reason, `None`
+    /// Ready again.
+    pub async fn set_condition(
+        &self,
+        minion: &str,
+        lease: i64,
+        not_ready: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let value = match not_ready {
+            Some(reason) => json(&MinionCondition {
+                reason: reason.to_string(),
+            }),
+            None => Vec::new(),
+        };
+        self.client
+            .clone()
+            .put(
+                self.key("heartbeats", minion),
+                value,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// A watch on the cluster's desired state: every change of it bumps the
     /// generation key, and each bump wakes `DesiredChanges::changed`. Lets
     /// a helper act on a commit at once instead of at its next round.
     /// A minion's heartbeat going away (its lease expired: the minion is
-    /// not ready) wakes it too, so the leader moves its pods at once.
+    /// not ready), or changing its condition, wakes it too, so the leader
+    /// acts at once; a heartbeat that begins does not.
     pub async fn watch_desired(&self) -> Result<DesiredChanges, StoreError> {
         let mut client = self.client.clone();
         let mut generation = client.watch(self.generation_key(), None).await?;
-        let lost = etcd_client::WatchOptions::new()
-            .with_prefix()
-            .with_filters([etcd_client::WatchFilterType::NoPut]);
-        let mut heartbeats = client.watch(self.key("heartbeats", ""), Some(lost)).await?;
+        let prefix = etcd_client::WatchOptions::new().with_prefix();
+        let mut heartbeats = client
+            .watch(self.key("heartbeats", ""), Some(prefix))
+            .await?;
         let notify = std::sync::Arc::new(tokio::sync::Notify::new());
         let wake = notify.clone();
         let task = tokio::spawn(async move {
             // Ends with either stream (etcd gone): the helper's own period
             // still drives it, and its next life watches again.
             loop {
-                let response = tokio::select! {
-                    r = generation.message() => r,
-                    r = heartbeats.message() => r,
+                let (response, of_heartbeats) = tokio::select! {
+                    r = generation.message() => (r, false),
+                    r = heartbeats.message() => (r, true),
                 };
-                match response {
-                    Ok(Some(response)) if !response.events().is_empty() => wake.notify_one(),
-                    Ok(Some(_)) => {}
-                    _ => break,
+                let Ok(Some(response)) = response else {
+                    break;
+                };
+                // A heartbeat key made anew (version 1) is a helper that
+                // began; any other event of one is news.
+                let news = response.events().iter().any(|e| {
+                    !of_heartbeats
+                        || e.event_type() == etcd_client::EventType::Delete
+                        || e.kv().is_some_and(|kv| kv.version() > 1)
+                });
+                if news {
+                    wake.notify_one();
                 }
             }
         });

@@ -181,3 +181,238 @@ fn etcd_killed_mid_apply_comes_back_and_nothing_is_lost() {
     assert_eq!(running(&cluster), 30);
     cluster.down_and_check();
 }
+
+/// The pid of the first process whose command line starts with `prefix`
+/// (a program's own, not its supervisor's, whose line only contains it).
+fn pid_starting(prefix: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let line = String::from_utf8_lossy(&line).replace('\0', " ");
+        line.starts_with(prefix).then_some(pid)
+    })
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn minion_status(cluster: &TestCluster, minion: &str) -> String {
+    let run = cluster.kctl(&["get", "minions", minion, "-o", "json"]);
+    assert!(run.ok(), "{run:?}");
+    let item = &run.json()["items"][0];
+    format!(
+        "{} {}",
+        item["status"].as_str().unwrap(),
+        item["reason"].as_str().unwrap_or("")
+    )
+    .trim()
+    .to_string()
+}
+
+fn endpoint_count(cluster: &TestCluster, service: &str) -> usize {
+    let run = cluster.kctl(&["get", "services", service, "-o", "json"]);
+    run.json()["items"][0]["endpoints"]
+        .as_array()
+        .map_or(0, |e| e.len())
+}
+
+/// A minion's helper or dockerd killed: its supervisor starts it again; a
+/// dockerd that stays away makes the minion NotReady with the reason, and
+/// once it is back the pods run and the endpoints are whole again.
+#[test]
+fn a_killed_helper_or_dockerd_comes_back_and_the_minion_recovers() {
+    let cluster = TestCluster::up("it-fault-daemons", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let service = r#"{"id": "web", "kind": "Service", "apiVersion": "v1beta1",
+        "port": 8080, "selector": {"name": "web"}}"#;
+    for text in [service.to_string(), web_controller("web", 4)] {
+        let apply = cluster.kctl_stdin(&["apply", "-f", "-"], &text);
+        assert!(apply.ok(), "{apply:?}");
+    }
+    wait_running(&cluster, 4, Duration::from_secs(60));
+    wait_until("4 endpoints", Duration::from_secs(20), || {
+        endpoint_count(&cluster, "web") == 4
+    });
+
+    // The helper, SIGKILLed, is started again by its supervisor.
+    let helper = |minion: &str| {
+        pid_starting(&format!(
+            "/run/kctl/{}/m{}/helper/kctl-node run ",
+            cluster.slot(),
+            &minion[7..]
+        ))
+    };
+    let first = helper("minion-1").expect("minion-1's helper runs");
+    signal(first, "KILL");
+    wait_until("a new helper", Duration::from_secs(10), || {
+        helper("minion-1").is_some_and(|p| p != first)
+    });
+
+    // dockerd, SIGKILLed, is started again by its supervisor.
+    let dockerd_pid = |i: usize| {
+        std::fs::read_to_string(format!("/run/kctl/{}/m{i}/docker.pid", cluster.slot()))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    let first = dockerd_pid(1).expect("minion-1's dockerd runs");
+    signal(first, "KILL");
+    wait_until("a new dockerd", Duration::from_secs(20), || {
+        dockerd_pid(1).is_some_and(|p| p != first)
+    });
+
+    // With its supervisor frozen, dockerd stays away: the minion says so.
+    let supervisor = std::fs::read_to_string(format!(
+        "/run/kctl/{}/m1/dockerd-supervisor.pid",
+        cluster.slot()
+    ))
+    .unwrap();
+    signal(supervisor.trim(), "STOP");
+    signal(dockerd_pid(1).unwrap(), "KILL");
+    wait_until("minion-1 NotReady", Duration::from_secs(15), || {
+        minion_status(&cluster, "minion-1") == "NotReady container runtime unreachable"
+    });
+    let table = cluster.kctl(&["get", "minions"]);
+    assert!(
+        table
+            .stdout
+            .contains("NotReady (container runtime unreachable)"),
+        "{table:?}"
+    );
+    assert_eq!(minion_status(&cluster, "minion-2"), "Ready");
+    // Its pods stay where they are (their containers may still serve).
+    assert_eq!(cluster.pods().len(), 4);
+
+    // dockerd back: Ready, every pod Running, every endpoint there.
+    signal(supervisor.trim(), "CONT");
+    wait_until("minion-1 Ready again", Duration::from_secs(20), || {
+        minion_status(&cluster, "minion-1") == "Ready"
+    });
+    wait_running(&cluster, 4, Duration::from_secs(30));
+    wait_until("4 endpoints again", Duration::from_secs(20), || {
+        endpoint_count(&cluster, "web") == 4
+    });
+    assert_eq!(cluster.pods().len(), 4, "nothing moved, nothing doubled");
+    cluster.down_and_check();
+}
+
+/// The names of the app containers (`<pod>_web`) running on a minion.
+fn app_containers(cluster: &TestCluster, minion: usize) -> Vec<String> {
+    let sock = format!("unix:///run/kctl/{}/m{minion}/docker.sock", cluster.slot());
+    let run = cluster.in_minion(
+        minion,
+        &["docker", "-H", &sock, "ps", "--format", "{{.Names}}"],
+    );
+    assert!(run.ok(), "{run:?}");
+    run.stdout
+        .lines()
+        .filter(|n| n.ends_with("_web"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn all_app_containers(cluster: &TestCluster, minions: usize) -> usize {
+    (1..=minions)
+        .map(|m| app_containers(cluster, m).len())
+        .sum()
+}
+
+fn pod_ids(cluster: &TestCluster) -> Vec<String> {
+    let mut ids: Vec<String> = cluster
+        .pods()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Drops (or lets through again) minion `m`'s packets to etcd, in its own
+/// namespace: the minion keeps running its containers, its helper is cut
+/// off from the cluster.
+fn partition(cluster: &TestCluster, m: usize, cut: bool) {
+    let etcd = format!("10.{}.0.1", 100 + cluster.slot() as u32);
+    let op = if cut { "-I" } else { "-D" };
+    let run = cluster.in_minion(
+        m,
+        &[
+            "iptables", "-w", op, "OUTPUT", "-d", &etcd, "-p", "tcp", "--dport", "2379", "-j",
+            "DROP",
+        ],
+    );
+    assert!(run.ok(), "{run:?}");
+}
+
+/// A partitioned minion (cut off from etcd, containers running): a
+/// partition shorter than the heartbeat lease moves nothing; a longer one
+/// has its replica brought back elsewhere (N+1 containers at most while it
+/// lasts), and once it heals the returning minion removes its stale pod,
+/// so exactly N run.
+#[test]
+fn a_partitioned_minion_is_replaced_and_cleans_up_when_it_returns() {
+    let cluster = TestCluster::up("it-fault-split", 3);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let apply = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller("web", 3));
+    assert!(apply.ok(), "{apply:?}");
+    wait_running(&cluster, 3, Duration::from_secs(60));
+    let before = pod_ids(&cluster);
+    let on_3: Vec<String> = cluster
+        .pods()
+        .iter()
+        .filter(|p| p["currentState"]["host"] == "minion-3")
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on_3.len(), 1, "one replica per minion");
+
+    // Shorter than the lease (4 s): nothing moves.
+    partition(&cluster, 3, true);
+    std::thread::sleep(Duration::from_secs(2));
+    partition(&cluster, 3, false);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(pod_ids(&cluster), before, "a short partition moved pods");
+    assert_eq!(minion_status(&cluster, "minion-3"), "Ready");
+
+    // 20 s: the replica comes back on another minion meanwhile.
+    partition(&cluster, 3, true);
+    let cut = Instant::now();
+    wait_until("minion-3 NotReady", Duration::from_secs(15), || {
+        minion_status(&cluster, "minion-3").starts_with("NotReady")
+    });
+    wait_until("the replica replaced", Duration::from_secs(15), || {
+        let pods = cluster.pods();
+        pods.len() == 3
+            && pods.iter().all(|p| p["currentState"]["host"] != "minion-3")
+            && running(&cluster) == 3
+    });
+    let mut most = 0;
+    while cut.elapsed() < Duration::from_secs(20) {
+        most = most.max(all_app_containers(&cluster, 3));
+        // minion-3's containers run on, cut off from the cluster.
+        assert_eq!(app_containers(&cluster, 3).len(), 1);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        most <= 4,
+        "{most} containers for 3 replicas during the partition"
+    );
+    partition(&cluster, 3, false);
+    // Healed: the returning minion removes its stale pod; exactly 3 run.
+    wait_until(
+        "minion-3's stale pod removed",
+        Duration::from_secs(30),
+        || app_containers(&cluster, 3).is_empty(),
+    );
+    wait_until("minion-3 Ready again", Duration::from_secs(15), || {
+        minion_status(&cluster, "minion-3") == "Ready"
+    });
+    assert_eq!(all_app_containers(&cluster, 3), 3);
+    assert_eq!(running(&cluster), 3);
+    let again = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller("web", 3));
+    assert!(again.stdout.contains("No changes"), "{again:?}");
+    cluster.down_and_check();
+}

@@ -188,7 +188,7 @@ fn up_and_down_issue_the_golden_gcloud_sequences() {
         .to_string();
     assert_eq!(
         record["etcdEndpoints"][0],
-        format!("http://{master_ip}:4001"),
+        format!("https://{master_ip}:4001"),
         "etcd on the master's internal address"
     );
     let known_hosts = std::fs::read_to_string(env.cluster_dir().join("known_hosts")).unwrap();

@@ -231,6 +231,33 @@ async fn a_commit_wakes_the_desired_state_watch() {
         tokio::time::timeout(quiet, watch.changed()).await.is_err(),
         "woken by a heartbeat"
     );
+    // A helper that says its minion cannot run pods wakes it, and the
+    // minion reads NotReady with the reason; saying Ready again wakes it too.
+    store
+        .set_condition(
+            "minion-1",
+            heartbeat.lease,
+            Some("container runtime unreachable"),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("a NotReady minion wakes the watch");
+    let state = store.snapshot().await.unwrap().state;
+    assert!(state.heartbeats.contains("minion-1") && !state.ready("minion-1"));
+    assert_eq!(
+        state.not_ready.get("minion-1").map(String::as_str),
+        Some("container runtime unreachable")
+    );
+    store
+        .set_condition("minion-1", heartbeat.lease, None)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("a Ready again minion wakes the watch");
+    assert!(store.snapshot().await.unwrap().state.ready("minion-1"));
     heartbeat.task.abort();
     let tls = etcd_client::TlsOptions::new()
         .ca_certificate(etcd_client::Certificate::from_pem(&etcd.client.ca))

@@ -31,6 +31,14 @@ pub mod probe;
 
 const PERIOD: Duration = Duration::from_secs(1);
 
+/// How long the container runtime may not answer before the minion says it
+/// is NotReady: longer than a supervised dockerd takes to come back from a
+/// crash, so a blip moves nothing.
+const RUNTIME_GRACE: Duration = Duration::from_secs(2);
+
+/// What the helper says in its heartbeat while dockerd does not answer.
+pub const RUNTIME_UNREACHABLE: &str = "container runtime unreachable";
+
 /// Which minion of which cluster this helper serves.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -126,7 +134,11 @@ async fn restore_host(node: &NodeConfig) {
 async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
     // Docker and the watch first: a failure here returns before any
     // heartbeat task exists (a dropped task handle would not stop it).
-    let docker = DockerApi::connect(&node.minion, &node.docker_socket).await?;
+    let docker = match DockerApi::connect(&node.minion, &node.docker_socket).await {
+        Ok(docker) => docker,
+        // The loop below says the minion is NotReady until dockerd answers.
+        Err(_) => DockerApi::connect_lazily(&node.minion, &node.docker_socket)?,
+    };
     let mut desired = store.watch_desired().await?;
     let mut exits = container_exits(&docker, &node.cluster);
     let heartbeat = store.start_heartbeat(&node.minion).await?;
@@ -142,26 +154,59 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
     let mut leading = false;
     let mut rules_written = false;
     let mut supervisor = Supervisor::default();
+    // Since when dockerd has not answered, and whether the heartbeat says so.
+    let mut runtime_down: Option<std::time::Instant> = None;
+    let mut said_not_ready = false;
     loop {
         if heartbeat.task.is_finished() {
             return Err(NodeError::HeartbeatLost);
         }
         // Each step logs its failure and the loop goes on: the next round
         // starts from etcd again.
-        let converged = converge_locked(
-            &docker,
-            &exec,
-            &ctx,
-            &store,
-            &node.minion,
-            Duration::ZERO,
-            &mut supervisor,
-            &log_event,
-        )
-        .await;
-        match converged {
-            Ok(report) => probe::run_probes(&docker, &report, &mut supervisor).await,
-            Err(e) => error!("converge: {e}"),
+        match docker.ping().await {
+            Err(e) => {
+                let since = *runtime_down.get_or_insert_with(std::time::Instant::now);
+                if !said_not_ready && since.elapsed() >= RUNTIME_GRACE {
+                    warn!("{RUNTIME_UNREACHABLE} ({e}): the minion is NotReady until it answers");
+                    match store
+                        .set_condition(&node.minion, heartbeat.lease, Some(RUNTIME_UNREACHABLE))
+                        .await
+                    {
+                        Ok(()) => said_not_ready = true,
+                        Err(e) => error!("saying the minion is NotReady: {e}"),
+                    }
+                }
+            }
+            Ok(()) => {
+                if said_not_ready {
+                    match store
+                        .set_condition(&node.minion, heartbeat.lease, None)
+                        .await
+                    {
+                        Ok(()) => {
+                            info!("the container runtime answers again: the minion is Ready");
+                            said_not_ready = false;
+                        }
+                        Err(e) => error!("saying the minion is Ready: {e}"),
+                    }
+                }
+                runtime_down = None;
+                let converged = converge_locked(
+                    &docker,
+                    &exec,
+                    &ctx,
+                    &store,
+                    &node.minion,
+                    Duration::ZERO,
+                    &mut supervisor,
+                    &log_event,
+                )
+                .await;
+                match converged {
+                    Ok(report) => probe::run_probes(&docker, &report, &mut supervisor).await,
+                    Err(e) => error!("converge: {e}"),
+                }
+            }
         }
         if let Err(e) = update_endpoints(&mut store, &log_event).await {
             error!("endpoints: {e}");
@@ -206,7 +251,9 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 } else {
                     // dockerd restarted or the stream broke: subscribe
                     // again; the period carries the loop meanwhile.
-                    warn!("Docker's event stream ended; subscribing again");
+                    if runtime_down.is_none() {
+                        warn!("Docker's event stream ended; subscribing again");
+                    }
                     exits = container_exits(&docker, &node.cluster);
                     tokio::time::sleep(PERIOD).await;
                 }
@@ -222,7 +269,8 @@ fn container_exits(docker: &DockerApi, cluster: &str) -> BoxStream<'static, Engi
         .events(cluster)
         .take_while(|event| {
             if let Err(e) = event {
-                warn!("Docker's event stream: {e}");
+                // The round that finds the stream ended says so.
+                tracing::debug!("Docker's event stream: {e}");
             }
             std::future::ready(event.is_ok())
         })

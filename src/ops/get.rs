@@ -132,8 +132,10 @@ pub async fn get(
                 .filter(|m| keep(&m.id, &none))
                 .map(|m| MinionView {
                     record: m,
-                    // Ready while its helper's heartbeat lease lives.
-                    ready: state.heartbeats.contains(&m.id),
+                    // Ready while its helper's heartbeat lease lives and
+                    // says the minion can run pods.
+                    ready: state.ready(&m.id),
+                    reason: state.not_ready.get(&m.id).cloned(),
                     last_seen: state.last_seen.get(&m.id).copied(),
                 })
                 .collect();

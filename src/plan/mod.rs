@@ -205,8 +205,9 @@ impl<'a> Planner<'a> {
             .keys()
             .map(|id| Candidate {
                 id: id.clone(),
-                // Ready while its node helper's heartbeat lease lives.
-                ready: state.heartbeats.contains(id),
+                // Ready while its node helper's heartbeat lease lives and
+                // its runtime answers.
+                ready: state.ready(id),
             })
             .collect();
         let bound = state

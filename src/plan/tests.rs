@@ -395,6 +395,39 @@ fn not_ready_minion_gets_no_new_pods() {
     );
 }
 
+/// A minion whose runtime does not answer gets no new pods, but keeps
+/// those it has: their containers may well still serve, and a supervised
+/// dockerd is back in a moment.
+#[test]
+fn a_minion_without_its_runtime_gets_no_new_pods_and_keeps_its_own() {
+    let mut state = cluster(2);
+    let p = plan_apply_in(
+        &[Object::ReplicationController(tomcat_rc(2))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    assert_eq!(hosts(&state), ["minion-1", "minion-2"]);
+    state
+        .not_ready
+        .insert("minion-1".into(), "container runtime unreachable".into());
+    assert!(!state.ready("minion-1") && state.ready("minion-2"));
+    let (moves, unfit) = plan_reconcile(&state, &mut CountingNamer(5));
+    assert!(moves.is_empty() && unfit.is_empty(), "{moves:?}");
+    // A third replica (host port 80, taken on minion-2) fits nowhere now.
+    let err = plan_apply_in(
+        &[Object::ReplicationController(tomcat_rc(3))],
+        &state,
+        &mut CountingNamer(9),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("minion-1: minion is not ready"),
+        "{err}"
+    );
+}
+
 #[test]
 fn reconcile_moves_controller_pods_off_dead_minions() {
     let mut state = cluster(3);
