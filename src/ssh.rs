@@ -53,6 +53,17 @@ impl Drop for ForwardDirs {
     }
 }
 
+/// How often a login that sshd dropped before the key exchange is tried.
+const CONNECT_ATTEMPTS: u32 = 6;
+
+/// Whether ssh's error says the server closed the connection before the
+/// login began: sshd's MaxStartups at work, not a wrong key or host.
+pub fn dropped_before_login(text: &str) -> bool {
+    text.contains("kex_exchange_identification")
+        || text.contains("Connection reset by peer")
+        || text.contains("Connection closed by remote host")
+}
+
 impl SshExec {
     pub async fn connect(target: &SshTarget, auth: &SshAuth) -> Result<SshExec, ExecError> {
         let config = cluster_ssh_config(auth).map_err(|e| ExecError::Transport {
@@ -77,20 +88,32 @@ impl SshExec {
         if let Some(identity) = &auth.identity {
             builder.keyfile(identity);
         }
-        let session =
-            builder
-                .connect_mux(&target.host)
-                .await
-                .map_err(|e| ExecError::Transport {
-                    target: target.name.clone(),
-                    message: format!(
-                        "ssh to {}@{}:{} failed: {}",
-                        target.user,
-                        target.host,
-                        target.port,
-                        error_chain(&e)
-                    ),
-                })?;
+        // sshd drops logins beyond its MaxStartups (10 at once by default)
+        // before the key exchange; many kctl processes at once meet that.
+        // Such a drop is tried again after a short random pause.
+        let mut attempt = 0;
+        let session = loop {
+            match builder.connect_mux(&target.host).await {
+                Ok(session) => break session,
+                Err(e) => {
+                    let text = error_chain(&e);
+                    attempt += 1;
+                    if attempt < CONNECT_ATTEMPTS && dropped_before_login(&text) {
+                        let most = 100u64 << attempt.min(4);
+                        let pause = rand::random_range(most / 2..=most);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        continue;
+                    }
+                    return Err(ExecError::Transport {
+                        target: target.name.clone(),
+                        message: format!(
+                            "ssh to {}@{}:{} failed: {text}",
+                            target.user, target.host, target.port,
+                        ),
+                    });
+                }
+            }
+        };
         Ok(SshExec {
             name: target.name.clone(),
             session,
@@ -354,6 +377,18 @@ fn session_refused(e: &openssh::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_login_dropped_before_it_began_is_tried_again() {
+        assert!(dropped_before_login(
+            "failed to connect to the remote host: kex_exchange_identification: Connection closed by remote host"
+        ));
+        assert!(!dropped_before_login("Permission denied (publickey)."));
+        assert!(!dropped_before_login("Host key verification failed."));
+        assert!(!dropped_before_login(
+            "connect to host 10.0.0.1 port 22: Connection refused"
+        ));
+    }
     use crate::argv;
 
     #[test]

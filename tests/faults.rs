@@ -416,3 +416,74 @@ fn a_partitioned_minion_is_replaced_and_cleans_up_when_it_returns() {
     assert!(again.stdout.contains("No changes"), "{again:?}");
     cluster.down_and_check();
 }
+
+/// 20 `kctl apply` processes at once on different controllers, and 5 more
+/// on one controller with different replica counts: every apply succeeds
+/// (a conflict means re-planning), every change is kept, the shared one
+/// ends as one of its versions whole, and no pod runs twice.
+#[test]
+fn twenty_five_concurrent_applies_lose_nothing() {
+    let cluster = TestCluster::up("it-fault-load", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let dir = cluster.dir();
+    let mut texts: Vec<String> = (0..20)
+        .map(|i| web_controller(&format!("own{i}"), 1))
+        .collect();
+    texts.extend((1..=5).map(|n| web_controller("shared", n)));
+    let children: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let path = dir.join(format!("load-{i}.json"));
+            std::fs::write(&path, text).unwrap();
+            Apply(
+                cluster
+                    .command(&["apply", "-f", path.to_str().unwrap()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for mut child in children {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        let status = child.0.wait().unwrap();
+        assert!(status.success(), "{stderr}");
+    }
+    let controllers = cluster.kctl(&["get", "rc", "-o", "json"]).json();
+    let controllers = controllers["items"].as_array().unwrap();
+    assert_eq!(controllers.len(), 21, "every controller kept");
+    let shared = controllers.iter().find(|c| c["id"] == "shared").unwrap()["desiredState"]
+        ["replicas"]
+        .as_u64()
+        .unwrap() as usize;
+    assert!((1..=5).contains(&shared));
+    let total = 20 + shared;
+    wait_running(&cluster, total, Duration::from_secs(120));
+    let pods = cluster.pods();
+    assert_eq!(pods.len(), total, "exactly the desired pods");
+    for i in 0..20 {
+        let name = format!("own{i}");
+        assert_eq!(
+            pods.iter()
+                .filter(|p| p["labels"]["name"] == name.as_str())
+                .count(),
+            1
+        );
+    }
+    assert_eq!(
+        pods.iter()
+            .filter(|p| p["labels"]["name"] == "shared")
+            .count(),
+        shared
+    );
+    // One app container per pod, none twice.
+    let mut containers: Vec<String> = (1..=2).flat_map(|m| app_containers(&cluster, m)).collect();
+    assert_eq!(containers.len(), total, "{containers:?}");
+    containers.sort();
+    containers.dedup();
+    assert_eq!(containers.len(), total);
+    cluster.down_and_check();
+}

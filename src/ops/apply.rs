@@ -15,7 +15,11 @@ use miette::miette;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-const COMMIT_ATTEMPTS: usize = 3;
+/// How often an apply re-plans when others commit first. Each conflict
+/// means another change went in, so many concurrent applies all finish;
+/// a short random pause keeps them from colliding in lockstep.
+const COMMIT_ATTEMPTS: usize = 30;
+const MOST_CONFLICT_PAUSE_MS: u64 = 200;
 
 fn plan_report(e: PlanError) -> miette::Report {
     match e.help() {
@@ -49,7 +53,10 @@ async fn plan_and_commit(
         }
         match store.commit(&snapshot, &plan.ops).await {
             Ok(()) => return Ok((plan, snapshot)),
-            Err(StoreError::Conflict) => continue,
+            Err(StoreError::Conflict) => {
+                let pause = rand::random_range(10..MOST_CONFLICT_PAUSE_MS);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
