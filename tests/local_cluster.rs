@@ -428,3 +428,83 @@ fn concurrent_applies_and_node_converge() {
 
     cluster.down_and_check();
 }
+
+/// The certificate a TLS server at `addr` presents, as PEM (openssl).
+fn served_certificate(addr: &str, pki: &std::path::Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} -CAfile {p}/ca.crt -cert {p}/kctl.crt -key {p}/kctl.key </dev/null 2>/dev/null | openssl x509",
+            p = pki.display()
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `up` renews certificates well before they expire: etcd's and a
+/// helper's, each made to expire in 65 days with the cluster's CA, are
+/// made again, etcd serves the new one and the minion's helper has its
+/// new one, and the cluster works throughout.
+#[test]
+fn up_renews_certificates_that_near_their_end() {
+    use kctl::pki::{issue, write_private, KeyedCert, Wanted};
+    let cluster = TestCluster::up("it-certs", 1);
+    let pki = cluster.dir().join("pki");
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
+    let ca = KeyedCert {
+        cert: read("ca.crt"),
+        key: read("ca.key"),
+    };
+    let bridge = format!("10.{}.0.1", 100 + cluster.slot() as u32);
+    let etcd_addr = format!("{bridge}:2379");
+    assert_eq!(
+        served_certificate(&etcd_addr, &pki).trim(),
+        read("etcd.crt").trim()
+    );
+
+    // Issued 300 days ago for a year: 65 days left, under the 90 `up` keeps.
+    let then = time::OffsetDateTime::now_utc() - time::Duration::days(300);
+    let old_etcd = issue(&ca, &Wanted::etcd(&[bridge.parse().unwrap()]), then).unwrap();
+    let old_node = issue(&ca, &Wanted::client("minion-1"), then).unwrap();
+    for (stem, pair) in [("etcd", &old_etcd), ("minion-1", &old_node)] {
+        write_private(&pki.join(format!("{stem}.key")), &pair.key).unwrap();
+        write_private(&pki.join(format!("{stem}.crt")), &pair.cert).unwrap();
+    }
+    // A changed certificate file does not change a running etcd: `up` has
+    // to restart it.
+    let up = cluster.kctl(&["up"]);
+    assert!(up.ok(), "{up:?}");
+    for stem in ["etcd", "minion-1"] {
+        assert!(
+            up.stderr.contains(&format!("{stem} (it expires in 6")),
+            "{stem} renewed, and why: {up:?}"
+        );
+    }
+    assert!(!up.stderr.contains("ca ("), "the CA is kept: {up:?}");
+    let new_etcd = read("etcd.crt");
+    assert_ne!(new_etcd, old_etcd.cert);
+    assert_eq!(served_certificate(&etcd_addr, &pki).trim(), new_etcd.trim());
+    let config: Value = serde_json::from_str(&read("../cluster.json")).unwrap();
+    let helper_dir = config["minions"][0]["helperDir"].as_str().unwrap();
+    let on_minion = std::fs::read_to_string(format!("{helper_dir}/tls/node.crt")).unwrap();
+    assert_eq!(
+        on_minion,
+        read("minion-1.crt"),
+        "the helper has its new certificate"
+    );
+    assert_ne!(on_minion, old_node.cert);
+    // The helper connects with it: the minion heartbeats.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let minions = cluster.kctl(&["get", "minions"]);
+        if minions.ok() && minions.stdout.contains(" Ready ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{minions:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let again = cluster.kctl(&["up"]);
+    assert!(again.stdout.contains("nothing changed"), "{again:?}");
+    cluster.down_and_check();
+}

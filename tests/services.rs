@@ -194,9 +194,37 @@ fn portal_spreads_over_pods_and_follows_them() {
         }
     }
 
+    // Rules removed behind the helper's back (someone flushed them; a
+    // reboot does the same) are back within one drift check, with no kctl
+    // command run, and the portal answers again.
+    let (minion, pod) = &pods[0];
+    for argv in [
+        ["nft", "delete", "table", "ip", "kctl"].as_slice(),
+        ["iptables", "-w", "-D", "INPUT", "-j", "KCTL-GUARD"].as_slice(),
+    ] {
+        let removed = cluster.in_minion(*minion, argv);
+        assert!(removed.ok(), "{removed:?}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let table = cluster.in_minion(*minion, &["nft", "list", "table", "ip", "kctl"]);
+        let guard = cluster.in_minion(
+            *minion,
+            &["iptables", "-w", "-C", "INPUT", "-j", "KCTL-GUARD"],
+        );
+        if table.ok() && guard.ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not repaired: {table:?} {guard:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(answers_from_pod(&cluster, *minion, pod, &url), all);
+
     // The pods see the service in their environment: they were started in
     // the same apply, after the service.
-    let (minion, pod) = &pods[0];
     let sock = docker_sock(&cluster, *minion);
     let env = cluster.in_minion(
         *minion,

@@ -130,12 +130,8 @@ pub async fn install_etcd<E: Exec>(
     credentials: &Credentials,
     binary: &std::path::Path,
 ) -> Result<bool, ExecError> {
-    let restore = argv!["iptables-restore", "--wait", "--noflush"];
-    exec.run(&restore, Some(etcd_firewall(minions).as_bytes()))
-        .await?
-        .check(exec.target(), &restore)?;
-    let mut changed = false;
     exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
+    let mut changed = install_etcd_firewall(exec, host, minions).await?;
     let tls = tls_dir(host);
     let files = CredentialFiles {
         ca: format!("{tls}/ca.crt"),
@@ -143,16 +139,6 @@ pub async fn install_etcd<E: Exec>(
         key: format!("{tls}/etcd.key"),
     };
     let certificates_changed = install_credentials(exec, &files, credentials).await?;
-    if !exec.run(&jump("--check"), None).await?.success() {
-        // With iptables-nft the INPUT base chain exists only once a rule
-        // needs it; if kctl's jump is what makes it, `down` removes it.
-        let had_input = exec.run(&input_chain_argv("list"), None).await?;
-        if !had_input.success() && had_input.stderr_text().contains("No such file") {
-            exec.run_ok(&argv!["touch", input_marker(host)]).await?;
-        }
-        exec.run_ok(&jump("--insert")).await?;
-        changed = true;
-    }
     let systemd = service::has_systemd(exec).await?;
     let service = etcd_service(cluster, host);
     if !systemd {
@@ -163,6 +149,31 @@ pub async fn install_etcd<E: Exec>(
     changed |= certificates_changed;
     changed |= service::ensure_running(exec, &service, systemd, certificates_changed).await?;
     Ok(changed)
+}
+
+/// Puts etcd's firewall chain in place (made anew from `minions`) and
+/// jumped to from INPUT. Run by `up`, and by the helper on the etcd host
+/// when it starts, since a reboot wipes it. True if the jump was missing.
+pub async fn install_etcd_firewall<E: Exec>(
+    exec: &E,
+    host: &EtcdHost,
+    minions: &[Ipv4Addr],
+) -> Result<bool, ExecError> {
+    let restore = argv!["iptables-restore", "--wait", "--noflush"];
+    exec.run(&restore, Some(etcd_firewall(minions).as_bytes()))
+        .await?
+        .check(exec.target(), &restore)?;
+    if exec.run(&jump("--check"), None).await?.success() {
+        return Ok(false);
+    }
+    // With iptables-nft the INPUT base chain exists only once a rule needs
+    // it; if kctl's jump is what makes it, `down` removes it.
+    let had_input = exec.run(&input_chain_argv("list"), None).await?;
+    if !had_input.success() && had_input.stderr_text().contains("No such file") {
+        exec.run_ok(&argv!["touch", input_marker(host)]).await?;
+    }
+    exec.run_ok(&jump("--insert")).await?;
+    Ok(true)
 }
 
 /// Stops etcd, deletes its data and its firewall chain. Returns what was

@@ -53,7 +53,16 @@ pub async fn restore_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecEr
             target: request.minion.clone(),
             message: "not in the saved cluster record".into(),
         })?;
-    bootstrap_minion(exec, &request.cluster, minion).await
+    let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
+    // On the etcd host, etcd's guard too: systemd brings etcd back at boot,
+    // its firewall chain nobody but kctl.
+    if let Some(host) = request.cluster.etcd_host.as_ref() {
+        if host.ip == minion.host_ip {
+            let minions: Vec<_> = request.cluster.minions.iter().map(|m| m.host_ip).collect();
+            changed |= super::etcd::install_etcd_firewall(exec, host, &minions).await?;
+        }
+    }
+    Ok(changed)
 }
 
 /// Uploads `local` to `remote` (mode 0755) unless the file there has the

@@ -18,7 +18,7 @@ use crate::converge::{
     EngineError, RunContext, Supervisor,
 };
 use crate::docker_api::DockerApi;
-use crate::exec::LocalExec;
+use crate::exec::{Exec, LocalExec};
 use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
 use crate::store::{Store, StoreError};
@@ -35,6 +35,10 @@ const PERIOD: Duration = Duration::from_secs(1);
 /// is NotReady: longer than a supervised dockerd takes to come back from a
 /// crash, so a blip moves nothing.
 const RUNTIME_GRACE: Duration = Duration::from_secs(2);
+
+/// How often the helper checks that its minion's routes and rules are
+/// still there (restoring them costs a few commands when all is well).
+const DRIFT_CHECK_PERIOD: Duration = Duration::from_secs(10);
 
 /// What the helper says in its heartbeat while dockerd does not answer.
 pub const RUNTIME_UNREACHABLE: &str = "container runtime unreachable";
@@ -112,22 +116,37 @@ pub async fn run(node: NodeConfig) {
 /// Bootstraps the minion again from what `kctl-node setup` kept beside this
 /// binary: after a reboot the routes, forwarding and guard rules are gone
 /// until then. Without the file (a helper started by hand) nothing happens.
-async fn restore_host(node: &NodeConfig) {
+/// True if anything had to be restored.
+async fn restore_host(node: &NodeConfig) -> bool {
     let saved = std::env::current_exe().ok().and_then(|exe| {
         exe.to_str()
             .map(crate::bootstrap::setup::saved_request_path)
     });
     let Some(text) = saved.and_then(|path| std::fs::read_to_string(path).ok()) else {
-        return;
+        return false;
     };
     let exec = LocalExec {
         name: node.minion.clone(),
     };
     match crate::bootstrap::setup::restore_here(&exec, &text).await {
-        Ok(true) => info!("restored the minion's routes and rules (a reboot had wiped them)"),
-        Ok(false) => {}
-        Err(e) => error!("restoring the minion's routes and rules: {e}"),
+        Ok(true) => {
+            info!("restored the minion's routes and rules (a reboot or someone else had removed them)");
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            error!("restoring the minion's routes and rules: {e}");
+            false
+        }
     }
+}
+
+/// Whether the minion's service rules are gone: kctl's nftables table has
+/// no portal chain (a reboot, or someone flushed the ruleset).
+async fn service_rules_missing(exec: &LocalExec) -> bool {
+    let table = crate::services::rules::TABLE;
+    let chain = crate::argv!["nft", "list", "chain", "ip", table, "nat-prerouting"];
+    !matches!(exec.run(&chain, None).await, Ok(out) if out.success())
 }
 
 /// One life of the helper: from taking a heartbeat lease until losing it.
@@ -157,6 +176,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
     // Since when dockerd has not answered, and whether the heartbeat says so.
     let mut runtime_down: Option<std::time::Instant> = None;
     let mut said_not_ready = false;
+    let mut last_drift_check = std::time::Instant::now();
     loop {
         if heartbeat.task.is_finished() {
             return Err(NodeError::HeartbeatLost);
@@ -212,8 +232,33 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
             error!("endpoints: {e}");
         }
         // The first round of each life writes the rules whatever etcd's
-        // digest says: a reboot wiped them, not the record.
-        match sync_rules_locked(&exec, &store, &node.minion, !rules_written, &log_event).await {
+        // digest says: a reboot wiped them, not the record. Every so often
+        // the helper checks that its routes and rules are really there and
+        // repairs what is not, so the digest never vouches for rules gone.
+        let mut rewrite = !rules_written;
+        let first_round = !rules_written;
+        if runtime_down.is_none()
+            && (first_round || last_drift_check.elapsed() >= DRIFT_CHECK_PERIOD)
+        {
+            if !first_round {
+                // (At start, `run` has just restored the host.)
+                rewrite |= restore_host(node).await;
+                rewrite |= service_rules_missing(&exec).await;
+            }
+            last_drift_check = std::time::Instant::now();
+            // Docker starts pods with a restart policy again by itself (at
+            // boot, after a crash): their new bridge ports lack hairpin
+            // mode, which the converge sets only for pods it started.
+            match crate::converge::ensure_hairpin(&exec).await {
+                Ok(ports) if !ports.is_empty() => log_event(ConvergeEvent::HairpinEnabled {
+                    minion: node.minion.clone(),
+                    ports,
+                }),
+                Ok(_) => {}
+                Err(e) => error!("hairpin: {e}"),
+            }
+        }
+        match sync_rules_locked(&exec, &store, &node.minion, rewrite, &log_event).await {
             Ok(_) => rules_written = true,
             Err(e) => error!("service rules: {e}"),
         }
