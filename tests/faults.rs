@@ -178,7 +178,8 @@ fn etcd_killed_mid_apply_comes_back_and_nothing_is_lost() {
     assert!(up.stdout.contains("repaired"), "{up:?}");
     assert_eq!(cluster.ssh_logins() - logins, 2, "{up:?}");
     assert_eq!(helpers(), helpers_before, "no helper restarted");
-    assert_eq!(running(&cluster), 30);
+    wait_running(&cluster, 30, Duration::from_secs(30));
+    assert_eq!(cluster.pods().len(), 30);
     cluster.down_and_check();
 }
 

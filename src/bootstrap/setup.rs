@@ -87,6 +87,43 @@ pub(crate) async fn upload_if_different<E: Exec>(
     Ok(true)
 }
 
+/// Minion side: whether anything `restore_here` puts in place is gone,
+/// judged by the jumps into kctl's chains (a reboot or a flush removes
+/// them with the rest): three `iptables --check`, cheap enough to run
+/// every few seconds, where the whole restore is not.
+pub async fn drifted_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecError> {
+    let request: SetupRequest = serde_json::from_str(saved).map_err(|e| ExecError::Transport {
+        target: exec.target().to_string(),
+        message: format!("the saved setup request: {e}"),
+    })?;
+    let mut checks = vec![
+        super::guard_jump("INPUT", "--check"),
+        argv![
+            "iptables",
+            "--wait",
+            "--check",
+            "FORWARD",
+            "--jump",
+            super::FORWARD_CHAIN
+        ],
+    ];
+    let on_etcd_host = request.cluster.etcd_host.as_ref().is_some_and(|h| {
+        request
+            .cluster
+            .minion(&request.minion)
+            .is_some_and(|m| m.host_ip == h.ip)
+    });
+    if on_etcd_host {
+        checks.push(super::etcd::jump("--check"));
+    }
+    for check in &checks {
+        if !exec.run(check, None).await?.success() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// What `kctl-node setup` prints on success.
 const CHANGED: &str = "changed";
 const UNCHANGED: &str = "unchanged";
@@ -436,6 +473,48 @@ mod tests {
         assert!(!calls
             .iter()
             .any(|c| c[0] == "start-stop-daemon" && c.contains(&"--start".to_string())));
+    }
+
+    #[tokio::test]
+    async fn drift_is_told_by_the_jumps_into_kctls_chains() {
+        let mut cluster = cluster();
+        let request = |cluster: &ClusterConfig| {
+            serde_json::to_string(&SetupRequest {
+                cluster: cluster.clone(),
+                minion: "minion-1".into(),
+                staged: None,
+                staged_sha256: None,
+                etcd_credentials: None,
+            })
+            .unwrap()
+        };
+        let intact = RecordingExec::default();
+        assert!(!drifted_here(&intact, &request(&cluster)).await.unwrap());
+        assert_eq!(intact.calls().len(), 2, "two checks off the etcd host");
+        let wiped = RecordingExec {
+            answers: [("iptables --wait --check".to_string(), answer(1, ""))].into(),
+            ..Default::default()
+        };
+        assert!(drifted_here(&wiped, &request(&cluster)).await.unwrap());
+        // On the etcd host, etcd's guard is checked too.
+        cluster.etcd_host = Some(crate::cluster::EtcdHost {
+            name: "minion-1".into(),
+            ssh_host: "10.101.0.11".into(),
+            ssh_port: 22,
+            ssh_user: "root".into(),
+            ip: cluster.minions[0].host_ip,
+            dir: "/var/lib/kctl/c1/etcd".into(),
+        });
+        let etcd_gone = RecordingExec {
+            answers: [(
+                "iptables --wait --check INPUT --jump KCTL-ETCD".to_string(),
+                answer(1, ""),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert!(drifted_here(&etcd_gone, &request(&cluster)).await.unwrap());
+        assert_eq!(etcd_gone.calls().len(), 3);
     }
 
     #[tokio::test]

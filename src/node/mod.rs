@@ -37,7 +37,7 @@ const PERIOD: Duration = Duration::from_secs(1);
 const RUNTIME_GRACE: Duration = Duration::from_secs(2);
 
 /// How often the helper checks that its minion's routes and rules are
-/// still there (restoring them costs a few commands when all is well).
+/// still there (a few `iptables --check`, `nft list chain`, `ip link`).
 const DRIFT_CHECK_PERIOD: Duration = Duration::from_secs(10);
 
 /// What the helper says in its heartbeat while dockerd does not answer.
@@ -113,16 +113,34 @@ pub async fn run(node: NodeConfig) {
     }
 }
 
+/// What `kctl-node setup` kept beside this binary, if it did.
+fn saved_setup_request() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let path = crate::bootstrap::setup::saved_request_path(exe.to_str()?);
+    std::fs::read_to_string(path).ok()
+}
+
+/// Whether the minion's routes and rules look gone (cheap checks), so the
+/// whole restore is worth running.
+async fn host_drifted(exec: &LocalExec) -> bool {
+    let Some(text) = saved_setup_request() else {
+        return false;
+    };
+    match crate::bootstrap::setup::drifted_here(exec, &text).await {
+        Ok(drifted) => drifted,
+        Err(e) => {
+            error!("checking the minion's rules: {e}");
+            false
+        }
+    }
+}
+
 /// Bootstraps the minion again from what `kctl-node setup` kept beside this
 /// binary: after a reboot the routes, forwarding and guard rules are gone
 /// until then. Without the file (a helper started by hand) nothing happens.
 /// True if anything had to be restored.
 async fn restore_host(node: &NodeConfig) -> bool {
-    let saved = std::env::current_exe().ok().and_then(|exe| {
-        exe.to_str()
-            .map(crate::bootstrap::setup::saved_request_path)
-    });
-    let Some(text) = saved.and_then(|path| std::fs::read_to_string(path).ok()) else {
+    let Some(text) = saved_setup_request() else {
         return false;
     };
     let exec = LocalExec {
@@ -242,7 +260,9 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         {
             if !first_round {
                 // (At start, `run` has just restored the host.)
-                rewrite |= restore_host(node).await;
+                if host_drifted(&exec).await {
+                    rewrite |= restore_host(node).await;
+                }
                 rewrite |= service_rules_missing(&exec).await;
             }
             last_drift_check = std::time::Instant::now();

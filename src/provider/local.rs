@@ -686,6 +686,7 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    argv.extend(crate::bootstrap::etcd::single_member_flags());
     let pki = dir.pki();
     let path = |p: std::path::PathBuf| p.display().to_string();
     argv.extend(crate::bootstrap::etcd::tls_flags(
