@@ -160,6 +160,7 @@ pub enum Command {
   kctl get pods
   kctl get rc tomcatController -o yaml
   kctl get pods -l name=tomcatCluster -o json
+  kctl get pods -l 'env in (prod, qa),tier!=front'
   kctl get minions")]
     Get {
         /// pods (po), replicationControllers (rc), services (svc), endpoints (ep) or minions.
@@ -169,22 +170,30 @@ pub enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
-        /// Only objects with these labels: key=value[,key=value].
+        /// Only objects whose labels match: key=value (or ==), key!=value,
+        /// key in (a,b), key notin (a,b), key, !key; comma-separated.
         #[arg(short = 'l', long)]
         selector: Option<String>,
     },
-    /// Delete objects named in files, or one object by kind and id.
+    /// Delete objects named in files, by kind and ids, or by labels.
     #[command(after_help = "Examples:
   kctl delete -f manifests/
   kctl delete rc tomcatController     # and its pods
-  kctl delete pod web --ignore-not-found")]
+  kctl delete pod web db --ignore-not-found
+  kctl delete service -l 'tier in (test, staging)'")]
     Delete {
         /// Files or directories whose objects to delete.
-        #[arg(short = 'f', long = "filename", conflicts_with_all = ["resource", "id"])]
+        #[arg(short = 'f', long = "filename", conflicts_with_all = ["resource", "ids", "selector"])]
         files: Vec<PathBuf>,
         /// pod, rc or service.
         resource: Option<String>,
-        id: Option<String>,
+        /// The objects' ids.
+        #[arg(conflicts_with = "selector")]
+        ids: Vec<String>,
+        /// Every object of the kind with these labels: key=value, key!=value,
+        /// key in (a,b), key notin (a,b), key, !key; comma-separated.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
         /// Succeed when the object does not exist.
         #[arg(long)]
         ignore_not_found: bool,
@@ -294,11 +303,48 @@ fn kind_of(word: &str) -> miette::Result<Kind> {
         Some(Resource::Pods) => Ok(Kind::Pod),
         Some(Resource::Controllers) => Ok(Kind::ReplicationController),
         Some(Resource::Services) => Ok(Kind::Service),
-        _ => Err(miette!(
-            help = "one of: pod, rc (replicationController), service",
-            "cannot delete {word:?}"
+        _ => Err(usage(
+            &format!("cannot delete {word:?}"),
+            "one of: pod, rc (replicationController), service",
         )),
     }
+}
+
+/// A command line kctl cannot act on. `kctl` exits with status 2 for it,
+/// as for the usage errors clap finds, so scripts tell a wrong invocation
+/// from a failure of the cluster (status 1).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+pub struct UsageError {
+    pub message: String,
+    #[help]
+    pub help: Option<String>,
+}
+
+fn usage(message: &str, help: &str) -> miette::Report {
+    UsageError {
+        message: message.to_string(),
+        help: Some(help.to_string()),
+    }
+    .into()
+}
+
+fn parse_selector(text: &str) -> miette::Result<crate::selector::Selector> {
+    crate::selector::parse(text).map_err(|e| {
+        usage(
+            &e.to_string(),
+            "write KEY=VALUE, KEY!=VALUE, KEY in (A,B), KEY notin (A,B), KEY or !KEY, comma-separated",
+        )
+    })
+}
+
+/// Whether `report` is a usage error: exit status 2.
+pub fn is_usage_error(report: &miette::Report) -> bool {
+    report.downcast_ref::<UsageError>().is_some()
+        || matches!(
+            report.downcast_ref::<crate::cluster::ClusterError>(),
+            Some(crate::cluster::ClusterError::BadName(_))
+        )
 }
 
 pub async fn run(cli: Cli) -> miette::Result<()> {
@@ -380,16 +426,12 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             selector,
         } => {
             let resource = Resource::parse(&resource).ok_or_else(|| {
-                miette!(
-                    help =
-                        "one of: pods (po), replicationControllers (rc), services (svc), minions",
-                    "unknown resource {resource:?}"
+                usage(
+                    &format!("unknown resource {resource:?}"),
+                    "one of: pods (po), replicationControllers (rc), services (svc), endpoints (ep), minions",
                 )
             })?;
-            let selector = selector
-                .as_deref()
-                .map(ops::get::parse_selector)
-                .transpose()?;
+            let selector = selector.as_deref().map(parse_selector).transpose()?;
             ops::get::get(
                 &ui,
                 name,
@@ -403,16 +445,22 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         Command::Delete {
             files,
             resource,
-            id,
+            ids,
+            selector,
             ignore_not_found,
         } => {
-            let target = match (files.is_empty(), resource, id) {
+            let target = match (files.is_empty(), resource, selector) {
                 (false, _, _) => DeleteTarget::Files(files),
-                (true, Some(resource), Some(id)) => DeleteTarget::Object(kind_of(&resource)?, id),
+                (true, Some(resource), Some(selector)) => {
+                    DeleteTarget::Selected(kind_of(&resource)?, parse_selector(&selector)?)
+                }
+                (true, Some(resource), None) if !ids.is_empty() => {
+                    DeleteTarget::Objects(kind_of(&resource)?, ids)
+                }
                 _ => {
-                    return Err(miette!(
-                        help = "kctl delete -f FILE, or kctl delete pod|rc|service ID",
-                        "nothing to delete"
+                    return Err(usage(
+                        "nothing to delete",
+                        "kctl delete -f FILE, kctl delete pod|rc|service ID..., or kctl delete pod|rc|service -l SELECTOR",
                     ))
                 }
             };

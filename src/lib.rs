@@ -20,6 +20,7 @@ pub mod output;
 pub mod pki;
 pub mod plan;
 pub mod provider;
+pub mod selector;
 pub mod services;
 pub mod ssh;
 pub mod state;

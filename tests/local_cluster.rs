@@ -146,10 +146,34 @@ fn tomcat_controller_lifecycle() {
     let containers = cluster.in_minion(1, &["true"]);
     assert!(containers.ok());
 
-    // Delete the controllers: their pods and containers go too.
-    let deleted = cluster.kctl(&["delete", "-f", &rc]);
+    // Selectors: `!=` and sets pick what `=` does not.
+    let ids = |selector: &str| -> Vec<String> {
+        let run = cluster.kctl(&["get", "rc", "-l", selector, "-o", "json"]);
+        assert!(run.ok(), "{run:?}");
+        run.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = ids("");
+    assert!(
+        all.len() == 2 && all.contains(&"web".to_string()),
+        "{all:?}"
+    );
+    let others = ids("name!=web");
+    assert_eq!(others.len(), 1);
+    assert!(!others.contains(&"web".to_string()));
+    assert_eq!(ids("name in (web, nothing)"), ["web"]);
+    assert_eq!(ids("name notin (web)"), others);
+
+    // Delete the controllers (one by its labels): their pods and
+    // containers go too.
+    let deleted = cluster.kctl(&["delete", "rc", "-l", "name=web"]);
     assert!(deleted.ok(), "{deleted:?}");
-    let deleted = cluster.kctl(&["delete", "rc", "web"]);
+    assert_eq!(ids(""), others);
+    let deleted = cluster.kctl(&["delete", "-f", &rc]);
     assert!(deleted.ok(), "{deleted:?}");
     assert!(cluster.pods().is_empty());
     for index in 1..=2 {

@@ -147,7 +147,39 @@ pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> mie
 /// What `kctl delete` removes: objects named in files, or one by kind and id.
 pub enum DeleteTarget {
     Files(Vec<PathBuf>),
-    Object(Kind, String),
+    Objects(Kind, Vec<String>),
+    /// Every object of the kind whose labels match.
+    Selected(Kind, crate::selector::Selector),
+}
+
+/// The objects of `kind` whose labels `selector` matches (pure).
+pub fn selected(
+    state: &ClusterState,
+    kind: Kind,
+    selector: &crate::selector::Selector,
+) -> Vec<(Kind, String)> {
+    let ids: Vec<String> = match kind {
+        Kind::Pod => state
+            .pods
+            .values()
+            // (A controller's pods among them are replaced, as kubectl's are.)
+            .filter(|p| selector.matches(&p.pod.labels))
+            .map(|p| p.pod.id.clone())
+            .collect(),
+        Kind::ReplicationController => state
+            .controllers
+            .values()
+            .filter(|c| selector.matches(&c.labels))
+            .map(|c| c.id.clone())
+            .collect(),
+        Kind::Service => state
+            .services
+            .values()
+            .filter(|s| selector.matches(&s.service.labels))
+            .map(|s| s.service.id.clone())
+            .collect(),
+    };
+    ids.into_iter().map(|id| (kind, id)).collect()
 }
 
 pub async fn delete(
@@ -156,18 +188,23 @@ pub async fn delete(
     target: DeleteTarget,
     ignore_not_found: bool,
 ) -> miette::Result<()> {
-    let targets: Vec<(Kind, String)> = match target {
-        DeleteTarget::Files(paths) => manifest::load_paths(&paths)?
+    let named: Vec<(Kind, String)> = match &target {
+        DeleteTarget::Files(paths) => manifest::load_paths(paths)?
             .objects
             .iter()
             .map(|o| (o.kind(), o.id().to_string()))
             .collect(),
-        DeleteTarget::Object(kind, id) => vec![(kind, id)],
+        DeleteTarget::Objects(kind, ids) => ids.iter().map(|id| (*kind, id.clone())).collect(),
+        DeleteTarget::Selected(..) => vec![],
     };
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
-    let (plan, before) = plan_and_commit(ui, &mut store, false, |state| {
-        plan::plan_delete(&targets, state, ignore_not_found)
+    let (plan, before) = plan_and_commit(ui, &mut store, false, |state| match &target {
+        // Chosen from the same snapshot the plan is made from.
+        DeleteTarget::Selected(kind, selector) => {
+            plan::plan_delete(&selected(state, *kind, selector), state, false)
+        }
+        _ => plan::plan_delete(&named, state, ignore_not_found),
     })
     .await?;
     let minions = touched_minions(&plan, &before.state);

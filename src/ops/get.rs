@@ -1,8 +1,9 @@
 //! `kctl get`: tables or v1beta1 lists of what the cluster holds.
 
 use super::Cluster;
-use crate::model::{selector_matches, Labels};
+use crate::model::Labels;
 use crate::output::{self, MinionView};
+use crate::selector::Selector;
 use crate::ui::Ui;
 use miette::miette;
 
@@ -38,37 +39,19 @@ pub enum Format {
     Yaml,
 }
 
-/// Parses `-l a=b,c=d`.
-pub fn parse_selector(text: &str) -> miette::Result<Labels> {
-    text.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| {
-                    miette!(
-                        help = "write -l key=value[,key=value]",
-                        "bad label selector {pair:?}"
-                    )
-                })
-        })
-        .collect()
-}
-
 pub async fn get(
     ui: &Ui,
     name: &str,
     resource: Resource,
     id: Option<&str>,
     format: Format,
-    selector: Option<&Labels>,
+    selector: Option<&Selector>,
 ) -> miette::Result<()> {
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
     let state = store.snapshot().await?.state;
     let keep = |obj_id: &str, labels: &Labels| {
-        id.is_none_or(|want| want == obj_id) && selector.is_none_or(|s| selector_matches(s, labels))
+        id.is_none_or(|want| want == obj_id) && selector.is_none_or(|s| s.matches(labels))
     };
     let (table, list) = match resource {
         Resource::Pods => {
@@ -174,14 +157,5 @@ mod tests {
         assert_eq!(Resource::parse("ep"), Some(Resource::Endpoints));
         assert_eq!(Resource::parse("minions"), Some(Resource::Minions));
         assert_eq!(Resource::parse("deployments"), None);
-    }
-
-    #[test]
-    fn selectors() {
-        let s = parse_selector("name=web, tier=front").unwrap();
-        assert_eq!(s.len(), 2);
-        assert_eq!(s["tier"], "front");
-        assert!(parse_selector("name").is_err());
-        assert!(parse_selector("=x").is_err());
     }
 }
