@@ -168,9 +168,9 @@ pub fn endpoints_table(state: &ClusterState, services: &[&ServiceRecord]) -> Str
 
 pub fn endpoints_json(state: &ClusterState, r: &ServiceRecord) -> Value {
     json!({
-        "id": r.service.id,
         "kind": "Endpoints",
         "apiVersion": "v1beta1",
+        "id": r.service.id,
         "endpoints": endpoint_addresses(state, &r.service.id),
     })
 }
@@ -328,9 +328,9 @@ pub fn pod_json(state: &ClusterState, p: &PodRecord) -> Value {
         current.insert("info".into(), Value::Object(info));
     }
     let mut pod = json!({
-        "id": p.pod.id,
         "kind": "Pod",
         "apiVersion": "v1beta1",
+        "id": p.pod.id,
         "labels": p.pod.labels,
         "desiredState": {"manifest": manifest_json(&p.pod.id, &p.pod.spec), "host": p.host},
         "currentState": Value::Object(current),
@@ -345,9 +345,9 @@ pub fn pod_json(state: &ClusterState, p: &PodRecord) -> Value {
 pub fn controller_json(state: &ClusterState, rc: &ReplicationController) -> Value {
     let current = state.pods_owned_by(&rc.id).count();
     json!({
-        "id": rc.id,
         "kind": "ReplicationController",
         "apiVersion": "v1beta1",
+        "id": rc.id,
         "labels": rc.labels,
         "desiredState": {
             "replicas": rc.replicas,
@@ -364,9 +364,9 @@ pub fn controller_json(state: &ClusterState, rc: &ReplicationController) -> Valu
 pub fn service_json(state: &ClusterState, r: &ServiceRecord) -> Value {
     let s = &r.service;
     let mut v = json!({
-        "id": s.id,
         "kind": "Service",
         "apiVersion": "v1beta1",
+        "id": s.id,
         "port": s.port,
         "protocol": s.protocol.as_upper(),
         "labels": s.labels,
@@ -384,9 +384,9 @@ pub fn service_json(state: &ClusterState, r: &ServiceRecord) -> Value {
 
 pub fn minion_json(m: &MinionView) -> Value {
     json!({
-        "id": m.record.id,
         "kind": "Minion",
         "apiVersion": "v1beta1",
+        "id": m.record.id,
         "hostIP": m.record.host_ip.to_string(),
         "podCIDR": m.record.pod_cidr,
         "status": minion_status(m.ready),
@@ -447,6 +447,79 @@ mod tests {
             },
         );
         (state, pod)
+    }
+
+    /// What `get -o json|yaml` prints reads back as the same objects, and
+    /// starts with `kind` and `apiVersion`.
+    #[test]
+    fn printed_objects_apply_again_unchanged() {
+        use crate::manifest::{parse_sources, Source};
+        use crate::model::Object;
+        let (mut state, pod) = state_with_pod();
+        let bare = PodRecord {
+            owner: None,
+            ..pod.clone()
+        };
+        let rc = ReplicationController {
+            id: "web".into(),
+            labels: Labels::from([("name".to_string(), "web".to_string())]),
+            replicas: 2,
+            selector: Labels::from([("name".to_string(), "web".to_string())]),
+            template: crate::model::PodTemplate {
+                labels: pod.pod.labels.clone(),
+                spec: pod.pod.spec.clone(),
+            },
+        };
+        let service = ServiceRecord {
+            service: crate::model::Service {
+                id: "web".into(),
+                labels: Labels::new(),
+                selector: Labels::from([("name".to_string(), "web".to_string())]),
+                port: 8080,
+                container_port: Some(crate::model::PortRef::Number(80)),
+                protocol: Protocol::Tcp,
+            },
+            portal_ip: "10.0.0.7".parse().unwrap(),
+        };
+        state.services.insert("web".into(), service.clone());
+        let printed = [
+            (pod_json(&state, &bare), Object::Pod(bare.pod.clone())),
+            (
+                controller_json(&state, &rc),
+                Object::ReplicationController(rc.clone()),
+            ),
+            (
+                service_json(&state, &service),
+                Object::Service(service.service.clone()),
+            ),
+        ];
+        for (json, object) in &printed {
+            let keys: Vec<&String> = json.as_object().unwrap().keys().take(3).collect();
+            assert_eq!(keys, ["kind", "apiVersion", "id"]);
+            for text in [
+                serde_json::to_string_pretty(json).unwrap(),
+                serde_yaml_ng::to_string(json).unwrap(),
+            ] {
+                let source = Source {
+                    name: "<stdin>".into(),
+                    text: text.clone(),
+                };
+                let loaded = parse_sources(&[source]).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+                assert_eq!(&loaded.objects, std::slice::from_ref(object), "{text}");
+            }
+        }
+        // A list, as `get rc -o yaml` prints it, reads back too.
+        let list_text = serde_yaml_ng::to_string(&list(
+            "ReplicationControllerList",
+            vec![printed[1].0.clone()],
+        ))
+        .unwrap();
+        let loaded = parse_sources(&[Source {
+            name: "<stdin>".into(),
+            text: list_text,
+        }])
+        .unwrap();
+        assert_eq!(loaded.objects, [printed[1].1.clone()]);
     }
 
     #[test]

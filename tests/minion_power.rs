@@ -123,7 +123,7 @@ fn stopped_minion_comes_back_with_its_pods() {
     // The portal still answers, from the replicas on minion-1 only.
     let portal = cluster
         .kctl(&["get", "services", "web", "-o", "json"])
-        .json()["items"][0]["portalIP"]
+        .json()["portalIP"]
         .as_str()
         .unwrap()
         .to_string();

@@ -16,7 +16,7 @@ fn docker_sock(cluster: &TestCluster, minion: usize) -> String {
 fn service(cluster: &TestCluster, id: &str) -> Value {
     let run = cluster.kctl(&["get", "services", id, "-o", "json"]);
     assert!(run.ok(), "{run:?}");
-    run.json()["items"][0].clone()
+    run.json()
 }
 
 fn endpoints(cluster: &TestCluster, id: &str) -> Vec<String> {
@@ -192,6 +192,30 @@ fn portal_spreads_over_pods_and_follows_them() {
                 "pod {pod} reached sshd {sshd}: {reached:?}"
             );
         }
+    }
+
+    // What `get` prints applies again unchanged: one object by id, or a
+    // whole list, JSON or YAML.
+    for (args, format) in [
+        (&["get", "svc", "tomcat", "-o", "yaml"][..], "yaml"),
+        (&["get", "rc", "-o", "yaml"][..], "yaml"),
+        (&["get", "services", "-o", "json"][..], "json"),
+    ] {
+        let printed = cluster.kctl(args);
+        assert!(printed.ok(), "{printed:?}");
+        let first_line = printed
+            .stdout
+            .lines()
+            .find(|l| l.trim() != "{")
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            first_line.contains("kind"),
+            "{format} starts with the kind: {first_line}"
+        );
+        let again = cluster.kctl_stdin(&["apply", "-f", "-"], &printed.stdout);
+        assert!(again.ok(), "{args:?}: {again:?}");
+        assert!(again.stdout.contains("No changes"), "{args:?}: {again:?}");
     }
 
     // Rules removed behind the helper's back (someone flushed them; a

@@ -198,10 +198,7 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
     // other host), and the pod's own hairpin works.
     let services = cluster.kctl(&["get", "services", "tomcat", "-o", "json"]);
     assert!(services.ok(), "{services:?}");
-    let portal = services.json()["items"][0]["portalIP"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let portal = services.json()["portalIP"].as_str().unwrap().to_string();
     let ids: BTreeSet<String> = pods
         .iter()
         .map(|p| p["id"].as_str().unwrap().to_string())

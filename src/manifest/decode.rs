@@ -140,6 +140,8 @@ static SERVICE: Shape = Shape {
     ],
     ignored: meta_ignored!(
         "portalIP",
+        // `kctl get` adds a service's endpoints for convenience.
+        "endpoints",
         "createExternalLoadBalancer",
         "publicIPs",
         "proxyPort",
@@ -226,7 +228,8 @@ pub(crate) fn document(
         "Pod" => (&POD, Some(Kind::Pod)),
         "ReplicationController" => (&CONTROLLER, Some(Kind::ReplicationController)),
         "Service" => (&SERVICE, Some(Kind::Service)),
-        "List" => (&LIST, None),
+        // What `kctl get` prints for several objects is a List too.
+        "List" | "PodList" | "ReplicationControllerList" | "ServiceList" => (&LIST, None),
         _ => {
             let help = match closest(kind, &KINDS) {
                 Some(suggestion) => format!("did you mean `{suggestion}`?"),

@@ -134,10 +134,16 @@ pub async fn get(
             return Err(miette!("{want} not found"));
         }
     }
+    // One object asked for by id is printed as itself, not in a list, so
+    // what `get ID -o yaml` prints can be applied again.
+    let shown = match id {
+        Some(_) => list["items"][0].clone(),
+        None => list,
+    };
     match format {
         Format::Table => ui.out(table),
-        Format::Json => ui.out(serde_json::to_string_pretty(&list).unwrap_or_default()),
-        Format::Yaml => ui.out(serde_yaml_ng::to_string(&list).map_err(super::report)?),
+        Format::Json => ui.out(serde_json::to_string_pretty(&shown).unwrap_or_default()),
+        Format::Yaml => ui.out(serde_yaml_ng::to_string(&shown).map_err(super::report)?),
     }
     Ok(())
 }
