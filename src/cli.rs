@@ -201,6 +201,27 @@ pub enum Command {
     /// Manage images on the minions.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// List the clusters this workstation knows: provider, size, status.
+    #[command(after_help = "Examples:
+  kctl clusters
+  KCTL_HOME=/srv/kctl kctl clusters")]
+    Clusters,
+    /// Print the versions of kctl, of the kctl-node it installs, and of the
+    /// helper each minion of the cluster runs.
+    #[command(after_help = "Examples:
+  kctl version
+  kctl version --cluster lab")]
+    Version,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  kctl completion bash > /etc/bash_completion.d/kctl
+  kctl completion zsh > \"${fpath[1]}/_kctl\"
+  kctl completion fish > ~/.config/fish/completions/kctl.fish")]
+    Completion { shell: clap_complete::Shell },
+    /// Print kctl's manual page (roff).
+    #[command(after_help = "Examples:
+  kctl man > /usr/local/share/man/man1/kctl.1 && man kctl")]
+    Man,
     /// Stop or start a minion of a local cluster (a power cut on demand).
     #[command(subcommand)]
     Minion(MinionCommand),
@@ -474,6 +495,19 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         }
         Command::Minion(MinionCommand::Start { name: minion }) => {
             ops::minion::start(&ui, name, &minion).await
+        }
+        Command::Version => ops::version::version(&ui, name).await,
+        Command::Clusters => ops::clusters::clusters(&ui).await,
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "kctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(|e| miette!("writing the manual page: {e}"))
         }
         Command::Supervise(args) => match crate::supervise::supervise(args).await {
             code if code == std::process::ExitCode::SUCCESS => Ok(()),

@@ -133,8 +133,41 @@ pub struct ClusterState {
     /// Minions whose helper heartbeats but says the minion cannot run pods
     /// now, and why (its container runtime does not answer).
     pub not_ready: BTreeMap<String, String>,
+    /// Per minion, what its helper says it is: version and binary digest.
+    pub helper_versions: BTreeMap<String, HelperVersion>,
     /// Per minion, unix time of the helper's last heartbeat.
     pub last_seen: BTreeMap<String, u64>,
+}
+
+/// A helper's version, as it records it when it starts: kctl's version
+/// and the first digits of its binary's SHA-256 (builds of one version
+/// differ).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelperVersion {
+    pub version: String,
+    pub sha256: String,
+}
+
+impl HelperVersion {
+    /// This binary's.
+    pub fn of_this_binary() -> HelperVersion {
+        let sha256 = std::env::current_exe()
+            .ok()
+            .and_then(|exe| crate::bootstrap::helper::sha256_file(&exe).ok())
+            .map(|digest| digest[..12].to_string())
+            .unwrap_or_else(|| "unknown".into());
+        HelperVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            sha256,
+        }
+    }
+    /// The helper kctl would install from `binary`.
+    pub fn of_file(binary: &std::path::Path) -> std::io::Result<HelperVersion> {
+        Ok(HelperVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            sha256: crate::bootstrap::helper::sha256_file(binary)?[..12].to_string(),
+        })
+    }
 }
 
 /// What a helper says in its heartbeat when its minion cannot run pods:

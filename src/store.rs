@@ -11,6 +11,7 @@
 //! /kctl/<cluster>/status/pods/<id>    PodStatus    (observed)
 //! /kctl/<cluster>/heartbeats/<minion> present while the minion's helper lives (on a lease)
 //! /kctl/<cluster>/seen/<minion>       unix time of the helper's last heartbeat
+//! /kctl/<cluster>/versions/<minion>   the helper's version and binary digest
 //! /kctl/<cluster>/generation          bumped by every change of desired state
 //! ```
 //!
@@ -24,7 +25,8 @@ use crate::model::ReplicationController;
 use crate::pki::Credentials;
 use crate::plan::Op;
 use crate::state::{
-    ClusterState, Endpoint, MinionCondition, MinionRecord, PodRecord, PodStatus, ServiceRecord,
+    ClusterState, Endpoint, HelperVersion, MinionCondition, MinionRecord, PodRecord, PodStatus,
+    ServiceRecord,
 };
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LockOptions,
@@ -222,6 +224,11 @@ impl Store {
                         state.not_ready.insert(minion.into(), condition.reason);
                     }
                 }
+                Some(("versions", minion)) => {
+                    state
+                        .helper_versions
+                        .insert(minion.into(), decode::<HelperVersion>(&key, value)?);
+                }
                 Some(("seen", minion)) => {
                     state
                         .last_seen
@@ -403,6 +410,19 @@ impl Store {
             }
         });
         Ok(Heartbeat { lease, task })
+    }
+
+    /// Records which helper runs on `minion`.
+    pub async fn put_helper_version(
+        &self,
+        minion: &str,
+        version: &HelperVersion,
+    ) -> Result<(), StoreError> {
+        self.client
+            .clone()
+            .put(self.key("versions", minion), json(version), None)
+            .await?;
+        Ok(())
     }
 
     /// Says in the minion's heartbeat (on its `lease`) whether it can run

@@ -32,6 +32,35 @@ fn tomcat_controller_lifecycle() {
     assert!(again.ok(), "{again:?}");
     assert!(again.stdout.contains("nothing changed"), "{again:?}");
 
+    // Every minion runs the kctl-node this kctl installs, and says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let version = cluster.kctl(&["version"]);
+        assert!(version.ok(), "{version:?}");
+        assert!(version.stdout.starts_with("kctl "), "{version:?}");
+        let same = version.stdout.matches("same as this kctl's").count();
+        if same == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{version:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The workstation's clusters, this one among them, up.
+    let clusters = cluster.kctl(&["clusters"]);
+    assert!(clusters.ok(), "{clusters:?}");
+    let row: Vec<&str> = clusters
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("it-tomcat "))
+        .unwrap_or_else(|| panic!("{clusters:?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..4], ["it-tomcat", "local", "2", "up,"], "{clusters:?}");
+    assert!(
+        clusters.stdout.contains("2 of 2 minions Ready"),
+        "{clusters:?}"
+    );
+
     let minions = cluster.kctl(&["get", "minions", "-o", "json"]).json();
     let items = minions["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);

@@ -42,3 +42,48 @@ fn usage_errors_exit_2_and_say_what_works() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("kctl up --cluster nosuch"), "{stderr}");
 }
+
+/// `kctl completion bash` is a script bash accepts that completes kctl's
+/// subcommands; `kctl man` is a roff page `man` can show.
+#[test]
+fn completion_scripts_and_the_manual_page() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kctl"))
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = std::env::temp_dir().join(format!("kctl-completion-{}", std::process::id()));
+    std::fs::write(&script, &out.stdout).unwrap();
+    // Loaded into bash, it completes `kctl ap` to `apply`.
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(kctl ap); COMP_CWORD=1; _kctl kctl ap kctl; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    std::fs::remove_file(&script).unwrap();
+    let words = String::from_utf8_lossy(&completed.stdout);
+    assert!(
+        words.split_whitespace().any(|w| w == "apply"),
+        "{completed:?}"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kctl"))
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("apply"));
+    }
+    let man = Command::new(env!("CARGO_BIN_EXE_kctl"))
+        .arg("man")
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.status.success() && page.contains(".TH kctl 1"),
+        "{page}"
+    );
+    assert!(page.contains("apply"), "{page}");
+}

@@ -179,6 +179,12 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
     let mut desired = store.watch_desired().await?;
     let mut exits = container_exits(&docker, &node.cluster);
     let heartbeat = store.start_heartbeat(&node.minion).await?;
+    if let Err(e) = store
+        .put_helper_version(&node.minion, &crate::state::HelperVersion::of_this_binary())
+        .await
+    {
+        warn!("recording the helper's version: {e}");
+    }
     let exec = LocalExec {
         name: node.minion.clone(),
     };

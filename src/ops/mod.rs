@@ -2,6 +2,7 @@
 //! CLI parses arguments and calls one function here.
 
 pub mod apply;
+pub mod clusters;
 pub mod converge;
 pub mod down;
 pub mod get;
@@ -9,6 +10,7 @@ pub mod image;
 pub mod install;
 pub mod minion;
 pub mod up;
+pub mod version;
 
 use crate::cluster::{ClusterConfig, ClusterDir, ETCD_CLIENT_PORT};
 use crate::converge::RunContext;

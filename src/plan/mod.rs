@@ -76,7 +76,7 @@ impl PlanError {
     pub fn help(&self) -> Option<String> {
         match self {
             PlanError::Unschedulable(_) => Some(
-                "add minions (`kctl up --minions N`), lower `replicas`, or drop the `hostPort`"
+                "lower `replicas` or drop the `hostPort`; `kctl get minions` shows which minions are NotReady; a bigger cluster takes `kctl down`, then `kctl up --minions N`"
                     .into(),
             ),
             PlanError::OwnedPod { controller, .. } => Some(format!(
