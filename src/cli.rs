@@ -170,6 +170,9 @@ pub enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+        /// Tables without their header line.
+        #[arg(long)]
+        no_headers: bool,
         /// Only objects whose labels match: key=value (or ==), key!=value,
         /// key in (a,b), key notin (a,b), key, !key; comma-separated.
         #[arg(short = 'l', long)]
@@ -201,6 +204,16 @@ pub enum Command {
     /// Manage images on the minions.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Check manifests as `apply` would, with no cluster: for CI. Exit
+    /// status 1 with every problem's file, line and column.
+    #[command(after_help = "Examples:
+  kctl validate -f manifests/
+  kctl validate -f tomcat-controller.json -f tomcat-service.json")]
+    Validate {
+        /// A file, a directory, or - for standard input; repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// List the clusters this workstation knows: provider, size, status.
     #[command(after_help = "Examples:
   kctl clusters
@@ -444,6 +457,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             resource,
             id,
             output,
+            no_headers,
             selector,
         } => {
             let resource = Resource::parse(&resource).ok_or_else(|| {
@@ -460,6 +474,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 id.as_deref(),
                 output,
                 selector.as_ref(),
+                !no_headers,
             )
             .await
         }
@@ -498,6 +513,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         }
         Command::Version => ops::version::version(&ui, name).await,
         Command::Clusters => ops::clusters::clusters(&ui).await,
+        Command::Validate { files } => ops::apply::validate(&ui, &files),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "kctl", &mut std::io::stdout());

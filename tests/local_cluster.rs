@@ -60,6 +60,15 @@ fn tomcat_controller_lifecycle() {
         clusters.stdout.contains("2 of 2 minions Ready"),
         "{clusters:?}"
     );
+    // For scripts: `-o name` and tables without their header.
+    let names = cluster.kctl(&["get", "minions", "-o", "name"]);
+    assert_eq!(
+        names.stdout, "minion/minion-1\nminion/minion-2\n",
+        "{names:?}"
+    );
+    let rows = cluster.kctl(&["get", "minions", "--no-headers"]);
+    assert_eq!(rows.stdout.lines().count(), 2, "{rows:?}");
+    assert!(rows.stdout.starts_with("minion-1 "), "{rows:?}");
 
     let minions = cluster.kctl(&["get", "minions", "-o", "json"]).json();
     let items = minions["items"].as_array().unwrap();

@@ -87,3 +87,35 @@ fn completion_scripts_and_the_manual_page() {
     );
     assert!(page.contains("apply"), "{page}");
 }
+
+/// `kctl validate` checks a set of manifests with no cluster at all: 0 and
+/// what they hold when they are good, 1 and where when they are not.
+#[test]
+fn validate_needs_no_cluster() {
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
+    let (code, _) = kctl(&["validate", "-f", manifests]);
+    assert_eq!(code, Some(0));
+    let out = Command::new(env!("CARGO_BIN_EXE_kctl"))
+        .env("KCTL_HOME", "/nonexistent")
+        .args(["validate", "-f", manifests])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("2 objects valid: replicationController tomcatController, service tomcat"),
+        "{said}"
+    );
+    let bad = std::env::temp_dir().join(format!("kctl-bad-{}.json", std::process::id()));
+    std::fs::write(
+        &bad,
+        "{\"kind\": \"Service\", \"apiVersion\": \"v1beta1\", \"id\": \"s\",\n \"port\": \"eighty\"}\n",
+    )
+    .unwrap();
+    let (code, stderr) = kctl(&["validate", "-f", bad.to_str().unwrap()]);
+    std::fs::remove_file(&bad).unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("kctl-bad-") && stderr.contains(":2:"),
+        "{stderr}"
+    );
+}

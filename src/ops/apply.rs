@@ -116,6 +116,26 @@ fn finish(ui: &Ui, outcome: &ConvergeOutcome) -> miette::Result<()> {
     }
 }
 
+/// `kctl validate`: checks manifests the way `apply` does, as a set, with
+/// no cluster at all (for CI); says what they hold.
+pub fn validate(ui: &Ui, paths: &[PathBuf]) -> miette::Result<()> {
+    let loaded = manifest::load_paths(paths)?;
+    for warning in loaded.warnings {
+        ui.note(format!("{:?}", miette::Report::new(warning)));
+    }
+    let objects: Vec<String> = loaded
+        .objects
+        .iter()
+        .map(|o| format!("{} {}", o.kind(), o.id()))
+        .collect();
+    ui.out(format!(
+        "{} objects valid: {}",
+        objects.len(),
+        objects.join(", ")
+    ));
+    Ok(())
+}
+
 pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> miette::Result<()> {
     let loaded = manifest::load_paths(paths)?;
     for warning in loaded.warnings {

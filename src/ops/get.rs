@@ -37,6 +37,8 @@ pub enum Format {
     Table,
     Json,
     Yaml,
+    /// `kind/id` per line, as kubectl's `-o name`, for scripts.
+    Name,
 }
 
 pub async fn get(
@@ -46,6 +48,7 @@ pub async fn get(
     id: Option<&str>,
     format: Format,
     selector: Option<&Selector>,
+    headers: bool,
 ) -> miette::Result<()> {
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
@@ -138,10 +141,36 @@ pub async fn get(
     // what `get ID -o yaml` prints can be applied again.
     let shown = match id {
         Some(_) => list["items"][0].clone(),
-        None => list,
+        None => list.clone(),
     };
     match format {
-        Format::Table => ui.out(table),
+        Format::Table if headers => ui.out(table),
+        // The header is the first line of every table.
+        Format::Table => {
+            let rows = table.split_once('\n').map_or("", |(_, rows)| rows);
+            if !rows.is_empty() {
+                ui.out(rows);
+            }
+        }
+        Format::Name => {
+            let kind = match resource {
+                Resource::Pods => "pod",
+                Resource::Controllers => "replicationcontroller",
+                Resource::Services => "service",
+                Resource::Endpoints => "endpoints",
+                Resource::Minions => "minion",
+            };
+            let names: Vec<String> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item["id"].as_str())
+                .map(|id| format!("{kind}/{id}\n"))
+                .collect();
+            if !names.is_empty() {
+                ui.out(names.concat().trim_end());
+            }
+        }
         Format::Json => ui.out(serde_json::to_string_pretty(&shown).unwrap_or_default()),
         Format::Yaml => ui.out(serde_yaml_ng::to_string(&shown).map_err(super::report)?),
     }
