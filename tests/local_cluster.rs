@@ -69,6 +69,15 @@ fn tomcat_controller_lifecycle() {
     let rows = cluster.kctl(&["get", "minions", "--no-headers"]);
     assert_eq!(rows.stdout.lines().count(), 2, "{rows:?}");
     assert!(rows.stdout.starts_with("minion-1 "), "{rows:?}");
+    // `down --dry-run` says what would go, and nothing goes.
+    let dry = cluster.kctl(&["down", "--dry-run"]);
+    assert!(dry.ok(), "{dry:?}");
+    assert!(
+        dry.stdout.contains("namespace kctl-it-tomcat-minion-2")
+            && dry.stdout.contains("etcd at https://"),
+        "{dry:?}"
+    );
+    assert!(cluster.kctl(&["get", "minions"]).ok());
 
     let minions = cluster.kctl(&["get", "minions", "-o", "json"]).json();
     let items = minions["items"].as_array().unwrap();

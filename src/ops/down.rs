@@ -60,18 +60,17 @@ pub async fn down(ui: &Ui, name: &str, options: &DownOptions) -> miette::Result<
         .await;
     }
     match provider {
-        ProviderKind::Local => {
-            if options.dry_run {
-                return Err(miette!("--dry-run is for the gce and ssh providers"));
+        ProviderKind::Local => match config {
+            Some(config) if options.dry_run => {
+                ui.out(local_dry_run(&dir, &config));
+                Ok(())
             }
-            match config {
-                Some(config) => down_local(ui, dir, config).await,
-                None => {
-                    ui.out(format!("Cluster {name} does not exist; nothing to do."));
-                    Ok(())
-                }
+            Some(config) => down_local(ui, dir, config).await,
+            None => {
+                ui.out(format!("Cluster {name} does not exist; nothing to do."));
+                Ok(())
             }
-        }
+        },
         ProviderKind::Ssh => match config {
             Some(config) => down_hosts(ui, Cluster::new(dir, config), options).await,
             None => Err(miette!(
@@ -205,6 +204,40 @@ async fn down_hosts(ui: &Ui, cluster: Cluster, options: &DownOptions) -> miette:
         "Cluster {name} is down; the hosts are as they were before `kctl up`."
     ));
     Ok(())
+}
+
+/// What `down` would remove of a local cluster (pure but for the path).
+fn local_dry_run(dir: &ClusterDir, config: &ClusterConfig) -> String {
+    let mut lines = vec![format!(
+        "--dry-run: `kctl down` would remove cluster {}:",
+        config.name
+    )];
+    if let Some(net) = &config.local {
+        let layout = Layout {
+            cluster: config.name.clone(),
+            slot: net.slot,
+        };
+        for m in &config.minions {
+            if let Some(i) = Layout::index_of(&m.id) {
+                lines.push(format!(
+                    "  {}: namespace {}, its sshd, dockerd, containers and kctl-node",
+                    m.id,
+                    layout.netns(i)
+                ));
+            }
+        }
+        lines.push(format!(
+            "  etcd at {}, bridge {}, routes for {}",
+            layout.etcd_endpoint(),
+            layout.bridge(),
+            layout.cluster_cidr()
+        ));
+    }
+    lines.push(format!(
+        "  {} (record, keys, certificates)",
+        dir.dir.display()
+    ));
+    lines.join("\n")
 }
 
 async fn down_local(ui: &Ui, dir: ClusterDir, config: ClusterConfig) -> miette::Result<()> {
