@@ -902,20 +902,17 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
         // refuses the TLS handshake.
         let tls = format!("/var/lib/kctl/t-gce/minion-{minion}/tls");
         let url = format!("https://{master}:4001/version");
-        let ca = format!("{tls}/ca.crt");
-        let (cert, key) = (format!("{tls}/node.crt"), format!("{tls}/node.key"));
-        let curl = |extra: &[&str]| {
-            let mut argv = vec!["curl", "-sS", "--max-time", "3", "--cacert", &ca];
-            argv.extend_from_slice(extra);
-            argv.push(&url);
+        let curl = |with_certificate: bool| {
+            let argv = common::etcd_curl(&tls, &url, with_certificate);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             vms.run_in(minion, &argv)
         };
-        let from_vm = curl(&["--cert", &cert, "--key", &key]);
+        let from_vm = curl(true);
         assert!(
             String::from_utf8_lossy(&from_vm.stdout).contains("etcdserver"),
             "etcd from minion-{minion}'s VM: {from_vm:?}"
         );
-        let without = curl(&[]);
+        let without = curl(false);
         assert!(
             !without.status.success(),
             "etcd without a client certificate, from minion-{minion}'s VM: {without:?}"

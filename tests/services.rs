@@ -138,20 +138,17 @@ fn portal_spreads_over_pods_and_follows_them() {
                 .unwrap()
         );
         let url = format!("https://{etcd}/version");
-        let ca = format!("{tls}/ca.crt");
-        let (cert, key) = (format!("{tls}/node.crt"), format!("{tls}/node.key"));
-        let curl = |extra: &[&str]| {
-            let mut argv = vec!["curl", "-sS", "--max-time", "3", "--cacert", &ca];
-            argv.extend_from_slice(extra);
-            argv.push(&url);
+        let curl = |with_certificate: bool| {
+            let argv = common::etcd_curl(&tls, &url, with_certificate);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             cluster.in_minion(*minion, &argv)
         };
-        let from_minion = curl(&["--cert", &cert, "--key", &key]);
+        let from_minion = curl(true);
         assert!(
             from_minion.ok() && from_minion.stdout.contains("etcdserver"),
             "etcd from minion-{minion}: {from_minion:?}"
         );
-        let without_certificate = curl(&[]);
+        let without_certificate = curl(false);
         assert!(
             !without_certificate.ok() && !without_certificate.stdout.contains("etcdserver"),
             "etcd without a client certificate: {without_certificate:?}"

@@ -324,21 +324,18 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         // etcd refuses the TLS handshake.
         let tls = format!("/var/lib/kctl/t-ssh-hosts/minion-{}/tls", i + 1);
         let url = format!("https://{}:{}/version", etcd.0, etcd.1);
-        let ca = format!("{tls}/ca.crt");
-        let (cert, key) = (format!("{tls}/node.crt"), format!("{tls}/node.key"));
-        let curl = |extra: &[&str]| {
-            let mut argv = vec!["curl", "-sS", "--max-time", "3", "--cacert", &ca];
-            argv.extend_from_slice(extra);
-            argv.push(&url);
+        let curl = |with_certificate: bool| {
+            let argv = common::etcd_curl(&tls, &url, with_certificate);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             hosts.run_in(i, &argv)
         };
-        let with = curl(&["--cert", &cert, "--key", &key]);
+        let with = curl(true);
         assert!(
             String::from_utf8_lossy(&with.stdout).contains("etcdserver"),
             "etcd from vm{}: {with:?}",
             i + 1
         );
-        let without = curl(&[]);
+        let without = curl(false);
         assert!(
             !without.status.success(),
             "etcd without a client certificate, from vm{}: {without:?}",

@@ -332,3 +332,24 @@ pub fn web_controller(id: &str, replicas: u32) -> String {
   "labels": {{"name": "{id}"}}}}"#
     )
 }
+
+/// `curl` asking etcd at `url`, trusting the cluster's CA from a helper's
+/// `tls` directory on its minion, and presenting that helper's own
+/// certificate when `with_certificate` (without one, etcd must refuse).
+pub fn etcd_curl(tls_dir: &str, url: &str, with_certificate: bool) -> Vec<String> {
+    let mut argv: Vec<String> = ["curl", "-sS", "--max-time", "3", "--cacert"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    argv.push(format!("{tls_dir}/ca.crt"));
+    if with_certificate {
+        argv.extend([
+            "--cert".to_string(),
+            format!("{tls_dir}/node.crt"),
+            "--key".to_string(),
+            format!("{tls_dir}/node.key"),
+        ]);
+    }
+    argv.push(url.to_string());
+    argv
+}
