@@ -204,6 +204,21 @@ pub enum Command {
     /// Manage images on the minions.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Change how many replicas a replication controller keeps.
+    #[command(
+        visible_alias = "scale",
+        after_help = "Examples:
+  kctl resize rc tomcatController 5
+  kctl scale rc tomcatController 1"
+    )]
+    Resize {
+        /// rc (replicationController).
+        resource: String,
+        /// The controller's id.
+        id: String,
+        /// How many replicas.
+        replicas: u32,
+    },
     /// Check manifests as `apply` would, with no cluster: for CI. Exit
     /// status 1 with every problem's file, line and column.
     #[command(after_help = "Examples:
@@ -513,6 +528,19 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         }
         Command::Version => ops::version::version(&ui, name).await,
         Command::Clusters => ops::clusters::clusters(&ui).await,
+        Command::Resize {
+            resource,
+            id,
+            replicas,
+        } => {
+            if kind_of(&resource)? != Kind::ReplicationController {
+                return Err(usage(
+                    &format!("cannot resize {resource:?}"),
+                    "kctl resize rc ID N",
+                ));
+            }
+            ops::apply::resize(&ui, name, &id, replicas).await
+        }
         Command::Validate { files } => ops::apply::validate(&ui, &files),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -193,6 +193,26 @@ fn tomcat_controller_lifecycle() {
     let containers = cluster.in_minion(1, &["true"]);
     assert!(containers.ok());
 
+    // Resize both ways (`scale` is the same command).
+    let web_pods = || {
+        cluster
+            .pods()
+            .into_iter()
+            .filter(|p| p["labels"]["name"] == "web")
+            .filter(|p| p["currentState"]["status"] == "Running")
+            .count()
+    };
+    let up3 = cluster.kctl(&["resize", "rc", "web", "3"]);
+    assert!(up3.ok(), "{up3:?}");
+    assert_eq!(web_pods(), 3, "{up3:?}");
+    let down1 = cluster.kctl(&["scale", "rc", "web", "1"]);
+    assert!(down1.ok(), "{down1:?}");
+    assert_eq!(web_pods(), 1, "{down1:?}");
+    let missing = cluster.kctl(&["resize", "rc", "nosuch", "2"]);
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    let wrong = cluster.kctl(&["resize", "pod", "web", "2"]);
+    assert_eq!(wrong.code, Some(2), "{wrong:?}");
+
     // Selectors: `!=` and sets pick what `=` does not.
     let ids = |selector: &str| -> Vec<String> {
         let run = cluster.kctl(&["get", "rc", "-l", selector, "-o", "json"]);

@@ -116,6 +116,39 @@ fn finish(ui: &Ui, outcome: &ConvergeOutcome) -> miette::Result<()> {
     }
 }
 
+/// `kctl resize rc ID N`: the controller as it is, with `replicas` N,
+/// planned and converged as `apply` would.
+pub async fn resize(ui: &Ui, name: &str, id: &str, replicas: u32) -> miette::Result<()> {
+    let cluster = Cluster::open(name)?;
+    let mut store = cluster.store().await?;
+    let portal_net = cluster.config.portal_net;
+    let resized = |state: &ClusterState| -> Result<Vec<Object>, PlanError> {
+        let rc = state
+            .controllers
+            .get(id)
+            .ok_or_else(|| PlanError::NotFound {
+                kind: Kind::ReplicationController,
+                id: id.to_string(),
+            })?;
+        Ok(vec![Object::ReplicationController(
+            crate::model::ReplicationController {
+                replicas,
+                ..rc.clone()
+            },
+        )])
+    };
+    let (plan, before) = plan_and_commit(ui, &mut store, false, |state| {
+        plan::plan_apply(&resized(state)?, state, portal_net, &mut RandomNamer)
+    })
+    .await?;
+    let objects = resized(&before.state).map_err(plan_report)?;
+    let mut minions = touched_minions(&plan, &before.state);
+    let after = store.snapshot().await?.state;
+    minions.extend(lagging_minions(&after, &objects));
+    let outcome = converge_minions(ui, &cluster, &store, &minions).await?;
+    finish(ui, &outcome)
+}
+
 /// `kctl validate`: checks manifests the way `apply` does, as a set, with
 /// no cluster at all (for CI); says what they hold.
 pub fn validate(ui: &Ui, paths: &[PathBuf]) -> miette::Result<()> {
