@@ -309,6 +309,12 @@ pub struct ClusterConfig {
     pub offline_images: bool,
 }
 
+/// The address in an etcd endpoint (`https://IP:PORT`), if it names one.
+pub fn endpoint_addr(endpoint: &str) -> Option<std::net::SocketAddrV4> {
+    let authority = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    authority.split('/').next()?.parse().ok()
+}
+
 impl ClusterConfig {
     /// etcd speaks TLS and wants client certificates (every cluster made
     /// since kctl has a CA; an older one until its next `up`).

@@ -108,11 +108,9 @@ pub fn control_plane(cluster: &ClusterConfig) -> std::collections::BTreeSet<(Ipv
         }
     }
     for endpoint in &cluster.etcd_endpoints {
-        // http://IP:PORT; the machine serving etcd keeps its sshd on 22
-        // (for the local provider: this workstation).
-        let authority = endpoint.split("://").nth(1).unwrap_or(endpoint);
-        let authority = authority.split('/').next().unwrap_or(authority);
-        if let Ok(addr) = authority.parse::<std::net::SocketAddrV4>() {
+        // The machine serving etcd keeps its sshd on 22 (for the local
+        // provider: this workstation).
+        if let Some(addr) = crate::cluster::endpoint_addr(endpoint) {
             out.insert((*addr.ip(), addr.port()));
             out.insert((*addr.ip(), 22));
         }

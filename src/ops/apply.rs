@@ -142,11 +142,7 @@ pub async fn resize(ui: &Ui, name: &str, id: &str, replicas: u32) -> miette::Res
     })
     .await?;
     let objects = resized(&before.state).map_err(plan_report)?;
-    let mut minions = touched_minions(&plan, &before.state);
-    let after = store.snapshot().await?.state;
-    minions.extend(lagging_minions(&after, &objects));
-    let outcome = converge_minions(ui, &cluster, &store, &minions).await?;
-    finish(ui, &outcome)
+    converge_applied(ui, &cluster, &mut store, &plan, &before, &objects).await
 }
 
 /// `kctl validate`: checks manifests the way `apply` does, as a set, with
@@ -185,15 +181,28 @@ pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> mie
     if dry_run {
         return Ok(());
     }
-    let mut minions = touched_minions(&plan, &before.state);
+    converge_applied(ui, &cluster, &mut store, &plan, &before, &objects).await
+}
+
+/// After `apply` (or `resize`) committed `plan` made from `before`:
+/// converges the minions it touched and those still behind on `objects`.
+async fn converge_applied(
+    ui: &Ui,
+    cluster: &Cluster,
+    store: &mut Store,
+    plan: &Plan,
+    before: &Snapshot,
+    objects: &[Object],
+) -> miette::Result<()> {
+    let mut minions = touched_minions(plan, &before.state);
     if plan.is_empty() {
         // Nothing to commit; only finish what an earlier apply left undone.
-        minions.extend(lagging_minions(&before.state, &objects));
+        minions.extend(lagging_minions(&before.state, objects));
     } else {
         let after = store.snapshot().await?.state;
-        minions.extend(lagging_minions(&after, &objects));
+        minions.extend(lagging_minions(&after, objects));
     }
-    let outcome = converge_minions(ui, &cluster, &store, &minions).await?;
+    let outcome = converge_minions(ui, cluster, store, &minions).await?;
     finish(ui, &outcome)
 }
 

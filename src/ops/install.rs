@@ -22,13 +22,8 @@ fn etcd_ips(config: &ClusterConfig) -> Vec<std::net::IpAddr> {
     config
         .etcd_endpoints
         .iter()
-        .filter_map(|e| {
-            let authority = e.split("://").nth(1)?.split('/').next()?;
-            authority
-                .parse::<std::net::SocketAddr>()
-                .ok()
-                .map(|a| a.ip())
-        })
+        .filter_map(|e| crate::cluster::endpoint_addr(e))
+        .map(|a| std::net::IpAddr::V4(*a.ip()))
         .collect()
 }
 
@@ -65,7 +60,12 @@ pub fn ensure_certificates(ui: &Ui, cluster: &Cluster) -> miette::Result<Renewed
 pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> miette::Result<bool> {
     let config = &cluster.config;
     let auth = cluster.auth();
-    let renewed = ensure_certificates(ui, cluster)?;
+    // Where etcd runs on this machine (local provider), `up` made the
+    // certificates before starting it.
+    let renewed = match &config.etcd_host {
+        Some(_) => ensure_certificates(ui, cluster)?,
+        None => Renewed::default(),
+    };
     let mut changed = !renewed.made.is_empty();
     let pki = cluster.dir.pki();
     let binary = super::helper_binary()?;
