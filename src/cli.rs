@@ -201,6 +201,74 @@ pub enum Command {
         #[arg(long)]
         ignore_not_found: bool,
     },
+    /// Print what a pod's container wrote to stdout and stderr.
+    #[command(after_help = "Examples:
+  kctl logs web-1
+  kctl logs web-1 -c sidecar --tail 20
+  kctl logs web-1 -f                  # follow until Ctrl-C
+  kctl logs web-1 --previous          # the runs before the last restart")]
+    Logs {
+        /// The pod's id (`kctl get pods`).
+        pod: String,
+        /// The container [default: the pod's only one].
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Keep printing as the container writes.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// What the container printed before its last restart.
+        #[arg(short = 'p', long)]
+        previous: bool,
+    },
+    /// Run a command in a pod's container; kctl exits with its status.
+    #[command(after_help = "Examples:
+  kctl exec web-1 -- cat /etc/hostname
+  kctl exec -it web-1 -- sh          # an interactive shell
+  kctl exec web-1 -c sidecar -- ps")]
+    Exec {
+        /// The pod's id (`kctl get pods`).
+        pod: String,
+        /// The container [default: the pod's only one].
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Pass this terminal's standard input to the command.
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Give the command a terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Open a shell on a minion, or run one command there, over the
+    /// cluster's SSH.
+    #[command(after_help = "Examples:
+  kctl ssh minion-1
+  kctl ssh minion-2 -- docker ps")]
+    Ssh {
+        /// The minion, as `kctl get minions` lists it.
+        minion: String,
+        /// A command to run instead of a shell, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Forward a port on this machine's loopback to a pod or to a
+    /// service's portal, through SSH, until Ctrl-C.
+    #[command(after_help = "Examples:
+  kctl port-forward service/tomcat 8080      # then open http://127.0.0.1:8080/
+  kctl port-forward pod/web-1 18080:80
+  kctl port-forward svc/db :5432             # any free local port")]
+    PortForward {
+        /// pod/NAME or service/NAME (svc/NAME); a bare NAME is a pod.
+        target: String,
+        /// [LOCAL:]REMOTE: the service's port or the pod's container port.
+        #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
+        ports: Vec<String>,
+    },
     /// Manage images on the minions.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -359,23 +427,10 @@ fn kind_of(word: &str) -> miette::Result<Kind> {
     }
 }
 
-/// A command line kctl cannot act on. `kctl` exits with status 2 for it,
-/// as for the usage errors clap finds, so scripts tell a wrong invocation
-/// from a failure of the cluster (status 1).
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("{message}")]
-pub struct UsageError {
-    pub message: String,
-    #[help]
-    pub help: Option<String>,
-}
+pub use crate::ops::UsageError;
 
 fn usage(message: &str, help: &str) -> miette::Report {
-    UsageError {
-        message: message.to_string(),
-        help: Some(help.to_string()),
-    }
-    .into()
+    ops::usage_error(message, help)
 }
 
 fn parse_selector(text: &str) -> miette::Result<crate::selector::Selector> {
@@ -516,6 +571,57 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 }
             };
             ops::apply::delete(&ui, name, target, ignore_not_found).await
+        }
+        Command::Logs {
+            pod,
+            container,
+            follow,
+            tail,
+            previous,
+        } => {
+            let options = ops::reach::LogOptions {
+                container,
+                follow,
+                tail,
+                previous,
+            };
+            ops::reach::logs(name, &pod, &options).await
+        }
+        Command::Exec {
+            pod,
+            container,
+            stdin,
+            tty,
+            command,
+        } => {
+            let options = ops::reach::ExecOptions {
+                container,
+                stdin,
+                tty,
+                command,
+            };
+            ops::reach::exec(name, &pod, &options).await
+        }
+        Command::Ssh { minion, command } => ops::reach::ssh(name, &minion, &command).await,
+        Command::PortForward { target, ports } => {
+            let target = ops::reach::ForwardTarget::parse(&target).ok_or_else(|| {
+                usage(
+                    &format!("cannot forward to {target:?}"),
+                    "pod/NAME or service/NAME",
+                )
+            })?;
+            let ports = ports
+                .iter()
+                .map(|p| {
+                    ops::reach::PortPair::parse(p).ok_or_else(|| {
+                        usage(
+                            &format!("bad port {p:?}"),
+                            "LOCAL:REMOTE, REMOTE (the same port here), or :REMOTE (any free port here)",
+                        )
+                    })
+                })
+                .collect::<miette::Result<Vec<_>>>()?;
+            ops::reach::port_forward(&ui, name, &target, &ports).await
         }
         Command::Image(ImageCommand::Load { images, input }) => {
             ops::image::load(&ui, name, &images, input.as_deref()).await

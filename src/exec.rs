@@ -61,6 +61,30 @@ fn exit_text(code: Option<i32>) -> String {
     }
 }
 
+/// One argv as a line for a POSIX shell (a user pastes it, or ssh hands
+/// it to the remote shell): the one place kctl quotes for a shell: words made only
+/// of safe characters stay bare, anything else is single-quoted.
+pub fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| shell_word(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_word(word: &str) -> String {
+    // `=` first would be zsh's `=cmd` expansion.
+    let safe = !word.is_empty()
+        && !word.starts_with('=')
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// Builds an argv from anything string-like.
 #[macro_export]
 macro_rules! argv {

@@ -127,28 +127,48 @@ impl SshExec {
     /// the remote machine's loopback, for as long as the session lives.
     /// Returns the local port.
     pub async fn forward_local_port(&self, remote_port: u16) -> Result<u16, ExecError> {
+        self.forward_tcp(None, "127.0.0.1", remote_port).await
+    }
+
+    /// Forwards `local` (or, if none, a free port) on this machine's
+    /// loopback to `host:port` as the remote machine reaches it, for as
+    /// long as the session lives. Returns the local port.
+    pub async fn forward_tcp(
+        &self,
+        local: Option<u16>,
+        host: &str,
+        port: u16,
+    ) -> Result<u16, ExecError> {
+        let forward = |local: u16| {
+            self.session.request_port_forward(
+                openssh::ForwardType::Local,
+                openssh::Socket::new("127.0.0.1", local),
+                openssh::Socket::new(host, port),
+            )
+        };
+        if let Some(local) = local {
+            forward(local).await.map_err(|e| self.transport(e))?;
+            return Ok(local);
+        }
         // Asking the kernel for a free port and releasing it leaves a small
         // window to another process: then try another port.
         let mut last = None;
         for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
+            let free = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map_err(|e| self.transport(e))?
                 .port();
-            match self
-                .session
-                .request_port_forward(
-                    openssh::ForwardType::Local,
-                    openssh::Socket::new("127.0.0.1", port),
-                    openssh::Socket::new("127.0.0.1", remote_port),
-                )
-                .await
-            {
-                Ok(()) => return Ok(port),
+            match forward(free).await {
+                Ok(()) => return Ok(free),
                 Err(e) => last = Some(self.transport(e)),
             }
         }
         Err(last.unwrap_or_else(|| self.transport(std::io::Error::other("no free port"))))
+    }
+
+    /// Whether the master connection still works.
+    pub async fn check(&self) -> Result<(), ExecError> {
+        self.session.check().await.map_err(|e| self.transport(e))
     }
 
     /// Forwards a new Unix socket on this machine to the Unix socket
@@ -265,6 +285,51 @@ fn cluster_ssh_config(auth: &SshAuth) -> std::io::Result<PathBuf> {
         std::fs::rename(&tmp, &path)?;
     }
     Ok(path)
+}
+
+/// The system `ssh` command line for a session whose terminal belongs to
+/// the user (a shell, `docker exec -it`, `docker logs -f`): the same host
+/// keys, key and port as kctl's own connections, and `remote`, if any,
+/// quoted once for the remote shell. `tty` forces a terminal there even
+/// when this side has none (`-tt`); otherwise `-T` when a command is given.
+pub fn interactive_argv(
+    target: &SshTarget,
+    auth: &SshAuth,
+    tty: bool,
+    remote: &[String],
+) -> std::io::Result<Vec<String>> {
+    let config = cluster_ssh_config(auth)?;
+    let mut argv = vec![
+        "ssh".to_string(),
+        "-F".into(),
+        config.display().to_string(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", auth.known_hosts.display()),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
+        // Errors only: no "Connection to … closed." after a TTY session.
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+        "-p".into(),
+        target.port.to_string(),
+    ];
+    if let Some(identity) = &auth.identity {
+        argv.extend(["-i".into(), identity.display().to_string()]);
+    }
+    if tty {
+        // No escape character: the session carries the user's bytes.
+        argv.extend(["-tt".into(), "-e".into(), "none".into()]);
+    } else if !remote.is_empty() {
+        argv.push("-T".into());
+    }
+    argv.push(format!("{}@{}", target.user, target.host));
+    if !remote.is_empty() {
+        argv.push("--".into());
+        argv.push(crate::exec::shell_line(remote));
+    }
+    Ok(argv)
 }
 
 fn split<'a>(argv: &'a [String], target: &str) -> Result<(&'a String, &'a [String]), ExecError> {
@@ -406,6 +471,38 @@ mod tests {
             ["-n", "--", "ip", "route", "replace", "10.244.2.0/24"]
         );
         assert!(command_line(&[], true, "m").is_err());
+    }
+
+    #[test]
+    fn interactive_sessions_pin_the_clusters_host_keys_and_quote_once() {
+        let dir = std::env::temp_dir().join(format!("kctl-ssh-argv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let auth = SshAuth {
+            identity: Some(dir.join("id")),
+            known_hosts: dir.join("known_hosts"),
+        };
+        let target = SshTarget {
+            name: "minion-1".into(),
+            host: "10.1.0.2".into(),
+            port: 2222,
+            user: "admin".into(),
+        };
+        let argv = interactive_argv(&target, &auth, false, &argv!["echo", "a b", "$(x)"]).unwrap();
+        let line = argv.join(" ");
+        assert!(line.contains(&format!(
+            "UserKnownHostsFile={}",
+            dir.join("known_hosts").display()
+        )));
+        assert!(line.contains("StrictHostKeyChecking=yes"));
+        assert!(line.contains("-p 2222") && line.contains(" -T "), "{line}");
+        assert_eq!(
+            argv[argv.len() - 3..],
+            ["admin@10.1.0.2", "--", "echo 'a b' '$(x)'"]
+        );
+        let shell = interactive_argv(&target, &auth, true, &[]).unwrap();
+        assert!(shell.contains(&"-tt".to_string()));
+        assert_eq!(shell.last().unwrap(), "admin@10.1.0.2");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -26,7 +26,9 @@ cat > "$root/bin/serve" <<'SH'
 host=$(hostname)
 printf '<html><body><h1>Hello from kctl</h1><p>pod %s</p></body></html>\n' "$host" > /www/index.html
 printf '%s\n' "$host" > /www/hostname
-exec httpd -f -p "${PORT:-8080}" -h /www
+echo "pod $host serving on :${PORT:-8080}"
+# -v: one line per request on stderr, for `kctl logs`.
+exec httpd -f -v -p "${PORT:-8080}" -h /www
 SH
 chmod 755 "$root/bin/serve"
 # Deterministic layer: fixed owner, times and order.

@@ -7,6 +7,9 @@ async fn main() -> ExitCode {
     match kctl::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
+            if let Some(kctl::ops::CommandExited(code)) = report.downcast_ref() {
+                return ExitCode::from(u8::try_from(*code).unwrap_or(1));
+            }
             eprintln!("{report:?}");
             if kctl::cli::is_usage_error(&report) {
                 ExitCode::from(2)

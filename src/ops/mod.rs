@@ -9,6 +9,7 @@ pub mod get;
 pub mod image;
 pub mod install;
 pub mod minion;
+pub mod reach;
 pub mod up;
 pub mod version;
 
@@ -166,6 +167,31 @@ pub async fn wait_for_heartbeats(
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+/// A command line kctl cannot act on. `kctl` exits with status 2 for it,
+/// as for the usage errors clap finds, so scripts tell a wrong invocation
+/// from a failure of the cluster (status 1).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+pub struct UsageError {
+    pub message: String,
+    #[help]
+    pub help: Option<String>,
+}
+
+pub fn usage_error(message: &str, help: &str) -> miette::Report {
+    UsageError {
+        message: message.to_string(),
+        help: Some(help.to_string()),
+    }
+    .into()
+}
+
+/// A command kctl ran for the user (`exec`, `ssh`, `logs`) ended with this
+/// status: kctl exits with it too, and prints nothing of its own.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("the command exited with status {0}")]
+pub struct CommandExited(pub i32);
 
 /// Turns any displayable error into a report.
 pub fn report(e: impl std::fmt::Display) -> miette::Report {

@@ -447,28 +447,3 @@ pub fn network_delete(p: &str, n: &Names) -> Vec<String> {
         QUIET
     ]
 }
-
-// ---- presentation ----
-
-/// One argv as a line a user can paste into a POSIX shell: words made only
-/// of safe characters stay bare, anything else is single-quoted.
-pub fn shell_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|w| shell_word(w))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn shell_word(word: &str) -> String {
-    // `=` first would be zsh's `=cmd` expansion.
-    let safe = !word.is_empty()
-        && !word.starts_with('=')
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
-    if safe {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}

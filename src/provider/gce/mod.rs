@@ -18,7 +18,7 @@ pub mod transport;
 #[cfg(test)]
 mod tests;
 
-pub use commands::shell_line;
+pub use crate::exec::shell_line;
 pub use engine::{
     check_quotas, cpu_metric, create, destroy, discover, down_commands, judge, needed_quota,
     planned, policy_enforced, preflight, quota_shortfalls, quotas, serial_tail, startup_script,

@@ -1,0 +1,245 @@
+//! Day-2 operations on real local clusters: looking into pods (logs,
+//! exec, ssh), reaching them from the workstation (port-forward), and
+//! changing what runs. Needs root and the packages `.ci/run` installs.
+//! Each test makes its own cluster and removes it, also on failure.
+
+mod common;
+
+use common::{http_get, TestCluster};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A pod of two containers from the demo image: `web` serves pages and
+/// logs each request; `ticker` prints a line every 0.2 s and exits 3 on
+/// SIGTERM (so a test can make it restart).
+const TWO_CONTAINERS: &str = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "duo",
+  "labels": {"name": "duo"},
+  "desiredState": {"manifest": {"version": "v1beta1", "id": "duo", "containers": [
+    {"name": "web", "image": "tutum/tomcat", "ports": [{"containerPort": 8080}],
+     "env": [{"name": "ROLE", "value": "server"}]},
+    {"name": "ticker", "image": "tutum/tomcat", "env": [{"name": "ROLE", "value": "sidekick"}],
+     "command": ["sh", "-c", "trap 'exit 3' TERM; echo run begins; for i in $(seq 1 100000); do echo tick $i; sleep 0.2; done"]}]}}}"#;
+
+const DUO_SERVICE: &str = r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "duo",
+  "port": 8080, "selector": {"name": "duo"}}"#;
+
+/// Waits until `check` returns something, for at most `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Starts `kctl port-forward` and returns it with the local port it
+/// reports on its first line.
+fn port_forward(cluster: &TestCluster, args: &[&str]) -> (std::process::Child, u16) {
+    let mut argv = vec!["port-forward"];
+    argv.extend(args);
+    let mut child = cluster
+        .command(&argv)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port = first
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.strip_prefix("127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port-forward said {first:?}"));
+    (child, port)
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap()
+}
+
+#[test]
+fn logs_exec_ssh_and_port_forward_reach_the_right_container() {
+    let cluster = TestCluster::up("it-reach", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let applied = cluster.kctl_stdin(
+        &["apply", "-f", "-"],
+        &format!(r#"{{"kind": "List", "items": [{TWO_CONTAINERS}, {DUO_SERVICE}]}}"#),
+    );
+    assert!(applied.ok(), "{applied:?}");
+
+    // exec runs in the container named, with its own environment, and
+    // passes the command's exit status on.
+    for (container, role) in [("web", "server"), ("ticker", "sidekick")] {
+        let run = cluster.kctl(&[
+            "exec",
+            "duo",
+            "-c",
+            container,
+            "--",
+            "sh",
+            "-c",
+            "echo $ROLE",
+        ]);
+        assert!(run.ok(), "{run:?}");
+        assert_eq!(run.stdout.trim(), role, "{run:?}");
+    }
+    let failed = cluster.kctl(&[
+        "exec",
+        "duo",
+        "-c",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stderr >&2; exit 7",
+    ]);
+    assert_eq!(failed.code, Some(7), "{failed:?}");
+    assert!(failed.stderr.contains("to-stderr"), "{failed:?}");
+    // -i passes standard input; -t gives the command a terminal.
+    let echoed = cluster.kctl_stdin(
+        &["exec", "-i", "duo", "-c", "web", "--", "cat"],
+        "through stdin\n",
+    );
+    assert_eq!(echoed.stdout, "through stdin\n", "{echoed:?}");
+    let tty = cluster.kctl(&[
+        "exec",
+        "-t",
+        "duo",
+        "-c",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo terminal",
+    ]);
+    assert!(tty.ok() && tty.stdout.contains("terminal"), "{tty:?}");
+    let plain = cluster.kctl(&["exec", "duo", "-c", "web", "--", "sh", "-c", "test -t 1"]);
+    assert_eq!(plain.code, Some(1), "no terminal without -t: {plain:?}");
+    // Two containers and none named: a usage error naming both.
+    let ambiguous = cluster.kctl(&["exec", "duo", "--", "true"]);
+    assert_eq!(ambiguous.code, Some(2), "{ambiguous:?}");
+    assert!(ambiguous.stderr.contains("web, ticker"), "{ambiguous:?}");
+    let missing = cluster.kctl(&["exec", "nothing", "--", "true"]);
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert!(missing.stderr.contains("kctl get pods"), "{missing:?}");
+
+    // ssh reaches the minion itself and passes the exit status on.
+    let minion_ip = cluster.kctl(&["get", "minions", "-o", "json"]).json()["items"][0]["hostIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let addrs = cluster.kctl(&["ssh", "minion-1", "--", "ip", "-o", "-4", "addr", "show"]);
+    assert!(
+        addrs.ok() && addrs.stdout.contains(&format!("inet {minion_ip}/")),
+        "{addrs:?}"
+    );
+    let status = cluster.kctl(&["ssh", "minion-1", "--", "sh", "-c", "exit 5"]);
+    assert_eq!(status.code, Some(5), "{status:?}");
+
+    // port-forward: a loopback port here reaches the service's portal and
+    // the pod, and the page served is the pod's.
+    let (mut to_service, port) = port_forward(&cluster, &["service/duo", ":8080"]);
+    let page = http_get(&format!("127.0.0.1:{port}"), "/hostname");
+    assert_eq!(page.as_deref().map(str::trim), Some("duo"));
+    // The service's forward holds that port: another fails with the reason.
+    let busy = cluster.kctl(&["port-forward", "pod/duo", &format!("{port}:8080")]);
+    assert!(busy.stderr.contains("in use"), "{busy:?}");
+    assert!(
+        terminate(&mut to_service).success(),
+        "SIGTERM ends port-forward cleanly"
+    );
+    let (mut to_pod, pod_port) = port_forward(&cluster, &["pod/duo", ":8080"]);
+    let page = http_get(&format!("127.0.0.1:{pod_port}"), "/");
+    assert!(page.unwrap_or_default().contains("Hello from kctl"));
+    assert!(terminate(&mut to_pod).success());
+
+    // logs: what each container printed, its requests among them.
+    let web = cluster.kctl(&["logs", "duo", "-c", "web"]);
+    assert!(web.ok(), "{web:?}");
+    assert!(web.stdout.contains("pod duo serving on :8080"), "{web:?}");
+    assert!(
+        web.stderr.contains("response:200"),
+        "httpd logs requests on stderr: {web:?}"
+    );
+    let tail = cluster.kctl(&["logs", "duo", "-c", "ticker", "--tail", "2"]);
+    assert_eq!(tail.stdout.lines().count(), 2, "{tail:?}");
+    assert!(
+        tail.stdout.lines().all(|l| l.starts_with("tick ")),
+        "{tail:?}"
+    );
+
+    // -f streams: new ticks arrive while it runs.
+    let mut follow = cluster
+        .command(&["logs", "duo", "-c", "ticker", "-f", "--tail", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let tick = |line: Option<std::io::Result<String>>| -> u64 {
+        let line = line.unwrap().unwrap();
+        line.strip_prefix("tick ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}"))
+    };
+    let first = tick(lines.next());
+    let later = tick(lines.nth(4));
+    assert!(later >= first + 5, "streamed ticks {first} then {later}");
+    terminate(&mut follow);
+
+    // After a restart, logs shows the current run and --previous the one before.
+    let none_before = cluster.kctl(&["logs", "duo", "-c", "ticker", "--previous"]);
+    assert_eq!(none_before.code, Some(1), "{none_before:?}");
+    assert!(
+        none_before.stderr.contains("has not restarted"),
+        "{none_before:?}"
+    );
+    let stop = cluster.kctl(&["exec", "duo", "-c", "ticker", "--", "sh", "-c", "kill 1"]);
+    assert!(stop.ok(), "{stop:?}");
+    wait_for(Duration::from_secs(20), "the ticker's restart", || {
+        let pod = cluster.kctl(&["get", "pods", "duo", "-o", "json"]).json();
+        let restarts = pod["currentState"]["info"]["ticker"]["restartCount"].as_u64()?;
+        (restarts >= 1).then_some(())
+    });
+    let current = wait_for(Duration::from_secs(10), "the new run's first tick", || {
+        let run = cluster.kctl(&["logs", "duo", "-c", "ticker"]);
+        run.stdout.contains("tick ").then_some(run)
+    });
+    assert_eq!(
+        current.stdout.matches("run begins").count(),
+        1,
+        "{current:?}"
+    );
+    let current_first = current
+        .stdout
+        .lines()
+        .nth(1)
+        .map(|l| tick(Some(Ok(l.to_string()))));
+    assert_eq!(
+        current_first,
+        Some(1),
+        "the current run starts over: {current:?}"
+    );
+    let previous = cluster.kctl(&["logs", "duo", "-c", "ticker", "--previous"]);
+    assert!(previous.ok(), "{previous:?}");
+    assert_eq!(
+        previous.stdout.matches("run begins").count(),
+        1,
+        "{previous:?}"
+    );
+    assert!(
+        previous.stdout.lines().count() > later as usize,
+        "{previous:?}"
+    );
+
+    cluster.down_and_check();
+}
