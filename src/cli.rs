@@ -155,7 +155,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// List pods, replicationControllers, services, endpoints or minions.
+    /// List pods, replicationControllers, services, endpoints, minions or events.
     #[command(after_help = "Examples:
   kctl get pods
   kctl get rc tomcatController -o yaml
@@ -163,7 +163,8 @@ pub enum Command {
   kctl get pods -l 'env in (prod, qa),tier!=front'
   kctl get minions")]
     Get {
-        /// pods (po), replicationControllers (rc), services (svc), endpoints (ep) or minions.
+        /// pods (po), replicationControllers (rc), services (svc), endpoints (ep),
+        /// minions or events (ev).
         resource: String,
         /// Show only this object.
         id: Option<String>,
@@ -177,6 +178,19 @@ pub enum Command {
         /// key in (a,b), key notin (a,b), key, !key; comma-separated.
         #[arg(short = 'l', long)]
         selector: Option<String>,
+    },
+    /// Show everything known about one object, with its recent events.
+    #[command(after_help = "Examples:
+  kctl describe pod tomcatcontroller-f62pl
+  kctl describe rc tomcatController
+  kctl describe service tomcat
+  kctl describe minion minion-1
+  kctl get events                    # every object's")]
+    Describe {
+        /// pod (po), rc (replicationController), service (svc) or minion.
+        resource: String,
+        /// The object's id.
+        id: String,
     },
     /// Delete objects named in files, by kind and ids, or by labels.
     #[command(after_help = "Examples:
@@ -533,7 +547,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             let resource = Resource::parse(&resource).ok_or_else(|| {
                 usage(
                     &format!("unknown resource {resource:?}"),
-                    "one of: pods (po), replicationControllers (rc), services (svc), endpoints (ep), minions",
+                    "one of: pods (po), replicationControllers (rc), services (svc), endpoints (ep), minions, events (ev)",
                 )
             })?;
             let selector = selector.as_deref().map(parse_selector).transpose()?;
@@ -547,6 +561,17 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 !no_headers,
             )
             .await
+        }
+        Command::Describe { resource, id } => {
+            let resource = Resource::parse(&resource)
+                .filter(|r| *r != Resource::Events)
+                .ok_or_else(|| {
+                    usage(
+                        &format!("cannot describe {resource:?}"),
+                        "one of: pod (po), rc (replicationController), service (svc), minion",
+                    )
+                })?;
+            ops::describe::describe(&ui, name, resource, &id).await
         }
         Command::Delete {
             files,

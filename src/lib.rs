@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod converge;
 pub mod docker_api;
+pub mod events;
 pub mod exec;
 pub mod image;
 pub mod manifest;

@@ -13,7 +13,12 @@
 //! /kctl/<cluster>/seen/<minion>       unix time of the helper's last heartbeat
 //! /kctl/<cluster>/versions/<minion>   the helper's version and binary digest
 //! /kctl/<cluster>/generation          bumped by every change of desired state
+//!
+//! /kctl-events/<cluster>/<kind>/<id>/<time>-<nonce>   Event (on a lease of 2 h)
 //! ```
+//!
+//! Events live beside the state, not in it, so the snapshots that every
+//! helper takes each round do not carry them.
 //!
 //! Every change of desired state is one transaction guarded by the
 //! generation key's revision as read in the snapshot the plan was made from:
@@ -117,7 +122,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct Store {
     client: Client,
     prefix: String,
+    events_prefix: String,
+    /// Who records events through this store: `kctl`, `kctl-node/<minion>`.
+    source: String,
+    /// The lease events are put on, and when it was granted.
+    events_lease: std::sync::Arc<std::sync::Mutex<Option<(i64, std::time::Instant)>>>,
 }
+
+/// Events expire between one and two hours after they are recorded: a
+/// lease lasts two, and a new one is taken after one.
+const EVENT_LEASE_SECONDS: i64 = 7200;
+const EVENT_LEASE_RENEWAL: Duration = Duration::from_secs(3600);
 
 /// A consistent read of the whole cluster, and the revision that guards
 /// writes made from it.
@@ -158,6 +173,9 @@ impl Store {
         Ok(Store {
             client,
             prefix: format!("/kctl/{cluster}/"),
+            events_prefix: format!("/kctl-events/{cluster}/"),
+            source: "kctl".into(),
+            events_lease: Default::default(),
         })
     }
 
@@ -178,6 +196,12 @@ impl Store {
                 result => return result,
             }
         }
+    }
+
+    /// The same store, recording events as `source`.
+    pub fn with_source(mut self, source: &str) -> Store {
+        self.source = source.to_string();
+        self
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -368,6 +392,111 @@ impl Store {
             .put(self.key("minions", &minion.id), json(minion), None)
             .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Records events with this store's source and the time now, and
+    /// deletes each object's events beyond the newest
+    /// [`EVENTS_PER_OBJECT`](crate::events::EVENTS_PER_OBJECT).
+    pub async fn record_events(&self, events: &[crate::events::Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        let lease = self.event_lease(&mut client).await?;
+        let now = crate::events::now_ms();
+        let mut objects = std::collections::BTreeSet::new();
+        let mut puts = Vec::with_capacity(events.len());
+        let nonce = rand::random();
+        for (seq, e) in events.iter().enumerate() {
+            let e = crate::events::Event {
+                time_ms: now,
+                source: self.source.clone(),
+                ..e.clone()
+            };
+            let object = format!("{}{}/{}/", self.events_prefix, e.subject.name(), e.id);
+            let key = format!("{object}{}", crate::events::key_name(&e, seq, nonce));
+            let options = etcd_client::PutOptions::new().with_lease(lease);
+            puts.push(TxnOp::put(key, json(&e), Some(options)));
+            objects.insert(object);
+        }
+        if let Err(e) = client.txn(Txn::new().and_then(puts)).await {
+            // The lease may be gone (etcd lost it, or it expired early): the
+            // next call takes a new one.
+            if let Ok(mut cached) = self.events_lease.lock() {
+                *cached = None;
+            }
+            return Err(e.into());
+        }
+        for object in objects {
+            let keys = client
+                .get(
+                    object.as_str(),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await?;
+            if keys.kvs().len() <= crate::events::EVENTS_PER_OBJECT {
+                continue;
+            }
+            let names = keys
+                .kvs()
+                .iter()
+                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                .collect();
+            let old = crate::events::beyond_newest(names, crate::events::EVENTS_PER_OBJECT);
+            let deletes: Vec<TxnOp> = old.into_iter().map(|k| TxnOp::delete(k, None)).collect();
+            client.txn(Txn::new().and_then(deletes)).await?;
+        }
+        Ok(())
+    }
+
+    async fn event_lease(&self, client: &mut Client) -> Result<i64, StoreError> {
+        if let Ok(cached) = self.events_lease.lock() {
+            if let Some((lease, granted)) = *cached {
+                if granted.elapsed() < EVENT_LEASE_RENEWAL {
+                    return Ok(lease);
+                }
+            }
+        }
+        let lease = client.lease_grant(EVENT_LEASE_SECONDS, None).await?.id();
+        if let Ok(mut cached) = self.events_lease.lock() {
+            *cached = Some((lease, std::time::Instant::now()));
+        }
+        Ok(lease)
+    }
+
+    /// The events recorded, oldest first: of one object, of one kind, or
+    /// all.
+    pub async fn events(
+        &mut self,
+        subject: Option<crate::events::Subject>,
+        id: Option<&str>,
+    ) -> Result<Vec<crate::events::Event>, StoreError> {
+        let mut prefix = self.events_prefix.clone();
+        if let Some(subject) = subject {
+            prefix.push_str(subject.name());
+            prefix.push('/');
+            if let Some(id) = id {
+                prefix.push_str(id);
+                prefix.push('/');
+            }
+        }
+        let resp = self
+            .client
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut events = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                decode::<crate::events::Event>(&String::from_utf8_lossy(kv.key()), kv.value())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Keys sort by object, then time and order of recording; a stable
+        // sort by time keeps that order within one millisecond.
+        events.sort_by_key(|e| e.time_ms);
+        Ok(events)
     }
 }
 

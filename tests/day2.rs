@@ -21,6 +21,12 @@ const TWO_CONTAINERS: &str = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "
     {"name": "ticker", "image": "tutum/tomcat", "env": [{"name": "ROLE", "value": "sidekick"}],
      "command": ["sh", "-c", "trap 'exit 3' TERM; echo run begins; for i in $(seq 1 100000); do echo tick $i; sleep 0.2; done"]}]}}}"#;
 
+/// A pod whose liveness probe asks for a page the server does not have.
+const SICK: &str = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "sick",
+  "desiredState": {"manifest": {"version": "v1beta1", "id": "sick", "containers": [
+    {"name": "web", "image": "tutum/tomcat", "ports": [{"containerPort": 8080}],
+     "livenessProbe": {"httpGet": {"path": "/missing", "port": 8080}, "timeoutSeconds": 1}}]}}}"#;
+
 const DUO_SERVICE: &str = r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "duo",
   "port": 8080, "selector": {"name": "duo"}}"#;
 
@@ -73,7 +79,7 @@ fn logs_exec_ssh_and_port_forward_reach_the_right_container() {
     cluster.load_demo_image("tutum/tomcat:latest");
     let applied = cluster.kctl_stdin(
         &["apply", "-f", "-"],
-        &format!(r#"{{"kind": "List", "items": [{TWO_CONTAINERS}, {DUO_SERVICE}]}}"#),
+        &format!(r#"{{"kind": "List", "items": [{TWO_CONTAINERS}, {DUO_SERVICE}, {SICK}]}}"#),
     );
     assert!(applied.ok(), "{applied:?}");
 
@@ -240,6 +246,66 @@ fn logs_exec_ssh_and_port_forward_reach_the_right_container() {
         previous.stdout.lines().count() > later as usize,
         "{previous:?}"
     );
+
+    // describe: the pod's place, containers and what happened to it.
+    let described = cluster.kctl(&["describe", "pod", "duo"]);
+    assert!(described.ok(), "{described:?}");
+    for line in [
+        "Minion:         minion-1/",
+        "Services:       duo (",
+        "  ticker:",
+        "    Env:          ROLE=sidekick",
+        "    Restarts:     1",
+    ] {
+        assert!(described.stdout.contains(line), "{line:?} in {described:?}");
+    }
+    let events: Vec<&str> = described
+        .stdout
+        .split_once("Events:\n")
+        .map(|(_, e)| e.lines().skip(1).collect())
+        .unwrap_or_default();
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["Scheduled", "Started", "Restarted"],
+        "{described:?}"
+    );
+    assert!(
+        events[2].contains("container ticker started again"),
+        "{described:?}"
+    );
+    // A probe that fails is an event, and the container restarts for it.
+    let sick = wait_for(Duration::from_secs(20), "the failed probe's event", || {
+        let run = cluster.kctl(&["describe", "pod", "sick"]);
+        run.stdout.contains("Unhealthy").then_some(run)
+    });
+    assert!(
+        sick.stdout
+            .contains("liveness probe of container web failed: HTTP 404; restarted it"),
+        "{sick:?}"
+    );
+    let service = cluster.kctl(&["describe", "service", "duo"]);
+    assert!(service.stdout.contains("(duo)"), "{service:?}");
+    let minion = cluster.kctl(&["describe", "minion", "minion-1"]);
+    assert!(minion.stdout.contains("Status:    Ready"), "{minion:?}");
+    let unknown = cluster.kctl(&["describe", "pod", "nothing"]);
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    let wrong_kind = cluster.kctl(&["describe", "deployment", "x"]);
+    assert_eq!(wrong_kind.code, Some(2), "{wrong_kind:?}");
+    // Every object's events, oldest first; as JSON too.
+    let all = cluster.kctl(&["get", "events"]);
+    assert!(all.stdout.starts_with("AGE "), "{all:?}");
+    for object in ["pod/duo", "pod/sick", "service/duo"] {
+        assert!(all.stdout.contains(object), "{object} in {all:?}");
+    }
+    let json = cluster.kctl(&["get", "events", "-o", "json"]).json();
+    let items = json["items"].as_array().unwrap();
+    assert!(items
+        .iter()
+        .any(|e| e["involvedObject"]["id"] == "sick" && e["reason"] == "Unhealthy"));
 
     cluster.down_and_check();
 }

@@ -105,6 +105,26 @@ fn stopped_minion_comes_back_with_its_pods() {
         moved_at.elapsed().as_secs_f64()
     );
     let replacement = replacement.expect("a pod other than the lost one");
+    // The controller's events say what the leader did, and why.
+    let described = cluster.kctl(&["describe", "rc", "web"]);
+    let said = |words: &[&str]| {
+        described
+            .stdout
+            .lines()
+            .any(|l| words.iter().all(|w| l.contains(w)))
+    };
+    assert!(
+        said(&[
+            "SuccessfulDelete",
+            "kctl-node/minion-1",
+            &format!("deleted pod {victim}: minion minion-2 is not ready")
+        ]),
+        "{described:?}"
+    );
+    assert!(
+        said(&["SuccessfulCreate", "kctl-node/minion-1", "on minion-1"]),
+        "{described:?}"
+    );
     // The bare pod is not moved: it shows as Terminated, saying why.
     let bare_pod = cluster
         .pods()

@@ -173,6 +173,66 @@ async fn status_of_a_deleted_pod_is_not_written() {
 }
 
 #[tokio::test]
+async fn events_keep_a_bounded_history_per_object_outside_the_state() {
+    use kctl::events::{event, Subject, EVENTS_PER_OBJECT};
+    let etcd = Etcd::start("events");
+    let endpoints = vec![etcd.endpoint.clone()];
+    let mut store = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .unwrap()
+        .with_source("kctl-node/minion-1");
+    // One batch of 3, then 24 one at a time: 27 events for one pod.
+    let batch: Vec<_> = ["first", "second", "third"]
+        .iter()
+        .map(|m| event(Subject::Pod, "web", "Batch", m.to_string()))
+        .collect();
+    store.record_events(&batch).await.unwrap();
+    for i in 0..24 {
+        let e = event(Subject::Pod, "web", "Restarted", format!("restart {i}"));
+        store.record_events(&[e]).await.unwrap();
+    }
+    store
+        .record_events(&[event(Subject::Service, "web", "Created", "portal".into())])
+        .await
+        .unwrap();
+    let pod_events = store.events(Some(Subject::Pod), Some("web")).await.unwrap();
+    assert_eq!(pod_events.len(), EVENTS_PER_OBJECT);
+    // The newest are kept, in the order they were recorded.
+    let messages: Vec<&str> = pod_events.iter().map(|e| e.message.as_str()).collect();
+    let expected: Vec<String> = (4..24).map(|i| format!("restart {i}")).collect();
+    assert_eq!(messages, expected);
+    assert!(pod_events
+        .iter()
+        .all(|e| e.source == "kctl-node/minion-1" && e.time_ms > 0));
+    // Another object's events are its own; all events list both.
+    assert_eq!(
+        store
+            .events(Some(Subject::Service), None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.events(None, None).await.unwrap().len(),
+        EVENTS_PER_OBJECT + 1
+    );
+    // A batch keeps its order within one millisecond.
+    let mut other = Store::connect_waiting(&endpoints, "c2", Some(&etcd.client), WAIT)
+        .await
+        .unwrap();
+    other.record_events(&batch).await.unwrap();
+    let kept: Vec<String> = other
+        .events(None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(kept, ["first", "second", "third"], "and per cluster");
+}
+
+#[tokio::test]
 async fn unreachable_etcd_is_a_clear_error() {
     let port = free_port();
     let err = match Store::connect(&[format!("http://127.0.0.1:{port}")], "c1", None).await {

@@ -34,6 +34,15 @@ pub enum ConvergeEvent {
         pod: String,
         container: String,
     },
+    /// A container's liveness probe failed; `restarted` if the container
+    /// was restarted for it (its policy allows, its back-off is over).
+    ProbeFailed {
+        minion: String,
+        pod: String,
+        container: String,
+        message: String,
+        restarted: bool,
+    },
     /// Hairpin mode was turned on on these ports of the pod bridge.
     HairpinEnabled { minion: String, ports: Vec<String> },
     /// A pod's observed status differed from the recorded one and was
@@ -47,6 +56,9 @@ pub enum ConvergeEvent {
     EndpointsChanged { service: String, endpoints: usize },
     /// The minion's service rules were rewritten.
     RulesSynced { minion: String },
+    /// What happened could not be recorded as events in etcd (the work
+    /// itself is done).
+    EventsNotRecorded { message: String },
 }
 
 impl ConvergeEvent {
@@ -90,6 +102,17 @@ impl fmt::Display for ConvergeEvent {
                 f,
                 "restart of container {container} of pod {pod} on {minion} backs off"
             ),
+            ProbeFailed {
+                minion,
+                pod,
+                container,
+                message,
+                restarted,
+            } => write!(
+                f,
+                "probe of {pod}/{container} on {minion} failed: {message}{}",
+                if *restarted { "; restarted it" } else { "" }
+            ),
             HairpinEnabled { minion, ports } => {
                 write!(f, "hairpin on for {} on {minion}", ports.join(", "))
             }
@@ -100,6 +123,7 @@ impl fmt::Display for ConvergeEvent {
                 write!(f, "service {service} has {endpoints} endpoint(s)")
             }
             RulesSynced { minion } => write!(f, "service rules rewritten on {minion}"),
+            EventsNotRecorded { message } => write!(f, "events not recorded: {message}"),
         }
     }
 }
@@ -113,6 +137,28 @@ pub trait EventSink: Send + Sync {
 impl<F: Fn(ConvergeEvent) + Send + Sync> EventSink for F {
     fn emit(&self, event: ConvergeEvent) {
         self(event)
+    }
+}
+
+/// Passes each event on and keeps a copy, to record once the work is done.
+pub struct Tee<'a> {
+    pub inner: &'a dyn EventSink,
+    pub kept: EventLog,
+}
+
+impl<'a> Tee<'a> {
+    pub fn new(inner: &'a dyn EventSink) -> Tee<'a> {
+        Tee {
+            inner,
+            kept: EventLog::default(),
+        }
+    }
+}
+
+impl EventSink for Tee<'_> {
+    fn emit(&self, event: ConvergeEvent) {
+        self.kept.emit(event.clone());
+        self.inner.emit(event);
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::engine::ContainerEngine;
 use super::error::{ConvergeError, StoreStage};
-use super::event::{ConvergeEvent, EventSink};
+use super::event::{ConvergeEvent, EventSink, Tee};
 use super::executor::{self, MinionReport};
 use super::{RunContext, Supervisor};
 use crate::exec::Exec;
@@ -64,9 +64,11 @@ pub async fn converge_locked<D: ContainerEngine, E: Exec>(
             service_env: services::service_env(state.services.values()),
             ..ctx.clone()
         };
-        let mut report =
-            executor::converge_minion(engine, exec, &ctx, &desired, wait, supervisor, events)
-                .await?;
+        let tee = Tee::new(events);
+        let converged =
+            executor::converge_minion(engine, exec, &ctx, &desired, wait, supervisor, &tee).await;
+        record(&store, tee.kept.take(), events).await;
+        let mut report = converged?;
         for (pod, status) in report.statuses.iter_mut() {
             if let Some(old) = state.statuses.get(pod) {
                 keep_what_this_process_cannot_see(status, old);
@@ -77,15 +79,26 @@ pub async fn converge_locked<D: ContainerEngine, E: Exec>(
             .statuses
             .iter()
             .filter(|(pod, status)| state.statuses.get(*pod) != Some(*status));
+        let mut restarts = Vec::new();
         for (pod, status) in changed {
             store
                 .put_status(pod, status)
                 .await
                 .map_err(ConvergeError::store(Some(minion), StoreStage::Statuses))?;
+            restarts.extend(crate::events::of_status(
+                pod,
+                state.statuses.get(pod),
+                status,
+            ));
             events.emit(ConvergeEvent::StatusRecorded {
                 minion: minion.to_string(),
                 pod: pod.clone(),
                 phase: status.phase.as_str(),
+            });
+        }
+        if let Err(e) = store.record_events(&restarts).await {
+            events.emit(ConvergeEvent::EventsNotRecorded {
+                message: e.to_string(),
             });
         }
         Ok(report)
@@ -135,6 +148,8 @@ pub async fn update_endpoints(
         .map_err(ConvergeError::store(None, StoreStage::Snapshot))?
         .state;
     let endpoints = services::endpoints(&state);
+    let tee = Tee::new(events);
+    let events = &tee;
     for (service, eps) in &endpoints {
         if state.endpoints.get(service) != Some(eps) {
             store
@@ -147,7 +162,22 @@ pub async fn update_endpoints(
             });
         }
     }
+    record(store, tee.kept.take(), tee.inner).await;
     Ok((state, endpoints))
+}
+
+/// Records in etcd the events worth keeping of those given; a failure
+/// to record is itself an event, and fails nothing.
+pub async fn record(store: &Store, happened: Vec<ConvergeEvent>, events: &dyn EventSink) {
+    let recorded: Vec<_> = happened
+        .iter()
+        .filter_map(crate::events::of_converge)
+        .collect();
+    if let Err(e) = store.record_events(&recorded).await {
+        events.emit(ConvergeEvent::EventsNotRecorded {
+            message: e.to_string(),
+        });
+    }
 }
 
 /// `apply` does not probe and does not know the helper's restarts: for the

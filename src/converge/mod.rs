@@ -26,9 +26,11 @@ pub mod supervisor;
 pub use docker::INFRA_CONTAINER;
 pub use engine::{ContainerEngine, EngineError};
 pub use error::{ConvergeError, MinionStage, StoreStage};
-pub use event::{ConvergeEvent, EventLog, EventSink};
+pub use event::{ConvergeEvent, EventLog, EventSink, Tee};
 pub use executor::{converge_minion, ensure_hairpin, sync_rules, MinionReport};
-pub use locked::{converge_locked, sync_rules_locked, update_endpoints, with_minion_locked};
+pub use locked::{
+    converge_locked, record, sync_rules_locked, update_endpoints, with_minion_locked,
+};
 pub use plan::{hairpin_batch, ports_without_hairpin, statuses, steps, Step};
 pub use supervisor::Supervisor;
 

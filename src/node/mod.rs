@@ -14,10 +14,11 @@
 
 use crate::converge::engine::EngineEvent;
 use crate::converge::{
-    converge_locked, sync_rules_locked, update_endpoints, ContainerEngine, ConvergeEvent,
-    EngineError, RunContext, Supervisor,
+    converge_locked, record, sync_rules_locked, update_endpoints, ContainerEngine, ConvergeEvent,
+    EngineError, RunContext, Supervisor, Tee,
 };
 use crate::docker_api::DockerApi;
+use crate::events::{event, Subject};
 use crate::exec::{Exec, LocalExec};
 use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
@@ -66,7 +67,8 @@ impl NodeConfig {
             ),
             None => None,
         };
-        Store::connect(&self.etcd, &self.cluster, tls.as_ref()).await
+        let store = Store::connect(&self.etcd, &self.cluster, tls.as_ref()).await?;
+        Ok(store.with_source(&format!("kctl-node/{}", self.minion)))
     }
 }
 
@@ -85,7 +87,9 @@ pub enum NodeError {
 /// minion and to the cluster's records.
 pub fn log_event(event: ConvergeEvent) {
     match event {
-        ConvergeEvent::PodFailed { .. } => warn!("{event}"),
+        ConvergeEvent::PodFailed { .. }
+        | ConvergeEvent::ProbeFailed { .. }
+        | ConvergeEvent::EventsNotRecorded { .. } => warn!("{event}"),
         _ if event.is_detail() => tracing::debug!("{event}"),
         _ => info!("{event}"),
     }
@@ -216,7 +220,18 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                         .set_condition(&node.minion, heartbeat.lease, Some(RUNTIME_UNREACHABLE))
                         .await
                     {
-                        Ok(()) => said_not_ready = true,
+                        Ok(()) => {
+                            said_not_ready = true;
+                            let not_ready = event(
+                                Subject::Minion,
+                                &node.minion,
+                                "NotReady",
+                                format!("{RUNTIME_UNREACHABLE}: {e}"),
+                            );
+                            if let Err(e) = store.record_events(&[not_ready]).await {
+                                warn!("recording events: {e}");
+                            }
+                        }
                         Err(e) => error!("saying the minion is NotReady: {e}"),
                     }
                 }
@@ -230,6 +245,15 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                         Ok(()) => {
                             info!("the container runtime answers again: the minion is Ready");
                             said_not_ready = false;
+                            let ready = event(
+                                Subject::Minion,
+                                &node.minion,
+                                "Ready",
+                                "the container runtime answers again".into(),
+                            );
+                            if let Err(e) = store.record_events(&[ready]).await {
+                                warn!("recording events: {e}");
+                            }
                         }
                         Err(e) => error!("saying the minion is Ready: {e}"),
                     }
@@ -247,7 +271,11 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 )
                 .await;
                 match converged {
-                    Ok(report) => probe::run_probes(&docker, &report, &mut supervisor).await,
+                    Ok(report) => {
+                        let probes = Tee::new(&log_event);
+                        probe::run_probes(&docker, &report, &mut supervisor, &probes).await;
+                        record(&store, probes.kept.take(), &log_event).await;
+                    }
                     Err(e) => error!("converge: {e}"),
                 }
             }
@@ -361,7 +389,13 @@ async fn lead(store: &mut Store) -> Result<(), StoreError> {
     }
     if !plan.is_empty() {
         match store.commit(&snapshot, &plan.ops).await {
-            Ok(()) => info!("leader:\n{}", plan.render().trim_end()),
+            Ok(()) => {
+                info!("leader:\n{}", plan.render().trim_end());
+                let events = crate::events::of_plan(state, &plan.ops);
+                if let Err(e) = store.record_events(&events).await {
+                    warn!("recording events: {e}");
+                }
+            }
             // Someone changed the cluster meanwhile: the next round re-plans.
             Err(StoreError::Conflict) => return Ok(()),
             Err(e) => return Err(e),

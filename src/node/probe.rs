@@ -5,7 +5,9 @@
 //! restarts after exits; the verdict is reported in the pod's status, which
 //! takes the pod out of its services' endpoints until it passes again.
 
-use crate::converge::{ContainerEngine, EngineError, MinionReport, Supervisor};
+use crate::converge::{
+    ContainerEngine, ConvergeEvent, EngineError, EventSink, MinionReport, Supervisor,
+};
 use crate::model::{probe_path_problem, PodSpec, PortRef, Probe, ProbeAction, RestartPolicy};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -39,11 +41,13 @@ pub enum ProbeFailure {
     Timeout(u64),
 }
 
-/// Runs the due probes of every pod the report covers.
+/// Runs the due probes of every pod the report covers; each failure is
+/// an event.
 pub async fn run_probes<D: ContainerEngine>(
     engine: &D,
     report: &MinionReport,
     supervisor: &mut Supervisor,
+    events: &dyn EventSink,
 ) {
     let now = Instant::now();
     for pod in &report.desired {
@@ -76,15 +80,25 @@ pub async fn run_probes<D: ContainerEngine>(
             let Err(why) = verdict else {
                 continue;
             };
-            warn!("probe of {}/{} failed: {why}", pod.pod.id, spec.name);
+            let mut restarted = false;
             if pod.pod.spec.restart_policy != RestartPolicy::Never
                 && supervisor.may_restart(&c.container_id, now)
             {
                 match engine.restart(&c.container_id, 1).await {
-                    Ok(_) => supervisor.restarted(&c.container_id, now),
+                    Ok(_) => {
+                        supervisor.restarted(&c.container_id, now);
+                        restarted = true;
+                    }
                     Err(e) => warn!("restart of {}/{}: {e}", pod.pod.id, spec.name),
                 }
             }
+            events.emit(ConvergeEvent::ProbeFailed {
+                minion: pod.host.clone(),
+                pod: pod.pod.id.clone(),
+                container: spec.name.clone(),
+                message: why.to_string(),
+                restarted,
+            });
         }
     }
 }

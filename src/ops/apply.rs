@@ -52,7 +52,13 @@ async fn plan_and_commit(
             return Ok((plan, snapshot));
         }
         match store.commit(&snapshot, &plan.ops).await {
-            Ok(()) => return Ok((plan, snapshot)),
+            Ok(()) => {
+                let events = crate::events::of_plan(&snapshot.state, &plan.ops);
+                if let Err(e) = store.record_events(&events).await {
+                    ui.warn(format!("events not recorded: {e}"));
+                }
+                return Ok((plan, snapshot));
+            }
             Err(StoreError::Conflict) => {
                 let pause = rand::random_range(10..MOST_CONFLICT_PAUSE_MS);
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;

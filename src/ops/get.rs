@@ -14,6 +14,7 @@ pub enum Resource {
     Services,
     Endpoints,
     Minions,
+    Events,
 }
 
 impl Resource {
@@ -27,6 +28,7 @@ impl Resource {
             "services" | "service" | "svc" => Resource::Services,
             "endpoints" | "endpoint" | "ep" => Resource::Endpoints,
             "minions" | "minion" | "nodes" | "node" | "no" => Resource::Minions,
+            "events" | "event" | "ev" => Resource::Events,
             _ => return None,
         })
     }
@@ -52,6 +54,9 @@ pub async fn get(
 ) -> miette::Result<()> {
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
+    if resource == Resource::Events {
+        return events(ui, &mut store, format, headers).await;
+    }
     let state = store.snapshot().await?.state;
     let keep = |obj_id: &str, labels: &Labels| {
         id.is_none_or(|want| want == obj_id) && selector.is_none_or(|s| s.matches(labels))
@@ -110,6 +115,7 @@ pub async fn get(
                 )
             }
         }
+        Resource::Events => unreachable!("answered above"),
         Resource::Minions => {
             let none = Labels::new();
             let views: Vec<MinionView> = state
@@ -127,7 +133,7 @@ pub async fn get(
                 .collect();
             let items = views.iter().map(output::minion_json).collect();
             (
-                output::minions_table(&views),
+                output::minions_table(&views, output::unix_now()),
                 output::list("MinionList", items),
             )
         }
@@ -159,6 +165,7 @@ pub async fn get(
                 Resource::Services => "service",
                 Resource::Endpoints => "endpoints",
                 Resource::Minions => "minion",
+                Resource::Events => "event",
             };
             let names: Vec<String> = list["items"]
                 .as_array()
@@ -173,6 +180,47 @@ pub async fn get(
         }
         Format::Json => ui.out(serde_json::to_string_pretty(&shown).unwrap_or_default()),
         Format::Yaml => ui.out(serde_yaml_ng::to_string(&shown).map_err(super::report)?),
+    }
+    Ok(())
+}
+
+/// `kctl get events`: what happened in the cluster lately, oldest first.
+async fn events(
+    ui: &Ui,
+    store: &mut crate::store::Store,
+    format: Format,
+    headers: bool,
+) -> miette::Result<()> {
+    let events = store.events(None, None).await?;
+    let now = crate::events::now_ms();
+    let items: Vec<serde_json::Value> = events.iter().map(output::event_json).collect();
+    match format {
+        Format::Table => {
+            let table = output::describe::events_table(&events, now);
+            let text = if headers {
+                table.as_str()
+            } else {
+                table.split_once('\n').map_or("", |(_, rows)| rows)
+            };
+            if !text.is_empty() {
+                ui.out(text.trim_end());
+            }
+        }
+        Format::Name => {
+            let names: Vec<String> = events
+                .iter()
+                .map(|e| format!("{}/{}", e.subject.name(), e.id))
+                .collect();
+            if !names.is_empty() {
+                ui.out(names.join("\n"));
+            }
+        }
+        Format::Json => ui.out(
+            serde_json::to_string_pretty(&output::list("EventList", items)).unwrap_or_default(),
+        ),
+        Format::Yaml => ui.out(
+            serde_yaml_ng::to_string(&output::list("EventList", items)).map_err(super::report)?,
+        ),
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod clusters;
 pub mod converge;
+pub mod describe;
 pub mod down;
 pub mod get;
 pub mod image;

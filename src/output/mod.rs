@@ -1,6 +1,10 @@
 //! What `kctl get` prints: v0.5-style tables, and the objects in their
 //! v1beta1 JSON shape inside list objects. Pure functions of the state.
 
+pub mod describe;
+#[cfg(test)]
+mod snapshots;
+
 use crate::model::{
     format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy,
 };
@@ -20,11 +24,15 @@ pub struct MinionView<'a> {
     pub last_seen: Option<u64>,
 }
 
-fn seconds_ago(then: Option<u64>) -> String {
-    let now = std::time::SystemTime::now()
+/// Unix time in seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn seconds_ago(then: Option<u64>, now: u64) -> String {
     match then {
         Some(t) => format!("{}s ago", now.saturating_sub(t)),
         None => "never".into(),
@@ -175,7 +183,8 @@ pub fn endpoints_json(state: &ClusterState, r: &ServiceRecord) -> Value {
     })
 }
 
-pub fn minions_table(minions: &[MinionView]) -> String {
+/// `now`: unix seconds, what LAST SEEN counts from.
+pub fn minions_table(minions: &[MinionView], now: u64) -> String {
     let rows = minions
         .iter()
         .map(|m| {
@@ -187,7 +196,7 @@ pub fn minions_table(minions: &[MinionView]) -> String {
                     Some(reason) => format!("{} ({reason})", minion_status(m.ready)),
                     None => minion_status(m.ready).to_string(),
                 },
-                seconds_ago(m.last_seen),
+                seconds_ago(m.last_seen, now),
             ]
         })
         .collect();
@@ -380,6 +389,28 @@ pub fn service_json(state: &ClusterState, r: &ServiceRecord) -> Value {
         v["containerPort"] = json!(cp);
     }
     v
+}
+
+/// An event as v1beta1 wrote one: the object it is about, why, when.
+pub fn event_json(e: &crate::events::Event) -> Value {
+    let kind = match e.subject {
+        crate::events::Subject::Pod => "Pod",
+        crate::events::Subject::ReplicationController => "ReplicationController",
+        crate::events::Subject::Service => "Service",
+        crate::events::Subject::Minion => "Minion",
+    };
+    let timestamp =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.time_ms) * 1_000_000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+    json!({"kind": "Event", "apiVersion": "v1beta1",
+           "involvedObject": {"kind": kind, "id": e.id},
+           "reason": e.reason, "message": e.message, "source": e.source,
+           "timestamp": timestamp})
 }
 
 pub fn minion_json(m: &MinionView) -> Value {
