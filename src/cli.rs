@@ -146,14 +146,32 @@ pub enum Command {
   kctl apply -f manifests/tomcat-controller.json
   kctl apply -f manifests/            # every .json, .yaml, .yml in it
   cat pod.yaml | kctl apply -f -
-  kctl apply -f manifests/ --dry-run  # show the plan only")]
+  kctl apply -f manifests/ --dry-run  # show the plan only
+  kctl apply -f manifests/ --dry-run=client   # check the files, no cluster")]
     Apply {
         /// A file, a directory, or - for standard input; repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
-        /// Print the plan and change nothing.
+        /// Change nothing: `server` (the default) prints the plan against
+        /// the cluster; `client` only checks the manifests, with no
+        /// cluster (for CI), as `kctl validate` does.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "server", require_equals = true, value_name = "WHERE")]
+        dry_run: Option<DryRun>,
+    },
+    /// Show what `apply` would change, field by field. Exit status 0: no
+    /// differences; 1: differences; 2: trouble (as diff(1)).
+    #[command(after_help = "Examples:
+  kctl diff -f manifests/
+  kctl diff -f manifests/ --live      # also what the minions really run
+  kctl diff -f app.yaml || echo \"apply would change something\"")]
+    Diff {
+        /// A file, a directory, or - for standard input; repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Also compare what the minions run (containers, service rules)
+        /// with etcd, and report the drift.
         #[arg(long)]
-        dry_run: bool,
+        live: bool,
     },
     /// List pods, replicationControllers, services, endpoints, minions or events.
     #[command(after_help = "Examples:
@@ -373,6 +391,14 @@ pub enum ImageCommand {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DryRun {
+    /// Plan against the cluster.
+    Server,
+    /// Check the manifests only.
+    Client,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProviderArg {
     Local,
     Ssh,
@@ -536,7 +562,19 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             };
             ops::down::down(&ui, name, &options).await
         }
-        Command::Apply { files, dry_run } => ops::apply::apply(&ui, name, &files, dry_run).await,
+        Command::Apply {
+            files,
+            dry_run: Some(DryRun::Client),
+        } => ops::apply::validate(&ui, &files),
+        Command::Apply { files, dry_run } => {
+            ops::apply::apply(&ui, name, &files, dry_run.is_some()).await
+        }
+        Command::Diff { files, live } => match ops::apply::diff(&ui, name, &files, live).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(ops::CommandExited(1).into()),
+            // diff(1)'s convention: 2 for trouble, bad usage included.
+            Err(report) => Err(ops::FailedWith { code: 2, report }.into()),
+        },
         Command::Get {
             resource,
             id,
@@ -716,9 +754,18 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.cluster, "t");
-        assert!(
-            matches!(cli.command, Command::Apply { ref files, dry_run: true } if files.len() == 2)
-        );
+        assert!(matches!(
+            cli.command,
+            Command::Apply { ref files, dry_run: Some(DryRun::Server) } if files.len() == 2
+        ));
+        let client = Cli::try_parse_from(["kctl", "apply", "-f", "x", "--dry-run=client"]).unwrap();
+        assert!(matches!(
+            client.command,
+            Command::Apply {
+                dry_run: Some(DryRun::Client),
+                ..
+            }
+        ));
         let cli = Cli::try_parse_from(["kctl", "get", "po", "-o", "yaml", "-l", "a=b"]).unwrap();
         assert!(matches!(
             cli.command,

@@ -309,3 +309,133 @@ fn logs_exec_ssh_and_port_forward_reach_the_right_container() {
 
     cluster.down_and_check();
 }
+
+/// Writes `text` to a file in the cluster's directory and returns its path.
+fn manifest_file(cluster: &TestCluster, name: &str, text: &str) -> String {
+    let path = cluster.dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn diff_says_what_apply_would_change_and_what_drifted() {
+    let cluster = TestCluster::up("it-diff", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let service = r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "web", "port": 8080,
+      "selector": {"name": "web"}}"#;
+    let web = manifest_file(
+        &cluster,
+        "web.json",
+        &format!(
+            r#"{{"kind": "List", "items": [{}, {service}]}}"#,
+            common::web_controller("web", 2)
+        ),
+    );
+    let applied = cluster.kctl(&["apply", "-f", &web]);
+    assert!(applied.ok(), "{applied:?}");
+
+    // Nothing to change: exit 0.
+    let same = cluster.kctl(&["diff", "-f", &web]);
+    assert_eq!(same.code, Some(0), "{same:?}");
+    assert!(same.stdout.contains("No changes."), "{same:?}");
+    // A change: exit 1, and the fields that change, each on a line.
+    let bigger = manifest_file(
+        &cluster,
+        "bigger.json",
+        &common::web_controller("web", 3).replace("\"tutum/tomcat\"", "\"tutum/tomcat:latest\""),
+    );
+    let changed = cluster.kctl(&["diff", "-f", &bigger]);
+    assert_eq!(changed.code, Some(1), "{changed:?}");
+    for line in [
+        "~ replicationController web",
+        "    ~ replicas: 2 → 3",
+        "    ~ template.spec.containers[0].image: \"tutum/tomcat\" → \"tutum/tomcat:latest\"",
+        "Plan: 3 to add, 1 to change, 2 to destroy.",
+    ] {
+        assert!(changed.stdout.contains(line), "{line:?} in {changed:?}");
+    }
+    assert_eq!(cluster.pods().len(), 2, "diff changes nothing");
+    // Trouble: exit 2, whether a bad file or no cluster.
+    let bad = manifest_file(&cluster, "bad.json", r#"{"kind": "Pod", "id": "x""#);
+    assert_eq!(cluster.kctl(&["diff", "-f", &bad]).code, Some(2));
+    let elsewhere = cluster.kctl(&["--cluster", "no-such-cluster", "diff", "-f", &web]);
+    assert_eq!(elsewhere.code, Some(2), "{elsewhere:?}");
+
+    // --dry-run=client needs no cluster: it checks the files only.
+    let checked = cluster.kctl(&[
+        "--cluster",
+        "no-such-cluster",
+        "apply",
+        "-f",
+        &web,
+        "--dry-run=client",
+    ]);
+    assert!(checked.ok(), "{checked:?}");
+    assert!(checked.stdout.contains("2 objects valid"), "{checked:?}");
+    let refused = cluster.kctl(&["apply", "-f", &bad, "--dry-run=client"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("bad.json:1:"), "{refused:?}");
+
+    // --live: a portal's rule removed behind kctl's back is drift; apply
+    // repairs it. (The helper repairs it too, within 10 s: if it wins the
+    // race, break the rule again.)
+    let live = cluster.kctl(&["diff", "-f", &web, "--live"]);
+    assert_eq!(live.code, Some(0), "{live:?}");
+    assert!(
+        live.stdout.contains("every minion runs what etcd holds"),
+        "{live:?}"
+    );
+    let portal = cluster
+        .kctl(&["get", "services", "web", "-o", "json"])
+        .json()["portalIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let element = format!("{{ {portal} . tcp . 8080 }}");
+    let mut repaired = false;
+    for _ in 0..5 {
+        let broken = cluster.in_minion(
+            1,
+            &[
+                "nft", "delete", "element", "ip", "kctl", "services", &element,
+            ],
+        );
+        assert!(broken.ok(), "{broken:?}");
+        let drift = cluster.kctl(&["diff", "-f", &web, "--live"]);
+        if drift.code == Some(0) {
+            continue;
+        }
+        assert_eq!(drift.code, Some(1), "{drift:?}");
+        let said = format!("~ minion-1: portal {portal} . tcp . 8080 (service web) is missing");
+        assert!(drift.stdout.contains(&said), "{said:?} in {drift:?}");
+        let apply = cluster.kctl(&["apply", "-f", &web]);
+        assert!(apply.ok(), "{apply:?}");
+        if apply.stderr.contains("drift on minion-1: portal") {
+            assert!(
+                apply.stderr.contains("service rules rewritten on minion-1"),
+                "{apply:?}"
+            );
+            repaired = true;
+            break;
+        }
+    }
+    assert!(repaired, "apply never met the drift before the helper did");
+    let after = cluster.kctl(&["diff", "-f", &web, "--live"]);
+    assert_eq!(after.code, Some(0), "{after:?}");
+    let page = cluster.in_minion(
+        1,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            &format!("http://{portal}:8080/hostname"),
+        ],
+    );
+    assert!(
+        page.ok() && page.stdout.starts_with("web-"),
+        "the portal answers again: {page:?}"
+    );
+
+    cluster.down_and_check();
+}

@@ -10,6 +10,10 @@ async fn main() -> ExitCode {
             if let Some(kctl::ops::CommandExited(code)) = report.downcast_ref() {
                 return ExitCode::from(u8::try_from(*code).unwrap_or(1));
             }
+            if let Some(failed) = report.downcast_ref::<kctl::ops::FailedWith>() {
+                eprintln!("{:?}", failed.report);
+                return ExitCode::from(failed.code);
+            }
             eprintln!("{report:?}");
             if kctl::cli::is_usage_error(&report) {
                 ExitCode::from(2)

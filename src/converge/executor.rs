@@ -299,6 +299,20 @@ pub async fn ensure_hairpin<E: Exec>(exec: &E) -> Result<Vec<String>, ExecError>
 
 /// Makes the minion's kctl service rules exactly `portals`, replacing its
 /// nftables table whole in one transaction.
+/// A minion's service rules as `nft list` prints them; None when kctl's
+/// table is not there at all. For `rules::drift`.
+pub async fn listed_rules<E: Exec>(exec: &E) -> Result<Option<String>, ExecError> {
+    let argv = crate::argv!["nft", "list", "table", "ip", crate::services::rules::TABLE];
+    let out = exec.run(&argv, None).await?;
+    if out.success() {
+        Ok(Some(out.stdout_text()))
+    } else if out.stderr_text().contains("No such file or directory") {
+        Ok(None)
+    } else {
+        out.check(exec.target(), &argv).map(|_| None)
+    }
+}
+
 pub async fn sync_rules<E: Exec>(exec: &E, portals: &[Portal]) -> Result<(), ConvergeError> {
     let script = rules::render(portals);
     let restore = argv!["nft", "--file", "-"];

@@ -27,11 +27,11 @@ pub use docker::INFRA_CONTAINER;
 pub use engine::{ContainerEngine, EngineError};
 pub use error::{ConvergeError, MinionStage, StoreStage};
 pub use event::{ConvergeEvent, EventLog, EventSink, Tee};
-pub use executor::{converge_minion, ensure_hairpin, sync_rules, MinionReport};
+pub use executor::{converge_minion, ensure_hairpin, listed_rules, sync_rules, MinionReport};
 pub use locked::{
     converge_locked, record, sync_rules_locked, update_endpoints, with_minion_locked,
 };
-pub use plan::{hairpin_batch, ports_without_hairpin, statuses, steps, Step};
+pub use plan::{describe_steps, hairpin_batch, ports_without_hairpin, statuses, steps, Step};
 pub use supervisor::Supervisor;
 
 /// Pods started at once on one minion when its CPUs are not known (`kctl

@@ -95,6 +95,21 @@ pub fn steps(desired: &[PodRecord], observed: &[Observed]) -> Vec<Step> {
     out
 }
 
+/// What `steps` would do, as sentences about the minion: where what it
+/// runs differs from etcd. Pure.
+pub fn describe_steps(steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|step| match step {
+            Step::Remove { ids, why } => {
+                format!("{} container(s) that etcd does not want: {why}", ids.len())
+            }
+            Step::Start(pod) => format!("pod {} is not running", pod.pod.id),
+            Step::Restart { pod, .. } => format!("a container of pod {pod} exited"),
+        })
+        .collect()
+}
+
 /// The observed status of each desired pod. Pure.
 pub fn statuses(
     desired: &[PodRecord],

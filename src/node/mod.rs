@@ -19,7 +19,7 @@ use crate::converge::{
 };
 use crate::docker_api::DockerApi;
 use crate::events::{event, Subject};
-use crate::exec::{Exec, LocalExec};
+use crate::exec::LocalExec;
 use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
 use crate::store::{Store, StoreError};
@@ -165,10 +165,25 @@ async fn restore_host(node: &NodeConfig) -> bool {
 
 /// Whether the minion's service rules are gone: kctl's nftables table has
 /// no portal chain (a reboot, or someone flushed the ruleset).
-async fn service_rules_missing(exec: &LocalExec) -> bool {
-    let table = crate::services::rules::TABLE;
-    let chain = crate::argv!["nft", "list", "chain", "ip", table, "nat-prerouting"];
-    !matches!(exec.run(&chain, None).await, Ok(out) if out.success())
+/// Whether the minion's service rules differ from what etcd says they
+/// should be (someone changed them, or they are gone); says how.
+async fn service_rules_drifted(
+    exec: &LocalExec,
+    expected: &[crate::services::rules::Portal],
+) -> bool {
+    match crate::converge::listed_rules(exec).await {
+        Ok(listing) => {
+            let drift = crate::services::rules::drift(expected, listing.as_deref());
+            for line in &drift {
+                warn!("service rules drifted: {line}; rewriting them");
+            }
+            !drift.is_empty()
+        }
+        Err(e) => {
+            warn!("reading the service rules: {e}");
+            false
+        }
+    }
 }
 
 /// One life of the helper: from taking a heartbeat lease until losing it.
@@ -280,9 +295,13 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 }
             }
         }
-        if let Err(e) = update_endpoints(&mut store, &log_event).await {
-            error!("endpoints: {e}");
-        }
+        let portals = match update_endpoints(&mut store, &log_event).await {
+            Ok((state, endpoints)) => Some(crate::services::rules::portals(&state, &endpoints)),
+            Err(e) => {
+                error!("endpoints: {e}");
+                None
+            }
+        };
         // The first round of each life writes the rules whatever etcd's
         // digest says: a reboot wiped them, not the record. Every so often
         // the helper checks that its routes and rules are really there and
@@ -297,7 +316,9 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 if host_drifted(&exec).await {
                     rewrite |= restore_host(node).await;
                 }
-                rewrite |= service_rules_missing(&exec).await;
+                if let Some(portals) = &portals {
+                    rewrite |= service_rules_drifted(&exec, portals).await;
+                }
             }
             last_drift_check = std::time::Instant::now();
             // Docker starts pods with a restart policy again by itself (at

@@ -86,19 +86,21 @@ fn touched_minions(plan: &Plan, before: &ClusterState) -> BTreeSet<String> {
 /// (an earlier apply that failed half-way): converge those too, so running
 /// `apply` again finishes the job.
 fn lagging_minions(state: &ClusterState, objects: &[Object]) -> BTreeSet<String> {
-    let named = |pod: &crate::state::PodRecord| {
-        objects.iter().any(|o| match o {
-            Object::Pod(p) => p.id == pod.pod.id,
-            Object::ReplicationController(rc) => pod.owner.as_deref() == Some(rc.id.as_str()),
-            Object::Service(_) => false,
-        })
-    };
     state
         .pods
         .values()
-        .filter(|p| named(p) && !state.pod_is_current(p))
+        .filter(|p| names_pod(objects, p) && !state.pod_is_current(p))
         .map(|p| p.host.clone())
         .collect()
+}
+
+/// Whether `pod` is one of `objects` or a pod of one of their controllers.
+fn names_pod(objects: &[Object], pod: &crate::state::PodRecord) -> bool {
+    objects.iter().any(|o| match o {
+        Object::Pod(p) => p.id == pod.pod.id,
+        Object::ReplicationController(rc) => pod.owner.as_deref() == Some(rc.id.as_str()),
+        Object::Service(_) => false,
+    })
 }
 
 fn finish(ui: &Ui, outcome: &ConvergeOutcome) -> miette::Result<()> {
@@ -148,7 +150,7 @@ pub async fn resize(ui: &Ui, name: &str, id: &str, replicas: u32) -> miette::Res
     })
     .await?;
     let objects = resized(&before.state).map_err(plan_report)?;
-    converge_applied(ui, &cluster, &mut store, &plan, &before, &objects).await
+    converge_applied(ui, &cluster, &mut store, &plan, &before, &objects, false).await
 }
 
 /// `kctl validate`: checks manifests the way `apply` does, as a set, with
@@ -187,11 +189,60 @@ pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> mie
     if dry_run {
         return Ok(());
     }
-    converge_applied(ui, &cluster, &mut store, &plan, &before, &objects).await
+    converge_applied(ui, &cluster, &mut store, &plan, &before, &objects, true).await
+}
+
+/// `kctl diff`: the plan `apply` would carry out, field by field, and with
+/// `live`, where the minions' containers and rules differ from etcd.
+/// Returns whether anything differs.
+pub async fn diff(ui: &Ui, name: &str, paths: &[PathBuf], live: bool) -> miette::Result<bool> {
+    let loaded = manifest::load_paths(paths)?;
+    for warning in loaded.warnings {
+        ui.note(format!("{:?}", miette::Report::new(warning)));
+    }
+    let cluster = Cluster::open(name)?;
+    let mut store = cluster.store().await?;
+    let state = store.snapshot().await?.state;
+    let plan = plan::plan_apply(
+        &loaded.objects,
+        &state,
+        cluster.config.portal_net,
+        &mut RandomNamer,
+    )
+    .map_err(plan_report)?;
+    ui.out(plan.render().trim_end());
+    let mut differs = !plan.is_empty();
+    if live {
+        let task = ui.task("reading what the minions run");
+        let drift = super::converge::live_drift(&cluster, &state).await;
+        task.done(format!("read {} minion(s)", drift.len()));
+        let mut lines = Vec::new();
+        for (minion, d) in &drift {
+            if let Some(why) = &d.unreachable {
+                lines.push(format!("  ? {minion}: not checked: {why}"));
+            }
+            for line in d.containers.iter().chain(&d.rules) {
+                lines.push(format!("  ~ {minion}: {line}"));
+            }
+        }
+        if lines.is_empty() {
+            ui.out("Live: every minion runs what etcd holds.");
+        } else {
+            differs = true;
+            ui.out(format!(
+                "Live: the minions differ from etcd (`kctl apply` repairs this; so does each minion's helper, in time):\n{}",
+                lines.join("\n")
+            ));
+        }
+    }
+    Ok(differs)
 }
 
 /// After `apply` (or `resize`) committed `plan` made from `before`:
 /// converges the minions it touched and those still behind on `objects`.
+/// With `refresh` (apply), also every minion running a pod of `objects`,
+/// and the service rules of every Ready minion are read back: what
+/// drifted from etcd is repaired.
 async fn converge_applied(
     ui: &Ui,
     cluster: &Cluster,
@@ -199,16 +250,26 @@ async fn converge_applied(
     plan: &Plan,
     before: &Snapshot,
     objects: &[Object],
+    refresh: bool,
 ) -> miette::Result<()> {
     let mut minions = touched_minions(plan, &before.state);
-    if plan.is_empty() {
-        // Nothing to commit; only finish what an earlier apply left undone.
-        minions.extend(lagging_minions(&before.state, objects));
+    let after = if plan.is_empty() {
+        before.state.clone()
     } else {
-        let after = store.snapshot().await?.state;
-        minions.extend(lagging_minions(&after, objects));
+        store.snapshot().await?.state
+    };
+    // Finish what an earlier apply left undone.
+    minions.extend(lagging_minions(&after, objects));
+    if refresh {
+        minions.extend(
+            after
+                .pods
+                .values()
+                .filter(|p| names_pod(objects, p) && after.ready(&p.host))
+                .map(|p| p.host.clone()),
+        );
     }
-    let outcome = converge_minions(ui, cluster, store, &minions).await?;
+    let outcome = converge_minions(ui, cluster, store, &minions, refresh).await?;
     finish(ui, &outcome)
 }
 
@@ -276,6 +337,6 @@ pub async fn delete(
     })
     .await?;
     let minions = touched_minions(&plan, &before.state);
-    let outcome = converge_minions(ui, &cluster, &store, &minions).await?;
+    let outcome = converge_minions(ui, &cluster, &store, &minions, false).await?;
     finish(ui, &outcome)
 }

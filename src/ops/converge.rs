@@ -6,8 +6,8 @@
 
 use super::Cluster;
 use crate::converge::{
-    converge_locked, sync_rules_locked, update_endpoints, ConvergeError, ConvergeEvent,
-    MinionReport, Supervisor,
+    converge_locked, listed_rules, sync_rules_locked, update_endpoints, ContainerEngine,
+    ConvergeError, ConvergeEvent, MinionReport, Supervisor,
 };
 use crate::docker_api::DockerApi;
 use crate::services::rules;
@@ -145,11 +145,16 @@ impl<'a> Connections<'a> {
 /// Brings the named minions' containers to the desired state in etcd, all in
 /// parallel, then updates endpoints and service rules on every minion whose
 /// rules are out of date. Opens no connection when nothing is to be done.
+///
+/// With `refresh`, the service rules of every Ready minion are read back
+/// and rewritten where they differ from etcd's (drift), whatever digest
+/// etcd recorded for them.
 pub async fn converge_minions(
     ui: &Ui,
     cluster: &Cluster,
     store: &Store,
     minions: &BTreeSet<String>,
+    refresh: bool,
 ) -> miette::Result<ConvergeOutcome> {
     let mut outcome = ConvergeOutcome::default();
     let mut connections = Connections::new(cluster);
@@ -207,9 +212,81 @@ pub async fn converge_minions(
             task.fail(format!("converging {} had problems", names.join(", ")));
         }
     }
-    sync_services(ui, store, &mut connections, &mut outcome).await?;
+    sync_services(ui, store, &mut connections, &mut outcome, refresh).await?;
     connections.close().await;
     Ok(outcome)
+}
+
+/// Where what a minion really runs differs from etcd: its containers and
+/// its service rules, one sentence per difference.
+#[derive(Debug, Default)]
+pub struct MinionDrift {
+    pub containers: Vec<String>,
+    pub rules: Vec<String>,
+    /// Why the minion could not be checked, if it could not.
+    pub unreachable: Option<String>,
+}
+
+/// Compares what every Ready minion runs (containers through Docker's API,
+/// rules through `nft list`) with the desired state in etcd. Changes
+/// nothing.
+pub async fn live_drift(
+    cluster: &Cluster,
+    state: &crate::state::ClusterState,
+) -> BTreeMap<String, MinionDrift> {
+    let ready: BTreeSet<String> = state
+        .minions
+        .keys()
+        .filter(|m| state.ready(m))
+        .cloned()
+        .collect();
+    let mut drift: BTreeMap<String, MinionDrift> = ready
+        .iter()
+        .map(|m| (m.clone(), MinionDrift::default()))
+        .collect();
+    let mut connections = Connections::new(cluster);
+    let mut failed = connections.ensure(&ready).await;
+    failed.extend(connections.ensure_docker(&ready).await);
+    for (minion, why) in failed {
+        drift.entry(minion).or_default().unreachable = Some(why);
+    }
+    let portals = rules::portals(state, &crate::services::endpoints(state));
+    let checks = connections
+        .docker
+        .iter()
+        .filter_map(|(id, docker)| Some((id, docker, connections.open.get(id)?)))
+        .map(|(id, docker, exec)| {
+            let portals = &portals;
+            async move {
+                let desired: Vec<_> = state.pods_on(id).cloned().collect();
+                let containers = docker
+                    .observe(&cluster.config.name)
+                    .await
+                    .map(|observed| {
+                        crate::converge::describe_steps(&crate::converge::steps(
+                            &desired, &observed,
+                        ))
+                    })
+                    .map_err(|e| e.to_string());
+                let rules = listed_rules(exec)
+                    .await
+                    .map(|listing| rules::drift(portals, listing.as_deref()))
+                    .map_err(|e| e.to_string());
+                (id.clone(), containers, rules)
+            }
+        });
+    for (id, containers, rules) in join_all(checks).await {
+        let entry = drift.entry(id).or_default();
+        match (containers, rules) {
+            (Ok(containers), Ok(rules)) => {
+                entry.containers = containers;
+                entry.rules = rules;
+            }
+            (Err(e), _) | (_, Err(e)) => entry.unreachable = Some(e),
+        }
+    }
+    connections.close().await;
+    drift
 }
 
 /// Recomputes every service's endpoints, records those that changed, and
@@ -219,6 +296,7 @@ async fn sync_services(
     store: &Store,
     connections: &mut Connections<'_>,
     outcome: &mut ConvergeOutcome,
+    refresh: bool,
 ) -> miette::Result<()> {
     let mut store = store.clone();
     let (state, endpoints) = update_endpoints(&mut store, &|event: ConvergeEvent| {
@@ -230,13 +308,53 @@ async fn sync_services(
         ConvergeError::Store { source, .. } => miette::Report::new(source),
         e => miette::miette!("{e}"),
     })?;
-    let digest = rules::digest(&rules::portals(&state, &endpoints));
-    let stale: BTreeSet<String> = state
+    let portals = rules::portals(&state, &endpoints);
+    let digest = rules::digest(&portals);
+    let mut stale: BTreeSet<String> = state
         .minions
         .keys()
         .filter(|m| state.rule_digests.get(*m) != Some(&digest))
         .cloned()
         .collect();
+    // Minions whose rules were changed behind etcd's back: rewritten
+    // whatever their recorded digest says.
+    let mut drifted = BTreeSet::new();
+    if refresh {
+        let ready: BTreeSet<String> = state
+            .minions
+            .keys()
+            .filter(|m| state.ready(m))
+            .cloned()
+            .collect();
+        outcome.unreachable.extend(connections.ensure(&ready).await);
+        let checks = connections
+            .open
+            .iter()
+            .filter(|(id, _)| ready.contains(*id))
+            .map(|(id, exec)| {
+                let portals = &portals;
+                async move {
+                    let listed = listed_rules(exec).await;
+                    (
+                        id.clone(),
+                        listed.map(|l| rules::drift(portals, l.as_deref())),
+                    )
+                }
+            });
+        for (id, found) in join_all(checks).await {
+            match found {
+                Ok(lines) if lines.is_empty() => {}
+                Ok(lines) => {
+                    for line in lines {
+                        ui.note(format!("  drift on {id}: {line}"));
+                    }
+                    drifted.insert(id);
+                }
+                Err(e) => outcome.unreachable.push((id, e.to_string())),
+            }
+        }
+        stale.extend(drifted.iter().cloned());
+    }
     if stale.is_empty() {
         return Ok(());
     }
@@ -248,15 +366,16 @@ async fn sync_services(
         format!("service rules on {} minion(s)", stale.len()),
     );
     let results = {
-        let (events, store) = (&events, &store);
+        let (events, store, drifted) = (&events, &store, &drifted);
         let work = connections
             .open
             .iter()
             .filter(|(id, _)| stale.contains(*id))
             .map(|(id, exec)| async move {
+                let rewrite = drifted.contains(id);
                 (
                     id.clone(),
-                    sync_rules_locked(exec, store, id, false, events).await,
+                    sync_rules_locked(exec, store, id, rewrite, events).await,
                 )
             });
         join_all(work).await

@@ -64,8 +64,14 @@ pub async fn start(ui: &Ui, name: &str, minion: &str) -> miette::Result<()> {
     task.done(format!("{minion} is booted"));
     install(ui, &cluster, Some(&[minion.to_string()])).await?;
     let store = cluster.store().await?;
-    let outcome =
-        converge_minions(ui, &cluster, &store, &BTreeSet::from([minion.to_string()])).await?;
+    let outcome = converge_minions(
+        ui,
+        &cluster,
+        &store,
+        &BTreeSet::from([minion.to_string()]),
+        false,
+    )
+    .await?;
     let problems = outcome.problems();
     if problems.is_empty() {
         Ok(())

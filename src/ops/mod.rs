@@ -194,6 +194,17 @@ pub fn usage_error(message: &str, help: &str) -> miette::Report {
 #[error("the command exited with status {0}")]
 pub struct CommandExited(pub i32);
 
+/// An error to report as usual, with an exit status of its own (`kctl
+/// diff` exits 2 on any trouble, as diff(1) does).
+#[derive(Debug, thiserror::Error)]
+#[error("{report}")]
+pub struct FailedWith {
+    pub code: u8,
+    pub report: miette::Report,
+}
+
+impl miette::Diagnostic for FailedWith {}
+
 /// Turns any displayable error into a report.
 pub fn report(e: impl std::fmt::Display) -> miette::Report {
     miette!("{e}")

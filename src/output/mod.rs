@@ -3,7 +3,7 @@
 
 pub mod describe;
 #[cfg(test)]
-mod snapshots;
+pub(crate) mod snapshots;
 
 use crate::model::{
     format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy,

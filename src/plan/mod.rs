@@ -3,7 +3,10 @@
 //! carried out exactly as shown (the store writes its `ops`, converge makes
 //! the minions match).
 
+pub mod fields;
 pub mod schedule;
+
+pub use fields::FieldChange;
 
 use crate::model::{Kind, Object, Pod, ReplicationController, Service};
 use crate::state::{ClusterState, PodRecord, ServiceRecord};
@@ -50,6 +53,8 @@ pub struct Change {
     pub detail: String,
     /// Pod changes that follow from a controller change.
     pub pods: Vec<Change>,
+    /// For an update: the fields that change.
+    pub fields: Vec<FieldChange>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -158,6 +163,9 @@ fn render_change(out: &mut String, change: &Change, indent: usize) {
         let _ = write!(out, " ({})", change.detail);
     }
     out.push('\n');
+    for field in &change.fields {
+        let _ = writeln!(out, "{:width$}{field}", "", width = indent + 4);
+    }
 }
 
 /// Makes the ids of pods a controller creates: `<controller>-<suffix>`.
@@ -247,6 +255,7 @@ impl<'a> Planner<'a> {
             action: Action::Delete,
             detail: format!("on {}", record.host),
             pods: vec![],
+            fields: vec![],
         }
     }
 
@@ -273,6 +282,7 @@ impl<'a> Planner<'a> {
                     action,
                     detail: format!("on {host}"),
                     pods: vec![],
+                    fields: vec![],
                 };
                 self.plan.ops.push(Op::PutPod(PodRecord {
                     pod,
@@ -325,6 +335,9 @@ impl<'a> Planner<'a> {
             },
             detail: format!("portal {portal_ip}:{}", svc.port),
             pods: vec![],
+            fields: old
+                .map(|o| fields::changes(&o.service, svc))
+                .unwrap_or_default(),
         });
         self.plan.ops.push(Op::PutService(ServiceRecord {
             service: svc.clone(),
@@ -411,6 +424,7 @@ impl<'a> Planner<'a> {
                     },
                     detail: detail.join(", "),
                     pods,
+                    fields: old.map(|o| fields::changes(o, rc)).unwrap_or_default(),
                 });
                 if old != Some(rc) {
                     self.plan.ops.push(Op::PutController(rc.clone()));
@@ -439,6 +453,7 @@ impl<'a> Planner<'a> {
                     self.create_pod(pod.clone(), None, Some(&old.host), Action::Update)
                 {
                     change.detail = format!("replaced, {}", change.detail);
+                    change.fields = fields::changes(&old.pod, pod);
                     self.plan.changes.push(change);
                 }
                 Ok(())
@@ -521,6 +536,7 @@ pub fn plan_reconcile(
                 action: Action::Update,
                 detail,
                 pods: moved,
+                fields: vec![],
             }),
         }
     }
@@ -560,6 +576,7 @@ pub fn plan_delete(
                     action: Action::Delete,
                     detail: String::new(),
                     pods: vec![],
+                    fields: vec![],
                 });
             }
             Kind::ReplicationController => {
@@ -572,6 +589,7 @@ pub fn plan_delete(
                     action: Action::Delete,
                     detail: format!("and its {} pods", owned.len()),
                     pods,
+                    fields: vec![],
                 });
             }
             Kind::Pod => {

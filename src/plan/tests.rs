@@ -520,3 +520,51 @@ fn reconcile_reports_what_fits_nowhere() {
     assert_eq!(r.counts().2, 1);
     assert_eq!(unfit.len(), 1);
 }
+
+/// What `apply` and `diff` print for a plan that creates, changes field
+/// by field, and replaces.
+#[test]
+fn plan_text_snapshot() {
+    let mut state = cluster(3);
+    let bare = Object::Pod(Pod {
+        id: "db".into(),
+        labels: labels(&[("name", "db")]),
+        spec: spec("postgres:9", None),
+    });
+    let first = [
+        svc("tomcat", 8080),
+        Object::ReplicationController(tomcat_rc(2)),
+        bare,
+    ];
+    let created = plan_apply_in(&first, &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &created);
+    let mut changed_rc = tomcat_rc(3);
+    changed_rc.template.spec.containers[0].image = "tutum/tomcat:8".into();
+    let mut changed_pod = spec("postgres:9", None);
+    changed_pod.containers[0].env.push(crate::model::EnvVar {
+        name: "MODE".into(),
+        value: "replica".into(),
+    });
+    let second = [
+        svc("tomcat", 8081),
+        Object::ReplicationController(changed_rc),
+        Object::Pod(Pod {
+            id: "db".into(),
+            labels: labels(&[("name", "db")]),
+            spec: changed_pod,
+        }),
+    ];
+    let changed = plan_apply_in(&second, &state, &mut CountingNamer(100)).unwrap();
+    commit(&mut state, &changed);
+    let unchanged = plan_apply_in(&second, &state, &mut CountingNamer(200)).unwrap();
+    let text = [
+        "$ kctl apply (first)".to_string(),
+        created.render(),
+        "$ kctl apply (changed)".to_string(),
+        changed.render(),
+        "$ kctl apply (again)".to_string(),
+        unchanged.render(),
+    ]
+    .join("\n");
+    crate::output::snapshots::assert_snapshot("plan", &text);
+}

@@ -159,5 +159,136 @@ pub fn render(portals: &[Portal]) -> String {
     out
 }
 
+/// The chains every minion's table has, whatever its services.
+const HOOK_CHAINS: [&str; 5] = [
+    "nat-prerouting",
+    "nat-output",
+    "nat-postrouting",
+    "filter-output",
+    "filter-forward",
+];
+
+/// How a minion's rules differ from `expected`, read from `nft list table
+/// ip kctl` as `listing` (None: the table is not there); one sentence per
+/// difference, none when they match.
+pub fn drift(expected: &[Portal], listing: Option<&str>) -> Vec<String> {
+    let Some(listing) = listing else {
+        return vec![format!(
+            "the nftables table ip {TABLE} is missing: no portal works"
+        )];
+    };
+    let mut out = Vec::new();
+    for chain in HOOK_CHAINS {
+        if !listing.contains(&format!("chain {chain} {{")) {
+            out.push(format!("chain {chain} is missing"));
+        }
+    }
+    let routed: BTreeMap<String, String> = block_elements(listing, "map services")
+        .into_iter()
+        .filter_map(|item| {
+            let (key, verdict) = item.split_once(':')?;
+            Some((
+                key.trim().to_string(),
+                verdict
+                    .trim()
+                    .trim_start_matches("goto ")
+                    .trim()
+                    .to_string(),
+            ))
+        })
+        .collect();
+    let rejected: std::collections::BTreeSet<String> = block_elements(listing, "set no_endpoints")
+        .into_iter()
+        .collect();
+    for p in expected {
+        let k = key(p);
+        let name = format!("portal {k} (service {})", p.service);
+        if p.endpoints.is_empty() {
+            if !rejected.contains(&k) {
+                out.push(format!("{name} has no endpoints but is not rejected"));
+            }
+            if routed.contains_key(&k) {
+                out.push(format!("{name} has no endpoints but still leads somewhere"));
+            }
+            continue;
+        }
+        let chain = service_chain(p);
+        match routed.get(&k) {
+            None => {
+                out.push(format!("{name} is missing"));
+                continue;
+            }
+            Some(c) if *c != chain => {
+                out.push(format!("{name} goes to chain {c}, not {chain}"));
+                continue;
+            }
+            Some(_) => {}
+        }
+        let mut want: Vec<String> = p
+            .endpoints
+            .iter()
+            .map(|(ip, port)| format!("{ip} . {port}"))
+            .collect();
+        want.sort();
+        let mut have: Vec<String> = chain_targets(listing, &chain);
+        have.sort();
+        if want != have {
+            out.push(format!(
+                "{name} leads to [{}], not [{}]",
+                have.join(", "),
+                want.join(", ")
+            ));
+        }
+    }
+    let known: std::collections::BTreeSet<String> = expected.iter().map(key).collect();
+    for k in routed.keys().chain(rejected.iter()) {
+        if !known.contains(k) {
+            out.push(format!("portal {k} is not a service in etcd"));
+        }
+    }
+    out
+}
+
+/// The items of the `elements = { … }` of the block that starts with
+/// `head` (e.g. `map services`); the list may span lines.
+fn block_elements(listing: &str, head: &str) -> Vec<String> {
+    let Some(start) = listing.find(&format!("{head} {{")) else {
+        return vec![];
+    };
+    let block = &listing[start..];
+    let block = &block[..block
+        .find("\n\t}")
+        .or_else(|| block.find("\n  }"))
+        .unwrap_or(block.len())];
+    let Some(open) = block.find("elements = {") else {
+        return vec![];
+    };
+    let rest = &block[open + "elements = {".len()..];
+    let list = &rest[..rest.find('}').unwrap_or(rest.len())];
+    list.split(',')
+        .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// The `ip . port` targets of a service chain's dnat map.
+fn chain_targets(listing: &str, chain: &str) -> Vec<String> {
+    let Some(start) = listing.find(&format!("chain {chain} {{")) else {
+        return vec![];
+    };
+    let body = &listing[start..];
+    let Some(open) = body.find("map {") else {
+        return vec![];
+    };
+    let rest = &body[open + "map {".len()..];
+    rest[..rest.find('}').unwrap_or(rest.len())]
+        .split(',')
+        .filter_map(|item| {
+            item.split_once(':')
+                .map(|(_, target)| target.trim().to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -135,3 +135,82 @@ fn nft_accepts_the_script() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `nft list table ip kctl` as nft 1.0 prints the rules of `tomcat` (two
+/// endpoints) and `empty` (none).
+fn listing(tomcat_chain: &str) -> String {
+    format!(
+        "table ip kctl {{
+\tset hairpin {{
+\t\ttype ipv4_addr . ipv4_addr
+\t\telements = {{ 10.101.1.2 . 10.101.1.2,
+\t\t\t     10.101.2.2 . 10.101.2.2 }}
+\t}}
+
+\tmap services {{
+\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t\telements = {{ 10.101.128.1 . tcp . 8080 : goto {tomcat_chain} }}
+\t}}
+
+\tset no_endpoints {{
+\t\ttype ipv4_addr . inet_proto . inet_service
+\t\telements = {{ 10.101.128.2 . tcp . 8080 }}
+\t}}
+
+\tchain nat-prerouting {{
+\t}}
+
+\tchain nat-output {{
+\t}}
+
+\tchain nat-postrouting {{
+\t}}
+
+\tchain filter-output {{
+\t}}
+
+\tchain filter-forward {{
+\t}}
+
+\tchain {tomcat_chain} {{
+\t\tcomment \"tomcat portal\"
+\t\tmeta l4proto tcp dnat ip to numgen random mod 2 map {{ 0 : 10.101.1.2 . 8080, 1 : 10.101.2.2 . 8080 }}
+\t}}
+}}
+"
+    )
+}
+
+#[test]
+fn live_rules_that_match_have_no_drift_and_each_difference_is_named() {
+    let tomcat = portal(
+        "tomcat",
+        "10.101.128.1",
+        &[("10.101.1.2", 8080), ("10.101.2.2", 8080)],
+    );
+    let empty = portal("empty", "10.101.128.2", &[]);
+    let text = listing(&service_chain(&tomcat));
+    assert_eq!(
+        drift(&[tomcat.clone(), empty.clone()], Some(&text)),
+        Vec::<String>::new()
+    );
+
+    // An endpoint gone from etcd but still in the rules; a service unknown
+    // to the rules; one the rules have that etcd does not.
+    let one_endpoint = portal("tomcat", "10.101.128.1", &[("10.101.1.2", 8080)]);
+    let other = portal("db", "10.101.128.3", &[("10.101.1.5", 5432)]);
+    assert_eq!(
+        drift(&[one_endpoint, other], Some(&text)),
+        [
+            "portal 10.101.128.1 . tcp . 8080 (service tomcat) leads to [10.101.1.2 . 8080, 10.101.2.2 . 8080], not [10.101.1.2 . 8080]",
+            "portal 10.101.128.3 . tcp . 8080 (service db) is missing",
+            "portal 10.101.128.2 . tcp . 8080 is not a service in etcd",
+        ]
+    );
+    let flushed = text.replace("\tchain nat-output {\n\t}\n", "");
+    assert_eq!(
+        drift(&[tomcat.clone(), empty], Some(&flushed)),
+        ["chain nat-output is missing"]
+    );
+    assert_eq!(drift(&[tomcat], None).len(), 1);
+}
