@@ -147,7 +147,8 @@ pub enum Command {
   kctl apply -f manifests/            # every .json, .yaml, .yml in it
   cat pod.yaml | kctl apply -f -
   kctl apply -f manifests/ --dry-run  # show the plan only
-  kctl apply -f manifests/ --dry-run=client   # check the files, no cluster")]
+  kctl apply -f manifests/ --dry-run=client   # check the files, no cluster
+  kctl apply -f manifests/ --refresh          # and repair what drifted on the minions")]
     Apply {
         /// A file, a directory, or - for standard input; repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
@@ -157,6 +158,13 @@ pub enum Command {
         /// cluster (for CI), as `kctl validate` does.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "server", require_equals = true, value_name = "WHERE")]
         dry_run: Option<DryRun>,
+        /// Also read back what the minions run (containers of these
+        /// objects, every Ready minion's service rules) and repair what
+        /// drifted from etcd now. Without it, each minion's helper repairs
+        /// drift by itself (containers at once, rules within 10 s), and an
+        /// apply with nothing to change opens no connection.
+        #[arg(long)]
+        refresh: bool,
     },
     /// Show what `apply` would change, field by field. Exit status 0: no
     /// differences; 1: differences; 2: trouble (as diff(1)).
@@ -179,6 +187,7 @@ pub enum Command {
   kctl get rc tomcatController -o yaml
   kctl get pods -l name=tomcatCluster -o json
   kctl get pods -l 'env in (prod, qa),tier!=front'
+  kctl get pods -o wide -w          # more columns; then each change as it happens
   kctl get minions")]
     Get {
         /// pods (po), replicationControllers (rc), services (svc), endpoints (ep),
@@ -196,6 +205,10 @@ pub enum Command {
         /// key in (a,b), key notin (a,b), key, !key; comma-separated.
         #[arg(short = 'l', long)]
         selector: Option<String>,
+        /// After the list, print each object again whenever it changes,
+        /// until Ctrl-C.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Show everything known about one object, with its recent events.
     #[command(after_help = "Examples:
@@ -319,6 +332,33 @@ pub enum Command {
         /// How many replicas.
         replicas: u32,
     },
+    /// Run an image as a replication controller (and a service), with no
+    /// manifest to write: kubecfg's `run`.
+    #[command(after_help = "Examples:
+  kctl run web --image tutum/tomcat --replicas 2 -p 80:8080 --service 8080
+  kctl run web --image nginx:1.25 -o yaml > web.yaml   # a manifest to start from")]
+    Run {
+        /// The controller's id (and its pods' `name` label).
+        name: String,
+        /// The image to run.
+        #[arg(long)]
+        image: String,
+        /// How many pods.
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// A port of the container, as HOSTPORT:CONTAINERPORT or CONTAINERPORT; repeatable.
+        #[arg(short = 'p', long = "port", value_name = "[HOSTPORT:]CONTAINERPORT")]
+        ports: Vec<String>,
+        /// Also make a service of this port in front of the pods (to the first -p port).
+        #[arg(long, value_name = "PORT")]
+        service: Option<u16>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the manifest instead of applying it.
+        #[arg(short, long, value_enum)]
+        output: Option<ManifestFormat>,
+    },
     /// Check manifests as `apply` would, with no cluster: for CI. Exit
     /// status 1 with every problem's file, line and column.
     #[command(after_help = "Examples:
@@ -388,6 +428,12 @@ pub enum ImageCommand {
         #[arg(short = 'i', long = "input", conflicts_with = "images")]
         input: Option<PathBuf>,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestFormat {
+    Json,
+    Yaml,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -565,9 +611,18 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         Command::Apply {
             files,
             dry_run: Some(DryRun::Client),
+            ..
         } => ops::apply::validate(&ui, &files),
-        Command::Apply { files, dry_run } => {
-            ops::apply::apply(&ui, name, &files, dry_run.is_some()).await
+        Command::Apply {
+            files,
+            dry_run,
+            refresh,
+        } => {
+            let options = ops::apply::ApplyOptions {
+                dry_run: dry_run.is_some(),
+                refresh,
+            };
+            ops::apply::apply(&ui, name, &files, options).await
         }
         Command::Diff { files, live } => match ops::apply::diff(&ui, name, &files, live).await {
             Ok(false) => Ok(()),
@@ -581,6 +636,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             output,
             no_headers,
             selector,
+            watch,
         } => {
             let resource = Resource::parse(&resource).ok_or_else(|| {
                 usage(
@@ -589,16 +645,15 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 )
             })?;
             let selector = selector.as_deref().map(parse_selector).transpose()?;
-            ops::get::get(
-                &ui,
-                name,
+            let query = ops::get::Query {
                 resource,
-                id.as_deref(),
-                output,
-                selector.as_ref(),
-                !no_headers,
-            )
-            .await
+                id: id.as_deref(),
+                selector: selector.as_ref(),
+                format: output,
+                headers: !no_headers,
+                watch,
+            };
+            ops::get::get(&ui, name, &query).await
         }
         Command::Describe { resource, id } => {
             let resource = Resource::parse(&resource)
@@ -710,6 +765,52 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             }
             ops::apply::resize(&ui, name, &id, replicas).await
         }
+        Command::Run {
+            name: id,
+            image,
+            replicas,
+            ports,
+            service,
+            dry_run,
+            output,
+        } => {
+            let ports = ports
+                .iter()
+                .map(|p| {
+                    ops::run::parse_port(p).ok_or_else(|| {
+                        usage(
+                            &format!("bad port {p:?}"),
+                            "-p HOSTPORT:CONTAINERPORT or -p CONTAINERPORT, each 1-65535",
+                        )
+                    })
+                })
+                .collect::<miette::Result<Vec<_>>>()?;
+            let spec = ops::run::RunSpec {
+                name: id,
+                image,
+                replicas,
+                ports,
+                service_port: service,
+            };
+            let (manifest, loaded) = ops::run::load(&spec)?;
+            match output {
+                Some(ManifestFormat::Json) => {
+                    ui.out(serde_json::to_string_pretty(&manifest).unwrap_or_default());
+                    Ok(())
+                }
+                Some(ManifestFormat::Yaml) => {
+                    ui.out(serde_yaml_ng::to_string(&manifest).map_err(ops::report)?);
+                    Ok(())
+                }
+                None => {
+                    let options = ops::apply::ApplyOptions {
+                        dry_run,
+                        refresh: false,
+                    };
+                    ops::apply::apply_loaded(&ui, name, loaded, options).await
+                }
+            }
+        }
         Command::Validate { files } => ops::apply::validate(&ui, &files),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -756,7 +857,7 @@ mod tests {
         assert_eq!(cli.cluster, "t");
         assert!(matches!(
             cli.command,
-            Command::Apply { ref files, dry_run: Some(DryRun::Server) } if files.len() == 2
+            Command::Apply { ref files, dry_run: Some(DryRun::Server), .. } if files.len() == 2
         ));
         let client = Cli::try_parse_from(["kctl", "apply", "-f", "x", "--dry-run=client"]).unwrap();
         assert!(matches!(

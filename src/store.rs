@@ -621,6 +621,29 @@ impl Store {
         Ok(DesiredChanges { notify, task })
     }
 
+    /// A watch on everything kctl keeps of the cluster, for `kctl get -w`:
+    /// wakes on any change but the helpers' once-a-second `seen/` times.
+    pub async fn watch_everything(&self) -> Result<DesiredChanges, StoreError> {
+        let mut client = self.client.clone();
+        let options = etcd_client::WatchOptions::new().with_prefix();
+        let mut stream = client.watch(self.prefix.as_str(), Some(options)).await?;
+        let seen = self.key("seen", "");
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let wake = notify.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(response)) = stream.message().await {
+                let news = response.events().iter().any(|e| {
+                    e.kv()
+                        .is_some_and(|kv| !kv.key().starts_with(seen.as_bytes()))
+                });
+                if news {
+                    wake.notify_one();
+                }
+            }
+        });
+        Ok(DesiredChanges { notify, task })
+    }
+
     /// Becomes the cluster's leader if nobody is, by putting the leader key
     /// on `lease` (the caller's heartbeat lease: a dead leader's key goes
     /// with it). True if `minion` is the leader now.

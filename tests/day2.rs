@@ -66,6 +66,26 @@ fn port_forward(cluster: &TestCluster, args: &[&str]) -> (std::process::Child, u
     (child, port)
 }
 
+/// The lines a child prints, as they come; a test waits for one with a
+/// timeout instead of blocking for ever on a read.
+fn lines_of(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+fn next_line(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a line within 20 s")
+}
+
 fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     let _ = std::process::Command::new("kill")
         .arg(child.id().to_string())
@@ -190,15 +210,14 @@ fn logs_exec_ssh_and_port_forward_reach_the_right_container() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
-    let tick = |line: Option<std::io::Result<String>>| -> u64 {
-        let line = line.unwrap().unwrap();
+    let lines = lines_of(follow.stdout.take().unwrap());
+    let tick = |line: String| -> u64 {
         line.strip_prefix("tick ")
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{line:?}"))
     };
-    let first = tick(lines.next());
-    let later = tick(lines.nth(4));
+    let first = tick(next_line(&lines));
+    let later = (0..5).fold(first, |_, _| tick(next_line(&lines)));
     assert!(later >= first + 5, "streamed ticks {first} then {later}");
     terminate(&mut follow);
 
@@ -225,11 +244,7 @@ fn logs_exec_ssh_and_port_forward_reach_the_right_container() {
         1,
         "{current:?}"
     );
-    let current_first = current
-        .stdout
-        .lines()
-        .nth(1)
-        .map(|l| tick(Some(Ok(l.to_string()))));
+    let current_first = current.stdout.lines().nth(1).map(|l| tick(l.to_string()));
     assert_eq!(
         current_first,
         Some(1),
@@ -377,7 +392,7 @@ fn diff_says_what_apply_would_change_and_what_drifted() {
     assert!(refused.stderr.contains("bad.json:1:"), "{refused:?}");
 
     // --live: a portal's rule removed behind kctl's back is drift; apply
-    // repairs it. (The helper repairs it too, within 10 s: if it wins the
+    // --refresh repairs it. (The helper repairs it too, within 10 s: if it wins the
     // race, break the rule again.)
     let live = cluster.kctl(&["diff", "-f", &web, "--live"]);
     assert_eq!(live.code, Some(0), "{live:?}");
@@ -408,7 +423,7 @@ fn diff_says_what_apply_would_change_and_what_drifted() {
         assert_eq!(drift.code, Some(1), "{drift:?}");
         let said = format!("~ minion-1: portal {portal} . tcp . 8080 (service web) is missing");
         assert!(drift.stdout.contains(&said), "{said:?} in {drift:?}");
-        let apply = cluster.kctl(&["apply", "-f", &web]);
+        let apply = cluster.kctl(&["apply", "-f", &web, "--refresh"]);
         assert!(apply.ok(), "{apply:?}");
         if apply.stderr.contains("drift on minion-1: portal") {
             assert!(
@@ -436,6 +451,104 @@ fn diff_says_what_apply_would_change_and_what_drifted() {
         page.ok() && page.stdout.starts_with("web-"),
         "the portal answers again: {page:?}"
     );
+
+    cluster.down_and_check();
+}
+
+#[test]
+fn run_makes_a_controller_and_its_service_and_get_watches_them() {
+    let cluster = TestCluster::up("it-run", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    // -o yaml prints the manifest and applies nothing.
+    let printed = cluster.kctl(&["run", "hello", "--image", "tutum/tomcat", "-o", "yaml"]);
+    assert!(printed.ok(), "{printed:?}");
+    assert!(
+        printed.stdout.contains("kind: ReplicationController"),
+        "{printed:?}"
+    );
+    assert_eq!(cluster.kctl(&["get", "rc", "hello"]).code, Some(1));
+    let bad = cluster.kctl(&["run", "hello", "--image", "tutum/tomcat", "-p", "80:x"]);
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+
+    let ran = cluster.kctl(&[
+        "run",
+        "hello",
+        "--image",
+        "tutum/tomcat",
+        "--replicas",
+        "2",
+        "-p",
+        "8080",
+        "--service",
+        "9090",
+    ]);
+    assert!(ran.ok(), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("+ replicationController hello (2 replicas)"),
+        "{ran:?}"
+    );
+    let wide = cluster.kctl(&["get", "rc", "hello", "-o", "wide"]);
+    let row: Vec<&str> = wide
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [
+            "hello",
+            "tutum/tomcat",
+            "name=hello",
+            "2/2",
+            "hello",
+            "minion-1,minion-2"
+        ],
+        "{wide:?}"
+    );
+    let service = cluster
+        .kctl(&["get", "services", "hello", "-o", "json"])
+        .json();
+    assert_eq!(service["port"], 9090);
+    let portal = service["portalIP"].as_str().unwrap();
+    let page = cluster.in_minion(
+        1,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            &format!("http://{portal}:9090/hostname"),
+        ],
+    );
+    assert!(page.ok() && page.stdout.starts_with("hello-"), "{page:?}");
+
+    // -w: the list, then each pod as it changes.
+    let mut watch = cluster
+        .command(&["get", "pods", "-l", "name=hello", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(watch.stdout.take().unwrap());
+    let next = || next_line(&lines);
+    let before: Vec<String> = vec![next(), next()];
+    assert!(
+        before.iter().all(|l| l.starts_with("pod/hello-")),
+        "{before:?}"
+    );
+    let resized = cluster.kctl(&["resize", "rc", "hello", "3"]);
+    assert!(resized.ok(), "{resized:?}");
+    let added = wait_for(Duration::from_secs(20), "the new pod in the watch", || {
+        let line = next();
+        (!before.contains(&line)).then_some(line)
+    });
+    assert!(
+        added.starts_with("pod/hello-") && !added.ends_with("(deleted)"),
+        "{added}"
+    );
+    terminate(&mut watch);
 
     cluster.down_and_check();
 }

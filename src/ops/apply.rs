@@ -173,8 +173,32 @@ pub fn validate(ui: &Ui, paths: &[PathBuf]) -> miette::Result<()> {
     Ok(())
 }
 
-pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> miette::Result<()> {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Read back what the minions run and repair drift now.
+    pub refresh: bool,
+}
+
+pub async fn apply(
+    ui: &Ui,
+    name: &str,
+    paths: &[PathBuf],
+    options: ApplyOptions,
+) -> miette::Result<()> {
     let loaded = manifest::load_paths(paths)?;
+    apply_loaded(ui, name, loaded, options).await
+}
+
+/// `apply` of objects already loaded and validated (files, `kctl run`).
+pub async fn apply_loaded(
+    ui: &Ui,
+    name: &str,
+    loaded: manifest::Loaded,
+    options: ApplyOptions,
+) -> miette::Result<()> {
+    let dry_run = options.dry_run;
     for warning in loaded.warnings {
         ui.note(format!("{:?}", miette::Report::new(warning)));
     }
@@ -189,7 +213,16 @@ pub async fn apply(ui: &Ui, name: &str, paths: &[PathBuf], dry_run: bool) -> mie
     if dry_run {
         return Ok(());
     }
-    converge_applied(ui, &cluster, &mut store, &plan, &before, &objects, true).await
+    converge_applied(
+        ui,
+        &cluster,
+        &mut store,
+        &plan,
+        &before,
+        &objects,
+        options.refresh,
+    )
+    .await
 }
 
 /// `kctl diff`: the plan `apply` would carry out, field by field, and with
@@ -230,7 +263,7 @@ pub async fn diff(ui: &Ui, name: &str, paths: &[PathBuf], live: bool) -> miette:
         } else {
             differs = true;
             ui.out(format!(
-                "Live: the minions differ from etcd (`kctl apply` repairs this; so does each minion's helper, in time):\n{}",
+                "Live: the minions differ from etcd (`kctl apply --refresh` repairs this now; each minion's helper does within 10 s):\n{}",
                 lines.join("\n")
             ));
         }
@@ -240,9 +273,9 @@ pub async fn diff(ui: &Ui, name: &str, paths: &[PathBuf], live: bool) -> miette:
 
 /// After `apply` (or `resize`) committed `plan` made from `before`:
 /// converges the minions it touched and those still behind on `objects`.
-/// With `refresh` (apply), also every minion running a pod of `objects`,
-/// and the service rules of every Ready minion are read back: what
-/// drifted from etcd is repaired.
+/// With `refresh` (`apply --refresh`), also every minion running a pod
+/// of `objects`, and the service rules of every Ready minion are read
+/// back: what drifted from etcd is repaired.
 async fn converge_applied(
     ui: &Ui,
     cluster: &Cluster,

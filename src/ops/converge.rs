@@ -320,10 +320,11 @@ async fn sync_services(
     // whatever their recorded digest says.
     let mut drifted = BTreeSet::new();
     if refresh {
+        // (Minions whose rules are behind etcd are rewritten anyway.)
         let ready: BTreeSet<String> = state
             .minions
             .keys()
-            .filter(|m| state.ready(m))
+            .filter(|m| state.ready(m) && !stale.contains(*m))
             .cloned()
             .collect();
         outcome.unreachable.extend(connections.ensure(&ready).await);

@@ -4,6 +4,7 @@ use super::Cluster;
 use crate::model::Labels;
 use crate::output::{self, MinionView};
 use crate::selector::Selector;
+use crate::state::ClusterState;
 use crate::ui::Ui;
 use miette::miette;
 
@@ -37,149 +38,287 @@ impl Resource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
+    /// The table with more columns.
+    Wide,
     Json,
     Yaml,
     /// `kind/id` per line, as kubectl's `-o name`, for scripts.
     Name,
 }
 
-pub async fn get(
-    ui: &Ui,
-    name: &str,
-    resource: Resource,
-    id: Option<&str>,
-    format: Format,
-    selector: Option<&Selector>,
-    headers: bool,
-) -> miette::Result<()> {
-    let cluster = Cluster::open(name)?;
-    let mut store = cluster.store().await?;
-    if resource == Resource::Events {
-        return events(ui, &mut store, format, headers).await;
-    }
-    let state = store.snapshot().await?.state;
+/// What `kctl get` was asked to show.
+pub struct Query<'a> {
+    pub resource: Resource,
+    pub id: Option<&'a str>,
+    pub selector: Option<&'a Selector>,
+    pub format: Format,
+    pub headers: bool,
+    /// Keep printing what changes (`-w`).
+    pub watch: bool,
+}
+
+/// The objects a query selects from `state`: each as a table row (keyed
+/// by id, with the table's header) and as its v1beta1 JSON. Pure.
+pub struct View {
+    pub header: String,
+    pub rows: Vec<(String, String)>,
+    pub objects: Vec<(String, serde_json::Value)>,
+    pub list_kind: &'static str,
+}
+
+fn table_rows(table: &str) -> (String, Vec<String>) {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default().to_string();
+    (header, lines.map(str::to_string).collect())
+}
+
+pub fn view(state: &ClusterState, q: &Query) -> View {
     let keep = |obj_id: &str, labels: &Labels| {
-        id.is_none_or(|want| want == obj_id) && selector.is_none_or(|s| s.matches(labels))
+        q.id.is_none_or(|want| want == obj_id) && q.selector.is_none_or(|s| s.matches(labels))
     };
-    let (table, list) = match resource {
-        Resource::Pods => {
-            let pods: Vec<_> = state
-                .pods
-                .values()
-                .filter(|p| keep(&p.pod.id, &p.pod.labels))
-                .collect();
-            let items = pods.iter().map(|p| output::pod_json(&state, p)).collect();
-            (
-                output::pods_table(&state, &pods),
-                output::list("PodList", items),
-            )
-        }
-        Resource::Controllers => {
-            let rcs: Vec<_> = state
-                .controllers
-                .values()
-                .filter(|r| keep(&r.id, &r.labels))
-                .collect();
-            let items = rcs
-                .iter()
-                .map(|r| output::controller_json(&state, r))
-                .collect();
-            (
-                output::controllers_table(&state, &rcs),
-                output::list("ReplicationControllerList", items),
-            )
-        }
-        Resource::Services | Resource::Endpoints => {
-            let svcs: Vec<_> = state
-                .services
-                .values()
-                .filter(|r| keep(&r.service.id, &r.service.labels))
-                .collect();
-            if resource == Resource::Services {
-                let items = svcs
-                    .iter()
-                    .map(|r| output::service_json(&state, r))
+    let wide = q.format == Format::Wide;
+    let (table, objects, list_kind): (String, Vec<(String, serde_json::Value)>, _) =
+        match q.resource {
+            Resource::Pods => {
+                let pods: Vec<_> = state
+                    .pods
+                    .values()
+                    .filter(|p| keep(&p.pod.id, &p.pod.labels))
                     .collect();
                 (
-                    output::services_table(&state, &svcs),
-                    output::list("ServiceList", items),
-                )
-            } else {
-                let items = svcs
-                    .iter()
-                    .map(|r| output::endpoints_json(&state, r))
-                    .collect();
-                (
-                    output::endpoints_table(&state, &svcs),
-                    output::list("EndpointsList", items),
+                    output::pods_table(state, &pods, wide),
+                    pods.iter()
+                        .map(|p| (p.pod.id.clone(), output::pod_json(state, p)))
+                        .collect(),
+                    "PodList",
                 )
             }
-        }
-        Resource::Events => unreachable!("answered above"),
-        Resource::Minions => {
-            let none = Labels::new();
-            let views: Vec<MinionView> = state
-                .minions
-                .values()
-                .filter(|m| keep(&m.id, &none))
-                .map(|m| MinionView {
-                    record: m,
-                    // Ready while its helper's heartbeat lease lives and
-                    // says the minion can run pods.
-                    ready: state.ready(&m.id),
-                    reason: state.not_ready.get(&m.id).cloned(),
-                    last_seen: state.last_seen.get(&m.id).copied(),
-                })
-                .collect();
-            let items = views.iter().map(output::minion_json).collect();
-            (
-                output::minions_table(&views, output::unix_now()),
-                output::list("MinionList", items),
-            )
-        }
+            Resource::Controllers => {
+                let rcs: Vec<_> = state
+                    .controllers
+                    .values()
+                    .filter(|r| keep(&r.id, &r.labels))
+                    .collect();
+                (
+                    output::controllers_table(state, &rcs, wide),
+                    rcs.iter()
+                        .map(|r| (r.id.clone(), output::controller_json(state, r)))
+                        .collect(),
+                    "ReplicationControllerList",
+                )
+            }
+            Resource::Services => {
+                let svcs: Vec<_> = state
+                    .services
+                    .values()
+                    .filter(|r| keep(&r.service.id, &r.service.labels))
+                    .collect();
+                (
+                    output::services_table(state, &svcs, wide),
+                    svcs.iter()
+                        .map(|r| (r.service.id.clone(), output::service_json(state, r)))
+                        .collect(),
+                    "ServiceList",
+                )
+            }
+            Resource::Endpoints => {
+                let svcs: Vec<_> = state
+                    .services
+                    .values()
+                    .filter(|r| keep(&r.service.id, &r.service.labels))
+                    .collect();
+                (
+                    output::endpoints_table(state, &svcs),
+                    svcs.iter()
+                        .map(|r| (r.service.id.clone(), output::endpoints_json(state, r)))
+                        .collect(),
+                    "EndpointsList",
+                )
+            }
+            Resource::Minions | Resource::Events => {
+                let none = Labels::new();
+                let views: Vec<MinionView> = state
+                    .minions
+                    .values()
+                    .filter(|m| keep(&m.id, &none))
+                    .map(|m| MinionView::of(state, m))
+                    .collect();
+                (
+                    output::minions_table(&views, output::unix_now(), wide),
+                    views
+                        .iter()
+                        .map(|m| (m.record.id.clone(), output::minion_json(m)))
+                        .collect(),
+                    "MinionList",
+                )
+            }
+        };
+    let (header, rows) = table_rows(&table);
+    let rows = objects.iter().map(|(id, _)| id.clone()).zip(rows).collect();
+    View {
+        header,
+        rows,
+        objects,
+        list_kind,
+    }
+}
+
+fn plural(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Pods => "pods",
+        Resource::Controllers => "rc",
+        Resource::Services => "services",
+        Resource::Endpoints => "endpoints",
+        Resource::Minions => "minions",
+        Resource::Events => "events",
+    }
+}
+
+fn name_kind(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Pods => "pod",
+        Resource::Controllers => "replicationcontroller",
+        Resource::Services => "service",
+        Resource::Endpoints => "endpoints",
+        Resource::Minions => "minion",
+        Resource::Events => "event",
+    }
+}
+
+pub async fn get(ui: &Ui, name: &str, q: &Query<'_>) -> miette::Result<()> {
+    let cluster = Cluster::open(name)?;
+    let mut store = cluster.store().await?;
+    if q.resource == Resource::Events {
+        return events(ui, &mut store, q.format, q.headers).await;
+    }
+    // Watching starts before the first read, so no change falls between.
+    let changes = match q.watch {
+        true => Some(store.watch_everything().await?),
+        false => None,
     };
-    if let Some(want) = id {
-        if list["items"].as_array().is_some_and(|a| a.is_empty()) {
-            return Err(miette!("{want} not found"));
+    let state = store.snapshot().await?.state;
+    let first = view(&state, q);
+    if let Some(want) = q.id {
+        if first.objects.is_empty() && changes.is_none() {
+            return Err(miette!(
+                help = format!("`kctl get {}` lists what there is", plural(q.resource)),
+                "{} {want:?} not found",
+                name_kind(q.resource)
+            ));
         }
     }
-    // One object asked for by id is printed as itself, not in a list, so
-    // what `get ID -o yaml` prints can be applied again.
-    let shown = match id {
-        Some(_) => list["items"][0].clone(),
-        None => list.clone(),
+    print_view(ui, q, &first, None)?;
+    let Some(changes) = changes else {
+        return Ok(());
     };
-    match format {
-        Format::Table if headers => ui.out(table),
-        // The header is the first line of every table.
-        Format::Table => {
-            let rows = table.split_once('\n').map_or("", |(_, rows)| rows);
-            if !rows.is_empty() {
-                ui.out(rows);
+    // `-w`: each object again whenever what is shown of it changes, until
+    // Ctrl-C; one that goes away is shown once more, marked deleted.
+    let mut shown = first;
+    loop {
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        if changes.ended() {
+            return Err(miette!(
+                help = "run the command again",
+                "the watch on etcd ended"
+            ));
+        }
+        let state = store.snapshot().await?.state;
+        let next = view(&state, q);
+        print_view(ui, q, &next, Some(&shown))?;
+        shown = next;
+    }
+}
+
+/// Prints `view`; with `before`, only what changed since it (`-w`).
+fn print_view(ui: &Ui, q: &Query, view: &View, before: Option<&View>) -> miette::Result<()> {
+    let changed = |id: &str, now: &dyn Fn(&View) -> Option<String>| match before {
+        None => true,
+        Some(b) => now(b) != now(view) || !b.objects.iter().any(|(i, _)| i == id),
+    };
+    let row_of = |v: &View, id: &str| v.rows.iter().find(|(i, _)| i == id).map(|(_, r)| r.clone());
+    let gone: Vec<&(String, String)> = before
+        .map(|b| {
+            b.rows
+                .iter()
+                .filter(|(id, _)| !view.rows.iter().any(|(i, _)| i == id))
+                .collect()
+        })
+        .unwrap_or_default();
+    match q.format {
+        Format::Table | Format::Wide => {
+            let mut lines = Vec::new();
+            if before.is_none() && q.headers {
+                lines.push(view.header.clone());
+            }
+            for (id, row) in &view.rows {
+                if changed(id, &|v| row_of(v, id)) {
+                    lines.push(row.clone());
+                }
+            }
+            for (_, row) in gone {
+                lines.push(format!("{row}   (deleted)"));
+            }
+            if !lines.is_empty() {
+                ui.out(lines.join("\n"));
             }
         }
         Format::Name => {
-            let kind = match resource {
-                Resource::Pods => "pod",
-                Resource::Controllers => "replicationcontroller",
-                Resource::Services => "service",
-                Resource::Endpoints => "endpoints",
-                Resource::Minions => "minion",
-                Resource::Events => "event",
-            };
-            let names: Vec<String> = list["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|item| item["id"].as_str())
-                .map(|id| format!("{kind}/{id}\n"))
+            let kind = name_kind(q.resource);
+            let mut lines: Vec<String> = view
+                .rows
+                .iter()
+                .filter(|(id, _)| changed(id, &|v| row_of(v, id)))
+                .map(|(id, _)| format!("{kind}/{id}"))
                 .collect();
-            if !names.is_empty() {
-                ui.out(names.concat().trim_end());
+            lines.extend(gone.iter().map(|(id, _)| format!("{kind}/{id} (deleted)")));
+            if !lines.is_empty() {
+                ui.out(lines.join("\n"));
             }
         }
-        Format::Json => ui.out(serde_json::to_string_pretty(&shown).unwrap_or_default()),
-        Format::Yaml => ui.out(serde_yaml_ng::to_string(&shown).map_err(super::report)?),
+        Format::Json | Format::Yaml => {
+            let json_of = |v: &View, id: &str| {
+                v.objects
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, o)| o.to_string())
+            };
+            let shown: Vec<serde_json::Value> = match before {
+                // One object asked for by id is printed as itself, not in
+                // a list, so what `get ID -o yaml` prints applies again.
+                None if q.id.is_some() && !q.watch => {
+                    view.objects.iter().map(|(_, o)| o.clone()).collect()
+                }
+                None if !q.watch => vec![output::list(
+                    view.list_kind,
+                    view.objects.iter().map(|(_, o)| o.clone()).collect(),
+                )],
+                _ => view
+                    .objects
+                    .iter()
+                    .filter(|(id, _)| changed(id, &|v| json_of(v, id)))
+                    .map(|(_, o)| o.clone())
+                    .collect(),
+            };
+            for value in shown {
+                match q.format {
+                    Format::Json => {
+                        ui.out(serde_json::to_string_pretty(&value).unwrap_or_default())
+                    }
+                    _ => {
+                        let text = serde_yaml_ng::to_string(&value).map_err(super::report)?;
+                        // Documents, so a watch's output parses as a stream.
+                        ui.out(if q.watch {
+                            format!("---\n{text}")
+                        } else {
+                            text
+                        });
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -195,7 +334,7 @@ async fn events(
     let now = crate::events::now_ms();
     let items: Vec<serde_json::Value> = events.iter().map(output::event_json).collect();
     match format {
-        Format::Table => {
+        Format::Table | Format::Wide => {
             let table = output::describe::events_table(&events, now);
             let text = if headers {
                 table.as_str()

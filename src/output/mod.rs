@@ -22,6 +22,10 @@ pub struct MinionView<'a> {
     pub reason: Option<String>,
     /// Unix time of the last heartbeat.
     pub last_seen: Option<u64>,
+    /// The helper's version and binary digest, as it recorded them.
+    pub helper: Option<String>,
+    /// How many pods are bound to it.
+    pub pods: usize,
 }
 
 /// Unix time in seconds now.
@@ -30,6 +34,26 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+impl<'a> MinionView<'a> {
+    /// The minion as the state knows it.
+    pub fn of(state: &ClusterState, record: &'a MinionRecord) -> MinionView<'a> {
+        let id = &record.id;
+        MinionView {
+            record,
+            // Ready while its helper's heartbeat lease lives and says the
+            // minion can run pods.
+            ready: state.ready(id),
+            reason: state.not_ready.get(id).cloned(),
+            last_seen: state.last_seen.get(id).copied(),
+            helper: state
+                .helper_versions
+                .get(id)
+                .map(|v| format!("{} ({})", v.version, v.sha256)),
+            pods: state.pods_on(id).count(),
+        }
+    }
 }
 
 fn seconds_ago(then: Option<u64>, now: u64) -> String {
@@ -74,7 +98,9 @@ fn pod_phase(state: &ClusterState, pod: &PodRecord) -> (PodPhase, Option<String>
     }
 }
 
-pub fn pods_table(state: &ClusterState, pods: &[&PodRecord]) -> String {
+/// `kctl get pods`; `wide` adds the containers, their restarts and the
+/// owning controller.
+pub fn pods_table(state: &ClusterState, pods: &[&PodRecord], wide: bool) -> String {
     let rows = pods
         .iter()
         .map(|p| {
@@ -84,29 +110,50 @@ pub fn pods_table(state: &ClusterState, pods: &[&PodRecord]) -> String {
                 .map(|m| format!("{}/{}", p.host, m.host_ip))
                 .unwrap_or_else(|| p.host.clone());
             let (phase, _) = pod_phase(state, p);
-            let pod_ip = state
-                .statuses
-                .get(&p.pod.id)
+            let status = state.statuses.get(&p.pod.id);
+            let pod_ip = status
                 .and_then(|s| s.pod_ip)
                 .map(|ip| ip.to_string())
                 .unwrap_or_default();
-            vec![
+            let mut row = vec![
                 p.pod.id.clone(),
                 p.pod.spec.images().join(","),
                 host_ip,
                 or_none(format_labels(&p.pod.labels)),
                 phase.as_str().to_string(),
                 or_none(pod_ip),
-            ]
+            ];
+            if wide {
+                let names: Vec<&str> = p
+                    .pod
+                    .spec
+                    .containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let restarts: u32 = status
+                    .filter(|s| s.spec_hash == p.spec_hash())
+                    .map_or(0, |s| s.containers.iter().map(|c| c.restart_count).sum());
+                row.push(names.join(","));
+                row.push(restarts.to_string());
+                row.push(p.owner.clone().unwrap_or_else(|| "<none>".into()));
+            }
+            row
         })
         .collect();
-    table(
-        &["NAME", "IMAGE(S)", "HOST", "LABELS", "STATUS", "POD IP"],
-        rows,
-    )
+    let mut header = vec!["NAME", "IMAGE(S)", "HOST", "LABELS", "STATUS", "POD IP"];
+    if wide {
+        header.extend(["CONTAINER(S)", "RESTARTS", "CONTROLLER"]);
+    }
+    table(&header, rows)
 }
 
-pub fn controllers_table(state: &ClusterState, rcs: &[&ReplicationController]) -> String {
+/// `kctl get rc`; `wide` adds the containers and the minions the pods run on.
+pub fn controllers_table(
+    state: &ClusterState,
+    rcs: &[&ReplicationController],
+    wide: bool,
+) -> String {
     let rows = rcs
         .iter()
         .map(|rc| {
@@ -114,36 +161,69 @@ pub fn controllers_table(state: &ClusterState, rcs: &[&ReplicationController]) -
                 .pods_owned_by(&rc.id)
                 .filter(|p| pod_phase(state, p).0 == PodPhase::Running)
                 .count();
-            vec![
+            let mut row = vec![
                 rc.id.clone(),
                 rc.template.spec.images().join(","),
                 format_labels(&rc.selector),
                 format!("{}/{}", running, rc.replicas),
-            ]
+            ];
+            if wide {
+                let names: Vec<&str> = rc
+                    .template
+                    .spec
+                    .containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let mut hosts: Vec<&str> = state
+                    .pods_owned_by(&rc.id)
+                    .map(|p| p.host.as_str())
+                    .collect();
+                hosts.sort();
+                hosts.dedup();
+                row.push(names.join(","));
+                row.push(or_none(hosts.join(",")));
+            }
+            row
         })
         .collect();
-    table(&["NAME", "IMAGE(S)", "SELECTOR", "REPLICAS"], rows)
+    let mut header = vec!["NAME", "IMAGE(S)", "SELECTOR", "REPLICAS"];
+    if wide {
+        header.extend(["CONTAINER(S)", "MINIONS"]);
+    }
+    table(&header, rows)
 }
 
-pub fn services_table(state: &ClusterState, services: &[&ServiceRecord]) -> String {
+/// `kctl get services`; `wide` adds the container port and the endpoints.
+pub fn services_table(state: &ClusterState, services: &[&ServiceRecord], wide: bool) -> String {
     let rows = services
         .iter()
         .map(|r| {
             let s = &r.service;
-            vec![
+            let mut row = vec![
                 s.id.clone(),
                 or_none(format_labels(&s.labels)),
                 format_labels(&s.selector),
                 r.portal_ip.to_string(),
                 format!("{}/{}", s.port, s.protocol.as_upper()),
                 endpoints_of(state, &s.id).len().to_string(),
-            ]
+            ];
+            if wide {
+                row.push(
+                    s.container_port
+                        .as_ref()
+                        .map_or("<first>".to_string(), |p| p.to_string()),
+                );
+                row.push(or_none(endpoint_addresses(state, &s.id).join(",")));
+            }
+            row
         })
         .collect();
-    table(
-        &["NAME", "LABELS", "SELECTOR", "IP", "PORT", "ENDPOINTS"],
-        rows,
-    )
+    let mut header = vec!["NAME", "LABELS", "SELECTOR", "IP", "PORT", "ENDPOINTS"];
+    if wide {
+        header.extend(["CONTAINER PORT", "ENDPOINT ADDRESSES"]);
+    }
+    table(&header, rows)
 }
 
 fn endpoints_of<'a>(state: &'a ClusterState, service: &str) -> &'a [Endpoint] {
@@ -183,12 +263,13 @@ pub fn endpoints_json(state: &ClusterState, r: &ServiceRecord) -> Value {
     })
 }
 
-/// `now`: unix seconds, what LAST SEEN counts from.
-pub fn minions_table(minions: &[MinionView], now: u64) -> String {
+/// `kctl get minions`; `now`: unix seconds, what LAST SEEN counts from;
+/// `wide` adds the helper's version and how many pods the minion has.
+pub fn minions_table(minions: &[MinionView], now: u64, wide: bool) -> String {
     let rows = minions
         .iter()
         .map(|m| {
-            vec![
+            let mut row = vec![
                 m.record.id.clone(),
                 m.record.host_ip.to_string(),
                 m.record.pod_cidr.clone(),
@@ -197,13 +278,19 @@ pub fn minions_table(minions: &[MinionView], now: u64) -> String {
                     None => minion_status(m.ready).to_string(),
                 },
                 seconds_ago(m.last_seen, now),
-            ]
+            ];
+            if wide {
+                row.push(m.helper.clone().unwrap_or_else(|| "<unknown>".into()));
+                row.push(m.pods.to_string());
+            }
+            row
         })
         .collect();
-    table(
-        &["NAME", "ADDRESS", "POD RANGE", "STATUS", "LAST SEEN"],
-        rows,
-    )
+    let mut header = vec!["NAME", "ADDRESS", "POD RANGE", "STATUS", "LAST SEEN"];
+    if wide {
+        header.extend(["KCTL-NODE", "PODS"]);
+    }
+    table(&header, rows)
 }
 
 fn minion_status(ready: bool) -> &'static str {
@@ -556,7 +643,7 @@ mod tests {
     #[test]
     fn pods_table_has_v05_columns() {
         let (state, pod) = state_with_pod();
-        let text = pods_table(&state, &[&pod]);
+        let text = pods_table(&state, &[&pod], false);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with("NAME "),

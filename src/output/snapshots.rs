@@ -312,26 +312,28 @@ fn get_tables() {
     let minions: Vec<MinionView> = state
         .minions
         .values()
-        .map(|m| MinionView {
-            record: m,
-            ready: state.ready(&m.id),
-            reason: state.not_ready.get(&m.id).cloned(),
-            last_seen: state.last_seen.get(&m.id).copied(),
-        })
+        .map(|m| MinionView::of(&state, m))
         .collect();
-    let text = [
-        "$ kctl get pods",
-        &pods_table(&state, &pods),
-        "$ kctl get rc",
-        &controllers_table(&state, &rcs),
-        "$ kctl get services",
-        &services_table(&state, &services),
-        "$ kctl get endpoints",
-        &endpoints_table(&state, &services),
-        "$ kctl get minions",
-        &minions_table(&minions, NOW_MS / 1000),
-    ]
-    .join("\n");
+    let mut text = String::new();
+    for wide in [false, true] {
+        let o = if wide { " -o wide" } else { "" };
+        text.push_str(
+            &[
+                format!("$ kctl get pods{o}"),
+                pods_table(&state, &pods, wide),
+                format!("$ kctl get rc{o}"),
+                controllers_table(&state, &rcs, wide),
+                format!("$ kctl get services{o}"),
+                services_table(&state, &services, wide),
+                "$ kctl get endpoints".to_string(),
+                endpoints_table(&state, &services),
+                format!("$ kctl get minions{o}"),
+                minions_table(&minions, NOW_MS / 1000, wide),
+            ]
+            .join("\n"),
+        );
+        text.push('\n');
+    }
     assert_snapshot("get", &text);
 }
 
