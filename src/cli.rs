@@ -359,6 +359,39 @@ pub enum Command {
         #[arg(short, long, value_enum)]
         output: Option<ManifestFormat>,
     },
+    /// Move a replication controller's pods to a new image (or template)
+    /// one at a time, never below its count of serving pods; a pod that
+    /// does not become ready stops the update and rolls it back.
+    #[command(after_help = "Examples:
+  kctl rollingupdate rc tomcatController --image tutum/tomcat:8
+  kctl rollingupdate rc web --image nginx:1.27 -c web --update-period 30s
+  kctl rollingupdate rc web -f web-controller-v2.json
+
+A new pod must be Running, pass its liveness probe and be in its services'
+endpoints on every minion before an old one is taken out of them, and the
+old one stops only once every minion's rules have forgotten it. Exit status
+1 when the update failed (and was rolled back), with the reason.")]
+    Rollingupdate {
+        /// rc (replicationController).
+        resource: String,
+        /// The controller's id.
+        id: String,
+        /// The new image.
+        #[arg(long, required_unless_present = "files", conflicts_with = "files")]
+        image: Option<String>,
+        /// Which container takes the image [default: the only one].
+        #[arg(short = 'c', long, requires = "image")]
+        container: Option<String>,
+        /// A file with the controller as it is to be (same id).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// The pause between one pod's replacement and the next.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        update_period: std::time::Duration,
+        /// How long a new pod may take to become ready.
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Check manifests as `apply` would, with no cluster: for CI. Exit
     /// status 1 with every problem's file, line and column.
     #[command(after_help = "Examples:
@@ -499,6 +532,24 @@ fn check_provider_flags(o: &ops::up::UpOptions) -> miette::Result<()> {
             o.provider.name()
         ))
     }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |at| text.split_at(at));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: the unit is one of ms, s, m, h")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
 
 fn kind_of(word: &str) -> miette::Result<Kind> {
@@ -811,6 +862,46 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 }
             }
         }
+        Command::Rollingupdate {
+            resource,
+            id,
+            image,
+            container,
+            files,
+            update_period,
+            timeout,
+        } => {
+            if kind_of(&resource)? != Kind::ReplicationController {
+                return Err(usage(
+                    &format!("cannot roll out {resource:?}"),
+                    "kctl rollingupdate rc ID --image IMAGE",
+                ));
+            }
+            let target = match image {
+                Some(image) => ops::rollout::Target::Image { image, container },
+                None => {
+                    let loaded = crate::manifest::load_paths(&files)?;
+                    let mut controllers = loaded.objects.into_iter().filter_map(|o| match o {
+                        crate::model::Object::ReplicationController(rc) => Some(rc),
+                        _ => None,
+                    });
+                    match (controllers.next(), controllers.next()) {
+                        (Some(rc), None) => ops::rollout::Target::Controller(rc),
+                        _ => {
+                            return Err(usage(
+                                "the files must hold exactly one replicationController",
+                                "kctl rollingupdate rc ID -f CONTROLLER.json",
+                            ))
+                        }
+                    }
+                }
+            };
+            let options = ops::rollout::RolloutOptions {
+                update_period,
+                timeout,
+            };
+            ops::rollout::rolling_update(&ui, name, &id, target, options).await
+        }
         Command::Validate { files } => ops::apply::validate(&ui, &files),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -838,6 +929,18 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10 s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3d").is_err());
     }
 
     #[test]

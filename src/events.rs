@@ -88,6 +88,13 @@ pub fn of_plan(before: &ClusterState, ops: &[Op]) -> Vec<Event> {
                             ));
                         }
                     }
+                    Some(old) if !old.draining && p.draining => out.push(event(
+                        Pod,
+                        id,
+                        "Draining",
+                        "out of its services' endpoints; it stops once every minion forgot it"
+                            .into(),
+                    )),
                     Some(old) if old.host != p.host => out.push(event(
                         Pod,
                         id,
@@ -302,6 +309,7 @@ mod tests {
             },
             host: host.into(),
             owner: owner.map(str::to_string),
+            draining: false,
         }
     }
 

@@ -47,6 +47,10 @@ pub struct PodRecord {
     /// The replication controller that owns it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// On its way out (a rolling update replaced it): out of its services'
+    /// endpoints, still running until every minion's rules forgot it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 impl PodRecord {
@@ -137,6 +141,22 @@ pub struct ClusterState {
     pub helper_versions: BTreeMap<String, HelperVersion>,
     /// Per minion, unix time of the helper's last heartbeat.
     pub last_seen: BTreeMap<String, u64>,
+    /// Controllers in a rolling update, which neither `apply` nor the
+    /// leader touch meanwhile.
+    pub rollouts: BTreeMap<String, Rollout>,
+}
+
+/// A rolling update in progress: kept on the lease of the `kctl` that
+/// runs it, so it ends with that process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// The template the controller's pods are being moved to.
+    pub to: crate::model::PodTemplate,
+    /// Who runs it, for messages: `user@host pid N`.
+    pub by: String,
+    /// Unix time it began.
+    pub since: u64,
 }
 
 /// A helper's version, as it records it when it starts: kctl's version

@@ -13,6 +13,7 @@
 //! /kctl/<cluster>/seen/<minion>       unix time of the helper's last heartbeat
 //! /kctl/<cluster>/versions/<minion>   the helper's version and binary digest
 //! /kctl/<cluster>/generation          bumped by every change of desired state
+//! /kctl/<cluster>/rollouts/<rc>       Rollout, on the lease of the kctl running it
 //!
 //! /kctl-events/<cluster>/<kind>/<id>/<time>-<nonce>   Event (on a lease of 2 h)
 //! ```
@@ -68,6 +69,11 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("the heartbeat lease of {minion} expired")]
     LeaseLost { minion: String },
+    #[error("replicationController {controller} is in a rolling update already ({by})")]
+    #[diagnostic(help(
+        "wait for it to finish; if its kctl was stopped, it ends by itself within 15 s"
+    ))]
+    RolloutBusy { controller: String, by: String },
 }
 
 impl From<etcd_client::Error> for StoreError {
@@ -267,6 +273,11 @@ impl Store {
                     state
                         .controllers
                         .insert(id.into(), decode::<ReplicationController>(&key, value)?);
+                }
+                Some(("rollouts", id)) => {
+                    state
+                        .rollouts
+                        .insert(id.into(), decode::<crate::state::Rollout>(&key, value)?);
                 }
                 Some(("pods", id)) => {
                     state
@@ -665,6 +676,95 @@ impl Store {
             .kvs()
             .first()
             .is_some_and(|kv| kv.value() == minion.as_bytes()))
+    }
+}
+
+/// How long a rolling update outlives the kctl running it.
+const ROLLOUT_LEASE_SECONDS: i64 = 15;
+
+impl Store {
+    /// Marks `controller` as in a rolling update, on a lease this process
+    /// keeps alive: the mark ends with the process if it dies. Fails if
+    /// another update of it runs.
+    pub async fn begin_rollout(
+        &self,
+        controller: &str,
+        rollout: &crate::state::Rollout,
+    ) -> Result<RolloutMark, StoreError> {
+        let mut client = self.client.clone();
+        let lease = client.lease_grant(ROLLOUT_LEASE_SECONDS, None).await?.id();
+        let key = self.key("rollouts", controller);
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                json(rollout),
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let resp = client.txn(txn).await?;
+        if !resp.succeeded() {
+            let _ = client.lease_revoke(lease).await;
+            let by = resp
+                .op_responses()
+                .into_iter()
+                .find_map(|r| match r {
+                    etcd_client::TxnOpResponse::Get(g) => {
+                        g.kvs().first().map(|kv| kv.value().to_vec())
+                    }
+                    _ => None,
+                })
+                .and_then(|v| serde_json::from_slice::<crate::state::Rollout>(&v).ok())
+                .map_or_else(|| "by another kctl".to_string(), |r| r.by);
+            return Err(StoreError::RolloutBusy {
+                controller: controller.to_string(),
+                by,
+            });
+        }
+        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+        let keep = tokio::spawn(async move {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match responses.message().await {
+                    Ok(Some(r)) if r.ttl() > 0 => {}
+                    _ => break,
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        });
+        Ok(RolloutMark {
+            client,
+            lease,
+            keep,
+        })
+    }
+}
+
+/// A controller's rolling-update mark, held while this value lives.
+pub struct RolloutMark {
+    client: Client,
+    lease: i64,
+    keep: tokio::task::JoinHandle<()>,
+}
+
+impl RolloutMark {
+    /// Whether the mark still holds (its lease is kept alive).
+    pub fn holds(&self) -> bool {
+        !self.keep.is_finished()
+    }
+
+    /// Ends the update: the mark goes at once, with its lease.
+    pub async fn end(mut self) {
+        self.keep.abort();
+        let _ = self.client.lease_revoke(self.lease).await;
+    }
+}
+
+impl Drop for RolloutMark {
+    fn drop(&mut self) {
+        self.keep.abort();
     }
 }
 

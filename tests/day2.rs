@@ -552,3 +552,164 @@ fn run_makes_a_controller_and_its_service_and_get_watches_them() {
 
     cluster.down_and_check();
 }
+
+/// Requests the portal from inside minion 1 until told to stop; counts
+/// answers and failures (with the first few failures' words).
+fn hammer(
+    cluster: &TestCluster,
+    url: String,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<(usize, Vec<String>)>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ns = format!("--net=/run/netns/kctl-{}-minion-1", cluster.name);
+    let flag = stop.clone();
+    let worker = std::thread::spawn(move || {
+        let (mut ok, mut failures) = (0, Vec::new());
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = std::process::Command::new("nsenter")
+                .args([
+                    ns.as_str(),
+                    "curl",
+                    "-sS",
+                    "-f",
+                    "--max-time",
+                    "3",
+                    url.as_str(),
+                ])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                ok += 1;
+            } else {
+                failures.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            }
+        }
+        (ok, failures)
+    });
+    (stop, worker)
+}
+
+#[test]
+fn rolling_update_keeps_the_portal_answering_and_rolls_back_a_broken_image() {
+    let cluster = TestCluster::up("it-rolling", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    cluster.load_demo_image("tutum/tomcat:v2");
+    let service = r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "web", "port": 8080,
+      "selector": {"name": "web"}}"#;
+    let applied = cluster.kctl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"kind": "List", "items": [{}, {service}]}}"#,
+            common::web_controller("web", 3)
+        ),
+    );
+    assert!(applied.ok(), "{applied:?}");
+    let portal = cluster
+        .kctl(&["get", "services", "web", "-o", "json"])
+        .json()["portalIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let images = |cluster: &TestCluster| -> Vec<String> {
+        let mut images: Vec<String> = cluster
+            .pods()
+            .iter()
+            .filter(|p| p["labels"]["name"] == "web")
+            .map(|p| {
+                p["desiredState"]["manifest"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        images.sort();
+        images
+    };
+
+    // To a working image: every request through the portal is answered.
+    let (stop, worker) = hammer(&cluster, format!("http://{portal}:8080/hostname"));
+    std::thread::sleep(Duration::from_millis(500));
+    let rolled = cluster.kctl(&[
+        "rollingupdate",
+        "rc",
+        "web",
+        "--image",
+        "tutum/tomcat:v2",
+        "--update-period",
+        "1s",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, failures) = worker.join().unwrap();
+    assert!(rolled.ok(), "{rolled:?}");
+    assert!(rolled.stdout.contains("3 pod(s) replaced"), "{rolled:?}");
+    for step in ["[1/3]", "[2/3]", "[3/3]"] {
+        assert!(
+            rolled.stderr.contains(step),
+            "progress {step} in {rolled:?}"
+        );
+    }
+    eprintln!("{answered} requests answered during the rolling update");
+    assert!(answered > 20, "the hammer ran: {answered}");
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert_eq!(images(&cluster), ["tutum/tomcat:v2"; 3]);
+    let rc = cluster.kctl(&["get", "rc", "web", "-o", "json"]).json();
+    assert_eq!(
+        rc["desiredState"]["podTemplate"]["desiredState"]["manifest"]["containers"][0]["image"],
+        "tutum/tomcat:v2"
+    );
+    assert!(cluster
+        .pods()
+        .iter()
+        .all(|p| p["currentState"]["status"] == "Running"));
+
+    // To an image the minions do not have: the new pod never becomes
+    // ready, the update stops, rolls back and says why.
+    let broken = cluster.kctl(&[
+        "rollingupdate",
+        "rc",
+        "web",
+        "--image",
+        "tutum/tomcat:missing",
+        "--update-period",
+        "1s",
+        "--timeout",
+        "8s",
+    ]);
+    assert_eq!(broken.code, Some(1), "{broken:?}");
+    assert!(
+        broken.stderr.contains("did not become ready within 8s"),
+        "{broken:?}"
+    );
+    assert!(broken.stderr.contains("rolled back"), "{broken:?}");
+    assert!(
+        broken
+            .stderr
+            .contains("kctl image load tutum/tomcat:missing"),
+        "the minion's reason: {broken:?}"
+    );
+    assert_eq!(
+        images(&cluster),
+        ["tutum/tomcat:v2"; 3],
+        "every pod of the previous template"
+    );
+    let rc = cluster.kctl(&["get", "rc", "web", "-o", "json"]).json();
+    assert_eq!(
+        rc["desiredState"]["podTemplate"]["desiredState"]["manifest"]["containers"][0]["image"],
+        "tutum/tomcat:v2"
+    );
+    let described = cluster.kctl(&["describe", "rc", "web"]);
+    assert!(described.stdout.contains("RolledBack"), "{described:?}");
+    // The controller is free again: apply works on it.
+    let again = cluster.kctl(&["resize", "rc", "web", "2"]);
+    assert!(again.ok(), "{again:?}");
+
+    cluster.down_and_check();
+}

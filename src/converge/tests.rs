@@ -37,6 +37,7 @@ fn pod(id: &str, image: &str) -> PodRecord {
         },
         host: "minion-1".into(),
         owner: None,
+        draining: false,
     }
 }
 

@@ -36,11 +36,23 @@ async fn plan_and_commit(
     dry_run: bool,
     make_plan: impl Fn(&ClusterState) -> Result<Plan, PlanError>,
 ) -> miette::Result<(Plan, Snapshot)> {
-    let mut shown: Option<String> = None;
+    commit_planned(ui, store, dry_run, true, make_plan).await
+}
+
+/// `plan_and_commit` that prints the plan only if `show`: the steps of a
+/// rolling update say what they do in their own words.
+pub(crate) async fn commit_planned(
+    ui: &Ui,
+    store: &mut Store,
+    dry_run: bool,
+    show: bool,
+    make_plan: impl Fn(&ClusterState) -> Result<Plan, PlanError>,
+) -> miette::Result<(Plan, Snapshot)> {
+    let mut shown: Option<String> = if show { None } else { Some(String::new()) };
     for _ in 0..COMMIT_ATTEMPTS {
         let snapshot = store.snapshot().await?;
         let plan = make_plan(&snapshot.state).map_err(plan_report)?;
-        let text = plan.render();
+        let text = if show { plan.render() } else { String::new() };
         if shown.as_deref() != Some(text.as_str()) {
             if shown.is_some() {
                 ui.note("The cluster changed while planning; the plan is now:");

@@ -11,6 +11,7 @@ pub mod image;
 pub mod install;
 pub mod minion;
 pub mod reach;
+pub mod rollout;
 pub mod run;
 pub mod up;
 pub mod version;

@@ -552,6 +552,7 @@ mod tests {
             },
             host: "minion-1".into(),
             owner: Some("web".into()),
+            draining: false,
         };
         state.pods.insert(pod.pod.id.clone(), pod.clone());
         state.statuses.insert(
@@ -576,6 +577,7 @@ mod tests {
         let (mut state, pod) = state_with_pod();
         let bare = PodRecord {
             owner: None,
+            draining: false,
             ..pod.clone()
         };
         let rc = ReplicationController {

@@ -124,6 +124,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
             },
             host: host.into(),
             owner: Some("web".into()),
+            draining: false,
         };
         if running {
             state.statuses.insert(
@@ -170,6 +171,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
         },
         host: "minion-1".into(),
         owner: None,
+        draining: false,
     };
     state.statuses.insert(
         "duo".into(),

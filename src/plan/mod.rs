@@ -4,6 +4,7 @@
 //! the minions match).
 
 pub mod fields;
+pub mod rollout;
 pub mod schedule;
 
 pub use fields::FieldChange;
@@ -75,6 +76,8 @@ pub enum PlanError {
     NotFound { kind: Kind, id: String },
     #[error("no portal IP left for service {service}: all of {range} are taken")]
     PortalsExhausted { service: String, range: Ipv4Net },
+    #[error("replicationController {controller} is in a rolling update ({by})")]
+    RolloutInProgress { controller: String, by: String },
 }
 
 impl PlanError {
@@ -94,6 +97,9 @@ impl PlanError {
             PlanError::PortalsExhausted { .. } => Some(
                 "delete services you no longer need, or make the cluster with a larger --portal-net"
                     .into(),
+            ),
+            PlanError::RolloutInProgress { .. } => Some(
+                "wait for it to finish (`kctl get rc -w`); if its kctl was stopped, the update ends by itself within 15 s".into(),
             ),
         }
     }
@@ -204,6 +210,10 @@ struct Planner<'a> {
     /// Pods this plan deletes: no longer counted as a controller's.
     deleted: BTreeSet<String>,
     unschedulable: Vec<Unschedulable>,
+    /// The leader's reconcile leaves a controller in a rolling update
+    /// alone; `apply` refuses to change one.
+    reconciling: bool,
+    refused: Option<PlanError>,
 }
 
 impl<'a> Planner<'a> {
@@ -237,6 +247,8 @@ impl<'a> Planner<'a> {
             taken_ids: state.pods.keys().cloned().collect(),
             deleted: BTreeSet::new(),
             unschedulable: Vec::new(),
+            reconciling: false,
+            refused: None,
         }
     }
 
@@ -288,6 +300,7 @@ impl<'a> Planner<'a> {
                     pod,
                     host,
                     owner: owner.map(str::to_string),
+                    draining: false,
                 }));
                 Some(change)
             }
@@ -347,6 +360,15 @@ impl<'a> Planner<'a> {
     }
 
     fn controller(&mut self, rc: &ReplicationController, namer: &mut dyn PodNamer) {
+        if let Some(rollout) = self.state.rollouts.get(&rc.id) {
+            if !self.reconciling && self.refused.is_none() {
+                self.refused = Some(PlanError::RolloutInProgress {
+                    controller: rc.id.clone(),
+                    by: rollout.by.clone(),
+                });
+            }
+            return;
+        }
         let old = self.state.controllers.get(&rc.id);
         let owned: Vec<PodRecord> = self
             .state
@@ -358,10 +380,11 @@ impl<'a> Planner<'a> {
         let mut pods = Vec::new();
         let mut detail = Vec::new();
 
-        // Pods that no longer match the template are replaced, all of them.
-        let (current, stale): (Vec<PodRecord>, Vec<PodRecord>) = owned
-            .into_iter()
-            .partition(|p| p.pod.spec == rc.template.spec && p.pod.labels == rc.template.labels);
+        // Pods that no longer match the template are replaced, all of them,
+        // and so are pods left draining by a rolling update that ended.
+        let (current, stale): (Vec<PodRecord>, Vec<PodRecord>) = owned.into_iter().partition(|p| {
+            p.pod.spec == rc.template.spec && p.pod.labels == rc.template.labels && !p.draining
+        });
         if !stale.is_empty() {
             detail.push(format!(
                 "pod template changed: replaces {} pods",
@@ -468,6 +491,9 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(self) -> Result<Plan, PlanError> {
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
         if self.unschedulable.is_empty() {
             Ok(self.plan)
         } else {
@@ -510,7 +536,11 @@ pub fn plan_reconcile(
 ) -> (Plan, Vec<Unschedulable>) {
     // Deleting and creating pods allocates no portal: any range will do.
     let mut planner = Planner::new(state, Ipv4Net::default());
+    planner.reconciling = true;
     for rc in state.controllers.values() {
+        if state.rollouts.contains_key(&rc.id) {
+            continue;
+        }
         let lost: Vec<PodRecord> = state
             .pods_owned_by(&rc.id)
             .filter(|p| !state.heartbeats.contains(&p.host))

@@ -46,7 +46,7 @@ pub fn endpoints(state: &ClusterState) -> BTreeMap<String, Vec<Endpoint>> {
             let svc = &record.service;
             let mut eps: Vec<Endpoint> = state
                 .pods_matching(&svc.selector)
-                .filter(|p| state.pod_is_current(p))
+                .filter(|p| state.pod_is_current(p) && !p.draining)
                 // A pod on a minion that stopped heartbeating is not served,
                 // whatever its last status said.
                 .filter(|p| state.heartbeats.contains(&p.host))

@@ -49,6 +49,7 @@ fn add_pod(state: &mut ClusterState, id: &str, name: &str, ip: &str, phase: PodP
         },
         host: "minion-1".into(),
         owner: None,
+        draining: false,
     };
     state.statuses.insert(
         id.into(),
