@@ -144,6 +144,9 @@ pub struct ClusterState {
     /// Controllers in a rolling update, which neither `apply` nor the
     /// leader touch meanwhile.
     pub rollouts: BTreeMap<String, Rollout>,
+    /// Minions on their way out of the cluster (`up --minions` fewer):
+    /// they get no new pods, and theirs are moved.
+    pub cordoned: std::collections::BTreeSet<String>,
 }
 
 /// A rolling update in progress: kept on the lease of the `kctl` that
@@ -202,6 +205,11 @@ impl ClusterState {
     /// minions get new pods.
     pub fn ready(&self, minion: &str) -> bool {
         self.heartbeats.contains(minion) && !self.not_ready.contains_key(minion)
+    }
+
+    /// Ready and not on its way out: may get new pods.
+    pub fn schedulable(&self, minion: &str) -> bool {
+        self.ready(minion) && !self.cordoned.contains(minion)
     }
 
     pub fn pods_on<'a>(&'a self, minion: &'a str) -> impl Iterator<Item = &'a PodRecord> + 'a {

@@ -14,6 +14,7 @@
 //! /kctl/<cluster>/versions/<minion>   the helper's version and binary digest
 //! /kctl/<cluster>/generation          bumped by every change of desired state
 //! /kctl/<cluster>/rollouts/<rc>       Rollout, on the lease of the kctl running it
+//! /kctl/<cluster>/cordoned/<minion>   present while the minion is being removed
 //!
 //! /kctl-events/<cluster>/<kind>/<id>/<time>-<nonce>   Event (on a lease of 2 h)
 //! ```
@@ -274,6 +275,9 @@ impl Store {
                         .controllers
                         .insert(id.into(), decode::<ReplicationController>(&key, value)?);
                 }
+                Some(("cordoned", minion)) => {
+                    state.cordoned.insert(minion.into());
+                }
                 Some(("rollouts", id)) => {
                     state
                         .rollouts
@@ -395,6 +399,46 @@ impl Store {
         self.client
             .put(self.key("rules", minion), json(&digest), None)
             .await?;
+        Ok(())
+    }
+
+    /// Marks a minion as on its way out: the scheduler passes it by. A
+    /// change of desired state (the generation moves), so the helpers act.
+    pub async fn cordon(&mut self, minion: &str) -> Result<(), StoreError> {
+        let txn = Txn::new().and_then([
+            TxnOp::put(self.key("cordoned", minion), "", None),
+            TxnOp::put(self.generation_key(), "", None),
+        ]);
+        self.client.txn(txn).await?;
+        Ok(())
+    }
+
+    /// Takes the mark of `cordon` away again.
+    pub async fn uncordon(&mut self, minion: &str) -> Result<(), StoreError> {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(self.key("cordoned", minion), None),
+            TxnOp::put(self.generation_key(), "", None),
+        ]);
+        self.client.txn(txn).await?;
+        Ok(())
+    }
+
+    /// Forgets a minion that was removed: its record and everything its
+    /// helper kept.
+    pub async fn forget_minion(&mut self, minion: &str) -> Result<(), StoreError> {
+        let ops: Vec<TxnOp> = [
+            "minions",
+            "heartbeats",
+            "seen",
+            "versions",
+            "rules",
+            "cordoned",
+        ]
+        .iter()
+        .map(|kind| TxnOp::delete(self.key(kind, minion), None))
+        .chain([TxnOp::put(self.generation_key(), "", None)])
+        .collect();
+        self.client.txn(Txn::new().and_then(ops)).await?;
         Ok(())
     }
 

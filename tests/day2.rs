@@ -713,3 +713,114 @@ fn rolling_update_keeps_the_portal_answering_and_rolls_back_a_broken_image() {
 
     cluster.down_and_check();
 }
+
+#[test]
+fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
+    let cluster = TestCluster::up("it-resize", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let applied = cluster.kctl_stdin(&["apply", "-f", "-"], &common::web_controller("web", 4));
+    assert!(applied.ok(), "{applied:?}");
+
+    // Grow: a third minion joins, with the images the others were given.
+    let grown = cluster.kctl(&["up", "--minions", "3"]);
+    assert!(grown.ok(), "{grown:?}");
+    assert!(
+        grown.stdout.contains("up with 3 minions (it had 2)"),
+        "{grown:?}"
+    );
+    assert!(
+        grown.stderr.contains("to minion-3"),
+        "images copied: {grown:?}"
+    );
+    let resized = cluster.kctl(&["resize", "rc", "web", "6"]);
+    assert!(resized.ok(), "{resized:?}");
+    let running_on = |minion: &str| {
+        cluster
+            .pods()
+            .iter()
+            .filter(|p| {
+                p["currentState"]["host"] == minion && p["currentState"]["status"] == "Running"
+            })
+            .count()
+    };
+    wait_for(Duration::from_secs(20), "pods running on minion-3", || {
+        (running_on("minion-3") >= 2).then_some(())
+    });
+
+    // Shrink: minion-3's pods move first, one at a time, each new one
+    // running before the old one goes; then minion-3 is removed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let home = common::kctl_home();
+        let name = cluster.name.clone();
+        std::thread::spawn(move || {
+            let mut fewest = usize::MAX;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_kctl"))
+                    .args(["get", "pods", "-o", "json"])
+                    .env("KCTL_HOME", &home)
+                    .env("KCTL_CLUSTER", &name)
+                    .output()
+                    .unwrap();
+                if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                    let running = list["items"].as_array().map_or(0, |items| {
+                        items
+                            .iter()
+                            .filter(|p| p["currentState"]["status"] == "Running")
+                            .count()
+                    });
+                    fewest = fewest.min(running);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            fewest
+        })
+    };
+    let shrunk = cluster.kctl(&["up", "--minions", "2"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let fewest = watcher.join().unwrap();
+    assert!(shrunk.ok(), "{shrunk:?}");
+    assert!(
+        shrunk.stdout.contains("up with 2 minions (it had 3)"),
+        "{shrunk:?}"
+    );
+    assert!(shrunk.stderr.contains("moved off minion-3"), "{shrunk:?}");
+    assert!(fewest >= 6, "at one moment only {fewest} of 6 replicas ran");
+    let minions = cluster.kctl(&["get", "minions", "-o", "name"]);
+    assert_eq!(
+        minions.stdout, "minion/minion-1\nminion/minion-2\n",
+        "{minions:?}"
+    );
+    assert!(!std::path::Path::new("/run/netns/kctl-it-resize-minion-3").exists());
+    wait_for(Duration::from_secs(20), "6 running pods", || {
+        let pods = cluster.pods();
+        let running = pods
+            .iter()
+            .filter(|p| p["currentState"]["status"] == "Running")
+            .count();
+        (running == 6 && pods.len() == 6).then_some(())
+    });
+    // Not enough room left: nothing moves, nothing is removed.
+    let host_port = common::web_controller("pinned", 2).replace(
+        r#""containerPort": 8080}"#,
+        r#""containerPort": 8080, "hostPort": 8080}"#,
+    );
+    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &host_port).ok());
+    let refused = cluster.kctl(&["up", "--minions", "1"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("do not fit on the other minions"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        cluster
+            .kctl(&["get", "minions", "-o", "name"])
+            .stdout
+            .lines()
+            .count(),
+        2
+    );
+
+    cluster.down_and_check();
+}

@@ -115,6 +115,91 @@ pub async fn load(
     Ok(())
 }
 
+/// Gives minions that joined a running cluster the images `kctl image
+/// load` put on the others (the minions cannot pull): saved on minion
+/// `from`, loaded on each of `to`.
+pub async fn copy_loaded(
+    ui: &Ui,
+    cluster: &Cluster,
+    from: &str,
+    to: &[String],
+) -> miette::Result<()> {
+    let Some(source) = cluster.config.minion(from).cloned() else {
+        return Ok(());
+    };
+    let mut connections = cluster.connect(&[from.to_string()]).await;
+    let Some((_, Ok(exec))) = connections.pop() else {
+        return Err(miette!("cannot reach {from} to copy its images"));
+    };
+    let listed = exec
+        .run(&argv!["cat", loaded_images_file(&source)], None)
+        .await
+        .map(|o| o.stdout_text())
+        .unwrap_or_default();
+    let mut images: Vec<String> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    images.sort();
+    images.dedup();
+    if images.is_empty() {
+        exec.close().await;
+        return Ok(());
+    }
+    let task = ui.task(format!(
+        "copying {} image(s) to {}",
+        images.len(),
+        to.join(", ")
+    ));
+    let mut save = argv!["docker", "save"];
+    save.extend(images.iter().cloned());
+    let saved = exec.run(&save, None).await.map_err(super::report);
+    exec.close().await;
+    let saved = saved?.check(from, &save).map_err(super::report)?;
+    let archive = tempfile_path("kctl-copy", "tar");
+    std::fs::write(&archive, &saved.stdout).map_err(super::report)?;
+    let loads = cluster.connect(to).await.into_iter().map(|(id, conn)| {
+        let archive = archive.clone();
+        let minion = cluster.config.minion(&id).cloned();
+        let images = images.clone();
+        async move {
+            let exec = conn.map_err(|e| e.to_string())?;
+            let loaded = exec
+                .run_with_file(&argv!["docker", "load"], &archive)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|out| {
+                    out.check(&id, &argv!["docker", "load"])
+                        .map_err(|e| e.to_string())
+                });
+            let recorded = match (&loaded, &minion) {
+                (Ok(_), Some(m)) => record_loaded(&exec, m, &images)
+                    .await
+                    .map_err(|e| e.to_string()),
+                _ => Ok(()),
+            };
+            exec.close().await;
+            loaded.and(recorded)
+        }
+    });
+    let results = join_all(loads).await;
+    let _ = std::fs::remove_file(&archive);
+    let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if errors.is_empty() {
+        task.done(format!("copied {} to {}", images.join(", "), to.join(", ")));
+        Ok(())
+    } else {
+        task.fail("copying images failed");
+        Err(miette!(
+            help = "`kctl image load` puts them there from this machine",
+            "{}",
+            errors.join("\n")
+        ))
+    }
+}
+
 fn list_images_argv() -> Vec<String> {
     argv![
         "docker",

@@ -195,6 +195,129 @@ pub async fn rolling_update(
     }
 }
 
+/// Moves every pod off the `leaving` minions, which get no new pods
+/// from now on: a controller's pods one at a time, each replacement
+/// ready before the old pod is drained and removed (under the
+/// controller's rolling-update mark, so the leader does not count the
+/// extra pod as surplus); a bare pod is drained, removed and started
+/// again elsewhere under its id. On failure the minions stay, back in
+/// service.
+pub async fn evacuate(ui: &Ui, cluster: &Cluster, leaving: &[String]) -> miette::Result<()> {
+    let mut store = cluster.store().await?;
+    for minion in leaving {
+        store.cordon(minion).await?;
+    }
+    let result = move_all(ui, &mut store, cluster, leaving).await;
+    if result.is_err() {
+        for minion in leaving {
+            let _ = store.uncordon(minion).await;
+        }
+    }
+    result
+}
+
+async fn move_all(
+    ui: &Ui,
+    store: &mut Store,
+    cluster: &Cluster,
+    leaving: &[String],
+) -> miette::Result<()> {
+    let options = RolloutOptions {
+        update_period: Duration::ZERO,
+        timeout: Duration::from_secs(120),
+    };
+    let on_leaving = |p: &crate::state::PodRecord| leaving.contains(&p.host) && !p.draining;
+    let state = store.snapshot().await?.state;
+    // All or nothing: every pod must have a place before the first moves.
+    steps::plan_evacuation(&state, &mut RandomNamer).map_err(|e| {
+        miette!(
+            help = "the minions stay; fewer replicas or no hostPort would make room",
+            "the pods of {} do not fit on the other minions:\n{e}",
+            leaving.join(", ")
+        )
+    })?;
+    let controllers: std::collections::BTreeSet<String> = state
+        .pods
+        .values()
+        .filter(|p| on_leaving(p))
+        .filter_map(|p| p.owner.clone())
+        .collect();
+    for id in controllers {
+        let Some(rc) = state.controllers.get(&id).cloned() else {
+            continue;
+        };
+        let mark = store
+            .begin_rollout(
+                &id,
+                &crate::state::Rollout {
+                    to: rc.template.clone(),
+                    by: format!("{} moving pods off {}", who(), leaving.join(", ")),
+                    since: crate::output::unix_now(),
+                },
+            )
+            .await?;
+        let moved = async {
+            loop {
+                let state = snapshot(store).await?;
+                let Some(old) = state
+                    .pods_owned_by(&id)
+                    .find(|p| on_leaving(p))
+                    .map(|p| (p.pod.id.clone(), p.host.clone()))
+                else {
+                    return Ok::<(), String>(());
+                };
+                let task = ui.task(format!("moving pod {} off {}", old.0, old.1));
+                match add_pod(ui, store, &rc, &rc.template, &options, &task, "").await {
+                    Ok(new) => {
+                        drain_and_remove(ui, store, &old.0).await?;
+                        task.done(format!(
+                            "pod {} of {id} moved off {}: {new} serves instead",
+                            old.0, old.1
+                        ));
+                    }
+                    Err(why) => {
+                        task.fail(format!("pod {} could not move", old.0));
+                        return Err(why);
+                    }
+                }
+            }
+        }
+        .await;
+        mark.end().await;
+        moved.map_err(|why| {
+            miette!(
+                help = "the minions stay; `kctl get minions` and `kctl describe rc` show why",
+                "cannot move the pods of {id} off {}: {why}",
+                leaving.join(", ")
+            )
+        })?;
+    }
+    let state = store.snapshot().await?.state;
+    let bare: Vec<crate::state::PodRecord> = state
+        .pods
+        .values()
+        .filter(|p| on_leaving(p) && p.owner.is_none())
+        .cloned()
+        .collect();
+    let portal_net = cluster.config.portal_net;
+    for pod in bare {
+        let task = ui.task(format!("moving pod {} off {}", pod.pod.id, pod.host));
+        drain_and_remove(ui, store, &pod.pod.id)
+            .await
+            .map_err(|e| miette!("{e}"))?;
+        let object = [crate::model::Object::Pod(pod.pod.clone())];
+        commit_planned(ui, store, false, false, |s| {
+            crate::plan::plan_apply(&object, s, portal_net, &mut RandomNamer)
+        })
+        .await?;
+        task.done(format!(
+            "pod {} moved off {} (started again elsewhere)",
+            pod.pod.id, pod.host
+        ));
+    }
+    Ok(())
+}
+
 /// The controller as the update leaves it (a file may change more than
 /// the template, e.g. the count).
 fn finish_plan(current: &ReplicationController, wanted: &ReplicationController) -> Plan {

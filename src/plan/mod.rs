@@ -84,7 +84,7 @@ impl PlanError {
     pub fn help(&self) -> Option<String> {
         match self {
             PlanError::Unschedulable(_) => Some(
-                "lower `replicas` or drop the `hostPort`; `kctl get minions` shows which minions are NotReady; a bigger cluster takes `kctl down`, then `kctl up --minions N`"
+                "lower `replicas` or drop the `hostPort`; `kctl get minions` shows which minions are NotReady; `kctl up --minions N` adds minions to a local cluster"
                     .into(),
             ),
             PlanError::OwnedPod { controller, .. } => Some(format!(
@@ -226,6 +226,7 @@ impl<'a> Planner<'a> {
                 // Ready while its node helper's heartbeat lease lives and
                 // its runtime answers.
                 ready: state.ready(id),
+                leaving: state.cordoned.contains(id),
             })
             .collect();
         let bound = state

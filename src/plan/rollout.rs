@@ -44,6 +44,38 @@ pub fn plan_surge(
     planner.finish()
 }
 
+/// Whether every pod of the cordoned minions has a place elsewhere: the
+/// plan that would move them all at once (it is carried out one pod at a
+/// time). Unschedulable with the reasons when it does not fit.
+pub fn plan_evacuation(state: &ClusterState, namer: &mut dyn PodNamer) -> Result<Plan, PlanError> {
+    let mut planner = Planner::new(state, Ipv4Net::default());
+    let leaving: Vec<PodRecord> = state
+        .pods
+        .values()
+        .filter(|p| state.cordoned.contains(&p.host))
+        .cloned()
+        .collect();
+    for pod in &leaving {
+        let change = planner.delete_pod(pod);
+        planner.plan.changes.push(change);
+    }
+    for pod in &leaving {
+        let replacement = match &pod.owner {
+            Some(rc) => Pod {
+                id: planner.new_pod_id(rc, namer),
+                ..pod.pod.clone()
+            },
+            None => pod.pod.clone(),
+        };
+        if let Some(change) =
+            planner.create_pod(replacement, pod.owner.as_deref(), None, Action::Create)
+        {
+            planner.plan.changes.push(change);
+        }
+    }
+    planner.finish()
+}
+
 /// Takes `pod` out of its services' endpoints; it keeps running.
 pub fn plan_drain(pod: &PodRecord) -> Plan {
     Plan {
@@ -380,6 +412,27 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["web-old01", "web-old02"]
         );
+    }
+
+    #[test]
+    fn an_evacuation_fits_or_says_why_not() {
+        let (mut state, _) = cluster(None);
+        state.cordoned.insert("minion-2".into());
+        let plan = plan_evacuation(&state, &mut Fixed(0)).unwrap();
+        assert_eq!(
+            plan.render(),
+            "  - pod web-old02 (on minion-2)\n  + pod web-new01 (on minion-1)\nPlan: 1 to add, 0 to change, 1 to destroy.\n"
+        );
+        let (mut state, _) = cluster(Some(80));
+        state.cordoned.insert("minion-2".into());
+        let err = plan_evacuation(&state, &mut Fixed(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("minion-2: minion is leaving the cluster"),
+            "{err}"
+        );
+        assert!(err.contains("minion-1: hostPort 80/TCP is taken"), "{err}");
     }
 
     #[test]

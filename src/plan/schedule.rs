@@ -15,6 +15,8 @@ use std::fmt;
 pub struct Candidate {
     pub id: String,
     pub ready: bool,
+    /// On its way out of the cluster (`kctl up --minions` fewer).
+    pub leaving: bool,
 }
 
 /// A pod already bound to a minion, or just placed there.
@@ -69,6 +71,9 @@ impl Scheduler {
 
     /// Why `pod` cannot go on `minion`, or `None` if it can.
     fn conflict(&self, minion: &Candidate, pod: &Unbound) -> Option<String> {
+        if minion.leaving {
+            return Some("minion is leaving the cluster".into());
+        }
         if !minion.ready {
             return Some("minion is not ready".into());
         }
@@ -175,6 +180,7 @@ mod tests {
             .map(|i| Candidate {
                 id: format!("minion-{i}"),
                 ready: true,
+                leaving: false,
             })
             .collect()
     }

@@ -82,19 +82,18 @@ pub async fn up(
         ));
     }
     let existing = super::existing_record(&dir, ProviderKind::Local)?;
+    let before = existing.as_ref().map_or(0, |c| c.minions.len());
     let count = match (&existing, minions) {
-        (Some(c), Some(n)) if n != c.minions.len() => {
-            return Err(miette!(
-                help = "`kctl down` and `kctl up --minions N` to rebuild it",
-                "cluster {name} has {} minions; changing the count of a running cluster is not supported yet",
-                c.minions.len()
-            ))
-        }
-        (Some(c), _) => c.minions.len(),
-        (None, n) => n.unwrap_or(DEFAULT_MINIONS),
+        (_, Some(n)) => n,
+        (Some(c), None) => c.minions.len(),
+        (None, None) => DEFAULT_MINIONS,
     };
     if !(1..=MAX_MINIONS).contains(&count) {
         return Err(miette!("--minions must be between 1 and {MAX_MINIONS}"));
+    }
+    // Fewer minions: the last ones go, once their pods have moved.
+    if let Some(config) = existing.as_ref().filter(|_| count < before) {
+        shrink(ui, &dir, config, count).await?;
     }
 
     let layout = match &existing {
@@ -171,8 +170,20 @@ pub async fn up(
 
     let cluster = Cluster::new(dir, config);
     changed |= install(ui, &cluster, None).await?;
+    if existing.is_some() && count > before {
+        let joined: Vec<String> = cluster.config.minions[before..]
+            .iter()
+            .map(|m| m.id.clone())
+            .collect();
+        let from = cluster.config.minions[0].id.clone();
+        crate::ops::image::copy_loaded(ui, &cluster, &from, &joined).await?;
+    }
 
-    if changed && existing.is_some() {
+    if existing.is_some() && count != before {
+        ui.out(format!(
+            "Cluster {name} is up with {count} minions (it had {before})."
+        ));
+    } else if changed && existing.is_some() {
         ui.out(format!(
             "Cluster {name} was repaired and is up ({count} minions)."
         ));
@@ -186,5 +197,44 @@ pub async fn up(
             "Cluster {name} is up ({count} minions); nothing changed."
         ));
     }
+    Ok(())
+}
+
+/// Takes a running cluster down to `count` minions: the pods of the
+/// others move first (none is lost), then those minions are removed and
+/// forgotten.
+async fn shrink(
+    ui: &Ui,
+    dir: &ClusterDir,
+    config: &ClusterConfig,
+    count: usize,
+) -> miette::Result<()> {
+    let leaving: Vec<String> = config.minions[count..]
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    let cluster = Cluster::new(dir.clone(), config.clone());
+    crate::ops::rollout::evacuate(ui, &cluster, &leaving).await?;
+    let layout =
+        Layout {
+            cluster: config.name.clone(),
+            slot: config.local.as_ref().map(|l| l.slot).ok_or_else(|| {
+                miette!("cluster {} was not made by the local provider", config.name)
+            })?,
+        };
+    let mut store = cluster.store().await?;
+    let task = ui.task(format!("removing {}", leaving.join(", ")));
+    for id in &leaving {
+        if let Some(index) = Layout::index_of(id) {
+            local::remove_minion(dir, &layout, index).await;
+        }
+        store.forget_minion(id).await?;
+        let _ = std::fs::remove_dir_all(dir.minion_dir(id));
+    }
+    // The record says what is left at once, whatever fails later.
+    let mut smaller = config.clone();
+    smaller.minions.truncate(count);
+    dir.save(&smaller)?;
+    task.done(format!("removed {}", leaving.join(", ")));
     Ok(())
 }
