@@ -148,7 +148,8 @@ pub enum Command {
   cat pod.yaml | kctl apply -f -
   kctl apply -f manifests/ --dry-run  # show the plan only
   kctl apply -f manifests/ --dry-run=client   # check the files, no cluster
-  kctl apply -f manifests/ --refresh          # and repair what drifted on the minions")]
+  kctl apply -f manifests/ --refresh          # and repair what drifted on the minions
+  kctl apply -f manifests/ --prune            # and delete what was removed from manifests/")]
     Apply {
         /// A file, a directory, or - for standard input; repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
@@ -165,6 +166,11 @@ pub enum Command {
         /// apply with nothing to change opens no connection.
         #[arg(long)]
         refresh: bool,
+        /// Also delete the objects that earlier applies of these same files
+        /// created and that the files no longer hold. kctl records which
+        /// files applied each object last; nothing else is ever pruned.
+        #[arg(long)]
+        prune: bool,
     },
     /// Show what `apply` would change, field by field. Exit status 0: no
     /// differences; 1: differences; 2: trouble (as diff(1)).
@@ -180,6 +186,9 @@ pub enum Command {
         /// with etcd, and report the drift.
         #[arg(long)]
         live: bool,
+        /// Also show what `apply --prune` would delete.
+        #[arg(long)]
+        prune: bool,
     },
     /// List pods, replicationControllers, services, endpoints, minions or events.
     #[command(after_help = "Examples:
@@ -668,19 +677,23 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             files,
             dry_run,
             refresh,
+            prune,
         } => {
             let options = ops::apply::ApplyOptions {
                 dry_run: dry_run.is_some(),
                 refresh,
+                prune,
             };
             ops::apply::apply(&ui, name, &files, options).await
         }
-        Command::Diff { files, live } => match ops::apply::diff(&ui, name, &files, live).await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(ops::CommandExited(1).into()),
-            // diff(1)'s convention: 2 for trouble, bad usage included.
-            Err(report) => Err(ops::FailedWith { code: 2, report }.into()),
-        },
+        Command::Diff { files, live, prune } => {
+            match ops::apply::diff(&ui, name, &files, live, prune).await {
+                Ok(false) => Ok(()),
+                Ok(true) => Err(ops::CommandExited(1).into()),
+                // diff(1)'s convention: 2 for trouble, bad usage included.
+                Err(report) => Err(ops::FailedWith { code: 2, report }.into()),
+            }
+        }
         Command::Get {
             resource,
             id,
@@ -856,9 +869,9 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 None => {
                     let options = ops::apply::ApplyOptions {
                         dry_run,
-                        refresh: false,
+                        ..Default::default()
                     };
-                    ops::apply::apply_loaded(&ui, name, loaded, options).await
+                    ops::apply::apply_loaded(&ui, name, loaded, None, options).await
                 }
             }
         }

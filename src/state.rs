@@ -147,6 +147,9 @@ pub struct ClusterState {
     /// Minions on their way out of the cluster (`up --minions` fewer):
     /// they get no new pods, and theirs are moved.
     pub cordoned: std::collections::BTreeSet<String>,
+    /// Which set of files (`apply`) last applied each object: what
+    /// `apply --prune` may delete.
+    pub owners: BTreeMap<(crate::model::Kind, String), String>,
 }
 
 /// A rolling update in progress: kept on the lease of the `kctl` that

@@ -15,6 +15,7 @@
 //! /kctl/<cluster>/generation          bumped by every change of desired state
 //! /kctl/<cluster>/rollouts/<rc>       Rollout, on the lease of the kctl running it
 //! /kctl/<cluster>/cordoned/<minion>   present while the minion is being removed
+//! /kctl/<cluster>/owners/<kind>/<id>  the set of files that last applied it
 //!
 //! /kctl-events/<cluster>/<kind>/<id>/<time>-<nonce>   Event (on a lease of 2 h)
 //! ```
@@ -28,7 +29,14 @@
 //! caller re-plans. Observed state (`status/`) is written per pod, guarded by
 //! the pod's existence, so it never brings back a deleted pod.
 
-use crate::model::ReplicationController;
+use crate::model::{Kind, ReplicationController};
+
+/// A kind as owner keys spell it.
+fn kind_named(name: &str) -> Option<Kind> {
+    [Kind::Service, Kind::ReplicationController, Kind::Pod]
+        .into_iter()
+        .find(|k| k.display_name() == name)
+}
 use crate::pki::Credentials;
 use crate::plan::Op;
 use crate::state::{
@@ -215,6 +223,27 @@ impl Store {
         format!("{}{kind}/{id}", self.prefix)
     }
 
+    fn owner_key(&self, kind: Kind, id: &str) -> String {
+        format!("{}owners/{}/{id}", self.prefix, kind.display_name())
+    }
+
+    /// Records that `set` applied these objects last (for `apply --prune`).
+    pub async fn set_owners(
+        &mut self,
+        set: &str,
+        objects: &[(Kind, String)],
+    ) -> Result<(), StoreError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<TxnOp> = objects
+            .iter()
+            .map(|(kind, id)| TxnOp::put(self.owner_key(*kind, id), json(&set), None))
+            .collect();
+        self.client.txn(Txn::new().and_then(ops)).await?;
+        Ok(())
+    }
+
     fn generation_key(&self) -> String {
         format!("{}generation", self.prefix)
     }
@@ -275,6 +304,14 @@ impl Store {
                         .controllers
                         .insert(id.into(), decode::<ReplicationController>(&key, value)?);
                 }
+                Some(("owners", path)) => {
+                    if let Some((kind, id)) = path.split_once('/') {
+                        if let Some(kind) = kind_named(kind) {
+                            let set = decode::<String>(&key, value)?;
+                            state.owners.insert((kind, id.to_string()), set);
+                        }
+                    }
+                }
                 Some(("cordoned", minion)) => {
                     state.cordoned.insert(minion.into());
                 }
@@ -328,15 +365,20 @@ impl Store {
                 Op::DeleteService(id) => {
                     writes.push((self.key("services", id), None));
                     writes.push((self.key("endpoints", id), None));
+                    writes.push((self.owner_key(Kind::Service, id), None));
                 }
                 Op::PutController(rc) => {
                     writes.push((self.key("controllers", &rc.id), Some(json(rc))))
                 }
-                Op::DeleteController(id) => writes.push((self.key("controllers", id), None)),
+                Op::DeleteController(id) => {
+                    writes.push((self.key("controllers", id), None));
+                    writes.push((self.owner_key(Kind::ReplicationController, id), None));
+                }
                 Op::PutPod(p) => writes.push((self.key("pods", &p.pod.id), Some(json(p)))),
                 Op::DeletePod(id) => {
                     writes.push((self.key("pods", id), None));
                     writes.push((self.key("status/pods", id), None));
+                    writes.push((self.owner_key(Kind::Pod, id), None));
                 }
             }
         }

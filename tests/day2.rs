@@ -824,3 +824,56 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
 
     cluster.down_and_check();
 }
+
+#[test]
+fn prune_removes_only_what_its_own_files_applied() {
+    let cluster = TestCluster::up("it-prune", 1);
+    let service = |id: &str, port: u16| {
+        format!(
+            r#"{{"kind": "Service", "apiVersion": "v1beta1", "id": "{id}", "port": {port}, "selector": {{"name": "{id}"}}}}"#
+        )
+    };
+    let set_a = cluster.dir().join("set-a");
+    let set_b = cluster.dir().join("set-b");
+    std::fs::create_dir_all(&set_a).unwrap();
+    std::fs::create_dir_all(&set_b).unwrap();
+    std::fs::write(set_a.join("keep.json"), service("keep", 81)).unwrap();
+    std::fs::write(set_a.join("drop.json"), service("drop", 82)).unwrap();
+    std::fs::write(set_b.join("theirs.json"), service("theirs", 83)).unwrap();
+    let (a, b) = (set_a.to_str().unwrap(), set_b.to_str().unwrap());
+    assert!(cluster.kctl(&["apply", "-f", a]).ok());
+    assert!(cluster.kctl(&["apply", "-f", b]).ok());
+    assert!(cluster
+        .kctl_stdin(&["apply", "-f", "-"], &service("adhoc", 84))
+        .ok());
+
+    std::fs::remove_file(set_a.join("drop.json")).unwrap();
+    // Without --prune, a missing file deletes nothing.
+    let plain = cluster.kctl(&["apply", "-f", a]);
+    assert!(plain.stdout.contains("No changes."), "{plain:?}");
+    let diff = cluster.kctl(&["diff", "-f", a, "--prune"]);
+    assert_eq!(diff.code, Some(1), "{diff:?}");
+    assert!(
+        diff.stdout
+            .contains("- service drop (pruned: no longer in the files)"),
+        "{diff:?}"
+    );
+    let pruned = cluster.kctl(&["apply", "-f", a, "--prune"]);
+    assert!(pruned.ok(), "{pruned:?}");
+    assert!(
+        pruned
+            .stdout
+            .contains("Plan: 0 to add, 0 to change, 1 to destroy"),
+        "{pruned:?}"
+    );
+    let left = cluster.kctl(&["get", "services", "-o", "name"]);
+    assert_eq!(
+        left.stdout, "service/adhoc\nservice/keep\nservice/theirs\n",
+        "{left:?}"
+    );
+    // Standard input is no set: --prune refuses it.
+    let refused = cluster.kctl_stdin(&["apply", "-f", "-", "--prune"], &service("keep", 81));
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+
+    cluster.down_and_check();
+}

@@ -191,6 +191,25 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// Read back what the minions run and repair drift now.
     pub refresh: bool,
+    /// Delete what this set of files applied before and holds no more.
+    pub prune: bool,
+}
+
+/// The name of the set of files an apply reads, recorded as the owner of
+/// each object it applies: the files' and directories' full paths. None
+/// for standard input, which has no name.
+pub fn set_name(paths: &[PathBuf]) -> Option<String> {
+    let mut full: Vec<String> = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            return None;
+        }
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        full.push(path.display().to_string());
+    }
+    full.sort();
+    full.dedup();
+    Some(format!("files:{}", full.join(",")))
 }
 
 pub async fn apply(
@@ -200,14 +219,23 @@ pub async fn apply(
     options: ApplyOptions,
 ) -> miette::Result<()> {
     let loaded = manifest::load_paths(paths)?;
-    apply_loaded(ui, name, loaded, options).await
+    let set = set_name(paths);
+    if options.prune && set.is_none() {
+        return Err(super::usage_error(
+            "--prune needs files: standard input is no set whose objects kctl could recognise later",
+            "kctl apply -f DIR --prune",
+        ));
+    }
+    apply_loaded(ui, name, loaded, set.as_deref(), options).await
 }
 
-/// `apply` of objects already loaded and validated (files, `kctl run`).
+/// `apply` of objects already loaded and validated (files, `kctl run`);
+/// `set` names the files they came from, if any.
 pub async fn apply_loaded(
     ui: &Ui,
     name: &str,
     loaded: manifest::Loaded,
+    set: Option<&str>,
     options: ApplyOptions,
 ) -> miette::Result<()> {
     let dry_run = options.dry_run;
@@ -218,12 +246,23 @@ pub async fn apply_loaded(
     let mut store = cluster.store().await?;
     let objects = loaded.objects;
     let portal_net = cluster.config.portal_net;
-    let (plan, before) = plan_and_commit(ui, &mut store, dry_run, |state| {
-        plan::plan_apply(&objects, state, portal_net, &mut RandomNamer)
+    let pruned_set = if options.prune { set } else { None };
+    let (plan, before) = plan_and_commit(ui, &mut store, dry_run, |state| match pruned_set {
+        Some(set) => plan::plan_apply_pruning(&objects, state, portal_net, &mut RandomNamer, set),
+        None => plan::plan_apply(&objects, state, portal_net, &mut RandomNamer),
     })
     .await?;
     if dry_run {
         return Ok(());
+    }
+    if let Some(set) = set {
+        // This set owns what it applied (the last apply of an object owns it).
+        let claimed: Vec<(Kind, String)> = objects
+            .iter()
+            .map(|o| (o.kind(), o.id().to_string()))
+            .filter(|key| before.state.owners.get(key).map(String::as_str) != Some(set))
+            .collect();
+        store.set_owners(set, &claimed).await?;
     }
     converge_applied(
         ui,
@@ -240,19 +279,27 @@ pub async fn apply_loaded(
 /// `kctl diff`: the plan `apply` would carry out, field by field, and with
 /// `live`, where the minions' containers and rules differ from etcd.
 /// Returns whether anything differs.
-pub async fn diff(ui: &Ui, name: &str, paths: &[PathBuf], live: bool) -> miette::Result<bool> {
+pub async fn diff(
+    ui: &Ui,
+    name: &str,
+    paths: &[PathBuf],
+    live: bool,
+    prune: bool,
+) -> miette::Result<bool> {
     let loaded = manifest::load_paths(paths)?;
+    let set = set_name(paths).filter(|_| prune).unwrap_or_default();
     for warning in loaded.warnings {
         ui.note(format!("{:?}", miette::Report::new(warning)));
     }
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
     let state = store.snapshot().await?.state;
-    let plan = plan::plan_apply(
+    let plan = plan::plan_apply_pruning(
         &loaded.objects,
         &state,
         cluster.config.portal_net,
         &mut RandomNamer,
+        &set,
     )
     .map_err(plan_report)?;
     ui.out(plan.render().trim_end());
@@ -384,4 +431,19 @@ pub async fn delete(
     let minions = touched_minions(&plan, &before.state);
     let outcome = converge_minions(ui, &cluster, &store, &minions, false).await?;
     finish(ui, &outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_is_named_by_its_files_full_paths_in_any_order() {
+        let here = std::env::current_dir().unwrap();
+        let a = set_name(&[PathBuf::from("Cargo.toml"), PathBuf::from("src")]).unwrap();
+        let b = set_name(&[here.join("src"), here.join("Cargo.toml")]).unwrap();
+        assert_eq!(a, b);
+        assert!(a.starts_with("files:/"), "{a}");
+        assert_eq!(set_name(&[PathBuf::from("-")]), None);
+    }
 }

@@ -491,6 +491,55 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Deletes an object (a controller with its pods); `why` is added to
+    /// the plan's line.
+    fn delete_object(&mut self, kind: Kind, id: &str, why: &str) {
+        let id = &id.to_string();
+        match kind {
+            Kind::Service => {
+                self.plan.ops.push(Op::DeleteService(id.clone()));
+                self.plan.changes.push(Change {
+                    kind,
+                    id: id.clone(),
+                    action: Action::Delete,
+                    detail: why.to_string(),
+                    pods: vec![],
+                    fields: vec![],
+                });
+            }
+            Kind::ReplicationController => {
+                let owned: Vec<PodRecord> = self.state.pods_owned_by(id).cloned().collect();
+                let pods = owned.iter().map(|p| self.delete_pod(p)).collect();
+                self.plan.ops.push(Op::DeleteController(id.clone()));
+                self.plan.changes.push(Change {
+                    kind,
+                    id: id.clone(),
+                    action: Action::Delete,
+                    detail: if why.is_empty() {
+                        format!("and its {} pods", owned.len())
+                    } else {
+                        format!("and its {} pods; {why}", owned.len())
+                    },
+                    pods,
+                    fields: vec![],
+                });
+            }
+            Kind::Pod => {
+                // A controller's pod may be deleted on its own: the
+                // controller brings its count back on the next apply.
+                let Some(record) = self.state.pods.get(id).cloned() else {
+                    return;
+                };
+                let already = self.plan.ops.contains(&Op::DeletePod(id.clone()));
+                if already {
+                    return;
+                }
+                let change = self.delete_pod(&record);
+                self.plan.changes.push(change);
+            }
+        }
+    }
+
     fn finish(self) -> Result<Plan, PlanError> {
         if let Some(refused) = self.refused {
             return Err(refused);
@@ -512,6 +561,20 @@ pub fn plan_apply(
     portal_net: Ipv4Net,
     namer: &mut dyn PodNamer,
 ) -> Result<Plan, PlanError> {
+    // A set nobody owns anything by prunes nothing.
+    plan_apply_pruning(objects, state, portal_net, namer, "")
+}
+
+/// `plan_apply` that also deletes what an earlier apply of the same set
+/// of files created and the files no longer hold (`apply --prune`): the
+/// objects etcd records as owned by `set`, and nothing else.
+pub fn plan_apply_pruning(
+    objects: &[Object],
+    state: &ClusterState,
+    portal_net: Ipv4Net,
+    namer: &mut dyn PodNamer,
+    set: &str,
+) -> Result<Plan, PlanError> {
     let mut planner = Planner::new(state, portal_net);
     let mut ordered: Vec<&Object> = objects.iter().collect();
     ordered.sort_by_key(|o| o.kind());
@@ -522,7 +585,29 @@ pub fn plan_apply(
             Object::Pod(p) => planner.pod(p)?,
         }
     }
+    for (kind, id) in prunable(objects, state, set) {
+        planner.delete_object(kind, &id, "pruned: no longer in the files");
+    }
     planner.finish()
+}
+
+/// The objects `set` owns that `objects` no longer hold and that still
+/// exist. Pure.
+pub fn prunable(objects: &[Object], state: &ClusterState, set: &str) -> Vec<(Kind, String)> {
+    let mut out: Vec<(Kind, String)> = state
+        .owners
+        .iter()
+        .filter(|(_, owner)| owner.as_str() == set)
+        .map(|((kind, id), _)| (*kind, id.clone()))
+        .filter(|(kind, id)| !objects.iter().any(|o| o.kind() == *kind && o.id() == id))
+        .filter(|(kind, id)| match kind {
+            Kind::Service => state.services.contains_key(id),
+            Kind::ReplicationController => state.controllers.contains_key(id),
+            Kind::Pod => state.pods.get(id).is_some_and(|p| p.owner.is_none()),
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// What the cluster's leader must do to keep every controller's promise
@@ -598,43 +683,7 @@ pub fn plan_delete(
                 id: id.clone(),
             });
         }
-        match kind {
-            Kind::Service => {
-                planner.plan.ops.push(Op::DeleteService(id.clone()));
-                planner.plan.changes.push(Change {
-                    kind: *kind,
-                    id: id.clone(),
-                    action: Action::Delete,
-                    detail: String::new(),
-                    pods: vec![],
-                    fields: vec![],
-                });
-            }
-            Kind::ReplicationController => {
-                let owned: Vec<PodRecord> = state.pods_owned_by(id).cloned().collect();
-                let pods = owned.iter().map(|p| planner.delete_pod(p)).collect();
-                planner.plan.ops.push(Op::DeleteController(id.clone()));
-                planner.plan.changes.push(Change {
-                    kind: *kind,
-                    id: id.clone(),
-                    action: Action::Delete,
-                    detail: format!("and its {} pods", owned.len()),
-                    pods,
-                    fields: vec![],
-                });
-            }
-            Kind::Pod => {
-                // A controller's pod may be deleted on its own: the
-                // controller brings its count back on the next apply.
-                let record = state.pods[id].clone();
-                let already = planner.plan.ops.contains(&Op::DeletePod(id.clone()));
-                if already {
-                    continue;
-                }
-                let change = planner.delete_pod(&record);
-                planner.plan.changes.push(change);
-            }
-        }
+        planner.delete_object(*kind, id, "");
     }
     planner.finish()
 }

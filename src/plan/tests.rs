@@ -568,3 +568,63 @@ fn plan_text_snapshot() {
     .join("\n");
     crate::output::snapshots::assert_snapshot("plan", &text);
 }
+
+#[test]
+fn prune_deletes_only_what_the_set_owns_and_the_files_dropped() {
+    let mut state = cluster(2);
+    let first = [
+        svc("web", 80),
+        svc("old", 81),
+        Object::ReplicationController(tomcat_rc(1)),
+    ];
+    let plan = plan_apply_in(&first, &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &plan);
+    for (kind, id) in [
+        (Kind::Service, "web"),
+        (Kind::Service, "old"),
+        (Kind::ReplicationController, "tomcatController"),
+    ] {
+        state.owners.insert((kind, id.into()), "files:/a".into());
+    }
+    // Another set's service, and one applied from no set at all.
+    let others = [svc("theirs", 82), svc("adhoc", 83)];
+    let plan = plan_apply_in(&others, &state, &mut CountingNamer(10)).unwrap();
+    commit(&mut state, &plan);
+    state
+        .owners
+        .insert((Kind::Service, "theirs".into()), "files:/b".into());
+
+    let second = [svc("web", 80)];
+    assert_eq!(
+        prunable(&second, &state, "files:/a"),
+        [
+            (Kind::Service, "old".to_string()),
+            (Kind::ReplicationController, "tomcatController".to_string())
+        ]
+    );
+    let plan = plan_apply_pruning(
+        &second,
+        &state,
+        "10.0.0.0/24".parse().unwrap(),
+        &mut CountingNamer(20),
+        "files:/a",
+    )
+    .unwrap();
+    let text = plan.render();
+    assert!(
+        text.contains("- service old (pruned: no longer in the files)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- replicationController tomcatController (and its 1 pods; pruned"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("theirs") && !text.contains("adhoc"),
+        "{text}"
+    );
+    // Without a set (plain apply), nothing is pruned.
+    assert!(plan_apply_in(&second, &state, &mut CountingNamer(30))
+        .unwrap()
+        .is_empty());
+}
