@@ -197,6 +197,7 @@ pub enum Command {
   kctl get pods -l name=tomcatCluster -o json
   kctl get pods -l 'env in (prod, qa),tier!=front'
   kctl get pods -o wide -w          # more columns; then each change as it happens
+  kctl get rc web -o yaml --output-version v1   # today's shape, to apply elsewhere
   kctl get minions")]
     Get {
         /// pods (po), replicationControllers (rc), services (svc), endpoints (ep),
@@ -218,6 +219,10 @@ pub enum Command {
         /// until Ctrl-C.
         #[arg(short = 'w', long)]
         watch: bool,
+        /// The shape of `-o json|yaml`: v1beta1 (Kubernetes v0.5's) or v1
+        /// (today's); kctl applies both.
+        #[arg(long, value_enum, default_value = "v1beta1")]
+        output_version: ops::get::OutputVersion,
     },
     /// Show everything known about one object, with its recent events.
     #[command(after_help = "Examples:
@@ -701,6 +706,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             no_headers,
             selector,
             watch,
+            output_version,
         } => {
             let resource = Resource::parse(&resource).ok_or_else(|| {
                 usage(
@@ -710,6 +716,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             })?;
             let selector = selector.as_deref().map(parse_selector).transpose()?;
             let query = ops::get::Query {
+                output_version,
                 resource,
                 id: id.as_deref(),
                 selector: selector.as_ref(),

@@ -877,3 +877,51 @@ fn prune_removes_only_what_its_own_files_applied() {
 
     cluster.down_and_check();
 }
+
+#[test]
+fn v1_and_v1beta1_manifests_mix_and_mean_the_same() {
+    let cluster = TestCluster::up("it-v1", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let dir = cluster.dir().join("mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("web-controller.json"),
+        common::web_controller("web", 2),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("web-service.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: ClusterIP\n  selector: {name: web}\n  ports:\n  - port: 8080\n",
+    )
+    .unwrap();
+    let applied = cluster.kctl(&["apply", "-f", dir.to_str().unwrap()]);
+    assert!(applied.ok(), "{applied:?}");
+    assert!(
+        applied.stdout.contains("+ service web")
+            && applied.stdout.contains("+ replicationController web"),
+        "{applied:?}"
+    );
+
+    // The controller as v1 writes it is the same controller: no changes.
+    let v1 = cluster.dir().join("web-v1.yaml");
+    std::fs::write(
+        &v1,
+        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: web\n  labels: {name: web}\nspec:\n  replicas: 2\n  selector: {name: web}\n  template:\n    metadata:\n      labels: {name: web}\n    spec:\n      containers:\n      - name: web\n        image: tutum/tomcat\n        ports:\n        - containerPort: 8080\n",
+    )
+    .unwrap();
+    let same = cluster.kctl(&["diff", "-f", v1.to_str().unwrap()]);
+    assert_eq!(same.code, Some(0), "{same:?}");
+    // What `get --output-version v1` prints applies again unchanged.
+    for (kind, id) in [("rc", "web"), ("services", "web")] {
+        let printed = cluster.kctl(&["get", kind, id, "-o", "yaml", "--output-version", "v1"]);
+        assert!(
+            printed.ok() && printed.stdout.contains("apiVersion: v1"),
+            "{printed:?}"
+        );
+        let again = cluster.kctl_stdin(&["apply", "-f", "-"], &printed.stdout);
+        assert!(again.ok(), "{again:?}");
+        assert!(again.stdout.contains("No changes."), "{again:?}");
+    }
+
+    cluster.down_and_check();
+}

@@ -11,6 +11,8 @@
 
 use std::collections::HashMap;
 
+mod v1;
+
 use super::error::closest;
 use super::reader::{Fields, FileContext, Shape};
 use super::tree::{Node, Span, Value};
@@ -151,7 +153,7 @@ static SERVICE: Shape = Shape {
 static LIST: Shape = Shape {
     what: "a List",
     fields: &["kind", "apiVersion", "items"],
-    ignored: meta_ignored!("id"),
+    ignored: meta_ignored!("id", "metadata"),
 };
 
 /// Every shape, so that a field in the wrong place can be told where it
@@ -247,6 +249,19 @@ pub(crate) fn document(
             return;
         }
     };
+    let version = entries
+        .iter()
+        .find(|e| e.key == "apiVersion")
+        .and_then(|e| match &e.value.value {
+            Value::String(v) => Some(v.as_str()),
+            _ => None,
+        });
+    if version == Some(v1::API_VERSION) {
+        if let Some(kind) = object_kind {
+            out.extend(v1::object(cx, node, kind));
+            return;
+        }
+    }
     let Some(fields) = cx.fields(node, shape) else {
         return;
     };
@@ -272,10 +287,10 @@ fn api_version(cx: &mut FileContext<'_>, fields: &Fields<'_>, inherited: bool) -
         return inherited;
     };
     if let Some(version) = cx.string(node, "`apiVersion`") {
-        if version != API_VERSION {
+        if version != API_VERSION && version != v1::API_VERSION {
             let error = cx
-                .error(node.span, format!("unsupported apiVersion `{version}`"), "not v1beta1")
-                .with_help("kctl reads v1beta1 manifests, as Kubernetes v0.5 did; write `\"apiVersion\": \"v1beta1\"`");
+                .error(node.span, format!("unsupported apiVersion `{version}`"), "not v1beta1 or v1")
+                .with_help("kctl reads v1beta1 manifests, as Kubernetes v0.5 did, and today's v1 Pod, ReplicationController and Service; write `\"apiVersion\": \"v1beta1\"` or `\"v1\"`");
             cx.push(error);
         }
     }
@@ -545,6 +560,16 @@ struct PodScope {
 }
 
 fn containers(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<Container>> {
+    containers_with(cx, node, container)
+}
+
+/// A pod's containers, each read by `read` (v1beta1's or v1's shape), and
+/// the checks across them.
+fn containers_with(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    mut read: impl FnMut(&mut FileContext<'_>, &Node, &mut PodScope) -> Option<Container>,
+) -> Option<Vec<Container>> {
     let items = cx.sequence(node, "`containers`")?;
     if items.is_empty() {
         let error = cx
@@ -558,7 +583,7 @@ fn containers(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<Container>> {
         return None;
     }
     let mut scope = PodScope::default();
-    let containers = each(items, |item| container(cx, item, &mut scope));
+    let containers = each(items, |item| read(cx, item, &mut scope));
     let mut names_ok = true;
     for (name, span) in &scope.probe_port_names {
         if !scope.port_names.contains_key(name) {
@@ -820,7 +845,19 @@ fn env_var(cx: &mut FileContext<'_>, node: &Node) -> Option<EnvVar> {
 }
 
 fn probe(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Probe> {
-    let fields = cx.fields(node, &PROBE)?;
+    probe_shaped(cx, node, scope, &PROBE, &HTTP_GET)
+}
+
+/// A probe by `shape`, its `httpGet` by `http_shape` (v1 adds fields kctl
+/// passes by).
+fn probe_shaped(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    scope: &mut PodScope,
+    shape: &'static Shape,
+    http_shape: &'static Shape,
+) -> Option<Probe> {
+    let fields = cx.fields(node, shape)?;
     let actions: Vec<_> = ["httpGet", "tcpSocket", "exec"]
         .into_iter()
         .filter_map(|name| fields.entry(name).map(|entry| (name, entry)))
@@ -837,7 +874,7 @@ fn probe(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<
             cx.push(error);
             None
         }
-        [(name, entry)] => probe_action(cx, name, &entry.value, scope),
+        [(name, entry)] => probe_action(cx, name, &entry.value, scope, http_shape),
         [(first, _), (second, entry), ..] => {
             let error = cx
                 .error(
@@ -871,6 +908,7 @@ fn probe_action(
     name: &str,
     node: &Node,
     scope: &mut PodScope,
+    http_shape: &'static Shape,
 ) -> Option<ProbeAction> {
     let mut probe_port = |cx: &mut FileContext<'_>, fields: &Fields<'_>| {
         let node = cx.require(fields, "port")?;
@@ -882,7 +920,7 @@ fn probe_action(
     };
     match name {
         "httpGet" => {
-            let fields = cx.fields(node, &HTTP_GET)?;
+            let fields = cx.fields(node, http_shape)?;
             let path = optional(fields.get("path"), |node| {
                 let path = cx.string(node, "`path`")?;
                 match probe_path_problem(path) {

@@ -1314,3 +1314,103 @@ fn deep_nesting_is_an_error() {
     );
     assert!(parse_sources(&[source("deep.json", &list)]).is_err());
 }
+
+/// The classic tomcat controller and service as today's v1 writes them.
+const TOMCAT_V1: &str = r#"
+apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: tomcatController
+  labels: {name: tomcatCluster}
+spec:
+  replicas: 2
+  selector: {name: tomcatCluster}
+  template:
+    metadata:
+      labels: {name: tomcatCluster}
+    spec:
+      restartPolicy: Always
+      containers:
+      - name: tomcat
+        image: tutum/tomcat
+        ports:
+        - containerPort: 8080
+          hostPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: tomcat
+  labels: {name: tomcatCluster}
+spec:
+  type: ClusterIP
+  selector: {name: tomcatCluster}
+  ports:
+  - port: 8080
+    targetPort: 8080
+"#;
+
+#[test]
+fn v1_and_v1beta1_of_the_same_objects_are_the_same_objects() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let v1beta1 = load(&[
+        source(
+            "tomcat-controller.json",
+            &std::fs::read_to_string(repo.join("manifests/tomcat-controller.json")).unwrap(),
+        ),
+        source(
+            "tomcat-service.json",
+            &std::fs::read_to_string(repo.join("manifests/tomcat-service.json")).unwrap(),
+        ),
+    ]);
+    let v1 = load_one("tomcat.yaml", TOMCAT_V1);
+    assert_eq!(v1.objects, v1beta1.objects);
+    assert!(v1.warnings.is_empty(), "{:?}", v1.warnings);
+}
+
+#[test]
+fn v1_fields_map_onto_the_model() {
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "web", "labels": {"app": "web"}, "namespace": "default"},
+      "spec": {"restartPolicy": "OnFailure", "containers": [{
+        "name": "web", "image": "nginx", "command": ["nginx"], "args": ["-g", "daemon off;"],
+        "ports": [{"name": "http", "containerPort": 80}],
+        "env": [{"name": "MODE", "value": "prod"}],
+        "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "100m"}},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
+                          "initialDelaySeconds": 5, "periodSeconds": 10}}]}}"#;
+    let loaded = load_one("pod.json", pod);
+    let Object::Pod(p) = &loaded.objects[0] else {
+        panic!("{:?}", loaded.objects)
+    };
+    assert_eq!(p.id, "web");
+    assert_eq!(p.spec.restart_policy, RestartPolicy::OnFailure);
+    let c = &p.spec.containers[0];
+    assert_eq!(c.command, ["nginx", "-g", "daemon off;"]);
+    assert_eq!((c.cpu, c.memory), (Some(500), Some(64 << 20)));
+    assert_eq!(c.liveness_probe.as_ref().unwrap().initial_delay_seconds, 5);
+}
+
+#[test]
+fn what_v1_says_and_kctl_cannot_run_is_refused_with_a_reason() {
+    let two_ports = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+      "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}, {"port": 443}]}}"#;
+    only_error("svc.json", two_ports, "a service with 2 ports");
+    let node_port = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+      "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}}"#;
+    only_error("svc.json", node_port, "service type `NodePort`");
+    let args_only = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"containers": [{"name": "web", "image": "nginx", "args": ["-v"]}]}}"#;
+    only_error("pod.json", args_only, "`args` without `command`");
+    let policy = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"restartPolicy": "always", "containers": [{"name": "web", "image": "nginx"}]}}"#;
+    only_error("pod.json", policy, "unknown restartPolicy `always`");
+    let version = r#"{"apiVersion": "v2", "kind": "Pod", "metadata": {"name": "web"}}"#;
+    let errors = errors_of(&[source("pod.json", version)]);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("unsupported apiVersion `v2`")),
+        "{errors:?}"
+    );
+}

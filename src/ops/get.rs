@@ -46,8 +46,19 @@ pub enum Format {
     Name,
 }
 
+/// The shape objects are printed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputVersion {
+    /// Kubernetes v0.5's, which kctl reads and writes.
+    #[default]
+    V1beta1,
+    /// Today's `metadata` and `spec`, which kctl reads too.
+    V1,
+}
+
 /// What `kctl get` was asked to show.
 pub struct Query<'a> {
+    pub output_version: OutputVersion,
     pub resource: Resource,
     pub id: Option<&'a str>,
     pub selector: Option<&'a Selector>,
@@ -64,6 +75,7 @@ pub struct View {
     pub rows: Vec<(String, String)>,
     pub objects: Vec<(String, serde_json::Value)>,
     pub list_kind: &'static str,
+    pub api_version: &'static str,
 }
 
 fn table_rows(table: &str) -> (String, Vec<String>) {
@@ -77,6 +89,7 @@ pub fn view(state: &ClusterState, q: &Query) -> View {
         q.id.is_none_or(|want| want == obj_id) && q.selector.is_none_or(|s| s.matches(labels))
     };
     let wide = q.format == Format::Wide;
+    let v1 = q.output_version == OutputVersion::V1;
     let (table, objects, list_kind): (String, Vec<(String, serde_json::Value)>, _) =
         match q.resource {
             Resource::Pods => {
@@ -160,6 +173,7 @@ pub fn view(state: &ClusterState, q: &Query) -> View {
         rows,
         objects,
         list_kind,
+        api_version: if v1 { "v1" } else { "v1beta1" },
     }
 }
 
@@ -291,10 +305,14 @@ fn print_view(ui: &Ui, q: &Query, view: &View, before: Option<&View>) -> miette:
                 None if q.id.is_some() && !q.watch => {
                     view.objects.iter().map(|(_, o)| o.clone()).collect()
                 }
-                None if !q.watch => vec![output::list(
-                    view.list_kind,
-                    view.objects.iter().map(|(_, o)| o.clone()).collect(),
-                )],
+                None if !q.watch => {
+                    let mut list = output::list(
+                        view.list_kind,
+                        view.objects.iter().map(|(_, o)| o.clone()).collect(),
+                    );
+                    list["apiVersion"] = serde_json::json!(view.api_version);
+                    vec![list]
+                }
                 _ => view
                     .objects
                     .iter()

@@ -4,6 +4,7 @@
 pub mod describe;
 #[cfg(test)]
 pub(crate) mod snapshots;
+pub mod v1;
 
 use crate::model::{
     format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy,
@@ -91,7 +92,7 @@ fn or_none(s: String) -> String {
     }
 }
 
-fn pod_phase(state: &ClusterState, pod: &PodRecord) -> (PodPhase, Option<String>) {
+pub(crate) fn pod_phase(state: &ClusterState, pod: &PodRecord) -> (PodPhase, Option<String>) {
     match state.statuses.get(&pod.pod.id) {
         Some(s) if s.spec_hash == pod.spec_hash() => (s.phase, s.message.clone()),
         _ => (PodPhase::Waiting, Some("not yet started".into())),
@@ -234,7 +235,7 @@ fn endpoints_of<'a>(state: &'a ClusterState, service: &str) -> &'a [Endpoint] {
         .unwrap_or(&[])
 }
 
-fn endpoint_addresses(state: &ClusterState, service: &str) -> Vec<String> {
+pub(crate) fn endpoint_addresses(state: &ClusterState, service: &str) -> Vec<String> {
     endpoints_of(state, service)
         .iter()
         .map(|e| format!("{}:{}", e.ip, e.port))
@@ -307,7 +308,7 @@ pub fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({"kind": kind, "apiVersion": "v1beta1", "items": items})
 }
 
-fn container_json(c: &Container) -> Value {
+pub(crate) fn container_json(c: &Container) -> Value {
     let mut o = Map::new();
     o.insert("name".into(), json!(c.name));
     o.insert("image".into(), json!(c.image));
@@ -566,6 +567,70 @@ mod tests {
             },
         );
         (state, pod)
+    }
+
+    /// `--output-version v1` prints what reads back as the same objects.
+    #[test]
+    fn v1_printed_objects_apply_again_unchanged() {
+        use crate::manifest::{parse_sources, Source};
+        use crate::model::Object;
+        let (mut state, pod) = state_with_pod();
+        let mut spec = pod.pod.spec.clone();
+        spec.containers[0].cpu = Some(250);
+        spec.containers[0].memory = Some(64 << 20);
+        spec.containers[0].command = vec!["serve".into(), "--port".into(), "80".into()];
+        spec.restart_policy = RestartPolicy::OnFailure;
+        let bare = PodRecord {
+            owner: None,
+            pod: Pod {
+                spec,
+                ..pod.pod.clone()
+            },
+            ..pod.clone()
+        };
+        let rc = ReplicationController {
+            id: "web".into(),
+            labels: Labels::new(),
+            replicas: 3,
+            selector: pod.pod.labels.clone(),
+            template: crate::model::PodTemplate {
+                labels: pod.pod.labels.clone(),
+                spec: pod.pod.spec.clone(),
+            },
+        };
+        let service = ServiceRecord {
+            service: crate::model::Service {
+                id: "web".into(),
+                labels: Labels::new(),
+                selector: pod.pod.labels.clone(),
+                port: 8080,
+                container_port: Some(crate::model::PortRef::Name("http".into())),
+                protocol: Protocol::Udp,
+            },
+            portal_ip: "10.0.0.7".parse().unwrap(),
+        };
+        state.services.insert("web".into(), service.clone());
+        let printed = [
+            (v1::pod(&state, &bare), Object::Pod(bare.pod.clone())),
+            (
+                v1::controller(&state, &rc),
+                Object::ReplicationController(rc.clone()),
+            ),
+            (
+                v1::service(&state, &service),
+                Object::Service(service.service.clone()),
+            ),
+        ];
+        for (json, object) in &printed {
+            assert_eq!(json["apiVersion"], "v1");
+            let text = serde_yaml_ng::to_string(json).unwrap();
+            let loaded = parse_sources(&[Source {
+                name: "<stdin>".into(),
+                text: text.clone(),
+            }])
+            .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+            assert_eq!(&loaded.objects, std::slice::from_ref(object), "{text}");
+        }
     }
 
     /// What `get -o json|yaml` prints reads back as the same objects, and

@@ -1,0 +1,485 @@
+//! Today's `apiVersion: v1` Pod, ReplicationController and Service onto
+//! the same model as v1beta1: `metadata` and `spec` where v1beta1 had
+//! `id`, `labels` and `desiredState`. The same checks apply; what v1 can
+//! say and kctl cannot run (several ports on a service, `args` without a
+//! `command`, NodePort services) is refused with a reason.
+
+use super::*;
+
+pub(super) const API_VERSION: &str = "v1";
+
+macro_rules! v1_ignored {
+    ($($extra:literal),*) => {
+        &[$($extra,)* "status"]
+    };
+}
+
+static POD: Shape = Shape {
+    what: "a v1 Pod",
+    fields: &["kind", "apiVersion", "metadata", "spec"],
+    ignored: v1_ignored!(),
+};
+static METADATA: Shape = Shape {
+    what: "`metadata`",
+    fields: &["name", "labels"],
+    ignored: &[
+        "namespace",
+        "uid",
+        "annotations",
+        "creationTimestamp",
+        "resourceVersion",
+        "selfLink",
+        "generation",
+        "managedFields",
+    ],
+};
+static POD_SPEC: Shape = Shape {
+    what: "a pod `spec`",
+    fields: &["containers", "restartPolicy"],
+    ignored: &[
+        "volumes",
+        "dnsPolicy",
+        "nodeSelector",
+        "terminationGracePeriodSeconds",
+        "serviceAccountName",
+        "securityContext",
+        "schedulerName",
+        "enableServiceLinks",
+    ],
+};
+static CONTAINER: Shape = Shape {
+    what: "a v1 container",
+    fields: &[
+        "name",
+        "image",
+        "command",
+        "args",
+        "workingDir",
+        "ports",
+        "env",
+        "resources",
+        "livenessProbe",
+    ],
+    ignored: &[
+        "volumeMounts",
+        "readinessProbe",
+        "startupProbe",
+        "lifecycle",
+        "imagePullPolicy",
+        "terminationMessagePath",
+        "terminationMessagePolicy",
+        "securityContext",
+    ],
+};
+static RESOURCES: Shape = Shape {
+    what: "`resources`",
+    fields: &["limits"],
+    ignored: &["requests"],
+};
+static LIMITS: Shape = Shape {
+    what: "`limits`",
+    fields: &["cpu", "memory"],
+    ignored: &[],
+};
+static PROBE: Shape = Shape {
+    what: "a v1 `livenessProbe`",
+    fields: &[
+        "httpGet",
+        "tcpSocket",
+        "exec",
+        "initialDelaySeconds",
+        "timeoutSeconds",
+    ],
+    ignored: &["periodSeconds", "successThreshold", "failureThreshold"],
+};
+static HTTP_GET: Shape = Shape {
+    what: "v1 `httpGet`",
+    fields: &["path", "port", "host"],
+    ignored: &["scheme", "httpHeaders"],
+};
+static CONTROLLER: Shape = Shape {
+    what: "a v1 ReplicationController",
+    fields: &["kind", "apiVersion", "metadata", "spec"],
+    ignored: v1_ignored!(),
+};
+static CONTROLLER_SPEC: Shape = Shape {
+    what: "a ReplicationController's `spec`",
+    fields: &["replicas", "selector", "template"],
+    ignored: &["minReadySeconds"],
+};
+static TEMPLATE: Shape = Shape {
+    what: "a pod `template`",
+    fields: &["metadata", "spec"],
+    ignored: &[],
+};
+static SERVICE: Shape = Shape {
+    what: "a v1 Service",
+    fields: &["kind", "apiVersion", "metadata", "spec"],
+    ignored: v1_ignored!(),
+};
+static SERVICE_SPEC: Shape = Shape {
+    what: "a Service's `spec`",
+    fields: &["selector", "ports", "type"],
+    ignored: &["clusterIP", "sessionAffinity"],
+};
+static SERVICE_PORT: Shape = Shape {
+    what: "a service port",
+    fields: &["port", "targetPort", "protocol", "name"],
+    ignored: &[],
+};
+
+/// One v1 object.
+pub(super) fn object(cx: &mut FileContext<'_>, node: &Node, kind: Kind) -> Option<Decoded> {
+    match kind {
+        Kind::Pod => pod(cx, node),
+        Kind::ReplicationController => controller(cx, node),
+        Kind::Service => service(cx, node),
+    }
+}
+
+/// `metadata`: the object's name (its id) and labels.
+fn metadata(
+    cx: &mut FileContext<'_>,
+    fields: &Fields<'_>,
+    kind: Kind,
+) -> (Option<(String, Span)>, Option<Labels>) {
+    let Some(meta) = cx
+        .require(fields, "metadata")
+        .and_then(|n| cx.fields(n, &METADATA))
+    else {
+        return (None, None);
+    };
+    let id = cx
+        .require(&meta, "name")
+        .and_then(|node| object_id(cx, node, kind));
+    (id, labels_or_empty(cx, meta.get("labels"), "`labels`"))
+}
+
+fn pod(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
+    let fields = cx.fields(node, &POD)?;
+    let (id, labels) = metadata(cx, &fields, Kind::Pod);
+    let spec = cx.require(&fields, "spec").and_then(|n| pod_spec(cx, n));
+    let (id, id_span) = id?;
+    Some(Decoded {
+        object: Object::Pod(Pod {
+            id,
+            labels: labels?,
+            spec: spec?,
+        }),
+        id_span,
+    })
+}
+
+fn pod_spec(cx: &mut FileContext<'_>, node: &Node) -> Option<PodSpec> {
+    let fields = cx.fields(node, &POD_SPEC)?;
+    let restart_policy = optional(fields.get("restartPolicy"), |node| {
+        let text = cx.string(node, "`restartPolicy`")?;
+        match text {
+            "Always" => Some(RestartPolicy::Always),
+            "OnFailure" => Some(RestartPolicy::OnFailure),
+            "Never" => Some(RestartPolicy::Never),
+            _ => {
+                let error = cx
+                    .error(
+                        node.span,
+                        format!("unknown restartPolicy `{text}`"),
+                        "unknown policy",
+                    )
+                    .with_help(match closest(text, &["Always", "OnFailure", "Never"]) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "one of `Always`, `OnFailure`, `Never`".to_string(),
+                    });
+                cx.push(error);
+                None
+            }
+        }
+    });
+    let containers = cx
+        .require(&fields, "containers")
+        .and_then(|node| containers_with(cx, node, container));
+    Some(PodSpec {
+        containers: containers?,
+        restart_policy: restart_policy?.unwrap_or_default(),
+    })
+}
+
+fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Container> {
+    let fields = cx.fields(node, &CONTAINER)?;
+    let name = cx
+        .require(&fields, "name")
+        .and_then(|node| container_name(cx, node, scope));
+    let image = cx
+        .require(&fields, "image")
+        .and_then(|node| image(cx, node));
+    let command = optional(fields.get("command"), |node| cx.strings(node, "`command`"));
+    let args = optional(fields.get("args"), |node| cx.strings(node, "`args`"));
+    // kctl's containers run one command line: v1's `command` then `args`.
+    // `args` alone would go after the image's own entrypoint, which kctl
+    // does not know.
+    let command = match (command, args) {
+        (Some(command), Some(args)) => match (command, args) {
+            (None, Some(args)) if !args.is_empty() => {
+                let node = fields.get("args").unwrap_or(node);
+                let error = cx
+                    .error(node.span, "`args` without `command`".to_string(), "no command")
+                    .with_help("kctl replaces the image's entrypoint: write the whole command line in `command` (and `args`)");
+                cx.push(error);
+                None
+            }
+            (command, args) => Some(
+                command
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(args.unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            ),
+        },
+        _ => None,
+    };
+    let working_dir = optional(fields.get("workingDir"), |node| {
+        cx.string(node, "`workingDir`").map(str::to_string)
+    });
+    let ports = optional(fields.get("ports"), |node| {
+        let items = cx.sequence(node, "`ports`")?;
+        each(items, |item| port(cx, item, scope))
+    });
+    let env = optional(fields.get("env"), |node| {
+        let items = cx.sequence(node, "`env`")?;
+        each(items, |item| env_var(cx, item))
+    });
+    let limits = optional(fields.get("resources"), |node| {
+        let resources = cx.fields(node, &RESOURCES)?;
+        let Some(limits) = resources.get("limits") else {
+            return Some((None, None));
+        };
+        let limits = cx.fields(limits, &LIMITS)?;
+        let cpu = optional(limits.get("cpu"), |node| quantity(cx, node, Quantity::Cpu));
+        let memory = optional(limits.get("memory"), |node| {
+            quantity(cx, node, Quantity::Memory)
+        });
+        Some((cpu?.map(|c| c as u32), memory?))
+    });
+    let liveness_probe = optional(fields.get("livenessProbe"), |node| {
+        probe_shaped(cx, node, scope, &PROBE, &HTTP_GET)
+    });
+    let (cpu, memory) = limits?.unwrap_or((None, None));
+    Some(Container {
+        name: name?,
+        image: image?,
+        command: command?,
+        working_dir: working_dir?,
+        ports: ports?.unwrap_or_default(),
+        env: env?.unwrap_or_default(),
+        cpu,
+        memory,
+        liveness_probe: liveness_probe?,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Quantity {
+    /// In thousandths of a core: `500m`, `0.5`, `2`.
+    Cpu,
+    /// In bytes: `64Mi`, `1G`, `1000`.
+    Memory,
+}
+
+/// A Kubernetes quantity, as kctl's model counts it.
+fn quantity(cx: &mut FileContext<'_>, node: &Node, kind: Quantity) -> Option<u64> {
+    let text = match &node.value {
+        Value::String(s) => s.clone(),
+        Value::Integer(n) => n.to_string(),
+        Value::Float(f) => f.to_string(),
+        _ => {
+            cx.string(node, "a quantity")?;
+            return None;
+        }
+    };
+    match parse_quantity(&text, kind) {
+        Some(n) => Some(n),
+        None => {
+            let help = match kind {
+                Quantity::Cpu => "write cores (`1`, `0.5`) or thousandths (`500m`)",
+                Quantity::Memory => "write bytes with a suffix: `64Mi`, `1Gi`, `500M`",
+            };
+            let error = cx
+                .error(
+                    node.span,
+                    format!("`{text}` is not a quantity kctl reads"),
+                    "bad quantity",
+                )
+                .with_help(help);
+            cx.push(error);
+            None
+        }
+    }
+}
+
+fn parse_quantity(text: &str, kind: Quantity) -> Option<u64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let scale: f64 = match (kind, suffix) {
+        (Quantity::Cpu, "") => 1000.0,
+        (Quantity::Cpu, "m") => 1.0,
+        (Quantity::Memory, "") => 1.0,
+        (Quantity::Memory, "k") => 1e3,
+        (Quantity::Memory, "M") => 1e6,
+        (Quantity::Memory, "G") => 1e9,
+        (Quantity::Memory, "T") => 1e12,
+        (Quantity::Memory, "Ki") => 1024.0,
+        (Quantity::Memory, "Mi") => 1024.0 * 1024.0,
+        (Quantity::Memory, "Gi") => 1024.0 * 1024.0 * 1024.0,
+        (Quantity::Memory, "Ti") => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let n = (value * scale).round();
+    (n.is_finite() && n >= 0.0 && n <= u32::MAX as f64 * 1e6).then_some(n as u64)
+}
+
+fn controller(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
+    let fields = cx.fields(node, &CONTROLLER)?;
+    let (id, labels) = metadata(cx, &fields, Kind::ReplicationController);
+    let spec = cx
+        .require(&fields, "spec")
+        .and_then(|n| cx.fields(n, &CONTROLLER_SPEC))?;
+    // v1 counts 1 replica when none is given.
+    let replicas = optional(spec.get("replicas"), |node| {
+        cx.integer(node, "`replicas`", 0, u32::MAX.into())
+            .and_then(|n| u32::try_from(n).ok())
+    });
+    let template = cx.require(&spec, "template").and_then(|node| {
+        let fields = cx.fields(node, &TEMPLATE)?;
+        let labels = match fields.get("metadata") {
+            Some(meta) => {
+                let meta = cx.fields(meta, &METADATA)?;
+                labels_or_empty(cx, meta.get("labels"), "`labels`")
+            }
+            None => Some(Labels::new()),
+        };
+        let spec = cx.require(&fields, "spec").and_then(|n| pod_spec(cx, n));
+        Some((labels, spec))
+    });
+    // v1 selects the template's labels when no selector is given.
+    let selector = optional(spec.get("selector"), |node| {
+        selector(cx, node, "`selector`")
+    });
+    let template_labels = template.as_ref().and_then(|(l, _)| l.as_ref());
+    if let (Some(Some((selector, selector_node))), Some(labels)) = (&selector, template_labels) {
+        if !selector_matches(selector, labels) {
+            report_selector_mismatch(cx, selector, selector_node, labels);
+            return None;
+        }
+    }
+    let (template_labels, template_spec) = template?;
+    let template_labels = template_labels?;
+    let selector = match selector? {
+        Some((selector, _)) => selector,
+        None if !template_labels.is_empty() => template_labels.clone(),
+        None => {
+            let error = cx
+                .error(
+                    fields.anchor,
+                    "a ReplicationController needs a selector".to_string(),
+                    "no selector",
+                )
+                .with_help(
+                    "label the pod template (`template.metadata.labels`) or give `spec.selector`",
+                );
+            cx.push(error);
+            return None;
+        }
+    };
+    let (id, id_span) = id?;
+    Some(Decoded {
+        object: Object::ReplicationController(ReplicationController {
+            id,
+            labels: labels?,
+            replicas: replicas?.unwrap_or(1),
+            selector,
+            template: PodTemplate {
+                labels: template_labels,
+                spec: template_spec?,
+            },
+        }),
+        id_span,
+    })
+}
+
+fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
+    let fields = cx.fields(node, &SERVICE)?;
+    let (id, labels) = metadata(cx, &fields, Kind::Service);
+    let spec = cx
+        .require(&fields, "spec")
+        .and_then(|n| cx.fields(n, &SERVICE_SPEC))?;
+    let selector = cx
+        .require(&spec, "selector")
+        .and_then(|node| selector(cx, node, "`selector`"));
+    let kind_ok = optional(spec.get("type"), |node| {
+        let text = cx.string(node, "`type`")?;
+        if text == "ClusterIP" {
+            return Some(());
+        }
+        let error = cx
+            .error(node.span, format!("service type `{text}` is not one kctl makes"), "unsupported type")
+            .with_help("kctl's services are portals inside the cluster: `ClusterIP`; reach one from outside with `kctl port-forward service/NAME`");
+        cx.push(error);
+        None
+    });
+    let port = cx.require(&spec, "ports").and_then(|node| {
+        let items = cx.sequence(node, "`ports`")?;
+        match items {
+            [one] => {
+                let fields = cx.fields(one, &SERVICE_PORT)?;
+                let port = cx
+                    .require(&fields, "port")
+                    .and_then(|node| port_number(cx, node, "`port`"));
+                let target = optional(fields.get("targetPort"), |node| {
+                    port_ref(cx, node, "`targetPort`").map(|(p, _)| p)
+                });
+                let protocol = optional(fields.get("protocol"), |node| protocol(cx, node));
+                Some((port?, target?, protocol?.unwrap_or_default()))
+            }
+            _ => {
+                let error = cx
+                    .error(node.span, format!("a service with {} ports", items.len()), "not one port")
+                    .with_help("kctl's services have one port each, as in v1beta1: make one Service per port");
+                cx.push(error);
+                None
+            }
+        }
+    });
+    kind_ok?;
+    let (port, container_port, protocol) = port?;
+    let (id, id_span) = id?;
+    Some(Decoded {
+        object: Object::Service(Service {
+            id,
+            labels: labels?,
+            selector: selector?.0,
+            port,
+            container_port,
+            protocol,
+        }),
+        id_span,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_quantity, Quantity};
+
+    #[test]
+    fn quantities_read_as_kubernetes_writes_them() {
+        assert_eq!(parse_quantity("500m", Quantity::Cpu), Some(500));
+        assert_eq!(parse_quantity("0.5", Quantity::Cpu), Some(500));
+        assert_eq!(parse_quantity("2", Quantity::Cpu), Some(2000));
+        assert_eq!(parse_quantity("64Mi", Quantity::Memory), Some(64 << 20));
+        assert_eq!(parse_quantity("1G", Quantity::Memory), Some(1_000_000_000));
+        assert_eq!(parse_quantity("1000", Quantity::Memory), Some(1000));
+        assert_eq!(parse_quantity("1Mi", Quantity::Cpu), None);
+        assert_eq!(parse_quantity("lots", Quantity::Memory), None);
+    }
+}

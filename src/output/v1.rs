@@ -1,0 +1,102 @@
+//! Objects in today's `apiVersion: v1` shape, for `kctl get
+//! --output-version v1`: what the decoder reads back as the same
+//! objects (status and `clusterIP` are passed by on input).
+
+use super::{container_json, endpoint_addresses, pod_phase};
+use crate::model::{Container, PodSpec, ReplicationController};
+use crate::state::{ClusterState, PodRecord, ServiceRecord};
+use serde_json::{json, Value};
+
+fn metadata(name: &str, labels: &crate::model::Labels) -> Value {
+    if labels.is_empty() {
+        json!({"name": name})
+    } else {
+        json!({"name": name, "labels": labels})
+    }
+}
+
+/// v1beta1's container, moved to v1's names: `cpu` and `memory` become
+/// `resources.limits`.
+fn container(c: &Container) -> Value {
+    let mut v = container_json(c);
+    if let Some(o) = v.as_object_mut() {
+        let cpu = o.remove("cpu");
+        let memory = o.remove("memory");
+        if cpu.is_some() || memory.is_some() {
+            let mut limits = serde_json::Map::new();
+            if let Some(cpu) = c.cpu {
+                limits.insert("cpu".into(), json!(format!("{cpu}m")));
+            }
+            if let Some(memory) = c.memory {
+                limits.insert("memory".into(), json!(memory.to_string()));
+            }
+            o.insert("resources".into(), json!({"limits": limits}));
+        }
+    }
+    v
+}
+
+fn pod_spec(spec: &PodSpec) -> Value {
+    json!({
+        "restartPolicy": format!("{:?}", spec.restart_policy),
+        "containers": spec.containers.iter().map(container).collect::<Vec<_>>(),
+    })
+}
+
+pub fn pod(state: &ClusterState, p: &PodRecord) -> Value {
+    let (phase, message) = pod_phase(state, p);
+    let mut status = json!({"phase": phase.as_str(), "host": p.host});
+    if let Some(m) = state.minions.get(&p.host) {
+        status["hostIP"] = json!(m.host_ip.to_string());
+    }
+    if let Some(ip) = state.statuses.get(&p.pod.id).and_then(|s| s.pod_ip) {
+        status["podIP"] = json!(ip.to_string());
+    }
+    if let Some(message) = message {
+        status["message"] = json!(message);
+    }
+    json!({
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": metadata(&p.pod.id, &p.pod.labels),
+        "spec": pod_spec(&p.pod.spec),
+        "status": status,
+    })
+}
+
+pub fn controller(state: &ClusterState, rc: &ReplicationController) -> Value {
+    json!({
+        "kind": "ReplicationController",
+        "apiVersion": "v1",
+        "metadata": metadata(&rc.id, &rc.labels),
+        "spec": {
+            "replicas": rc.replicas,
+            "selector": rc.selector,
+            "template": {
+                "metadata": {"labels": rc.template.labels},
+                "spec": pod_spec(&rc.template.spec),
+            },
+        },
+        "status": {"replicas": state.pods_owned_by(&rc.id).count()},
+    })
+}
+
+pub fn service(state: &ClusterState, r: &ServiceRecord) -> Value {
+    let s = &r.service;
+    let mut port = json!({"port": s.port, "protocol": s.protocol.as_upper()});
+    if let Some(target) = &s.container_port {
+        port["targetPort"] = json!(target);
+    }
+    json!({
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": metadata(&s.id, &s.labels),
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": r.portal_ip.to_string(),
+            "selector": s.selector,
+            "ports": [port],
+        },
+        "status": {"endpoints": endpoint_addresses(state, &s.id)},
+    })
+}
