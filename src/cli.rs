@@ -1001,3 +1001,75 @@ mod tests {
         assert!(Cli::try_parse_from(["kctl", "apply"]).is_err());
     }
 }
+
+/// Every hint and help text that names a `kctl` command (in backticks)
+/// names one that exists, with flags it takes.
+#[cfg(test)]
+mod hint_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+
+    #[test]
+    fn every_hint_names_a_command_that_works() {
+        let root = Cli::command();
+        let mut files = Vec::new();
+        sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let mut checked = 0;
+        for (file, text) in &files {
+            for quoted in text.split("`kctl ").skip(1) {
+                let Some(command) = quoted.split('`').next() else {
+                    continue;
+                };
+                // (A comment may wrap the command over lines.)
+                let words: Vec<&str> = command
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("//"))
+                    .collect();
+                let Some(first) = words.first() else { continue };
+                if !first.chars().all(|c| c.is_ascii_lowercase() || c == '-') || first.starts_with('-') {
+                    continue;
+                }
+                let sub = root
+                    .find_subcommand(first)
+                    .unwrap_or_else(|| panic!("{file}: `kctl {command}` names no subcommand {first:?}"));
+                let mut target = sub;
+                if let Some(second) = words.get(1) {
+                    if target.has_subcommands() && !second.starts_with('-') {
+                        // `stop|start` names two.
+                        let parent = target;
+                        for choice in second.split('|') {
+                            target = parent.find_subcommand(choice).unwrap_or_else(|| {
+                                panic!("{file}: `kctl {command}`: {first} has no {choice:?}")
+                            });
+                        }
+                    }
+                }
+                for flag in words.iter().filter_map(|w| w.strip_prefix("--")) {
+                    let flag = flag.split(['=', '`', ')', ',']).next().unwrap_or_default();
+                    if flag.is_empty() || !flag.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                        continue;
+                    }
+                    let known = target
+                        .get_arguments()
+                        .chain(root.get_arguments())
+                        .any(|a| a.get_long() == Some(flag));
+                    assert!(known, "{file}: `kctl {command}`: no flag --{flag}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "only {checked} hints found");
+    }
+}
