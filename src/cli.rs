@@ -1025,7 +1025,10 @@ mod hint_tests {
     fn every_hint_names_a_command_that_works() {
         let root = Cli::command();
         let mut files = Vec::new();
-        sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
         let mut checked = 0;
         for (file, text) in &files {
             for quoted in text.split("`kctl ").skip(1) {
@@ -1038,12 +1041,14 @@ mod hint_tests {
                     .filter(|w| !w.starts_with("//"))
                     .collect();
                 let Some(first) = words.first() else { continue };
-                if !first.chars().all(|c| c.is_ascii_lowercase() || c == '-') || first.starts_with('-') {
+                if !first.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    || first.starts_with('-')
+                {
                     continue;
                 }
-                let sub = root
-                    .find_subcommand(first)
-                    .unwrap_or_else(|| panic!("{file}: `kctl {command}` names no subcommand {first:?}"));
+                let sub = root.find_subcommand(first).unwrap_or_else(|| {
+                    panic!("{file}: `kctl {command}` names no subcommand {first:?}")
+                });
                 let mut target = sub;
                 if let Some(second) = words.get(1) {
                     if target.has_subcommands() && !second.starts_with('-') {
@@ -1058,7 +1063,8 @@ mod hint_tests {
                 }
                 for flag in words.iter().filter_map(|w| w.strip_prefix("--")) {
                     let flag = flag.split(['=', '`', ')', ',']).next().unwrap_or_default();
-                    if flag.is_empty() || !flag.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                    if flag.is_empty() || !flag.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    {
                         continue;
                     }
                     let known = target

@@ -710,6 +710,28 @@ fn rolling_update_keeps_the_portal_answering_and_rolls_back_a_broken_image() {
     // The controller is free again: apply works on it.
     let again = cluster.kctl(&["resize", "rc", "web", "2"]);
     assert!(again.ok(), "{again:?}");
+    // From a file (v1 here): the controller as it is to be, same id.
+    let file = cluster.dir().join("web-v1.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: web\n  labels: {name: web}\nspec:\n  replicas: 2\n  template:\n    metadata:\n      labels: {name: web}\n    spec:\n      containers:\n      - name: web\n        image: tutum/tomcat:latest\n        ports:\n        - containerPort: 8080\n",
+    )
+    .unwrap();
+    let from_file = cluster.kctl(&[
+        "rollingupdate",
+        "rc",
+        "web",
+        "-f",
+        file.to_str().unwrap(),
+        "--update-period",
+        "0s",
+    ]);
+    assert!(from_file.ok(), "{from_file:?}");
+    assert!(
+        from_file.stdout.contains("2 pod(s) replaced"),
+        "{from_file:?}"
+    );
+    assert_eq!(images(&cluster), ["tutum/tomcat:latest"; 2]);
 
     cluster.down_and_check();
 }
