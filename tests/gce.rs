@@ -709,7 +709,10 @@ fn instances_are(vms: &DebianVms) -> Value {
 /// startup-script runner runs the `startup-script` metadata, kctl's own
 /// script, on the booted machine. Until every VM has started or `stop`.
 fn guest_environment(vms: &DebianVms, mock: &MockCompute, stop: &AtomicBool) {
-    let mut started = vec![false; vms.hosts().len()];
+    // A VM that booted for an earlier `up` has run its script already.
+    let mut started: Vec<bool> = (0..vms.hosts().len())
+        .map(|i| vms.run_in_code(i, &["test", "-e", "/run/kctl-boot/done"]).0 == Some(0))
+        .collect();
     while !stop.load(Ordering::SeqCst) && started.iter().any(|s| !s) {
         for (i, vm) in vms.hosts().iter().enumerate() {
             if started[i] {
@@ -766,12 +769,14 @@ fn nothing_else(_: &AtomicBool) {}
 /// resource from the project.
 #[test]
 fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
-    let vms = DebianVms::create_named(
+    // The fourth joins when the cluster grows to 3 minions.
+    let mut vms = DebianVms::create_named(
         "gce",
         &[
             "kctl-t-gce-master",
             "kctl-t-gce-minion-1",
             "kctl-t-gce-minion-2",
+            "kctl-t-gce-minion-3",
         ],
     );
     let _pods_here = Unreachable::claim("10.244.0.0/14");
@@ -917,7 +922,9 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
             !without.status.success(),
             "etcd without a client certificate, from minion-{minion}'s VM: {without:?}"
         );
-        let targets = std::iter::once((master, 4001)).chain(vms.hosts().iter().map(|h| (h.ip, 22)));
+        // (The fourth VM is not the cluster's yet.)
+        let targets =
+            std::iter::once((master, 4001)).chain(vms.hosts().iter().take(3).map(|h| (h.ip, 22)));
         for (ip, port) in targets {
             let out = vms.run_in(
                 minion,
@@ -939,6 +946,73 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
             );
         }
     }
+
+    // Grow: a third minion joins, with the image the others were given.
+    let (grown, _) = up_on(
+        &env,
+        &vms,
+        &["--minions", "3", "--boot-timeout", "300"],
+        &nothing_else,
+    );
+    assert!(grown.ok(), "{grown:?}");
+    assert!(
+        grown.stdout.contains("with 3 minions (it had 2)"),
+        "{grown:?}"
+    );
+    assert!(
+        grown.stderr.contains("to minion-3"),
+        "image copied: {grown:?}"
+    );
+    let web = env.root.join("web.json");
+    std::fs::write(&web, common::web_controller("web", 3)).unwrap();
+    let spread = env.kctl(&["apply", "-f", web.to_str().unwrap()]);
+    assert!(spread.ok(), "{spread:?}");
+    let on_3 = env
+        .kctl(&["get", "pods", "-l", "name=web", "-o", "json"])
+        .json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["currentState"]["host"] == "minion-3" && p["currentState"]["status"] == "Running"
+        })
+        .count();
+    assert_eq!(on_3, 1, "a replica runs on the new minion");
+    // Shrink: its pod moves first, then its VM and route go.
+    let (shrunk, _) = up_on(
+        &env,
+        &vms,
+        &["--minions", "2", "--boot-timeout", "300"],
+        &nothing_else,
+    );
+    assert!(shrunk.ok(), "{shrunk:?}");
+    assert!(
+        shrunk.stdout.contains("with 2 minions (it had 3)"),
+        "{shrunk:?}"
+    );
+    assert!(shrunk.stderr.contains("moved off minion-3"), "{shrunk:?}");
+    let left = env
+        .kctl(&["get", "pods", "-l", "name=web", "-o", "json"])
+        .json();
+    let running: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["currentState"]["status"] == "Running")
+        .map(|p| p["currentState"]["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(running.len(), 3, "{left}");
+    assert!(!running.contains(&"minion-3"), "{left}");
+    assert!(
+        !env.mock
+            .resources()
+            .iter()
+            .any(|r| r.contains("minion-3") || r.ends_with("-3")),
+        "{:?}",
+        env.mock.resources()
+    );
+    // What deleting the instance does on GCE: the machine is gone.
+    vms.kill_vm(3);
 
     let down = env.kctl(&["down"]);
     assert!(down.ok(), "{down:?}");

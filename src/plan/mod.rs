@@ -84,7 +84,7 @@ impl PlanError {
     pub fn help(&self) -> Option<String> {
         match self {
             PlanError::Unschedulable(_) => Some(
-                "lower `replicas` or drop the `hostPort`; `kctl get minions` shows which minions are NotReady; `kctl up --minions N` adds minions to a local cluster"
+                "lower `replicas` or drop the `hostPort`; `kctl get minions` shows which minions are NotReady; on a local or GCE cluster, `kctl up --minions N` adds minions"
                     .into(),
             ),
             PlanError::OwnedPod { controller, .. } => Some(format!(

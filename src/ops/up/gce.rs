@@ -384,14 +384,8 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     if let Some(r) = &recorded {
         where_recorded(name, r, opts.project.as_deref(), opts.zone.as_deref())?;
     }
+    let before = existing.as_ref().map_or(0, |c| c.minions.len());
     let count = match (&existing, options.minions) {
-        (Some(c), Some(n)) if !c.minions.is_empty() && n != c.minions.len() => {
-            return Err(miette!(
-                help = "`kctl down` and `kctl up --minions N` to rebuild it",
-                "cluster {name} has {} minions; changing the count of a running cluster is not supported yet",
-                c.minions.len()
-            ))
-        }
         (Some(c), None) if !c.minions.is_empty() => c.minions.len(),
         (_, n) => n.unwrap_or(DEFAULT_MINIONS),
     };
@@ -523,6 +517,28 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         dir.save(&pending)?;
     }
 
+    // Fewer minions: the last ones go, once their pods have moved.
+    if let Some(config) = existing.as_ref().filter(|_| count < before) {
+        let leaving: Vec<String> = config.minions[count..]
+            .iter()
+            .map(|m| m.id.clone())
+            .collect();
+        let cluster = Cluster::new(dir.clone(), config.clone());
+        crate::ops::rollout::evacuate(ui, &cluster, &leaving).await?;
+        let task = ui.task(format!("deleting {}", leaving.join(", ")));
+        let progress = |line: &str| task.set(line.to_string());
+        let indices: Vec<usize> = (count + 1..=before).collect();
+        gce::remove_minions(&g, &gspec, &indices, &progress).await?;
+        let mut store = cluster.store().await?;
+        for id in &leaving {
+            store.forget_minion(id).await?;
+        }
+        let mut smaller = config.clone();
+        smaller.minions.truncate(count);
+        dir.save(&smaller)?;
+        task.done(format!("deleted {}", leaving.join(", ")));
+    }
+
     let task = ui.task(format!(
         "network, firewall rules, master and {count} minions ({}), routes, host keys",
         gspec.machine_type
@@ -586,7 +602,20 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     let etcd = config.etcd_endpoints.join(",");
     let cluster = Cluster::new(dir, config);
     let changed = install(ui, &cluster, None).await? || existing.is_none();
-    if changed {
+    if before > 0 && count > before {
+        // Images `kctl image load` gave the others (the VMs may pull too).
+        let joined: Vec<String> = cluster.config.minions[before..]
+            .iter()
+            .map(|m| m.id.clone())
+            .collect();
+        let from = cluster.config.minions[0].id.clone();
+        crate::ops::image::copy_loaded(ui, &cluster, &from, &joined).await?;
+    }
+    if before > 0 && count != before {
+        ui.out(format!(
+            "Cluster {name} is up on GCE ({project}, {zone}) with {count} minions (it had {before})."
+        ));
+    } else if changed {
         ui.out(format!(
             "Cluster {name} is up on GCE ({project}, {zone}): master + {count} minions, etcd at {etcd} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods; `kctl down` deletes every VM, route, firewall rule and the network."
         ));

@@ -1041,6 +1041,33 @@ pub async fn destroy<G: Gcloud>(
     })
 }
 
+/// Deletes the minions `indices` of a cluster (`up --minions` fewer): their
+/// instances, then their routes. Gone already counts as done.
+pub async fn remove_minions<G: Gcloud>(
+    g: &G,
+    spec: &GceSpec,
+    indices: &[usize],
+    progress: Progress<'_>,
+) -> Result<(), GceError> {
+    if indices.is_empty() {
+        return Ok(());
+    }
+    let n = spec.names()?;
+    let instances: Vec<String> = indices.iter().map(|i| n.minion(*i)).collect();
+    let routes: Vec<String> = indices.iter().map(|i| n.route(*i)).collect();
+    for argv in [
+        cmd::instances_delete(&spec.project, &spec.zone, &instances),
+        cmd::routes_delete(&spec.project, &routes),
+    ] {
+        progress(&format!("deleting {}", delete_targets(&argv)));
+        let out = g.run(&argv).await?;
+        if !out.success() && !out.not_found() {
+            return Err(failed(&argv, &out));
+        }
+    }
+    Ok(())
+}
+
 /// What `destroy` did: one line per deleted resource, and one per
 /// resource it found by name but left alone, with why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

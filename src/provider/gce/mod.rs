@@ -21,9 +21,9 @@ mod tests;
 pub use crate::exec::shell_line;
 pub use engine::{
     check_quotas, cpu_metric, create, destroy, discover, down_commands, judge, needed_quota,
-    planned, policy_enforced, preflight, quota_shortfalls, quotas, serial_tail, startup_script,
-    up_commands, write_metadata_files, Destroyed, Discovered, GceCluster, Knowledge,
-    PreflightReport, Progress, Quota, BOOT_DONE, BOOT_FAILED, BOOT_FORMAT, BOOT_VERSION,
+    planned, policy_enforced, preflight, quota_shortfalls, quotas, remove_minions, serial_tail,
+    startup_script, up_commands, write_metadata_files, Destroyed, Discovered, GceCluster,
+    Knowledge, PreflightReport, Progress, Quota, BOOT_DONE, BOOT_FAILED, BOOT_FORMAT, BOOT_VERSION,
 };
 pub use parse::Instance;
 pub use spec::{GceSpec, Names, Role, GCE_MTU};
