@@ -563,16 +563,27 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("{text:?}: the unit is one of ms, s, m, h")),
     };
+    // A week is more than any pause or timeout kctl waits; far more would
+    // overflow the clock arithmetic.
+    if seconds > 7.0 * 86_400.0 {
+        return Err(format!("{text:?} is longer than a week"));
+    }
     std::time::Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
 
 fn kind_of(word: &str) -> miette::Result<Kind> {
+    kind_for(word, "delete")
+}
+
+/// The kind a resource word names, for a command that acts on it (`verb`
+/// says which, in the error).
+fn kind_for(word: &str, verb: &str) -> miette::Result<Kind> {
     match Resource::parse(word) {
         Some(Resource::Pods) => Ok(Kind::Pod),
         Some(Resource::Controllers) => Ok(Kind::ReplicationController),
         Some(Resource::Services) => Ok(Kind::Service),
         _ => Err(usage(
-            &format!("cannot delete {word:?}"),
+            &format!("cannot {verb} {word:?}"),
             "one of: pod, rc (replicationController), service",
         )),
     }
@@ -828,7 +839,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             id,
             replicas,
         } => {
-            if kind_of(&resource)? != Kind::ReplicationController {
+            if kind_for(&resource, "resize")? != Kind::ReplicationController {
                 return Err(usage(
                     &format!("cannot resize {resource:?}"),
                     "kctl resize rc ID N",
@@ -891,7 +902,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             update_period,
             timeout,
         } => {
-            if kind_of(&resource)? != Kind::ReplicationController {
+            if kind_for(&resource, "roll out")? != Kind::ReplicationController {
                 return Err(usage(
                     &format!("cannot roll out {resource:?}"),
                     "kctl rollingupdate rc ID --image IMAGE",
@@ -961,6 +972,7 @@ mod tests {
         assert!(parse_duration("10 s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("3000000000000000h").is_err());
     }
 
     #[test]

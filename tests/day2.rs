@@ -937,7 +937,9 @@ fn v1_and_v1beta1_manifests_mix_and_mean_the_same() {
     for (kind, id) in [("rc", "web"), ("services", "web")] {
         let printed = cluster.kctl(&["get", kind, id, "-o", "yaml", "--output-version", "v1"]);
         assert!(
-            printed.ok() && printed.stdout.contains("apiVersion: v1"),
+            printed.ok()
+                && printed.stdout.contains("apiVersion: v1\n")
+                && printed.stdout.contains("metadata:"),
             "{printed:?}"
         );
         let again = cluster.kctl_stdin(&["apply", "-f", "-"], &printed.stdout);

@@ -101,7 +101,16 @@ pub fn view(state: &ClusterState, q: &Query) -> View {
                 (
                     output::pods_table(state, &pods, wide),
                     pods.iter()
-                        .map(|p| (p.pod.id.clone(), output::pod_json(state, p)))
+                        .map(|p| {
+                            (
+                                p.pod.id.clone(),
+                                if v1 {
+                                    output::v1::pod(state, p)
+                                } else {
+                                    output::pod_json(state, p)
+                                },
+                            )
+                        })
                         .collect(),
                     "PodList",
                 )
@@ -115,7 +124,16 @@ pub fn view(state: &ClusterState, q: &Query) -> View {
                 (
                     output::controllers_table(state, &rcs, wide),
                     rcs.iter()
-                        .map(|r| (r.id.clone(), output::controller_json(state, r)))
+                        .map(|r| {
+                            (
+                                r.id.clone(),
+                                if v1 {
+                                    output::v1::controller(state, r)
+                                } else {
+                                    output::controller_json(state, r)
+                                },
+                            )
+                        })
                         .collect(),
                     "ReplicationControllerList",
                 )
@@ -129,7 +147,16 @@ pub fn view(state: &ClusterState, q: &Query) -> View {
                 (
                     output::services_table(state, &svcs, wide),
                     svcs.iter()
-                        .map(|r| (r.service.id.clone(), output::service_json(state, r)))
+                        .map(|r| {
+                            (
+                                r.service.id.clone(),
+                                if v1 {
+                                    output::v1::service(state, r)
+                                } else {
+                                    output::service_json(state, r)
+                                },
+                            )
+                        })
                         .collect(),
                     "ServiceList",
                 )

@@ -250,10 +250,15 @@ pub async fn logs(name: &str, pod: &str, options: &LogOptions) -> miette::Result
         let exec = SshExec::connect(&minion.ssh_target(), &cluster.auth())
             .await
             .map_err(super::report)?;
-        let ended = exec
+        let state = exec
             .run_ok(&docker_on(
                 minion,
-                &argv!["inspect", "--format", "{{.State.FinishedAt}}", &docker_name],
+                &argv![
+                    "inspect",
+                    "--format",
+                    "{{.State.Running}} {{.State.StartedAt}} {{.State.FinishedAt}}",
+                    &docker_name
+                ],
             ))
             .await
             .map_err(super::report)?;
@@ -263,11 +268,36 @@ pub async fn logs(name: &str, pod: &str, options: &LogOptions) -> miette::Result
         } else {
             "--since"
         };
-        args.extend([bound.into(), ended.trim().to_string()]);
+        args.extend([bound.into(), run_boundary(&state)?]);
     }
     args.push(docker_name);
     let remote = docker_on(minion, &args);
     run_interactive(&cluster, minion, false, false, &remote).await
+}
+
+/// Where the last run of a restarted container begins in its log, from
+/// `docker inspect`'s `Running StartedAt FinishedAt`. A running container:
+/// when the run before it ended (`FinishedAt`; Docker records `StartedAt`
+/// a moment after the new process may have printed). A stopped one (a
+/// crash loop between restarts): a little before its last start, since
+/// `FinishedAt` is then the end of that very run.
+fn run_boundary(state: &str) -> miette::Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    let fields: Vec<&str> = state.split_whitespace().collect();
+    let [running, started, finished] = fields[..] else {
+        return Err(miette!("unexpected answer from docker inspect: {state:?}"));
+    };
+    if running == "true" {
+        return Ok(finished.to_string());
+    }
+    let started = time::OffsetDateTime::parse(started, &Rfc3339)
+        .map_err(|e| miette!("docker's start time {started:?}: {e}"))?;
+    let before = started - time::Duration::milliseconds(50);
+    Ok(format!(
+        "{}.{:09}",
+        before.unix_timestamp(),
+        before.nanosecond()
+    ))
 }
 
 /// `kctl ssh`: a shell on a minion, or one command there.
@@ -417,6 +447,19 @@ mod tests {
         let ambiguous = pick_container(&pod(&["app", "log"]), None).unwrap_err();
         assert!(crate::cli::is_usage_error(&ambiguous));
         assert!(format!("{ambiguous:?}").contains("app, log"));
+    }
+
+    #[test]
+    fn a_stopped_container_current_run_begins_at_its_last_start() {
+        let running = "true 2026-12-02T21:08:25.820340006Z 2026-12-02T21:08:25.669202688Z";
+        assert_eq!(
+            run_boundary(running).unwrap(),
+            "2026-12-02T21:08:25.669202688Z"
+        );
+        let stopped = "false 2026-12-02T21:08:25.820340006Z 2026-12-02T21:08:26.1Z";
+        let at = run_boundary(stopped).unwrap();
+        assert!(at.ends_with(".770340006"), "{at}");
+        assert!(run_boundary("garbage").is_err());
     }
 
     #[test]
