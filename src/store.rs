@@ -378,7 +378,13 @@ impl Store {
                 Op::DeletePod(id) => {
                     writes.push((self.key("pods", id), None));
                     writes.push((self.key("status/pods", id), None));
-                    writes.push((self.owner_key(Kind::Pod, id), None));
+                    // A pod replaced under its id keeps its owner.
+                    let replaced = ops
+                        .iter()
+                        .any(|o| matches!(o, Op::PutPod(p) if &p.pod.id == id));
+                    if !replaced {
+                        writes.push((self.owner_key(Kind::Pod, id), None));
+                    }
                 }
             }
         }

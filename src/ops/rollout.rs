@@ -133,6 +133,12 @@ pub async fn rolling_update(
     })?;
     let wanted = updated_controller(&current, target)?;
     if wanted.template == current.template {
+        if wanted != current {
+            return Err(miette!(
+                help = "`kctl apply -f FILE` changes the rest (a count, labels)",
+                "the pod template of {id} is unchanged: nothing to roll out, and the file's other changes are not applied"
+            ));
+        }
         ui.out(format!(
             "replicationController {id} runs this template already: nothing to roll out"
         ));

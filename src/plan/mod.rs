@@ -508,6 +508,16 @@ impl<'a> Planner<'a> {
                 });
             }
             Kind::ReplicationController => {
+                // Its rolling update would bring it back.
+                if let Some(rollout) = self.state.rollouts.get(id) {
+                    if self.refused.is_none() {
+                        self.refused = Some(PlanError::RolloutInProgress {
+                            controller: id.clone(),
+                            by: rollout.by.clone(),
+                        });
+                    }
+                    return;
+                }
                 let owned: Vec<PodRecord> = self.state.pods_owned_by(id).cloned().collect();
                 let pods = owned.iter().map(|p| self.delete_pod(p)).collect();
                 self.plan.ops.push(Op::DeleteController(id.clone()));

@@ -514,6 +514,16 @@ mod tests {
             matches!(err, PlanError::RolloutInProgress { .. }),
             "{err:?}"
         );
+        let delete = super::super::plan_delete(
+            &[(Kind::ReplicationController, "web".into())],
+            &state,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(delete, PlanError::RolloutInProgress { .. }),
+            "{delete:?}"
+        );
         // The update ended with its kctl: the leader brings the controller
         // back to its template and count, draining pods included.
         state.rollouts.clear();
