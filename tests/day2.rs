@@ -568,20 +568,27 @@ fn hammer(
     let worker = std::thread::spawn(move || {
         let (mut ok, mut failures) = (0, Vec::new());
         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = std::time::Instant::now();
             let out = std::process::Command::new("nsenter")
                 .args([
                     ns.as_str(),
                     "curl",
                     "-sS",
                     "-f",
+                    // A browser's patience, not a probe's: a SYN the
+                    // kernel retransmits (1 s, then 3 s) is not a failure
+                    // a client sees. Slow answers are counted apart.
                     "--max-time",
-                    "3",
+                    "10",
                     url.as_str(),
                 ])
                 .output()
                 .unwrap();
             if out.status.success() {
                 ok += 1;
+                if started.elapsed() > std::time::Duration::from_secs(1) {
+                    eprintln!("slow answer: {:.1}s", started.elapsed().as_secs_f64());
+                }
             } else {
                 failures.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
             }
