@@ -519,24 +519,12 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
 
     // Fewer minions: the last ones go, once their pods have moved.
     if let Some(config) = existing.as_ref().filter(|_| count < before) {
-        let leaving: Vec<String> = config.minions[count..]
-            .iter()
-            .map(|m| m.id.clone())
-            .collect();
-        let cluster = Cluster::new(dir.clone(), config.clone());
-        crate::ops::rollout::evacuate(ui, &cluster, &leaving).await?;
-        let task = ui.task(format!("deleting {}", leaving.join(", ")));
-        let progress = |line: &str| task.set(line.to_string());
         let indices: Vec<usize> = (count + 1..=before).collect();
-        gce::remove_minions(&g, &gspec, &indices, &progress).await?;
-        let mut store = cluster.store().await?;
-        for id in &leaving {
-            store.forget_minion(id).await?;
-        }
-        let mut smaller = config.clone();
-        smaller.minions.truncate(count);
-        dir.save(&smaller)?;
-        task.done(format!("deleted {}", leaving.join(", ")));
+        super::shrink(ui, &dir, config, count, async |task, _: &[String]| {
+            let progress = |line: &str| task.set(line.to_string());
+            Ok(gce::remove_minions(&g, &gspec, &indices, &progress).await?)
+        })
+        .await?;
     }
 
     let task = ui.task(format!(

@@ -93,7 +93,25 @@ pub async fn up(
     }
     // Fewer minions: the last ones go, once their pods have moved.
     if let Some(config) = existing.as_ref().filter(|_| count < before) {
-        shrink(ui, &dir, config, count).await?;
+        let slot = config
+            .local
+            .as_ref()
+            .map(|l| l.slot)
+            .ok_or_else(|| miette!("cluster {name} was not made by the local provider"))?;
+        let layout = Layout {
+            cluster: name.to_string(),
+            slot,
+        };
+        super::shrink(ui, &dir, config, count, async |_, leaving: &[String]| {
+            for id in leaving {
+                if let Some(index) = Layout::index_of(id) {
+                    local::remove_minion(&dir, &layout, index).await;
+                }
+                let _ = std::fs::remove_dir_all(dir.minion_dir(id));
+            }
+            Ok(())
+        })
+        .await?;
     }
 
     let layout = match &existing {
@@ -197,44 +215,5 @@ pub async fn up(
             "Cluster {name} is up ({count} minions); nothing changed."
         ));
     }
-    Ok(())
-}
-
-/// Takes a running cluster down to `count` minions: the pods of the
-/// others move first (none is lost), then those minions are removed and
-/// forgotten.
-async fn shrink(
-    ui: &Ui,
-    dir: &ClusterDir,
-    config: &ClusterConfig,
-    count: usize,
-) -> miette::Result<()> {
-    let leaving: Vec<String> = config.minions[count..]
-        .iter()
-        .map(|m| m.id.clone())
-        .collect();
-    let cluster = Cluster::new(dir.clone(), config.clone());
-    crate::ops::rollout::evacuate(ui, &cluster, &leaving).await?;
-    let layout =
-        Layout {
-            cluster: config.name.clone(),
-            slot: config.local.as_ref().map(|l| l.slot).ok_or_else(|| {
-                miette!("cluster {} was not made by the local provider", config.name)
-            })?,
-        };
-    let mut store = cluster.store().await?;
-    let task = ui.task(format!("removing {}", leaving.join(", ")));
-    for id in &leaving {
-        if let Some(index) = Layout::index_of(id) {
-            local::remove_minion(dir, &layout, index).await;
-        }
-        store.forget_minion(id).await?;
-        let _ = std::fs::remove_dir_all(dir.minion_dir(id));
-    }
-    // The record says what is left at once, whatever fails later.
-    let mut smaller = config.clone();
-    smaller.minions.truncate(count);
-    dir.save(&smaller)?;
-    task.done(format!("removed {}", leaving.join(", ")));
     Ok(())
 }

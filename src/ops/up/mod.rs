@@ -57,3 +57,33 @@ pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
         ProviderKind::Gce => gce::up(ui, name, &options).await,
     }
 }
+
+/// Takes a running cluster down to `count` minions: the pods of the
+/// others move first (none is lost), then `remove_machines` deletes those
+/// minions' machines, and etcd and the record forget them.
+pub async fn shrink(
+    ui: &Ui,
+    dir: &ClusterDir,
+    config: &ClusterConfig,
+    count: usize,
+    remove_machines: impl AsyncFnOnce(&crate::ui::Task, &[String]) -> miette::Result<()>,
+) -> miette::Result<()> {
+    let leaving: Vec<String> = config.minions[count..]
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    let cluster = crate::ops::Cluster::new(dir.clone(), config.clone());
+    crate::ops::rollout::evacuate(ui, &cluster, &leaving).await?;
+    let task = ui.task(format!("removing {}", leaving.join(", ")));
+    remove_machines(&task, &leaving).await?;
+    let mut store = cluster.store().await?;
+    for id in &leaving {
+        store.forget_minion(id).await?;
+    }
+    // The record says what is left at once, whatever fails later.
+    let mut smaller = config.clone();
+    smaller.minions.truncate(count);
+    dir.save(&smaller)?;
+    task.done(format!("removed {}", leaving.join(", ")));
+    Ok(())
+}
