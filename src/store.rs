@@ -248,6 +248,17 @@ impl Store {
         format!("{}generation", self.prefix)
     }
 
+    /// The transaction guard that holds while nothing was committed since
+    /// `base` was read.
+    fn unchanged_since(&self, base: &Snapshot) -> Compare {
+        let generation = self.generation_key();
+        if base.generation_revision == 0 {
+            Compare::version(generation, CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(generation, CompareOp::Equal, base.generation_revision)
+        }
+    }
+
     pub async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
         let resp = self
             .client
@@ -346,15 +357,7 @@ impl Store {
     /// `base` saw it; `StoreError::Conflict` otherwise.
     pub async fn commit(&mut self, base: &Snapshot, ops: &[Op]) -> Result<(), StoreError> {
         let generation = self.generation_key();
-        let guard = if base.generation_revision == 0 {
-            Compare::version(generation.as_str(), CompareOp::Equal, 0)
-        } else {
-            Compare::mod_revision(
-                generation.as_str(),
-                CompareOp::Equal,
-                base.generation_revision,
-            )
-        };
+        let guard = self.unchanged_since(base);
         // (key, Some(value)) puts, (key, None) deletes.
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(ops.len() + 1);
         for op in ops {
@@ -776,10 +779,15 @@ const ROLLOUT_LEASE_SECONDS: i64 = 15;
 
 impl Store {
     /// Marks `controller` as in a rolling update, on a lease this process
-    /// keeps alive: the mark ends with the process if it dies. Fails if
-    /// another update of it runs.
+    /// keeps alive: the mark ends with the process if it dies. The mark
+    /// is taken only if nothing was committed since `base` was read (the
+    /// update is planned from it), and counts as a commit itself, so a
+    /// change planned before the mark cannot land after it:
+    /// `StoreError::Conflict` then, to read again. Fails with
+    /// `RolloutBusy` if another update of it runs.
     pub async fn begin_rollout(
         &self,
+        base: &Snapshot,
         controller: &str,
         rollout: &crate::state::Rollout,
     ) -> Result<RolloutMark, StoreError> {
@@ -787,27 +795,31 @@ impl Store {
         let lease = client.lease_grant(ROLLOUT_LEASE_SECONDS, None).await?.id();
         let key = self.key("rollouts", controller);
         let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                json(rollout),
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )])
+            .when([
+                Compare::version(key.as_str(), CompareOp::Equal, 0),
+                self.unchanged_since(base),
+            ])
+            .and_then([
+                TxnOp::put(
+                    key.as_str(),
+                    json(rollout),
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::put(self.generation_key(), "", None),
+            ])
             .or_else([TxnOp::get(key.as_str(), None)]);
         let resp = client.txn(txn).await?;
         if !resp.succeeded() {
             let _ = client.lease_revoke(lease).await;
-            let by = resp
-                .op_responses()
-                .into_iter()
-                .find_map(|r| match r {
-                    etcd_client::TxnOpResponse::Get(g) => {
-                        g.kvs().first().map(|kv| kv.value().to_vec())
-                    }
-                    _ => None,
-                })
-                .and_then(|v| serde_json::from_slice::<crate::state::Rollout>(&v).ok())
-                .map_or_else(|| "by another kctl".to_string(), |r| r.by);
+            let held = resp.op_responses().into_iter().find_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            });
+            let Some(held) = held else {
+                return Err(StoreError::Conflict);
+            };
+            let by = serde_json::from_slice::<crate::state::Rollout>(&held)
+                .map_or_else(|_| "by another kctl".to_string(), |r| r.by);
             return Err(StoreError::RolloutBusy {
                 controller: controller.to_string(),
                 by,

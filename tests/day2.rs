@@ -550,6 +550,38 @@ fn run_makes_a_controller_and_its_service_and_get_watches_them() {
     );
     terminate(&mut watch);
 
+    // -w -o json: each object as a document; a deleted one once more as
+    // it last was, with a deletionTimestamp.
+    let mut watch = cluster
+        .command(&["get", "rc", "-w", "-o", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(watch.stdout.take().unwrap());
+    let next_object = || {
+        let mut text = String::new();
+        loop {
+            let line = next_line(&lines);
+            text.push_str(&line);
+            text.push('\n');
+            if line == "}" {
+                return serde_json::from_str::<serde_json::Value>(&text).unwrap();
+            }
+        }
+    };
+    let listed = next_object();
+    assert_eq!(listed["id"], "hello", "{listed}");
+    assert!(listed.get("deletionTimestamp").is_none(), "{listed}");
+    assert!(cluster.kctl(&["delete", "rc", "hello"]).ok());
+    // Changes of its status may come first.
+    let gone = (0..10)
+        .map(|_| next_object())
+        .find(|o| o.get("deletionTimestamp").is_some())
+        .expect("the deletion in the watch");
+    assert_eq!(gone["id"], "hello", "{gone}");
+    assert!(gone["deletionTimestamp"].is_string(), "{gone}");
+    terminate(&mut watch);
+
     cluster.down_and_check();
 }
 
@@ -775,6 +807,23 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
     wait_for(Duration::from_secs(20), "pods running on minion-3", || {
         (running_on("minion-3") >= 2).then_some(())
     });
+    // Bare pods: the least loaded minion takes each, so one of three
+    // lands on minion-3 and must move under its own id.
+    for n in 1..=3 {
+        let pod = format!(
+            r#"{{"id": "solo-{n}", "kind": "Pod", "apiVersion": "v1beta1",
+  "desiredState": {{"manifest": {{"version": "v1beta1", "id": "solo-{n}",
+    "containers": [{{"name": "web", "image": "tutum/tomcat"}}]}}}},
+  "labels": {{"name": "solo"}}}}"#
+        );
+        assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &pod).ok());
+    }
+    let bare_on_3 = cluster
+        .pods()
+        .iter()
+        .find(|p| p["labels"]["name"] == "solo" && p["currentState"]["host"] == "minion-3")
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .expect("a bare pod on minion-3");
 
     // Shrink: minion-3's pods move first, one at a time, each new one
     // running before the old one goes; then minion-3 is removed.
@@ -796,7 +845,10 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
                     let running = list["items"].as_array().map_or(0, |items| {
                         items
                             .iter()
-                            .filter(|p| p["currentState"]["status"] == "Running")
+                            .filter(|p| {
+                                p["labels"]["name"] == "web"
+                                    && p["currentState"]["status"] == "Running"
+                            })
                             .count()
                     });
                     fewest = fewest.min(running);
@@ -822,14 +874,22 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
         "{minions:?}"
     );
     assert!(!std::path::Path::new("/run/netns/kctl-it-resize-minion-3").exists());
-    wait_for(Duration::from_secs(20), "6 running pods", || {
+    wait_for(Duration::from_secs(20), "9 running pods", || {
         let pods = cluster.pods();
         let running = pods
             .iter()
             .filter(|p| p["currentState"]["status"] == "Running")
             .count();
-        (running == 6 && pods.len() == 6).then_some(())
+        (running == 9 && pods.len() == 9).then_some(())
     });
+    // The bare pod kept its id on a minion that stays.
+    let moved = cluster.kctl(&["get", "pod", &bare_on_3, "-o", "json"]);
+    assert!(moved.ok(), "{moved:?}");
+    assert_ne!(
+        moved.json()["currentState"]["host"],
+        "minion-3",
+        "{moved:?}"
+    );
     // Not enough room left: nothing moves, nothing is removed.
     let host_port = common::web_controller("pinned", 2).replace(
         r#""containerPort": 8080}"#,
@@ -850,6 +910,36 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
             .count(),
         2
     );
+
+    // A shrink killed half-way leaves minion-2 leaving: `get minions`
+    // says so, and the next `up` puts it back in service.
+    assert!(cluster.kctl(&["delete", "rc", "pinned"]).ok());
+    let mut shrinking = cluster
+        .command(&["up", "--minions", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let leaving = || {
+        cluster
+            .kctl(&["get", "minion", "minion-2", "-o", "json"])
+            .json()["leaving"]
+            == true
+    };
+    wait_for(Duration::from_secs(30), "minion-2 leaving", || {
+        leaving().then_some(())
+    });
+    shrinking.kill().unwrap();
+    shrinking.wait().unwrap();
+    let table = cluster.kctl(&["get", "minions"]);
+    assert!(table.stdout.contains("Ready,Leaving"), "{table:?}");
+    let repaired = cluster.kctl(&["up"]);
+    assert!(repaired.ok(), "{repaired:?}");
+    assert!(
+        repaired.stderr.contains("minion-2 was left leaving"),
+        "{repaired:?}"
+    );
+    assert!(!leaving());
 
     cluster.down_and_check();
 }

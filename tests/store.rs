@@ -152,6 +152,71 @@ async fn stale_snapshot_cannot_overwrite() {
     assert!(other.snapshot().await.unwrap().state.services.is_empty());
 }
 
+/// A rolling update's mark is planned from a snapshot: it is refused
+/// if anything landed since, and a change planned before it (a resize
+/// racing the update's start) cannot land after it.
+#[tokio::test]
+async fn a_rollout_mark_is_guarded_by_the_state_it_was_planned_from() {
+    let etcd = Etcd::start("rollout");
+    let endpoints = vec![etcd.endpoint.clone()];
+    let mut updater = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .unwrap();
+    let mut other = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .unwrap();
+    let rollout = kctl::state::Rollout {
+        to: kctl::model::PodTemplate {
+            labels: Labels::new(),
+            spec: Default::default(),
+        },
+        by: "the test".into(),
+        since: 0,
+    };
+
+    // A commit lands between the updater's read and its mark: refused.
+    let read = updater.snapshot().await.unwrap();
+    let fresh = other.snapshot().await.unwrap();
+    other
+        .commit(&fresh, &[Op::PutService(service("web", 80))])
+        .await
+        .unwrap();
+    let err = updater
+        .begin_rollout(&read, "web", &rollout)
+        .await
+        .err()
+        .expect("a mark over a changed state");
+    assert!(matches!(err, StoreError::Conflict), "{err}");
+    assert!(updater.snapshot().await.unwrap().state.rollouts.is_empty());
+
+    // Read again, the mark is taken; a change planned before it loses.
+    let before_mark = other.snapshot().await.unwrap();
+    let read = updater.snapshot().await.unwrap();
+    let mark = updater.begin_rollout(&read, "web", &rollout).await.unwrap();
+    let err = other
+        .commit(&before_mark, &[Op::PutService(service("web", 8080))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err}");
+    let state = other.snapshot().await.unwrap().state;
+    assert_eq!(state.services["web"].service.port, 80);
+    assert!(state.rollouts.contains_key("web"));
+
+    // A second update of the same controller is refused by name.
+    let now = other.snapshot().await.unwrap();
+    let err = other
+        .begin_rollout(&now, "web", &rollout)
+        .await
+        .err()
+        .expect("a second mark");
+    assert!(
+        matches!(&err, StoreError::RolloutBusy { by, .. } if by == "the test"),
+        "{err}"
+    );
+    mark.end().await;
+    assert!(other.snapshot().await.unwrap().state.rollouts.is_empty());
+}
+
 #[tokio::test]
 async fn status_of_a_deleted_pod_is_not_written() {
     let etcd = Etcd::start("status");

@@ -25,7 +25,7 @@ use crate::model::{
 /// v1beta1 `TypeMeta` fields that say nothing about what to run.
 macro_rules! meta_ignored {
     ($($extra:literal),*) => {
-        &[$($extra,)* "uid", "creationTimestamp", "selfLink", "resourceVersion", "namespace", "annotations"]
+        &[$($extra,)* "uid", "creationTimestamp", "deletionTimestamp", "selfLink", "resourceVersion", "namespace", "annotations"]
     };
 }
 

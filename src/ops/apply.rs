@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// How often an apply re-plans when others commit first. Each conflict
 /// means another change went in, so many concurrent applies all finish;
 /// a short random pause keeps them from colliding in lockstep.
-const COMMIT_ATTEMPTS: usize = 30;
+pub(crate) const COMMIT_ATTEMPTS: usize = 30;
 const MOST_CONFLICT_PAUSE_MS: u64 = 200;
 
 fn plan_report(e: PlanError) -> miette::Report {
@@ -71,14 +71,18 @@ pub(crate) async fn commit_planned(
                 }
                 return Ok((plan, snapshot));
             }
-            Err(StoreError::Conflict) => {
-                let pause = rand::random_range(10..MOST_CONFLICT_PAUSE_MS);
-                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-            }
+            Err(StoreError::Conflict) => conflict_pause().await,
             Err(e) => return Err(e.into()),
         }
     }
     Err(StoreError::Conflict.into())
+}
+
+/// A random pause before planning again after a lost commit race, so
+/// that racing writers do not collide again in step.
+pub(crate) async fn conflict_pause() {
+    let pause = rand::random_range(10..MOST_CONFLICT_PAUSE_MS);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
 }
 
 /// The minions a committed plan changes: where pods were put, and where

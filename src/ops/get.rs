@@ -340,12 +340,21 @@ fn print_view(ui: &Ui, q: &Query, view: &View, before: Option<&View>) -> miette:
                     list["apiVersion"] = serde_json::json!(view.api_version);
                     vec![list]
                 }
-                _ => view
-                    .objects
-                    .iter()
-                    .filter(|(id, _)| changed(id, &|v| json_of(v, id)))
-                    .map(|(_, o)| o.clone())
-                    .collect(),
+                _ => {
+                    let now = crate::events::now_ms();
+                    let gone = before.into_iter().flat_map(|b| {
+                        b.objects
+                            .iter()
+                            .filter(|(id, _)| !view.objects.iter().any(|(i, _)| i == id))
+                            .map(move |(_, o)| output::deleted(o, now))
+                    });
+                    view.objects
+                        .iter()
+                        .filter(|(id, _)| changed(id, &|v| json_of(v, id)))
+                        .map(|(_, o)| o.clone())
+                        .chain(gone)
+                        .collect()
+                }
             };
             for value in shown {
                 match q.format {

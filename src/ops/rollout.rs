@@ -17,7 +17,7 @@ use crate::model::{Kind, PodTemplate, ReplicationController};
 use crate::plan::rollout::{self as steps, Readiness};
 use crate::plan::{Action, Change, Op, Plan, PlanError, RandomNamer};
 use crate::state::ClusterState;
-use crate::store::{RolloutMark, Store};
+use crate::store::{RolloutMark, Store, StoreError};
 use crate::ui::{Task, Ui};
 use miette::miette;
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the controller's pods are to become.
+#[derive(Clone)]
 pub enum Target {
     /// The same template with another image for one container.
     Image {
@@ -124,32 +125,34 @@ pub async fn rolling_update(
 ) -> miette::Result<()> {
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
-    let state = store.snapshot().await?.state;
-    let current = state.controllers.get(id).cloned().ok_or_else(|| {
-        miette!(
-            help = "`kctl get rc` lists them",
-            "replicationController {id:?} not found in cluster {name}"
-        )
-    })?;
-    let wanted = updated_controller(&current, target)?;
-    if wanted.template == current.template {
-        if wanted != current {
-            return Err(miette!(
-                help = "`kctl apply -f FILE` changes the rest (a count, labels)",
-                "the pod template of {id} is unchanged: nothing to roll out, and the file's other changes are not applied"
-            ));
+    let marked = mark_controller(&mut store, id, &who(), |rc| {
+        let current = rc.ok_or_else(|| {
+            miette!(
+                help = "`kctl get rc` lists them",
+                "replicationController {id:?} not found in cluster {name}"
+            )
+        })?;
+        let wanted = updated_controller(current, target.clone())?;
+        if wanted.template == current.template {
+            if wanted != *current {
+                return Err(miette!(
+                    help = "`kctl apply -f FILE` changes the rest (a count, labels)",
+                    "the pod template of {id} is unchanged: nothing to roll out, and the file's other changes are not applied"
+                ));
+            }
+            return Ok(None);
         }
+        Ok(Some((wanted.template.clone(), current.clone())))
+    })
+    .await?;
+    let Some((mark, current)) = marked else {
         ui.out(format!(
             "replicationController {id} runs this template already: nothing to roll out"
         ));
         return Ok(());
-    }
-    let rollout = crate::state::Rollout {
-        to: wanted.template.clone(),
-        by: who(),
-        since: crate::output::unix_now(),
     };
-    let mark = store.begin_rollout(id, &rollout).await?;
+    // The controller cannot change while marked: this is what etcd holds.
+    let wanted = updated_controller(&current, target.clone())?;
     let fields = crate::plan::fields::changes(&current.template, &wanted.template);
     let lines: Vec<String> = fields.iter().map(|f| format!("    {f}")).collect();
     ui.out(format!(
@@ -160,9 +163,10 @@ pub async fn rolling_update(
     record(&store, id, "RollingUpdate", "started".into()).await;
     match roll(ui, &mut store, &mark, &current, &wanted.template, &options).await {
         Ok(replaced) => {
-            let finished = finish_plan(&current, &wanted);
-            let result =
-                commit_planned(ui, &mut store, false, false, |_| Ok(finished.clone())).await;
+            let result = commit_planned(ui, &mut store, false, false, |s| {
+                Ok(finish_plan(s, id, &target))
+            })
+            .await;
             mark.end().await;
             result?;
             let message = format!("finished: {replaced} pod(s) replaced");
@@ -213,7 +217,7 @@ pub async fn evacuate(ui: &Ui, cluster: &Cluster, leaving: &[String]) -> miette:
     for minion in leaving {
         store.cordon(minion).await?;
     }
-    let result = move_all(ui, &mut store, cluster, leaving).await;
+    let result = move_all(ui, &mut store, leaving).await;
     if result.is_err() {
         for minion in leaving {
             let _ = store.uncordon(minion).await;
@@ -222,12 +226,7 @@ pub async fn evacuate(ui: &Ui, cluster: &Cluster, leaving: &[String]) -> miette:
     result
 }
 
-async fn move_all(
-    ui: &Ui,
-    store: &mut Store,
-    cluster: &Cluster,
-    leaving: &[String],
-) -> miette::Result<()> {
+async fn move_all(ui: &Ui, store: &mut Store, leaving: &[String]) -> miette::Result<()> {
     let options = RolloutOptions {
         update_period: Duration::ZERO,
         timeout: Duration::from_secs(120),
@@ -249,19 +248,14 @@ async fn move_all(
         .filter_map(|p| p.owner.clone())
         .collect();
     for id in controllers {
-        let Some(rc) = state.controllers.get(&id).cloned() else {
+        let by = format!("{} moving pods off {}", who(), leaving.join(", "));
+        let marked = mark_controller(store, &id, &by, |rc| {
+            Ok(rc.map(|rc| (rc.template.clone(), rc.clone())))
+        })
+        .await?;
+        let Some((mark, rc)) = marked else {
             continue;
         };
-        let mark = store
-            .begin_rollout(
-                &id,
-                &crate::state::Rollout {
-                    to: rc.template.clone(),
-                    by: format!("{} moving pods off {}", who(), leaving.join(", ")),
-                    since: crate::output::unix_now(),
-                },
-            )
-            .await?;
         let moved = async {
             loop {
                 let state = snapshot(store).await?;
@@ -305,28 +299,45 @@ async fn move_all(
         .filter(|p| on_leaving(p) && p.owner.is_none())
         .cloned()
         .collect();
-    let portal_net = cluster.config.portal_net;
     for pod in bare {
         let task = ui.task(format!("moving pod {} off {}", pod.pod.id, pod.host));
-        drain_and_remove(ui, store, &pod.pod.id)
+        drain(ui, store, &pod.pod.id)
             .await
             .map_err(|e| miette!("{e}"))?;
-        let object = [crate::model::Object::Pod(pod.pod.clone())];
-        commit_planned(ui, store, false, false, |s| {
-            crate::plan::plan_apply(&object, s, portal_net, &mut RandomNamer)
+        // Deleted and put elsewhere in one commit: no moment without it.
+        let (plan, _) = commit_planned(ui, store, false, false, |s| {
+            steps::plan_move(s, &pod.pod.id)
         })
         .await?;
+        let to = plan.ops.iter().find_map(|op| match op {
+            Op::PutPod(p) => Some(p.host.clone()),
+            _ => None,
+        });
         task.done(format!(
-            "pod {} moved off {} (started again elsewhere)",
-            pod.pod.id, pod.host
+            "pod {} moved off {} (started again on {})",
+            pod.pod.id,
+            pod.host,
+            to.as_deref().unwrap_or("another minion")
         ));
     }
     Ok(())
 }
 
-/// The controller as the update leaves it (a file may change more than
-/// the template, e.g. the count).
-fn finish_plan(current: &ReplicationController, wanted: &ReplicationController) -> Plan {
+/// The controller as the update leaves it, planned against the state at
+/// the end (a file may change more than the template, e.g. the count).
+/// The mark kept others from changing it meanwhile; should one have
+/// anyway, the target is applied to what etcd holds now, not to what
+/// the update read at its start.
+fn finish_plan(state: &ClusterState, id: &str, target: &Target) -> Plan {
+    let Some(now) = state.controllers.get(id) else {
+        return Plan::default();
+    };
+    let Ok(wanted) = updated_controller(now, target.clone()) else {
+        return Plan::default();
+    };
+    if wanted == *now {
+        return Plan::default();
+    }
     Plan {
         changes: vec![Change {
             kind: Kind::ReplicationController,
@@ -334,11 +345,41 @@ fn finish_plan(current: &ReplicationController, wanted: &ReplicationController) 
             action: Action::Update,
             detail: "the new pod template".into(),
             pods: vec![],
-            fields: crate::plan::fields::changes(current, wanted),
+            fields: crate::plan::fields::changes(now, &wanted),
         }],
-        ops: vec![Op::PutController(wanted.clone())],
+        ops: vec![Op::PutController(wanted)],
         unchanged: 0,
     }
+}
+
+/// Takes the rolling-update mark of controller `id` against a fresh
+/// snapshot, read again while other commits land in between. `decide`
+/// sees the controller as it is then and returns the template its pods
+/// are to get, with what the caller keeps of it, or `None` for nothing
+/// to do (no mark taken).
+async fn mark_controller<T>(
+    store: &mut Store,
+    id: &str,
+    by: &str,
+    decide: impl Fn(Option<&ReplicationController>) -> miette::Result<Option<(PodTemplate, T)>>,
+) -> miette::Result<Option<(RolloutMark, T)>> {
+    for _ in 0..super::apply::COMMIT_ATTEMPTS {
+        let base = store.snapshot().await?;
+        let Some((to, kept)) = decide(base.state.controllers.get(id))? else {
+            return Ok(None);
+        };
+        let rollout = crate::state::Rollout {
+            to,
+            by: by.to_string(),
+            since: crate::output::unix_now(),
+        };
+        match store.begin_rollout(&base, id, &rollout).await {
+            Ok(mark) => return Ok(Some((mark, kept))),
+            Err(StoreError::Conflict) => super::apply::conflict_pause().await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
 }
 
 async fn record(store: &Store, rc: &str, reason: &str, message: String) {
@@ -530,6 +571,17 @@ async fn wait_ready(
 /// have forgotten it (and a moment for connections in flight), then
 /// deletes it.
 async fn drain_and_remove(ui: &Ui, store: &mut Store, pod: &str) -> Result<(), String> {
+    drain(ui, store, pod).await?;
+    commit_planned(ui, store, false, false, |s| Ok(steps::plan_remove(s, pod)))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Takes `pod` out of its services and waits until every minion's rules
+/// have forgotten it, and a moment for connections in flight; it still
+/// runs.
+async fn drain(ui: &Ui, store: &mut Store, pod: &str) -> Result<(), String> {
     let state = snapshot(store).await?;
     let Some(record) = state.pods.get(pod).cloned() else {
         return Ok(());
@@ -560,9 +612,6 @@ async fn drain_and_remove(ui: &Ui, store: &mut Store, pod: &str) -> Result<(), S
         tokio::time::sleep(POLL).await;
     }
     tokio::time::sleep(DRAIN_GRACE).await;
-    commit_planned(ui, store, false, false, |s| Ok(steps::plan_remove(s, pod)))
-        .await
-        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -599,6 +648,24 @@ mod tests {
             image: image.into(),
             container: container.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn the_finish_applies_the_target_to_the_controller_as_etcd_holds_it_then() {
+        let mut state = ClusterState::default();
+        let mut now = rc(&["web"]);
+        now.replicas = 5; // changed since the update read it
+        state.controllers.insert("web".into(), now);
+        let plan = finish_plan(&state, "web", &image("v2", None));
+        let [Op::PutController(finished)] = plan.ops.as_slice() else {
+            panic!("{plan:?}");
+        };
+        assert_eq!(finished.replicas, 5);
+        assert_eq!(finished.template.spec.containers[0].image, "v2");
+        // Already so, or gone: nothing to write.
+        state.controllers.insert("web".into(), finished.clone());
+        assert!(finish_plan(&state, "web", &image("v2", None)).is_empty());
+        assert!(finish_plan(&ClusterState::default(), "web", &image("v2", None)).is_empty());
     }
 
     #[test]

@@ -392,23 +392,29 @@ pub fn describe_minion(
             "SSH",
             format!("{}@{}:{}", m.ssh_user, m.host_ip, m.ssh_port),
         )
-        .add("Status", status)
-        .add(
-            "Last seen",
-            state
-                .last_seen
-                .get(id)
-                .map_or("never".to_string(), |t| age(t * 1000, now_ms) + " ago"),
-        )
-        .add(
-            "kctl-node",
-            state
-                .helper_versions
-                .get(id)
-                .map_or("<unknown>".to_string(), |v| {
-                    format!("{} (sha256 {})", v.version, v.sha256)
-                }),
+        .add("Status", status);
+    if state.cordoned.contains(id) {
+        f.add(
+            "Leaving",
+            "yes: no new pods go here while `kctl up --minions` moves them off (`kctl up` clears it if that was interrupted)",
         );
+    }
+    f.add(
+        "Last seen",
+        state
+            .last_seen
+            .get(id)
+            .map_or("never".to_string(), |t| age(t * 1000, now_ms) + " ago"),
+    )
+    .add(
+        "kctl-node",
+        state
+            .helper_versions
+            .get(id)
+            .map_or("<unknown>".to_string(), |v| {
+                format!("{} (sha256 {})", v.version, v.sha256)
+            }),
+    );
     let mut out = f.render(0);
     let pods: Vec<&PodRecord> = state.pods_on(id).collect();
     if pods.is_empty() {

@@ -27,6 +27,8 @@ pub struct MinionView<'a> {
     pub helper: Option<String>,
     /// How many pods are bound to it.
     pub pods: usize,
+    /// On its way out of the cluster: no new pods go there.
+    pub leaving: bool,
 }
 
 /// Unix time in seconds now.
@@ -53,6 +55,7 @@ impl<'a> MinionView<'a> {
                 .get(id)
                 .map(|v| format!("{} ({})", v.version, v.sha256)),
             pods: state.pods_on(id).count(),
+            leaving: state.cordoned.contains(id),
         }
     }
 }
@@ -275,8 +278,8 @@ pub fn minions_table(minions: &[MinionView], now: u64, wide: bool) -> String {
                 m.record.host_ip.to_string(),
                 m.record.pod_cidr.clone(),
                 match &m.reason {
-                    Some(reason) => format!("{} ({reason})", minion_status(m.ready)),
-                    None => minion_status(m.ready).to_string(),
+                    Some(reason) => format!("{} ({reason})", minion_status(m)),
+                    None => minion_status(m),
                 },
                 seconds_ago(m.last_seen, now),
             ];
@@ -294,11 +297,14 @@ pub fn minions_table(minions: &[MinionView], now: u64, wide: bool) -> String {
     table(&header, rows)
 }
 
-fn minion_status(ready: bool) -> &'static str {
-    if ready {
-        "Ready"
+/// Ready or NotReady, and `,Leaving` while it takes no new pods (as
+/// kubectl's `,SchedulingDisabled`).
+fn minion_status(m: &MinionView) -> String {
+    let ready = if m.ready { "Ready" } else { "NotReady" };
+    if m.leaving {
+        format!("{ready},Leaving")
     } else {
-        "NotReady"
+        ready.to_string()
     }
 }
 
@@ -487,18 +493,41 @@ pub fn event_json(e: &crate::events::Event) -> Value {
         crate::events::Subject::Service => "Service",
         crate::events::Subject::Minion => "Minion",
     };
-    let timestamp =
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.time_ms) * 1_000_000)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+    let timestamp = rfc3339(e.time_ms);
     json!({"kind": "Event", "apiVersion": "v1beta1",
            "involvedObject": {"kind": kind, "id": e.id},
            "reason": e.reason, "message": e.message, "source": e.source,
            "timestamp": timestamp})
+}
+
+/// Unix milliseconds as an RFC 3339 time, as Kubernetes prints times.
+fn rfc3339(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// An object as a watch prints it once it is gone: as it last was, with
+/// a `deletionTimestamp` as Kubernetes sets one (in `metadata` for v1,
+/// beside the id for v1beta1). Reading it back ignores that field.
+pub fn deleted(object: &Value, now_ms: u64) -> Value {
+    let mut object = object.clone();
+    let stamp = Value::String(rfc3339(now_ms));
+    match object.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(metadata) => {
+            metadata.insert("deletionTimestamp".into(), stamp);
+        }
+        None => {
+            if let Some(top) = object.as_object_mut() {
+                top.insert("deletionTimestamp".into(), stamp);
+            }
+        }
+    }
+    object
 }
 
 pub fn minion_json(m: &MinionView) -> Value {
@@ -508,8 +537,9 @@ pub fn minion_json(m: &MinionView) -> Value {
         "id": m.record.id,
         "hostIP": m.record.host_ip.to_string(),
         "podCIDR": m.record.pod_cidr,
-        "status": minion_status(m.ready),
+        "status": if m.ready { "Ready" } else { "NotReady" },
         "reason": m.reason,
+        "leaving": m.leaving,
         "lastSeen": m.last_seen,
     })
 }
@@ -518,6 +548,20 @@ pub fn minion_json(m: &MinionView) -> Value {
 mod tests {
     use super::*;
     use crate::model::{Labels, Pod, Port, Protocol};
+
+    #[test]
+    fn a_deleted_object_carries_a_deletion_timestamp_where_its_version_keeps_metadata() {
+        let ms = 1_764_000_000_123;
+        let v1beta1 = deleted(&json!({"kind": "Pod", "id": "web"}), ms);
+        assert_eq!(v1beta1["deletionTimestamp"], "2025-11-24T16:00:00.123Z");
+        assert_eq!(v1beta1["id"], "web");
+        let v1 = deleted(&json!({"kind": "Pod", "metadata": {"name": "web"}}), ms);
+        assert_eq!(
+            v1["metadata"]["deletionTimestamp"],
+            "2025-11-24T16:00:00.123Z"
+        );
+        assert!(v1.get("deletionTimestamp").is_none());
+    }
     use crate::state::PodStatus;
 
     fn state_with_pod() -> (ClusterState, PodRecord) {

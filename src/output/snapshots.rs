@@ -70,7 +70,7 @@ fn web_container() -> Container {
 /// sidecar crashed, a service with one endpoint, and their events.
 fn fixture() -> (ClusterState, Vec<Event>) {
     let mut state = ClusterState::default();
-    for (i, ready) in [(1, true), (2, false)] {
+    for (i, ready) in [(1, true), (2, false), (3, true)] {
         let id = format!("minion-{i}");
         state.minions.insert(
             id.clone(),
@@ -97,6 +97,8 @@ fn fixture() -> (ClusterState, Vec<Event>) {
             },
         );
     }
+    // An interrupted `kctl up --minions 2` left minion-3 cordoned.
+    state.cordoned.insert("minion-3".into());
     let template = PodTemplate {
         labels: labels(&[("name", "web"), ("tier", "front")]),
         spec: PodSpec {
@@ -382,6 +384,8 @@ fn describe_each_kind() {
             NOW_MS,
         )
         .unwrap(),
+        "$ kctl describe minion minion-3".to_string(),
+        describe_minion(&state, "minion-3", &[], NOW_MS).unwrap(),
     ]
     .join("\n");
     assert_snapshot("describe", &text);

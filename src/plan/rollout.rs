@@ -76,6 +76,28 @@ pub fn plan_evacuation(state: &ClusterState, namer: &mut dyn PodNamer) -> Result
     planner.finish()
 }
 
+/// Moves a bare pod off its minion under the same id, in one plan: its
+/// record is deleted and put again on another minion, so no commit
+/// leaves the cluster without it. Unschedulable when it fits nowhere.
+pub fn plan_move(state: &ClusterState, pod: &str) -> Result<Plan, PlanError> {
+    let mut planner = Planner::new(state, Ipv4Net::default());
+    let Some(record) = state.pods.get(pod) else {
+        return Ok(Plan::default());
+    };
+    let mut change = planner.delete_pod(record);
+    if let Some(placed) = planner.create_pod(
+        record.pod.clone(),
+        record.owner.as_deref(),
+        None,
+        Action::Update,
+    ) {
+        change.action = Action::Update;
+        change.detail = format!("moved from {} {}", record.host, placed.detail);
+        planner.plan.changes.push(change);
+    }
+    planner.finish()
+}
+
 /// Takes `pod` out of its services' endpoints; it keeps running.
 pub fn plan_drain(pod: &PodRecord) -> Plan {
     Plan {
@@ -433,6 +455,38 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("minion-1: hostPort 80/TCP is taken"), "{err}");
+    }
+
+    #[test]
+    fn a_bare_pod_moves_in_one_plan_under_its_id() {
+        let (mut state, _) = cluster(None);
+        let mut bare = state.pods["web-old02"].clone();
+        bare.owner = None;
+        state.pods.insert(bare.pod.id.clone(), bare.clone());
+        state.cordoned.insert("minion-2".into());
+        let plan = plan_move(&state, "web-old02").unwrap();
+        assert_eq!(
+            plan.ops,
+            [
+                super::super::Op::DeletePod("web-old02".into()),
+                super::super::Op::PutPod(PodRecord {
+                    host: "minion-1".into(),
+                    ..bare.clone()
+                })
+            ]
+        );
+        assert_eq!(
+            plan.render(),
+            "  ~ pod web-old02 (moved from minion-2 on minion-1)\nPlan: 0 to add, 1 to change, 0 to destroy.\n"
+        );
+        commit(&mut state, &plan);
+        assert_eq!(state.pods["web-old02"].host, "minion-1");
+        // Nowhere to go: an error, and nothing planned.
+        let (mut state, _) = cluster(Some(80));
+        state.cordoned.insert("minion-2".into());
+        let err = plan_move(&state, "web-old02").unwrap_err().to_string();
+        assert!(err.contains("minion-1: hostPort 80/TCP is taken"), "{err}");
+        assert_eq!(plan_move(&state, "no-such-pod").unwrap(), Plan::default());
     }
 
     #[test]

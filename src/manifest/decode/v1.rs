@@ -27,6 +27,7 @@ static METADATA: Shape = Shape {
         "uid",
         "annotations",
         "creationTimestamp",
+        "deletionTimestamp",
         "resourceVersion",
         "selfLink",
         "generation",
