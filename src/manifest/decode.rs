@@ -190,10 +190,11 @@ pub(crate) struct Decoded {
 }
 
 /// Decodes one document (an object, or a `List` of them) into `out`.
+/// `inherited`: the apiVersion of the `List` holding it, if any.
 pub(crate) fn document(
     cx: &mut FileContext<'_>,
     node: &Node,
-    api_version_inherited: bool,
+    inherited: Option<&'static str>,
     out: &mut Vec<Decoded>,
 ) {
     let Value::Mapping(entries) = &node.value else {
@@ -249,13 +250,16 @@ pub(crate) fn document(
             return;
         }
     };
-    let version = entries
+    let own = entries
         .iter()
         .find(|e| e.key == "apiVersion")
         .and_then(|e| match &e.value.value {
-            Value::String(v) => Some(v.as_str()),
+            Value::String(v) => [API_VERSION, v1::API_VERSION]
+                .into_iter()
+                .find(|known| known == v),
             _ => None,
         });
+    let version = own.or(inherited);
     if version == Some(v1::API_VERSION) {
         if let Some(kind) = object_kind {
             out.extend(v1::object(cx, node, kind));
@@ -265,17 +269,20 @@ pub(crate) fn document(
     let Some(fields) = cx.fields(node, shape) else {
         return;
     };
-    let api_version_given = api_version(cx, &fields, api_version_inherited);
+    api_version(cx, &fields, inherited.is_some());
     match object_kind {
         Some(Kind::Pod) => out.extend(pod(cx, &fields)),
         Some(Kind::ReplicationController) => out.extend(replication_controller(cx, &fields)),
         Some(Kind::Service) => out.extend(service(cx, &fields)),
-        None => list(cx, &fields, api_version_given, out),
+        // Items without their own apiVersion are of the List's (v1beta1
+        // when it says none either: the warning is given once, here).
+        None => list(cx, &fields, Some(version.unwrap_or(API_VERSION)), out),
     }
 }
 
-/// Checks `apiVersion`; true when this object (or its `List`) gave one.
-fn api_version(cx: &mut FileContext<'_>, fields: &Fields<'_>, inherited: bool) -> bool {
+/// Checks `apiVersion`; warns once per file when neither this object nor
+/// its `List` gives one.
+fn api_version(cx: &mut FileContext<'_>, fields: &Fields<'_>, inherited: bool) {
     let Some(node) = fields.get("apiVersion") else {
         if !inherited && !cx.warned_missing_api_version {
             cx.warned_missing_api_version = true;
@@ -284,7 +291,7 @@ fn api_version(cx: &mut FileContext<'_>, fields: &Fields<'_>, inherited: bool) -
                 .with_help("add `\"apiVersion\": \"v1beta1\"` (this is the only such warning for this file)");
             cx.warn(warning);
         }
-        return inherited;
+        return;
     };
     if let Some(version) = cx.string(node, "`apiVersion`") {
         if version != API_VERSION && version != v1::API_VERSION {
@@ -294,13 +301,12 @@ fn api_version(cx: &mut FileContext<'_>, fields: &Fields<'_>, inherited: bool) -
             cx.push(error);
         }
     }
-    true
 }
 
 fn list(
     cx: &mut FileContext<'_>,
     fields: &Fields<'_>,
-    api_version_given: bool,
+    version: Option<&'static str>,
     out: &mut Vec<Decoded>,
 ) {
     let Some(items) = cx.require(fields, "items") else {
@@ -310,7 +316,7 @@ fn list(
         return;
     };
     for item in items {
-        document(cx, item, api_version_given, out);
+        document(cx, item, version, out);
     }
 }
 

@@ -128,7 +128,7 @@ fn check_sources(sources: &[Source], mut report: Report) -> Result<Loaded, Manif
         let mut objects = Vec::new();
         let mut cx = FileContext::new(file.clone(), &mut report, decode::ALL_SHAPES);
         for document in &documents {
-            decode::document(&mut cx, document, false, &mut objects);
+            decode::document(&mut cx, document, None, &mut objects);
         }
         decoded.extend(objects.into_iter().map(|object| (object, file.clone())));
     }

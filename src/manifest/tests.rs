@@ -1392,6 +1392,26 @@ fn v1_fields_map_onto_the_model() {
 }
 
 #[test]
+fn the_items_of_a_v1_list_are_v1_unless_they_say_otherwise() {
+    let list = r#"{"apiVersion": "v1", "kind": "List", "items": [
+      {"kind": "Service", "metadata": {"name": "web"},
+       "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}},
+      {"apiVersion": "v1beta1", "kind": "Service", "id": "old", "port": 81,
+       "selector": {"app": "old"}}]}"#;
+    let loaded = load_one("list.json", list);
+    let ids: Vec<&str> = loaded
+        .objects
+        .iter()
+        .map(|o| match o {
+            Object::Service(s) => s.id.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["web", "old"]);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
 fn what_v1_says_and_kctl_cannot_run_is_refused_with_a_reason() {
     let two_ports = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
       "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}, {"port": 443}]}}"#;

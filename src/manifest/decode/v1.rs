@@ -258,7 +258,8 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         let memory = optional(limits.get("memory"), |node| {
             quantity(cx, node, Quantity::Memory)
         });
-        Some((cpu?.map(|c| c as u32), memory?))
+        // parse_quantity bounds millicores to u32.
+        Some((cpu?.map(|c| u32::try_from(c).unwrap_or(u32::MAX)), memory?))
     });
     let liveness_probe = optional(fields.get("livenessProbe"), |node| {
         probe_shaped(cx, node, scope, &PROBE, &HTTP_GET)
@@ -337,7 +338,11 @@ fn parse_quantity(text: &str, kind: Quantity) -> Option<u64> {
         _ => return None,
     };
     let n = (value * scale).round();
-    (n.is_finite() && n >= 0.0 && n <= u32::MAX as f64 * 1e6).then_some(n as u64)
+    let most = match kind {
+        Quantity::Cpu => f64::from(u32::MAX),
+        Quantity::Memory => f64::from(u32::MAX) * 1e6,
+    };
+    (n.is_finite() && n >= 0.0 && n <= most).then_some(n as u64)
 }
 
 fn controller(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
@@ -480,6 +485,12 @@ mod tests {
         assert_eq!(parse_quantity("64Mi", Quantity::Memory), Some(64 << 20));
         assert_eq!(parse_quantity("1G", Quantity::Memory), Some(1_000_000_000));
         assert_eq!(parse_quantity("1000", Quantity::Memory), Some(1000));
+        // Millicores fit in 32 bits or are refused, never cut short.
+        assert_eq!(
+            parse_quantity("4000000", Quantity::Cpu),
+            Some(4_000_000_000)
+        );
+        assert_eq!(parse_quantity("5000000", Quantity::Cpu), None);
         assert_eq!(parse_quantity("1Mi", Quantity::Cpu), None);
         assert_eq!(parse_quantity("lots", Quantity::Memory), None);
     }
