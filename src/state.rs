@@ -109,6 +109,10 @@ pub struct ContainerStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {
+    /// The minion it was observed on: a pod moved under its id (off a
+    /// leaving minion) must not count as running on the old one's word.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     pub phase: PodPhase,
     /// The spec version the observation is of (see `PodRecord::spec_hash`).
     pub spec_hash: String,
@@ -246,7 +250,8 @@ impl ClusterState {
     /// its containers run: nothing for converge to do.
     pub fn pod_is_current(&self, pod: &PodRecord) -> bool {
         self.statuses.get(&pod.pod.id).is_some_and(|s| {
-            s.phase == PodPhase::Running
+            (s.host == pod.host || s.host.is_empty())
+                && s.phase == PodPhase::Running
                 && s.spec_hash == pod.spec_hash()
                 && s.containers.len() == pod.pod.spec.containers.len()
         })

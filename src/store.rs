@@ -453,25 +453,30 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a minion as on its way out: the scheduler passes it by. A
-    /// change of desired state (the generation moves), so the helpers act.
-    pub async fn cordon(&mut self, minion: &str) -> Result<(), StoreError> {
-        let txn = Txn::new().and_then([
-            TxnOp::put(self.key("cordoned", minion), "", None),
-            TxnOp::put(self.generation_key(), "", None),
-        ]);
-        self.client.txn(txn).await?;
-        Ok(())
-    }
-
-    /// Takes the mark of `cordon` away again.
-    pub async fn uncordon(&mut self, minion: &str) -> Result<(), StoreError> {
-        let txn = Txn::new().and_then([
-            TxnOp::delete(self.key("cordoned", minion), None),
-            TxnOp::put(self.generation_key(), "", None),
-        ]);
-        self.client.txn(txn).await?;
-        Ok(())
+    /// Marks minions as on their way out: the scheduler passes them by.
+    /// The marks live on a lease this process keeps alive, as a rolling
+    /// update's does: should this kctl die, they go within
+    /// [`MARK_LEASE_SECONDS`] and the minions take pods again. A change of
+    /// desired state (the generation moves), so the helpers act.
+    pub async fn cordon(&self, minions: &[String]) -> Result<LeasedMark, StoreError> {
+        let mut client = self.client.clone();
+        let lease = client.lease_grant(MARK_LEASE_SECONDS, None).await?.id();
+        let ops: Vec<TxnOp> = minions
+            .iter()
+            .map(|m| {
+                TxnOp::put(
+                    self.key("cordoned", m),
+                    "",
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+            })
+            .chain([TxnOp::put(self.generation_key(), "", None)])
+            .collect();
+        if let Err(e) = client.txn(Txn::new().and_then(ops)).await {
+            let _ = client.lease_revoke(lease).await;
+            return Err(e.into());
+        }
+        LeasedMark::keep(client, lease).await
     }
 
     /// Forgets a minion that was removed: its record and everything its
@@ -774,8 +779,9 @@ impl Store {
     }
 }
 
-/// How long a rolling update outlives the kctl running it.
-const ROLLOUT_LEASE_SECONDS: i64 = 15;
+/// How long a rolling update's mark, or a cordon, outlives the kctl that
+/// holds it.
+pub const MARK_LEASE_SECONDS: i64 = 15;
 
 impl Store {
     /// Marks `controller` as in a rolling update, on a lease this process
@@ -790,9 +796,9 @@ impl Store {
         base: &Snapshot,
         controller: &str,
         rollout: &crate::state::Rollout,
-    ) -> Result<RolloutMark, StoreError> {
+    ) -> Result<LeasedMark, StoreError> {
         let mut client = self.client.clone();
-        let lease = client.lease_grant(ROLLOUT_LEASE_SECONDS, None).await?.id();
+        let lease = client.lease_grant(MARK_LEASE_SECONDS, None).await?.id();
         let key = self.key("rollouts", controller);
         let txn = Txn::new()
             .when([
@@ -825,7 +831,28 @@ impl Store {
                 by,
             });
         }
-        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+        LeasedMark::keep(client, lease).await
+    }
+}
+
+/// Marks in etcd on a lease this process keeps alive (a rolling update's,
+/// a shrink's cordons): they hold while this value lives and go with the
+/// lease when it is dropped or the process dies.
+pub struct LeasedMark {
+    client: Client,
+    lease: i64,
+    keep: tokio::task::JoinHandle<()>,
+}
+
+impl LeasedMark {
+    async fn keep(mut client: Client, lease: i64) -> Result<LeasedMark, StoreError> {
+        let (mut keeper, mut responses) = match client.lease_keep_alive(lease).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                let _ = client.lease_revoke(lease).await;
+                return Err(e.into());
+            }
+        };
         let keep = tokio::spawn(async move {
             loop {
                 if keeper.keep_alive().await.is_err() {
@@ -838,35 +865,26 @@ impl Store {
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
         });
-        Ok(RolloutMark {
+        Ok(LeasedMark {
             client,
             lease,
             keep,
         })
     }
-}
 
-/// A controller's rolling-update mark, held while this value lives.
-pub struct RolloutMark {
-    client: Client,
-    lease: i64,
-    keep: tokio::task::JoinHandle<()>,
-}
-
-impl RolloutMark {
-    /// Whether the mark still holds (its lease is kept alive).
+    /// Whether the marks still hold (their lease is kept alive).
     pub fn holds(&self) -> bool {
         !self.keep.is_finished()
     }
 
-    /// Ends the update: the mark goes at once, with its lease.
+    /// Ends them: the marks go at once, with their lease.
     pub async fn end(mut self) {
         self.keep.abort();
         let _ = self.client.lease_revoke(self.lease).await;
     }
 }
 
-impl Drop for RolloutMark {
+impl Drop for LeasedMark {
     fn drop(&mut self) {
         self.keep.abort();
     }

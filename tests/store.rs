@@ -217,6 +217,64 @@ async fn a_rollout_mark_is_guarded_by_the_state_it_was_planned_from() {
     assert!(other.snapshot().await.unwrap().state.rollouts.is_empty());
 }
 
+/// A pod moved off a minion under its id is one transaction that
+/// deletes and puts the same key: etcd refuses two ops on one key, so the
+/// store keeps the put; the old status goes, the prune owner stays.
+#[tokio::test]
+async fn a_pod_moved_under_its_id_keeps_its_owner_and_loses_its_old_status() {
+    let etcd = Etcd::start("move");
+    let mut store = Store::connect_waiting(
+        std::slice::from_ref(&etcd.endpoint),
+        "c1",
+        Some(&etcd.client),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let record = |host: &str| kctl::state::PodRecord {
+        pod: kctl::model::Pod {
+            id: "solo".into(),
+            labels: Labels::new(),
+            spec: Default::default(),
+        },
+        host: host.into(),
+        owner: None,
+        draining: false,
+    };
+    let base = store.snapshot().await.unwrap();
+    store
+        .commit(&base, &[Op::PutPod(record("minion-3"))])
+        .await
+        .unwrap();
+    store
+        .set_owners("files:/m", &[(kctl::model::Kind::Pod, "solo".into())])
+        .await
+        .unwrap();
+    let status = PodStatus {
+        host: "minion-3".into(),
+        phase: PodPhase::Running,
+        spec_hash: "h".into(),
+        ..Default::default()
+    };
+    store.put_status("solo", &status).await.unwrap();
+
+    let base = store.snapshot().await.unwrap();
+    store
+        .commit(
+            &base,
+            &[Op::DeletePod("solo".into()), Op::PutPod(record("minion-1"))],
+        )
+        .await
+        .unwrap();
+    let state = store.snapshot().await.unwrap().state;
+    assert_eq!(state.pods["solo"].host, "minion-1");
+    assert!(state.statuses.is_empty(), "{:?}", state.statuses);
+    assert_eq!(
+        state.owners[&(kctl::model::Kind::Pod, "solo".to_string())],
+        "files:/m"
+    );
+}
+
 #[tokio::test]
 async fn status_of_a_deleted_pod_is_not_written() {
     let etcd = Etcd::start("status");

@@ -177,6 +177,7 @@ fn pod_status(pod: &PodRecord, observed: &[Observed], supervisor: &Supervisor) -
         )
     };
     PodStatus {
+        host: pod.host.clone(),
         phase,
         spec_hash: hash,
         pod_ip: infra.and_then(|c| c.ip),

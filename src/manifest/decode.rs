@@ -250,16 +250,15 @@ pub(crate) fn document(
             return;
         }
     };
-    let own = entries
-        .iter()
-        .find(|e| e.key == "apiVersion")
-        .and_then(|e| match &e.value.value {
-            Value::String(v) => [API_VERSION, v1::API_VERSION]
-                .into_iter()
-                .find(|known| known == v),
-            _ => None,
-        });
-    let version = own.or(inherited);
+    // Its own apiVersion, else its List's; one kctl does not know goes
+    // the v1beta1 way, which reports it.
+    let version = match entries.iter().find(|e| e.key == "apiVersion") {
+        None => inherited,
+        Some(e) if matches!(&e.value.value, Value::String(v) if v == v1::API_VERSION) => {
+            Some(v1::API_VERSION)
+        }
+        Some(_) => Some(API_VERSION),
+    };
     if version == Some(v1::API_VERSION) {
         if let Some(kind) = object_kind {
             out.extend(v1::object(cx, node, kind));

@@ -1409,6 +1409,18 @@ fn the_items_of_a_v1_list_are_v1_unless_they_say_otherwise() {
         .collect();
     assert_eq!(ids, ["web", "old"]);
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // An item's own apiVersion that kctl does not know is an error, not
+    // read as its List's.
+    let unknown = r#"{"apiVersion": "v1", "kind": "List", "items": [
+      {"apiVersion": "v1beta3", "kind": "Service", "metadata": {"name": "web"},
+       "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}]}"#;
+    let errors = errors_of(&[source("list.json", unknown)]);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("unsupported apiVersion `v1beta3`")),
+        "{errors:#?}"
+    );
 }
 
 #[test]

@@ -434,6 +434,7 @@ async fn lead(store: &mut Store) -> Result<(), StoreError> {
             continue;
         }
         let status = PodStatus {
+            host: pod.host.clone(),
             phase: PodPhase::Terminated,
             spec_hash: pod.spec_hash(),
             pod_ip: current.and_then(|s| s.pod_ip),

@@ -128,19 +128,8 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
     ));
 
     let mut store = cluster.store_waiting(Duration::from_secs(20)).await?;
-    let state = store.snapshot().await?.state;
-    let registered = state.minions;
+    let registered = store.snapshot().await?.state.minions;
     for m in &minions {
-        // The record keeps it: a cordon is left from a `kctl up --minions`
-        // that was interrupted before it removed the minion.
-        if state.cordoned.contains(&m.id) {
-            store.uncordon(&m.id).await?;
-            ui.note(format!(
-                "{} was left leaving by an interrupted `kctl up --minions`: it takes pods again",
-                m.id
-            ));
-            changed = true;
-        }
         let record = MinionRecord {
             id: m.id.clone(),
             host_ip: m.host_ip,

@@ -17,7 +17,7 @@ use crate::model::{Kind, PodTemplate, ReplicationController};
 use crate::plan::rollout::{self as steps, Readiness};
 use crate::plan::{Action, Change, Op, Plan, PlanError, RandomNamer};
 use crate::state::ClusterState;
-use crate::store::{RolloutMark, Store, StoreError};
+use crate::store::{LeasedMark, Store, StoreError};
 use crate::ui::{Task, Ui};
 use miette::miette;
 use std::time::{Duration, Instant};
@@ -164,7 +164,7 @@ pub async fn rolling_update(
     match roll(ui, &mut store, &mark, &current, &wanted.template, &options).await {
         Ok(replaced) => {
             let result = commit_planned(ui, &mut store, false, false, |s| {
-                Ok(finish_plan(s, id, &target))
+                finish_plan(s, id, &target)
             })
             .await;
             mark.end().await;
@@ -209,29 +209,44 @@ pub async fn rolling_update(
 /// from now on: a controller's pods one at a time, each replacement
 /// ready before the old pod is drained and removed (under the
 /// controller's rolling-update mark, so the leader does not count the
-/// extra pod as surplus); a bare pod is drained, removed and started
-/// again elsewhere under its id. On failure the minions stay, back in
+/// extra pod as surplus); a bare pod is drained, then deleted and put
+/// elsewhere under its id in one commit. Returns the cordons, to be held
+/// until the minions are gone. On failure the minions stay, back in
 /// service.
-pub async fn evacuate(ui: &Ui, cluster: &Cluster, leaving: &[String]) -> miette::Result<()> {
+pub async fn evacuate(
+    ui: &Ui,
+    cluster: &Cluster,
+    leaving: &[String],
+) -> miette::Result<LeasedMark> {
     let mut store = cluster.store().await?;
-    for minion in leaving {
-        store.cordon(minion).await?;
-    }
-    let result = move_all(ui, &mut store, leaving).await;
-    if result.is_err() {
-        for minion in leaving {
-            let _ = store.uncordon(minion).await;
+    let cordons = store.cordon(leaving).await?;
+    match move_all(ui, &mut store, &cordons, leaving).await {
+        Ok(()) => Ok(cordons),
+        Err(e) => {
+            cordons.end().await;
+            Err(e)
         }
     }
-    result
 }
 
-async fn move_all(ui: &Ui, store: &mut Store, leaving: &[String]) -> miette::Result<()> {
+async fn move_all(
+    ui: &Ui,
+    store: &mut Store,
+    cordons: &LeasedMark,
+    leaving: &[String],
+) -> miette::Result<()> {
     let options = RolloutOptions {
         update_period: Duration::ZERO,
         timeout: Duration::from_secs(120),
     };
-    let on_leaving = |p: &crate::state::PodRecord| leaving.contains(&p.host) && !p.draining;
+    let on_leaving = |p: &crate::state::PodRecord| leaving.contains(&p.host);
+    let cordoned = || {
+        if cordons.holds() {
+            Ok(())
+        } else {
+            Err("the minions' cordons in etcd were lost (is etcd reachable?)".to_string())
+        }
+    };
     let state = store.snapshot().await?.state;
     // All or nothing: every pod must have a place before the first moves.
     steps::plan_evacuation(&state, &mut RandomNamer).map_err(|e| {
@@ -258,10 +273,21 @@ async fn move_all(ui: &Ui, store: &mut Store, leaving: &[String]) -> miette::Res
         };
         let moved = async {
             loop {
+                cordoned()?;
                 let state = snapshot(store).await?;
+                // A move stopped half-way left its old pod draining; its
+                // replacement was ready before the drain began.
+                let drained: Vec<String> = state
+                    .pods_owned_by(&id)
+                    .filter(|p| on_leaving(p) && p.draining)
+                    .map(|p| p.pod.id.clone())
+                    .collect();
+                for pod in &drained {
+                    drain_and_remove(ui, store, pod).await?;
+                }
                 let Some(old) = state
                     .pods_owned_by(&id)
-                    .find(|p| on_leaving(p))
+                    .find(|p| on_leaving(p) && !p.draining)
                     .map(|p| (p.pod.id.clone(), p.host.clone()))
                 else {
                     return Ok::<(), String>(());
@@ -300,15 +326,38 @@ async fn move_all(ui: &Ui, store: &mut Store, leaving: &[String]) -> miette::Res
         .cloned()
         .collect();
     for pod in bare {
+        cordoned().map_err(|e| miette!("{e}"))?;
         let task = ui.task(format!("moving pod {} off {}", pod.pod.id, pod.host));
+        // Room first: a pod is drained only if it can go somewhere.
+        steps::plan_move(
+            &snapshot(store).await.map_err(|e| miette!("{e}"))?,
+            &pod.pod.id,
+        )
+        .map_err(|e| miette!("pod {} has no place to go: {e}", pod.pod.id))?;
         drain(ui, store, &pod.pod.id)
             .await
             .map_err(|e| miette!("{e}"))?;
         // Deleted and put elsewhere in one commit: no moment without it.
-        let (plan, _) = commit_planned(ui, store, false, false, |s| {
+        let moved = commit_planned(ui, store, false, false, |s| {
             steps::plan_move(s, &pod.pod.id)
         })
-        .await?;
+        .await;
+        let plan = match moved {
+            Ok((plan, _)) => plan,
+            Err(e) => {
+                // Back into service where it runs.
+                let _ = commit_planned(ui, store, false, false, |s| {
+                    Ok(s.pods
+                        .get(&pod.pod.id)
+                        .filter(|p| p.draining)
+                        .map(steps::plan_undrain)
+                        .unwrap_or_default())
+                })
+                .await;
+                task.fail(format!("pod {} could not move", pod.pod.id));
+                return Err(e);
+            }
+        };
         let to = plan.ops.iter().find_map(|op| match op {
             Op::PutPod(p) => Some(p.host.clone()),
             _ => None,
@@ -324,21 +373,28 @@ async fn move_all(ui: &Ui, store: &mut Store, leaving: &[String]) -> miette::Res
 }
 
 /// The controller as the update leaves it, planned against the state at
-/// the end (a file may change more than the template, e.g. the count).
-/// The mark kept others from changing it meanwhile; should one have
-/// anyway, the target is applied to what etcd holds now, not to what
-/// the update read at its start.
-fn finish_plan(state: &ClusterState, id: &str, target: &Target) -> Plan {
-    let Some(now) = state.controllers.get(id) else {
-        return Plan::default();
-    };
-    let Ok(wanted) = updated_controller(now, target.clone()) else {
-        return Plan::default();
-    };
+/// the end (a file may change more than the template, e.g. the count):
+/// `--image` sets the image in what etcd holds then; a file replaces the
+/// controller as written. The mark kept others from changing it; if it
+/// was lost and the controller went or lost the container, that is an
+/// error rather than a silent success.
+fn finish_plan(state: &ClusterState, id: &str, target: &Target) -> Result<Plan, PlanError> {
+    let now = state
+        .controllers
+        .get(id)
+        .ok_or_else(|| PlanError::NotFound {
+            kind: Kind::ReplicationController,
+            id: id.to_string(),
+        })?;
+    let wanted =
+        updated_controller(now, target.clone()).map_err(|e| PlanError::ChangedDuringRollout {
+            controller: id.to_string(),
+            why: e.to_string(),
+        })?;
     if wanted == *now {
-        return Plan::default();
+        return Ok(Plan::default());
     }
-    Plan {
+    Ok(Plan {
         changes: vec![Change {
             kind: Kind::ReplicationController,
             id: wanted.id.clone(),
@@ -349,7 +405,7 @@ fn finish_plan(state: &ClusterState, id: &str, target: &Target) -> Plan {
         }],
         ops: vec![Op::PutController(wanted)],
         unchanged: 0,
-    }
+    })
 }
 
 /// Takes the rolling-update mark of controller `id` against a fresh
@@ -362,7 +418,7 @@ async fn mark_controller<T>(
     id: &str,
     by: &str,
     decide: impl Fn(Option<&ReplicationController>) -> miette::Result<Option<(PodTemplate, T)>>,
-) -> miette::Result<Option<(RolloutMark, T)>> {
+) -> miette::Result<Option<(LeasedMark, T)>> {
     for _ in 0..super::apply::COMMIT_ATTEMPTS {
         let base = store.snapshot().await?;
         let Some((to, kept)) = decide(base.state.controllers.get(id))? else {
@@ -393,7 +449,7 @@ async fn record(store: &Store, rc: &str, reason: &str, message: String) {
 async fn roll(
     ui: &Ui,
     store: &mut Store,
-    mark: &RolloutMark,
+    mark: &LeasedMark,
     rc: &ReplicationController,
     to: &PodTemplate,
     options: &RolloutOptions,
@@ -656,16 +712,27 @@ mod tests {
         let mut now = rc(&["web"]);
         now.replicas = 5; // changed since the update read it
         state.controllers.insert("web".into(), now);
-        let plan = finish_plan(&state, "web", &image("v2", None));
+        let plan = finish_plan(&state, "web", &image("v2", None)).unwrap();
         let [Op::PutController(finished)] = plan.ops.as_slice() else {
             panic!("{plan:?}");
         };
         assert_eq!(finished.replicas, 5);
         assert_eq!(finished.template.spec.containers[0].image, "v2");
-        // Already so, or gone: nothing to write.
+        // Already so: nothing to write.
         state.controllers.insert("web".into(), finished.clone());
-        assert!(finish_plan(&state, "web", &image("v2", None)).is_empty());
-        assert!(finish_plan(&ClusterState::default(), "web", &image("v2", None)).is_empty());
+        assert!(finish_plan(&state, "web", &image("v2", None))
+            .unwrap()
+            .is_empty());
+        // Gone, or no longer holding the container: an error, not a
+        // silent success.
+        assert!(matches!(
+            finish_plan(&state, "web", &image("v2", Some("log"))),
+            Err(PlanError::ChangedDuringRollout { .. })
+        ));
+        assert!(matches!(
+            finish_plan(&ClusterState::default(), "web", &image("v2", None)),
+            Err(PlanError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -97,7 +97,10 @@ fn or_none(s: String) -> String {
 
 pub(crate) fn pod_phase(state: &ClusterState, pod: &PodRecord) -> (PodPhase, Option<String>) {
     match state.statuses.get(&pod.pod.id) {
-        Some(s) if s.spec_hash == pod.spec_hash() => (s.phase, s.message.clone()),
+        // What another minion saw is not this pod (moved under its id).
+        Some(s) if s.spec_hash == pod.spec_hash() && (s.host.is_empty() || s.host == pod.host) => {
+            (s.phase, s.message.clone())
+        }
         _ => (PodPhase::Waiting, Some("not yet started".into())),
     }
 }
@@ -124,7 +127,12 @@ pub fn pods_table(state: &ClusterState, pods: &[&PodRecord], wide: bool) -> Stri
                 p.pod.spec.images().join(","),
                 host_ip,
                 or_none(format_labels(&p.pod.labels)),
-                phase.as_str().to_string(),
+                // Out of its services' endpoints, on its way out.
+                if p.draining {
+                    format!("{},Draining", phase.as_str())
+                } else {
+                    phase.as_str().to_string()
+                },
                 or_none(pod_ip),
             ];
             if wide {
@@ -410,6 +418,9 @@ pub fn pod_json(state: &ClusterState, p: &PodRecord) -> Value {
     if let Some(msg) = message {
         current.insert("message".into(), json!(msg));
     }
+    if p.draining {
+        current.insert("draining".into(), json!(true));
+    }
     if let Some(s) = status {
         let info: Map<String, Value> = s
             .containers
@@ -603,6 +614,7 @@ mod tests {
         state.statuses.insert(
             pod.pod.id.clone(),
             PodStatus {
+                host: String::new(),
                 phase: PodPhase::Running,
                 spec_hash: pod.spec_hash(),
                 pod_ip: Some("10.101.1.2".parse().unwrap()),
@@ -786,6 +798,19 @@ mod tests {
         state.statuses.get_mut("web-abcde").unwrap().spec_hash = "old".into();
         let v = pod_json(&state, &pod);
         assert_eq!(v["currentState"]["status"], "Waiting");
+        // Seen running on another minion: not this pod, moved under its id.
+        let (mut state, pod) = state_with_pod();
+        state.statuses.get_mut("web-abcde").unwrap().host = "minion-3".into();
+        assert_eq!(pod_json(&state, &pod)["currentState"]["status"], "Waiting");
+    }
+
+    #[test]
+    fn a_draining_pod_says_so() {
+        let (mut state, mut pod) = state_with_pod();
+        pod.draining = true;
+        state.pods.insert(pod.pod.id.clone(), pod.clone());
+        assert_eq!(pod_json(&state, &pod)["currentState"]["draining"], true);
+        assert!(pods_table(&state, &[&pod], false).contains("Running,Draining"));
     }
 
     #[test]

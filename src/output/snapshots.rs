@@ -132,6 +132,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
             state.statuses.insert(
                 id.into(),
                 PodStatus {
+                    host: String::new(),
                     phase: PodPhase::Running,
                     spec_hash: record.spec_hash(),
                     pod_ip: Some("10.101.1.2".parse().unwrap()),
@@ -178,6 +179,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
     state.statuses.insert(
         "duo".into(),
         PodStatus {
+            host: String::new(),
             phase: PodPhase::Running,
             spec_hash: duo.spec_hash(),
             pod_ip: Some("10.101.1.3".parse().unwrap()),

@@ -78,6 +78,8 @@ pub enum PlanError {
     PortalsExhausted { service: String, range: Ipv4Net },
     #[error("replicationController {controller} is in a rolling update ({by})")]
     RolloutInProgress { controller: String, by: String },
+    #[error("replicationController {controller} changed during its rolling update: {why}")]
+    ChangedDuringRollout { controller: String, why: String },
 }
 
 impl PlanError {
@@ -101,6 +103,9 @@ impl PlanError {
             PlanError::RolloutInProgress { .. } => Some(
                 "wait for it to finish (`kctl get rc -w`); if its kctl was stopped, the update ends by itself within 15 s".into(),
             ),
+            PlanError::ChangedDuringRollout { controller, .. } => Some(format!(
+                "its update's mark in etcd was lost meanwhile; `kctl describe rc {controller}` shows what runs, and the rolling update can run again"
+            )),
         }
     }
 }
@@ -665,6 +670,18 @@ pub fn plan_reconcile(
                 fields: vec![],
             }),
         }
+    }
+    // A bare pod is drained only to leave a cordoned minion; drained on a
+    // minion no longer cordoned, the kctl moving it is gone (its cordons'
+    // lease expired): back into service where it runs.
+    for pod in state
+        .pods
+        .values()
+        .filter(|p| p.owner.is_none() && p.draining && !state.cordoned.contains(&p.host))
+    {
+        let back = rollout::plan_undrain(pod);
+        planner.plan.changes.extend(back.changes);
+        planner.plan.ops.extend(back.ops);
     }
     (planner.plan, planner.unschedulable)
 }

@@ -117,6 +117,26 @@ pub fn plan_drain(pod: &PodRecord) -> Plan {
     }
 }
 
+/// Puts a drained pod back into its services' endpoints (its move did
+/// not happen).
+pub fn plan_undrain(pod: &PodRecord) -> Plan {
+    Plan {
+        changes: vec![Change {
+            kind: Kind::Pod,
+            id: pod.pod.id.clone(),
+            action: Action::Update,
+            detail: "back in its services' endpoints".into(),
+            pods: vec![],
+            fields: vec![],
+        }],
+        ops: vec![super::Op::PutPod(PodRecord {
+            draining: false,
+            ..pod.clone()
+        })],
+        unchanged: 0,
+    }
+}
+
 /// Deletes a pod (drained before, or one that failed).
 pub fn plan_remove(state: &ClusterState, pod: &str) -> Plan {
     let mut planner = Planner::new(state, Ipv4Net::default());
@@ -361,6 +381,7 @@ mod tests {
         state.statuses.insert(
             pod.pod.id.clone(),
             PodStatus {
+                host: pod.host.clone(),
                 phase: PodPhase::Running,
                 spec_hash: pod.spec_hash(),
                 pod_ip: Some(std::net::Ipv4Addr::new(10, 1, octet, 2)),
@@ -479,8 +500,13 @@ mod tests {
             plan.render(),
             "  ~ pod web-old02 (moved from minion-2 on minion-1)\nPlan: 0 to add, 1 to change, 0 to destroy.\n"
         );
+        let stale = state.statuses["web-old02"].clone();
         commit(&mut state, &plan);
         assert_eq!(state.pods["web-old02"].host, "minion-1");
+        // The old minion's helper, a round late, writes what it saw: that
+        // is not the moved pod running.
+        state.statuses.insert("web-old02".into(), stale);
+        assert!(!state.pod_is_current(&state.pods["web-old02"]));
         // Nowhere to go: an error, and nothing planned.
         let (mut state, _) = cluster(Some(80));
         state.cordoned.insert("minion-2".into());

@@ -505,6 +505,30 @@ fn reconcile_restores_vanished_pods_and_leaves_bare_pods() {
 }
 
 #[test]
+fn reconcile_returns_a_drained_bare_pod_to_service_once_its_minion_is_not_cordoned() {
+    let mut state = cluster(2);
+    let bare = Pod {
+        id: "bare".into(),
+        labels: Labels::new(),
+        spec: spec("img", None),
+    };
+    let p = plan_apply_in(&[Object::Pod(bare)], &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &p);
+    let host = state.pods["bare"].host.clone();
+    state.pods.get_mut("bare").unwrap().draining = true;
+    // Its move is under way: left alone.
+    state.cordoned.insert(host.clone());
+    assert!(plan_reconcile(&state, &mut CountingNamer(0)).0.is_empty());
+    // The cordon's lease expired with the kctl that moved it.
+    state.cordoned.clear();
+    let (r, _) = plan_reconcile(&state, &mut CountingNamer(0));
+    assert_eq!(r.counts(), (0, 1, 0), "{}", r.render());
+    commit(&mut state, &r);
+    assert!(!state.pods["bare"].draining);
+    assert_eq!(state.pods["bare"].host, host);
+}
+
+#[test]
 fn reconcile_reports_what_fits_nowhere() {
     let mut state = cluster(2);
     let p = plan_apply_in(

@@ -54,6 +54,7 @@ fn add_pod(state: &mut ClusterState, id: &str, name: &str, ip: &str, phase: PodP
     state.statuses.insert(
         id.into(),
         PodStatus {
+            host: String::new(),
             phase,
             spec_hash: record.spec_hash(),
             pod_ip: Some(ip.parse().unwrap()),

@@ -73,13 +73,16 @@ pub async fn shrink(
         .map(|m| m.id.clone())
         .collect();
     let cluster = crate::ops::Cluster::new(dir.clone(), config.clone());
-    crate::ops::rollout::evacuate(ui, &cluster, &leaving).await?;
+    // The cordons hold until etcd forgets the minions: nothing may be
+    // placed on a machine that is being deleted.
+    let cordons = crate::ops::rollout::evacuate(ui, &cluster, &leaving).await?;
     let task = ui.task(format!("removing {}", leaving.join(", ")));
     remove_machines(&task, &leaving).await?;
     let mut store = cluster.store().await?;
     for id in &leaving {
         store.forget_minion(id).await?;
     }
+    cordons.end().await;
     // The record says what is left at once, whatever fails later.
     let mut smaller = config.clone();
     smaller.minions.truncate(count);
