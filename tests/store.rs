@@ -90,6 +90,120 @@ impl Etcd {
     }
 }
 
+/// Three etcd members on 127.0.0.1, each killable on its own, with the
+/// short raft timers of one machine (a leader is elected again within a
+/// second). Killed and removed on drop.
+struct EtcdTrio {
+    members: Vec<Option<Child>>,
+    argv: Vec<Vec<String>>,
+    dir: std::path::PathBuf,
+    endpoints: Vec<String>,
+    client: Credentials,
+}
+
+impl EtcdTrio {
+    fn start(name: &str) -> EtcdTrio {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("etcd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = ClusterPki::new(dir.join("pki"));
+        pki.ensure(name, &[], &[], time::OffsetDateTime::now_utc())
+            .unwrap();
+        let path = |p: std::path::PathBuf| p.display().to_string();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=https://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut argv = Vec::new();
+        let mut endpoints = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let endpoint = format!("https://127.0.0.1:{client}");
+            let peer_url = format!("https://127.0.0.1:{peer}");
+            let mut args: Vec<String> = tls_flags(
+                &path(pki.ca_file()),
+                &path(pki.cert_file("etcd")),
+                &path(pki.key_file("etcd")),
+            );
+            args.extend(
+                [
+                    "--name",
+                    &format!("m{i}"),
+                    "--data-dir",
+                    &path(dir.join(format!("m{i}"))),
+                    "--listen-client-urls",
+                    &endpoint,
+                    "--advertise-client-urls",
+                    &endpoint,
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                    "--initial-cluster",
+                    &initial,
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                    "--log-level",
+                    "error",
+                ]
+                .map(str::to_string),
+            );
+            argv.push(args);
+            endpoints.push(endpoint);
+        }
+        let mut trio = EtcdTrio {
+            members: vec![],
+            argv,
+            dir,
+            endpoints,
+            client: pki.workstation().unwrap(),
+        };
+        for i in 0..3 {
+            let child = trio.spawn(i);
+            trio.members.push(Some(child));
+        }
+        trio
+    }
+
+    fn spawn(&self, member: usize) -> Child {
+        Command::new("etcd")
+            .args(&self.argv[member])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (apt-get install etcd-server)")
+    }
+
+    /// A power cut: SIGKILL.
+    fn kill(&mut self, member: usize) {
+        if let Some(mut child) = self.members[member].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Started again on its own data.
+    fn restart(&mut self, member: usize) {
+        self.kill(member);
+        self.members[member] = Some(self.spawn(member));
+    }
+}
+
+impl Drop for EtcdTrio {
+    fn drop(&mut self) {
+        for member in 0..self.members.len() {
+            self.kill(member);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -273,6 +387,84 @@ async fn a_pod_moved_under_its_id_keeps_its_owner_and_loses_its_old_status() {
         state.owners[&(kctl::model::Kind::Pod, "solo".to_string())],
         "files:/m"
     );
+}
+
+/// With three members, losing one changes nothing a client sees, its
+/// leased marks included; losing two is a clear error that names every
+/// member's problem and changes nothing; the majority back, all works.
+#[tokio::test]
+async fn a_store_fails_over_between_members_and_says_when_there_is_no_quorum() {
+    let mut etcd = EtcdTrio::start("trio");
+    let mut store = Store::connect_waiting(&etcd.endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .unwrap();
+    let base = store.snapshot().await.unwrap();
+    store
+        .commit(&base, &[Op::PutService(service("web", 80))])
+        .await
+        .unwrap();
+    let cordons = store.cordon(&["minion-3".to_string()]).await.unwrap();
+
+    // The member in use (the first that serves) goes: the same store
+    // reads and commits through another.
+    etcd.kill(0);
+    let base = store.snapshot().await.unwrap();
+    assert_eq!(base.state.services["web"].service.port, 80);
+    store
+        .commit(&base, &[Op::PutService(service("api", 81))])
+        .await
+        .unwrap();
+    // The cordon's lease outlives its TTL: kept alive through another
+    // member.
+    tokio::time::sleep(Duration::from_secs(
+        kctl::store::MARK_LEASE_SECONDS as u64 + 2,
+    ))
+    .await;
+    assert!(cordons.holds());
+    assert!(store
+        .snapshot()
+        .await
+        .unwrap()
+        .state
+        .cordoned
+        .contains("minion-3"));
+
+    // A second member goes: no quorum. Every new connection says so and
+    // names each member's problem; the old store's commit fails.
+    etcd.kill(1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        match Store::connect(&etcd.endpoints, "c1", Some(&etcd.client)).await {
+            Err(e @ StoreError::NoQuorum { .. }) => break e.to_string(),
+            other => {
+                assert!(Instant::now() < deadline, "still served: {:?}", other.err());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(
+        refused.contains("none of its 3 members serves"),
+        "{refused}"
+    );
+    for down in &etcd.endpoints[..2] {
+        assert!(refused.contains(&format!("{down}: ")), "{refused}");
+    }
+    assert!(refused.contains("knows no leader"), "{refused}");
+    let stale = store.snapshot().await;
+    assert!(stale.is_err(), "a read without quorum");
+
+    // The majority back: everything committed before is there.
+    etcd.restart(1);
+    let mut store = Store::connect_waiting(&etcd.endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .unwrap();
+    let state = store.snapshot().await.unwrap().state;
+    assert_eq!(
+        state.services.keys().collect::<Vec<_>>(),
+        ["api", "web"],
+        "nothing lost, nothing added"
+    );
+    cordons.end().await;
 }
 
 #[tokio::test]

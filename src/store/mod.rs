@@ -29,7 +29,10 @@
 //! caller re-plans. Observed state (`status/`) is written per pod, guarded by
 //! the pod's existence, so it never brings back a deleted pod.
 
+mod members;
+
 use crate::model::{Kind, ReplicationController};
+use members::Members;
 
 /// A kind as owner keys spell it.
 fn kind_named(name: &str) -> Option<Kind> {
@@ -64,6 +67,13 @@ pub enum StoreError {
         "what was committed before stays, nothing else changed; run the command again once etcd is back (`kctl up` restarts it)"
     ))]
     Lost(String),
+    /// Several members, and none that answers knows a leader: fewer
+    /// than a majority are up (or can reach each other).
+    #[error("etcd has no quorum: none of its {members} members serves{problems}")]
+    #[diagnostic(help(
+        "nothing was changed; pods keep running as they are. A majority of the members must be up: `kctl up` starts or replaces those that are down"
+    ))]
+    NoQuorum { members: usize, problems: String },
     #[error("cannot read the certificate for etcd: {0}")]
     #[diagnostic(help("`kctl up` makes the cluster's certificates again"))]
     Credentials(String),
@@ -96,6 +106,10 @@ impl From<etcd_client::Error> for StoreError {
                 Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => {
                     StoreError::Lost(text)
                 }
+                // Made by the client from a broken connection (a member
+                // killed mid-stream), not said by etcd: it carries the
+                // transport's error as its cause.
+                _ if std::error::Error::source(&status).is_some() => StoreError::Lost(text),
                 _ => StoreError::Etcd(text),
             },
             E::TransportError(_) | E::IoError(_) => StoreError::Lost(text),
@@ -135,7 +149,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    members: std::sync::Arc<Members>,
     prefix: String,
     events_prefix: String,
     /// Who records events through this store: `kctl`, `kctl-node/<minion>`.
@@ -175,18 +189,9 @@ impl Store {
                     .identity(Identity::from_pem(&tls.own.cert, &tls.own.key)),
             );
         }
-        let unreachable = |e: etcd_client::Error| StoreError::Unreachable {
-            endpoints: endpoints.join(","),
-            message: sentence(&e),
-        };
-        let mut client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(unreachable)?;
-        // `connect` is lazy about some failures; a status call proves the
-        // server answers.
-        client.status().await.map_err(unreachable)?;
+        let members = Members::connect(endpoints, options).await?;
         Ok(Store {
-            client,
+            members: std::sync::Arc::new(members),
             prefix: format!("/kctl/{cluster}/"),
             events_prefix: format!("/kctl-events/{cluster}/"),
             source: "kctl".into(),
@@ -205,7 +210,9 @@ impl Store {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             match Store::connect(endpoints, cluster, tls).await {
-                Err(StoreError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                Err(StoreError::Unreachable { .. } | StoreError::NoQuorum { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 result => return result,
@@ -217,6 +224,79 @@ impl Store {
     pub fn with_source(mut self, source: &str) -> Store {
         self.source = source.to_string();
         self
+    }
+
+    /// Runs `request` against the member in use; if that member stopped
+    /// answering, again against the next one that serves. Every request
+    /// kctl makes may run twice: commits are guarded by the generation
+    /// (a second try of one that landed conflicts, and the caller re-plans
+    /// to nothing), the other writes put the same value again.
+    async fn call<T, Fut>(&self, request: impl Fn(Client) -> Fut) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut tries = self.members.count();
+        loop {
+            let (member, client) = self.members.client();
+            match request(client).await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    tries -= 1;
+                    if tries == 0 || !matches!(e, StoreError::Lost(_)) {
+                        return Err(e);
+                    }
+                    self.members.fail_over(member).await?;
+                }
+            }
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        self.call(|mut c| {
+            let options = options.clone();
+            async move { c.get(key, options).await }
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        options: Option<etcd_client::PutOptions>,
+    ) -> Result<(), StoreError> {
+        self.call(|mut c| {
+            let (value, options) = (value.clone(), options.clone());
+            async move { c.put(key, value, options).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn lease_grant(&self, seconds: i64) -> Result<i64, StoreError> {
+        Ok(self
+            .call(|mut c| async move { c.lease_grant(seconds, None).await })
+            .await?
+            .id())
+    }
+
+    /// A client of a member that served the last request, for streams
+    /// (watches, lease keep-alives) that outlive one call.
+    fn client(&self) -> Client {
+        self.members.client().1
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -240,7 +320,7 @@ impl Store {
             .iter()
             .map(|(kind, id)| TxnOp::put(self.owner_key(*kind, id), json(&set), None))
             .collect();
-        self.client.txn(Txn::new().and_then(ops)).await?;
+        self.txn(Txn::new().and_then(ops)).await?;
         Ok(())
     }
 
@@ -261,7 +341,6 @@ impl Store {
 
     pub async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
         let resp = self
-            .client
             .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
         let mut state = ClusterState::default();
@@ -402,10 +481,7 @@ impl Store {
             })
             .collect();
         txn_ops.push(TxnOp::put(generation.as_str(), "", None));
-        let resp = self
-            .client
-            .txn(Txn::new().when([guard]).and_then(txn_ops))
-            .await?;
+        let resp = self.txn(Txn::new().when([guard]).and_then(txn_ops)).await?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -423,7 +499,7 @@ impl Store {
                 json(status),
                 None,
             )]);
-        self.client.txn(txn).await?;
+        self.txn(txn).await?;
         Ok(())
     }
 
@@ -441,14 +517,13 @@ impl Store {
                 json(&endpoints),
                 None,
             )]);
-        self.client.txn(txn).await?;
+        self.txn(txn).await?;
         Ok(())
     }
 
     /// Records the digest of the rules just written to a minion.
     pub async fn put_rule_digest(&mut self, minion: &str, digest: &str) -> Result<(), StoreError> {
-        self.client
-            .put(self.key("rules", minion), json(&digest), None)
+        self.put(&self.key("rules", minion), json(&digest), None)
             .await?;
         Ok(())
     }
@@ -459,8 +534,7 @@ impl Store {
     /// [`MARK_LEASE_SECONDS`] and the minions take pods again. A change of
     /// desired state (the generation moves), so the helpers act.
     pub async fn cordon(&self, minions: &[String]) -> Result<LeasedMark, StoreError> {
-        let mut client = self.client.clone();
-        let lease = client.lease_grant(MARK_LEASE_SECONDS, None).await?.id();
+        let lease = self.lease_grant(MARK_LEASE_SECONDS).await?;
         let ops: Vec<TxnOp> = minions
             .iter()
             .map(|m| {
@@ -472,11 +546,11 @@ impl Store {
             })
             .chain([TxnOp::put(self.generation_key(), "", None)])
             .collect();
-        if let Err(e) = client.txn(Txn::new().and_then(ops)).await {
-            let _ = client.lease_revoke(lease).await;
-            return Err(e.into());
+        if let Err(e) = self.txn(Txn::new().and_then(ops)).await {
+            self.revoke(lease).await;
+            return Err(e);
         }
-        LeasedMark::keep(client, lease).await
+        Ok(LeasedMark::keep(self.members.clone(), lease))
     }
 
     /// Forgets a minion that was removed: its record and everything its
@@ -494,13 +568,12 @@ impl Store {
         .map(|kind| TxnOp::delete(self.key(kind, minion), None))
         .chain([TxnOp::put(self.generation_key(), "", None)])
         .collect();
-        self.client.txn(Txn::new().and_then(ops)).await?;
+        self.txn(Txn::new().and_then(ops)).await?;
         Ok(())
     }
 
     pub async fn put_minion(&mut self, minion: &MinionRecord) -> Result<(), StoreError> {
-        self.client
-            .put(self.key("minions", &minion.id), json(minion), None)
+        self.put(&self.key("minions", &minion.id), json(minion), None)
             .await?;
         Ok(())
     }
@@ -514,8 +587,7 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let mut client = self.client.clone();
-        let lease = self.event_lease(&mut client).await?;
+        let lease = self.event_lease().await?;
         let now = crate::events::now_ms();
         let mut objects = std::collections::BTreeSet::new();
         let mut puts = Vec::with_capacity(events.len());
@@ -532,16 +604,16 @@ impl Store {
             puts.push(TxnOp::put(key, json(&e), Some(options)));
             objects.insert(object);
         }
-        if let Err(e) = client.txn(Txn::new().and_then(puts)).await {
+        if let Err(e) = self.txn(Txn::new().and_then(puts)).await {
             // The lease may be gone (etcd lost it, or it expired early): the
             // next call takes a new one.
             if let Ok(mut cached) = self.events_lease.lock() {
                 *cached = None;
             }
-            return Err(e.into());
+            return Err(e);
         }
         for object in objects {
-            let keys = client
+            let keys = self
                 .get(
                     object.as_str(),
                     Some(GetOptions::new().with_prefix().with_keys_only()),
@@ -557,12 +629,12 @@ impl Store {
                 .collect();
             let old = crate::events::beyond_newest(names, crate::events::EVENTS_PER_OBJECT);
             let deletes: Vec<TxnOp> = old.into_iter().map(|k| TxnOp::delete(k, None)).collect();
-            client.txn(Txn::new().and_then(deletes)).await?;
+            self.txn(Txn::new().and_then(deletes)).await?;
         }
         Ok(())
     }
 
-    async fn event_lease(&self, client: &mut Client) -> Result<i64, StoreError> {
+    async fn event_lease(&self) -> Result<i64, StoreError> {
         if let Ok(cached) = self.events_lease.lock() {
             if let Some((lease, granted)) = *cached {
                 if granted.elapsed() < EVENT_LEASE_RENEWAL {
@@ -570,7 +642,7 @@ impl Store {
                 }
             }
         }
-        let lease = client.lease_grant(EVENT_LEASE_SECONDS, None).await?.id();
+        let lease = self.lease_grant(EVENT_LEASE_SECONDS).await?;
         if let Ok(mut cached) = self.events_lease.lock() {
             *cached = Some((lease, std::time::Instant::now()));
         }
@@ -594,7 +666,6 @@ impl Store {
             }
         }
         let resp = self
-            .client
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
         let mut events = resp
@@ -621,15 +692,16 @@ impl Store {
     /// alive in a background task, recording the time of each beat under
     /// `seen/`. The task ends (with the error) when the lease is lost.
     pub async fn start_heartbeat(&self, minion: &str) -> Result<Heartbeat, StoreError> {
-        let mut client = self.client.clone();
-        let lease = client.lease_grant(HEARTBEAT_TTL_SECONDS, None).await?.id();
-        client
-            .put(
-                self.key("heartbeats", minion),
-                "",
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )
-            .await?;
+        let lease = self.lease_grant(HEARTBEAT_TTL_SECONDS).await?;
+        self.put(
+            &self.key("heartbeats", minion),
+            Vec::new(),
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await?;
+        // Bound to the member that just served; should it go, the task
+        // ends and the helper beats again through another.
+        let mut client = self.client();
         let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
         let seen_key = self.key("seen", minion);
         let minion = minion.to_string();
@@ -658,9 +730,7 @@ impl Store {
         minion: &str,
         version: &HelperVersion,
     ) -> Result<(), StoreError> {
-        self.client
-            .clone()
-            .put(self.key("versions", minion), json(version), None)
+        self.put(&self.key("versions", minion), json(version), None)
             .await?;
         Ok(())
     }
@@ -680,14 +750,12 @@ impl Store {
             }),
             None => Vec::new(),
         };
-        self.client
-            .clone()
-            .put(
-                self.key("heartbeats", minion),
-                value,
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )
-            .await?;
+        self.put(
+            &self.key("heartbeats", minion),
+            value,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -698,7 +766,7 @@ impl Store {
     /// not ready), or changing its condition, wakes it too, so the leader
     /// acts at once; a heartbeat that begins does not.
     pub async fn watch_desired(&self) -> Result<DesiredChanges, StoreError> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let mut generation = client.watch(self.generation_key(), None).await?;
         let prefix = etcd_client::WatchOptions::new().with_prefix();
         let mut heartbeats = client
@@ -735,7 +803,7 @@ impl Store {
     /// A watch on everything kctl keeps of the cluster, for `kctl get -w`:
     /// wakes on any change but the helpers' once-a-second `seen/` times.
     pub async fn watch_everything(&self) -> Result<DesiredChanges, StoreError> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let options = etcd_client::WatchOptions::new().with_prefix();
         let mut stream = client.watch(self.prefix.as_str(), Some(options)).await?;
         let seen = self.key("seen", "");
@@ -768,10 +836,10 @@ impl Store {
                 minion,
                 Some(etcd_client::PutOptions::new().with_lease(lease)),
             )]);
-        if self.client.txn(txn).await?.succeeded() {
+        if self.txn(txn).await?.succeeded() {
             return Ok(true);
         }
-        let resp = self.client.get(key.as_str(), None).await?;
+        let resp = self.get(key.as_str(), None).await?;
         Ok(resp
             .kvs()
             .first()
@@ -797,8 +865,7 @@ impl Store {
         controller: &str,
         rollout: &crate::state::Rollout,
     ) -> Result<LeasedMark, StoreError> {
-        let mut client = self.client.clone();
-        let lease = client.lease_grant(MARK_LEASE_SECONDS, None).await?.id();
+        let lease = self.lease_grant(MARK_LEASE_SECONDS).await?;
         let key = self.key("rollouts", controller);
         let txn = Txn::new()
             .when([
@@ -814,9 +881,15 @@ impl Store {
                 TxnOp::put(self.generation_key(), "", None),
             ])
             .or_else([TxnOp::get(key.as_str(), None)]);
-        let resp = client.txn(txn).await?;
+        let resp = match self.txn(txn).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.revoke(lease).await;
+                return Err(e);
+            }
+        };
         if !resp.succeeded() {
-            let _ = client.lease_revoke(lease).await;
+            self.revoke(lease).await;
             let held = resp.op_responses().into_iter().find_map(|r| match r {
                 etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
                 _ => None,
@@ -831,7 +904,14 @@ impl Store {
                 by,
             });
         }
-        LeasedMark::keep(client, lease).await
+        Ok(LeasedMark::keep(self.members.clone(), lease))
+    }
+
+    /// Ends a lease now, and what was put on it; at worst it expires.
+    async fn revoke(&self, lease: i64) {
+        let _ = self
+            .call(|mut c| async move { c.lease_revoke(lease).await })
+            .await;
     }
 }
 
@@ -839,37 +919,49 @@ impl Store {
 /// a shrink's cordons): they hold while this value lives and go with the
 /// lease when it is dropped or the process dies.
 pub struct LeasedMark {
-    client: Client,
+    members: std::sync::Arc<Members>,
     lease: i64,
     keep: tokio::task::JoinHandle<()>,
 }
 
 impl LeasedMark {
-    async fn keep(mut client: Client, lease: i64) -> Result<LeasedMark, StoreError> {
-        let (mut keeper, mut responses) = match client.lease_keep_alive(lease).await {
-            Ok(kept) => kept,
-            Err(e) => {
-                let _ = client.lease_revoke(lease).await;
-                return Err(e.into());
-            }
-        };
+    /// Keeps `lease` alive in the background, through whichever member
+    /// serves: a member that goes is replaced by another before the lease
+    /// runs out. The task ends when the lease is gone or could not be
+    /// renewed in time.
+    fn keep(members: std::sync::Arc<Members>, lease: i64) -> LeasedMark {
+        let keeping = members.clone();
         let keep = tokio::spawn(async move {
+            let ttl = Duration::from_secs(MARK_LEASE_SECONDS as u64);
+            let mut renewed = std::time::Instant::now();
             loop {
-                if keeper.keep_alive().await.is_err() {
-                    break;
+                let (member, mut client) = keeping.client();
+                if let Ok((mut keeper, mut responses)) = client.lease_keep_alive(lease).await {
+                    loop {
+                        if keeper.keep_alive().await.is_err() {
+                            break;
+                        }
+                        match responses.message().await {
+                            Ok(Some(r)) if r.ttl() > 0 => renewed = std::time::Instant::now(),
+                            // Expired: the marks are gone.
+                            Ok(Some(_)) => return,
+                            _ => break,
+                        }
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                    }
                 }
-                match responses.message().await {
-                    Ok(Some(r)) if r.ttl() > 0 => {}
-                    _ => break,
+                if renewed.elapsed() >= ttl {
+                    return;
                 }
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = keeping.fail_over(member).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Ok(LeasedMark {
-            client,
+        LeasedMark {
+            members,
             lease,
             keep,
-        })
+        }
     }
 
     /// Whether the marks still hold (their lease is kept alive).
@@ -878,9 +970,10 @@ impl LeasedMark {
     }
 
     /// Ends them: the marks go at once, with their lease.
-    pub async fn end(mut self) {
+    pub async fn end(self) {
         self.keep.abort();
-        let _ = self.client.lease_revoke(self.lease).await;
+        let (_, mut client) = self.members.client();
+        let _ = client.lease_revoke(self.lease).await;
     }
 }
 
@@ -949,9 +1042,8 @@ impl Store {
     /// Waits for exclusive use of a minion: two kctl processes (or kctl and
     /// the node helper) never converge one minion at the same time.
     pub async fn lock_minion(&self, minion: &str) -> Result<MinionLock, StoreError> {
-        let mut client = self.client.clone();
-        let lease = client.lease_grant(LOCK_TTL_SECONDS, None).await?.id();
-        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+        let lease = self.lease_grant(LOCK_TTL_SECONDS).await?;
+        let (mut keeper, mut responses) = self.client().lease_keep_alive(lease).await?;
         let keeper = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(LOCK_TTL_SECONDS as u64 / 3)).await;
@@ -965,6 +1057,7 @@ impl Store {
         loop {
             // Each request times out after the client's timeout: retry
             // until the lock is ours or we have waited long enough.
+            let (member, mut client) = self.members.client();
             match client
                 .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
                 .await
@@ -982,7 +1075,11 @@ impl Store {
                     let _ = client.lease_revoke(lease).await;
                     return Err(e.into());
                 }
-                Err(_) => continue,
+                Err(e) => {
+                    if matches!(StoreError::from(e), StoreError::Lost(_)) {
+                        let _ = self.members.fail_over(member).await;
+                    }
+                }
             }
         }
     }
