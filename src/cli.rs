@@ -40,6 +40,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   kctl up                                    # 3 minions as namespaces on this machine
   kctl up --cluster test --minions 2
+  kctl up --cluster ha --masters 3           # etcd of 3 members: losing one changes nothing
   kctl up --provider ssh --host root@192.168.1.10 --host admin@192.168.1.11:2222 --identity ~/.ssh/id_ed25519
   kctl up --provider gce --project my-proj --zone us-central1-b --minions 3
   kctl up --provider gce --project my-proj --machine-type e2-micro \\
@@ -55,6 +56,10 @@ pub enum Command {
         /// How many minions [default: 3] (local, gce).
         #[arg(long)]
         minions: Option<usize>,
+        /// How many etcd members keep the cluster's state: 1, or 3 to
+        /// survive losing one [default: 1] (local).
+        #[arg(long)]
+        masters: Option<usize>,
         /// The range services' portal IPs come from [default: local: the upper
         /// half of the cluster's own 10.x.0.0/16; ssh, gce: 10.0.0.0/16].
         #[arg(long, value_name = "CIDR")]
@@ -620,6 +625,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         Command::Up {
             provider,
             minions,
+            masters,
             portal_net,
             dry_run,
             hosts,
@@ -646,6 +652,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             let options = ops::up::UpOptions {
                 provider,
                 minions,
+                masters,
                 portal_net,
                 dry_run,
                 ssh: ops::up::ssh::SshOptions {

@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{http_get, TestCluster};
+use common::{http_get, wait_for, TestCluster};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A pod of two containers from the demo image: `web` serves pages and
 /// logs each request; `ticker` prints a line every 0.2 s and exits 3 on
@@ -29,18 +29,6 @@ const SICK: &str = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "sick",
 
 const DUO_SERVICE: &str = r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "duo",
   "port": 8080, "selector": {"name": "duo"}}"#;
-
-/// Waits until `check` returns something, for at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// Starts `kctl port-forward` and returns it with the local port it
 /// reports on its first line.

@@ -228,7 +228,7 @@ fn local_dry_run(dir: &ClusterDir, config: &ClusterConfig) -> String {
         }
         lines.push(format!(
             "  etcd at {}, bridge {}, routes for {}",
-            layout.etcd_endpoint(),
+            config.etcd_endpoints.join(", "),
             layout.bridge(),
             layout.cluster_cidr()
         ));

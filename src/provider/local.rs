@@ -17,6 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const MAX_MINIONS: usize = 32;
+/// The most etcd members a local cluster runs: their addresses sit
+/// between the bridge's and the first minion's.
+pub const MAX_MASTERS: usize = 5;
+
 const FIRST_SLOT: u8 = 1;
 const LAST_SLOT: u8 = 99;
 
@@ -87,7 +91,28 @@ impl Layout {
         ipnet::Ipv4Net::new(Ipv4Addr::new(10, self.octet(), 128, 0), 17).unwrap_or_default()
     }
     pub fn etcd_endpoint(&self) -> String {
-        format!("https://{}:2379", self.bridge_ip())
+        self.etcd_member_endpoint(1)
+    }
+    /// etcd member `member` (from 1): the first on the bridge's own
+    /// address, where a single etcd always was; the others on addresses
+    /// of their own beside it (`.2` to `.5`, below the minions' `.11`).
+    pub fn etcd_member_ip(&self, member: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet(), 0, member as u8)
+    }
+    pub fn etcd_member_endpoint(&self, member: usize) -> String {
+        format!("https://{}:2379", self.etcd_member_ip(member))
+    }
+    pub fn etcd_member_name(&self, member: usize) -> String {
+        match member {
+            1 => format!("kctl-{}", self.cluster),
+            n => format!("kctl-{}-{n}", self.cluster),
+        }
+    }
+    /// Every member's client endpoint, for `masters` members.
+    pub fn etcd_endpoints(&self, masters: usize) -> Vec<String> {
+        (1..=masters)
+            .map(|m| self.etcd_member_endpoint(m))
+            .collect()
     }
     pub fn minion(&self, index: usize) -> MinionConfig {
         MinionConfig {
@@ -653,18 +678,42 @@ pub async fn remove_host_network(layout: &Layout) {
     let _ = std::fs::remove_dir_all(layout.runtime_root());
 }
 
-/// etcd's command line: TLS only, on the bridge address, with the
-/// cluster's certificates from the workstation's cluster directory.
-fn etcd_argv(dir: &ClusterDir, layout: &Layout) -> Vec<String> {
-    let etcd_dir = dir.etcd_dir();
-    let data = etcd_dir.join("data").display().to_string();
-    let client = layout.etcd_endpoint();
-    let peer = format!("https://{}:2380", layout.bridge_ip());
-    let name = format!("kctl-{}", layout.cluster);
+/// Where etcd member `member` keeps its data, pid and log: the first in
+/// the cluster's etcd directory (where a single etcd always was), the
+/// others beside it.
+pub fn etcd_member_dir(dir: &ClusterDir, member: usize) -> PathBuf {
+    match member {
+        1 => dir.etcd_dir(),
+        n => dir.etcd_dir().join(format!("member-{n}")),
+    }
+}
+
+/// The members whose directories exist: what `down` must stop.
+fn etcd_member_dirs(dir: &ClusterDir) -> Vec<PathBuf> {
+    (1..=MAX_MASTERS)
+        .map(|m| etcd_member_dir(dir, m))
+        .filter(|d| d.exists())
+        .collect()
+}
+
+/// etcd member `member` of `masters`: TLS only (clients and peers), on its
+/// own address, with the cluster's certificates from the workstation's
+/// cluster directory.
+fn etcd_argv(dir: &ClusterDir, layout: &Layout, member: usize, masters: usize) -> Vec<String> {
+    let data = etcd_member_dir(dir, member)
+        .join("data")
+        .display()
+        .to_string();
+    let client = layout.etcd_member_endpoint(member);
+    let peer_url = |m: usize| format!("https://{}:2380", layout.etcd_member_ip(m));
+    let initial_cluster = (1..=masters)
+        .map(|m| format!("{}={}", layout.etcd_member_name(m), peer_url(m)))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut argv: Vec<String> = [
         "etcd",
         "--name",
-        &name,
+        &layout.etcd_member_name(member),
         "--data-dir",
         &data,
         "--listen-client-urls",
@@ -672,11 +721,11 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout) -> Vec<String> {
         "--advertise-client-urls",
         &client,
         "--listen-peer-urls",
-        &peer,
+        &peer_url(member),
         "--initial-advertise-peer-urls",
-        &peer,
+        &peer_url(member),
         "--initial-cluster",
-        &format!("{name}={peer}"),
+        &initial_cluster,
         // Big plans (many pods) are one transaction.
         "--max-txn-ops",
         "10000",
@@ -686,7 +735,18 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    argv.extend(crate::bootstrap::etcd::single_member_flags());
+    if masters == 1 {
+        argv.extend(crate::bootstrap::etcd::single_member_flags());
+    } else {
+        // etcd's own defaults: peers on one loaded machine must not call
+        // elections for a slow heartbeat.
+        argv.extend(crate::argv![
+            "--heartbeat-interval",
+            "100",
+            "--election-timeout",
+            "1000"
+        ]);
+    }
     let pki = dir.pki();
     let path = |p: std::path::PathBuf| p.display().to_string();
     argv.extend(crate::bootstrap::etcd::tls_flags(
@@ -697,32 +757,39 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout) -> Vec<String> {
     argv
 }
 
-/// Starts the cluster's etcd on the bridge address under a supervisor
-/// (`kctl supervise`, which starts it again within a second if it dies),
-/// unless it runs already with the same command line. `restart`: its
-/// certificates changed, so a running one is restarted.
+/// Starts etcd member `member` of `masters` on its address under a
+/// supervisor (`kctl supervise`, which starts it again within a second
+/// if it dies), unless it runs already with the same command line.
+/// `restart`: its certificates changed, so a running one is restarted.
 pub async fn ensure_etcd(
     dir: &ClusterDir,
     layout: &Layout,
+    member: usize,
+    masters: usize,
     restart: bool,
 ) -> Result<bool, HostError> {
-    let etcd_dir = dir.etcd_dir();
+    let etcd_dir = etcd_member_dir(dir, member);
     std::fs::create_dir_all(&etcd_dir)
         .map_err(|e| host_error(etcd_dir.display().to_string(), e))?;
+    let ip = layout.etcd_member_ip(member);
+    let mut changed = false;
+    if member > 1 {
+        changed |= ensure_bridge_address(layout, ip).await?;
+    }
     let pid_file = etcd_dir.join("etcd.pid");
     let data = etcd_dir.join("data").display().to_string();
-    let argv = etcd_argv(dir, layout);
+    let argv = etcd_argv(dir, layout, member, masters);
     let args_file = etcd_dir.join("etcd.args");
     let same_args = std::fs::read_to_string(&args_file).ok() == Some(argv.join("\n"));
-    let addr = SocketAddr::from((layout.bridge_ip(), 2379));
+    let addr = SocketAddr::from((ip, 2379));
     if host::live_pid(&pid_file, &data).is_some() && same_args && !restart {
         // Supervised; give a restart in progress a moment. A supervisor
         // whose etcd never comes (stopped, wedged) is replaced below.
         if host::wait_for(Duration::from_secs(5), || host::tcp_open(addr)).await {
-            return Ok(false);
+            return Ok(changed);
         }
     }
-    stop_etcd(dir).await;
+    stop_etcd_member(&etcd_dir).await;
     let me = std::env::current_exe().map_err(|e| host_error("kctl's own path", e))?;
     let mut supervised = vec![
         me.display().to_string(),
@@ -747,10 +814,38 @@ pub async fn ensure_etcd(
     Ok(true)
 }
 
-/// Stops the cluster's etcd: its supervisor, which stops etcd, and any
-/// etcd of this data directory left without one.
+/// Gives the bridge `ip` as well (an etcd member's own address): on the
+/// bridge, the minions reach it directly and it never leaves the machine
+/// (the cluster's blackhole route covers it).
+async fn ensure_bridge_address(layout: &Layout, ip: Ipv4Addr) -> Result<bool, HostError> {
+    let listed = host::run(&["ip", "-o", "-4", "addr", "show", "dev", &layout.bridge()]).await?;
+    if listed
+        .split_whitespace()
+        .any(|w| w.split('/').next() == Some(&ip.to_string()))
+    {
+        return Ok(false);
+    }
+    host::run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{ip}/32"),
+        "dev",
+        &layout.bridge(),
+    ])
+    .await?;
+    Ok(true)
+}
+
+/// Stops every etcd member of the cluster: their supervisors, which stop
+/// etcd, and any etcd of their data left without one.
 pub async fn stop_etcd(dir: &ClusterDir) {
-    let etcd_dir = dir.etcd_dir();
+    for member_dir in etcd_member_dirs(dir) {
+        stop_etcd_member(&member_dir).await;
+    }
+}
+
+async fn stop_etcd_member(etcd_dir: &std::path::Path) {
     let data = etcd_dir.join("data").display().to_string();
     if let Some(pid) = host::live_pid(&etcd_dir.join("etcd.pid"), &data) {
         host::terminate(&[pid], Duration::from_secs(10)).await;

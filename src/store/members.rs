@@ -103,10 +103,10 @@ async fn serving(endpoint: &str, options: &ConnectOptions) -> Result<Client, Str
     let attempt = async {
         let mut client = Client::connect([endpoint], Some(options.clone()))
             .await
-            .map_err(|e| sentence(&e))?;
+            .map_err(|e| problem(&e))?;
         // `connect` is lazy about some failures; a status call proves the
         // member answers, and says whether it knows a leader.
-        let status = client.status().await.map_err(|e| sentence(&e))?;
+        let status = client.status().await.map_err(|e| problem(&e))?;
         if status.leader() == 0 {
             return Err("answers, but knows no leader (cut off from the majority)".to_string());
         }
@@ -115,6 +115,19 @@ async fn serving(endpoint: &str, options: &ConnectOptions) -> Result<Client, Str
     match tokio::time::timeout(STATUS_TIMEOUT, attempt).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} s", STATUS_TIMEOUT.as_secs())),
+    }
+}
+
+/// A member's failure in a few words: the client's chain repeats itself
+/// ("tcp connect error: transport error: tcp connect error: ...").
+fn problem(e: &etcd_client::Error) -> String {
+    let text = sentence(e);
+    if text.contains("Connection refused") {
+        "down (connection refused)".to_string()
+    } else if text.contains("No route to host") || text.contains("Network is unreachable") {
+        "unreachable (no route to it)".to_string()
+    } else {
+        text
     }
 }
 

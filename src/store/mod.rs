@@ -699,27 +699,20 @@ impl Store {
             Some(etcd_client::PutOptions::new().with_lease(lease)),
         )
         .await?;
-        // Bound to the member that just served; should it go, the task
-        // ends and the helper beats again through another.
-        let mut client = self.client();
-        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
         let seen_key = self.key("seen", minion);
         let minion = minion.to_string();
+        let members = self.members.clone();
         let task = tokio::spawn(async move {
-            loop {
-                keeper.keep_alive().await?;
-                match responses.message().await? {
-                    // A TTL of 0 means the lease expired.
-                    Some(r) if r.ttl() > 0 => {}
-                    _ => return Err(StoreError::LeaseLost { minion }),
-                }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or_default();
-                client.put(seen_key.as_str(), json(&now), None).await?;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            let ttl = Duration::from_secs(HEARTBEAT_TTL_SECONDS as u64);
+            keep_lease_alive(
+                &members,
+                lease,
+                ttl,
+                Duration::from_secs(1),
+                Some(&seen_key),
+            )
+            .await;
+            Err(StoreError::LeaseLost { minion })
         });
         Ok(Heartbeat { lease, task })
     }
@@ -915,6 +908,51 @@ impl Store {
     }
 }
 
+/// Keeps `lease` alive every `period` through whichever member serves,
+/// putting the unix time into `seen` after each renewal: a member that
+/// goes is replaced by another before the lease (of `ttl`) runs out.
+/// Returns when the lease expired, or `ttl` passed without a renewal.
+async fn keep_lease_alive(
+    members: &Members,
+    lease: i64,
+    ttl: Duration,
+    period: Duration,
+    seen: Option<&str>,
+) {
+    let mut last_renewal = std::time::Instant::now();
+    loop {
+        let (member, mut client) = members.client();
+        if let Ok((mut keeper, mut responses)) = client.lease_keep_alive(lease).await {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match responses.message().await {
+                    Ok(Some(r)) if r.ttl() > 0 => {
+                        last_renewal = std::time::Instant::now();
+                        if let Some(key) = seen {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_secs())
+                                .unwrap_or_default();
+                            let _ = client.put(key, json(&now), None).await;
+                        }
+                    }
+                    // A TTL of 0: the lease expired.
+                    Ok(Some(_)) => return,
+                    _ => break,
+                }
+                tokio::time::sleep(period).await;
+            }
+        }
+        if last_renewal.elapsed() >= ttl {
+            return;
+        }
+        let _ = members.fail_over(member).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Marks in etcd on a lease this process keeps alive (a rolling update's,
 /// a shrink's cordons): they hold while this value lives and go with the
 /// lease when it is dropped or the process dies.
@@ -933,29 +971,7 @@ impl LeasedMark {
         let keeping = members.clone();
         let keep = tokio::spawn(async move {
             let ttl = Duration::from_secs(MARK_LEASE_SECONDS as u64);
-            let mut renewed = std::time::Instant::now();
-            loop {
-                let (member, mut client) = keeping.client();
-                if let Ok((mut keeper, mut responses)) = client.lease_keep_alive(lease).await {
-                    loop {
-                        if keeper.keep_alive().await.is_err() {
-                            break;
-                        }
-                        match responses.message().await {
-                            Ok(Some(r)) if r.ttl() > 0 => renewed = std::time::Instant::now(),
-                            // Expired: the marks are gone.
-                            Ok(Some(_)) => return,
-                            _ => break,
-                        }
-                        tokio::time::sleep(Duration::from_secs(3)).await;
-                    }
-                }
-                if renewed.elapsed() >= ttl {
-                    return;
-                }
-                let _ = keeping.fail_over(member).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            keep_lease_alive(&keeping, lease, ttl, Duration::from_secs(3), None).await;
         });
         LeasedMark {
             members,

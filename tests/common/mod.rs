@@ -78,6 +78,11 @@ pub struct TestCluster {
 impl TestCluster {
     /// Brings up a cluster; panics (after cleaning up) if `up` fails.
     pub fn up(name: &str, minions: usize) -> TestCluster {
+        TestCluster::up_with(name, &["--minions", &minions.to_string()])
+    }
+
+    /// Like `up`, with these flags for `kctl up`.
+    pub fn up_with(name: &str, flags: &[&str]) -> TestCluster {
         let cluster = TestCluster {
             name: name.to_string(),
             home: kctl_home(),
@@ -85,7 +90,9 @@ impl TestCluster {
         };
         // A cluster of this name left by an aborted run is removed first.
         cluster.kctl(&["down"]);
-        let run = cluster.kctl(&["up", "--minions", &minions.to_string()]);
+        let mut args = vec!["up"];
+        args.extend_from_slice(flags);
+        let run = cluster.kctl(&args);
         assert!(run.ok(), "kctl up failed: {run:?}");
         cluster
     }
@@ -352,4 +359,24 @@ pub fn etcd_curl(tls_dir: &str, url: &str, with_certificate: bool) -> Vec<String
     }
     argv.push(url.to_string());
     argv
+}
+
+/// Polls `check` every 200 ms until it finds something, for at most
+/// `limit`; panics naming `what` otherwise.
+pub fn wait_for<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {limit:?} for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

@@ -54,6 +54,7 @@ pub async fn up(
     ui: &Ui,
     name: &str,
     minions: Option<usize>,
+    masters: Option<usize>,
     portal_net: Option<ipnet::Ipv4Net>,
 ) -> miette::Result<()> {
     let dir = ClusterDir::new(name)?;
@@ -90,6 +91,20 @@ pub async fn up(
     };
     if !(1..=MAX_MINIONS).contains(&count) {
         return Err(miette!("--minions must be between 1 and {MAX_MINIONS}"));
+    }
+    let had_masters = existing.as_ref().map(|c| c.etcd_endpoints.len());
+    let masters = masters.or(had_masters).unwrap_or(1);
+    if masters % 2 == 0 || !(1..=local::MAX_MASTERS).contains(&masters) {
+        return Err(miette!(
+            help = "an even count survives no more losses than one fewer: 1, 3 or 5",
+            "--masters must be 1, 3 or 5"
+        ));
+    }
+    if let Some(had) = had_masters.filter(|had| *had != masters) {
+        return Err(miette!(
+            help = "`kctl down` and `kctl up --masters N` to make it again",
+            "cluster {name} has {had} etcd member(s); changing that on a running cluster is not built yet"
+        ));
     }
     // Fewer minions: the last ones go, once their pods have moved.
     if let Some(config) = existing.as_ref().filter(|_| count < before) {
@@ -141,7 +156,7 @@ pub async fn up(
         name: name.to_string(),
         portal_net,
         provider: ProviderKind::Local,
-        etcd_endpoints: vec![layout.etcd_endpoint()],
+        etcd_endpoints: layout.etcd_endpoints(masters),
         minions: (1..=count).map(|i| layout.minion(i)).collect(),
         local: Some(LocalNetwork { slot: layout.slot }),
         gce: None,
@@ -171,8 +186,24 @@ pub async fn up(
     changed |= !renewed.made.is_empty();
     let task = ui.task("etcd");
     let new_certificate = renewed.contains("etcd") || renewed.contains("ca");
-    changed |= local::ensure_etcd(&dir, &layout, new_certificate).await?;
-    task.done(format!("etcd at {}", layout.etcd_endpoint()));
+    // All at once: a member of several serves only once a majority runs.
+    let started = join_all(
+        (1..=masters).map(|m| local::ensure_etcd(&dir, &layout, m, masters, new_certificate)),
+    )
+    .await;
+    for result in started {
+        changed |= result?;
+    }
+    task.done(match masters {
+        1 => format!("etcd at {}", layout.etcd_endpoint()),
+        n => format!(
+            "etcd of {n} members at {}",
+            (1..=n)
+                .map(|m| layout.etcd_member_ip(m).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
 
     let task = ui.task(format!("{count} minions (namespace, sshd, dockerd)"));
     let made =
@@ -206,9 +237,12 @@ pub async fn up(
             "Cluster {name} was repaired and is up ({count} minions)."
         ));
     } else if changed {
+        let etcd = match masters {
+            1 => format!("etcd at {}", layout.etcd_endpoint()),
+            n => format!("etcd of {n} members (any one may be lost)"),
+        };
         ui.out(format!(
-            "Cluster {name} is up: {count} minions, etcd at {}.\nNext: kctl image load …, kctl apply -f manifests/, kctl get pods",
-            layout.etcd_endpoint()
+            "Cluster {name} is up: {count} minions, {etcd}.\nNext: kctl image load …, kctl apply -f manifests/, kctl get pods"
         ));
     } else {
         ui.out(format!(

@@ -17,6 +17,8 @@ pub const DEFAULT_MINIONS: usize = 3;
 pub struct UpOptions {
     pub provider: ProviderKind,
     pub minions: Option<usize>,
+    /// How many etcd members (local only so far).
+    pub masters: Option<usize>,
     pub portal_net: Option<ipnet::Ipv4Net>,
     pub dry_run: bool,
     pub ssh: ssh::SshOptions,
@@ -51,8 +53,13 @@ pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
                     "--dry-run is for the gce and ssh providers; a local `up` changes only this machine"
                 ));
             }
-            local::up(ui, name, options.minions, options.portal_net).await
+            local::up(ui, name, options.minions, options.masters, options.portal_net).await
         }
+        _ if options.masters.is_some_and(|m| m != 1) => Err(miette::miette!(
+            help = "a local cluster can have 3 (`kctl up --masters 3`); `kctl snapshot save` keeps a copy of a single etcd",
+            "--masters above 1 is not built for the {} provider yet",
+            options.provider.name()
+        )),
         ProviderKind::Ssh => ssh::up(ui, name, &options).await,
         ProviderKind::Gce => gce::up(ui, name, &options).await,
     }

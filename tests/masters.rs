@@ -1,0 +1,132 @@
+//! A local cluster whose etcd has three members: losing one changes
+//! nothing a user sees, losing two is a clear error that changes nothing
+//! while the pods keep running, and `kctl up` brings the members back.
+
+mod common;
+
+use common::{wait_for, TestCluster};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A power cut of etcd member `member`: its supervisor first (it would
+/// start etcd again), then etcd itself.
+fn kill_member(cluster: &TestCluster, member: usize) {
+    let dir = match member {
+        1 => cluster.dir().join("etcd"),
+        n => cluster.dir().join("etcd").join(format!("member-{n}")),
+    };
+    let supervisor = std::fs::read_to_string(dir.join("etcd.pid")).unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", supervisor.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // No leading dash: pkill would read the pattern as an option.
+    let data = format!("data-dir {}", dir.join("data").display());
+    let killed = Command::new("pkill")
+        .args(["-9", "-f", &data])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no etcd of member {member} to kill");
+}
+
+fn running(cluster: &TestCluster) -> Vec<serde_json::Value> {
+    cluster
+        .pods()
+        .into_iter()
+        .filter(|p| p["currentState"]["status"] == "Running")
+        .collect()
+}
+
+#[test]
+fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
+    let cluster = TestCluster::up_with("it-masters", &["--minions", "2", "--masters", "3"]);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let slot = cluster.slot();
+    let member_ip = |m: u8| format!("10.{}.0.{m}", 100 + u32::from(slot));
+
+    // The first member, the one every client picks first, dies while an
+    // apply of 30 pods runs: the apply completes.
+    let mut apply = cluster
+        .command(&["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = apply.stdin.take().unwrap();
+        stdin
+            .write_all(common::web_controller("web", 30).as_bytes())
+            .unwrap();
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the apply's plan committed",
+        || {
+            let names = cluster.kctl(&["get", "pods", "-o", "name"]);
+            (names.ok() && !names.stdout.is_empty()).then_some(())
+        },
+    );
+    kill_member(&cluster, 1);
+    let applied = apply.wait_with_output().unwrap();
+    assert!(
+        applied.status.success(),
+        "apply with a member lost: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let pod_ips: Vec<String> = wait_for(Duration::from_secs(90), "30 pods running", || {
+        let running = running(&cluster);
+        (running.len() == 30).then(|| {
+            running
+                .iter()
+                .filter_map(|p| p["currentState"]["podIP"].as_str().map(str::to_string))
+                .collect()
+        })
+    });
+    let minions = cluster.kctl(&["get", "minions"]);
+    assert_eq!(minions.stdout.matches(" Ready ").count(), 2, "{minions:?}");
+
+    // A second member dies: no majority. Commands say so, name the
+    // members that are down, and change nothing; the pods keep serving.
+    kill_member(&cluster, 2);
+    let refused = wait_for(Duration::from_secs(15), "the quorum error", || {
+        let got = cluster.kctl(&["get", "pods"]);
+        got.stderr.contains("no quorum").then_some(got)
+    });
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    for down in [member_ip(1), member_ip(2)] {
+        assert!(
+            refused.stderr.contains(&format!("https://{down}:2379: ")),
+            "{refused:?}"
+        );
+    }
+    let resize = cluster.kctl(&["resize", "rc", "web", "10"]);
+    assert_eq!(resize.code, Some(1), "{resize:?}");
+    assert!(resize.stderr.contains("no quorum"), "{resize:?}");
+    for ip in pod_ips.iter().take(3) {
+        let page = cluster.in_minion(
+            1,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{ip}:8080/hostname"),
+            ],
+        );
+        assert!(page.ok(), "pod {ip} without quorum: {page:?}");
+    }
+
+    // `up` brings both members back; the state is as it was.
+    let repaired = cluster.kctl(&["up"]);
+    assert!(repaired.ok(), "{repaired:?}");
+    let rc = cluster.kctl(&["get", "rc", "web", "-o", "json"]);
+    assert_eq!(rc.json()["desiredState"]["replicas"], 30, "{rc:?}");
+    wait_for(Duration::from_secs(60), "30 pods running again", || {
+        (running(&cluster).len() == 30).then_some(())
+    });
+
+    cluster.down_and_check();
+}
