@@ -336,6 +336,9 @@ pub enum Command {
     /// Manage images on the minions.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Save the cluster's objects to a file, or restore them onto a cluster.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Change how many replicas a replication controller keeps.
     #[command(
         visible_alias = "scale",
@@ -465,6 +468,25 @@ pub enum MinionCommand {
         /// The minion, as `kctl get minions` lists it.
         name: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Write the cluster's services (with their portal IPs), controllers
+    /// and pods, as of one etcd revision, to FILE.
+    #[command(after_help = "Examples:
+  kctl snapshot save backup.json
+  kctl snapshot save --cluster prod /srv/backups/prod-$(date +%F).json")]
+    Save {
+        /// Written whole or not at all, readable by its owner only.
+        file: PathBuf,
+    },
+    /// Put a snapshot's objects onto a cluster that holds none (e.g. one
+    /// made again after the old was lost): services keep their portal
+    /// IPs, pods their ids; then start them as `apply` would.
+    #[command(after_help = "Examples:
+  kctl up --cluster prod && kctl snapshot restore --cluster prod backup.json")]
+    Restore { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -829,6 +851,12 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 })
                 .collect::<miette::Result<Vec<_>>>()?;
             ops::reach::port_forward(&ui, name, &target, &ports).await
+        }
+        Command::Snapshot(SnapshotCommand::Save { file }) => {
+            ops::snapshot::save(&ui, name, &file).await
+        }
+        Command::Snapshot(SnapshotCommand::Restore { file }) => {
+            ops::snapshot::restore(&ui, name, &file).await
         }
         Command::Image(ImageCommand::Load { images, input }) => {
             ops::image::load(&ui, name, &images, input.as_deref()).await

@@ -23,6 +23,7 @@ pub mod plan;
 pub mod provider;
 pub mod selector;
 pub mod services;
+pub mod snapshot;
 pub mod ssh;
 pub mod state;
 pub mod store;

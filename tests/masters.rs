@@ -130,3 +130,96 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
 
     cluster.down_and_check();
 }
+
+/// The objects of `kind` as `(id, what matters of them)`, sorted.
+fn listed(cluster: &TestCluster, kind: &str, fields: &[&str]) -> Vec<String> {
+    let run = cluster.kctl(&["get", kind, "-o", "json"]);
+    assert!(run.ok(), "{run:?}");
+    let mut items: Vec<String> = run.json()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| {
+            fields
+                .iter()
+                .map(|f| o.pointer(f).cloned().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+#[test]
+fn a_snapshot_brings_every_object_back_onto_a_fresh_cluster_with_its_portals() {
+    let portal_net = "10.231.7.0/24";
+    let cluster = TestCluster::adopt("it-snapshot", vec![]);
+    let up = ["up", "--minions", "2", "--portal-net", portal_net];
+    let made = cluster.kctl(&up);
+    assert!(made.ok(), "{made:?}");
+    assert!(
+        made.stderr.contains("kctl snapshot save FILE"),
+        "a single master says how to keep a copy: {made:?}"
+    );
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let service = r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "web",
+      "port": 9090, "containerPort": 8080, "selector": {"name": "web"}}"#;
+    let solo = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "solo",
+      "desiredState": {"manifest": {"version": "v1beta1", "id": "solo",
+        "containers": [{"name": "web", "image": "tutum/tomcat"}]}},
+      "labels": {"name": "solo"}}"#;
+    for manifest in [service, &common::web_controller("web", 3), solo] {
+        let applied = cluster.kctl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(applied.ok(), "{applied:?}");
+    }
+    let services = listed(&cluster, "services", &["/id", "/port", "/portalIP"]);
+    let controllers = listed(&cluster, "rc", &["/id", "/desiredState/replicas"]);
+    let pods = listed(&cluster, "pods", &["/id", "/labels/name"]);
+    assert_eq!(pods.len(), 4, "{pods:?}");
+
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("snapshot-{}.json", std::process::id()));
+    let saved = cluster.kctl(&["snapshot", "save", file.to_str().unwrap()]);
+    assert!(saved.ok(), "{saved:?}");
+    assert!(
+        saved.stdout.contains("1 service(s), 1 replicationController(s), 4 pod(s)"),
+        "{saved:?}"
+    );
+
+    // The cluster is lost; a new one of the same shape gets it all back.
+    let gone = cluster.kctl(&["down"]);
+    assert!(gone.ok(), "{gone:?}");
+    let remade = cluster.kctl(&up);
+    assert!(remade.ok(), "{remade:?}");
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let restored = cluster.kctl(&["snapshot", "restore", file.to_str().unwrap()]);
+    assert!(restored.ok(), "{restored:?}");
+    assert_eq!(listed(&cluster, "services", &["/id", "/port", "/portalIP"]), services);
+    assert_eq!(
+        listed(&cluster, "rc", &["/id", "/desiredState/replicas"]),
+        controllers
+    );
+    assert_eq!(listed(&cluster, "pods", &["/id", "/labels/name"]), pods);
+    wait_for(Duration::from_secs(60), "4 pods running", || {
+        (running(&cluster).len() == 4).then_some(())
+    });
+    let portal: serde_json::Value = serde_json::from_str(
+        services[0].split(' ').nth(2).unwrap(),
+    )
+    .unwrap();
+    let url = format!("http://{}:9090/hostname", portal.as_str().unwrap());
+    let page = wait_for(Duration::from_secs(20), "the portal answering", || {
+        let page = cluster.in_minion(1, &["curl", "-sS", "--max-time", "3", &url]);
+        (page.ok() && page.stdout.starts_with("web-")).then_some(page)
+    });
+    assert!(page.stdout.starts_with("web-"), "{page:?}");
+
+    // Onto a cluster that holds objects: refused, nothing changes.
+    let again = cluster.kctl(&["snapshot", "restore", file.to_str().unwrap()]);
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("already holds"), "{again:?}");
+    let _ = std::fs::remove_file(&file);
+    cluster.down_and_check();
+}

@@ -339,7 +339,7 @@ pub async fn diff(
 /// With `refresh` (`apply --refresh`), also every minion running a pod
 /// of `objects`, and the service rules of every Ready minion are read
 /// back: what drifted from etcd is repaired.
-async fn converge_applied(
+pub(crate) async fn converge_applied(
     ui: &Ui,
     cluster: &Cluster,
     store: &mut Store,

@@ -13,6 +13,7 @@ pub mod minion;
 pub mod reach;
 pub mod rollout;
 pub mod run;
+pub mod snapshot;
 pub mod up;
 pub mod version;
 

@@ -4,6 +4,7 @@
 //! the minions match).
 
 pub mod fields;
+pub mod restore;
 pub mod rollout;
 pub mod schedule;
 
@@ -80,6 +81,16 @@ pub enum PlanError {
     RolloutInProgress { controller: String, by: String },
     #[error("replicationController {controller} changed during its rolling update: {why}")]
     ChangedDuringRollout { controller: String, why: String },
+    #[error("cluster already holds {0}: a snapshot is restored onto a cluster without objects")]
+    NotEmpty(String),
+    #[error("service {service} had portal IP {ip}, outside this cluster's portal range {range}")]
+    PortalOutside {
+        service: String,
+        ip: std::net::Ipv4Addr,
+        range: Ipv4Net,
+        /// The range it came from.
+        from: Ipv4Net,
+    },
 }
 
 impl PlanError {
@@ -103,6 +114,12 @@ impl PlanError {
             PlanError::RolloutInProgress { .. } => Some(
                 "wait for it to finish (`kctl get rc -w`); if its kctl was stopped, the update ends by itself within 15 s".into(),
             ),
+            PlanError::NotEmpty(_) => Some(
+                "restore onto a new cluster (`kctl up --cluster NAME`), or `kctl delete` what it holds".into(),
+            ),
+            PlanError::PortalOutside { from, .. } => Some(format!(
+                "the snapshot's portal range is {from}: make the cluster with `kctl up --portal-net {from}`"
+            )),
             PlanError::ChangedDuringRollout { controller, .. } => Some(format!(
                 "its update's mark in etcd was lost meanwhile; `kctl describe rc {controller}` shows what runs, and the rolling update can run again"
             )),

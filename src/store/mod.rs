@@ -171,6 +171,13 @@ pub struct Snapshot {
     generation_revision: i64,
 }
 
+impl Snapshot {
+    /// etcd's revision of the last change of desired state it holds.
+    pub fn revision(&self) -> i64 {
+        self.generation_revision
+    }
+}
+
 impl Store {
     /// Connects to etcd at `endpoints`; over TLS, with the cluster CA and a
     /// client certificate, when `tls` is given (every cluster kctl makes).

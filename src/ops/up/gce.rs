@@ -607,6 +607,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         ui.out(format!(
             "Cluster {name} is up on GCE ({project}, {zone}): master + {count} minions, etcd at {etcd} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods; `kctl down` deletes every VM, route, firewall rule and the network."
         ));
+        ui.note(super::SINGLE_MASTER_NOTE);
     } else {
         ui.out(format!(
             "Cluster {name} is up on GCE ({count} minions); nothing changed."

@@ -244,6 +244,12 @@ pub async fn up(
         ui.out(format!(
             "Cluster {name} is up: {count} minions, {etcd}.\nNext: kctl image load …, kctl apply -f manifests/, kctl get pods"
         ));
+        if masters == 1 {
+            ui.note(format!(
+                "{} A local cluster can have 3 members: `kctl up --masters 3`.",
+                super::SINGLE_MASTER_NOTE
+            ));
+        }
     } else {
         ui.out(format!(
             "Cluster {name} is up ({count} minions); nothing changed."

@@ -65,6 +65,10 @@ pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
     }
 }
 
+/// What `up` says of a new cluster whose state lives in one etcd member:
+/// the machine that holds it is the cluster's single point of loss.
+pub const SINGLE_MASTER_NOTE: &str = "Its state lives in one etcd: `kctl snapshot save FILE` keeps a copy to restore onto a new cluster (`kctl snapshot restore FILE`) should that machine be lost.";
+
 /// Takes a running cluster down to `count` minions: the pods of the
 /// others move first (none is lost), then `remove_machines` deletes those
 /// minions' machines, and etcd and the record forget them.

@@ -453,6 +453,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         ui.out(format!(
             "Cluster {name} is up: {count} hosts, etcd at {etcd_name} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods"
         ));
+        ui.note(super::SINGLE_MASTER_NOTE);
     }
     Ok(())
 }

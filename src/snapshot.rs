@@ -1,0 +1,135 @@
+//! `kctl snapshot`: the cluster's desired state at one etcd revision, as a
+//! file that `restore` brings back onto a cluster (a fresh one, after the
+//! old was lost). Pure: what a snapshot holds and how it reads back.
+//!
+//! It keeps what a user made — services with their portal IPs,
+//! controllers, pods and which files applied them — and nothing that the
+//! cluster observes or derives again by itself (minions, heartbeats,
+//! statuses, endpoints, rule digests, events).
+
+use crate::model::{Kind, ReplicationController};
+use crate::state::{ClusterState, PodRecord, ServiceRecord};
+use serde::{Deserialize, Serialize};
+
+/// What the file says it is, so another JSON file is refused by name.
+pub const SNAPSHOT_KIND: &str = "KctlSnapshot";
+/// Bumped when the format changes; older kctl refuses newer files.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSnapshot {
+    pub kind: String,
+    pub version: u32,
+    /// The cluster it was taken of.
+    pub cluster: String,
+    /// etcd's revision of the last change it holds.
+    pub revision: i64,
+    /// Unix time it was taken.
+    pub taken_at: u64,
+    /// Where the services' portal IPs come from: a cluster it is restored
+    /// onto must hand out the same range for them to keep their IPs.
+    pub portal_net: ipnet::Ipv4Net,
+    pub services: Vec<ServiceRecord>,
+    pub controllers: Vec<ReplicationController>,
+    pub pods: Vec<PodRecord>,
+    #[serde(default)]
+    pub owners: Vec<Owner>,
+}
+
+/// The set of files that last applied an object (for `apply --prune`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub kind: Kind,
+    pub id: String,
+    pub set: String,
+}
+
+impl ClusterSnapshot {
+    /// The desired state of `state`, as a snapshot.
+    pub fn of(
+        state: &ClusterState,
+        cluster: &str,
+        portal_net: ipnet::Ipv4Net,
+        revision: i64,
+        taken_at: u64,
+    ) -> ClusterSnapshot {
+        ClusterSnapshot {
+            kind: SNAPSHOT_KIND.into(),
+            version: SNAPSHOT_VERSION,
+            cluster: cluster.into(),
+            revision,
+            taken_at,
+            portal_net,
+            services: state.services.values().cloned().collect(),
+            controllers: state.controllers.values().cloned().collect(),
+            // Mid-drain pods are on their way out; the rest is what runs.
+            pods: state
+                .pods
+                .values()
+                .filter(|p| !p.draining)
+                .cloned()
+                .collect(),
+            owners: state
+                .owners
+                .iter()
+                .map(|((kind, id), set)| Owner {
+                    kind: *kind,
+                    id: id.clone(),
+                    set: set.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads a snapshot file's text; says what is wrong with one that is
+    /// not a snapshot kctl can read.
+    pub fn parse(text: &str) -> Result<ClusterSnapshot, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        if value["kind"] != SNAPSHOT_KIND {
+            return Err(format!(
+                "not a kctl snapshot (its kind is {}, not {SNAPSHOT_KIND})",
+                value["kind"]
+            ));
+        }
+        match value["version"].as_u64() {
+            Some(v) if v == u64::from(SNAPSHOT_VERSION) => {}
+            Some(v) => {
+                return Err(format!(
+                    "a snapshot of format {v}; this kctl reads format {SNAPSHOT_VERSION}"
+                ))
+            }
+            None => return Err("the snapshot says no format version".into()),
+        }
+        serde_json::from_value(value).map_err(|e| format!("a damaged snapshot: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_reads_back_and_other_files_are_refused_by_name() {
+        let state = ClusterState::default();
+        let taken = ClusterSnapshot::of(&state, "demo", "10.0.0.0/24".parse().unwrap(), 7, 1);
+        let text = serde_json::to_string(&taken).unwrap();
+        assert_eq!(ClusterSnapshot::parse(&text).unwrap(), taken);
+        assert!(ClusterSnapshot::parse("{")
+            .unwrap_err()
+            .starts_with("not JSON"));
+        assert!(ClusterSnapshot::parse(r#"{"kind": "PodList"}"#)
+            .unwrap_err()
+            .contains("not a kctl snapshot"));
+        let newer = text.replace("\"version\":1", "\"version\":2");
+        assert!(ClusterSnapshot::parse(&newer)
+            .unwrap_err()
+            .contains("format 2"));
+        let damaged = text.replace("\"revision\":7", "\"revision\":\"x\"");
+        assert!(ClusterSnapshot::parse(&damaged)
+            .unwrap_err()
+            .contains("damaged"));
+    }
+}
