@@ -128,6 +128,22 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
         (running(&cluster).len() == 30).then_some(())
     });
 
+    // A member's disk is lost: `up` removes it from the membership and a
+    // new member of the same address joins. It votes: with the first
+    // member gone too, the cluster still has its majority.
+    kill_member(&cluster, 3);
+    std::fs::remove_dir_all(cluster.dir().join("etcd/member-3/data")).unwrap();
+    let replaced = cluster.kctl(&["up"]);
+    assert!(replaced.ok(), "{replaced:?}");
+    assert!(
+        replaced.stderr.contains("replaced by a new member"),
+        "{replaced:?}"
+    );
+    kill_member(&cluster, 1);
+    let rc = cluster.kctl(&["get", "rc", "web", "-o", "json"]);
+    assert!(rc.ok(), "with members 2 and the new 3: {rc:?}");
+    assert_eq!(rc.json()["desiredState"]["replicas"], 30, "{rc:?}");
+
     cluster.down_and_check();
 }
 

@@ -688,6 +688,17 @@ pub fn etcd_member_dir(dir: &ClusterDir, member: usize) -> PathBuf {
     }
 }
 
+/// Whether member `member` has its data (it ran before, and its disk
+/// was not lost).
+pub fn etcd_member_has_data(dir: &ClusterDir, member: usize) -> bool {
+    etcd_member_dir(dir, member).join("data").exists()
+}
+
+/// The peer URL member `member` is known by to the others.
+pub fn etcd_peer_url(layout: &Layout, member: usize) -> String {
+    format!("https://{}:2380", layout.etcd_member_ip(member))
+}
+
 /// The members whose directories exist: what `down` must stop.
 fn etcd_member_dirs(dir: &ClusterDir) -> Vec<PathBuf> {
     (1..=MAX_MASTERS)
@@ -705,7 +716,7 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout, member: usize, masters: usize) -
         .display()
         .to_string();
     let client = layout.etcd_member_endpoint(member);
-    let peer_url = |m: usize| format!("https://{}:2380", layout.etcd_member_ip(m));
+    let peer_url = |m: usize| etcd_peer_url(layout, m);
     let initial_cluster = (1..=masters)
         .map(|m| format!("{}={}", layout.etcd_member_name(m), peer_url(m)))
         .collect::<Vec<_>>()
@@ -761,12 +772,15 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout, member: usize, masters: usize) -
 /// supervisor (`kctl supervise`, which starts it again within a second
 /// if it dies), unless it runs already with the same command line.
 /// `restart`: its certificates changed, so a running one is restarted.
+/// `joining`: the member is new to a running cluster (its data was lost
+/// and `Store::replace_member` made room for it).
 pub async fn ensure_etcd(
     dir: &ClusterDir,
     layout: &Layout,
     member: usize,
     masters: usize,
     restart: bool,
+    joining: bool,
 ) -> Result<bool, HostError> {
     let etcd_dir = etcd_member_dir(dir, member);
     std::fs::create_dir_all(&etcd_dir)
@@ -799,6 +813,11 @@ pub async fn ensure_etcd(
         "--".to_string(),
     ];
     supervised.extend(argv.iter().cloned());
+    if joining {
+        // Read at its first start only: the recorded command line stays
+        // the steady one, so the next `up` does not restart it.
+        supervised.extend(crate::argv!["--initial-cluster-state", "existing"]);
+    }
     host::spawn_daemon(&supervised, &etcd_dir.join("etcd.log"))?;
     std::fs::write(&args_file, argv.join("\n"))
         .map_err(|e| host_error(args_file.display().to_string(), e))?;

@@ -907,6 +907,26 @@ impl Store {
         Ok(LeasedMark::keep(self.members.clone(), lease))
     }
 
+    /// Replaces the etcd member at `peer_url` (its data was lost) by a new
+    /// one of the same address: the old is removed from the membership,
+    /// the new added, to be started with `--initial-cluster-state
+    /// existing`. A member added before and never started is replaced too.
+    pub async fn replace_member(&self, peer_url: &str) -> Result<(), StoreError> {
+        let listed = self.call(|mut c| async move { c.member_list().await }).await?;
+        let old = listed
+            .members()
+            .iter()
+            .find(|m| m.peer_urls().iter().any(|u| u == peer_url))
+            .map(|m| m.id());
+        if let Some(id) = old {
+            self.call(|mut c| async move { c.member_remove(id).await })
+                .await?;
+        }
+        self.call(|mut c| async move { c.member_add([peer_url], None).await })
+            .await?;
+        Ok(())
+    }
+
     /// Ends a lease now, and what was put on it; at worst it expires.
     async fn revoke(&self, lease: i64) {
         let _ = self

@@ -186,13 +186,48 @@ pub async fn up(
     changed |= !renewed.made.is_empty();
     let task = ui.task("etcd");
     let new_certificate = renewed.contains("etcd") || renewed.contains("ca");
+    // Members whose data is gone (their disk lost) while others kept
+    // theirs: the cluster goes on without them, and new members of the
+    // same addresses join it.
+    let lost: Vec<usize> = (1..=masters)
+        .filter(|m| !local::etcd_member_has_data(&dir, *m))
+        .collect();
+    let replacing = existing.is_some() && !lost.is_empty() && lost.len() < masters;
+    if replacing && (masters - lost.len()) * 2 <= masters {
+        return Err(miette!(
+            help = "restore a snapshot onto a new cluster: `kctl down`, `kctl up --masters {masters}`, `kctl snapshot restore FILE`",
+            "{} of the {masters} etcd members of cluster {name} lost their data: no majority is left to bring them back",
+            lost.len()
+        ));
+    }
+    let keeping: Vec<usize> = (1..=masters)
+        .filter(|m| !replacing || !lost.contains(m))
+        .collect();
     // All at once: a member of several serves only once a majority runs.
     let started = join_all(
-        (1..=masters).map(|m| local::ensure_etcd(&dir, &layout, m, masters, new_certificate)),
+        keeping
+            .iter()
+            .map(|m| local::ensure_etcd(&dir, &layout, *m, masters, new_certificate, false)),
     )
     .await;
     for result in started {
         changed |= result?;
+    }
+    if replacing {
+        let cluster = Cluster::new(dir.clone(), config.clone());
+        let store = cluster.store_waiting(std::time::Duration::from_secs(20)).await?;
+        for m in &lost {
+            store
+                .replace_member(&local::etcd_peer_url(&layout, *m))
+                .await?;
+            local::ensure_etcd(&dir, &layout, *m, masters, false, true).await?;
+            ui.note(format!(
+                "etcd member {} had lost its data: replaced by a new member at {}",
+                layout.etcd_member_name(*m),
+                layout.etcd_member_ip(*m)
+            ));
+        }
+        changed = true;
     }
     task.done(match masters {
         1 => format!("etcd at {}", layout.etcd_endpoint()),
