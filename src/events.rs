@@ -185,6 +185,7 @@ pub fn of_plan(before: &ClusterState, ops: &[Op]) -> Vec<Event> {
                 }
             }
             Op::DeleteService(id) => out.push(event(Service, id, "Deleted", "deleted".into())),
+            Op::PutOwner(..) => {}
         }
     }
     out

@@ -64,12 +64,17 @@ impl ClusterSnapshot {
             portal_net,
             services: state.services.values().cloned().collect(),
             controllers: state.controllers.values().cloned().collect(),
-            // Mid-drain pods are on their way out; the rest is what runs.
+            // A controller's pod mid-drain is on its way out (its
+            // replacement runs); a bare one is mid-move and is kept, back
+            // in service.
             pods: state
                 .pods
                 .values()
-                .filter(|p| !p.draining)
-                .cloned()
+                .filter(|p| !p.draining || p.owner.is_none())
+                .map(|p| PodRecord {
+                    draining: false,
+                    ..p.clone()
+                })
                 .collect(),
             owners: state
                 .owners
@@ -131,5 +136,27 @@ mod tests {
         assert!(ClusterSnapshot::parse(&damaged)
             .unwrap_err()
             .contains("damaged"));
+    }
+
+    #[test]
+    fn a_bare_pod_mid_move_is_kept_and_a_replaced_controller_pod_is_not() {
+        let mut state = ClusterState::default();
+        let pod = |id: &str, owner: Option<&str>| PodRecord {
+            pod: crate::model::Pod {
+                id: id.into(),
+                labels: Default::default(),
+                spec: Default::default(),
+            },
+            host: "minion-2".into(),
+            owner: owner.map(str::to_string),
+            draining: true,
+        };
+        for p in [pod("solo", None), pod("web-old", Some("web"))] {
+            state.pods.insert(p.pod.id.clone(), p);
+        }
+        let taken = ClusterSnapshot::of(&state, "demo", "10.0.0.0/24".parse().unwrap(), 1, 1);
+        assert_eq!(taken.pods.len(), 1);
+        assert_eq!(taken.pods[0].pod.id, "solo");
+        assert!(!taken.pods[0].draining, "back in service when restored");
     }
 }

@@ -200,7 +200,9 @@ fn a_snapshot_brings_every_object_back_onto_a_fresh_cluster_with_its_portals() {
     let saved = cluster.kctl(&["snapshot", "save", file.to_str().unwrap()]);
     assert!(saved.ok(), "{saved:?}");
     assert!(
-        saved.stdout.contains("1 service(s), 1 replicationController(s), 4 pod(s)"),
+        saved
+            .stdout
+            .contains("1 service(s), 1 replicationController(s), 4 pod(s)"),
         "{saved:?}"
     );
 
@@ -212,7 +214,10 @@ fn a_snapshot_brings_every_object_back_onto_a_fresh_cluster_with_its_portals() {
     cluster.load_demo_image("tutum/tomcat:latest");
     let restored = cluster.kctl(&["snapshot", "restore", file.to_str().unwrap()]);
     assert!(restored.ok(), "{restored:?}");
-    assert_eq!(listed(&cluster, "services", &["/id", "/port", "/portalIP"]), services);
+    assert_eq!(
+        listed(&cluster, "services", &["/id", "/port", "/portalIP"]),
+        services
+    );
     assert_eq!(
         listed(&cluster, "rc", &["/id", "/desiredState/replicas"]),
         controllers
@@ -221,10 +226,8 @@ fn a_snapshot_brings_every_object_back_onto_a_fresh_cluster_with_its_portals() {
     wait_for(Duration::from_secs(60), "4 pods running", || {
         (running(&cluster).len() == 4).then_some(())
     });
-    let portal: serde_json::Value = serde_json::from_str(
-        services[0].split(' ').nth(2).unwrap(),
-    )
-    .unwrap();
+    let portal: serde_json::Value =
+        serde_json::from_str(services[0].split(' ').nth(2).unwrap()).unwrap();
     let url = format!("http://{}:9090/hostname", portal.as_str().unwrap());
     let page = wait_for(Duration::from_secs(20), "the portal answering", || {
         let page = cluster.in_minion(1, &["curl", "-sS", "--max-time", "3", &url]);

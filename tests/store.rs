@@ -404,6 +404,7 @@ async fn a_store_fails_over_between_members_and_says_when_there_is_no_quorum() {
         .await
         .unwrap();
     let cordons = store.cordon(&["minion-3".to_string()]).await.unwrap();
+    let heartbeat = store.start_heartbeat("minion-1").await.unwrap();
 
     // The member in use (the first that serves) goes: the same store
     // reads and commits through another.
@@ -421,6 +422,14 @@ async fn a_store_fails_over_between_members_and_says_when_there_is_no_quorum() {
     ))
     .await;
     assert!(cordons.holds());
+    // So does a helper's 4 s heartbeat: its minion never looked gone.
+    assert!(!heartbeat.task.is_finished(), "the heartbeat ended");
+    let state = store.snapshot().await.unwrap().state;
+    assert!(state.heartbeats.contains("minion-1"));
+    assert!(
+        state.last_seen["minion-1"] + 2 >= kctl::output::unix_now(),
+        "beats recorded through the other members"
+    );
     assert!(store
         .snapshot()
         .await

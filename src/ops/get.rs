@@ -255,16 +255,26 @@ pub async fn get(ui: &Ui, name: &str, q: &Query<'_>) -> miette::Result<()> {
     // `-w`: each object again whenever what is shown of it changes, until
     // Ctrl-C; one that goes away is shown once more, marked deleted.
     let mut shown = first;
+    let mut changes = changes;
     loop {
         tokio::select! {
             _ = changes.changed() => {}
+            // A watch whose member went away wakes nobody: look again.
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                if !changes.ended() {
+                    continue;
+                }
+            }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
         if changes.ended() {
-            return Err(miette!(
-                help = "run the command again",
-                "the watch on etcd ended"
-            ));
+            // Its etcd member went away: watch again through another.
+            changes = store.watch_everything().await.map_err(|e| {
+                miette!(
+                    help = "run the command again",
+                    "the watch on etcd ended: {e}"
+                )
+            })?;
         }
         let state = store.snapshot().await?.state;
         let next = view(&state, q);

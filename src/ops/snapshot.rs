@@ -37,22 +37,35 @@ pub async fn save(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {
 
 /// Writes `text` beside `file` and renames it over: a crash leaves the old
 /// file or the new one, never half of one. Only its owner may read it.
+/// The file beside has a name nobody can guess and must not exist yet, so
+/// nothing planted there (a link) is followed.
 fn write_whole(file: &Path, text: &str) -> std::io::Result<()> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let partial = file.with_file_name(format!(".{name}.partial"));
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)?;
-    out.write_all(text.as_bytes())?;
-    out.write_all(b"\n")?;
-    out.sync_all()?;
-    std::fs::rename(&partial, file)
+    let partial = file.with_file_name(format!(".{name}.{:016x}.partial", rand::random::<u64>()));
+    let written = (|| {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)?;
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.sync_all()?;
+        std::fs::rename(&partial, file)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written?;
+    // The rename itself is durable once the directory is.
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 pub async fn restore(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {
@@ -76,16 +89,5 @@ pub async fn restore(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {
         plan_restore(&snapshot, state, portal_net)
     })
     .await?;
-    let mut by_set: std::collections::BTreeMap<&str, Vec<(crate::model::Kind, String)>> =
-        Default::default();
-    for owner in &snapshot.owners {
-        by_set
-            .entry(owner.set.as_str())
-            .or_default()
-            .push((owner.kind, owner.id.clone()));
-    }
-    for (set, objects) in by_set {
-        store.set_owners(set, &objects).await?;
-    }
     converge_applied(ui, &cluster, &mut store, &plan, &before, &[], false).await
 }

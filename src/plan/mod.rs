@@ -26,6 +26,9 @@ pub enum Op {
     DeleteController(String),
     PutPod(PodRecord),
     DeletePod(String),
+    /// Which set of files applied an object (for `apply --prune`): kind,
+    /// id, set.
+    PutOwner(Kind, String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -78,6 +78,19 @@ pub fn plan_restore(
             planner.plan.changes.push(change);
         }
     }
+    // Which files applied what, for objects the snapshot holds.
+    let held = |kind: Kind, id: &str| match kind {
+        Kind::Service => snapshot.services.iter().any(|s| s.service.id == id),
+        Kind::ReplicationController => snapshot.controllers.iter().any(|rc| rc.id == id),
+        Kind::Pod => snapshot.pods.iter().any(|p| p.pod.id == id),
+    };
+    for owner in snapshot.owners.iter().filter(|o| held(o.kind, &o.id)) {
+        planner.plan.ops.push(Op::PutOwner(
+            owner.kind,
+            owner.id.clone(),
+            owner.set.clone(),
+        ));
+    }
     planner.finish()
 }
 
@@ -168,7 +181,18 @@ mod tests {
                 portal_ip: "10.1.128.7".parse().unwrap(),
             },
         );
-        ClusterSnapshot::of(&old, "demo", "10.1.128.0/17".parse().unwrap(), 42, 0)
+        old.owners.insert(
+            (Kind::ReplicationController, "web".into()),
+            "files:/m".into(),
+        );
+        let mut taken = ClusterSnapshot::of(&old, "demo", "10.1.128.0/17".parse().unwrap(), 42, 0);
+        // An owner of an object the snapshot does not hold is not restored.
+        taken.owners.push(crate::snapshot::Owner {
+            kind: Kind::Pod,
+            id: "gone".into(),
+            set: "files:/m".into(),
+        });
+        taken
     }
 
     #[test]
@@ -191,6 +215,19 @@ mod tests {
         assert_eq!(hosts["solo"], "minion-2", "kept where it was");
         assert_eq!(hosts["web-b"], "minion-2", "spread, its minion is gone");
         assert_eq!(plan.counts(), (5, 0, 0), "{}", plan.render());
+        let owners: Vec<&Op> = plan
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::PutOwner(..)))
+            .collect();
+        assert_eq!(
+            owners,
+            [&Op::PutOwner(
+                Kind::ReplicationController,
+                "web".into(),
+                "files:/m".into()
+            )]
+        );
     }
 
     #[test]

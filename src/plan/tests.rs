@@ -90,6 +90,9 @@ fn commit(state: &mut ClusterState, plan: &Plan) {
             Op::DeletePod(id) => {
                 state.pods.remove(id);
             }
+            Op::PutOwner(kind, id, set) => {
+                state.owners.insert((*kind, id.clone()), set.clone());
+            }
         }
     }
 }

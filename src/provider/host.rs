@@ -143,6 +143,21 @@ pub fn ssh_processes_naming(text: &str) -> Vec<u32> {
     })
 }
 
+/// The processes with an argument that names `path` or a path below it
+/// (e.g. every etcd and supervisor of a cluster's etcd directory), but
+/// not this process.
+pub fn processes_under(path: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let below = format!("{}/", path.trim_end_matches('/'));
+    let pids = processes_where(|args| {
+        args.iter().skip(1).any(|a| {
+            let a = String::from_utf8_lossy(a);
+            a == path || a.starts_with(&below)
+        })
+    });
+    pids.into_iter().filter(|pid| *pid != me).collect()
+}
+
 /// The processes running `program` (by its file name) with `args` among
 /// their arguments, in that order: e.g. the etcd of one data directory.
 pub fn pids_running(program: &str, args: &[&str]) -> Vec<u32> {

@@ -688,10 +688,22 @@ pub fn etcd_member_dir(dir: &ClusterDir, member: usize) -> PathBuf {
     }
 }
 
-/// Whether member `member` has its data (it ran before, and its disk
-/// was not lost).
+/// Whether member `member` has its data: its write-ahead log, which a
+/// member that joined or started and then died half-way may lack.
 pub fn etcd_member_has_data(dir: &ClusterDir, member: usize) -> bool {
-    etcd_member_dir(dir, member).join("data").exists()
+    etcd_member_dir(dir, member)
+        .join("data/member/wal")
+        .exists()
+}
+
+/// Marks the cluster's etcd as having served: from then on, members
+/// without data lost it (rather than never having had any).
+pub fn mark_etcd_served(dir: &ClusterDir) -> std::io::Result<()> {
+    std::fs::write(dir.etcd_dir().join("served"), "")
+}
+
+pub fn etcd_served(dir: &ClusterDir) -> bool {
+    dir.etcd_dir().join("served").exists()
 }
 
 /// The peer URL member `member` is known by to the others.
@@ -857,20 +869,28 @@ async fn ensure_bridge_address(layout: &Layout, ip: Ipv4Addr) -> Result<bool, Ho
 }
 
 /// Stops every etcd member of the cluster: their supervisors, which stop
-/// etcd, and any etcd of their data left without one.
+/// etcd, and then anything still running from the cluster's etcd
+/// directory (a supervisor or etcd whose pid file or directory is gone).
 pub async fn stop_etcd(dir: &ClusterDir) {
     for member_dir in etcd_member_dirs(dir) {
         stop_etcd_member(&member_dir).await;
     }
+    let left = host::processes_under(&dir.etcd_dir().display().to_string());
+    host::terminate(&left, Duration::from_secs(10)).await;
 }
 
-async fn stop_etcd_member(etcd_dir: &std::path::Path) {
+/// Stops one member: its supervisor first (it would start etcd again),
+/// then whatever runs from its directory.
+pub async fn stop_etcd_member(etcd_dir: &std::path::Path) {
     let data = etcd_dir.join("data").display().to_string();
     if let Some(pid) = host::live_pid(&etcd_dir.join("etcd.pid"), &data) {
         host::terminate(&[pid], Duration::from_secs(10)).await;
     }
-    let orphans = host::pids_running("etcd", &["--data-dir", &data]);
-    host::terminate(&orphans, Duration::from_secs(10)).await;
+    // Supervisors name the member's pid file, etcd its data directory.
+    let pid_file = etcd_dir.join("etcd.pid").display().to_string();
+    let mut left = host::processes_under(&pid_file);
+    left.extend(host::processes_under(&data));
+    host::terminate(&left, Duration::from_secs(10)).await;
 }
 
 #[cfg(test)]

@@ -76,26 +76,41 @@ impl Members {
     }
 }
 
+/// How long members that answer without a leader get to elect one (etcd
+/// elects within its election timeout, a second, when a majority runs).
+const ELECTION_WAIT: Duration = Duration::from_secs(3);
+
+/// What a member that answers says when it knows no leader.
+const LEADERLESS: &str = "answers, but knows no leader (cut off from the majority)";
+
 /// The first member from `start` on (round the list) that answers and
-/// knows a leader; every member's problem when none does.
+/// knows a leader; every member's problem when none does, after a wait
+/// for an election should some answer without a leader.
 async fn pick(
     endpoints: &[String],
     options: &ConnectOptions,
     start: usize,
 ) -> Result<(usize, Client), StoreError> {
-    let mut problems = Vec::new();
-    for offset in 0..endpoints.len() {
-        let index = (start + offset) % endpoints.len();
-        let endpoint = &endpoints[index];
-        match serving(endpoint, options).await {
-            Ok(client) => return Ok((index, client)),
-            Err(problem) => problems.push(MemberProblem {
-                endpoint: endpoint.clone(),
-                problem,
-            }),
+    let deadline = std::time::Instant::now() + ELECTION_WAIT;
+    loop {
+        let mut problems = Vec::new();
+        for offset in 0..endpoints.len() {
+            let index = (start + offset) % endpoints.len();
+            let endpoint = &endpoints[index];
+            match serving(endpoint, options).await {
+                Ok(client) => return Ok((index, client)),
+                Err(problem) => problems.push(MemberProblem {
+                    endpoint: endpoint.clone(),
+                    problem,
+                }),
+            }
         }
+        let electing = problems.iter().any(|p| p.problem == LEADERLESS);
+        if !electing || std::time::Instant::now() >= deadline {
+            return Err(no_member_serves(problems));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(no_member_serves(problems))
 }
 
 /// A client of the member at `endpoint`, if it answers and knows a leader.
@@ -108,7 +123,7 @@ async fn serving(endpoint: &str, options: &ConnectOptions) -> Result<Client, Str
         // member answers, and says whether it knows a leader.
         let status = client.status().await.map_err(|e| problem(&e))?;
         if status.leader() == 0 {
-            return Err("answers, but knows no leader (cut off from the majority)".to_string());
+            return Err(LEADERLESS.to_string());
         }
         Ok(client)
     };

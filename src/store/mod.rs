@@ -188,7 +188,11 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(10));
+            .with_timeout(Duration::from_secs(10))
+            // Streams (watches, lease renewals) notice a member that stops
+            // answering without closing the connection.
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
         if let Some(tls) = tls {
             options = options.with_tls(
                 TlsOptions::new()
@@ -300,10 +304,12 @@ impl Store {
             .id())
     }
 
-    /// A client of a member that served the last request, for streams
-    /// (watches, lease keep-alives) that outlive one call.
-    fn client(&self) -> Client {
-        self.members.client().1
+    /// A client of a member that serves now (a request first: if the
+    /// member in use went away, the store moves to another), for streams
+    /// that outlive one call.
+    async fn serving_client(&self) -> Result<Client, StoreError> {
+        self.get(&self.generation_key(), None).await?;
+        Ok(self.members.client().1)
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -464,6 +470,9 @@ impl Store {
                     writes.push((self.owner_key(Kind::ReplicationController, id), None));
                 }
                 Op::PutPod(p) => writes.push((self.key("pods", &p.pod.id), Some(json(p)))),
+                Op::PutOwner(kind, id, set) => {
+                    writes.push((self.owner_key(*kind, id), Some(json(set))))
+                }
                 Op::DeletePod(id) => {
                     writes.push((self.key("pods", id), None));
                     writes.push((self.key("status/pods", id), None));
@@ -487,12 +496,47 @@ impl Store {
                 None => TxnOp::delete(key, None),
             })
             .collect();
-        txn_ops.push(TxnOp::put(generation.as_str(), "", None));
-        let resp = self.txn(Txn::new().when([guard]).and_then(txn_ops)).await?;
-        if resp.succeeded() {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        txn_ops.push(TxnOp::put(generation.as_str(), nonce.as_str(), None));
+        if self
+            .guarded_txn(Txn::new().when([guard]).and_then(txn_ops), &nonce)
+            .await?
+        {
             Ok(())
         } else {
             Err(StoreError::Conflict)
+        }
+    }
+
+    /// Runs a transaction guarded by the generation that writes `nonce`
+    /// into it; true if it committed. If the member dies with the
+    /// transaction in flight, it may have committed anyway: before trying
+    /// again elsewhere, a read of the generation (linearizable, through a
+    /// member with a leader) tells, so a commit that landed is never
+    /// reported as lost, nor as a conflict with itself.
+    async fn guarded_txn(&self, txn: Txn, nonce: &str) -> Result<bool, StoreError> {
+        let mut tries = self.members.count();
+        loop {
+            let (member, mut client) = self.members.client();
+            match client.txn(txn.clone()).await {
+                Ok(resp) => return Ok(resp.succeeded()),
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    tries -= 1;
+                    if tries == 0 || !matches!(e, StoreError::Lost(_)) {
+                        return Err(e);
+                    }
+                    self.members.fail_over(member).await?;
+                    let now = self.get(&self.generation_key(), None).await?;
+                    if now
+                        .kvs()
+                        .first()
+                        .is_some_and(|kv| kv.value() == nonce.as_bytes())
+                    {
+                        return Ok(true);
+                    }
+                }
+            }
         }
     }
 
@@ -766,7 +810,7 @@ impl Store {
     /// not ready), or changing its condition, wakes it too, so the leader
     /// acts at once; a heartbeat that begins does not.
     pub async fn watch_desired(&self) -> Result<DesiredChanges, StoreError> {
-        let mut client = self.client();
+        let mut client = self.serving_client().await?;
         let mut generation = client.watch(self.generation_key(), None).await?;
         let prefix = etcd_client::WatchOptions::new().with_prefix();
         let mut heartbeats = client
@@ -803,7 +847,7 @@ impl Store {
     /// A watch on everything kctl keeps of the cluster, for `kctl get -w`:
     /// wakes on any change but the helpers' once-a-second `seen/` times.
     pub async fn watch_everything(&self) -> Result<DesiredChanges, StoreError> {
-        let mut client = self.client();
+        let mut client = self.serving_client().await?;
         let options = etcd_client::WatchOptions::new().with_prefix();
         let mut stream = client.watch(self.prefix.as_str(), Some(options)).await?;
         let seen = self.key("seen", "");
@@ -889,11 +933,19 @@ impl Store {
             }
         };
         if !resp.succeeded() {
-            self.revoke(lease).await;
             let held = resp.op_responses().into_iter().find_map(|r| match r {
-                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                etcd_client::TxnOpResponse::Get(g) => {
+                    g.kvs().first().map(|kv| (kv.lease(), kv.value().to_vec()))
+                }
                 _ => None,
             });
+            // Our own mark: a first try landed on a member that died
+            // before it answered.
+            if held.as_ref().is_some_and(|(held_by, _)| *held_by == lease) {
+                return Ok(LeasedMark::keep(self.members.clone(), lease));
+            }
+            self.revoke(lease).await;
+            let held = held.map(|(_, value)| value);
             let Some(held) = held else {
                 return Err(StoreError::Conflict);
             };
@@ -912,19 +964,42 @@ impl Store {
     /// the new added, to be started with `--initial-cluster-state
     /// existing`. A member added before and never started is replaced too.
     pub async fn replace_member(&self, peer_url: &str) -> Result<(), StoreError> {
-        let listed = self.call(|mut c| async move { c.member_list().await }).await?;
+        let listed = self
+            .call(|mut c| async move { c.member_list().await })
+            .await?;
         let old = listed
             .members()
             .iter()
             .find(|m| m.peer_urls().iter().any(|u| u == peer_url))
             .map(|m| m.id());
         if let Some(id) = old {
-            self.call(|mut c| async move { c.member_remove(id).await })
+            self.reconfigure(|mut c| async move { c.member_remove(id).await.map(drop) })
                 .await?;
         }
-        self.call(|mut c| async move { c.member_add([peer_url], None).await })
-            .await?;
-        Ok(())
+        self.reconfigure(|mut c| async move { c.member_add([peer_url], None).await.map(drop) })
+            .await
+    }
+
+    /// A change of etcd's membership. etcd refuses one ("unhealthy
+    /// cluster") until every member it counts has been connected for a
+    /// few seconds, as right after members started: asked again until it
+    /// takes it, for a while.
+    async fn reconfigure<Fut>(&self, change: impl Fn(Client) -> Fut) -> Result<(), StoreError>
+    where
+        Fut: std::future::Future<Output = Result<(), etcd_client::Error>>,
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.call(&change).await {
+                Err(StoreError::Lost(why))
+                    if why.contains("unhealthy cluster")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Ends a lease now, and what was put on it; at worst it expires.
@@ -954,7 +1029,14 @@ async fn keep_lease_alive(
                 if keeper.keep_alive().await.is_err() {
                     break;
                 }
-                match responses.message().await {
+                // A member that hangs (rather than closes) must not hold
+                // the renewal past the lease's life.
+                let answer =
+                    tokio::time::timeout(period + Duration::from_secs(1), responses.message());
+                let Ok(answer) = answer.await else {
+                    break;
+                };
+                match answer {
                     Ok(Some(r)) if r.ttl() > 0 => {
                         last_renewal = std::time::Instant::now();
                         if let Some(key) = seen {
@@ -1015,8 +1097,19 @@ impl LeasedMark {
     /// Ends them: the marks go at once, with their lease.
     pub async fn end(self) {
         self.keep.abort();
-        let (_, mut client) = self.members.client();
-        let _ = client.lease_revoke(self.lease).await;
+        let mut tries = self.members.count();
+        loop {
+            let (member, mut client) = self.members.client();
+            let lost = match client.lease_revoke(self.lease).await {
+                Err(e) => matches!(StoreError::from(e), StoreError::Lost(_)),
+                Ok(_) => false,
+            };
+            // Revoked, or it expires by itself.
+            if !lost || tries <= 1 || self.members.fail_over(member).await.is_err() {
+                return;
+            }
+            tries -= 1;
+        }
     }
 }
 
@@ -1067,65 +1160,86 @@ const LOCK_WAIT: Duration = Duration::from_secs(180);
 /// lease that a background task keeps alive; if the holder dies, the lease
 /// expires and the lock frees itself.
 pub struct MinionLock {
-    client: Client,
+    store: Store,
     key: Vec<u8>,
     lease: i64,
     keeper: tokio::task::JoinHandle<()>,
 }
 
 impl MinionLock {
-    pub async fn release(mut self) {
+    pub async fn release(self) {
         self.keeper.abort();
-        let _ = self.client.unlock(self.key.clone()).await;
-        let _ = self.client.lease_revoke(self.lease).await;
+        let key = self.key.clone();
+        let _ = self
+            .store
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.unlock(key).await }
+            })
+            .await;
+        self.store.revoke(self.lease).await;
     }
 }
 
 impl Store {
     /// Waits for exclusive use of a minion: two kctl processes (or kctl and
-    /// the node helper) never converge one minion at the same time.
+    /// the node helper) never converge one minion at the same time. The
+    /// lock's lease is kept alive through whichever member serves, so a
+    /// member's death does not free it under its holder.
     pub async fn lock_minion(&self, minion: &str) -> Result<MinionLock, StoreError> {
         let lease = self.lease_grant(LOCK_TTL_SECONDS).await?;
-        let (mut keeper, mut responses) = self.client().lease_keep_alive(lease).await?;
+        let members = self.members.clone();
         let keeper = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(LOCK_TTL_SECONDS as u64 / 3)).await;
-                if keeper.keep_alive().await.is_err() || responses.message().await.is_err() {
-                    return;
-                }
-            }
+            let ttl = Duration::from_secs(LOCK_TTL_SECONDS as u64);
+            keep_lease_alive(&members, lease, ttl, ttl / 3, None).await;
         });
         let name = self.key("locks/minions", minion);
         let started = std::time::Instant::now();
         loop {
-            // Each request times out after the client's timeout: retry
-            // until the lock is ours or we have waited long enough.
+            // A wait for a held lock ends with the client's request
+            // timeout: ask again until the lock is ours or we have waited
+            // long enough.
             let (member, mut client) = self.members.client();
-            match client
+            let failure = match client
                 .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
                 .await
             {
                 Ok(resp) => {
                     return Ok(MinionLock {
-                        client,
+                        store: self.clone(),
                         key: resp.key().to_vec(),
                         lease,
                         keeper,
                     })
                 }
-                Err(e) if started.elapsed() > LOCK_WAIT => {
-                    keeper.abort();
-                    let _ = client.lease_revoke(lease).await;
-                    return Err(e.into());
-                }
-                Err(e) => {
-                    if matches!(StoreError::from(e), StoreError::Lost(_)) {
-                        let _ = self.members.fail_over(member).await;
-                    }
-                }
+                Err(e) => (timed_out(&e), StoreError::from(e)),
+            };
+            let gave_up = match failure {
+                _ if started.elapsed() > LOCK_WAIT => true,
+                // The lock is held: the wait for it timed out.
+                (true, _) => false,
+                // The member is gone: another one serves the wait.
+                (false, StoreError::Lost(_)) => self.members.fail_over(member).await.is_err(),
+                // The lease is gone, or etcd refused: waiting longer
+                // changes nothing.
+                _ => true,
+            } || keeper.is_finished();
+            let failure = failure.1;
+            if gave_up {
+                keeper.abort();
+                self.revoke(lease).await;
+                return Err(failure);
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Whether a request ended by running out of time (rather than by the
+/// member going away).
+fn timed_out(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status)
+        if matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled))
 }
 
 /// Keeps, for each key, only the last write to it, in order.

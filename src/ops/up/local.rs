@@ -192,14 +192,18 @@ pub async fn up(
     let lost: Vec<usize> = (1..=masters)
         .filter(|m| !local::etcd_member_has_data(&dir, *m))
         .collect();
-    let replacing = existing.is_some() && !lost.is_empty() && lost.len() < masters;
-    if replacing && (masters - lost.len()) * 2 <= masters {
+    // Once etcd has served, a member without data lost it. Without a
+    // majority that kept theirs, starting afresh would be an empty
+    // cluster, whose helpers would remove every container as unwanted.
+    let served = existing.is_some() && local::etcd_served(&dir);
+    if served && lost.len() * 2 >= masters {
         return Err(miette!(
             help = "restore a snapshot onto a new cluster: `kctl down`, `kctl up --masters {masters}`, `kctl snapshot restore FILE`",
-            "{} of the {masters} etcd members of cluster {name} lost their data: no majority is left to bring them back",
+            "{} of the {masters} etcd member(s) of cluster {name} lost their data: no majority is left to bring the state back",
             lost.len()
         ));
     }
+    let replacing = served && !lost.is_empty();
     let keeping: Vec<usize> = (1..=masters)
         .filter(|m| !replacing || !lost.contains(m))
         .collect();
@@ -215,8 +219,15 @@ pub async fn up(
     }
     if replacing {
         let cluster = Cluster::new(dir.clone(), config.clone());
-        let store = cluster.store_waiting(std::time::Duration::from_secs(20)).await?;
+        let store = cluster
+            .store_waiting(std::time::Duration::from_secs(20))
+            .await?;
         for m in &lost {
+            // Whatever still runs of it must not come back as its old self.
+            let member_dir = local::etcd_member_dir(&dir, *m);
+            local::stop_etcd_member(&member_dir).await;
+            // What is left of its data (no log) would confuse the new one.
+            let _ = std::fs::remove_dir_all(member_dir.join("data"));
             store
                 .replace_member(&local::etcd_peer_url(&layout, *m))
                 .await?;
@@ -254,6 +265,8 @@ pub async fn up(
 
     let cluster = Cluster::new(dir, config);
     changed |= install(ui, &cluster, None).await?;
+    // install reached etcd: it has served.
+    local::mark_etcd_served(&cluster.dir).map_err(report)?;
     if existing.is_some() && count > before {
         let joined: Vec<String> = cluster.config.minions[before..]
             .iter()
