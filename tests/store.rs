@@ -476,6 +476,72 @@ async fn a_store_fails_over_between_members_and_says_when_there_is_no_quorum() {
     cordons.end().await;
 }
 
+/// A helper's store reads a copy of the keys kept by a watch: it sees
+/// others' commits, always its own writes, and a plan from a stale copy
+/// still cannot overwrite (the generation guard).
+#[tokio::test]
+async fn a_cached_store_sees_every_commit_and_its_own_writes() {
+    let etcd = Etcd::start("cache");
+    let endpoints = vec![etcd.endpoint.clone()];
+    let mut helper = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .unwrap()
+        .cached();
+    let mut other = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
+        .await
+        .unwrap();
+
+    // Its own write is in the very next snapshot.
+    let base = helper.snapshot().await.unwrap();
+    helper
+        .commit(&base, &[Op::PutService(service("web", 80))])
+        .await
+        .unwrap();
+    assert!(helper
+        .snapshot()
+        .await
+        .unwrap()
+        .state
+        .services
+        .contains_key("web"));
+
+    // Another writer's commit reaches it through the watch.
+    let fresh = other.snapshot().await.unwrap();
+    other
+        .commit(&fresh, &[Op::PutService(service("api", 81))])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let state = helper.snapshot().await.unwrap().state;
+        if state.services.contains_key("api") || Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(seen.services.contains_key("api"), "{:?}", seen.services);
+
+    // A plan made from a copy older than the last commit conflicts.
+    let stale = helper.snapshot().await.unwrap();
+    let now = other.snapshot().await.unwrap();
+    other
+        .commit(&now, &[Op::DeleteService("api".into())])
+        .await
+        .unwrap();
+    let err = helper
+        .commit(&stale, &[Op::PutService(service("api", 9999))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err}");
+    assert!(!other
+        .snapshot()
+        .await
+        .unwrap()
+        .state
+        .services
+        .contains_key("api"));
+}
+
 #[tokio::test]
 async fn status_of_a_deleted_pod_is_not_written() {
     let etcd = Etcd::start("status");

@@ -117,6 +117,19 @@ pub async fn sync_rules_locked<E: Exec>(
     rewrite: bool,
     events: &dyn EventSink,
 ) -> Result<bool, ConvergeError> {
+    // Most rounds find the rules as recorded: that needs no lock.
+    if !rewrite {
+        let state = store
+            .clone()
+            .snapshot()
+            .await
+            .map_err(ConvergeError::store(Some(minion), StoreStage::Snapshot))?
+            .state;
+        let portals = rules::portals(&state, &services::endpoints(&state));
+        if state.rule_digests.get(minion) == Some(&rules::digest(&portals)) {
+            return Ok(false);
+        }
+    }
     with_minion_locked(store, minion, |mut store, state| async move {
         let portals = rules::portals(&state, &services::endpoints(&state));
         let digest = rules::digest(&portals);

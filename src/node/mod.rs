@@ -68,7 +68,10 @@ impl NodeConfig {
             None => None,
         };
         let store = Store::connect(&self.etcd, &self.cluster, tls.as_ref()).await?;
-        Ok(store.with_source(&format!("kctl-node/{}", self.minion)))
+        // Its rounds read a copy kept by a watch, not the whole state.
+        Ok(store
+            .with_source(&format!("kctl-node/{}", self.minion))
+            .cached())
     }
 }
 

@@ -10,7 +10,6 @@
 //! /kctl/<cluster>/pods/<id>           PodRecord    (desired: spec + minion)
 //! /kctl/<cluster>/status/pods/<id>    PodStatus    (observed)
 //! /kctl/<cluster>/heartbeats/<minion> present while the minion's helper lives (on a lease)
-//! /kctl/<cluster>/seen/<minion>       unix time of the helper's last heartbeat
 //! /kctl/<cluster>/versions/<minion>   the helper's version and binary digest
 //! /kctl/<cluster>/generation          bumped by every change of desired state
 //! /kctl/<cluster>/rollouts/<rc>       Rollout, on the lease of the kctl running it
@@ -18,6 +17,8 @@
 //! /kctl/<cluster>/owners/<kind>/<id>  the set of files that last applied it
 //!
 //! /kctl-events/<cluster>/<kind>/<id>/<time>-<nonce>   Event (on a lease of 2 h)
+//! /kctl-seen/<cluster>/<minion>       unix time of the helper's last heartbeat
+//! /kctl-locks/<cluster>/minions/<id>  etcd lock keys while a minion is converged
 //! ```
 //!
 //! Events live beside the state, not in it, so the snapshots that every
@@ -29,6 +30,7 @@
 //! caller re-plans. Observed state (`status/`) is written per pod, guarded by
 //! the pod's existence, so it never brings back a deleted pod.
 
+mod cache;
 mod members;
 
 use crate::model::{Kind, ReplicationController};
@@ -150,8 +152,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 pub struct Store {
     members: std::sync::Arc<Members>,
+    /// A copy of the cluster's keys kept by a watch (the node helper's),
+    /// which `snapshot` reads instead of etcd.
+    cache: Option<std::sync::Arc<cache::StateCache>>,
+    /// The revision of this store's last write: a snapshot from the copy
+    /// includes it.
+    written: std::sync::Arc<std::sync::atomic::AtomicI64>,
     prefix: String,
     events_prefix: String,
+    /// Where helpers record their heartbeats' times, outside `prefix` so
+    /// the watches on the state do not carry a write per minion per
+    /// second.
+    seen_prefix: String,
+    /// Where the minion locks' keys live, outside `prefix` likewise.
+    locks_prefix: String,
     /// Who records events through this store: `kctl`, `kctl-node/<minion>`.
     source: String,
     /// The lease events are put on, and when it was granted.
@@ -203,8 +217,12 @@ impl Store {
         let members = Members::connect(endpoints, options).await?;
         Ok(Store {
             members: std::sync::Arc::new(members),
+            cache: None,
+            written: Default::default(),
             prefix: format!("/kctl/{cluster}/"),
             events_prefix: format!("/kctl-events/{cluster}/"),
+            seen_prefix: format!("/kctl-seen/{cluster}/"),
+            locks_prefix: format!("/kctl-locks/{cluster}/"),
             source: "kctl".into(),
             events_lease: Default::default(),
         })
@@ -228,6 +246,25 @@ impl Store {
                 }
                 result => return result,
             }
+        }
+    }
+
+    /// The same store, reading snapshots from a copy of the cluster's keys
+    /// that one watch keeps current (see `cache`), instead of from etcd.
+    pub fn cached(mut self) -> Store {
+        let uncached = Store {
+            cache: None,
+            ..self.clone()
+        };
+        self.cache = Some(std::sync::Arc::new(cache::StateCache::start(uncached)));
+        self
+    }
+
+    /// Notes the revision of a write this store made.
+    fn wrote(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(header) = header {
+            self.written
+                .fetch_max(header.revision(), std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -264,11 +301,16 @@ impl Store {
     }
 
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
-        self.call(|mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })
-        .await
+        let resp = self
+            .call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if resp.succeeded() {
+            self.wrote(resp.header());
+        }
+        Ok(resp)
     }
 
     async fn get(
@@ -289,11 +331,13 @@ impl Store {
         value: Vec<u8>,
         options: Option<etcd_client::PutOptions>,
     ) -> Result<(), StoreError> {
-        self.call(|mut c| {
-            let (value, options) = (value.clone(), options.clone());
-            async move { c.put(key, value, options).await }
-        })
-        .await?;
+        let resp = self
+            .call(|mut c| {
+                let (value, options) = (value.clone(), options.clone());
+                async move { c.put(key, value, options).await }
+            })
+            .await?;
+        self.wrote(resp.header());
         Ok(())
     }
 
@@ -353,17 +397,52 @@ impl Store {
     }
 
     pub async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
+        if let Some(cache) = &self.cache {
+            if let Some(kvs) = cache.read(&self.written).await {
+                return self.decode_state(
+                    kvs.iter()
+                        .map(|(k, v, rev)| (k.as_str(), v.as_slice(), *rev)),
+                );
+            }
+        }
         let resp = self
             .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
+        let mut snapshot = self.decode_state(resp.kvs().iter().map(|kv| {
+            (
+                std::str::from_utf8(kv.key()).unwrap_or_default(),
+                kv.value(),
+                kv.mod_revision(),
+            )
+        }))?;
+        // When each helper last beat: for people (`get minions`); the
+        // helpers' own copies leave it out.
+        let seen = self
+            .get(&self.seen_prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        for kv in seen.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            if let Some(minion) = key.strip_prefix(&self.seen_prefix) {
+                snapshot
+                    .state
+                    .last_seen
+                    .insert(minion.to_string(), decode::<u64>(&key, kv.value())?);
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// The cluster state in the keys `kvs` (key, value, mod revision).
+    fn decode_state<'k>(
+        &self,
+        kvs: impl Iterator<Item = (&'k str, &'k [u8], i64)>,
+    ) -> Result<Snapshot, StoreError> {
         let mut state = ClusterState::default();
         let mut generation_revision = 0;
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
+        for (key, value, mod_revision) in kvs {
             let Some(rest) = key.strip_prefix(&self.prefix) else {
                 continue;
             };
-            let value = kv.value();
             match rest.split_once('/') {
                 Some(("minions", id)) => {
                     state
@@ -393,9 +472,11 @@ impl Store {
                         .insert(minion.into(), decode::<HelperVersion>(&key, value)?);
                 }
                 Some(("seen", minion)) => {
+                    // Where kctl before 0.2 kept it: a helper not yet
+                    // replaced still beats here.
                     state
                         .last_seen
-                        .insert(minion.into(), decode::<u64>(&key, value)?);
+                        .insert(minion.into(), decode::<u64>(key, value)?);
                 }
                 Some(("rules", minion)) => {
                     state
@@ -435,7 +516,7 @@ impl Store {
                             .insert(id.into(), decode::<PodStatus>(&key, value)?);
                     }
                 }
-                _ if rest == "generation" => generation_revision = kv.mod_revision(),
+                _ if rest == "generation" => generation_revision = mod_revision,
                 _ => {}
             }
         }
@@ -519,7 +600,12 @@ impl Store {
         loop {
             let (member, mut client) = self.members.client();
             match client.txn(txn.clone()).await {
-                Ok(resp) => return Ok(resp.succeeded()),
+                Ok(resp) => {
+                    if resp.succeeded() {
+                        self.wrote(resp.header());
+                    }
+                    return Ok(resp.succeeded());
+                }
                 Err(e) => {
                     let e = StoreError::from(e);
                     tries -= 1;
@@ -617,7 +703,10 @@ impl Store {
         ]
         .iter()
         .map(|kind| TxnOp::delete(self.key(kind, minion), None))
-        .chain([TxnOp::put(self.generation_key(), "", None)])
+        .chain([
+            TxnOp::delete(format!("{}{minion}", self.seen_prefix), None),
+            TxnOp::put(self.generation_key(), "", None),
+        ])
         .collect();
         self.txn(Txn::new().and_then(ops)).await?;
         Ok(())
@@ -741,7 +830,7 @@ pub const HEARTBEAT_TTL_SECONDS: i64 = 4;
 impl Store {
     /// Puts the minion's heartbeat key on a fresh lease and keeps that lease
     /// alive in a background task, recording the time of each beat under
-    /// `seen/`. The task ends (with the error) when the lease is lost.
+    /// `/kctl-seen/`. The task ends (with the error) when the lease is lost.
     pub async fn start_heartbeat(&self, minion: &str) -> Result<Heartbeat, StoreError> {
         let lease = self.lease_grant(HEARTBEAT_TTL_SECONDS).await?;
         self.put(
@@ -750,7 +839,7 @@ impl Store {
             Some(etcd_client::PutOptions::new().with_lease(lease)),
         )
         .await?;
-        let seen_key = self.key("seen", minion);
+        let seen_key = format!("{}{minion}", self.seen_prefix);
         let minion = minion.to_string();
         let members = self.members.clone();
         let task = tokio::spawn(async move {
@@ -845,7 +934,8 @@ impl Store {
     }
 
     /// A watch on everything kctl keeps of the cluster, for `kctl get -w`:
-    /// wakes on any change but the helpers' once-a-second `seen/` times.
+    /// wakes on any change (the helpers' once-a-second heartbeat times are
+    /// kept outside the state, under `/kctl-seen/`).
     pub async fn watch_everything(&self) -> Result<DesiredChanges, StoreError> {
         let mut client = self.serving_client().await?;
         let options = etcd_client::WatchOptions::new().with_prefix();
@@ -1193,7 +1283,9 @@ impl Store {
             let ttl = Duration::from_secs(LOCK_TTL_SECONDS as u64);
             keep_lease_alive(&members, lease, ttl, ttl / 3, None).await;
         });
-        let name = self.key("locks/minions", minion);
+        // Outside the state's prefix: taken and freed every round, the
+        // lock keys would otherwise reach every helper's watch.
+        let name = format!("{}minions/{minion}", self.locks_prefix);
         let started = std::time::Instant::now();
         loop {
             // A wait for a held lock ends with the client's request
