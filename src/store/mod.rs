@@ -447,29 +447,29 @@ impl Store {
                 Some(("minions", id)) => {
                     state
                         .minions
-                        .insert(id.into(), decode::<MinionRecord>(&key, value)?);
+                        .insert(id.into(), decode::<MinionRecord>(key, value)?);
                 }
                 Some(("services", id)) => {
                     state
                         .services
-                        .insert(id.into(), decode::<ServiceRecord>(&key, value)?);
+                        .insert(id.into(), decode::<ServiceRecord>(key, value)?);
                 }
                 Some(("endpoints", id)) => {
                     state
                         .endpoints
-                        .insert(id.into(), decode::<Vec<Endpoint>>(&key, value)?);
+                        .insert(id.into(), decode::<Vec<Endpoint>>(key, value)?);
                 }
                 Some(("heartbeats", minion)) => {
                     state.heartbeats.insert(minion.into());
                     if !value.is_empty() {
-                        let condition = decode::<MinionCondition>(&key, value)?;
+                        let condition = decode::<MinionCondition>(key, value)?;
                         state.not_ready.insert(minion.into(), condition.reason);
                     }
                 }
                 Some(("versions", minion)) => {
                     state
                         .helper_versions
-                        .insert(minion.into(), decode::<HelperVersion>(&key, value)?);
+                        .insert(minion.into(), decode::<HelperVersion>(key, value)?);
                 }
                 Some(("seen", minion)) => {
                     // Where kctl before 0.2 kept it: a helper not yet
@@ -481,17 +481,17 @@ impl Store {
                 Some(("rules", minion)) => {
                     state
                         .rule_digests
-                        .insert(minion.into(), decode::<String>(&key, value)?);
+                        .insert(minion.into(), decode::<String>(key, value)?);
                 }
                 Some(("controllers", id)) => {
                     state
                         .controllers
-                        .insert(id.into(), decode::<ReplicationController>(&key, value)?);
+                        .insert(id.into(), decode::<ReplicationController>(key, value)?);
                 }
                 Some(("owners", path)) => {
                     if let Some((kind, id)) = path.split_once('/') {
                         if let Some(kind) = kind_named(kind) {
-                            let set = decode::<String>(&key, value)?;
+                            let set = decode::<String>(key, value)?;
                             state.owners.insert((kind, id.to_string()), set);
                         }
                     }
@@ -502,18 +502,18 @@ impl Store {
                 Some(("rollouts", id)) => {
                     state
                         .rollouts
-                        .insert(id.into(), decode::<crate::state::Rollout>(&key, value)?);
+                        .insert(id.into(), decode::<crate::state::Rollout>(key, value)?);
                 }
                 Some(("pods", id)) => {
                     state
                         .pods
-                        .insert(id.into(), decode::<PodRecord>(&key, value)?);
+                        .insert(id.into(), decode::<PodRecord>(key, value)?);
                 }
                 Some(("status", path)) => {
                     if let Some(id) = path.strip_prefix("pods/") {
                         state
                             .statuses
-                            .insert(id.into(), decode::<PodStatus>(&key, value)?);
+                            .insert(id.into(), decode::<PodStatus>(key, value)?);
                     }
                 }
                 _ if rest == "generation" => generation_revision = mod_revision,
