@@ -33,6 +33,12 @@ where
         .map_err(ConvergeError::store(Some(minion), StoreStage::Lock))?;
     let result = async {
         let mut store = store.clone();
+        // A helper's copy of the state must hold what the lock's last
+        // holder committed (an apply that started pods here).
+        store
+            .sync_copy()
+            .await
+            .map_err(ConvergeError::store(Some(minion), StoreStage::Snapshot))?;
         let state = store
             .snapshot()
             .await

@@ -137,7 +137,10 @@ async fn serving(endpoint: &str, options: &ConnectOptions) -> Result<Client, Str
 /// ("tcp connect error: transport error: tcp connect error: ...").
 fn problem(e: &etcd_client::Error) -> String {
     let text = sentence(e);
-    if text.contains("Connection refused") {
+    if text.contains("no leader") {
+        // Asked with require-leader, a member without one refuses.
+        LEADERLESS.to_string()
+    } else if text.contains("Connection refused") {
         "down (connection refused)".to_string()
     } else if text.contains("No route to host") || text.contains("Network is unreachable") {
         "unreachable (no route to it)".to_string()

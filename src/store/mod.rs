@@ -206,7 +206,10 @@ impl Store {
             // Streams (watches, lease renewals) notice a member that stops
             // answering without closing the connection.
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the others ends its watches rather than
+            // keep them open and silent: the copy and the wake-ups move on.
+            .with_require_leader(true);
         if let Some(tls) = tls {
             options = options.with_tls(
                 TlsOptions::new()
@@ -300,17 +303,45 @@ impl Store {
         }
     }
 
+    /// A transaction on the cluster's state: a cached snapshot after it
+    /// includes it.
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
-        let resp = self
-            .call(|mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await?;
+        let resp = self.raw_txn(txn).await?;
         if resp.succeeded() {
             self.wrote(resp.header());
         }
         Ok(resp)
+    }
+
+    /// A transaction on keys outside the state (events).
+    async fn raw_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    /// Makes the next cached snapshots at least as new as the desired
+    /// state in etcd now: one small read of the generation key. A helper
+    /// calls it when it takes a minion's lock (so it sees what the lock's
+    /// last holder committed) and after a lost commit race. Nothing for a
+    /// store without a copy.
+    pub async fn sync_copy(&self) -> Result<(), StoreError> {
+        if self.cache.is_none() {
+            return Ok(());
+        }
+        let now = self
+            .get(
+                &self.generation_key(),
+                Some(GetOptions::new().with_keys_only()),
+            )
+            .await?;
+        if let Some(kv) = now.kvs().first() {
+            self.written
+                .fetch_max(kv.mod_revision(), std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     async fn get(
@@ -585,6 +616,8 @@ impl Store {
         {
             Ok(())
         } else {
+            // The plan came from an older state: the next read is newer.
+            self.sync_copy().await?;
             Err(StoreError::Conflict)
         }
     }
@@ -744,7 +777,9 @@ impl Store {
             puts.push(TxnOp::put(key, json(&e), Some(options)));
             objects.insert(object);
         }
-        if let Err(e) = self.txn(Txn::new().and_then(puts)).await {
+        // Outside the state: the copy never sees these, so they are not
+        // writes a read must wait for (`raw_txn`).
+        if let Err(e) = self.raw_txn(Txn::new().and_then(puts)).await {
             // The lease may be gone (etcd lost it, or it expired early): the
             // next call takes a new one.
             if let Ok(mut cached) = self.events_lease.lock() {
@@ -769,7 +804,7 @@ impl Store {
                 .collect();
             let old = crate::events::beyond_newest(names, crate::events::EVENTS_PER_OBJECT);
             let deletes: Vec<TxnOp> = old.into_iter().map(|k| TxnOp::delete(k, None)).collect();
-            self.txn(Txn::new().and_then(deletes)).await?;
+            self.raw_txn(Txn::new().and_then(deletes)).await?;
         }
         Ok(())
     }
@@ -900,6 +935,8 @@ impl Store {
     /// acts at once; a heartbeat that begins does not.
     pub async fn watch_desired(&self) -> Result<DesiredChanges, StoreError> {
         let mut client = self.serving_client().await?;
+        // A round woken by a change reads a copy that holds it.
+        let floor = self.written.clone();
         let mut generation = client.watch(self.generation_key(), None).await?;
         let prefix = etcd_client::WatchOptions::new().with_prefix();
         let mut heartbeats = client
@@ -926,6 +963,13 @@ impl Store {
                         || e.kv().is_some_and(|kv| kv.version() > 1)
                 });
                 if news {
+                    let newest = response
+                        .events()
+                        .iter()
+                        .filter_map(|e| e.kv().map(|kv| kv.mod_revision()))
+                        .max()
+                        .unwrap_or_default();
+                    floor.fetch_max(newest, std::sync::atomic::Ordering::SeqCst);
                     wake.notify_one();
                 }
             }
