@@ -503,7 +503,7 @@ impl Store {
                         .insert(minion.into(), decode::<HelperVersion>(key, value)?);
                 }
                 Some(("seen", minion)) => {
-                    // Where kctl before 0.2 kept it: a helper not yet
+                    // Where earlier builds kept it: a helper not yet
                     // replaced still beats here.
                     state
                         .last_seen
