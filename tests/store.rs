@@ -14,16 +14,6 @@ use std::time::{Duration, Instant};
 /// How long a just-started etcd may take to serve.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// An etcd on 127.0.0.1, serving TLS to clients with a certificate of its
-/// own CA as kctl's etcd does, that is killed and removed on drop.
-struct Etcd {
-    child: Child,
-    dir: std::path::PathBuf,
-    endpoint: String,
-    /// A client certificate it accepts (as the workstation's).
-    client: Credentials,
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -32,68 +22,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl Etcd {
-    fn start(name: &str) -> Etcd {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("etcd-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("https://127.0.0.1:{client}");
-        let peer_url = format!("https://127.0.0.1:{peer}");
-        let pki = ClusterPki::new(dir.join("pki"));
-        pki.ensure(name, &[], &[], time::OffsetDateTime::now_utc())
-            .unwrap();
-        let path = |p: std::path::PathBuf| p.display().to_string();
-        let child = Command::new("etcd")
-            .args(tls_flags(
-                &path(pki.ca_file()),
-                &path(pki.cert_file("etcd")),
-                &path(pki.key_file("etcd")),
-            ))
-            .args(["--name", name, "--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &endpoint,
-                "--advertise-client-urls",
-                &endpoint,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("{name}={peer_url}"),
-                "--log-level",
-                "error",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd (apt-get install etcd-server)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Etcd {
-            child,
-            dir,
-            endpoint,
-            client: pki.workstation().unwrap(),
-        }
-    }
-}
-
-/// Three etcd members on 127.0.0.1, each killable on its own, with the
-/// short raft timers of one machine (a leader is elected again within a
-/// second). Killed and removed on drop.
-struct EtcdTrio {
+/// etcd members on 127.0.0.1, serving TLS to clients and peers with
+/// certificates of their own CA as kctl's etcd does, each killable on its
+/// own, with the short raft timers of one machine (a leader is elected
+/// again within a second). Killed and removed on drop.
+struct Etcd {
     members: Vec<Option<Child>>,
     argv: Vec<Vec<String>>,
     dir: std::path::PathBuf,
@@ -101,8 +34,13 @@ struct EtcdTrio {
     client: Credentials,
 }
 
-impl EtcdTrio {
-    fn start(name: &str) -> EtcdTrio {
+impl Etcd {
+    /// One member.
+    fn start(name: &str) -> Etcd {
+        Etcd::start_members(name, 1)
+    }
+
+    fn start_members(name: &str, count: usize) -> Etcd {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("etcd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -111,7 +49,7 @@ impl EtcdTrio {
         pki.ensure(name, &[], &[], time::OffsetDateTime::now_utc())
             .unwrap();
         let path = |p: std::path::PathBuf| p.display().to_string();
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
         let initial = ports
             .iter()
             .enumerate()
@@ -156,18 +94,31 @@ impl EtcdTrio {
             argv.push(args);
             endpoints.push(endpoint);
         }
-        let mut trio = EtcdTrio {
+        let mut etcd = Etcd {
             members: vec![],
             argv,
             dir,
             endpoints,
             client: pki.workstation().unwrap(),
         };
-        for i in 0..3 {
-            let child = trio.spawn(i);
-            trio.members.push(Some(child));
+        for i in 0..count {
+            let child = etcd.spawn(i);
+            etcd.members.push(Some(child));
         }
-        trio
+        etcd
+    }
+
+    /// The first member's endpoint.
+    fn endpoint(&self) -> &str {
+        &self.endpoints[0]
+    }
+
+    /// A store of `cluster`, through every member, with the workstation's
+    /// certificate.
+    async fn store(&self, cluster: &str) -> Store {
+        Store::connect_waiting(&self.endpoints, cluster, Some(&self.client), WAIT)
+            .await
+            .unwrap()
     }
 
     fn spawn(&self, member: usize) -> Child {
@@ -195,19 +146,11 @@ impl EtcdTrio {
     }
 }
 
-impl Drop for EtcdTrio {
+impl Drop for Etcd {
     fn drop(&mut self) {
         for member in 0..self.members.len() {
             self.kill(member);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -229,13 +172,8 @@ fn service(id: &str, port: u16) -> ServiceRecord {
 #[tokio::test]
 async fn stale_snapshot_cannot_overwrite() {
     let etcd = Etcd::start("conflict");
-    let endpoints = vec![etcd.endpoint.clone()];
-    let mut a = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
-    let mut b = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let mut a = etcd.store("c1").await;
+    let mut b = etcd.store("c1").await;
 
     // Both read the same (empty) state...
     let seen_by_a = a.snapshot().await.unwrap();
@@ -260,9 +198,7 @@ async fn stale_snapshot_cannot_overwrite() {
     assert_eq!(a.snapshot().await.unwrap().state.services.len(), 2);
 
     // Clusters are isolated by prefix.
-    let mut other = Store::connect_waiting(&endpoints, "c2", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let mut other = etcd.store("c2").await;
     assert!(other.snapshot().await.unwrap().state.services.is_empty());
 }
 
@@ -272,13 +208,8 @@ async fn stale_snapshot_cannot_overwrite() {
 #[tokio::test]
 async fn a_rollout_mark_is_guarded_by_the_state_it_was_planned_from() {
     let etcd = Etcd::start("rollout");
-    let endpoints = vec![etcd.endpoint.clone()];
-    let mut updater = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
-    let mut other = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let mut updater = etcd.store("c1").await;
+    let mut other = etcd.store("c1").await;
     let rollout = kctl::state::Rollout {
         to: kctl::model::PodTemplate {
             labels: Labels::new(),
@@ -337,14 +268,7 @@ async fn a_rollout_mark_is_guarded_by_the_state_it_was_planned_from() {
 #[tokio::test]
 async fn a_pod_moved_under_its_id_keeps_its_owner_and_loses_its_old_status() {
     let etcd = Etcd::start("move");
-    let mut store = Store::connect_waiting(
-        std::slice::from_ref(&etcd.endpoint),
-        "c1",
-        Some(&etcd.client),
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let mut store = etcd.store("c1").await;
     let record = |host: &str| kctl::state::PodRecord {
         pod: kctl::model::Pod {
             id: "solo".into(),
@@ -394,10 +318,8 @@ async fn a_pod_moved_under_its_id_keeps_its_owner_and_loses_its_old_status() {
 /// member's problem and changes nothing; the majority back, all works.
 #[tokio::test]
 async fn a_store_fails_over_between_members_and_says_when_there_is_no_quorum() {
-    let mut etcd = EtcdTrio::start("trio");
-    let mut store = Store::connect_waiting(&etcd.endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let mut etcd = Etcd::start_members("trio", 3);
+    let mut store = etcd.store("c1").await;
     let base = store.snapshot().await.unwrap();
     store
         .commit(&base, &[Op::PutService(service("web", 80))])
@@ -464,9 +386,7 @@ async fn a_store_fails_over_between_members_and_says_when_there_is_no_quorum() {
 
     // The majority back: everything committed before is there.
     etcd.restart(1);
-    let mut store = Store::connect_waiting(&etcd.endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let mut store = etcd.store("c1").await;
     let state = store.snapshot().await.unwrap().state;
     assert_eq!(
         state.services.keys().collect::<Vec<_>>(),
@@ -482,14 +402,8 @@ async fn a_store_fails_over_between_members_and_says_when_there_is_no_quorum() {
 #[tokio::test]
 async fn a_cached_store_sees_every_commit_and_its_own_writes() {
     let etcd = Etcd::start("cache");
-    let endpoints = vec![etcd.endpoint.clone()];
-    let mut helper = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap()
-        .cached();
-    let mut other = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let mut helper = etcd.store("c1").await.cached();
+    let mut other = etcd.store("c1").await;
 
     // Its own write is in the very next snapshot.
     let base = helper.snapshot().await.unwrap();
@@ -545,14 +459,7 @@ async fn a_cached_store_sees_every_commit_and_its_own_writes() {
 #[tokio::test]
 async fn status_of_a_deleted_pod_is_not_written() {
     let etcd = Etcd::start("status");
-    let mut store = Store::connect_waiting(
-        std::slice::from_ref(&etcd.endpoint),
-        "c1",
-        Some(&etcd.client),
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let mut store = etcd.store("c1").await;
     let status = PodStatus {
         phase: PodPhase::Running,
         spec_hash: "h".into(),
@@ -566,11 +473,7 @@ async fn status_of_a_deleted_pod_is_not_written() {
 async fn events_keep_a_bounded_history_per_object_outside_the_state() {
     use kctl::events::{event, Subject, EVENTS_PER_OBJECT};
     let etcd = Etcd::start("events");
-    let endpoints = vec![etcd.endpoint.clone()];
-    let mut store = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap()
-        .with_source("kctl-node/minion-1");
+    let mut store = etcd.store("c1").await.with_source("kctl-node/minion-1");
     // One batch of 3, then 24 one at a time: 27 events for one pod.
     let batch: Vec<_> = ["first", "second", "third"]
         .iter()
@@ -608,9 +511,7 @@ async fn events_keep_a_bounded_history_per_object_outside_the_state() {
         EVENTS_PER_OBJECT + 1
     );
     // A batch keeps its order within one millisecond.
-    let mut other = Store::connect_waiting(&endpoints, "c2", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let mut other = etcd.store("c2").await;
     other.record_events(&batch).await.unwrap();
     let kept: Vec<String> = other
         .events(None, None)
@@ -639,13 +540,9 @@ async fn unreachable_etcd_is_a_clear_error() {
 #[tokio::test]
 async fn a_commit_wakes_the_desired_state_watch() {
     let etcd = Etcd::start("watch");
-    let endpoints = vec![etcd.endpoint.clone()];
-    let mut store = Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
-    let mut other = Store::connect_waiting(&endpoints, "c2", Some(&etcd.client), WAIT)
-        .await
-        .unwrap();
+    let endpoints = etcd.endpoints.clone();
+    let mut store = etcd.store("c1").await;
+    let mut other = etcd.store("c2").await;
     let watch = store.watch_desired().await.unwrap();
     let quiet = Duration::from_millis(500);
 
@@ -731,7 +628,7 @@ async fn a_commit_wakes_the_desired_state_watch() {
 #[tokio::test]
 async fn etcd_refuses_clients_without_the_clusters_certificate() {
     let etcd = Etcd::start("tls");
-    let endpoints = vec![etcd.endpoint.clone()];
+    let endpoints = etcd.endpoints.clone();
     Store::connect_waiting(&endpoints, "c1", Some(&etcd.client), WAIT)
         .await
         .expect("the cluster's own client certificate is admitted");
@@ -750,7 +647,7 @@ async fn etcd_refuses_clients_without_the_clusters_certificate() {
         "a certificate of another CA is refused"
     );
 
-    let port = etcd.endpoint.rsplit(':').next().unwrap();
+    let port = etcd.endpoint().rsplit(':').next().unwrap();
     let plain = Store::connect(&[format!("http://127.0.0.1:{port}")], "c1", None).await;
     assert!(plain.is_err(), "plain HTTP is refused");
 
@@ -758,7 +655,7 @@ async fn etcd_refuses_clients_without_the_clusters_certificate() {
     let curl = Command::new("curl")
         .args(["-sS", "--max-time", "3", "--cacert"])
         .arg(etcd.dir.join("pki/ca.crt"))
-        .arg(format!("{}/version", etcd.endpoint))
+        .arg(format!("{}/version", etcd.endpoint()))
         .output()
         .unwrap();
     assert!(
@@ -772,7 +669,7 @@ async fn etcd_refuses_clients_without_the_clusters_certificate() {
         .arg(etcd.dir.join("pki/kctl.crt"))
         .arg("--key")
         .arg(etcd.dir.join("pki/kctl.key"))
-        .arg(format!("{}/version", etcd.endpoint))
+        .arg(format!("{}/version", etcd.endpoint()))
         .output()
         .unwrap();
     assert!(
