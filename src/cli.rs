@@ -42,6 +42,8 @@ pub enum Command {
   kctl up --cluster test --minions 2
   kctl up --cluster ha --masters 3           # etcd of 3 members: losing one changes nothing
   kctl up --provider ssh --host root@192.168.1.10 --host admin@192.168.1.11:2222 --identity ~/.ssh/id_ed25519
+  kctl up --provider ssh --host 10.0.0.1 --host 10.0.0.2 --host 10.0.0.3 --host 10.0.0.4 \\
+          --masters 3                           # etcd on the first three hosts
   kctl up --provider gce --project my-proj --zone us-central1-b --minions 3
   kctl up --provider gce --project my-proj --machine-type e2-micro \\
           --master-machine-type e2-micro        # today's free-tier VMs
@@ -57,7 +59,7 @@ pub enum Command {
         #[arg(long)]
         minions: Option<usize>,
         /// How many etcd members keep the cluster's state: 1, or 3 to
-        /// survive losing one [default: 1] (local).
+        /// survive losing one (5: two) [default: 1].
         #[arg(long)]
         masters: Option<usize>,
         /// The range services' portal IPs come from [default: local: the upper
@@ -78,9 +80,10 @@ pub enum Command {
         /// ssh: the private key to log in with [default: ssh's own defaults and agent].
         #[arg(long, value_name = "FILE", help_heading = "Provider ssh")]
         identity: Option<PathBuf>,
-        /// ssh: the host that runs etcd [default: the first --host].
+        /// ssh: a host that runs a member of etcd, one of the --host values;
+        /// repeatable (1, 3 or 5 times) [default: the first --masters hosts].
         #[arg(long, value_name = "HOST", help_heading = "Provider ssh")]
-        etcd_host: Option<String>,
+        etcd_host: Vec<String>,
         /// ssh: trust host keys not yet in ~/.ssh/known_hosts (they are pinned in
         /// the cluster's own known_hosts; a later change stops kctl).
         #[arg(long, help_heading = "Provider ssh")]
@@ -542,7 +545,7 @@ fn check_provider_flags(o: &ops::up::UpOptions) -> miette::Result<()> {
     let ssh_flags = [
         (!ssh.hosts.is_empty(), "--host"),
         (ssh.identity.is_some(), "--identity"),
-        (ssh.etcd_host.is_some(), "--etcd-host"),
+        (!ssh.etcd_hosts.is_empty(), "--etcd-host"),
         (ssh.accept_new_host_keys, "--accept-new-host-keys"),
         (ssh.install, "--install"),
         (ssh.pod_net.is_some(), "--pod-net"),
@@ -680,7 +683,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 ssh: ops::up::ssh::SshOptions {
                     hosts,
                     identity,
-                    etcd_host,
+                    etcd_hosts: etcd_host,
                     accept_new_host_keys,
                     install,
                     pod_net,

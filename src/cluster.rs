@@ -79,6 +79,17 @@ impl ClusterDir {
     pub fn etcd_dir(&self) -> PathBuf {
         self.dir.join("etcd")
     }
+    /// Marks the cluster's etcd as having served: from then on, a member
+    /// without data lost it (rather than never having had any).
+    pub fn mark_etcd_served(&self) -> Result<(), ClusterError> {
+        let dir = self.etcd_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let marker = dir.join("served");
+        std::fs::write(&marker, "").map_err(|e| io_error(&marker, e))
+    }
+    pub fn etcd_served(&self) -> bool {
+        self.etcd_dir().join("served").exists()
+    }
     /// The cluster's CA and certificates (the CA's key never leaves it).
     pub fn pki(&self) -> crate::pki::ClusterPki {
         crate::pki::ClusterPki::new(self.dir.join("pki"))
@@ -203,12 +214,15 @@ impl MinionConfig {
 /// etcd's client port on a machine kctl bootstraps: the port Kubernetes
 /// used in 2014, away from 2379 where a packaged etcd may already listen.
 pub const ETCD_CLIENT_PORT: u16 = 4001;
-/// Its peer port, on loopback only (one member).
+/// Its peer port: on loopback where etcd is one member, on the member's
+/// cluster address (admitted from the other members only) where it is
+/// one of several.
 pub const ETCD_PEER_PORT: u16 = 7001;
 
-/// The machine that runs the cluster's etcd, when it is not this one.
-/// Minions reach it at `ip`; the workstation through an SSH tunnel, so
-/// etcd never listens where the internet could reach it unguarded.
+/// A machine that runs a member of the cluster's etcd, when that is not
+/// this one. Minions reach it at `ip`; the workstation through an SSH
+/// tunnel, so etcd never listens where the internet could reach it
+/// unguarded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdHost {
@@ -220,6 +234,10 @@ pub struct EtcdHost {
     pub ip: Ipv4Addr,
     /// Data, pid file and log on that machine.
     pub dir: String,
+    /// The member joined an etcd that was already running (it replaced a
+    /// member whose data was lost), rather than forming it with the others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
 }
 
 impl EtcdHost {
@@ -235,6 +253,29 @@ impl EtcdHost {
     pub fn endpoint(&self) -> String {
         format!("https://{}:{ETCD_CLIENT_PORT}", self.ip)
     }
+    /// What the other members reach it at (where there are others).
+    pub fn peer_url(&self) -> String {
+        format!("https://{}:{ETCD_PEER_PORT}", self.ip)
+    }
+}
+
+/// Reads the etcd hosts of a record: a list, or the single `etcdHost`
+/// object that records written before `--masters` hold.
+fn one_or_many_hosts<'de, D>(deserializer: D) -> Result<Vec<EtcdHost>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<EtcdHost>),
+        One(EtcdHost),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(deserializer)? {
+        None => vec![],
+        Some(OneOrMany::Many(hosts)) => hosts,
+        Some(OneOrMany::One(host)) => vec![host],
+    })
 }
 
 /// How pods reach each other across minions.
@@ -284,8 +325,9 @@ pub struct LocalNetwork {
 pub struct ClusterConfig {
     pub name: String,
     pub provider: ProviderKind,
-    /// Where the minions' helpers reach etcd. The workstation uses them
-    /// too, unless `etcd_host` is set (then it tunnels over SSH).
+    /// Where the minions' helpers reach etcd, one endpoint per member. The
+    /// workstation uses them too, unless `etcd_hosts` is set (then it
+    /// tunnels over SSH).
     pub etcd_endpoints: Vec<String>,
     pub minions: Vec<MinionConfig>,
     /// Where services' portal IPs come from.
@@ -294,10 +336,16 @@ pub struct ClusterConfig {
     pub local: Option<LocalNetwork>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gce: Option<GceRecord>,
-    /// Set when etcd runs on one of the cluster's machines (ssh, gce);
-    /// the local provider runs it on this machine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etcd_host: Option<EtcdHost>,
+    /// The machines of the cluster that run etcd's members (ssh, gce), in
+    /// the order of `etcd_endpoints`; empty where etcd runs on this
+    /// machine (local provider).
+    #[serde(
+        default,
+        alias = "etcdHost",
+        deserialize_with = "one_or_many_hosts",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub etcd_hosts: Vec<EtcdHost>,
     #[serde(default)]
     pub pod_network: PodNetwork,
     /// The user's key for the ssh provider's hosts.
@@ -327,6 +375,11 @@ impl ClusterConfig {
     pub fn minion(&self, id: &str) -> Option<&MinionConfig> {
         self.minions.iter().find(|m| m.id == id)
     }
+
+    /// The etcd member on the machine at `ip`, if one runs there.
+    pub fn etcd_host_at(&self, ip: Ipv4Addr) -> Option<&EtcdHost> {
+        self.etcd_hosts.iter().find(|h| h.ip == ip)
+    }
 }
 
 #[cfg(test)]
@@ -350,5 +403,27 @@ mod tests {
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn records_with_one_etcd_host_read_as_a_list_of_one() {
+        let host = r#"{"name":"minion-1","sshHost":"10.150.0.11","sshPort":22,"sshUser":"root","ip":"10.150.0.11","dir":"/var/lib/kctl/c1/etcd"}"#;
+        let record = |etcd: &str| {
+            format!(
+                r#"{{"name":"c1","provider":"ssh","etcdEndpoints":["https://10.150.0.11:4001"],"minions":[],"portalNet":"10.0.0.0/16"{etcd}}}"#
+            )
+        };
+        let old: ClusterConfig =
+            serde_json::from_str(&record(&format!(r#","etcdHost":{host}"#))).unwrap();
+        assert_eq!(old.etcd_hosts.len(), 1);
+        assert_eq!(old.etcd_hosts[0].name, "minion-1");
+        assert!(!old.etcd_hosts[0].joined);
+        let local: ClusterConfig = serde_json::from_str(&record("")).unwrap();
+        assert!(local.etcd_hosts.is_empty());
+        // Written back, it is a list, and reads the same.
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(text.contains(r#""etcdHosts":[{"#), "{text}");
+        let again: ClusterConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(again, old);
     }
 }

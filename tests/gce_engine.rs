@@ -245,8 +245,9 @@ async fn host_keys_are_polled_until_published() {
     let minion = &cluster.minions[0];
     assert_eq!(minion.external_ip.to_string(), "127.77.9.1");
     assert_eq!(minion.host_keys, [format!("ecdsa-sha2-nistp256 {ECDSA}")]);
-    assert_eq!(cluster.master.host_keys.len(), 1);
-    assert!(cluster.master.host_keys[0].starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"));
+    assert_eq!(cluster.masters.len(), 1);
+    assert_eq!(cluster.masters[0].host_keys.len(), 1);
+    assert!(cluster.masters[0].host_keys[0].starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"));
 
     let calls = mock.take_calls();
     let polls = calls_of(
@@ -275,6 +276,67 @@ async fn host_keys_never_published_are_an_error_not_trust_on_first_use() {
         .unwrap_err();
     assert!(matches!(err, GceError::HostKeyTimeout { .. }), "{err}");
     assert!(err.to_string().contains("was not found"), "{err}");
+}
+
+/// `--masters 3`: three master VMs (the first keeps the one-master name),
+/// each of the master's type, tag and labels, with their keys read; and
+/// `destroy` finds and deletes them all by label.
+#[tokio::test]
+async fn three_masters_are_made_and_deleted_with_the_rest() {
+    let mock = MockCompute::start("masters");
+    let mut spec = spec(&mock, 1);
+    spec.masters = 3;
+    spec.master_machine_type = "e2-small".into();
+    let cluster = gce::create(&mock.gcloud(), &spec, &quiet).await.unwrap();
+    let names: Vec<&str> = cluster.masters.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "kctl-demo-master",
+            "kctl-demo-master-2",
+            "kctl-demo-master-3"
+        ]
+    );
+    assert_eq!(cluster.minions.len(), 1);
+    let ips: std::collections::BTreeSet<_> =
+        cluster.masters.iter().map(|m| m.internal_ip).collect();
+    assert_eq!(ips.len(), 3, "each master has its own address");
+    assert!(cluster.masters.iter().all(|m| !m.host_keys.is_empty()));
+    let calls = mock.take_calls();
+    for name in &names {
+        let create = calls_of(&calls, "instances", "create", name);
+        assert_eq!(create.len(), 1, "{name}");
+        let argv = &create[0].argv;
+        assert!(
+            argv.contains(&"--machine-type=e2-small".to_string()),
+            "{argv:?}"
+        );
+        assert!(
+            argv.contains(&"--tags=kctl-demo-master".to_string()),
+            "{argv:?}"
+        );
+        assert!(!argv.contains(&"--can-ip-forward".to_string()), "{argv:?}");
+    }
+
+    let destroyed = gce::destroy(
+        &mock.gcloud(),
+        PROJECT,
+        ZONE,
+        "demo",
+        gce::Knowledge::Recorded,
+        &quiet,
+    )
+    .await
+    .unwrap();
+    let text = destroyed.deleted.join(" ");
+    for name in &names {
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    assert!(
+        !mock.resources().iter().any(|r| r.starts_with("instances/")),
+        "{:?}",
+        mock.resources()
+    );
 }
 
 #[tokio::test]

@@ -610,3 +610,139 @@ fn a_burst_of_commands_survives_sshds_session_limit() {
     });
     assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
 }
+
+/// `--masters 3` on three hosts: an etcd member on each, meeting on their
+/// cluster addresses. A host's power cut (its member and its minion gone)
+/// changes nothing a user sees: commands work through the other members'
+/// tunnels and its pod moves. A second member down: commands say there is
+/// no quorum and name both, and the pods keep running. `up` brings the
+/// stopped member back, and replaces a member whose data was wiped with a
+/// new member that then votes.
+#[test]
+fn three_etcd_members_survive_a_lost_host_and_up_replaces_lost_data() {
+    let mut hosts = DebianVms::create("ssh3", 3);
+    let name = "t-ssh-masters";
+    let cluster = cluster_on(name, &hosts);
+    let unit = format!("kctl-etcd-{name}");
+    let mut args = host_args(&hosts);
+    args.extend(["--masters", "3", "--install"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = cluster.kctl(&args);
+    assert!(run.ok(), "kctl up --masters 3: {run:?}");
+    assert!(
+        run.stdout
+            .contains("etcd of 3 members on minion-1, minion-2, minion-3"),
+        "{run:?}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            hosts.run_in_stdout(i, &["systemctl", "is-active", &unit]),
+            "active\n"
+        );
+    }
+    // Peers meet on the cluster addresses, and only members reach the
+    // peer port: not this machine, on the hosts' bridge.
+    let peer = std::net::SocketAddr::from((hosts.hosts()[1].ip, 7001));
+    let from_here = std::net::TcpStream::connect_timeout(&peer, Duration::from_secs(3));
+    assert!(
+        matches!(&from_here, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "etcd's peer port from a host that is no member: {from_here:?}"
+    );
+
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let run = cluster.kctl_stdin(&["apply", "-f", "-"], &web_controller("web", 2));
+    assert!(run.ok(), "{run:?}");
+
+    // vm1's power is cut: its member, its minion and its SSH are gone.
+    hosts.kill_vm(0);
+    let running_elsewhere = |pods: &[serde_json::Value], count: usize| {
+        pods.len() == count
+            && pods.iter().all(|p| {
+                p["currentState"]["status"] == "Running" && p["currentState"]["host"] != "minion-1"
+            })
+    };
+    common::wait_for(Duration::from_secs(90), "the pods off minion-1", || {
+        let run = cluster.kctl(&["get", "pods", "-o", "json"]);
+        assert!(run.ok(), "a command with one member lost: {run:?}");
+        let pods = run.json()["items"].as_array().cloned().unwrap_or_default();
+        running_elsewhere(&pods, 2).then_some(())
+    });
+    let run = cluster.kctl(&["resize", "rc", "web", "3"]);
+    assert!(run.ok(), "resize with one member lost: {run:?}");
+    common::wait_for(Duration::from_secs(60), "3 pods running", || {
+        running_elsewhere(&cluster.pods(), 3).then_some(())
+    });
+
+    // A second member stops: no quorum. Every command says so, names
+    // both members and changes nothing; the pods keep running.
+    let stop = hosts.run_in(1, &["systemctl", "stop", &unit]);
+    assert!(stop.status.success(), "{stop:?}");
+    let containers = |i: usize| {
+        hosts
+            .run_in_stdout(i, &["docker", "ps", "-q", "--filter", "name=_web"])
+            .lines()
+            .count()
+    };
+    let before = containers(1) + containers(2);
+    for command in [&["get", "pods"][..], &["resize", "rc", "web", "1"]] {
+        let run = cluster.kctl(command);
+        assert_eq!(run.code, Some(1), "{command:?}: {run:?}");
+        let text = flat(&run.stderr);
+        assert!(text.contains("etcd has no quorum"), "{text}");
+        assert!(text.contains("none of its 3 members serves"), "{text}");
+        for member in ["minion-1", "minion-2"] {
+            assert!(text.contains(&format!("{member} (")), "{member}: {text}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(containers(1) + containers(2), before, "pods without quorum");
+
+    // `up` repairs: vm1 boots again, and the stopped member starts.
+    hosts.boot_vm(0);
+    let run = cluster.kctl(&["up"]);
+    assert!(run.ok(), "kctl up to repair: {run:?}");
+    assert_eq!(
+        hosts.run_in_stdout(1, &["systemctl", "is-active", &unit]),
+        "active\n"
+    );
+    let pods = cluster.pods();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+
+    // vm3's disk loses etcd's data: `up` replaces its member.
+    let wipe = format!("systemctl stop {unit} && rm -rf /var/lib/kctl/{name}/etcd/data");
+    let out = hosts.run_in(2, &["sh", "-c", &wipe]);
+    assert!(out.status.success(), "{out:?}");
+    let run = cluster.kctl(&["up"]);
+    assert!(run.ok(), "kctl up to replace a member: {run:?}");
+    assert!(
+        flat(&run.stderr).contains("minion-3 had lost its data: replaced by a new member"),
+        "{run:?}"
+    );
+    let record = std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap();
+    assert!(record.contains("\"joined\": true"), "{record}");
+    // The new member votes: with vm1's member stopped, two of three remain.
+    let stop = hosts.run_in(0, &["systemctl", "stop", &unit]);
+    assert!(stop.status.success(), "{stop:?}");
+    let pods = cluster.pods();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let again = cluster.kctl(&["up"]);
+    assert!(again.ok(), "{again:?}");
+
+    let run = cluster.kctl(&["down"]);
+    assert!(run.ok(), "{run:?}");
+    for i in 0..3 {
+        let after = hosts.snapshot(i);
+        assert!(
+            !after.units.iter().any(|u| u.contains("kctl")),
+            "{:?}",
+            after.units
+        );
+        assert!(
+            !after.iptables.iter().any(|l| l.contains("KCTL")),
+            "{:?}",
+            after.iptables
+        );
+        let (code, _) = hosts.run_in_code(i, &["test", "-e", &format!("/var/lib/kctl/{name}")]);
+        assert_ne!(code, Some(0), "vm{}", i + 1);
+    }
+}

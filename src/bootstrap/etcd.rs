@@ -1,6 +1,8 @@
-//! etcd on the machine that hosts it (ssh and gce providers): one member,
-//! a service like the node helper, reachable from the cluster's minions
-//! and from loopback (the workstation's SSH tunnel) and from nowhere else.
+//! etcd on the machines that host it (ssh and gce providers): one member
+//! on each, a service like the node helper, reachable from the cluster's
+//! machines and from loopback (the workstation's SSH tunnel) and from
+//! nowhere else; members talk to each other on the peer port, which only
+//! the other members may reach.
 
 use super::service::{self, Service};
 use super::setup::{install_credentials, CredentialFiles};
@@ -48,14 +50,41 @@ pub fn tls_dir(host: &EtcdHost) -> String {
     format!("{}/tls", host.dir.trim_end_matches('/'))
 }
 
-pub fn etcd_service(cluster: &str, host: &EtcdHost) -> Service {
+/// etcd's member name for `host`. One member keeps the name it always
+/// had, so clusters made before `--masters` keep their data as it is.
+pub fn member_name(cluster: &str, host: &EtcdHost, members: &[EtcdHost]) -> String {
+    if members.len() <= 1 {
+        format!("kctl-{cluster}")
+    } else {
+        format!("kctl-{cluster}-{}", host.name)
+    }
+}
+
+/// The service of `host`'s member of the etcd made of `members` (all of
+/// them, `host` among them).
+pub fn etcd_service(cluster: &str, host: &EtcdHost, members: &[EtcdHost]) -> Service {
     let dir = host.dir.trim_end_matches('/');
     let tls = tls_dir(host);
-    let peer = format!("https://127.0.0.1:{ETCD_PEER_PORT}");
-    let name = format!("kctl-{cluster}");
+    let name = member_name(cluster, host, members);
+    let alone = members.len() <= 1;
+    // One member talks to no peer: its peer port stays on loopback.
+    let peer = if alone {
+        format!("https://127.0.0.1:{ETCD_PEER_PORT}")
+    } else {
+        host.peer_url()
+    };
+    let initial_cluster = if alone {
+        format!("{name}={peer}")
+    } else {
+        members
+            .iter()
+            .map(|m| format!("{}={}", member_name(cluster, m, members), m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut args = argv![
         "--name",
-        name.clone(),
+        name,
         "--data-dir",
         format!("{dir}/data"),
         "--listen-client-urls",
@@ -68,13 +97,19 @@ pub fn etcd_service(cluster: &str, host: &EtcdHost) -> Service {
         "--listen-peer-urls",
         peer.clone(),
         "--initial-advertise-peer-urls",
-        peer.clone(),
+        peer,
         "--initial-cluster",
-        format!("{name}={peer}"),
+        initial_cluster,
         "--initial-cluster-state",
-        "new"
+        // Read only while the data directory is empty: a member that
+        // replaced a lost one joins the running cluster.
+        if host.joined { "existing" } else { "new" }
     ];
-    args.extend(single_member_flags());
+    if alone {
+        args.extend(single_member_flags());
+    } else {
+        args.extend(member_flags());
+    }
     args.extend(tls_flags(
         &format!("{tls}/ca.crt"),
         &format!("{tls}/etcd.crt"),
@@ -92,21 +127,38 @@ pub fn etcd_service(cluster: &str, host: &EtcdHost) -> Service {
     }
 }
 
+/// etcd's own defaults, for a member of several: peers on loaded or small
+/// machines must not call an election for one slow heartbeat.
+pub fn member_flags() -> Vec<String> {
+    argv!["--heartbeat-interval", "100", "--election-timeout", "1000"]
+}
+
 /// `iptables-restore --noflush` input for the chain that admits etcd's
-/// client port from the minions and loopback only. Declaring the chain
-/// flushes it, so a changed minion list replaces the rules whole.
-pub fn etcd_firewall(minions: &[Ipv4Addr]) -> String {
-    let port = ETCD_CLIENT_PORT;
+/// client port from the minions, the other members and loopback only, and
+/// its peer port from the other members only. Declaring the chain flushes
+/// it, so a changed list replaces the rules whole.
+pub fn etcd_firewall(minions: &[Ipv4Addr], members: &[Ipv4Addr]) -> String {
     let mut rules = format!("*filter\n:{ETCD_CHAIN} - [0:0]\n");
     rules.push_str(&format!("-A {ETCD_CHAIN} -i lo -j RETURN\n"));
-    for ip in minions {
+    let mut clients: Vec<Ipv4Addr> = minions.to_vec();
+    clients.extend(members.iter().filter(|ip| !minions.contains(ip)));
+    for ip in clients {
         rules.push_str(&format!(
-            "-A {ETCD_CHAIN} -s {ip}/32 -p tcp --dport {port} -j RETURN\n"
+            "-A {ETCD_CHAIN} -s {ip}/32 -p tcp --dport {ETCD_CLIENT_PORT} -j RETURN\n"
         ));
     }
-    rules.push_str(&format!(
-        "-A {ETCD_CHAIN} -p tcp --dport {port} -j REJECT --reject-with tcp-reset\n"
-    ));
+    if members.len() > 1 {
+        for ip in members {
+            rules.push_str(&format!(
+                "-A {ETCD_CHAIN} -s {ip}/32 -p tcp --dport {ETCD_PEER_PORT} -j RETURN\n"
+            ));
+        }
+    }
+    for port in [ETCD_CLIENT_PORT, ETCD_PEER_PORT] {
+        rules.push_str(&format!(
+            "-A {ETCD_CHAIN} -p tcp --dport {port} -j REJECT --reject-with tcp-reset\n"
+        ));
+    }
     rules.push_str("COMMIT\n");
     rules
 }
@@ -126,20 +178,28 @@ pub(crate) fn jump(op: &str) -> Vec<String> {
     argv!["iptables", "--wait", op, "INPUT", "--jump", ETCD_CHAIN]
 }
 
-/// Makes sure etcd runs on `host`, guarded by its firewall chain, serving
-/// TLS with `credentials` (the CA's certificate, etcd's own and its key).
-/// Without systemd, `binary` (kctl-node) is uploaded beside etcd's data to
-/// supervise it. Returns true if anything changed.
+/// The cluster addresses of etcd's members.
+pub fn member_ips(members: &[EtcdHost]) -> Vec<Ipv4Addr> {
+    members.iter().map(|m| m.ip).collect()
+}
+
+/// Makes sure `host`'s member of the etcd of `members` runs, guarded by
+/// its firewall chain, serving TLS with `credentials` (the CA's
+/// certificate, etcd's own and its key). Without systemd, `binary`
+/// (kctl-node) is uploaded beside etcd's data to supervise it. A member of
+/// several serves only once a majority runs: start them all before waiting
+/// on any. Returns true if anything changed.
 pub async fn install_etcd<E: Exec>(
     exec: &E,
     cluster: &str,
     host: &EtcdHost,
+    members: &[EtcdHost],
     minions: &[Ipv4Addr],
     credentials: &Credentials,
     binary: &std::path::Path,
 ) -> Result<bool, ExecError> {
     exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
-    let mut changed = install_etcd_firewall(exec, host, minions).await?;
+    let mut changed = install_etcd_firewall(exec, host, minions, &member_ips(members)).await?;
     let tls = tls_dir(host);
     let files = CredentialFiles {
         ca: format!("{tls}/ca.crt"),
@@ -148,7 +208,7 @@ pub async fn install_etcd<E: Exec>(
     };
     let certificates_changed = install_credentials(exec, &files, credentials).await?;
     let systemd = service::has_systemd(exec).await?;
-    let service = etcd_service(cluster, host);
+    let service = etcd_service(cluster, host, members);
     if !systemd {
         if let Some(supervisor) = &service.supervisor {
             changed |= super::setup::upload_if_different(exec, binary, supervisor).await?;
@@ -159,16 +219,18 @@ pub async fn install_etcd<E: Exec>(
     Ok(changed)
 }
 
-/// Puts etcd's firewall chain in place (made anew from `minions`) and
-/// jumped to from INPUT. Run by `up`, and by the helper on the etcd host
-/// when it starts, since a reboot wipes it. True if the jump was missing.
+/// Puts etcd's firewall chain in place (made anew from `minions` and the
+/// `members`' addresses) and jumped to from INPUT. Run by `up`, and by the
+/// helper on an etcd host when it starts, since a reboot wipes it. True if
+/// the jump was missing.
 pub async fn install_etcd_firewall<E: Exec>(
     exec: &E,
     host: &EtcdHost,
     minions: &[Ipv4Addr],
+    members: &[Ipv4Addr],
 ) -> Result<bool, ExecError> {
     let restore = argv!["iptables-restore", "--wait", "--noflush"];
-    exec.run(&restore, Some(etcd_firewall(minions).as_bytes()))
+    exec.run(&restore, Some(etcd_firewall(minions, members).as_bytes()))
         .await?
         .check(exec.target(), &restore)?;
     if exec.run(&jump("--check"), None).await?.success() {
@@ -184,16 +246,18 @@ pub async fn install_etcd_firewall<E: Exec>(
     Ok(true)
 }
 
-/// Stops etcd, deletes its data and its firewall chain. Returns what was
-/// removed, for `down` to report.
+/// Stops `host`'s etcd member and removes its firewall chain (its data
+/// goes with the state directory). Returns what was removed, for `down` to
+/// report.
 pub async fn remove_etcd<E: Exec>(
     exec: &E,
     cluster: &str,
     host: &EtcdHost,
+    members: &[EtcdHost],
 ) -> Result<Vec<String>, ExecError> {
     let mut removed = vec![];
     let systemd = service::has_systemd(exec).await?;
-    if service::remove(exec, &etcd_service(cluster, host), systemd).await? {
+    if service::remove(exec, &etcd_service(cluster, host, members), systemd).await? {
         removed.push("etcd".to_string());
     }
     if super::teardown::remove_chain(exec, "filter", ETCD_CHAIN, jump).await? {
@@ -238,12 +302,51 @@ mod tests {
             ssh_user: "root".into(),
             ip: "10.150.0.11".parse().unwrap(),
             dir: "/var/lib/kctl/c1/etcd/".into(),
+            joined: false,
         }
+    }
+
+    fn trio() -> Vec<EtcdHost> {
+        (1..=3)
+            .map(|i| EtcdHost {
+                name: format!("minion-{i}"),
+                ssh_host: format!("10.150.0.1{i}"),
+                ip: format!("10.150.0.1{i}").parse().unwrap(),
+                joined: i == 3,
+                ..host()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn members_of_three_meet_on_their_cluster_addresses() {
+        let members = trio();
+        let s = etcd_service("c1", &members[1], &members);
+        let args = s.args.join(" ");
+        assert!(args.contains("--name kctl-c1-minion-2 "), "{args}");
+        assert!(args.contains("--listen-peer-urls https://10.150.0.12:7001 "));
+        assert!(args.contains("--initial-advertise-peer-urls https://10.150.0.12:7001 "));
+        assert!(args.contains(
+            "--initial-cluster kctl-c1-minion-1=https://10.150.0.11:7001,kctl-c1-minion-2=https://10.150.0.12:7001,kctl-c1-minion-3=https://10.150.0.13:7001 "
+        ));
+        assert!(args.contains("--initial-cluster-state new "));
+        assert!(args.contains("--election-timeout 1000"));
+        assert!(args.contains("--peer-client-cert-auth"));
+        // The member that replaced a lost one joins the running cluster.
+        let joined = etcd_service("c1", &members[2], &members).args.join(" ");
+        assert!(
+            joined.contains("--initial-cluster-state existing "),
+            "{joined}"
+        );
+        // One member keeps its old name and loopback peer port.
+        let alone = etcd_service("c1", &host(), &[host()]).args.join(" ");
+        assert!(alone.contains("--name kctl-c1 "));
+        assert!(alone.contains("--initial-cluster kctl-c1=https://127.0.0.1:7001 "));
     }
 
     #[test]
     fn etcd_listens_on_the_cluster_address_and_loopback_only() {
-        let s = etcd_service("c1", &host());
+        let s = etcd_service("c1", &host(), &[host()]);
         let args = s.args.join(" ");
         assert!(
             args.contains("--listen-client-urls https://10.150.0.11:4001,https://127.0.0.1:4001")
@@ -269,15 +372,35 @@ mod tests {
 
     #[test]
     fn firewall_admits_minions_and_loopback_then_rejects() {
-        let rules = etcd_firewall(&[
+        let minions = [
             "10.150.0.11".parse().unwrap(),
             "10.150.0.12".parse().unwrap(),
-        ]);
+        ];
+        let rules = etcd_firewall(&minions, &minions[..1]);
         let lines: Vec<&str> = rules.lines().collect();
         assert_eq!(lines[1], ":KCTL-ETCD - [0:0]");
         assert_eq!(lines[2], "-A KCTL-ETCD -i lo -j RETURN");
         assert!(lines[3].starts_with("-A KCTL-ETCD -s 10.150.0.11/32 -p tcp --dport 4001"));
-        assert!(lines[5].contains("-j REJECT"), "reject comes last: {rules}");
-        assert_eq!(lines[6], "COMMIT");
+        assert!(lines[5].contains("--dport 4001 -j REJECT"), "{rules}");
+        assert!(lines[6].contains("--dport 7001 -j REJECT"), "{rules}");
+        assert_eq!(lines[7], "COMMIT");
+    }
+
+    #[test]
+    fn firewall_admits_peers_to_the_peer_port_only_from_members() {
+        // GCE: the masters are not minions.
+        let minions: Vec<Ipv4Addr> = vec!["10.240.0.3".parse().unwrap()];
+        let masters: Vec<Ipv4Addr> = ["10.240.0.10", "10.240.0.11", "10.240.0.12"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let rules = etcd_firewall(&minions, &masters);
+        for ip in &masters {
+            assert!(rules.contains(&format!("-s {ip}/32 -p tcp --dport 4001 -j RETURN")));
+            assert!(rules.contains(&format!("-s {ip}/32 -p tcp --dport 7001 -j RETURN")));
+        }
+        assert!(!rules.contains("-s 10.240.0.3/32 -p tcp --dport 7001"));
+        let peer_reject = rules.find("--dport 7001 -j REJECT").unwrap();
+        assert!(rules.rfind("--dport 7001 -j RETURN").unwrap() < peer_reject);
     }
 }

@@ -11,9 +11,9 @@ pub struct Helper<'a> {
     pub cluster: &'a str,
     pub etcd_endpoints: &'a [String],
     pub offline_images: bool,
-    /// The cluster address of the machine running etcd, where that is one
-    /// of the cluster's machines: a helper there starts after etcd.
-    pub etcd_host: Option<std::net::Ipv4Addr>,
+    /// The cluster addresses of the machines running etcd's members, where
+    /// those are the cluster's machines: a helper there starts after etcd.
+    pub etcd_hosts: Vec<std::net::Ipv4Addr>,
 }
 
 impl<'a> Helper<'a> {
@@ -22,7 +22,7 @@ impl<'a> Helper<'a> {
             cluster: &config.name,
             etcd_endpoints: &config.etcd_endpoints,
             offline_images: config.offline_images,
-            etcd_host: config.etcd_host.as_ref().map(|h| h.ip),
+            etcd_hosts: config.etcd_hosts.iter().map(|h| h.ip).collect(),
         }
     }
 }
@@ -80,7 +80,7 @@ pub fn helper_service(minion: &MinionConfig, helper: &Helper) -> Service {
         log_file: format!("{dir}/kctl-node.log"),
         // On the etcd host, the helper would otherwise start first and
         // fail its first connection.
-        after: if helper.etcd_host == Some(minion.host_ip) {
+        after: if helper.etcd_hosts.contains(&minion.host_ip) {
             vec![format!("kctl-etcd-{}.service", helper.cluster)]
         } else {
             vec![]
@@ -113,7 +113,7 @@ mod tests {
             cluster: "c1",
             etcd_endpoints: &["https://10.240.0.2:4001".to_string()],
             offline_images: false,
-            etcd_host: Some(all[0].host_ip),
+            etcd_hosts: vec![all[0].host_ip],
         };
         let unit = helper_service(&all[1], &helper).systemd_unit();
         assert!(unit.contains(

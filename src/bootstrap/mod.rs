@@ -115,7 +115,7 @@ pub fn control_plane(cluster: &ClusterConfig) -> std::collections::BTreeSet<(Ipv
             out.insert((*addr.ip(), 22));
         }
     }
-    if let Some(host) = &cluster.etcd_host {
+    for host in &cluster.etcd_hosts {
         out.insert((host.ip, crate::cluster::ETCD_CLIENT_PORT));
         out.insert((host.ip, crate::cluster::ETCD_PEER_PORT));
         out.insert((host.ip, host.ssh_port));
@@ -500,7 +500,7 @@ pub(crate) mod tests {
             portal_net: "10.0.0.0/16".parse().unwrap(),
             local: None,
             gce: None,
-            etcd_host: None,
+            etcd_hosts: vec![],
             pod_network: PodNetwork::default(),
             ssh_identity: None,
             offline_images: false,

@@ -54,13 +54,12 @@ pub async fn restore_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecEr
             message: "not in the saved cluster record".into(),
         })?;
     let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
-    // On the etcd host, etcd's guard too: systemd brings etcd back at boot,
+    // On an etcd host, etcd's guard too: systemd brings etcd back at boot,
     // its firewall chain nobody but kctl.
-    if let Some(host) = request.cluster.etcd_host.as_ref() {
-        if host.ip == minion.host_ip {
-            let minions: Vec<_> = request.cluster.minions.iter().map(|m| m.host_ip).collect();
-            changed |= super::etcd::install_etcd_firewall(exec, host, &minions).await?;
-        }
+    if let Some(host) = request.cluster.etcd_host_at(minion.host_ip) {
+        let minions: Vec<_> = request.cluster.minions.iter().map(|m| m.host_ip).collect();
+        let members = super::etcd::member_ips(&request.cluster.etcd_hosts);
+        changed |= super::etcd::install_etcd_firewall(exec, host, &minions, &members).await?;
     }
     Ok(changed)
 }
@@ -107,12 +106,10 @@ pub async fn drifted_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecEr
             super::FORWARD_CHAIN
         ],
     ];
-    let on_etcd_host = request.cluster.etcd_host.as_ref().is_some_and(|h| {
-        request
-            .cluster
-            .minion(&request.minion)
-            .is_some_and(|m| m.host_ip == h.ip)
-    });
+    let on_etcd_host = request
+        .cluster
+        .minion(&request.minion)
+        .is_some_and(|m| request.cluster.etcd_host_at(m.host_ip).is_some());
     if on_etcd_host {
         checks.push(super::etcd::jump("--check"));
     }
@@ -497,14 +494,15 @@ mod tests {
         };
         assert!(drifted_here(&wiped, &request(&cluster)).await.unwrap());
         // On the etcd host, etcd's guard is checked too.
-        cluster.etcd_host = Some(crate::cluster::EtcdHost {
+        cluster.etcd_hosts = vec![crate::cluster::EtcdHost {
             name: "minion-1".into(),
             ssh_host: "10.101.0.11".into(),
             ssh_port: 22,
             ssh_user: "root".into(),
             ip: cluster.minions[0].host_ip,
             dir: "/var/lib/kctl/c1/etcd".into(),
-        });
+            joined: false,
+        }];
         let etcd_gone = RecordingExec {
             answers: [(
                 "iptables --wait --check INPUT --jump KCTL-ETCD".to_string(),

@@ -133,32 +133,43 @@ pub async fn teardown_hosts(
     } else {
         task.fail(format!("{} minions could not be cleaned", failures.len()));
     }
-    if let Some(host) = &config.etcd_host {
-        let task = ui.task(format!("removing etcd from {}", host.name));
-        let result = async {
-            let exec = SshExec::connect(&host.ssh_target(), &auth).await?;
-            let mut removed = etcd::remove_etcd(&exec, &config.name, host).await?;
-            if teardown::remove_state_dir(&exec, &host.dir).await? {
-                removed.push(format!("{} (etcd's data)", host.dir));
+    let members = &config.etcd_hosts;
+    if !members.is_empty() {
+        let names: Vec<&str> = members.iter().map(|h| h.name.as_str()).collect();
+        let task = ui.task(format!("removing etcd from {}", names.join(", ")));
+        let removals = members.iter().map(|host| {
+            let auth = &auth;
+            async move {
+                let exec = SshExec::connect(&host.ssh_target(), auth).await?;
+                let result = async {
+                    let mut removed = etcd::remove_etcd(&exec, &config.name, host, members).await?;
+                    if teardown::remove_state_dir(&exec, &host.dir).await? {
+                        removed.push(format!("{} (etcd's data)", host.dir));
+                    }
+                    Ok::<_, crate::exec::ExecError>(removed)
+                }
+                .await;
+                exec.close().await;
+                result
             }
-
-            exec.close().await;
-            Ok::<_, crate::exec::ExecError>(removed)
-        }
-        .await;
-        match result {
-            Ok(removed) => {
-                task.done(format!("etcd on {} gone", host.name));
-                if removed.is_empty() {
-                    lines.push(format!("{}: no etcd left to remove", host.name));
-                } else {
-                    lines.push(format!("{}: removed {}", host.name, removed.join(", ")));
+        });
+        let mut failed = 0;
+        for (host, result) in members.iter().zip(join_all(removals).await) {
+            match result {
+                Ok(removed) if removed.is_empty() => {
+                    lines.push(format!("{}: no etcd left to remove", host.name))
+                }
+                Ok(removed) => lines.push(format!("{}: removed {}", host.name, removed.join(", "))),
+                Err(e) => {
+                    failed += 1;
+                    failures.push(format!("etcd on {}: {e}", host.name));
                 }
             }
-            Err(e) => {
-                task.fail(format!("etcd on {} could not be removed", host.name));
-                failures.push(e.to_string());
-            }
+        }
+        if failed == 0 {
+            task.done(format!("etcd on {} gone", names.join(", ")));
+        } else {
+            task.fail(format!("etcd could not be removed from {failed} host(s)"));
         }
     }
     if !failures.is_empty() && !force {

@@ -4,8 +4,10 @@
 //! heartbeats. `up` of every provider and `minion start` end here.
 
 use super::{report, Cluster};
+use crate::argv;
 use crate::bootstrap::{self, etcd};
-use crate::cluster::ClusterConfig;
+use crate::cluster::{ClusterConfig, EtcdHost};
+use crate::exec::Exec;
 use crate::pki::{Credentials, Renewed};
 use crate::ssh::SshExec;
 use crate::state::MinionRecord;
@@ -55,6 +57,152 @@ pub fn ensure_certificates(ui: &Ui, cluster: &Cluster) -> miette::Result<Renewed
     Ok(renewed)
 }
 
+fn member_names(members: &[EtcdHost]) -> String {
+    members
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Installs etcd's members on their hosts, all at once: a member of
+/// several serves only once a majority of them runs.
+async fn install_etcd_members(
+    ui: &Ui,
+    cluster: &Cluster,
+    binary: &std::path::Path,
+) -> miette::Result<bool> {
+    let config = &cluster.config;
+    let members = &config.etcd_hosts;
+    let task = ui.task(match members.len() {
+        1 => format!("etcd on {}", members[0].name),
+        n => format!("etcd of {n} members on {}", member_names(members)),
+    });
+    let auth = cluster.auth();
+    let minion_ips: Vec<_> = config.minions.iter().map(|m| m.host_ip).collect();
+    let credentials = cluster.dir.pki().etcd()?;
+    let installs = members.iter().map(|host| {
+        let (auth, minion_ips, credentials) = (&auth, &minion_ips, &credentials);
+        async move {
+            let exec = SshExec::connect(&host.ssh_target(), auth).await?;
+            let result = etcd::install_etcd(
+                &exec,
+                &config.name,
+                host,
+                members,
+                minion_ips,
+                credentials,
+                binary,
+            )
+            .await;
+            exec.close().await;
+            result
+        }
+    });
+    let mut changed = false;
+    let mut failures = vec![];
+    for (host, result) in members.iter().zip(join_all(installs).await) {
+        match result {
+            Ok(c) => changed |= c,
+            Err(e) => failures.push(format!("etcd on {}: {e}", host.name)),
+        }
+    }
+    if !failures.is_empty() {
+        task.fail("etcd could not be installed");
+        return Err(miette::miette!("{}", failures.join("\n")));
+    }
+    task.done(match members.len() {
+        1 => format!("etcd at {} on {}", members[0].endpoint(), members[0].name),
+        n => format!("etcd of {n} members on {}", member_names(members)),
+    });
+    Ok(changed)
+}
+
+/// Whether the member on `host` has its data: its write-ahead log, which
+/// a member that joined or started and then died half-way may lack.
+async fn member_has_data(host: &EtcdHost, auth: &crate::ssh::SshAuth) -> miette::Result<bool> {
+    let exec = SshExec::connect(&host.ssh_target(), auth)
+        .await
+        .map_err(report)?;
+    let wal = format!("{}/data/member/wal", host.dir.trim_end_matches('/'));
+    let found = exec.run(&argv!["test", "-d", wal], None).await;
+    exec.close().await;
+    Ok(found.map_err(report)?.success())
+}
+
+/// Once etcd has served, a member whose data is gone (its disk lost, its
+/// machine reinstalled) lost it: the others go on, and a new member at the
+/// same address replaces it. The record marks it as joined, so its service
+/// joins the running cluster. Without a majority that kept its data,
+/// starting afresh would be an empty cluster whose helpers would remove
+/// every container as unwanted: that is refused. Returns true if a member
+/// was replaced (the record is saved).
+pub async fn replace_lost_members(ui: &Ui, cluster: &mut Cluster) -> miette::Result<bool> {
+    let members = cluster.config.etcd_hosts.clone();
+    if members.is_empty() || !cluster.dir.etcd_served() {
+        return Ok(false);
+    }
+    let auth = cluster.auth();
+    let found = join_all(members.iter().map(|m| member_has_data(m, &auth))).await;
+    let mut lost = vec![];
+    for (member, has_data) in members.iter().zip(found) {
+        // A host that does not answer has not shown it lost anything.
+        if matches!(has_data, Ok(false)) {
+            lost.push(member.clone());
+        }
+    }
+    if lost.is_empty() {
+        return Ok(false);
+    }
+    let n = members.len();
+    let name = &cluster.config.name;
+    if lost.len() * 2 >= n {
+        return Err(miette::miette!(
+            help = format!("restore a snapshot onto a new cluster: `kctl down`, `kctl up`, `kctl snapshot restore FILE`"),
+            "{} of the {n} etcd member(s) of cluster {name} lost their data ({}): no majority is left to bring the state back",
+            lost.len(),
+            member_names(&lost)
+        ));
+    }
+    let task = ui.task(format!("replacing etcd members {}", member_names(&lost)));
+    for host in &lost {
+        // Whatever still runs of it must not come back as its old self,
+        // and what is left of its data (no log) would confuse the new one.
+        let exec = SshExec::connect(&host.ssh_target(), &auth)
+            .await
+            .map_err(report)?;
+        let service = etcd::etcd_service(name, host, &members);
+        let stopped = async {
+            let systemd = crate::bootstrap::service::has_systemd(&exec).await?;
+            crate::bootstrap::service::stop(&exec, &service, systemd).await?;
+            let data = format!("{}/data", host.dir.trim_end_matches('/'));
+            exec.run_ok(&argv!["rm", "-rf", data]).await
+        }
+        .await;
+        exec.close().await;
+        stopped.map_err(report)?;
+    }
+    let store = cluster.store_waiting(Duration::from_secs(20)).await?;
+    for host in &lost {
+        store.replace_member(&host.peer_url()).await?;
+        if let Some(h) = cluster
+            .config
+            .etcd_hosts
+            .iter_mut()
+            .find(|h| h.name == host.name)
+        {
+            h.joined = true;
+        }
+        cluster.dir.save(&cluster.config)?;
+        ui.note(format!(
+            "etcd member on {} had lost its data: replaced by a new member at {}",
+            host.name, host.ip
+        ));
+    }
+    task.done(format!("{} etcd member(s) replaced", lost.len()));
+    Ok(true)
+}
+
 /// Bootstraps the named minions (all when `only` is None). Returns true if
 /// anything changed.
 pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> miette::Result<bool> {
@@ -62,33 +210,17 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
     let auth = cluster.auth();
     // Where etcd runs on this machine (local provider), `up` made the
     // certificates before starting it.
-    let renewed = match &config.etcd_host {
-        Some(_) => ensure_certificates(ui, cluster)?,
-        None => Renewed::default(),
+    let renewed = if config.etcd_hosts.is_empty() {
+        Renewed::default()
+    } else {
+        ensure_certificates(ui, cluster)?
     };
     let mut changed = !renewed.made.is_empty();
     let pki = cluster.dir.pki();
     let binary = super::helper_binary()?;
 
-    if let Some(host) = &config.etcd_host {
-        let task = ui.task(format!("etcd on {}", host.name));
-        let exec = SshExec::connect(&host.ssh_target(), &auth)
-            .await
-            .map_err(report)?;
-        let minion_ips: Vec<_> = config.minions.iter().map(|m| m.host_ip).collect();
-        let credentials = pki.etcd()?;
-        let result = etcd::install_etcd(
-            &exec,
-            &config.name,
-            host,
-            &minion_ips,
-            &credentials,
-            &binary,
-        )
-        .await;
-        exec.close().await;
-        changed |= result.map_err(report)?;
-        task.done(format!("etcd at {} on {}", host.endpoint(), host.name));
+    if !config.etcd_hosts.is_empty() {
+        changed |= install_etcd_members(ui, cluster, &binary).await?;
     }
 
     let minions: Vec<_> = config

@@ -17,11 +17,11 @@ pub mod snapshot;
 pub mod up;
 pub mod version;
 
-use crate::cluster::{ClusterConfig, ClusterDir, ETCD_CLIENT_PORT};
+use crate::cluster::{ClusterConfig, ClusterDir, EtcdHost, ETCD_CLIENT_PORT};
 use crate::converge::RunContext;
 use crate::exec::ExecError;
-use crate::ssh::SshExec;
-use crate::store::Store;
+use crate::ssh::{SshAuth, SshExec};
+use crate::store::{MemberProblem, MemberSet, Store};
 use futures::future::join_all;
 use miette::{miette, IntoDiagnostic};
 
@@ -29,9 +29,81 @@ use miette::{miette, IntoDiagnostic};
 pub struct Cluster {
     pub dir: ClusterDir,
     pub config: ClusterConfig,
-    /// The SSH session carrying the tunnel to etcd, where there is one;
-    /// the tunnel lives as long as this value.
-    tunnel: tokio::sync::OnceCell<(SshExec, u16)>,
+    /// The SSH sessions carrying the tunnels to etcd's members, where etcd
+    /// runs on the cluster's machines; they live as long as this value.
+    tunnels: tokio::sync::OnceCell<Tunnels>,
+}
+
+/// Tunnels from this machine's loopback to etcd's members, one through
+/// each member's own host: any member whose host answers can serve, and
+/// losing one host mid-command leaves the others' tunnels.
+struct Tunnels {
+    /// The member's index in `etcd_hosts`, the session and the local port.
+    open: Vec<(usize, SshExec, u16)>,
+    /// Members whose host could not be reached, and why.
+    failed: Vec<(usize, String)>,
+}
+
+/// How long, once one tunnel is open, the others may take: a host that is
+/// down must not hold every command up for SSH's connect timeout.
+const TUNNEL_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+async fn open_tunnels(hosts: &[EtcdHost], auth: &SshAuth) -> Tunnels {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut pending: FuturesUnordered<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(index, host)| async move {
+            let opened = async {
+                let exec = SshExec::connect(&host.ssh_target(), auth).await?;
+                let port = exec.forward_local_port(ETCD_CLIENT_PORT).await?;
+                Ok::<_, ExecError>((exec, port))
+            }
+            .await;
+            (index, opened)
+        })
+        .collect();
+    let mut tunnels = Tunnels {
+        open: vec![],
+        failed: vec![],
+    };
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            None => pending.next().await,
+            Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some((index, opened)) = next else { break };
+        match opened {
+            Ok((exec, port)) => {
+                tunnels.open.push((index, exec, port));
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + TUNNEL_GRACE);
+            }
+            Err(e) => tunnels.failed.push((index, e.to_string())),
+        }
+    }
+    let answered: Vec<usize> = tunnels
+        .open
+        .iter()
+        .map(|t| t.0)
+        .chain(tunnels.failed.iter().map(|f| f.0))
+        .collect();
+    for index in (0..hosts.len()).filter(|i| !answered.contains(i)) {
+        tunnels.failed.push((
+            index,
+            format!(
+                "SSH to {} gave no answer within {} ms of the others",
+                hosts[index].ssh_host,
+                TUNNEL_GRACE.as_millis()
+            ),
+        ));
+    }
+    tunnels.open.sort_by_key(|t| t.0);
+    tunnels.failed.sort_by_key(|f| f.0);
+    tunnels
 }
 
 impl Cluster {
@@ -45,31 +117,77 @@ impl Cluster {
         Cluster {
             dir,
             config,
-            tunnel: tokio::sync::OnceCell::new(),
+            tunnels: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The endpoints this machine reaches etcd at: directly (local), or a
-    /// loopback port forwarded over SSH to the etcd host's loopback.
-    pub async fn etcd_endpoints(&self) -> miette::Result<Vec<String>> {
-        let Some(host) = &self.config.etcd_host else {
-            return Ok(self.config.etcd_endpoints.clone());
-        };
-        let (_, port) = self
-            .tunnel
-            .get_or_try_init(|| async {
-                let exec = SshExec::connect(&host.ssh_target(), &self.auth()).await?;
-                let port = exec.forward_local_port(ETCD_CLIENT_PORT).await?;
-                Ok::<_, ExecError>((exec, port))
-            })
-            .await
-            .map_err(|e| miette!(help = "etcd is reached through SSH to its host", "{e}"))?;
+    fn tunnel_endpoint(&self, port: u16) -> String {
         let scheme = if self.config.etcd_tls() {
             "https"
         } else {
             "http"
         };
-        Ok(vec![format!("{scheme}://127.0.0.1:{port}")])
+        format!("{scheme}://127.0.0.1:{port}")
+    }
+
+    /// The endpoints this machine reaches etcd at: directly (local), or
+    /// loopback ports forwarded over SSH to each member host's loopback.
+    pub async fn etcd_endpoints(&self) -> miette::Result<Vec<String>> {
+        let hosts = &self.config.etcd_hosts;
+        if hosts.is_empty() {
+            return Ok(self.config.etcd_endpoints.clone());
+        }
+        let tunnels = self
+            .tunnels
+            .get_or_init(|| async {
+                let auth = self.auth();
+                open_tunnels(hosts, &auth).await
+            })
+            .await;
+        if tunnels.open.is_empty() {
+            let why: Vec<String> = tunnels.failed.iter().map(|(_, e)| e.clone()).collect();
+            return Err(match hosts.len() {
+                1 => miette!(
+                    help = "etcd is reached through SSH to its host",
+                    "{}",
+                    why.join("\n")
+                ),
+                n => miette!(
+                    help = "etcd is reached through SSH to its members' hosts; is the cluster up?",
+                    "none of the {n} etcd members' hosts answers over SSH:\n  {}",
+                    why.join("\n  ")
+                ),
+            });
+        }
+        Ok(tunnels
+            .open
+            .iter()
+            .map(|(_, _, port)| self.tunnel_endpoint(*port))
+            .collect())
+    }
+
+    /// The members this machine reaches etcd at, named as the user knows
+    /// them: by their hosts where etcd runs on the cluster's machines
+    /// (with those SSH could not reach), else by their endpoints.
+    async fn member_set(&self) -> miette::Result<MemberSet> {
+        let endpoints = self.etcd_endpoints().await?;
+        let hosts = &self.config.etcd_hosts;
+        let Some(tunnels) = self.tunnels.get().filter(|_| hosts.len() > 1) else {
+            return Ok(MemberSet::of(&endpoints));
+        };
+        let named = |index: usize| format!("{} ({})", hosts[index].name, hosts[index].ip);
+        Ok(MemberSet {
+            endpoints,
+            names: tunnels.open.iter().map(|(i, _, _)| named(*i)).collect(),
+            absent: tunnels
+                .failed
+                .iter()
+                .map(|(i, why)| MemberProblem {
+                    endpoint: named(*i),
+                    problem: why.clone(),
+                })
+                .collect(),
+        })
     }
 
     /// The workstation's certificate for etcd, where etcd speaks TLS.
@@ -81,16 +199,16 @@ impl Cluster {
     }
 
     pub async fn store(&self) -> miette::Result<Store> {
-        let endpoints = self.etcd_endpoints().await?;
+        let members = self.member_set().await?;
         let tls = self.etcd_credentials()?;
-        Ok(Store::connect(&endpoints, &self.config.name, tls.as_ref()).await?)
+        Ok(Store::connect_to(members, &self.config.name, tls.as_ref()).await?)
     }
 
     /// Like `store`, for an etcd that was just started.
     pub async fn store_waiting(&self, timeout: std::time::Duration) -> miette::Result<Store> {
-        let endpoints = self.etcd_endpoints().await?;
+        let members = self.member_set().await?;
         let tls = self.etcd_credentials()?;
-        Ok(Store::connect_waiting(&endpoints, &self.config.name, tls.as_ref(), timeout).await?)
+        Ok(Store::connect_to_waiting(members, &self.config.name, tls.as_ref(), timeout).await?)
     }
 
     pub fn auth(&self) -> crate::ssh::SshAuth {

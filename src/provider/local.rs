@@ -696,16 +696,6 @@ pub fn etcd_member_has_data(dir: &ClusterDir, member: usize) -> bool {
         .exists()
 }
 
-/// Marks the cluster's etcd as having served: from then on, members
-/// without data lost it (rather than never having had any).
-pub fn mark_etcd_served(dir: &ClusterDir) -> std::io::Result<()> {
-    std::fs::write(dir.etcd_dir().join("served"), "")
-}
-
-pub fn etcd_served(dir: &ClusterDir) -> bool {
-    dir.etcd_dir().join("served").exists()
-}
-
 /// The peer URL member `member` is known by to the others.
 pub fn etcd_peer_url(layout: &Layout, member: usize) -> String {
     format!("https://{}:2380", layout.etcd_member_ip(member))

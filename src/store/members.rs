@@ -13,8 +13,39 @@ use std::time::Duration;
 /// How long one member may take to say whether it knows a leader.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The members a store may talk to, as the caller knows them.
+#[derive(Debug, Clone, Default)]
+pub struct MemberSet {
+    /// Where each reachable member answers.
+    pub endpoints: Vec<String>,
+    /// How messages name each of `endpoints` (a tunnel's loopback port
+    /// means nothing to a user; the member's host does).
+    pub names: Vec<String>,
+    /// Members the caller could not even reach (no tunnel to them), with
+    /// why: they count against the quorum and are named in its error.
+    pub absent: Vec<MemberProblem>,
+}
+
+impl MemberSet {
+    /// Members known by their endpoints, all of them reachable.
+    pub fn of(endpoints: &[String]) -> MemberSet {
+        MemberSet {
+            endpoints: endpoints.to_vec(),
+            names: endpoints.to_vec(),
+            absent: vec![],
+        }
+    }
+
+    fn name(&self, index: usize) -> String {
+        self.names
+            .get(index)
+            .unwrap_or(&self.endpoints[index])
+            .clone()
+    }
+}
+
 pub(super) struct Members {
-    endpoints: Vec<String>,
+    set: MemberSet,
     options: ConnectOptions,
     /// The member in use (its index in `endpoints`) and its client.
     current: std::sync::Mutex<(usize, Client)>,
@@ -29,22 +60,22 @@ pub struct MemberProblem {
 }
 
 impl Members {
-    /// Connects to the first member, from `endpoints[0]` on, that answers
-    /// and knows a leader.
+    /// Connects to the first member, from the first endpoint on, that
+    /// answers and knows a leader.
     pub(super) async fn connect(
-        endpoints: &[String],
+        set: MemberSet,
         options: ConnectOptions,
     ) -> Result<Members, StoreError> {
-        let (index, client) = pick(endpoints, &options, 0).await?;
+        let (index, client) = pick(&set, &options, 0).await?;
         Ok(Members {
-            endpoints: endpoints.to_vec(),
+            set,
             options,
             current: std::sync::Mutex::new((index, client)),
         })
     }
 
     pub(super) fn count(&self) -> usize {
-        self.endpoints.len()
+        self.set.endpoints.len()
     }
 
     /// The member in use and its client.
@@ -65,8 +96,8 @@ impl Members {
         if self.client().0 != failed {
             return Ok(());
         }
-        let start = (failed + 1) % self.endpoints.len();
-        let (index, client) = pick(&self.endpoints, &self.options, start).await?;
+        let start = (failed + 1) % self.set.endpoints.len();
+        let (index, client) = pick(&self.set, &self.options, start).await?;
         if let Ok(mut current) = self.current.lock() {
             if current.0 == failed {
                 *current = (index, client);
@@ -87,27 +118,34 @@ const LEADERLESS: &str = "answers, but knows no leader (cut off from the majorit
 /// knows a leader; every member's problem when none does, after a wait
 /// for an election should some answer without a leader.
 async fn pick(
-    endpoints: &[String],
+    set: &MemberSet,
     options: &ConnectOptions,
     start: usize,
 ) -> Result<(usize, Client), StoreError> {
+    let endpoints = &set.endpoints;
     let deadline = std::time::Instant::now() + ELECTION_WAIT;
     loop {
         let mut problems = Vec::new();
         for offset in 0..endpoints.len() {
             let index = (start + offset) % endpoints.len();
-            let endpoint = &endpoints[index];
-            match serving(endpoint, options).await {
+            match serving(&endpoints[index], options).await {
                 Ok(client) => return Ok((index, client)),
-                Err(problem) => problems.push(MemberProblem {
-                    endpoint: endpoint.clone(),
-                    problem,
-                }),
+                Err(problem) => problems.push((
+                    index,
+                    MemberProblem {
+                        endpoint: set.name(index),
+                        problem,
+                    },
+                )),
             }
         }
-        let electing = problems.iter().any(|p| p.problem == LEADERLESS);
+        let electing = problems.iter().any(|(_, p)| p.problem == LEADERLESS);
         if !electing || std::time::Instant::now() >= deadline {
-            return Err(no_member_serves(problems));
+            // In the caller's order, whichever member the round began at.
+            problems.sort_by_key(|(index, _)| *index);
+            let mut all: Vec<MemberProblem> = problems.into_iter().map(|(_, p)| p).collect();
+            all.extend(set.absent.iter().cloned());
+            return Err(no_member_serves(all));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -142,6 +180,10 @@ fn problem(e: &etcd_client::Error) -> String {
         LEADERLESS.to_string()
     } else if text.contains("Connection refused") {
         "down (connection refused)".to_string()
+    } else if text.contains("tls handshake eof") {
+        // Through an SSH tunnel, a refused connection at the far end
+        // closes the forwarded one before TLS could begin.
+        "down (its connection closed before TLS began)".to_string()
     } else if text.contains("No route to host") || text.contains("Network is unreachable") {
         "unreachable (no route to it)".to_string()
     } else {
@@ -170,6 +212,48 @@ pub(super) fn no_member_serves(problems: Vec<MemberProblem>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn members_are_named_as_the_caller_knows_them_absent_ones_too() {
+        let closed = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let set = MemberSet {
+            endpoints: vec![closed(), closed()],
+            names: vec!["master (10.0.0.2)".into(), "master-2 (10.0.0.3)".into()],
+            absent: vec![MemberProblem {
+                endpoint: "master-3 (10.0.0.4)".into(),
+                problem: "SSH to 34.1.1.6 failed".into(),
+            }],
+        };
+        let error = pick(&set, &ConnectOptions::new(), 1)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("none of its 3 members serves"), "{error}");
+        let lines: Vec<&str> = error.lines().skip(1).map(str::trim).collect();
+        assert_eq!(
+            lines,
+            [
+                "master (10.0.0.2): down (connection refused)",
+                "master-2 (10.0.0.3): down (connection refused)",
+                "master-3 (10.0.0.4): SSH to 34.1.1.6 failed"
+            ],
+            "{error}"
+        );
+        // One member that could not be reached is still no quorum of two.
+        let one = MemberSet {
+            endpoints: vec![closed()],
+            ..set
+        };
+        let error = pick(&one, &ConnectOptions::new(), 0).await.err().unwrap();
+        assert!(
+            matches!(error, StoreError::NoQuorum { members: 2, .. }),
+            "{error}"
+        );
+    }
 
     #[test]
     fn one_member_is_unreachable_and_several_have_no_quorum() {

@@ -33,6 +33,8 @@
 mod cache;
 mod members;
 
+pub use members::{MemberProblem, MemberSet};
+
 use crate::model::{Kind, ReplicationController};
 use members::Members;
 
@@ -200,6 +202,16 @@ impl Store {
         cluster: &str,
         tls: Option<&Credentials>,
     ) -> Result<Store, StoreError> {
+        Store::connect_to(MemberSet::of(endpoints), cluster, tls).await
+    }
+
+    /// Like `connect`, to members the caller names (and some it could not
+    /// reach), so errors speak of them as the user knows them.
+    pub async fn connect_to(
+        set: MemberSet,
+        cluster: &str,
+        tls: Option<&Credentials>,
+    ) -> Result<Store, StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(10))
@@ -217,7 +229,7 @@ impl Store {
                     .identity(Identity::from_pem(&tls.own.cert, &tls.own.key)),
             );
         }
-        let members = Members::connect(endpoints, options).await?;
+        let members = Members::connect(set, options).await?;
         Ok(Store {
             members: std::sync::Arc::new(members),
             cache: None,
@@ -239,9 +251,19 @@ impl Store {
         tls: Option<&Credentials>,
         timeout: Duration,
     ) -> Result<Store, StoreError> {
+        Store::connect_to_waiting(MemberSet::of(endpoints), cluster, tls, timeout).await
+    }
+
+    /// `connect_to`, waiting as `connect_waiting` does.
+    pub async fn connect_to_waiting(
+        set: MemberSet,
+        cluster: &str,
+        tls: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<Store, StoreError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            match Store::connect(endpoints, cluster, tls).await {
+            match Store::connect_to(set.clone(), cluster, tls).await {
                 Err(StoreError::Unreachable { .. } | StoreError::NoQuorum { .. })
                     if std::time::Instant::now() < deadline =>
                 {

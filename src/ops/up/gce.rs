@@ -1,6 +1,7 @@
 //! `kctl up|down --provider gce`: machines from the user's `gcloud` (as
-//! `kube-up.sh` did), then the same SSH bootstrap as every provider. The
-//! master runs etcd; the workstation reaches it through an SSH tunnel.
+//! `kube-up.sh` did), then the same SSH bootstrap as every provider. Each
+//! master runs a member of etcd; the workstation reaches them through SSH
+//! tunnels.
 
 use super::{UpOptions, DEFAULT_MINIONS};
 use crate::cluster::{
@@ -83,23 +84,29 @@ pub fn cluster_config(
             }
         })
         .collect();
-    let etcd = EtcdHost {
-        name: "master".into(),
-        ssh_host: made.master.external_ip.to_string(),
-        ssh_port: 22,
-        ssh_user: spec::SSH_USER.into(),
-        ip: made.master.internal_ip,
-        dir: format!("{state}/etcd"),
-    };
+    let etcd_hosts: Vec<EtcdHost> = made
+        .masters
+        .iter()
+        .enumerate()
+        .map(|(i, vm)| EtcdHost {
+            name: master_id(i + 1),
+            ssh_host: vm.external_ip.to_string(),
+            ssh_port: 22,
+            ssh_user: spec::SSH_USER.into(),
+            ip: vm.internal_ip,
+            dir: format!("{state}/etcd"),
+            joined: false,
+        })
+        .collect();
     ClusterConfig {
         name: name.to_string(),
         provider: ProviderKind::Gce,
-        etcd_endpoints: vec![etcd.endpoint()],
+        etcd_endpoints: etcd_hosts.iter().map(EtcdHost::endpoint).collect(),
         minions,
         portal_net,
         local: None,
         gce: Some(record),
-        etcd_host: Some(etcd),
+        etcd_hosts,
         // GCE's routes carry pod ranges between VMs; its network's MTU is
         // 1460, and the pod bridge must not exceed it.
         pod_network: PodNetwork {
@@ -112,11 +119,21 @@ pub fn cluster_config(
     }
 }
 
+/// How the record names master `n` (from 1): `master`, `master-2`, ...
+pub fn master_id(n: usize) -> String {
+    if n <= 1 {
+        "master".to_string()
+    } else {
+        format!("master-{n}")
+    }
+}
+
 /// known_hosts lines for every VM, naming it by its external address and
 /// its instance name ("34.1.1.1,kctl-demo-master ssh-ed25519 AAAA…"), so
 /// that its pinned key stays tied to the instance if the address changes.
 pub fn known_hosts(made: &gce::GceCluster) -> Vec<String> {
-    std::iter::once(&made.master)
+    made.masters
+        .iter()
         .chain(&made.minions)
         .flat_map(|vm: &Instance| {
             vm.host_keys
@@ -150,7 +167,7 @@ pub fn check_pinned(pinned: &str, made: &gce::GceCluster) -> Vec<ChangedKey> {
         })
         .collect();
     let mut changed = vec![];
-    for vm in std::iter::once(&made.master).chain(&made.minions) {
+    for vm in made.masters.iter().chain(&made.minions) {
         let by_name: Vec<&String> = entries
             .iter()
             .filter(|(hosts, _)| hosts.contains(&vm.name.as_str()))
@@ -262,7 +279,7 @@ async fn wait_for_boot(
     let deadline = Instant::now() + timeout;
     let mut targets: Vec<crate::ssh::SshTarget> =
         config.minions.iter().map(|m| m.ssh_target()).collect();
-    if let Some(etcd) = &config.etcd_host {
+    for etcd in &config.etcd_hosts {
         targets.push(etcd.ssh_target());
     }
     let poll = Duration::from_secs(3).min(timeout / 4);
@@ -401,7 +418,19 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         // checks (an all-zero ed25519 key: well-formed, never usable).
         Err(_) => format!("{PLACEHOLDER_KEY} kctl-{name}"),
     };
+    let had_masters = existing
+        .as_ref()
+        .map(|c| c.etcd_hosts.len())
+        .filter(|n| *n > 0);
+    let masters = options.masters.or(had_masters).unwrap_or(1);
+    if let Some(had) = had_masters.filter(|had| *had != masters) {
+        return Err(miette!(
+            help = "`kctl down` and `kctl up --masters N` to make it again",
+            "cluster {name} has {had} master(s); changing that on a running cluster is not built yet"
+        ));
+    }
     let mut gspec = GceSpec::new(name, &project, &zone, count, &public_key, dir.dir.clone());
+    gspec.masters = masters;
     gspec.machine_type = opts
         .machine_type
         .clone()
@@ -507,12 +536,12 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
             name,
             record.clone(),
             &gce::GceCluster {
-                master: placeholder(),
+                masters: vec![placeholder()],
                 minions: vec![],
             },
             portal_net,
         );
-        pending.etcd_host = None;
+        pending.etcd_hosts = vec![];
         pending.etcd_endpoints = vec![];
         dir.save(&pending)?;
     }
@@ -527,15 +556,19 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         .await?;
     }
 
+    let masters_text = match masters {
+        1 => "master".to_string(),
+        n => format!("{n} masters"),
+    };
     let task = ui.task(format!(
-        "network, firewall rules, master and {count} minions ({}), routes, host keys",
+        "network, firewall rules, {masters_text} and {count} minions ({}), routes, host keys",
         gspec.machine_type
     ));
     let progress = |line: &str| task.set(line.to_string());
     let made = gce::create(&g, &gspec, &progress).await?;
     task.done(format!(
         "{} VMs running in {zone}; host keys pinned from guest attributes",
-        count + 1
+        count + masters
     ));
     let pinned = std::fs::read_to_string(dir.known_hosts()).unwrap_or_default();
     let changed = check_pinned(&pinned, &made);
@@ -559,7 +592,13 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         ));
     }
     std::fs::write(dir.known_hosts(), known_hosts(&made).join("\n") + "\n").map_err(report)?;
-    let config = cluster_config(name, record, &made, portal_net);
+    let mut config = cluster_config(name, record, &made, portal_net);
+    // A member that replaced a lost one stays marked as having joined.
+    if let Some(c) = &existing {
+        for host in &mut config.etcd_hosts {
+            host.joined = c.etcd_hosts.iter().any(|h| h.name == host.name && h.joined);
+        }
+    }
     dir.save(&config)?;
 
     let task = ui.task("waiting for the VMs to boot and run their startup scripts");
@@ -587,9 +626,15 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     }
     task.done("VMs ready");
 
-    let etcd = config.etcd_endpoints.join(",");
-    let cluster = Cluster::new(dir, config);
-    let changed = install(ui, &cluster, None).await? || existing.is_none();
+    let etcd = match masters {
+        1 => format!("etcd at {}", config.etcd_endpoints.join(",")),
+        n => format!("etcd of {n} members (any one may be lost)"),
+    };
+    let mut cluster = Cluster::new(dir, config);
+    let replaced = crate::ops::install::replace_lost_members(ui, &mut cluster).await?;
+    let changed = install(ui, &cluster, None).await? || existing.is_none() || replaced;
+    // install reached etcd: it has served.
+    cluster.dir.mark_etcd_served()?;
     if before > 0 && count > before {
         // Images `kctl image load` gave the others (the VMs may pull too).
         let joined: Vec<String> = cluster.config.minions[before..]
@@ -605,9 +650,11 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         ));
     } else if changed {
         ui.out(format!(
-            "Cluster {name} is up on GCE ({project}, {zone}): master + {count} minions, etcd at {etcd} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods; `kctl down` deletes every VM, route, firewall rule and the network."
+            "Cluster {name} is up on GCE ({project}, {zone}): {masters_text} + {count} minions, {etcd} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods; `kctl down` deletes every VM, route, firewall rule and the network."
         ));
-        ui.note(super::SINGLE_MASTER_NOTE);
+        if masters == 1 && existing.is_none() {
+            ui.note(super::SINGLE_MASTER_NOTE);
+        }
     } else {
         ui.out(format!(
             "Cluster {name} is up on GCE ({count} minions); nothing changed."
@@ -616,12 +663,17 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     Ok(())
 }
 
-/// The instance behind a machine of the record ("master", "minion-2").
+/// The instance behind a machine of the record ("master", "master-2",
+/// "minion-2").
 fn instance_of(names: &spec::Names, machine: &str) -> String {
-    match machine.strip_prefix("minion-").and_then(|n| n.parse().ok()) {
-        Some(n) => names.minion(n),
-        None => names.master.clone(),
+    if let Some(n) = machine.strip_prefix("minion-").and_then(|n| n.parse().ok()) {
+        return names.minion(n);
     }
+    let n = machine
+        .strip_prefix("master-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    names.master_n(n)
 }
 
 /// `--project` and `--zone` may repeat the record, never contradict it:
@@ -797,7 +849,7 @@ mod tests {
     #[test]
     fn record_ssh_goes_to_external_addresses_and_etcd_to_the_master() {
         let made = gce::GceCluster {
-            master: vm("kctl-d-master", "10.240.0.2", "34.1.1.1"),
+            masters: vec![vm("kctl-d-master", "10.240.0.2", "34.1.1.1")],
             minions: vec![
                 vm("kctl-d-minion-1", "10.240.0.3", "34.1.1.2"),
                 vm("kctl-d-minion-2", "10.240.0.4", "34.1.1.3"),
@@ -813,7 +865,7 @@ mod tests {
         assert_eq!(c.minions[1].ssh_target().host, "34.1.1.3");
         assert_eq!(c.minions[1].ssh_user, "kctl");
         assert_eq!(c.etcd_endpoints, ["https://10.240.0.2:4001"]);
-        assert_eq!(c.etcd_host.as_ref().unwrap().ssh_host, "34.1.1.1");
+        assert_eq!(c.etcd_hosts[0].ssh_host, "34.1.1.1");
         assert!(!c.pod_network.host_routes);
         assert_eq!(c.pod_network.mtu, Some(1460));
         let lines = known_hosts(&made);
@@ -822,9 +874,46 @@ mod tests {
     }
 
     #[test]
+    fn three_masters_are_three_etcd_members_each_known_by_its_instance() {
+        let made = gce::GceCluster {
+            masters: vec![
+                vm("kctl-d-master", "10.240.0.2", "34.1.1.1"),
+                vm("kctl-d-master-2", "10.240.0.5", "34.1.1.5"),
+                vm("kctl-d-master-3", "10.240.0.6", "34.1.1.6"),
+            ],
+            minions: vec![vm("kctl-d-minion-1", "10.240.0.3", "34.1.1.2")],
+        };
+        let record = GceRecord {
+            project: "p".into(),
+            zone: "us-central1-b".into(),
+        };
+        let c = cluster_config("d", record, &made, "10.0.0.0/16".parse().unwrap());
+        assert_eq!(
+            c.etcd_endpoints,
+            [
+                "https://10.240.0.2:4001",
+                "https://10.240.0.5:4001",
+                "https://10.240.0.6:4001"
+            ]
+        );
+        let ids: Vec<&str> = c.etcd_hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(ids, ["master", "master-2", "master-3"]);
+        assert_eq!(c.etcd_hosts[2].ssh_host, "34.1.1.6");
+        let names = spec::Names::new("d", "us-central1-b").unwrap();
+        let instances: Vec<String> = ids.iter().map(|id| instance_of(&names, id)).collect();
+        assert_eq!(
+            instances,
+            ["kctl-d-master", "kctl-d-master-2", "kctl-d-master-3"]
+        );
+        assert_eq!(instance_of(&names, "minion-1"), "kctl-d-minion-1");
+        let lines = known_hosts(&made);
+        assert!(lines[2].starts_with("34.1.1.6,kctl-d-master-3 ssh-ed25519 "));
+    }
+
+    #[test]
     fn a_key_is_pinned_once_and_a_different_one_later_is_refused() {
         let mut made = gce::GceCluster {
-            master: vm("kctl-d-master", "10.240.0.2", "34.1.1.1"),
+            masters: vec![vm("kctl-d-master", "10.240.0.2", "34.1.1.1")],
             minions: vec![vm("kctl-d-minion-1", "10.240.0.3", "34.1.1.2")],
         };
         // First up: nothing pinned yet; everything is taken.
@@ -832,7 +921,7 @@ mod tests {
         let pinned = known_hosts(&made).join("\n");
         assert!(check_pinned(&pinned, &made).is_empty());
         // The master's address changed (stop/start): same key, still fine.
-        made.master.external_ip = "34.9.9.9".parse().unwrap();
+        made.masters[0].external_ip = "34.9.9.9".parse().unwrap();
         assert!(check_pinned(&pinned, &made).is_empty());
         // A minion publishes another key: refused, named.
         made.minions[0].host_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther".into()];

@@ -160,7 +160,7 @@ pub async fn up(
         minions: (1..=count).map(|i| layout.minion(i)).collect(),
         local: Some(LocalNetwork { slot: layout.slot }),
         gce: None,
-        etcd_host: None,
+        etcd_hosts: vec![],
         pod_network: PodNetwork::default(),
         ssh_identity: None,
         offline_images: true,
@@ -195,7 +195,7 @@ pub async fn up(
     // Once etcd has served, a member without data lost it. Without a
     // majority that kept theirs, starting afresh would be an empty
     // cluster, whose helpers would remove every container as unwanted.
-    let served = existing.is_some() && local::etcd_served(&dir);
+    let served = existing.is_some() && dir.etcd_served();
     if served && lost.len() * 2 >= masters {
         return Err(miette!(
             help = "restore a snapshot onto a new cluster: `kctl down`, `kctl up --masters {masters}`, `kctl snapshot restore FILE`",
@@ -266,7 +266,7 @@ pub async fn up(
     let cluster = Cluster::new(dir, config);
     changed |= install(ui, &cluster, None).await?;
     // install reached etcd: it has served.
-    local::mark_etcd_served(&cluster.dir).map_err(report)?;
+    cluster.dir.mark_etcd_served()?;
     if existing.is_some() && count > before {
         let joined: Vec<String> = cluster.config.minions[before..]
             .iter()

@@ -53,13 +53,15 @@ pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
                     "--dry-run is for the gce and ssh providers; a local `up` changes only this machine"
                 ));
             }
-            local::up(ui, name, options.minions, options.masters, options.portal_net).await
+            local::up(
+                ui,
+                name,
+                options.minions,
+                options.masters,
+                options.portal_net,
+            )
+            .await
         }
-        _ if options.masters.is_some_and(|m| m != 1) => Err(miette::miette!(
-            help = "a local cluster can have 3 (`kctl up --masters 3`); `kctl snapshot save` keeps a copy of a single etcd",
-            "--masters above 1 is not built for the {} provider yet",
-            options.provider.name()
-        )),
         ProviderKind::Ssh => ssh::up(ui, name, &options).await,
         ProviderKind::Gce => gce::up(ui, name, &options).await,
     }

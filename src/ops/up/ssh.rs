@@ -24,7 +24,9 @@ pub const DEFAULT_PORTAL_NET: &str = "10.0.0.0/16";
 pub struct SshOptions {
     pub hosts: Vec<String>,
     pub identity: Option<PathBuf>,
-    pub etcd_host: Option<String>,
+    /// The hosts that run etcd's members: none (the first `--masters`
+    /// hosts), or 1, 3 or 5 of the hosts.
+    pub etcd_hosts: Vec<String>,
     pub accept_new_host_keys: bool,
     pub install: bool,
     pub pod_net: Option<Ipv4Net>,
@@ -184,10 +186,11 @@ async fn resolve(host: &HostSpec) -> miette::Result<Ipv4Addr> {
 }
 
 /// Makes the cluster record for these hosts (pure, apart from the names).
+/// `etcd_indices`: the hosts that run etcd's members.
 pub fn cluster_config(
     name: &str,
     hosts: &[(HostSpec, Ipv4Addr)],
-    etcd_index: usize,
+    etcd_indices: &[usize],
     pod_net: Ipv4Net,
     portal_net: Ipv4Net,
     identity: Option<PathBuf>,
@@ -216,24 +219,30 @@ pub fn cluster_config(
             })
         })
         .collect::<miette::Result<Vec<_>>>()?;
-    let etcd = &minions[etcd_index];
-    let etcd_host = EtcdHost {
-        name: etcd.id.clone(),
-        ssh_host: hosts[etcd_index].0.host.clone(),
-        ssh_port: etcd.ssh_port,
-        ssh_user: etcd.ssh_user.clone(),
-        ip: etcd.host_ip,
-        dir: format!("{state}/etcd"),
-    };
+    let etcd_hosts: Vec<EtcdHost> = etcd_indices
+        .iter()
+        .map(|&i| {
+            let minion = &minions[i];
+            EtcdHost {
+                name: minion.id.clone(),
+                ssh_host: hosts[i].0.host.clone(),
+                ssh_port: minion.ssh_port,
+                ssh_user: minion.ssh_user.clone(),
+                ip: minion.host_ip,
+                dir: format!("{state}/etcd"),
+                joined: false,
+            }
+        })
+        .collect();
     Ok(ClusterConfig {
         name: name.to_string(),
         provider: ProviderKind::Ssh,
-        etcd_endpoints: vec![etcd_host.endpoint()],
+        etcd_endpoints: etcd_hosts.iter().map(EtcdHost::endpoint).collect(),
         minions,
         portal_net,
         local: None,
         gce: None,
-        etcd_host: Some(etcd_host),
+        etcd_hosts,
         pod_network: PodNetwork {
             range: Some(pod_net),
             ..PodNetwork::default()
@@ -288,22 +297,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
             return Err(miette!("--host {} is given twice", s.host));
         }
     }
-    let etcd_index = match &opts.etcd_host {
-        None => existing
-            .as_ref()
-            .and_then(|c| c.etcd_host.as_ref())
-            .and_then(|e| c_index(existing.as_ref(), &e.name))
-            .unwrap_or(0),
-        Some(wanted) => specs
-            .iter()
-            .position(|s| &s.host == wanted || &s.display() == wanted)
-            .ok_or_else(|| {
-                miette!(
-                    help = "name one of the --host values",
-                    "--etcd-host {wanted} is not one of the hosts"
-                )
-            })?,
-    };
+    let etcd_indices = etcd_indices(&specs, &opts.etcd_hosts, options.masters, existing.as_ref())?;
     let pod_net = match (opts.pod_net, &existing) {
         (Some(p), _) => p,
         (None, Some(c)) => c
@@ -346,15 +340,15 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
             ));
         }
     }
-    if etcd_index >= hosts.len() {
+    if let Some(i) = etcd_indices.iter().find(|i| **i >= hosts.len()) {
         return Err(miette!(
-            help = "name the etcd host with --etcd-host, or give the cluster's hosts as before",
+            help = "name the etcd hosts with --etcd-host, or give the cluster's hosts as before",
             "cluster {name} runs etcd on its host {}, which is not among these {} hosts",
-            etcd_index + 1,
+            i + 1,
             hosts.len()
         ));
     }
-    let config = cluster_config(name, &hosts, etcd_index, pod_net, portal_net, identity)?;
+    let mut config = cluster_config(name, &hosts, &etcd_indices, pod_net, portal_net, identity)?;
     if let Some(c) = &existing {
         let same = c.minions.len() == config.minions.len()
             && c.minions
@@ -362,7 +356,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
                 .zip(&config.minions)
                 .all(|(a, b)| a.host_ip == b.host_ip && a.pod_cidr == b.pod_cidr)
             && c.portal_net == config.portal_net
-            && c.etcd_host.as_ref().map(|e| &e.name) == config.etcd_host.as_ref().map(|e| &e.name);
+            && member_names(c) == member_names(&config);
         if !same {
             return Err(miette!(
                 help = "`kctl down` and `kctl up` with the new hosts to rebuild it",
@@ -435,31 +429,116 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         return Ok(());
     }
 
+    // A member that replaced a lost one stays marked as having joined.
+    if let Some(c) = &existing {
+        for host in &mut config.etcd_hosts {
+            host.joined = c.etcd_hosts.iter().any(|h| h.name == host.name && h.joined);
+        }
+    }
     // Record first: whatever fails later, `down` knows what to remove.
     dir.save(&config)?;
     let count = config.minions.len();
-    let etcd_name = config
-        .etcd_host
-        .as_ref()
-        .map(|e| e.endpoint())
-        .unwrap_or_default();
-    let cluster = Cluster::new(dir, config);
-    let changed = install(ui, &cluster, None).await? || new_record;
+    let members = config.etcd_hosts.len();
+    let etcd = match config.etcd_hosts.as_slice() {
+        [one] => format!("etcd at {}", one.endpoint()),
+        all => format!(
+            "etcd of {members} members on {}",
+            all.iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut cluster = Cluster::new(dir, config);
+    let replaced = crate::ops::install::replace_lost_members(ui, &mut cluster).await?;
+    let changed = install(ui, &cluster, None).await? || new_record || replaced;
+    // install reached etcd: it has served.
+    cluster.dir.mark_etcd_served()?;
     if !changed {
         ui.out(format!(
             "Cluster {name} is up ({count} hosts); nothing changed."
         ));
     } else {
         ui.out(format!(
-            "Cluster {name} is up: {count} hosts, etcd at {etcd_name} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods"
+            "Cluster {name} is up: {count} hosts, {etcd} (reached over SSH).\nNext: kctl apply -f manifests/, kctl get pods"
         ));
-        ui.note(super::SINGLE_MASTER_NOTE);
+        if members == 1 && new_record {
+            ui.note(super::SINGLE_MASTER_NOTE);
+        }
     }
     Ok(())
 }
 
-fn c_index(config: Option<&ClusterConfig>, minion: &str) -> Option<usize> {
-    config?.minions.iter().position(|m| m.id == minion)
+fn member_names(config: &ClusterConfig) -> Vec<&str> {
+    config.etcd_hosts.iter().map(|h| h.name.as_str()).collect()
+}
+
+/// Which hosts run etcd's members: those named with `--etcd-host`, else
+/// those of the existing cluster, else the first `--masters` (1, 3 or 5).
+fn etcd_indices(
+    specs: &[HostSpec],
+    named: &[String],
+    masters: Option<usize>,
+    existing: Option<&ClusterConfig>,
+) -> miette::Result<Vec<usize>> {
+    let indices: Vec<usize> = if !named.is_empty() {
+        let mut indices = vec![];
+        for wanted in named {
+            let i = specs
+                .iter()
+                .position(|s| &s.host == wanted || &s.display() == wanted)
+                .ok_or_else(|| {
+                    miette!(
+                        help = "name one of the --host values",
+                        "--etcd-host {wanted} is not one of the hosts"
+                    )
+                })?;
+            if indices.contains(&i) {
+                return Err(miette!("--etcd-host {wanted} is given twice"));
+            }
+            indices.push(i);
+        }
+        if let Some(m) = masters.filter(|m| *m != indices.len()) {
+            return Err(miette!(
+                help = "give --etcd-host once per member, or leave out one of the two",
+                "--masters {m} but {} --etcd-host",
+                indices.len()
+            ));
+        }
+        indices
+    } else if let Some(c) = existing.filter(|c| !c.etcd_hosts.is_empty()) {
+        let indices: Vec<usize> = c
+            .etcd_hosts
+            .iter()
+            .filter_map(|h| c.minions.iter().position(|m| m.id == h.name))
+            .collect();
+        if let Some(m) = masters.filter(|m| *m != indices.len()) {
+            return Err(miette!(
+                help = "`kctl down` and `kctl up --masters N` to make it again",
+                "cluster has {} etcd member(s), not {m}; changing that on a running cluster is not built yet",
+                indices.len()
+            ));
+        }
+        indices
+    } else {
+        let m = masters.unwrap_or(1);
+        if m > specs.len() {
+            return Err(miette!(
+                help = "each member runs on a host of its own: give more --host",
+                "--masters {m} needs {m} hosts, and {} are given",
+                specs.len()
+            ));
+        }
+        (0..m).collect()
+    };
+    if indices.len() % 2 == 0 || indices.len() > 5 {
+        return Err(miette!(
+            help = "an even count survives no more losses than one fewer: 1, 3 or 5",
+            "etcd must have 1, 3 or 5 members, not {}",
+            indices.len()
+        ));
+    }
+    Ok(indices)
 }
 
 fn set_private(dir: &Path) -> miette::Result<()> {
@@ -483,10 +562,10 @@ async fn check_host(
     known_hosts: &Path,
 ) -> HostCheck {
     let etcd = config
-        .etcd_host
-        .as_ref()
-        .filter(|e| e.name == minion.id)
-        .map(|e| crate::bootstrap::etcd::etcd_service(&config.name, e));
+        .etcd_hosts
+        .iter()
+        .find(|e| e.name == minion.id)
+        .map(|e| crate::bootstrap::etcd::etcd_service(&config.name, e, &config.etcd_hosts));
     let pod_routes: Vec<(String, Ipv4Addr)> = config
         .minions
         .iter()
@@ -669,6 +748,40 @@ mod tests {
     }
 
     #[test]
+    fn etcd_members_are_named_hosts_or_the_first_masters() {
+        let specs: Vec<HostSpec> = ["10.0.0.1", "ops@10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|h| HostSpec::parse(h).unwrap())
+            .collect();
+        let named = |names: &[&str], masters| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            etcd_indices(&specs, &names, masters, None)
+        };
+        assert_eq!(named(&[], None).unwrap(), [0]);
+        assert_eq!(named(&[], Some(3)).unwrap(), [0, 1, 2]);
+        assert_eq!(
+            named(&["10.0.0.4", "ops@10.0.0.2", "10.0.0.1"], None).unwrap(),
+            [3, 1, 0]
+        );
+        assert_eq!(named(&["10.0.0.3"], Some(1)).unwrap(), [2]);
+        for (names, masters, says) in [
+            (&["10.0.0.9"][..], None, "not one of the hosts"),
+            (
+                &["10.0.0.1", "10.0.0.1", "10.0.0.2"][..],
+                None,
+                "given twice",
+            ),
+            (&["10.0.0.1", "10.0.0.2"][..], None, "1, 3 or 5"),
+            (&["10.0.0.1"][..], Some(3), "--masters 3 but 1 --etcd-host"),
+            (&[][..], Some(5), "needs 5 hosts"),
+            (&[][..], Some(2), "1, 3 or 5"),
+        ] {
+            let e = named(names, masters).unwrap_err().to_string();
+            assert!(e.contains(says), "{names:?} {masters:?}: {e}");
+        }
+    }
+
+    #[test]
     fn config_puts_etcd_on_the_chosen_host() {
         let hosts = vec![
             (
@@ -683,7 +796,7 @@ mod tests {
         let c = cluster_config(
             "lab",
             &hosts,
-            1,
+            &[1],
             "10.150.128.0/17".parse().unwrap(),
             "10.150.64.0/18".parse().unwrap(),
             None,
@@ -692,7 +805,7 @@ mod tests {
         assert_eq!(c.minions[1].pod_cidr, "10.150.130.0/24");
         assert_eq!(c.minions[1].ssh_port, 2222);
         assert_eq!(c.minions[0].helper_dir, "/var/lib/kctl/lab/minion-1");
-        let etcd = c.etcd_host.unwrap();
+        let etcd = &c.etcd_hosts[0];
         assert_eq!(
             (etcd.name.as_str(), etcd.ssh_user.as_str()),
             ("minion-2", "ops")

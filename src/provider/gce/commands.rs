@@ -246,11 +246,11 @@ pub fn instance_describe(p: &str, z: &str, name: &str) -> Vec<String> {
     ]
 }
 
-/// One call per instance: each has its own startup script. `n` is the
-/// minion index (ignored for the master).
+/// One call per instance: each has its own startup script. `index` counts
+/// minions, or masters (0 and 1: the first master), from 1.
 pub fn instance_create(spec: &GceSpec, n: &Names, role: Role, index: usize) -> Vec<String> {
     let (name, machine_type, tag) = match role {
-        Role::Master => (n.master.clone(), &spec.master_machine_type, &n.master_tag),
+        Role::Master => (n.master_n(index), &spec.master_machine_type, &n.master_tag),
         Role::Minion => (n.minion(index), &spec.machine_type, &n.minion_tag),
     };
     let script = startup_script_path(&spec.work_dir, role, index);

@@ -15,7 +15,8 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GceCluster {
-    pub master: Instance,
+    /// The master VMs, one etcd member on each.
+    pub masters: Vec<Instance>,
     pub minions: Vec<Instance>,
 }
 
@@ -124,7 +125,7 @@ pub fn needed_quota(
             None => regional.push((metric, amount)),
         };
     for instance in &new_instances {
-        let machine_type = if *instance == n.master {
+        let machine_type = if n.masters(spec.masters).contains(instance) {
             &spec.master_machine_type
         } else {
             &spec.machine_type
@@ -799,7 +800,9 @@ pub async fn create<G: Gcloud>(
     });
     all_ok(join_all(stage).await)?;
 
-    let mut machines = vec![(Role::Master, 0, n.master.clone())];
+    let mut machines: Vec<(Role, usize, String)> = (1..=spec.masters)
+        .map(|i| (Role::Master, i, n.master_n(i)))
+        .collect();
     machines.extend((1..=spec.minions).map(|i| (Role::Minion, i, n.minion(i))));
     let stage = machines.iter().map(|(role, index, name)| {
         let n = &n;
@@ -865,10 +868,10 @@ pub async fn create<G: Gcloud>(
     for (instance, keys) in instances.iter_mut().zip(keys) {
         instance.host_keys = keys;
     }
-    let master = instances.remove(0);
+    let minions = instances.split_off(spec.masters);
     Ok(GceCluster {
-        master,
-        minions: instances,
+        masters: instances,
+        minions,
     })
 }
 
@@ -1120,8 +1123,10 @@ pub fn up_commands(spec: &GceSpec) -> Result<Vec<Vec<String>>, GceError> {
     calls.push(cmd::firewall_internal_create(p, &n));
     calls.push(cmd::firewall_describe(p, &n.firewall_ssh));
     calls.push(cmd::firewall_ssh_create(p, &n, &spec.ssh_sources));
-    calls.push(cmd::instance_describe(p, z, &n.master));
-    calls.push(cmd::instance_create(spec, &n, Role::Master, 0));
+    for i in 1..=spec.masters {
+        calls.push(cmd::instance_describe(p, z, &n.master_n(i)));
+        calls.push(cmd::instance_create(spec, &n, Role::Master, i));
+    }
     for i in 1..=spec.minions {
         calls.push(cmd::instance_describe(p, z, &n.minion(i)));
         calls.push(cmd::instance_create(spec, &n, Role::Minion, i));
@@ -1130,7 +1135,9 @@ pub fn up_commands(spec: &GceSpec) -> Result<Vec<Vec<String>>, GceError> {
         calls.push(cmd::route_describe(p, &n.route(i)));
         calls.push(cmd::route_create(p, z, &n, i));
     }
-    calls.push(cmd::host_keys(p, z, &n.master));
+    for master in n.masters(spec.masters) {
+        calls.push(cmd::host_keys(p, z, &master));
+    }
     for i in 1..=spec.minions {
         calls.push(cmd::host_keys(p, z, &n.minion(i)));
     }
@@ -1171,7 +1178,7 @@ pub fn down_commands(
 /// The cluster `up` would make, as a `Discovered` (for a dry-run `down`).
 pub fn planned(spec: &GceSpec) -> Result<Discovered, GceError> {
     let n = spec.names()?;
-    let mut instances = vec![n.master.clone()];
+    let mut instances = n.masters(spec.masters);
     instances.extend((1..=spec.minions).map(|i| n.minion(i)));
     instances.sort();
     let mut routes: Vec<String> = (1..=spec.minions).map(|i| n.route(i)).collect();

@@ -33,6 +33,8 @@ pub struct GceSpec {
     pub project: String,
     pub zone: String,
     pub minions: usize,
+    /// How many master VMs, each running a member of etcd: 1, 3 or 5.
+    pub masters: usize,
     pub machine_type: String,
     pub master_machine_type: String,
     pub ssh_user: String,
@@ -68,6 +70,7 @@ impl GceSpec {
             project: project.to_string(),
             zone: zone.to_string(),
             minions,
+            masters: 1,
             machine_type: DEFAULT_MACHINE_TYPE.to_string(),
             master_machine_type: DEFAULT_MACHINE_TYPE.to_string(),
             ssh_user: SSH_USER.to_string(),
@@ -88,6 +91,13 @@ impl GceSpec {
         region_of(&self.zone)?;
         validate_machine_type(&self.machine_type)?;
         validate_machine_type(&self.master_machine_type)?;
+        if ![1, 3, 5].contains(&self.masters) {
+            return Err(invalid(
+                "master count",
+                &self.masters.to_string(),
+                "must be 1, 3 or 5".to_string(),
+            ));
+        }
         if self.minions == 0 || self.minions > MAX_MINIONS {
             return Err(invalid(
                 "minion count",
@@ -180,6 +190,19 @@ impl Names {
             firewall_internal: format!("{prefix}-internal"),
             firewall_ssh: format!("{prefix}-ssh"),
         })
+    }
+    /// Master `n`, counted from 1: the first keeps the name a cluster of
+    /// one master has always had.
+    pub fn master_n(&self, n: usize) -> String {
+        if n <= 1 {
+            self.master.clone()
+        } else {
+            format!("{}-{n}", self.master)
+        }
+    }
+    /// Every master's name.
+    pub fn masters(&self, count: usize) -> Vec<String> {
+        (1..=count.max(1)).map(|i| self.master_n(i)).collect()
     }
     /// Minion `n`, counted from 1.
     pub fn minion(&self, n: usize) -> String {

@@ -48,6 +48,14 @@ fn names_follow_the_scheme() {
     assert_eq!(n.subnet, "kctl-demo-us-central1");
     assert_eq!(n.master, "kctl-demo-master");
     assert_eq!(n.minion(2), "kctl-demo-minion-2");
+    assert_eq!(
+        n.masters(3),
+        [
+            "kctl-demo-master",
+            "kctl-demo-master-2",
+            "kctl-demo-master-3"
+        ]
+    );
     assert_eq!(n.route(2), "kctl-demo-minion-2");
     assert_eq!(n.master_tag, "kctl-demo-master");
     assert_eq!(n.minion_tag, "kctl-demo-minion");
@@ -103,6 +111,18 @@ fn validation_rejects_bad_names() {
     let mut s = spec(0);
     s.minions = 0;
     assert!(s.validate().is_err());
+    for (masters, ok) in [
+        (1, true),
+        (2, false),
+        (3, true),
+        (5, true),
+        (0, false),
+        (7, false),
+    ] {
+        let mut s = spec(1);
+        s.masters = masters;
+        assert_eq!(s.validate().is_ok(), ok, "{masters} masters");
+    }
     let mut s = spec(1);
     s.ssh_public_key = "-----BEGIN OPENSSH PRIVATE KEY-----".into();
     assert!(s
