@@ -767,8 +767,13 @@ fn nothing_else(_: &AtomicBool) {}
 /// `kctl` through sudo, with etcd and kctl-node as systemd units; pods run
 /// on the minions; `down` removes kctl's parts from the VMs and every
 /// resource from the project.
+/// The end-to-end tests route GCE's pod range on this machine (to
+/// nowhere) while they run: one at a time.
+static POD_RANGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
+    let _pod_range = POD_RANGE.lock().unwrap_or_else(|e| e.into_inner());
     // The fourth joins when the cluster grows to 3 minions.
     let mut vms = DebianVms::create_named(
         "gce",
@@ -1036,6 +1041,105 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
         assert!(!snapshot.nft.iter().any(|l| l.contains("kctl")), "{name}");
         let (code, _) = vms.run_in_code(i, &["test", "-e", "/var/lib/kctl/t-gce"]);
         assert_ne!(code, Some(0), "{name}: /var/lib/kctl/t-gce is gone");
+    }
+}
+
+/// `--masters 3` on GCE: three master VMs, an etcd member on each as a
+/// systemd unit, reached through a tunnel to each. A master's power cut
+/// changes nothing a user sees: commands and applies go on, and the pods
+/// start. `down` removes every VM of the cluster, all three masters too.
+#[test]
+fn three_gce_masters_keep_the_cluster_when_one_is_lost() {
+    let _pod_range = POD_RANGE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vms = DebianVms::create_named(
+        "gce3",
+        &[
+            "kctl-t-gce3-master",
+            "kctl-t-gce3-master-2",
+            "kctl-t-gce3-master-3",
+            "kctl-t-gce3-minion-1",
+        ],
+    );
+    let _pods_here = Unreachable::claim("10.244.0.0/14");
+    let mut env = GceEnv::named("e2e3", "t-gce3");
+    env.down_on_drop = true;
+    let portal = vms.portal_net();
+    let (run, _) = up_on(
+        &env,
+        &vms,
+        &[
+            "--masters",
+            "3",
+            "--minions",
+            "1",
+            "--portal-net",
+            &portal,
+            "--boot-timeout",
+            "300",
+        ],
+        &nothing_else,
+    );
+    assert!(run.ok(), "kctl up --provider gce --masters 3: {run:?}");
+    assert!(
+        run.stdout
+            .contains("3 masters + 1 minions, etcd of 3 members"),
+        "{run:?}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            vms.run_in_stdout(i, &["systemctl", "is-active", "kctl-etcd-t-gce3"]),
+            "active\n",
+            "{}",
+            vms.hosts()[i].name
+        );
+    }
+    let record = read_json(env.cluster_dir().join("cluster.json"));
+    assert_eq!(record["etcdHosts"].as_array().unwrap().len(), 3, "{record}");
+
+    let tar = env.root.join("demo.tar");
+    let build = Command::new("bash")
+        .arg(repo().join("cluster/demo-image/build.sh"))
+        .arg(&tar)
+        .arg("tutum/tomcat:latest")
+        .output()
+        .unwrap();
+    assert!(build.status.success());
+    let load = env.kctl(&["image", "load", "-i", tar.to_str().unwrap()]);
+    assert!(load.ok(), "{load:?}");
+
+    // The first master's power is cut.
+    vms.kill_vm(0);
+    let web = env.root.join("web.json");
+    std::fs::write(&web, common::web_controller("web", 2)).unwrap();
+    let apply = env.kctl(&["apply", "-f", web.to_str().unwrap()]);
+    assert!(apply.ok(), "apply with a master lost: {apply:?}");
+    common::wait_for(Duration::from_secs(60), "2 pods running", || {
+        let pods = env.kctl(&["get", "pods", "-o", "json"]);
+        assert!(pods.ok(), "get with a master lost: {pods:?}");
+        let items = pods.json()["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 2
+            && items
+                .iter()
+                .all(|p| p["currentState"]["status"] == "Running"))
+        .then_some(())
+    });
+
+    vms.boot_vm(0);
+    let down = env.kctl(&["down"]);
+    assert!(down.ok(), "{down:?}");
+    for name in ["master", "master-2", "master-3", "minion-1"] {
+        let line = format!("deleted instance kctl-t-gce3-{name}\n");
+        assert!(down.stdout.contains(&line), "{line}: {down:?}");
+    }
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
+    for i in 0..4 {
+        let snapshot = vms.snapshot(i);
+        assert!(
+            !snapshot.units.iter().any(|u| u.contains("kctl")),
+            "{}: {:?}",
+            vms.hosts()[i].name,
+            snapshot.units
+        );
     }
 }
 
