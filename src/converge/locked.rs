@@ -4,7 +4,7 @@
 //! minion. The results go back to the store.
 
 use super::engine::ContainerEngine;
-use super::error::{ConvergeError, StoreStage};
+use super::error::{ConvergeError, MinionStage, StoreStage};
 use super::event::{ConvergeEvent, EventSink, Tee};
 use super::executor::{self, MinionReport};
 use super::{RunContext, Supervisor};
@@ -49,6 +49,64 @@ where
     .await;
     lock.release().await;
     result
+}
+
+/// The report of a converge of `minion` that would find nothing to do: no
+/// container to start, remove or restart, and every status as recorded.
+/// It only reads (the state as `store` has it, the containers as `engine`
+/// lists them), so it takes no lock, and an idle helper's round costs etcd
+/// nothing. None when there is work, which `converge_locked` then does
+/// from state read under the lock. A copy of the state that lags a commit
+/// only puts the work off to the round that commit wakes.
+pub async fn settled<D: ContainerEngine>(
+    engine: &D,
+    ctx: &RunContext,
+    store: &Store,
+    minion: &str,
+    supervisor: &Supervisor,
+) -> Result<Option<MinionReport>, ConvergeError> {
+    let state = store
+        .clone()
+        .snapshot()
+        .await
+        .map_err(ConvergeError::store(Some(minion), StoreStage::Snapshot))?
+        .state;
+    let observed = engine
+        .observe(&ctx.cluster)
+        .await
+        .map_err(ConvergeError::engine(minion, MinionStage::Observe))?;
+    Ok(settled_report(&state, minion, &observed, supervisor))
+}
+
+/// `settled`'s judgement (pure): the report of a converge with nothing to
+/// do, or None.
+pub fn settled_report(
+    state: &ClusterState,
+    minion: &str,
+    observed: &[super::docker::Observed],
+    supervisor: &Supervisor,
+) -> Option<MinionReport> {
+    let desired: Vec<_> = state.pods_on(minion).cloned().collect();
+    if !super::plan::steps(&desired, observed).is_empty() {
+        return None;
+    }
+    let mut statuses = super::plan::statuses(&desired, observed, supervisor);
+    for (pod, status) in statuses.iter_mut() {
+        if let Some(old) = state.statuses.get(pod) {
+            keep_what_this_process_cannot_see(status, old);
+        }
+    }
+    if statuses
+        .iter()
+        .any(|(pod, status)| state.statuses.get(pod) != Some(status))
+    {
+        return None;
+    }
+    Some(MinionReport {
+        statuses,
+        desired,
+        ..MinionReport::default()
+    })
 }
 
 /// Converges one minion's containers under its lock, from desired state read

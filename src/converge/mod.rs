@@ -29,7 +29,8 @@ pub use error::{ConvergeError, MinionStage, StoreStage};
 pub use event::{ConvergeEvent, EventLog, EventSink, Tee};
 pub use executor::{converge_minion, ensure_hairpin, listed_rules, sync_rules, MinionReport};
 pub use locked::{
-    converge_locked, record, sync_rules_locked, update_endpoints, with_minion_locked,
+    converge_locked, record, settled, settled_report, sync_rules_locked, update_endpoints,
+    with_minion_locked,
 };
 pub use plan::{describe_steps, hairpin_batch, ports_without_hairpin, statuses, steps, Step};
 pub use supervisor::Supervisor;

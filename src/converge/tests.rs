@@ -492,3 +492,39 @@ fn the_helper_starts_a_pod_per_cpu_within_bounds() {
     assert_eq!(pod_starts_for_cpus(8), 8);
     assert_eq!(pod_starts_for_cpus(64), 16);
 }
+
+#[test]
+fn an_idle_minion_is_settled_and_any_work_or_new_status_is_not() {
+    let p = pod("web-1", "img");
+    let running = vec![
+        observed(&p, INFRA_CONTAINER, true),
+        observed(&p, "web", true),
+    ];
+    let supervisor = Supervisor::default();
+    let mut state = crate::state::ClusterState::default();
+    state.pods.insert("web-1".into(), p.clone());
+    // Runs, but its status is not recorded yet: a converge has that to do.
+    assert!(settled_report(&state, "minion-1", &running, &supervisor).is_none());
+    let status = statuses(std::slice::from_ref(&p), &running, &supervisor)["web-1"].clone();
+    state.statuses.insert("web-1".into(), status.clone());
+    let report = settled_report(&state, "minion-1", &running, &supervisor).unwrap();
+    assert_eq!(report.statuses["web-1"], status);
+    assert_eq!(report.desired, [p.clone()]);
+    assert!(report.started.is_empty() && report.removed == 0);
+    // Another minion's view of it is not this one's business.
+    assert!(settled_report(&state, "minion-2", &[], &supervisor).is_some());
+    // Work: its app exited, or a container etcd does not want.
+    let exited = vec![
+        observed(&p, INFRA_CONTAINER, true),
+        observed(&p, "web", false),
+    ];
+    assert!(settled_report(&state, "minion-1", &exited, &supervisor).is_none());
+    let mut stray = running.clone();
+    stray.push(observed(&pod("gone-1", "img"), "web", true));
+    assert!(settled_report(&state, "minion-1", &stray, &supervisor).is_none());
+    // A restart count a probe recorded (the helper's own is not lower).
+    let mut counted = status;
+    counted.containers[0].restart_count = 3;
+    state.statuses.insert("web-1".into(), counted);
+    assert!(settled_report(&state, "minion-1", &running, &supervisor).is_some());
+}

@@ -14,8 +14,8 @@
 
 use crate::converge::engine::EngineEvent;
 use crate::converge::{
-    converge_locked, record, sync_rules_locked, update_endpoints, ContainerEngine, ConvergeEvent,
-    EngineError, RunContext, Supervisor, Tee,
+    converge_locked, record, settled, sync_rules_locked, update_endpoints, ContainerEngine,
+    ConvergeEvent, EngineError, RunContext, Supervisor, Tee,
 };
 use crate::docker_api::DockerApi;
 use crate::events::{event, Subject};
@@ -277,17 +277,25 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                     }
                 }
                 runtime_down = None;
-                let converged = converge_locked(
-                    &docker,
-                    &exec,
-                    &ctx,
-                    &store,
-                    &node.minion,
-                    Duration::ZERO,
-                    &mut supervisor,
-                    &log_event,
-                )
-                .await;
+                // Most rounds find nothing to do: only those with work
+                // take the minion's lock.
+                let converged =
+                    match settled(&docker, &ctx, &store, &node.minion, &supervisor).await {
+                        Ok(Some(report)) => Ok(report),
+                        _ => {
+                            converge_locked(
+                                &docker,
+                                &exec,
+                                &ctx,
+                                &store,
+                                &node.minion,
+                                Duration::ZERO,
+                                &mut supervisor,
+                                &log_event,
+                            )
+                            .await
+                        }
+                    };
                 match converged {
                     Ok(report) => {
                         let probes = Tee::new(&log_event);
