@@ -21,6 +21,7 @@
 # minions' sshd logs), and `kctl up` of 3 and of BIG minions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 rounds=${1:-3}
 cargo build --release --locked --bins -q
 kctl=$PWD/target/release/kctl
@@ -29,54 +30,24 @@ mkdir -p "$KCTL_HOME"
 dir=$KCTL_HOME/clusters/floor
 image=$KCTL_HOME/demo.tar
 cluster/demo-image/build.sh "$image" tutum/tomcat:latest >/dev/null
-rc() { # replicas -> a controller file without host ports
-  sed "s/\"replicas\": 2/\"replicas\": $1/; s/, \"hostPort\": 80//" manifests/tomcat-controller.json >"$KCTL_HOME/rc$1.json"
-  echo "$KCTL_HOME/rc$1.json"
-}
 masters=$(mktemp -d)
 cleanup() {
-  for sock in "$masters"/*; do [ -S "$sock" ] && ssh -o ControlPath="$sock" -O exit x 2>/dev/null; done
+  close_masters
   rm -rf "$masters"
   "$kctl" down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
 sessions() { # total "Starting session" lines per minion, space-separated
   for m in 1 2 3; do grep -c "Starting session" "$dir/minions/minion-$m/sshd.log" 2>/dev/null || echo 0; done | tr '\n' ' '
 }
 minus() { paste -d' ' <(echo "$1" | tr ' ' '\n') <(echo "$2" | tr ' ' '\n') | awk 'NF==2 {printf "%d ", $1-$2}'; }
-ratio() { awk -v a="$1" -v f="$2" 'BEGIN {printf "%.2f", a / f}'; }
 
 "$kctl" down >/dev/null 2>&1 || true
 t0=$(now); "$kctl" up --minions 3 >/dev/null; up=$(since "$t0")
 printf '%-40s %7.2f s   sessions per minion: %s\n' "kctl up (3 minions)" "$up" "$(sessions)"
 "$kctl" image load -i "$image" >/dev/null
-ips=$(grep -o '"hostIp": *"[^"]*"' "$dir/cluster.json" | grep -o '[0-9][0-9.]*')
-for ip in $ips; do
-  ssh -F "$dir/ssh_config" -i "$dir/id_ed25519" -o UserKnownHostsFile="$dir/known_hosts" \
-    -o ControlMaster=yes -o ControlPath="$masters/$ip" -o ControlPersist=600 -fN "root@$ip"
-done
-on() { local ip=$1; shift; ssh -o ControlPath="$masters/$ip" x -- "$@"; }
-running_on() { # ip name-prefix -> running containers
-  on "$1" docker ps -q --filter "name=$2" | wc -l
-}
-clear_on() { # One string: ssh hands it to the minion's shell as it is.
-  for ip in $ips; do on "$ip" "docker rm -f \$(docker ps -aq --filter name=$1) >/dev/null 2>&1 || true"; done
-}
-# n per minion, 10 at a time: plain containers.
-floor_run() {
-  local per=$1
-  for ip in $ips; do
-    (for i in $(seq "$per"); do
-       on "$ip" docker run -d --name "floor-$i" --network none tutum/tomcat:latest >/dev/null &
-       (( i % 10 == 0 )) && wait
-     done; wait) &
-  done
-  wait
-}
+open_masters
 # n pods per minion, 10 at a time: pause on the pod network, app joined.
 pod_floor_run() {
   local per=$1
@@ -111,7 +82,7 @@ print(f"{pick(0.50):.2f} {pick(0.99):.2f} {d[-1]:.2f} {len(d)}")' "$1"
 
 for n in ${SIZES:-30 150}; do
   per=$((n / 3))
-  file=$(rc "$n")
+  file=$(rc_file "$n")
   floor_s="" pod_s="" apply_s="" noop_s="" p50_s="" p99_s=""
   for round in $(seq "$rounds"); do
     t0=$(now); floor_run "$per"; floor=$(since "$t0")

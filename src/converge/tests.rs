@@ -509,7 +509,7 @@ fn an_idle_minion_is_settled_and_any_work_or_new_status_is_not() {
     state.statuses.insert("web-1".into(), status.clone());
     let report = settled_report(&state, "minion-1", &running, &supervisor).unwrap();
     assert_eq!(report.statuses["web-1"], status);
-    assert_eq!(report.desired, [p.clone()]);
+    assert_eq!(report.desired, std::slice::from_ref(&p));
     assert!(report.started.is_empty() && report.removed == 0);
     // Another minion's view of it is not this one's business.
     assert!(settled_report(&state, "minion-2", &[], &supervisor).is_some());

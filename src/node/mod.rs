@@ -22,7 +22,7 @@ use crate::events::{event, Subject};
 use crate::exec::LocalExec;
 use crate::plan::{plan_reconcile, RandomNamer};
 use crate::state::{PodPhase, PodStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{jittered, Store, StoreError};
 use futures::stream::{BoxStream, StreamExt};
 use futures::FutureExt;
 use std::time::Duration;
@@ -223,6 +223,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
     let mut runtime_down: Option<std::time::Instant> = None;
     let mut said_not_ready = false;
     let mut last_drift_check = std::time::Instant::now();
+    let mut drift_check_period = jittered(DRIFT_CHECK_PERIOD);
     loop {
         if heartbeat.task.is_finished() {
             return Err(NodeError::HeartbeatLost);
@@ -320,7 +321,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         let mut rewrite = !rules_written;
         let first_round = !rules_written;
         if runtime_down.is_none()
-            && (first_round || last_drift_check.elapsed() >= DRIFT_CHECK_PERIOD)
+            && (first_round || last_drift_check.elapsed() >= drift_check_period)
         {
             if !first_round {
                 // (At start, `run` has just restored the host.)
@@ -332,6 +333,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 }
             }
             last_drift_check = std::time::Instant::now();
+            drift_check_period = jittered(DRIFT_CHECK_PERIOD);
             // Docker starts pods with a restart policy again by itself (at
             // boot, after a crash): their new bridge ports lack hairpin
             // mode, which the converge sets only for pods it started.
@@ -372,7 +374,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
         // The next round comes after a period, or as soon as desired state
         // changes (a commit by `apply` or the leader), or a container exits.
         tokio::select! {
-            _ = tokio::time::sleep(PERIOD) => {}
+            _ = tokio::time::sleep(jittered(PERIOD)) => {}
             _ = desired.changed() => {}
             exit = exits.next() => {
                 if exit.is_some() {

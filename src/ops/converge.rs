@@ -4,7 +4,7 @@
 //! this opens the SSH connections, runs it on every minion in parallel and
 //! shows its events on the terminal.
 
-use super::Cluster;
+use super::{per_minion, Cluster};
 use crate::converge::{
     converge_locked, listed_rules, sync_rules_locked, update_endpoints, ContainerEngine,
     ConvergeError, ConvergeEvent, MinionReport, Supervisor,
@@ -107,7 +107,7 @@ impl<'a> Connections<'a> {
                 (id.clone(), result)
             });
         let mut failed = Vec::new();
-        for (id, result) in join_all(reach).await {
+        for (id, result) in per_minion(reach).await {
             match result {
                 Ok(docker) => {
                     self.docker.insert(id, docker);
@@ -193,7 +193,7 @@ pub async fn converge_minions(
                         (id.clone(), report)
                     }
                 });
-            join_all(work).await
+            per_minion(work).await
         };
         // The progress line is the task's until it finishes.
         drop(events);
@@ -275,7 +275,7 @@ pub async fn live_drift(
                 (id.clone(), containers, rules)
             }
         });
-    for (id, containers, rules) in join_all(checks).await {
+    for (id, containers, rules) in per_minion(checks).await {
         let entry = drift.entry(id).or_default();
         match (containers, rules) {
             (Ok(containers), Ok(rules)) => {
@@ -342,7 +342,7 @@ async fn sync_services(
                     )
                 }
             });
-        for (id, found) in join_all(checks).await {
+        for (id, found) in per_minion(checks).await {
             match found {
                 Ok(lines) if lines.is_empty() => {}
                 Ok(lines) => {
@@ -379,7 +379,7 @@ async fn sync_services(
                     sync_rules_locked(exec, store, id, rewrite, events).await,
                 )
             });
-        join_all(work).await
+        per_minion(work).await
     };
     // The progress line is the task's until it finishes.
     drop(events);

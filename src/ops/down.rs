@@ -112,7 +112,7 @@ pub async fn teardown_hosts(
     });
     let mut lines = vec![];
     let mut failures = vec![];
-    for (m, result) in config.minions.iter().zip(join_all(minions).await) {
+    for (m, result) in config.minions.iter().zip(super::per_minion(minions).await) {
         match result {
             Ok(done) => {
                 if done.removed.is_empty() {

@@ -7,7 +7,6 @@ use crate::bootstrap::loaded_images_file;
 use crate::exec::Exec;
 use crate::provider::host;
 use crate::ui::Ui;
-use futures::future::join_all;
 use miette::miette;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +86,7 @@ pub async fn load(
             Ok(out.stdout_text())
         }
     });
-    let results = join_all(loads).await;
+    let results = super::per_minion(loads).await;
     if let Some(path) = temporary {
         let _ = std::fs::remove_file(path);
     }
@@ -184,7 +183,7 @@ pub async fn copy_loaded(
             loaded.and(recorded)
         }
     });
-    let results = join_all(loads).await;
+    let results = super::per_minion(loads).await;
     let _ = std::fs::remove_file(&archive);
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     if errors.is_empty() {

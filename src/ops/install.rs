@@ -245,7 +245,7 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
         }
     });
     let mut failures = vec![];
-    for result in join_all(boots).await {
+    for result in super::per_minion(boots).await {
         match result {
             Ok(c) => changed |= c,
             Err(e) => failures.push(e.to_string()),

@@ -22,8 +22,27 @@ use crate::converge::RunContext;
 use crate::exec::ExecError;
 use crate::ssh::{SshAuth, SshExec};
 use crate::store::{MemberProblem, MemberSet, Store};
-use futures::future::join_all;
+
 use miette::{miette, IntoDiagnostic};
+
+/// How many minions one command works on at once: SSH logins (a key
+/// exchange each, on this machine's CPU), forwarded Docker sockets,
+/// converges and rule syncs. The rest wait their turn, so what a command
+/// asks of this machine (processes, sockets, CPU) stays bounded however
+/// large the cluster grows.
+pub const MINIONS_IN_FLIGHT: usize = 16;
+
+/// Runs `work` (one future per minion), at most `MINIONS_IN_FLIGHT` at a
+/// time; the results in the order given.
+pub async fn per_minion<F: std::future::Future>(
+    work: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    use futures::stream::StreamExt;
+    futures::stream::iter(work)
+        .buffered(MINIONS_IN_FLIGHT)
+        .collect()
+        .await
+}
 
 /// An existing cluster: its record and the way to its state.
 pub struct Cluster {
@@ -224,7 +243,8 @@ impl Cluster {
         }
     }
 
-    /// One SSH master connection per named minion, opened in parallel.
+    /// One SSH master connection per named minion, opened in parallel
+    /// (`MINIONS_IN_FLIGHT` at a time).
     pub async fn connect(&self, ids: &[String]) -> Vec<(String, Result<SshExec, ExecError>)> {
         let auth = self.auth();
         let connects = ids.iter().map(|id| {
@@ -241,7 +261,7 @@ impl Cluster {
                 (id.clone(), result)
             }
         });
-        join_all(connects).await
+        per_minion(connects).await
     }
 }
 
@@ -345,5 +365,30 @@ pub fn require_root(what: &str) -> miette::Result<()> {
             help = "run it as root, e.g. with sudo",
             "{what} needs root: it makes network namespaces, links and routes"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn per_minion_work_is_bounded_and_keeps_its_order() {
+        let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let work = (0..40).map(|i| {
+            let (now, most) = (&now, &most);
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(running, Ordering::SeqCst);
+                // Later ones finish first: the order must not follow that.
+                tokio::time::sleep(std::time::Duration::from_millis(40 - i)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                i
+            }
+        });
+        let done = per_minion(work).await;
+        assert_eq!(done, (0..40).collect::<Vec<u64>>());
+        assert_eq!(most.load(Ordering::SeqCst), MINIONS_IN_FLIGHT);
     }
 }

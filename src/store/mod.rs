@@ -1166,6 +1166,13 @@ impl Store {
     }
 }
 
+/// `period` give or take a tenth, at random: timers of many helpers that
+/// started together (by one `up`) drift apart instead of reaching etcd in
+/// the same instant every round.
+pub fn jittered(period: Duration) -> Duration {
+    period.mul_f64(rand::random_range(0.9..1.1))
+}
+
 /// Keeps `lease` alive every `period` through whichever member serves,
 /// putting the unix time into `seen` after each renewal: a member that
 /// goes is replaced by another before the lease (of `ttl`) runs out.
@@ -1207,7 +1214,7 @@ async fn keep_lease_alive(
                     Ok(Some(_)) => return,
                     _ => break,
                 }
-                tokio::time::sleep(period).await;
+                tokio::time::sleep(jittered(period)).await;
             }
         }
         if last_renewal.elapsed() >= ttl {
@@ -1442,6 +1449,17 @@ mod tests {
                 ("a".to_string(), Some(b"2".to_vec()))
             ]
         );
+    }
+
+    #[test]
+    fn jittered_periods_stay_within_a_tenth_and_differ() {
+        let period = Duration::from_secs(1);
+        let drawn: Vec<Duration> = (0..100).map(|_| jittered(period)).collect();
+        assert!(drawn
+            .iter()
+            .all(|d| *d >= Duration::from_millis(900) && *d < Duration::from_millis(1100)));
+        let distinct: std::collections::BTreeSet<_> = drawn.iter().collect();
+        assert!(distinct.len() > 50, "{distinct:?}");
     }
 
     #[test]
