@@ -107,7 +107,22 @@ pub async fn run(node: NodeConfig) {
         node.minion,
         node.cluster
     );
-    restore_host(&node).await;
+    // After a reboot the routes and rules are gone; after `kctl-node
+    // setup` (which starts this helper) they are all there, and the whole
+    // restore again would only double the bootstrap's cost.
+    let exec = LocalExec {
+        name: node.minion.clone(),
+    };
+    let intact = match saved_setup_request() {
+        Some(text) => matches!(
+            crate::bootstrap::setup::drifted_here(&exec, &text).await,
+            Ok(false)
+        ),
+        None => true,
+    };
+    if !intact {
+        restore_host(&node).await;
+    }
     loop {
         let result = match node.connect().await {
             Ok(store) => serve(&node, store).await,
