@@ -176,6 +176,28 @@ pub struct Rollout {
 pub struct HelperVersion {
     pub version: String,
     pub sha256: String,
+    /// What the helper shares with kctl (see `HELPER_PROTOCOL`); helpers
+    /// from before it was recorded read as 0.
+    #[serde(default)]
+    pub protocol: u32,
+}
+
+/// What a helper and kctl must agree on to share a cluster: where a
+/// minion's lock lives. 1: under the cluster's prefix (before the helpers
+/// kept a copy of the state); 2: under `/kctl-locks/`. A helper of an
+/// older protocol and this kctl would take different locks and could
+/// converge one minion at once, until `kctl up` replaces the helper.
+pub const HELPER_PROTOCOL: u32 = 2;
+
+/// The minions whose helper (as it recorded itself) speaks an older
+/// protocol than this kctl (pure).
+pub fn older_helpers(state: &ClusterState) -> Vec<String> {
+    state
+        .helper_versions
+        .iter()
+        .filter(|(minion, v)| v.protocol < HELPER_PROTOCOL && state.minions.contains_key(*minion))
+        .map(|(minion, _)| minion.clone())
+        .collect()
 }
 
 impl HelperVersion {
@@ -189,6 +211,7 @@ impl HelperVersion {
         HelperVersion {
             version: env!("CARGO_PKG_VERSION").to_string(),
             sha256,
+            protocol: HELPER_PROTOCOL,
         }
     }
     /// The helper kctl would install from `binary`.
@@ -196,6 +219,7 @@ impl HelperVersion {
         Ok(HelperVersion {
             version: env!("CARGO_PKG_VERSION").to_string(),
             sha256: crate::bootstrap::helper::sha256_file(binary)?[..12].to_string(),
+            protocol: HELPER_PROTOCOL,
         })
     }
 }
@@ -255,5 +279,42 @@ impl ClusterState {
                 && s.spec_hash == pod.spec_hash()
                 && s.containers.len() == pod.pod.spec.containers.len()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_of_an_older_protocol_are_named() {
+        let mut state = ClusterState::default();
+        for m in ["minion-1", "minion-2", "gone"] {
+            state.helper_versions.insert(
+                m.into(),
+                HelperVersion {
+                    version: "0.1.0".into(),
+                    sha256: "abc".into(),
+                    protocol: if m == "minion-2" { HELPER_PROTOCOL } else { 0 },
+                },
+            );
+        }
+        for m in ["minion-1", "minion-2"] {
+            state.minions.insert(
+                m.into(),
+                MinionRecord {
+                    id: m.into(),
+                    host_ip: "10.0.0.1".parse().unwrap(),
+                    pod_cidr: "10.244.1.0/24".into(),
+                    ssh_port: 22,
+                    ssh_user: "root".into(),
+                },
+            );
+        }
+        // A record from before the protocol was written reads as 0.
+        let old: HelperVersion =
+            serde_json::from_str(r#"{"version":"0.1.0","sha256":"abc"}"#).unwrap();
+        assert_eq!(old.protocol, 0);
+        assert_eq!(older_helpers(&state), ["minion-1"]);
     }
 }

@@ -348,6 +348,13 @@ pub(crate) async fn converge_applied(
     objects: &[Object],
     refresh: bool,
 ) -> miette::Result<()> {
+    let older = crate::state::older_helpers(&before.state);
+    if !older.is_empty() {
+        ui.warn(format!(
+            "{} run(s) an older kctl-node, which takes minion locks elsewhere: until `kctl up` replaces it, it and this kctl may converge a minion at the same time",
+            older.join(", ")
+        ));
+    }
     let mut minions = touched_minions(plan, &before.state);
     let after = if plan.is_empty() {
         before.state.clone()

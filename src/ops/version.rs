@@ -64,6 +64,7 @@ mod tests {
         let v = |sha: &str| HelperVersion {
             version: "0.1.0".into(),
             sha256: sha.into(),
+            protocol: crate::state::HELPER_PROTOCOL,
         };
         let running = [
             ("minion-1".to_string(), v("aaa")),

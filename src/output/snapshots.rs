@@ -94,6 +94,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
             HelperVersion {
                 version: "0.1.0".into(),
                 sha256: "0123456789ab".into(),
+                protocol: crate::state::HELPER_PROTOCOL,
             },
         );
     }
