@@ -123,6 +123,22 @@ pub fn etcd_service(cluster: &str, host: &EtcdHost, members: &[EtcdHost]) -> Ser
         pid_file: format!("{dir}/etcd.pid"),
         log_file: format!("{dir}/etcd.log"),
         after: vec![],
+        // A reboot wipes the chain that keeps etcd's ports to the cluster,
+        // and a master runs no helper to put it back: etcd does, before it
+        // listens. Deleting the jump first keeps exactly one.
+        pre_start: vec![
+            (
+                false,
+                argv![
+                    "/usr/sbin/iptables-restore",
+                    "--wait",
+                    "--noflush",
+                    firewall_file(host)
+                ],
+            ),
+            (true, with_program("/usr/sbin/iptables", jump("--delete"))),
+            (false, with_program("/usr/sbin/iptables", jump("--insert"))),
+        ],
         supervisor: Some(format!("{dir}/kctl-node")),
     }
 }
@@ -161,6 +177,18 @@ pub fn etcd_firewall(minions: &[Ipv4Addr], members: &[Ipv4Addr]) -> String {
     }
     rules.push_str("COMMIT\n");
     rules
+}
+
+/// Where etcd's firewall rules are kept on its host, for its unit to
+/// restore at each start.
+pub fn firewall_file(host: &EtcdHost) -> String {
+    format!("{}/firewall.rules", host.dir.trim_end_matches('/'))
+}
+
+/// `argv` with its program named by absolute path (systemd's ExecStartPre).
+fn with_program(program: &str, mut argv: Vec<String>) -> Vec<String> {
+    argv[0] = program.to_string();
+    argv
 }
 
 fn input_chain_argv(op: &str) -> Vec<String> {
@@ -229,10 +257,22 @@ pub async fn install_etcd_firewall<E: Exec>(
     minions: &[Ipv4Addr],
     members: &[Ipv4Addr],
 ) -> Result<bool, ExecError> {
+    let rules = etcd_firewall(minions, members);
     let restore = argv!["iptables-restore", "--wait", "--noflush"];
-    exec.run(&restore, Some(etcd_firewall(minions, members).as_bytes()))
+    exec.run(&restore, Some(rules.as_bytes()))
         .await?
         .check(exec.target(), &restore)?;
+    let keep = argv![
+        "install",
+        "-D",
+        "-m",
+        "0600",
+        "/dev/stdin",
+        firewall_file(host)
+    ];
+    exec.run(&keep, Some(rules.as_bytes()))
+        .await?
+        .check(exec.target(), &keep)?;
     if exec.run(&jump("--check"), None).await?.success() {
         return Ok(false);
     }
@@ -361,6 +401,14 @@ mod tests {
         assert!(args.contains("--data-dir /var/lib/kctl/c1/etcd/data"));
         assert_eq!(s.pid_file, "/var/lib/kctl/c1/etcd/etcd.pid");
         assert_eq!(s.unit, "kctl-etcd-c1");
+        // Its guard comes back before it listens, after a reboot too.
+        let unit = s.systemd_unit();
+        assert!(unit.contains(
+            "ExecStartPre=/usr/sbin/iptables-restore --wait --noflush /var/lib/kctl/c1/etcd/firewall.rules\n\
+             ExecStartPre=-/usr/sbin/iptables --wait --delete INPUT --jump KCTL-ETCD\n\
+             ExecStartPre=/usr/sbin/iptables --wait --insert INPUT --jump KCTL-ETCD\n\
+             ExecStart=/usr/bin/etcd "
+        ), "{unit}");
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn helper_service(minion: &MinionConfig, helper: &Helper) -> Service {
         } else {
             vec![]
         },
+        pre_start: vec![],
         supervisor: Some(format!("{dir}/kctl-node")),
     }
 }

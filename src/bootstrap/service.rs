@@ -19,6 +19,10 @@ pub struct Service {
     pub log_file: String,
     /// Other units of the machine this one starts after (systemd only).
     pub after: Vec<String>,
+    /// Commands systemd runs before each start (`ExecStartPre`), and
+    /// whether their failure is allowed (systemd only: without it, the
+    /// helper on the machine does their work).
+    pub pre_start: Vec<(bool, Vec<String>)>,
     /// Where systemd is not, a `kctl-node` that runs the program under
     /// `kctl-node supervise`, which starts it again when it dies (as
     /// systemd's `Restart=always`). None: the program alone.
@@ -38,9 +42,20 @@ impl Service {
     /// splitting keeps them apart.
     pub fn systemd_unit(&self) -> String {
         let after: String = self.after.iter().map(|u| format!(" {u}")).collect();
+        let pre: String = self
+            .pre_start
+            .iter()
+            .map(|(may_fail, argv)| {
+                format!(
+                    "ExecStartPre={}{}\n",
+                    if *may_fail { "-" } else { "" },
+                    argv.join(" ")
+                )
+            })
+            .collect();
         format!(
             "[Unit]\nDescription={}\nAfter=network-online.target docker.service{after}\n\n\
-             [Service]\nExecStart={} {}\nRestart=always\nRestartSec=1\n\n\
+             [Service]\n{pre}ExecStart={} {}\nRestart=always\nRestartSec=1\n\n\
              [Install]\nWantedBy=multi-user.target\n",
             self.description,
             self.program,
@@ -219,6 +234,7 @@ mod tests {
             pid_file: "/var/lib/kctl/c1/etcd/etcd.pid".into(),
             log_file: "/var/lib/kctl/c1/etcd/etcd.log".into(),
             after: vec![],
+            pre_start: vec![],
             supervisor: None,
         }
     }

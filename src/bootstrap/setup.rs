@@ -38,6 +38,29 @@ pub fn saved_request_path(program: &str) -> String {
     format!("{dir}/setup.json")
 }
 
+/// The kernel's id of the running boot: a new one means that what the
+/// bootstrap put into the kernel (routes, rules, sysctls, the bridge) is
+/// gone, whatever else a boot brought back (saved iptables rules).
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Where the bootstrap records the boot it ran in, beside the helper.
+pub fn boot_record_path(program: &str) -> String {
+    let dir = program.rsplit_once('/').map_or(".", |(dir, _)| dir);
+    format!("{dir}/bootstrapped-boot-id")
+}
+
+async fn record_boot<E: Exec>(exec: &E, program: &str) -> Result<(), ExecError> {
+    exec.run_ok(&argv!["cp", BOOT_ID, boot_record_path(program)])
+        .await
+        .map(drop)
+}
+
+/// Minion side: whether the bootstrap ran in this boot of the machine.
+pub async fn bootstrapped_this_boot<E: Exec>(exec: &E, program: &str) -> bool {
+    let same = argv!["cmp", "-s", BOOT_ID, boot_record_path(program)];
+    matches!(exec.run(&same, None).await, Ok(out) if out.success())
+}
+
 /// Minion side, when the helper starts: bootstraps the minion again from
 /// the request `setup` kept (`saved`, its text), so what a reboot wiped
 /// comes back without `kctl up`. True if anything changed.
@@ -61,6 +84,8 @@ pub async fn restore_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecEr
         let members = super::etcd::member_ips(&request.cluster.etcd_hosts);
         changed |= super::etcd::install_etcd_firewall(exec, host, &minions, &members).await?;
     }
+    let program = helper_service(minion, &Helper::of(&request.cluster)).program;
+    record_boot(exec, &program).await?;
     Ok(changed)
 }
 
@@ -209,6 +234,7 @@ pub async fn setup_here<E: Exec>(
         }
     }
     let mut changed = bootstrap_minion(exec, &request.cluster, minion).await?;
+    record_boot(exec, &service.program).await?;
     let credentials_changed = match &request.etcd_credentials {
         Some(credentials) => {
             let dir = helper_tls_dir(minion);
@@ -470,6 +496,15 @@ mod tests {
         assert!(!calls
             .iter()
             .any(|c| c[0] == "start-stop-daemon" && c.contains(&"--start".to_string())));
+        // The boot it ran in is recorded before the helper starts: a helper
+        // that starts in the same boot has nothing to restore.
+        let recorded = at(argv![
+            "cp",
+            "/proc/sys/kernel/random/boot_id",
+            "/var/lib/kctl/bootstrapped-boot-id"
+        ])
+        .unwrap();
+        assert!(recorded < restart, "{calls:?}");
     }
 
     #[tokio::test]
@@ -541,6 +576,17 @@ mod tests {
         assert!(calls.iter().any(|c| c == &guard_jump_insert("INPUT")));
         // Nothing of the helper itself is touched.
         assert!(!calls.iter().any(|c| c[0] == "systemctl" || c[0] == "mv"));
+        assert!(calls
+            .iter()
+            .any(|c| c[0] == "cp" && c[1].ends_with("boot_id")));
+        // The same boot is told by comparing the ids.
+        let same = RecordingExec::default();
+        assert!(bootstrapped_this_boot(&same, "/var/lib/kctl/kctl-node").await);
+        let other = RecordingExec {
+            answers: [("cmp -s".to_string(), answer(1, ""))].into(),
+            ..Default::default()
+        };
+        assert!(!bootstrapped_this_boot(&other, "/var/lib/kctl/kctl-node").await);
         assert!(restore_here(&exec, "not json").await.is_err());
         assert_eq!(
             saved_request_path("/var/lib/kctl/c1/m1/kctl-node"),

@@ -108,16 +108,23 @@ pub async fn run(node: NodeConfig) {
         node.cluster
     );
     // After a reboot the routes and rules are gone; after `kctl-node
-    // setup` (which starts this helper) they are all there, and the whole
-    // restore again would only double the bootstrap's cost.
+    // setup` (which starts this helper) in the same boot they are all
+    // there, and the whole restore again would only double the
+    // bootstrap's cost.
     let exec = LocalExec {
         name: node.minion.clone(),
     };
+    let program = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let intact = match saved_setup_request() {
-        Some(text) => matches!(
-            crate::bootstrap::setup::drifted_here(&exec, &text).await,
-            Ok(false)
-        ),
+        Some(text) => {
+            crate::bootstrap::setup::bootstrapped_this_boot(&exec, &program).await
+                && matches!(
+                    crate::bootstrap::setup::drifted_here(&exec, &text).await,
+                    Ok(false)
+                )
+        }
         None => true,
     };
     if !intact {

@@ -351,7 +351,7 @@ pub(crate) async fn converge_applied(
     let older = crate::state::older_helpers(&before.state);
     if !older.is_empty() {
         ui.warn(format!(
-            "{} run(s) an older kctl-node, which takes minion locks elsewhere: until `kctl up` replaces it, it and this kctl may converge a minion at the same time",
+            "{} run(s) an older kctl-node, which may take minion locks elsewhere: until `kctl up` replaces it, it and this kctl could converge a minion at the same time",
             older.join(", ")
         ));
     }

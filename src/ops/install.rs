@@ -65,8 +65,9 @@ fn member_names(members: &[EtcdHost]) -> String {
         .join(", ")
 }
 
-/// Installs etcd's members on their hosts, all at once: a member of
-/// several serves only once a majority of them runs.
+/// Installs etcd's members on their hosts: a new etcd all at once (a
+/// member of several serves only once a majority of them runs), one that
+/// has served member by member (see below).
 async fn install_etcd_members(
     ui: &Ui,
     cluster: &Cluster,
@@ -78,33 +79,38 @@ async fn install_etcd_members(
         1 => format!("etcd on {}", members[0].name),
         n => format!("etcd of {n} members on {}", member_names(members)),
     });
-    let auth = cluster.auth();
     let minion_ips: Vec<_> = config.minions.iter().map(|m| m.host_ip).collect();
     let credentials = cluster.dir.pki().etcd()?;
-    let installs = members.iter().map(|host| {
-        let (auth, minion_ips, credentials) = (&auth, &minion_ips, &credentials);
-        async move {
-            let exec = SshExec::connect(&host.ssh_target(), auth).await?;
-            let result = etcd::install_etcd(
-                &exec,
-                &config.name,
-                host,
-                members,
-                minion_ips,
-                credentials,
-                binary,
-            )
-            .await;
-            exec.close().await;
-            result
-        }
-    });
+    let install_one = |host| install_member(cluster, host, &minion_ips, &credentials, binary);
     let mut changed = false;
     let mut failures = vec![];
-    for (host, result) in members.iter().zip(join_all(installs).await) {
-        match result {
-            Ok(c) => changed |= c,
-            Err(e) => failures.push(format!("etcd on {}: {e}", host.name)),
+    if members.len() > 1 && cluster.dir.etcd_served() {
+        // A running etcd: one member at a time, each serving again before
+        // the next restarts (a new certificate, a changed unit), so the
+        // cluster keeps its quorum.
+        for (index, host) in members.iter().enumerate() {
+            match install_one(host).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    changed = true;
+                    if !member_serves(cluster, index).await {
+                        ui.warn(format!(
+                            "etcd member on {} does not serve yet; going on with the others",
+                            host.name
+                        ));
+                    }
+                }
+                Err(e) => failures.push(format!("etcd on {}: {e}", host.name)),
+            }
+        }
+    } else {
+        // A member of several serves only once a majority runs: all at once.
+        let installs = members.iter().map(install_one);
+        for (host, result) in members.iter().zip(join_all(installs).await) {
+            match result {
+                Ok(c) => changed |= c,
+                Err(e) => failures.push(format!("etcd on {}: {e}", host.name)),
+            }
         }
     }
     if !failures.is_empty() {
@@ -116,6 +122,48 @@ async fn install_etcd_members(
         n => format!("etcd of {n} members on {}", member_names(members)),
     });
     Ok(changed)
+}
+
+async fn install_member(
+    cluster: &Cluster,
+    host: &EtcdHost,
+    minion_ips: &[std::net::Ipv4Addr],
+    credentials: &Credentials,
+    binary: &std::path::Path,
+) -> Result<bool, crate::exec::ExecError> {
+    let config = &cluster.config;
+    let exec = SshExec::connect(&host.ssh_target(), &cluster.auth()).await?;
+    let result = etcd::install_etcd(
+        &exec,
+        &config.name,
+        host,
+        &config.etcd_hosts,
+        minion_ips,
+        credentials,
+        binary,
+    )
+    .await;
+    exec.close().await;
+    result
+}
+
+/// Whether etcd member `index` of the cluster answers and knows a leader,
+/// within a while: through its own host's tunnel, to it alone.
+async fn member_serves(cluster: &Cluster, index: usize) -> bool {
+    let Some(endpoint) = cluster.member_endpoint(index).await else {
+        return false;
+    };
+    let Ok(tls) = cluster.dir.pki().workstation() else {
+        return false;
+    };
+    crate::store::Store::connect_waiting(
+        &[endpoint],
+        &cluster.config.name,
+        Some(&tls),
+        Duration::from_secs(20),
+    )
+    .await
+    .is_ok()
 }
 
 /// Whether the member on `host` has its data: its write-ahead log, which
@@ -184,7 +232,9 @@ pub async fn replace_lost_members(ui: &Ui, cluster: &mut Cluster) -> miette::Res
     }
     let store = cluster.store_waiting(Duration::from_secs(20)).await?;
     for host in &lost {
-        store.replace_member(&host.peer_url()).await?;
+        store
+            .replace_member(&etcd::member_name(name, host, &members), &host.peer_url())
+            .await?;
         if let Some(h) = cluster
             .config
             .etcd_hosts

@@ -33,15 +33,22 @@ use miette::{miette, IntoDiagnostic};
 pub const MINIONS_IN_FLIGHT: usize = 16;
 
 /// Runs `work` (one future per minion), at most `MINIONS_IN_FLIGHT` at a
-/// time; the results in the order given.
+/// time, each next one starting as soon as any finishes (a slow minion
+/// holds up only its own place); the results in the order given.
 pub async fn per_minion<F: std::future::Future>(
     work: impl IntoIterator<Item = F>,
 ) -> Vec<F::Output> {
     use futures::stream::StreamExt;
-    futures::stream::iter(work)
-        .buffered(MINIONS_IN_FLIGHT)
-        .collect()
-        .await
+    let mut done: Vec<(usize, F::Output)> = futures::stream::iter(
+        work.into_iter()
+            .enumerate()
+            .map(|(i, f)| async move { (i, f.await) }),
+    )
+    .buffer_unordered(MINIONS_IN_FLIGHT)
+    .collect()
+    .await;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, output)| output).collect()
 }
 
 /// An existing cluster: its record and the way to its state.
@@ -63,8 +70,9 @@ struct Tunnels {
     failed: Vec<(usize, String)>,
 }
 
-/// How long, once one tunnel is open, the others may take: a host that is
-/// down must not hold every command up for SSH's connect timeout.
+/// How long, once a majority of the tunnels is open, the others may take:
+/// a host that is down must not hold every command up for SSH's connect
+/// timeout.
 const TUNNEL_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 async fn open_tunnels(hosts: &[EtcdHost], auth: &SshAuth) -> Tunnels {
@@ -72,20 +80,31 @@ async fn open_tunnels(hosts: &[EtcdHost], auth: &SshAuth) -> Tunnels {
     let mut pending: FuturesUnordered<_> = hosts
         .iter()
         .enumerate()
-        .map(|(index, host)| async move {
-            let opened = async {
-                let exec = SshExec::connect(&host.ssh_target(), auth).await?;
-                let port = exec.forward_local_port(ETCD_CLIENT_PORT).await?;
-                Ok::<_, ExecError>((exec, port))
+        .map(|(index, host)| {
+            // Owned, so that connections still under way when the grace
+            // ends can be finished (and closed) by a task of their own.
+            let (target, auth) = (host.ssh_target(), auth.clone());
+            async move {
+                let opened = async {
+                    let exec = SshExec::connect(&target, &auth).await?;
+                    match exec.forward_local_port(ETCD_CLIENT_PORT).await {
+                        Ok(port) => Ok((exec, port)),
+                        Err(e) => {
+                            exec.close().await;
+                            Err(e)
+                        }
+                    }
+                }
+                .await;
+                (index, opened)
             }
-            .await;
-            (index, opened)
         })
         .collect();
     let mut tunnels = Tunnels {
         open: vec![],
         failed: vec![],
     };
+    let majority = hosts.len() / 2 + 1;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         let next = match deadline {
@@ -97,12 +116,22 @@ async fn open_tunnels(hosts: &[EtcdHost], auth: &SshAuth) -> Tunnels {
         };
         let Some((index, opened)) = next else { break };
         match opened {
-            Ok((exec, port)) => {
-                tunnels.open.push((index, exec, port));
-                deadline.get_or_insert_with(|| tokio::time::Instant::now() + TUNNEL_GRACE);
-            }
+            Ok((exec, port)) => tunnels.open.push((index, exec, port)),
             Err(e) => tunnels.failed.push((index, e.to_string())),
         }
+        if tunnels.open.len() >= majority {
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + TUNNEL_GRACE);
+        }
+    }
+    if !pending.is_empty() {
+        // Not left to linger as SSH masters nobody closes.
+        tokio::spawn(async move {
+            while let Some((_, opened)) = pending.next().await {
+                if let Ok((exec, _)) = opened {
+                    exec.close().await;
+                }
+            }
+        });
     }
     let answered: Vec<usize> = tunnels
         .open
@@ -158,31 +187,46 @@ impl Cluster {
         }
         let tunnels = self
             .tunnels
-            .get_or_init(|| async {
+            // Kept once any tunnel is open; with none, the next call tries again.
+            .get_or_try_init(|| async {
                 let auth = self.auth();
-                open_tunnels(hosts, &auth).await
+                let tunnels = open_tunnels(hosts, &auth).await;
+                if !tunnels.open.is_empty() {
+                    return Ok(tunnels);
+                }
+                let why: Vec<String> = tunnels.failed.iter().map(|(_, e)| e.clone()).collect();
+                Err(match hosts.len() {
+                    1 => miette!(
+                        help = "etcd is reached through SSH to its host",
+                        "{}",
+                        why.join("\n")
+                    ),
+                    n => miette!(
+                        help =
+                            "etcd is reached through SSH to its members' hosts; is the cluster up?",
+                        "none of the {n} etcd members' hosts answers over SSH:\n  {}",
+                        why.join("\n  ")
+                    ),
+                })
             })
-            .await;
-        if tunnels.open.is_empty() {
-            let why: Vec<String> = tunnels.failed.iter().map(|(_, e)| e.clone()).collect();
-            return Err(match hosts.len() {
-                1 => miette!(
-                    help = "etcd is reached through SSH to its host",
-                    "{}",
-                    why.join("\n")
-                ),
-                n => miette!(
-                    help = "etcd is reached through SSH to its members' hosts; is the cluster up?",
-                    "none of the {n} etcd members' hosts answers over SSH:\n  {}",
-                    why.join("\n  ")
-                ),
-            });
-        }
+            .await?;
         Ok(tunnels
             .open
             .iter()
             .map(|(_, _, port)| self.tunnel_endpoint(*port))
             .collect())
+    }
+
+    /// Where this machine reaches member `index` of `etcd_hosts` (through
+    /// the tunnel to its host), if that host answered.
+    pub async fn member_endpoint(&self, index: usize) -> Option<String> {
+        self.etcd_endpoints().await.ok()?;
+        let tunnels = self.tunnels.get()?;
+        tunnels
+            .open
+            .iter()
+            .find(|(i, _, _)| *i == index)
+            .map(|(_, _, port)| self.tunnel_endpoint(*port))
     }
 
     /// The members this machine reaches etcd at, named as the user knows
@@ -372,6 +416,24 @@ pub fn require_root(what: &str) -> miette::Result<()> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn one_slow_minion_holds_up_only_its_own_place() {
+        let started = AtomicUsize::new(0);
+        let work = (0..20u64).map(|i| {
+            let started = &started;
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                // The first never finishes within the test's look.
+                let pause = if i == 0 { 10_000 } else { 5 };
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+        });
+        let all = per_minion(work);
+        let looked = tokio::time::timeout(std::time::Duration::from_millis(300), all).await;
+        assert!(looked.is_err(), "the slow one is still running");
+        assert_eq!(started.load(Ordering::SeqCst), 20, "the others all ran");
+    }
 
     #[tokio::test]
     async fn per_minion_work_is_bounded_and_keeps_its_order() {

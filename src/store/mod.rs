@@ -1115,20 +1115,23 @@ impl Store {
         Ok(LeasedMark::keep(self.members.clone(), lease))
     }
 
-    /// Replaces the etcd member at `peer_url` (its data was lost) by a new
-    /// one of the same address: the old is removed from the membership,
-    /// the new added, to be started with `--initial-cluster-state
-    /// existing`. A member added before and never started is replaced too.
-    pub async fn replace_member(&self, peer_url: &str) -> Result<(), StoreError> {
+    /// Replaces the etcd member `name` (its data was lost) by a new one at
+    /// `peer_url`: the old is removed from the membership, found by its
+    /// name (its machine may have a new address, as a remade VM does) or by
+    /// its address, and the new added, to be started with
+    /// `--initial-cluster-state existing`. A member added before at that
+    /// address and never started (it has no name yet) is replaced too.
+    pub async fn replace_member(&self, name: &str, peer_url: &str) -> Result<(), StoreError> {
         let listed = self
             .call(|mut c| async move { c.member_list().await })
             .await?;
-        let old = listed
+        let old: Vec<u64> = listed
             .members()
             .iter()
-            .find(|m| m.peer_urls().iter().any(|u| u == peer_url))
-            .map(|m| m.id());
-        if let Some(id) = old {
+            .filter(|m| m.name() == name || m.peer_urls().iter().any(|u| u == peer_url))
+            .map(|m| m.id())
+            .collect();
+        for id in old {
             self.reconfigure(|mut c| async move { c.member_remove(id).await.map(drop) })
                 .await?;
         }

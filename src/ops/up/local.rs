@@ -229,7 +229,10 @@ pub async fn up(
             // What is left of its data (no log) would confuse the new one.
             let _ = std::fs::remove_dir_all(member_dir.join("data"));
             store
-                .replace_member(&local::etcd_peer_url(&layout, *m))
+                .replace_member(
+                    &layout.etcd_member_name(*m),
+                    &local::etcd_peer_url(&layout, *m),
+                )
                 .await?;
             local::ensure_etcd(&dir, &layout, *m, masters, false, true).await?;
             ui.note(format!(
