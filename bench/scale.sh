@@ -18,6 +18,8 @@
 #    time until the cluster sees it NotReady (its heartbeat lease expired,
 #    the floor: nothing may move before), and until every replica runs
 #    again, none on it. Polled every 0.2 s.
+# Also, without floors: a service over all the pods (until `apply` returns
+# with the rules on every minion) and `kctl down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -70,6 +72,10 @@ printf '%-44s %8.2f s   (%s x the floor; %d Running)\n' "kctl apply, $pods repli
 printf '%-44s %8.3f s\n' "kctl apply, no-op" "$(echo "$noop_s" | median)"
 printf '%-44s %8.3f s\n' "kctl get pods ($pods pods)" "$(echo "$get_s" | median)"
 
+# A service over all of them: its portal's rules on every minion.
+t0=$(now); "$kctl" apply -f manifests/tomcat-service.json >/dev/null; svc=$(since "$t0")
+printf '%-44s %8.2f s   (no floor measured)\n' "service over $pods pods, rules on $big minions" "$svc"
+
 # 3. failover of the leader's minion
 slot=$(grep -o '"slot": *[0-9]*' "$(cluster_dir)/cluster.json" | grep -o '[0-9]*$')
 # The helper that took the lead last says so last (lines begin with the time).
@@ -95,3 +101,7 @@ sys.exit(0 if ok else 1)' "$leader" "$pods"; then
 done
 printf '%-44s %8.2f s   (floor: its heartbeat lease expired)\n' "leader's minion ($leader) cut: NotReady" "${not_ready:-$moved}"
 printf '%-44s %8.2f s   (%d pods moved; %s x the floor)\n' "every replica running again, none on it" "$moved" "$on_it" "$(ratio "$moved" "${not_ready:-$moved}")"
+
+close_masters
+t0=$(now); "$kctl" down >/dev/null; down=$(since "$t0")
+printf '%-44s %8.2f s   (no floor measured)\n' "kctl down ($big minions)" "$down"
