@@ -677,3 +677,32 @@ async fn etcd_refuses_clients_without_the_clusters_certificate() {
         "with the certificate: {with:?}"
     );
 }
+
+/// One helper leads (its claim on its heartbeat lease), the others learn
+/// who in the same request that tried to claim; when the leader's lease
+/// ends, another takes the lead.
+#[tokio::test]
+async fn one_helper_leads_until_its_heartbeat_ends() {
+    let etcd = Etcd::start("lead");
+    let mut first = etcd.store("c1").await;
+    let mut second = etcd.store("c1").await;
+    let one = first.start_heartbeat("minion-1").await.unwrap();
+    let two = second.start_heartbeat("minion-2").await.unwrap();
+    assert!(first.try_lead("minion-1", one.lease).await.unwrap());
+    assert!(!second.try_lead("minion-2", two.lease).await.unwrap());
+    assert!(
+        first.try_lead("minion-1", one.lease).await.unwrap(),
+        "still"
+    );
+    one.task.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !second.try_lead("minion-2", two.lease).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "minion-2 never took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!first.try_lead("minion-1", one.lease).await.unwrap());
+    two.task.abort();
+}

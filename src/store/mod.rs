@@ -1025,7 +1025,8 @@ impl Store {
 
     /// Becomes the cluster's leader if nobody is, by putting the leader key
     /// on `lease` (the caller's heartbeat lease: a dead leader's key goes
-    /// with it). True if `minion` is the leader now.
+    /// with it). True if `minion` is the leader now. One request a round:
+    /// the key as it is comes back with a failed claim.
     pub async fn try_lead(&mut self, minion: &str, lease: i64) -> Result<bool, StoreError> {
         let key = self.key("leader", "");
         let key = key.trim_end_matches('/').to_string();
@@ -1035,15 +1036,19 @@ impl Store {
                 key.as_str(),
                 minion,
                 Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )]);
-        if self.txn(txn).await?.succeeded() {
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let resp = self.txn(txn).await?;
+        if resp.succeeded() {
             return Ok(true);
         }
-        let resp = self.get(key.as_str(), None).await?;
-        Ok(resp
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.value() == minion.as_bytes()))
+        Ok(resp.op_responses().into_iter().any(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.value() == minion.as_bytes()),
+            _ => false,
+        }))
     }
 }
 
