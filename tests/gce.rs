@@ -49,6 +49,21 @@ impl GceEnv {
         self.root.join("home/clusters").join(&self.cluster)
     }
 
+    /// Builds the demo image (as tutum/tomcat:latest) and loads it into
+    /// every minion: the VMs reach no registry.
+    fn load_demo_image(&self) {
+        let tar = self.root.join("demo.tar");
+        let build = Command::new("bash")
+            .arg(repo().join("cluster/demo-image/build.sh"))
+            .arg(&tar)
+            .arg("tutum/tomcat:latest")
+            .output()
+            .unwrap();
+        assert!(build.status.success());
+        let load = self.kctl(&["image", "load", "-i", tar.to_str().unwrap()]);
+        assert!(load.ok(), "{load:?}");
+    }
+
     /// kctl with the mock's gcloud environment (or `gcloud_env`) and PATH
     /// (or `path`).
     fn kctl_with(
@@ -859,16 +874,7 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
         .count();
     assert_eq!(ready, 2, "{minions:?}");
 
-    let tar = env.root.join("demo.tar");
-    let build = Command::new("bash")
-        .arg(repo().join("cluster/demo-image/build.sh"))
-        .arg(&tar)
-        .arg("tutum/tomcat:latest")
-        .output()
-        .unwrap();
-    assert!(build.status.success());
-    let load = env.kctl(&["image", "load", "-i", tar.to_str().unwrap()]);
-    assert!(load.ok(), "{load:?}");
+    env.load_demo_image();
     let apply = env.kctl(&["apply", "-f", &common::manifest("tomcat-controller.json")]);
     assert!(apply.ok(), "{apply:?}");
     let pods = env.kctl(&["get", "pods", "-o", "json"]);
@@ -1047,7 +1053,8 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
 /// `--masters 3` on GCE: three master VMs, an etcd member on each as a
 /// systemd unit, reached through a tunnel to each. A master's power cut
 /// changes nothing a user sees: what was applied before is there, changes
-/// go on, and the pods start. `down` removes every VM of the cluster, all three masters too.
+/// go on, and the pods start. `down` removes every VM of the cluster, all
+/// three masters too.
 #[test]
 fn three_gce_masters_keep_the_cluster_when_one_is_lost() {
     let _pod_range = POD_RANGE.lock().unwrap_or_else(|e| e.into_inner());
@@ -1096,16 +1103,7 @@ fn three_gce_masters_keep_the_cluster_when_one_is_lost() {
     let record = read_json(env.cluster_dir().join("cluster.json"));
     assert_eq!(record["etcdHosts"].as_array().unwrap().len(), 3, "{record}");
 
-    let tar = env.root.join("demo.tar");
-    let build = Command::new("bash")
-        .arg(repo().join("cluster/demo-image/build.sh"))
-        .arg(&tar)
-        .arg("tutum/tomcat:latest")
-        .output()
-        .unwrap();
-    assert!(build.status.success());
-    let load = env.kctl(&["image", "load", "-i", tar.to_str().unwrap()]);
-    assert!(load.ok(), "{load:?}");
+    env.load_demo_image();
 
     let web = env.root.join("web.json");
     std::fs::write(&web, common::web_controller("web", 1)).unwrap();

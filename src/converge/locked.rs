@@ -51,6 +51,16 @@ where
     result
 }
 
+/// The cluster's state as `store` reads it (a helper: from its copy).
+async fn state_of(store: &Store, minion: &str) -> Result<ClusterState, ConvergeError> {
+    Ok(store
+        .clone()
+        .snapshot()
+        .await
+        .map_err(ConvergeError::store(Some(minion), StoreStage::Snapshot))?
+        .state)
+}
+
 /// The report of a converge of `minion` that would find nothing to do: no
 /// container to start, remove or restart, and every status as recorded.
 /// It only reads (the state as `store` has it, the containers as `engine`
@@ -65,12 +75,7 @@ pub async fn settled<D: ContainerEngine>(
     minion: &str,
     supervisor: &Supervisor,
 ) -> Result<Option<MinionReport>, ConvergeError> {
-    let state = store
-        .clone()
-        .snapshot()
-        .await
-        .map_err(ConvergeError::store(Some(minion), StoreStage::Snapshot))?
-        .state;
+    let state = state_of(store, minion).await?;
     let observed = engine
         .observe(&ctx.cluster)
         .await
@@ -183,12 +188,7 @@ pub async fn sync_rules_locked<E: Exec>(
 ) -> Result<bool, ConvergeError> {
     // Most rounds find the rules as recorded: that needs no lock.
     if !rewrite {
-        let state = store
-            .clone()
-            .snapshot()
-            .await
-            .map_err(ConvergeError::store(Some(minion), StoreStage::Snapshot))?
-            .state;
+        let state = state_of(store, minion).await?;
         let portals = rules::portals(&state, &services::endpoints(&state));
         if state.rule_digests.get(minion) == Some(&rules::digest(&portals)) {
             return Ok(false);
