@@ -23,20 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 rounds=${1:-3}
-cargo build --release --locked --bins -q
-kctl=$PWD/target/release/kctl
-export KCTL_HOME=$PWD/target/bench-home KCTL_CLUSTER=floor
-mkdir -p "$KCTL_HOME"
+bench_start floor
 dir=$KCTL_HOME/clusters/floor
-image=$KCTL_HOME/demo.tar
-cluster/demo-image/build.sh "$image" tutum/tomcat:latest >/dev/null
-masters=$(mktemp -d)
-cleanup() {
-  close_masters
-  rm -rf "$masters"
-  "$kctl" down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
 
 sessions() { # total "Starting session" lines per minion, space-separated
   for m in 1 2 3; do grep -c "Starting session" "$dir/minions/minion-$m/sshd.log" 2>/dev/null || echo 0; done | tr '\n' ' '

@@ -7,6 +7,27 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.3f", b - a}'; }
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
 ratio() { awk -v a="$1" -v f="$2" 'BEGIN {printf "%.2f", a / f}'; }
 
+# Builds the release binaries and sets up a benchmark of cluster $1:
+# $kctl, $KCTL_HOME, $image (the demo image's archive), $masters (for
+# open_masters), and a trap that closes the masters and takes the cluster
+# down however the script ends.
+bench_start() {
+  cargo build --release --locked --bins -q
+  kctl=$PWD/target/release/kctl
+  export KCTL_HOME=$PWD/target/bench-home KCTL_CLUSTER=$1
+  mkdir -p "$KCTL_HOME"
+  chmod 700 "$KCTL_HOME"
+  image=$KCTL_HOME/demo.tar
+  cluster/demo-image/build.sh "$image" tutum/tomcat:latest >/dev/null
+  masters=$(mktemp -d)
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  close_masters
+  rm -rf "$masters"
+  "$kctl" down >/dev/null 2>&1 || true
+}
+
 cluster_dir() { echo "$KCTL_HOME/clusters/$KCTL_CLUSTER"; }
 minion_ips() { grep -o '"hostIp": *"[^"]*"' "$(cluster_dir)/cluster.json" | grep -o '[0-9][0-9.]*'; }
 

@@ -26,20 +26,7 @@ cd "$(dirname "$0")/.."
 sizes=("$@")
 [ $# -eq 0 ] && sizes=(3 10 30)
 per_minion=${PODS:-10}
-cargo build --release --locked --bins -q
-kctl=$PWD/target/release/kctl
-export KCTL_HOME=$PWD/target/bench-home KCTL_CLUSTER=bench-scale
-mkdir -p "$KCTL_HOME"
-chmod 700 "$KCTL_HOME"
-image=$KCTL_HOME/demo.tar
-cluster/demo-image/build.sh "$image" tutum/tomcat:latest >/dev/null
-masters=$(mktemp -d)
-cleanup() {
-  close_masters
-  rm -rf "$masters"
-  "$kctl" down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+bench_start bench-scale
 "$kctl" down >/dev/null 2>&1 || true
 
 # 1. up
