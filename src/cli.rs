@@ -179,6 +179,8 @@ pub enum Command {
         /// files applied each object last; nothing else is ever pruned.
         #[arg(long)]
         prune: bool,
+        #[command(flatten)]
+        reading: ReadingArgs,
     },
     /// Show what `apply` would change, field by field. Exit status 0: no
     /// differences; 1: differences; 2: trouble (as diff(1)).
@@ -197,6 +199,8 @@ pub enum Command {
         /// Also show what `apply --prune` would delete.
         #[arg(long)]
         prune: bool,
+        #[command(flatten)]
+        reading: ReadingArgs,
     },
     /// List pods, replicationControllers, services, endpoints, minions or events.
     #[command(after_help = "Examples:
@@ -421,11 +425,15 @@ old one stops only once every minion's rules have forgotten it. Exit status
     /// status 1 with every problem's file, line and column.
     #[command(after_help = "Examples:
   kctl validate -f manifests/
-  kctl validate -f tomcat-controller.json -f tomcat-service.json")]
+  kctl validate -f tomcat-controller.json -f tomcat-service.json
+  kctl validate --strict -f manifests/     # warnings fail too
+  kctl validate --kind pod -f pod1.yaml    # a v0.5 file that names no kind")]
     Validate {
         /// A file, a directory, or - for standard input; repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        reading: ReadingArgs,
     },
     /// List the clusters this workstation knows: provider, size, status.
     #[command(after_help = "Examples:
@@ -607,6 +615,38 @@ fn kind_of(word: &str) -> miette::Result<Kind> {
 
 /// The kind a resource word names, for a command that acts on it (`verb`
 /// says which, in the error).
+/// How `apply`, `diff` and `validate` read manifests.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReadingArgs {
+    /// Make every warning an error: unknown fields, JSON that only a YAML
+    /// parser takes, a missing `kind` or `apiVersion`, fields kctl does
+    /// not act on (as kubectl's --validate=strict).
+    #[arg(long)]
+    strict: bool,
+    /// The kind of objects whose manifest names none: pod, rc or service
+    /// (as v0.5's `kubecfg -c pod.json create pods`).
+    #[arg(long, value_name = "KIND", value_parser = parse_manifest_kind)]
+    kind: Option<Kind>,
+}
+
+impl ReadingArgs {
+    fn options(&self) -> crate::manifest::LoadOptions {
+        crate::manifest::LoadOptions {
+            strict: self.strict,
+            kind: self.kind,
+        }
+    }
+}
+
+fn parse_manifest_kind(word: &str) -> Result<Kind, String> {
+    match Resource::parse(word) {
+        Some(Resource::Pods) => Ok(Kind::Pod),
+        Some(Resource::Controllers) => Ok(Kind::ReplicationController),
+        Some(Resource::Services) => Ok(Kind::Service),
+        _ => Err("one of: pod, rc (replicationController), service".to_string()),
+    }
+}
+
 fn kind_for(word: &str, verb: &str) -> miette::Result<Kind> {
     match Resource::parse(word) {
         Some(Resource::Pods) => Ok(Kind::Pod),
@@ -719,23 +759,30 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         Command::Apply {
             files,
             dry_run: Some(DryRun::Client),
+            reading,
             ..
-        } => ops::apply::validate(&ui, &files),
+        } => ops::apply::validate(&ui, &files, reading.options()),
         Command::Apply {
             files,
             dry_run,
             refresh,
             prune,
+            reading,
         } => {
             let options = ops::apply::ApplyOptions {
                 dry_run: dry_run.is_some(),
                 refresh,
                 prune,
             };
-            ops::apply::apply(&ui, name, &files, options).await
+            ops::apply::apply(&ui, name, &files, reading.options(), options).await
         }
-        Command::Diff { files, live, prune } => {
-            match ops::apply::diff(&ui, name, &files, live, prune).await {
+        Command::Diff {
+            files,
+            live,
+            prune,
+            reading,
+        } => {
+            match ops::apply::diff(&ui, name, &files, reading.options(), live, prune).await {
                 Ok(false) => Ok(()),
                 Ok(true) => Err(ops::CommandExited(1).into()),
                 // diff(1)'s convention: 2 for trouble, bad usage included.
@@ -949,7 +996,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             let target = match image {
                 Some(image) => ops::rollout::Target::Image { image, container },
                 None => {
-                    let loaded = crate::manifest::load_paths(&files)?;
+                    let loaded = crate::manifest::load_paths(&files, Default::default())?;
                     let mut controllers = loaded.objects.into_iter().filter_map(|o| match o {
                         crate::model::Object::ReplicationController(rc) => Some(rc),
                         _ => None,
@@ -971,7 +1018,9 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             };
             ops::rollout::rolling_update(&ui, name, &id, target, options).await
         }
-        Command::Validate { files } => ops::apply::validate(&ui, &files),
+        Command::Validate { files, reading } => {
+            ops::apply::validate(&ui, &files, reading.options())
+        }
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "kctl", &mut std::io::stdout());

@@ -119,3 +119,30 @@ fn validate_needs_no_cluster() {
         "{stderr}"
     );
 }
+
+/// What v0.5 read, `validate` reads with a warning (exit 0); `--strict`
+/// makes each warning an error (exit 1); `--kind` gives the kind of a
+/// manifest that names none, as `kubecfg -c pod1.yaml create pods` did.
+#[test]
+fn validate_strict_and_kind() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/k8s-examples");
+    let pod = format!("{examples}/api/examples/pod.json");
+    let (code, stderr) = kctl(&["validate", "-f", &pod]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("`enabled` is the legacy form"), "{stderr}");
+    let (code, stderr) = kctl(&["validate", "--strict", "-f", &pod]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("an error under --strict") && stderr.contains("pod.json:"),
+        "{stderr}"
+    );
+    let kindless = format!("{examples}/examples/walkthrough/pod1.yaml");
+    let (code, stderr) = kctl(&["validate", "--strict", "-f", &kindless]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("manifest has no `kind`"), "{stderr}");
+    let (code, stderr) = kctl(&["validate", "--strict", "--kind", "pods", "-f", &kindless]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = kctl(&["apply", "--kind", "deployment", "-f", &kindless]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("one of: pod, rc"), "{stderr}");
+}

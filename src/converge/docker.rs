@@ -84,7 +84,7 @@ pub fn pod_containers(pod: &PodRecord, ctx: &RunContext) -> Vec<ContainerSpec> {
         command: vec![],
         env: vec![],
         labels: labels(ctx, pod, INFRA_CONTAINER),
-        hostname: Some(id.to_ascii_lowercase()),
+        hostname: Some(pod_hostname(id)),
         network: POD_NETWORK.into(),
         restart: RestartKind::Always,
         published,
@@ -97,6 +97,14 @@ pub fn pod_containers(pod: &PodRecord, ctx: &RunContext) -> Vec<ContainerSpec> {
         all.push(app_container(pod, c, ctx, &infra_name));
     }
     all
+}
+
+/// A pod's hostname: its id, in lower case and cut to the 63 characters a
+/// Linux hostname may have (pod ids are DNS subdomains of up to 253).
+fn pod_hostname(id: &str) -> String {
+    let mut name = id.to_ascii_lowercase();
+    name.truncate(63);
+    name.trim_end_matches(['-', '.']).to_string()
 }
 
 fn app_container(

@@ -68,6 +68,20 @@ fn observed(p: &PodRecord, container: &str, running: bool) -> Observed {
 }
 
 #[test]
+fn a_pod_id_of_dotted_labels_is_a_hostname_linux_takes() {
+    // Pod ids are DNS subdomains of up to 253 characters, as in v0.5; a
+    // hostname has at most 63.
+    let id = format!("Logger-0.25lps.{}", "a".repeat(60));
+    let specs = pod_containers(&pod(&id, "busybox"), &ctx());
+    let hostname = specs[0].hostname.clone().unwrap();
+    assert_eq!(hostname, format!("logger-0.25lps.{}", "a".repeat(48)));
+    assert_eq!(hostname.len(), 63);
+    let specs = pod_containers(&pod(&format!("{}.b", "a".repeat(62)), "busybox"), &ctx());
+    assert_eq!(specs[0].hostname.as_deref(), Some("a".repeat(62).as_str()));
+    assert_eq!(specs[0].name, format!("{}.b_POD", "a".repeat(62)));
+}
+
+#[test]
 fn a_pod_is_its_infra_container_then_its_own() {
     let p = pod("web-1", "x; touch /tmp/owned");
     let specs = pod_containers(&p, &ctx());

@@ -1,8 +1,8 @@
 //! v1beta1 objects, as Kubernetes v0.5 wrote them, into the validated model.
 //!
 //! Choices where v1beta1 left room:
-//! - `replicas` is required: v0.5 read a missing count as 0, which is never
-//!   what a manifest author meant, and defaulting to 1 would differ from it.
+//! - A missing `replicas` is 0, as v0.5 read it (update-demo's controllers
+//!   leave it to `rollingupdate`), with a warning: it is rarely meant.
 //! - A `List` may hold other `List`s; its items inherit its `apiVersion`.
 //! - A port given as a string of digits (`"8080"`) is a number, not a name.
 //! - Service ids follow v0.5's DNS-952 rule (lower case, starts with a
@@ -15,7 +15,7 @@ mod v1;
 
 use super::error::closest;
 use super::reader::{Fields, FileContext, Shape};
-use super::tree::{Node, Span, Value};
+use super::tree::{Entry, Node, Span, Value};
 use crate::model::{
     format_labels, probe_host_problem, probe_path_problem, selector_matches, Container, EnvVar,
     Kind, Labels, Object, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction, Protocol,
@@ -84,9 +84,11 @@ static PORT: Shape = Shape {
 };
 static ENV_VAR: Shape = Shape {
     what: "an `env` entry",
-    fields: &["name", "value"],
-    ignored: &["key"],
+    fields: &["name", "value", "key"],
+    ignored: &[],
 };
+/// With v1beta1's first form, still in v0.5's own examples: `enabled` and
+/// `type` beside the action, which v0.5 read past (the action decides).
 static PROBE: Shape = Shape {
     what: "a `livenessProbe`",
     fields: &[
@@ -95,8 +97,10 @@ static PROBE: Shape = Shape {
         "exec",
         "initialDelaySeconds",
         "timeoutSeconds",
+        "enabled",
+        "type",
     ],
-    ignored: &["type"],
+    ignored: &[],
 };
 static HTTP_GET: Shape = Shape {
     what: "`httpGet`",
@@ -180,8 +184,11 @@ pub(crate) static ALL_SHAPES: &[&Shape] = &[
 const KINDS: [&str; 4] = ["Pod", "ReplicationController", "Service", "List"];
 const API_VERSION: &str = "v1beta1";
 const MAX_LABEL_LEN: usize = 63;
+const MAX_SUBDOMAIN_LEN: usize = 253;
 const MAX_SERVICE_ID_LEN: usize = 24;
-const MAX_PORT_NAME_LEN: usize = 15;
+/// v0.5 checked port names as DNS labels; v1 allows 15 characters (an
+/// IANA service name).
+const MAX_PORT_NAME_LEN: usize = MAX_LABEL_LEN;
 
 /// An object and where its id was written, for the duplicate check.
 pub(crate) struct Decoded {
@@ -209,22 +216,15 @@ pub(crate) fn document(
         cx.push(error);
         return;
     };
-    let Some(kind_entry) = entries.iter().find(|e| e.key.eq_ignore_ascii_case("kind")) else {
-        let anchor = cx.anchor(node, entries);
-        let error = cx
-            .error(
-                anchor,
-                "manifest object is missing `kind`".to_string(),
-                "no `kind` here",
-            )
-            .with_help(
-                "add `\"kind\": \"Pod\"`, `\"ReplicationController\"`, `\"Service\"` or `\"List\"`",
-            );
-        cx.push(error);
-        return;
-    };
-    let Some(kind) = cx.string(&kind_entry.value, "`kind`") else {
-        return;
+    let (kind, kind_span) = match entries.iter().find(|e| e.key.eq_ignore_ascii_case("kind")) {
+        Some(entry) => match cx.string(&entry.value, "`kind`") {
+            Some(kind) => (kind, entry.value.span),
+            None => return,
+        },
+        None => match kind_without_field(cx, node, entries) {
+            Some(kind) => (kind, cx.anchor(node, entries)),
+            None => return,
+        },
     };
     // `None` for a `List`.
     let (shape, object_kind) = match kind {
@@ -240,11 +240,7 @@ pub(crate) fn document(
                     .to_string(),
             };
             let error = cx
-                .error(
-                    kind_entry.value.span,
-                    format!("unknown kind `{kind}`"),
-                    "unknown kind",
-                )
+                .error(kind_span, format!("unknown kind `{kind}`"), "unknown kind")
                 .with_help(help);
             cx.push(error);
             return;
@@ -276,6 +272,86 @@ pub(crate) fn document(
         // Items without their own apiVersion are of the List's (v1beta1
         // when it says none either: the warning is given once, here).
         None => list(cx, &fields, Some(version.unwrap_or(API_VERSION)), out),
+    }
+}
+
+/// The kind of an object that names none: the command line's (`--kind`),
+/// else what its shape says, with a warning. v0.5's kubecfg took it from
+/// its command line (`kubecfg -c pod1.yaml create pods`).
+fn kind_without_field(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    entries: &[Entry],
+) -> Option<&'static str> {
+    if let Some(kind) = cx.kind_from_command_line {
+        return Some(kind_name(kind));
+    }
+    let anchor = cx.anchor(node, entries);
+    let Some((kind, because)) = kind_from_shape(entries) else {
+        let error = cx
+            .error(
+                anchor,
+                "manifest object is missing `kind`".to_string(),
+                "no `kind` here",
+            )
+            .with_help(
+                "add `\"kind\": \"Pod\"`, `\"ReplicationController\"`, `\"Service\"` or `\"List\"`, \
+                 or give the kind on the command line (`kctl apply --kind pod -f FILE`)",
+            );
+        cx.push(error);
+        return None;
+    };
+    let warning = cx
+        .warning(
+            anchor,
+            format!("manifest has no `kind`; read as a {kind} because it has {because}"),
+            "no `kind` here",
+        )
+        .with_help(format!(
+            "add `\"kind\": \"{kind}\"`, or give it on the command line (`--kind`)"
+        ));
+    cx.warn(warning);
+    Some(kind)
+}
+
+/// What an object without `kind` is by its fields, and which field says so.
+fn kind_from_shape(entries: &[Entry]) -> Option<(&'static str, &'static str)> {
+    fn field<'e>(entries: &'e [Entry], name: &str) -> Option<&'e Node> {
+        entries
+            .iter()
+            .find(|e| e.key.eq_ignore_ascii_case(name))
+            .map(|e| &e.value)
+    }
+    let has = |node: Option<&Node>, name: &str| match node.map(|n| &n.value) {
+        Some(Value::Mapping(inner)) => field(inner, name).is_some(),
+        _ => false,
+    };
+    let desired = field(entries, "desiredState");
+    let spec = field(entries, "spec");
+    if has(desired, "manifest") {
+        Some(("Pod", "`desiredState.manifest`"))
+    } else if has(desired, "podTemplate") {
+        Some(("ReplicationController", "`desiredState.podTemplate`"))
+    } else if field(entries, "port").is_some() && field(entries, "selector").is_some() {
+        Some(("Service", "`port` and `selector`"))
+    } else if has(spec, "containers") {
+        Some(("Pod", "`spec.containers`"))
+    } else if has(spec, "template") {
+        Some(("ReplicationController", "`spec.template`"))
+    } else if has(spec, "ports") {
+        Some(("Service", "`spec.ports`"))
+    } else if field(entries, "items").is_some() {
+        Some(("List", "`items`"))
+    } else {
+        None
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Pod => "Pod",
+        Kind::ReplicationController => "ReplicationController",
+        Kind::Service => "Service",
     }
 }
 
@@ -357,9 +433,7 @@ fn replication_controller(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Opti
         .and_then(|node| cx.fields(node, &CONTROLLER_STATE));
     let (replicas, selector, template) = match &state {
         Some(state) => (
-            cx.require(state, "replicas")
-                .and_then(|node| cx.integer(node, "`replicas`", 0, u32::MAX.into()))
-                .and_then(|n| u32::try_from(n).ok()),
+            replicas(cx, state),
             cx.require(state, "replicaSelector")
                 .and_then(|node| selector(cx, node, "`replicaSelector`")),
             cx.require(state, "podTemplate")
@@ -391,6 +465,29 @@ fn replication_controller(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Opti
         }),
         id_span,
     })
+}
+
+/// A controller's count; 0, with a warning, when it gives none.
+fn replicas(cx: &mut FileContext<'_>, state: &Fields<'_>) -> Option<u32> {
+    if state.has_typo_of("replicas") {
+        // A misspelt count is an error (at the typo), not a silent 0.
+        cx.require(state, "replicas");
+        return None;
+    }
+    let Some(node) = state.get("replicas") else {
+        let warning = cx
+            .warning(
+                state.anchor,
+                "a ReplicationController without `replicas` runs no pods (v0.5 read it as 0)"
+                    .to_string(),
+                "no `replicas` here",
+            )
+            .with_help("set `\"replicas\"` to the number of pods to run");
+        cx.warn(warning);
+        return Some(0);
+    };
+    cx.integer(node, "`replicas`", 0, u32::MAX.into())
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 fn report_selector_mismatch(
@@ -556,8 +653,9 @@ fn restart_policy(cx: &mut FileContext<'_>, node: &Node) -> Option<RestartPolicy
 
 /// Names and host ports already used in one pod, and probe port names to
 /// check once every container's ports are known.
-#[derive(Default)]
 struct PodScope {
+    /// The longest port name this API version allows.
+    max_port_name: usize,
     container_names: HashMap<String, Span>,
     port_names: HashMap<String, Span>,
     host_ports: HashMap<(u16, Protocol), Span>,
@@ -565,7 +663,7 @@ struct PodScope {
 }
 
 fn containers(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<Container>> {
-    containers_with(cx, node, container)
+    containers_with(cx, node, MAX_PORT_NAME_LEN, container)
 }
 
 /// A pod's containers, each read by `read` (v1beta1's or v1's shape), and
@@ -573,6 +671,7 @@ fn containers(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<Container>> {
 fn containers_with(
     cx: &mut FileContext<'_>,
     node: &Node,
+    max_port_name: usize,
     mut read: impl FnMut(&mut FileContext<'_>, &Node, &mut PodScope) -> Option<Container>,
 ) -> Option<Vec<Container>> {
     let items = cx.sequence(node, "`containers`")?;
@@ -587,7 +686,13 @@ fn containers_with(
         cx.push(error);
         return None;
     }
-    let mut scope = PodScope::default();
+    let mut scope = PodScope {
+        max_port_name,
+        container_names: HashMap::new(),
+        port_names: HashMap::new(),
+        host_ports: HashMap::new(),
+        probe_port_names: Vec::new(),
+    };
     let containers = each(items, |item| read(cx, item, &mut scope));
     let mut names_ok = true;
     for (name, span) in &scope.probe_port_names {
@@ -750,14 +855,14 @@ fn port_name(
     if name.is_empty() {
         return Some(None);
     }
-    if let Some(problem) = dns_label_problem(name, MAX_PORT_NAME_LEN) {
+    if let Some(problem) = dns_label_problem(name, scope.max_port_name) {
         let error = cx
             .error(
                 node.span,
                 format!("invalid port name `{name}`: it {problem}"),
                 "invalid name",
             )
-            .with_help(label_help(name, MAX_PORT_NAME_LEN, false));
+            .with_help(label_help(name, scope.max_port_name, false));
         cx.push(error);
         return None;
     }
@@ -825,7 +930,37 @@ fn protocol(cx: &mut FileContext<'_>, node: &Node) -> Option<Protocol> {
 
 fn env_var(cx: &mut FileContext<'_>, node: &Node) -> Option<EnvVar> {
     let fields = cx.fields(node, &ENV_VAR)?;
-    let name = cx.require(&fields, "name").and_then(|node| {
+    // `key` is v1beta1's older spelling of `name`, which v0.5 still read.
+    let name_node = match (fields.get("name"), fields.entry("key")) {
+        (None, Some(key)) => {
+            let warning = cx
+                .warning(
+                    key.key_span,
+                    "`key` is the old spelling of an env entry's `name`".to_string(),
+                    "read as `name`",
+                )
+                .with_help("write `name`, as v1beta1 has since Kubernetes v0.3");
+            cx.warn(warning);
+            Some(&key.value)
+        }
+        (Some(name), Some(key)) => {
+            let warning = cx
+                .warning(
+                    key.key_span,
+                    "an env entry has both `name` and its old spelling `key`; `key` is ignored"
+                        .to_string(),
+                    "ignored",
+                )
+                .with_help("remove `key`");
+            cx.warn(warning);
+            Some(name)
+        }
+        (name, None) => name,
+    };
+    if name_node.is_none() {
+        cx.require(&fields, "name");
+    }
+    let name = name_node.and_then(|node| {
         let name = cx.string(node, "`name`")?;
         if is_c_identifier(name) {
             return Some(name.to_string());
@@ -850,7 +985,55 @@ fn env_var(cx: &mut FileContext<'_>, node: &Node) -> Option<EnvVar> {
 }
 
 fn probe(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Probe> {
-    probe_shaped(cx, node, scope, &PROBE, &HTTP_GET)
+    let probe = probe_shaped(cx, node, scope, &PROBE, &HTTP_GET)?;
+    legacy_probe_form(cx, node, &probe.action);
+    Some(probe)
+}
+
+/// Warns of v1beta1's first probe form (`enabled`, `type`), which v0.5
+/// read past: the action alone says what the probe does.
+fn legacy_probe_form(cx: &mut FileContext<'_>, node: &Node, action: &ProbeAction) {
+    let Value::Mapping(entries) = &node.value else {
+        return;
+    };
+    let entry = |name: &str| entries.iter().find(|e| e.key.eq_ignore_ascii_case(name));
+    let action_type = match action {
+        ProbeAction::HttpGet { .. } => "http",
+        ProbeAction::TcpSocket { .. } => "tcp",
+        ProbeAction::Exec { .. } => "exec",
+    };
+    if let Some(enabled) = entry("enabled") {
+        let (message, help) = if enabled.value.value == Value::Bool(false) {
+            (
+                "`enabled: false` does not turn this probe off: v0.5 read past it, and so does kctl",
+                "remove the `livenessProbe` to run no probe",
+            )
+        } else {
+            (
+                "`enabled` is the legacy form of a probe; its action says what it does",
+                "remove `enabled` (and `type`): a probe with an action is enabled",
+            )
+        };
+        let warning = cx
+            .warning(enabled.key_span, message.to_string(), "legacy field")
+            .with_help(help);
+        cx.warn(warning);
+    }
+    if let Some(kind) = entry("type") {
+        let said = match &kind.value.value {
+            Value::String(text) => text.to_ascii_lowercase(),
+            other => other.describe().to_string(),
+        };
+        let message = if said == action_type {
+            "`type` is the legacy form of a probe; its action says what it does".to_string()
+        } else {
+            format!("`type` says `{said}` but the probe's action is `{action_type}`; the action decides")
+        };
+        let warning = cx
+            .warning(kind.key_span, message, "legacy field")
+            .with_help("remove `type`: the action (`httpGet`, `tcpSocket` or `exec`) is enough");
+        cx.warn(warning);
+    }
 }
 
 /// A probe by `shape`, its `httpGet` by `http_shape` (v1 adds fields kctl
@@ -1016,25 +1199,23 @@ fn labels_or_empty(cx: &mut FileContext<'_>, node: Option<&Node>, what: &str) ->
 /// An object's `id` and its span, checked by the rules for its kind.
 fn object_id(cx: &mut FileContext<'_>, node: &Node, kind: Kind) -> Option<(String, Span)> {
     let id = cx.string(node, "`id`")?;
-    let (problem, max_len, lower_case) = match kind {
-        Kind::Service => (service_id_problem(id), MAX_SERVICE_ID_LEN, true),
-        Kind::Pod | Kind::ReplicationController => {
-            (dns_label_problem(id, MAX_LABEL_LEN), MAX_LABEL_LEN, false)
-        }
+    let (problem, help) = match kind {
+        Kind::Service => (
+            service_id_problem(id),
+            label_help(id, MAX_SERVICE_ID_LEN, true),
+        ),
+        // v0.5 checked pod and controller ids as DNS subdomains.
+        Kind::Pod | Kind::ReplicationController => (dns_subdomain_problem(id), subdomain_help(id)),
     };
     if let Some(problem) = problem {
-        let kind_name = match kind {
-            Kind::Pod => "Pod",
-            Kind::ReplicationController => "ReplicationController",
-            Kind::Service => "Service",
-        };
+        let kind_name = kind_name(kind);
         let error = cx
             .error(
                 node.span,
                 format!("invalid {kind_name} id `{id}`: it {problem}"),
                 "invalid id",
             )
-            .with_help(label_help(id, max_len, lower_case));
+            .with_help(help);
         cx.push(error);
         return None;
     }
@@ -1063,6 +1244,60 @@ fn dns_label_problem(name: &str, max_len: usize) -> Option<String> {
         return Some("must start and end with a letter or digit".to_string());
     }
     None
+}
+
+/// What makes `name` no DNS subdomain (labels joined by dots, at most
+/// 253 characters; letters in either case), if anything.
+fn dns_subdomain_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_string());
+    }
+    let len = name.chars().count();
+    if len > MAX_SUBDOMAIN_LEN {
+        return Some(format!(
+            "is {len} characters long; the limit is {MAX_SUBDOMAIN_LEN}"
+        ));
+    }
+    name.split('.').find_map(|label| {
+        if label.is_empty() {
+            return Some("has an empty part between dots".to_string());
+        }
+        dns_label_problem(label, MAX_LABEL_LEN).map(|problem| {
+            match problem.strip_prefix("contains ") {
+                Some(rest) => format!("contains {}", rest.replace("and `-`", "`-` and `.`")),
+                None => format!("has a part `{label}` that {problem}"),
+            }
+        })
+    })
+}
+
+fn subdomain_help(name: &str) -> String {
+    let rule = format!(
+        "use at most {MAX_SUBDOMAIN_LEN} letters, digits, `-` and `.`, each part between dots \
+         starting and ending with a letter or digit"
+    );
+    let fixed: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_SUBDOMAIN_LEN)
+        .collect();
+    let fixed: Vec<&str> = fixed
+        .split('.')
+        .map(|label| label.trim_matches('-'))
+        .filter(|label| !label.is_empty())
+        .collect();
+    let fixed = fixed.join(".");
+    if fixed.is_empty() || fixed == name {
+        rule
+    } else {
+        format!("{rule}, e.g. `{fixed}`")
+    }
 }
 
 /// Service ids become DNS names and environment variable prefixes

@@ -145,6 +145,22 @@ impl ManifestWarning {
     }
 }
 
+impl From<ManifestWarning> for ManifestError {
+    /// A warning made an error by `--strict`.
+    fn from(warning: ManifestWarning) -> Self {
+        let help = match &warning.help {
+            Some(help) => format!("{help} (an error under --strict)"),
+            None => "an error under --strict".to_string(),
+        };
+        ManifestError {
+            message: warning.message,
+            src: Some(warning.src),
+            labels: warning.labels,
+            help: Some(help),
+        }
+    }
+}
+
 fn primary_label(span: Span, label: &str) -> LabeledSpan {
     let text = (!label.is_empty()).then(|| label.to_string());
     LabeledSpan::new_primary_with_span(text, span)

@@ -36,6 +36,18 @@ pub struct Source {
     pub text: String,
 }
 
+/// How strictly to read manifests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Every warning is an error, as kubectl's `--validate=strict`: for
+    /// what v0.5 accepted and kctl would rather not (unknown fields, JSON
+    /// that only a YAML parser takes, a missing `kind`).
+    pub strict: bool,
+    /// The kind of objects that say none, as `kubecfg -c pod.yaml create
+    /// pods` took it from its command line.
+    pub kind: Option<Kind>,
+}
+
 /// What a set of manifests holds, once every one of them has checked out.
 #[derive(Debug)]
 pub struct Loaded {
@@ -49,7 +61,7 @@ const EXTENSIONS: [&str; 3] = ["json", "yaml", "yml"];
 /// Reads files, directories (every `*.json`, `*.yaml` and `*.yml` directly
 /// inside, by name) or `-` (standard input), then parses and validates all
 /// of them, returning every error found.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, ManifestErrors> {
+pub fn load_paths(paths: &[PathBuf], options: LoadOptions) -> Result<Loaded, ManifestErrors> {
     let mut sources = Vec::new();
     let mut io_errors = Vec::new();
     for path in paths {
@@ -89,20 +101,45 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, ManifestErrors> {
     }
     let mut report = Report::default();
     report.errors.extend(io_errors);
-    check_sources(&sources, report)
+    check_sources(&sources, report, options)
 }
 
 /// Parses and validates manifest texts (no I/O).
-pub fn parse_sources(sources: &[Source]) -> Result<Loaded, ManifestErrors> {
-    check_sources(sources, Report::default())
+pub fn parse_sources(sources: &[Source], options: LoadOptions) -> Result<Loaded, ManifestErrors> {
+    check_sources(sources, Report::default(), options)
 }
 
-fn check_sources(sources: &[Source], mut report: Report) -> Result<Loaded, ManifestErrors> {
+fn check_sources(
+    sources: &[Source],
+    mut report: Report,
+    options: LoadOptions,
+) -> Result<Loaded, ManifestErrors> {
     let mut decoded: Vec<(Decoded, SourceFile)> = Vec::new();
     for source in sources {
         let file = SourceFile::new(&source.name, &source.text);
         let documents = match parse_text(source) {
-            Ok(documents) => documents,
+            Ok(Parsed {
+                documents,
+                json_error: None,
+            }) => documents,
+            Ok(Parsed {
+                documents,
+                json_error: Some(error),
+            }) => {
+                report.warnings.push(
+                    ManifestWarning::at(
+                        &file,
+                        error.span,
+                        format!("not valid JSON: {}; read as YAML", error.message),
+                        "not JSON",
+                    )
+                    .with_help(
+                        "Kubernetes v0.5 read every file through a YAML parser, which takes this; \
+                         fix it for JSON tools",
+                    ),
+                );
+                documents
+            }
             Err(error) => {
                 let format = format_of(source).name();
                 let mut manifest_error = ManifestError::at(
@@ -127,14 +164,21 @@ fn check_sources(sources: &[Source], mut report: Report) -> Result<Loaded, Manif
         }
         let mut objects = Vec::new();
         let mut cx = FileContext::new(file.clone(), &mut report, decode::ALL_SHAPES);
+        cx.kind_from_command_line = options.kind;
         for document in &documents {
             decode::document(&mut cx, document, None, &mut objects);
         }
+        cx.finish();
         decoded.extend(objects.into_iter().map(|object| (object, file.clone())));
     }
     report_duplicate_ids(&decoded, &mut report);
     let mut warnings = std::mem::take(&mut report.warnings);
     warnings.extend(report.ignored_fields_warning());
+    if options.strict {
+        report
+            .errors
+            .extend(warnings.drain(..).map(ManifestError::from));
+    }
     if report.errors.is_empty() {
         Ok(Loaded {
             objects: decoded.into_iter().map(|(d, _)| d.object).collect(),
@@ -216,10 +260,34 @@ fn format_of(source: &Source) -> Format {
     }
 }
 
-fn parse_text(source: &Source) -> Result<Vec<Node>, SyntaxError> {
+/// A file's documents; for JSON that only YAML could read, the JSON error.
+struct Parsed {
+    documents: Vec<Node>,
+    json_error: Option<SyntaxError>,
+}
+
+/// JSON that is not JSON is read as YAML, as v0.5 read every file (YAML
+/// takes trailing commas, for one); when YAML fails too, the JSON error is
+/// the one to show.
+fn parse_text(source: &Source) -> Result<Parsed, SyntaxError> {
     match format_of(source) {
-        Format::Json => json::parse(&source.text).map(|root| vec![root]),
-        Format::Yaml => yaml::parse(&source.text),
+        Format::Json => match json::parse(&source.text) {
+            Ok(root) => Ok(Parsed {
+                documents: vec![root],
+                json_error: None,
+            }),
+            Err(json_error) => match yaml::parse(&source.text) {
+                Ok(documents) if !documents.is_empty() => Ok(Parsed {
+                    documents,
+                    json_error: Some(json_error),
+                }),
+                _ => Err(json_error),
+            },
+        },
+        Format::Yaml => yaml::parse(&source.text).map(|documents| Parsed {
+            documents,
+            json_error: None,
+        }),
     }
 }
 

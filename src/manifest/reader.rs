@@ -58,6 +58,12 @@ pub(crate) struct FileContext<'r> {
     all_shapes: &'static [&'static Shape],
     warned_spellings: HashSet<String>,
     pub warned_missing_api_version: bool,
+    /// The kind of objects that say none (`--kind`).
+    pub kind_from_command_line: Option<crate::model::Kind>,
+    /// Unknown fields, by the span of their key: warnings (v0.5 ignored
+    /// such fields) unless a required field turns out to be missing and
+    /// the key was its misspelling, which makes it an error.
+    unknown: Vec<(Span, ManifestWarning)>,
 }
 
 /// The fields found in one mapping, by their canonical name.
@@ -66,9 +72,9 @@ pub(crate) struct Fields<'n> {
     /// Where "missing field" errors point: the mapping's `{` or first key.
     pub anchor: Span,
     found: Vec<Option<&'n Entry>>,
-    /// Fields an unknown key was taken to be a typo of; "missing" errors
-    /// for them would repeat what the typo's error says.
-    suggested: Vec<&'static str>,
+    /// Fields an unknown key was taken to be a typo of, with that key: a
+    /// "missing" error for one points at the typo.
+    suggested: Vec<(&'static str, &'n Entry)>,
 }
 
 impl<'n> Fields<'n> {
@@ -89,6 +95,13 @@ impl<'n> Fields<'n> {
     pub fn get(&self, name: &str) -> Option<&'n Node> {
         self.entry(name).map(|entry| &entry.value)
     }
+
+    /// Whether an unknown key here looks like a misspelling of `name`.
+    pub fn has_typo_of(&self, name: &str) -> bool {
+        self.suggested
+            .iter()
+            .any(|(suggestion, _)| *suggestion == name)
+    }
 }
 
 impl<'r> FileContext<'r> {
@@ -103,7 +116,19 @@ impl<'r> FileContext<'r> {
             all_shapes,
             warned_spellings: HashSet::new(),
             warned_missing_api_version: false,
+            kind_from_command_line: None,
+            unknown: Vec::new(),
         }
+    }
+
+    /// Ends the file: the unknown fields not made errors are warnings.
+    pub fn finish(self) {
+        let FileContext {
+            report, unknown, ..
+        } = self;
+        report
+            .warnings
+            .extend(unknown.into_iter().map(|(_, warning)| warning));
     }
 
     pub fn error(&self, span: Span, message: String, label: &str) -> ManifestError {
@@ -123,8 +148,10 @@ impl<'r> FileContext<'r> {
     }
 
     /// Reads a mapping's entries against `shape`: misspelt case is a
-    /// warning, ignored fields are noted for the run's warning, anything
-    /// else is an error. Returns `None` only when `node` is no mapping.
+    /// warning, ignored fields are noted for the run's warning, and an
+    /// unknown field is a warning, as v0.5 ignored it (`--strict` makes
+    /// every warning an error). Returns `None` only when `node` is no
+    /// mapping.
     pub fn fields<'n>(&mut self, node: &'n Node, shape: &'static Shape) -> Option<Fields<'n>> {
         let Value::Mapping(entries) = &node.value else {
             self.type_error(node, shape.what, "an object");
@@ -144,7 +171,9 @@ impl<'r> FileContext<'r> {
                 self.note_ignored(shape.ignored[index], entry.key_span);
                 (shape.ignored[index], &mut found_ignored[index])
             } else {
-                fields.suggested.extend(self.unknown_field(entry, shape));
+                if let Some(suggestion) = self.unknown_field(entry, shape) {
+                    fields.suggested.push((suggestion, entry));
+                }
                 continue;
             };
             self.check_spelling(entry, canonical);
@@ -156,17 +185,39 @@ impl<'r> FileContext<'r> {
         Some(fields)
     }
 
-    /// A required field: its node, or an error at the mapping.
+    /// A required field: its node, or an error at the mapping (at the
+    /// misspelt key, when one was taken for it).
     pub fn require<'n>(&mut self, fields: &Fields<'n>, name: &str) -> Option<&'n Node> {
         let node = fields.get(name);
-        if node.is_none() && !fields.suggested.contains(&name) {
-            let error = self.error(
+        if node.is_some() {
+            return node;
+        }
+        let typo = fields
+            .suggested
+            .iter()
+            .find(|(suggestion, _)| *suggestion == name)
+            .map(|(_, entry)| *entry);
+        let error = match typo {
+            Some(entry) => {
+                // The typo's warning would only repeat this error.
+                self.unknown.retain(|(span, _)| *span != entry.key_span);
+                self.error(
+                    entry.key_span,
+                    format!(
+                        "{} is missing `{name}`; `{}` is no field of it",
+                        fields.shape.what, entry.key
+                    ),
+                    "unknown field",
+                )
+                .with_help(format!("did you mean `{name}`?"))
+            }
+            None => self.error(
                 fields.anchor,
                 format!("{} is missing `{name}`", fields.shape.what),
                 &format!("`{name}` is required here"),
-            );
-            self.push(error);
-        }
+            ),
+        };
+        self.push(error);
         node
     }
 
@@ -228,7 +279,7 @@ impl<'r> FileContext<'r> {
         }
     }
 
-    /// Reports an unknown key; returns the field it is probably a typo of.
+    /// Warns of an unknown key; returns the field it is probably a typo of.
     fn unknown_field(&mut self, entry: &Entry, shape: &'static Shape) -> Option<&'static str> {
         let candidates: Vec<&'static str> =
             shape.fields.iter().chain(shape.ignored).copied().collect();
@@ -252,14 +303,17 @@ impl<'r> FileContext<'r> {
                 shape.fields.join(", ")
             ),
         };
-        let error = self
-            .error(
+        let warning = self
+            .warning(
                 entry.key_span,
-                format!("unknown field `{}` in {}", entry.key, shape.what),
-                "not a v1beta1 field here",
+                format!(
+                    "unknown field `{}` in {}; it is ignored",
+                    entry.key, shape.what
+                ),
+                "not a field kctl knows here",
             )
             .with_help(help);
-        self.push(error);
+        self.unknown.push((entry.key_span, warning));
         suggestion
     }
 

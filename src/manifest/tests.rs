@@ -57,6 +57,15 @@ selector:
 
 // ---- helpers ----
 
+/// Manifests read as `apply` reads them by default.
+fn parse_sources(sources: &[Source]) -> Result<Loaded, ManifestErrors> {
+    super::parse_sources(sources, LoadOptions::default())
+}
+
+fn load_paths(paths: &[PathBuf]) -> Result<Loaded, ManifestErrors> {
+    super::load_paths(paths, LoadOptions::default())
+}
+
 fn source(name: &str, text: &str) -> Source {
     Source {
         name: name.to_string(),
@@ -94,13 +103,66 @@ fn only_error(name: &str, text: &str, message: &str) -> ManifestError {
     error
 }
 
+fn strict() -> LoadOptions {
+    LoadOptions {
+        strict: true,
+        kind: None,
+    }
+}
+
+/// The error that mentions `message` of one manifest read with `--strict`.
+fn strict_error(name: &str, text: &str, message: &str) -> ManifestError {
+    let errors = match super::parse_sources(&[source(name, text)], strict()) {
+        Ok(loaded) => panic!("expected errors, got objects: {:#?}", loaded.objects),
+        Err(errors) => errors.errors,
+    };
+    let mut mentioning = errors
+        .into_iter()
+        .filter(|error| error.to_string().contains(message));
+    let error = mentioning
+        .next()
+        .unwrap_or_else(|| panic!("no error mentions `{message}`"));
+    assert!(
+        mentioning.next().is_none(),
+        "two errors mention `{message}`"
+    );
+    error
+}
+
+/// The single warning of one manifest that loads, checked to mention
+/// `message`.
+fn only_warning(name: &str, text: &str, message: &str) -> ManifestWarning {
+    let mut loaded = load_one(name, text);
+    assert_eq!(
+        loaded.warnings.len(),
+        1,
+        "expected exactly one warning: {:#?}",
+        loaded.warnings
+    );
+    let warning = loaded.warnings.remove(0);
+    assert!(
+        warning.to_string().contains(message),
+        "warning `{warning}` does not mention `{message}`"
+    );
+    warning
+}
+
 fn help_of(diagnostic: &dyn Diagnostic) -> String {
     diagnostic.help().map(|h| h.to_string()).unwrap_or_default()
 }
 
-/// The text an error's span covers.
-fn spanned<'t>(text: &'t str, error: &ManifestError) -> &'t str {
-    let span = error.span().expect("error has a span");
+/// Where a diagnostic's first label points.
+fn span_of(diagnostic: &dyn Diagnostic) -> miette::SourceSpan {
+    let label = diagnostic
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .expect("the diagnostic has a span");
+    *label.inner()
+}
+
+/// The text a diagnostic's span covers.
+fn spanned<'t>(text: &'t str, diagnostic: &dyn Diagnostic) -> &'t str {
+    let span = span_of(diagnostic);
     &text[span.offset()..span.offset() + span.len()]
 }
 
@@ -122,8 +184,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn error_position(text: &str, error: &ManifestError) -> (usize, usize) {
-    line_col(text, error.span().expect("error has a span").offset())
+fn error_position(text: &str, diagnostic: &dyn Diagnostic) -> (usize, usize) {
+    line_col(text, span_of(diagnostic).offset())
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -286,9 +348,13 @@ fn format_is_sniffed_for_stdin_and_unknown_extensions() {
         load_one("service.txt", TOMCAT_SERVICE_YAML).objects,
         vec![expected_service()]
     );
-    // A .json file is parsed as JSON even though YAML would accept this text.
-    let error = only_error("service.json", "port: 8080", "invalid JSON");
-    assert_eq!(error_position("port: 8080", &error), (1, 1));
+    // A .json file is parsed as JSON; what only YAML takes is read as YAML,
+    // as v0.5 read every file, with a warning at the first non-JSON byte.
+    let warning = only_warning("service.json", TOMCAT_SERVICE_YAML, "not valid JSON");
+    assert_eq!(error_position(TOMCAT_SERVICE_YAML, &warning), (1, 1));
+    // When YAML cannot read it either, the JSON error is the one shown.
+    let error = only_error("service.json", "{\"kind\": [}", "invalid JSON");
+    assert_eq!(error_position("{\"kind\": [}", &error), (1, 11));
 }
 
 // ---- field names ----
@@ -338,19 +404,45 @@ fn a_field_given_twice_in_different_case_is_an_error() {
 }
 
 #[test]
-fn an_unknown_field_is_an_error_with_a_suggestion() {
+fn an_unknown_field_is_a_warning_with_a_suggestion() {
+    // v0.5 ignored unknown fields; kctl says so, and `--strict` refuses.
+    let text = "{\"id\": \"web\", \"kind\": \"Pod\", \"apiVersion\": \"v1beta1\",\n \"desiredState\": {\"manifest\": {\"containers\": [\n   {\"name\": \"web\", \"image\": \"nginx\",\n    \"comand\": [\"nginx\"]}]}}}";
+    let warning = only_warning("web.json", text, "unknown field `comand` in a container");
+    assert_eq!(spanned(text, &warning), "\"comand\"");
+    assert_eq!(error_position(text, &warning), (4, 5));
+    assert_eq!(warning.file(), "web.json");
+    assert_eq!(help_of(&warning), "did you mean `command`?");
+    let error = strict_error("web.json", text, "unknown field `comand` in a container");
+    assert_eq!(spanned(text, &error), "\"comand\"");
+    assert_eq!(
+        help_of(&error),
+        "did you mean `command`? (an error under --strict)"
+    );
+}
+
+#[test]
+fn a_misspelt_required_field_is_an_error_at_the_typo() {
     let text = "{\"id\": \"web\", \"kind\": \"Pod\", \"apiVersion\": \"v1beta1\",\n \"desiredState\": {\"manifest\": {\"containers\": [\n   {\"name\": \"web\", \"image\": \"nginx\",\n    \"ports\": [{\"contianerPort\": 80}]}]}}}";
-    let error = only_error("web.json", text, "unknown field `contianerPort` in a port");
+    let error = only_error("web.json", text, "a port is missing `containerPort`");
+    assert!(error
+        .to_string()
+        .contains("`contianerPort` is no field of it"));
     assert_eq!(spanned(text, &error), "\"contianerPort\"");
     assert_eq!(error_position(text, &error), (4, 16));
     assert_eq!(error.file(), Some("web.json"));
     assert_eq!(help_of(&error), "did you mean `containerPort`?");
+    // The typo's own warning would say the same again.
+    let errors = match parse_sources(&[source("web.json", text)]) {
+        Err(errors) => errors,
+        Ok(_) => unreachable!(),
+    };
+    assert!(errors.warnings.is_empty(), "{:#?}", errors.warnings);
 }
 
 #[test]
-fn an_unknown_field_in_yaml_points_at_its_line() {
+fn a_misspelt_field_in_yaml_points_at_its_line() {
     let text = TOMCAT_SERVICE_YAML.replace("selector:", "selectr:");
-    let error = only_error("s.yaml", &text, "unknown field `selectr` in a Service");
+    let error = only_error("s.yaml", &text, "a Service is missing `selector`");
     assert_eq!(error_position(&text, &error), (8, 1));
     assert_eq!(help_of(&error), "did you mean `selector`?");
 }
@@ -358,8 +450,8 @@ fn an_unknown_field_in_yaml_points_at_its_line() {
 #[test]
 fn a_misplaced_field_says_where_it_belongs() {
     let text = TOMCAT_CONTROLLER.replace(r#""kind""#, r#""replicas": 2, "kind""#);
-    let error = only_error("c.json", &text, "unknown field `replicas`");
-    assert!(help_of(&error).contains("belongs in a ReplicationController's `desiredState`"));
+    let warning = only_warning("c.json", &text, "unknown field `replicas`");
+    assert!(help_of(&warning).contains("belongs in a ReplicationController's `desiredState`"));
 }
 
 #[test]
@@ -417,7 +509,7 @@ fn a_yaml_syntax_error_has_its_line_and_column() {
 #[test]
 fn non_ascii_text_before_an_error_keeps_the_column_right() {
     let json = r#"{"id": "web", "kind": "Service", "apiVersion": "v1beta1", "port": 80, "selector": {"note": "café ☕ 日本"}, "bogus": 1}"#;
-    let error = only_error("web.json", json, "unknown field `bogus`");
+    let error = strict_error("web.json", json, "unknown field `bogus`");
     assert_eq!(spanned(json, &error), "\"bogus\"");
     assert_eq!(error_position(json, &error), (1, 106));
 
@@ -427,7 +519,7 @@ fn non_ascii_text_before_an_error_keeps_the_column_right() {
     assert_eq!(error_position(syntax, &error), (1, 28));
 
     let yaml = "kind: Service\nselector: {note: \"日本語 ☕\"}\nid: web\nport: 80\nbogus: 1\n";
-    let error = only_error("web.yaml", yaml, "unknown field `bogus`");
+    let error = strict_error("web.yaml", yaml, "unknown field `bogus`");
     assert_eq!(spanned(yaml, &error), "bogus");
     assert_eq!(error_position(yaml, &error), (5, 1));
     let yaml = "kind: Service\nselector: {note: \"日本語 ☕\", bad: 'x}\n";
@@ -439,11 +531,11 @@ fn non_ascii_text_before_an_error_keeps_the_column_right() {
 #[test]
 fn byte_order_marks_and_crlf_line_ends_keep_spans_right() {
     let json = "\u{feff}{\"kind\": \"Service\",\r\n \"id\": \"s\", \"port\": 80,\r\n \"selector\": {\"a\": \"é\"}, \"bogus\": 1}\r\n";
-    let error = only_error("s.json", json, "unknown field `bogus`");
+    let error = strict_error("s.json", json, "unknown field `bogus`");
     assert_eq!(spanned(json, &error), "\"bogus\"");
     assert_eq!(error_position(json, &error), (3, 26));
     let yaml = "\u{feff}kind: Service\r\nid: s\r\nport: 80\r\nselector: {a: é}\r\nbogus: 1\r\n";
-    let error = only_error("s.yaml", yaml, "unknown field `bogus`");
+    let error = strict_error("s.yaml", yaml, "unknown field `bogus`");
     assert_eq!(spanned(yaml, &error), "bogus");
     assert_eq!(error_position(yaml, &error), (5, 1));
 }
@@ -567,30 +659,53 @@ fn api_version_must_be_v1beta1_and_missing_is_a_warning() {
 // ---- ids ----
 
 #[test]
-fn ids_are_dns_labels_in_either_case() {
+fn ids_are_dns_subdomains_in_either_case() {
+    // As v0.5 checked pod and controller ids: labels joined by dots.
+    let long_label = "a".repeat(64);
+    let too_long = format!("{}.a", vec!["b".repeat(63); 4].join("."));
     for bad in [
         "tomcat_controller",
         "-web",
         "web-",
         "",
-        &"a".repeat(64),
+        &long_label,
         "wéb",
+        "a..b",
+        ".a",
+        "a.-b",
+        &too_long,
     ] {
         let text = TOMCAT_CONTROLLER.replace("tomcatController", bad);
         let error = only_error("c.json", &text, "invalid ReplicationController id");
         assert_eq!(spanned(&text, &error), format!("\"{bad}\""));
     }
-    let long = "a".repeat(63);
-    load_one(
-        "c.json",
-        &TOMCAT_CONTROLLER.replace("tomcatController", &long),
-    );
+    let longest = vec!["b".repeat(63); 4]
+        .join(".")
+        .chars()
+        .take(253)
+        .collect::<String>();
+    assert_eq!(longest.len(), 253);
+    for good in [
+        "a".repeat(63).as_str(),
+        "tomcat.ctl",
+        "synthetic-logger-0.25lps-pod",
+        longest.trim_end_matches('.'),
+    ] {
+        let text = TOMCAT_CONTROLLER.replace("tomcatController", good);
+        assert_eq!(load_one("c.json", &text).objects[0].id(), good);
+    }
     let error = only_error(
         "c.json",
-        &TOMCAT_CONTROLLER.replace("tomcatController", "tomcat.ctl"),
-        "contains '.'",
+        &TOMCAT_CONTROLLER.replace("tomcatController", "tomcat_ctl.v2"),
+        "contains '_'",
     );
-    assert!(help_of(&error).contains("e.g. `tomcat-ctl`"));
+    assert!(
+        help_of(&error).contains("e.g. `tomcat-ctl.v2`"),
+        "{}",
+        help_of(&error)
+    );
+    let pod = pod_with(r#"{"name": "a", "image": "i"}"#).replace("\"web\"", "\"logger-0.25lps\"");
+    assert_eq!(load_one("p.json", &pod).objects[0].id(), "logger-0.25lps");
 }
 
 #[test]
@@ -814,10 +929,16 @@ fn port_names_are_unique_and_short() {
  {"name": "b", "image": "i", "ports": [{"name": "http", "containerPort": 81}]}"#,
     );
     only_error("p.json", &text, "port name is used twice");
+    // v0.5 took port names of up to 63 characters; v1 takes 15.
     let text = pod_with(
-        r#"{"name": "a", "image": "i", "ports": [{"name": "sixteen-letters1", "containerPort": 80}]}"#,
+        r#"{"name": "a", "image": "i", "ports": [{"name": "seventeen-letters", "containerPort": 80}]}"#,
     );
-    only_error("p.json", &text, "the limit is 15");
+    load_one("p.json", &text);
+    let text = pod_with(&format!(
+        r#"{{"name": "a", "image": "i", "ports": [{{"name": "{}", "containerPort": 80}}]}}"#,
+        "p".repeat(64)
+    ));
+    only_error("p.json", &text, "the limit is 63");
     let text = pod_with(
         r#"{"name": "a", "image": "i", "ports": [{"name": "http_alt", "containerPort": 80}]}"#,
     );
@@ -1060,11 +1181,23 @@ fn probe_ports_and_delays_are_in_range() {
 // ---- controllers ----
 
 #[test]
-fn replicas_are_required_and_not_negative() {
+fn replicas_default_to_zero_and_are_not_negative() {
+    // v0.5 read a missing count as 0 (update-demo leaves it to a rolling
+    // update); kctl says so.
     let text = controller_with(&format!(
         r#""replicaSelector": {{"name": "web"}}, {WEB_TEMPLATE}"#
     ));
-    only_error("c.json", &text, "missing `replicas`");
+    only_warning("c.json", &text, "without `replicas` runs no pods");
+    let Object::ReplicationController(rc) = &load_one("c.json", &text).objects[0] else {
+        unreachable!()
+    };
+    assert_eq!(rc.replicas, 0);
+    // A misspelt count is no silent 0.
+    let text = controller_with(&format!(
+        r#""replcas": 3, "replicaSelector": {{"name": "web"}}, {WEB_TEMPLATE}"#
+    ));
+    let error = only_error("c.json", &text, "missing `replicas`");
+    assert_eq!(help_of(&error), "did you mean `replicas`?");
     let text = controller_with(&format!(
         r#""replicas": -1, "replicaSelector": {{"name": "web"}}, {WEB_TEMPLATE}"#
     ));
@@ -1445,4 +1578,242 @@ fn what_v1_says_and_kctl_cannot_run_is_refused_with_a_reason() {
             .any(|e| e.to_string().contains("unsupported apiVersion `v2`")),
         "{errors:?}"
     );
+}
+
+// ---- what v0.5 read and kctl reads the same way ----
+
+#[test]
+fn json_that_only_yaml_takes_is_read_as_yaml_with_a_warning() {
+    let text = TOMCAT_SERVICE.replace(r#""port": 8080,"#, r#""port": 8080,,"#);
+    // Two commas in a row are no YAML either: the JSON error stands.
+    only_error("s.json", &text, "invalid JSON");
+    let text = TOMCAT_SERVICE.replace(
+        r#""selector": {"name": "tomcatCluster"}"#,
+        r#""selector": {"name": "tomcatCluster",}"#,
+    );
+    let warning = only_warning("s.json", &text, "not valid JSON: ");
+    assert_eq!(spanned(&text, &warning), ",");
+    assert!(help_of(&warning).contains("YAML parser"));
+    assert_eq!(load_one("s.json", &text).objects, vec![expected_service()]);
+    strict_error("s.json", &text, "not valid JSON");
+}
+
+#[test]
+fn a_manifest_without_kind_takes_it_from_its_shape_or_the_command_line() {
+    let pod = "apiVersion: v1beta1\nid: www\ndesiredState:\n  manifest:\n    containers:\n      - name: nginx\n        image: nginx\n";
+    let warning = only_warning(
+        "pod1.yaml",
+        pod,
+        "read as a Pod because it has `desiredState.manifest`",
+    );
+    assert_eq!(error_position(pod, &warning), (1, 1));
+    assert!(matches!(
+        load_one("pod1.yaml", pod).objects[0],
+        Object::Pod(_)
+    ));
+    let controller = TOMCAT_CONTROLLER.replace(r#""kind": "ReplicationController", "#, "");
+    only_warning(
+        "c.json",
+        &controller,
+        "read as a ReplicationController because it has `desiredState.podTemplate`",
+    );
+    let service = TOMCAT_SERVICE.replace(r#""kind": "Service", "#, "");
+    let loaded = load_one("s.json", &service);
+    assert_eq!(loaded.objects, vec![expected_service()]);
+    assert!(loaded.warnings[0]
+        .to_string()
+        .contains("as a Service because it has `port` and `selector`"));
+    // `--kind` says it, with nothing to warn of.
+    let with_kind = LoadOptions {
+        strict: true,
+        kind: Some(Kind::Pod),
+    };
+    let loaded = super::parse_sources(&[source("pod1.yaml", pod)], with_kind).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    assert_eq!(loaded.objects[0].id(), "www");
+    // Nothing to go by: the error says how to give it.
+    let error = only_error("x.yaml", "apiVersion: v1beta1\nid: x\n", "missing `kind`");
+    assert!(help_of(&error).contains("--kind pod"));
+    strict_error(
+        "pod1.yaml",
+        &pod.replace("apiVersion: v1beta1\n", "apiVersion: v1beta1\nkind: Pod\n")
+            .replace("kind: Pod\n", ""),
+        "no `kind`",
+    );
+}
+
+#[test]
+fn env_key_is_the_old_spelling_of_name() {
+    let text = pod_with(r#"{"name": "a", "image": "i", "env": [{"key": "SEEDS", "value": "x"}]}"#);
+    let warning = only_warning("p.json", &text, "`key` is the old spelling");
+    assert_eq!(spanned(&text, &warning), "\"key\"");
+    let loaded = load_one("p.json", &text);
+    let env = &only_pod(&loaded).spec.containers[0].env;
+    assert_eq!(
+        (env[0].name.as_str(), env[0].value.as_str()),
+        ("SEEDS", "x")
+    );
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "env": [{"name": "A", "key": "B", "value": "x"}]}"#,
+    );
+    only_warning("p.json", &text, "`key` is ignored");
+    assert_eq!(
+        only_pod(&load_one("p.json", &text)).spec.containers[0].env[0].name,
+        "A"
+    );
+    // Neither: still an error.
+    let text = pod_with(r#"{"name": "a", "image": "i", "env": [{"value": "x"}]}"#);
+    only_error("p.json", &text, "missing `name`");
+    let text = pod_with(r#"{"name": "a", "image": "i", "env": [{"key": "1BAD", "value": "x"}]}"#);
+    only_error("p.json", &text, "invalid environment variable name `1BAD`");
+}
+
+#[test]
+fn the_legacy_probe_form_loads_and_the_action_decides() {
+    // api/examples/pod.json of v0.5: `enabled` and `type` beside `httpGet`.
+    let probe = r#"{"enabled": true, "type": "http", "initialDelaySeconds": 30, "httpGet": {"path": "/index.html", "port": "8080"}}"#;
+    let text = probe_pod(probe);
+    let loaded = load_one("p.json", &text);
+    let messages: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("`enabled` is the legacy form"));
+    assert!(messages[1].contains("`type` is the legacy form"));
+    assert_eq!(
+        probe_of(&loaded).action,
+        ProbeAction::HttpGet {
+            path: "/index.html".into(),
+            port: PortRef::Number(8080),
+            host: None
+        }
+    );
+    let text = probe_pod(r#"{"enabled": false, "tcpSocket": {"port": 8080}}"#);
+    only_warning(
+        "p.json",
+        &text,
+        "`enabled: false` does not turn this probe off",
+    );
+    assert!(
+        probe_of(&load_one("p.json", &text)).action
+            == ProbeAction::TcpSocket {
+                port: PortRef::Number(8080)
+            }
+    );
+    let text = probe_pod(r#"{"type": "http", "tcpSocket": {"port": 8080}}"#);
+    only_warning(
+        "p.json",
+        &text,
+        "`type` says `http` but the probe's action is `tcp`",
+    );
+    strict_error("p.json", &text, "`type` says");
+}
+
+#[test]
+fn top_level_fields_v05_ignored_are_warnings() {
+    let text = TOMCAT_SERVICE.replace(
+        r#""port""#,
+        r#""provider": "kubernetes", "component": "x", "port""#,
+    );
+    let loaded = load_one("s.json", &text);
+    assert_eq!(loaded.objects, vec![expected_service()]);
+    let messages: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "unknown field `provider` in a Service; it is ignored",
+            "unknown field `component` in a Service; it is ignored"
+        ]
+    );
+    // --strict: every warning is an error, and nothing loads.
+    let errors = match super::parse_sources(&[source("s.json", &text)], strict()) {
+        Err(errors) => errors,
+        Ok(loaded) => panic!("{:?}", loaded.objects),
+    };
+    assert_eq!(errors.errors.len(), 2);
+    assert!(errors.warnings.is_empty());
+}
+
+#[test]
+fn v1_port_names_keep_the_v1_limit() {
+    let pod = |name: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "web"}},
+      "spec": {{"containers": [{{"name": "web", "image": "nginx",
+        "ports": [{{"name": "{name}", "containerPort": 80}}]}}]}}}}"#
+        )
+    };
+    load_one("p.json", &pod("fifteen-letters"));
+    only_error("p.json", &pod("sixteen-letters1"), "the limit is 15");
+}
+
+/// Kubernetes' own example manifests of v0.5 to v0.8, byte for byte
+/// (tests/fixtures/k8s-examples/SOURCES.tsv names each file's commit).
+fn example_manifests() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s-examples");
+    let sources = std::fs::read_to_string(root.join("SOURCES.tsv")).unwrap();
+    sources
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| root.join(line.split('\t').next().unwrap()))
+        .collect()
+}
+
+/// The examples that were broken as shipped, and where kctl says so.
+const BROKEN_AS_SHIPPED: &[(&str, &str)] = &[
+    // The manifest's fields are of mid-2014 (`image`, `networkPorts` where
+    // v1beta1 has `containers`); v0.5 read a pod with nothing to run.
+    (
+        "api/examples/controller-list.json",
+        "a pod `manifest` is missing `containers`",
+    ),
+    // `selector` is a YAML list, not a map (and the id is not lower case).
+    (
+        "examples/walkthrough/service.yaml",
+        "`selector` must be an object",
+    ),
+];
+
+#[test]
+fn kubernetes_own_example_manifests_load() {
+    let files = example_manifests();
+    assert!(files.len() >= 45, "{}", files.len());
+    let mut refused = Vec::new();
+    for file in &files {
+        let relative = file
+            .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s-examples"))
+            .unwrap()
+            .display()
+            .to_string();
+        let result = load_paths(std::slice::from_ref(file));
+        match (
+            BROKEN_AS_SHIPPED.iter().find(|(path, _)| *path == relative),
+            result,
+        ) {
+            (None, Ok(loaded)) => assert!(!loaded.objects.is_empty(), "{relative}"),
+            (None, Err(errors)) => refused.push(format!("{relative}: {:?}", errors.errors)),
+            (Some((_, why)), Err(errors)) => assert!(
+                errors.errors.iter().any(|e| e.to_string().contains(why)),
+                "{relative}: {:#?}",
+                errors.errors
+            ),
+            (Some(_), Ok(_)) => panic!("{relative} was broken as shipped, yet loads"),
+        }
+    }
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+}
+
+#[test]
+fn the_example_manifests_load_together_as_one_set() {
+    // `kctl apply -f` of several example directories at once: the ids of
+    // different examples must not collide with the same kind.
+    let files: Vec<PathBuf> = example_manifests()
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("examples/guestbook-go/"))
+        .collect();
+    assert_eq!(files.len(), 6);
+    let loaded = load_paths(&files).unwrap();
+    assert_eq!(loaded.objects.len(), 6);
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.to_string().contains("not valid JSON: trailing comma")));
 }

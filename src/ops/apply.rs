@@ -171,8 +171,8 @@ pub async fn resize(ui: &Ui, name: &str, id: &str, replicas: u32) -> miette::Res
 
 /// `kctl validate`: checks manifests the way `apply` does, as a set, with
 /// no cluster at all (for CI); says what they hold.
-pub fn validate(ui: &Ui, paths: &[PathBuf]) -> miette::Result<()> {
-    let loaded = manifest::load_paths(paths)?;
+pub fn validate(ui: &Ui, paths: &[PathBuf], reading: manifest::LoadOptions) -> miette::Result<()> {
+    let loaded = manifest::load_paths(paths, reading)?;
     for warning in loaded.warnings {
         ui.note(format!("{:?}", miette::Report::new(warning)));
     }
@@ -220,9 +220,10 @@ pub async fn apply(
     ui: &Ui,
     name: &str,
     paths: &[PathBuf],
+    reading: manifest::LoadOptions,
     options: ApplyOptions,
 ) -> miette::Result<()> {
-    let loaded = manifest::load_paths(paths)?;
+    let loaded = manifest::load_paths(paths, reading)?;
     let set = set_name(paths);
     if options.prune && set.is_none() {
         return Err(super::usage_error(
@@ -287,10 +288,11 @@ pub async fn diff(
     ui: &Ui,
     name: &str,
     paths: &[PathBuf],
+    reading: manifest::LoadOptions,
     live: bool,
     prune: bool,
 ) -> miette::Result<bool> {
-    let loaded = manifest::load_paths(paths)?;
+    let loaded = manifest::load_paths(paths, reading)?;
     let set = set_name(paths).filter(|_| prune).unwrap_or_default();
     for warning in loaded.warnings {
         ui.note(format!("{:?}", miette::Report::new(warning)));
@@ -421,7 +423,7 @@ pub async fn delete(
     ignore_not_found: bool,
 ) -> miette::Result<()> {
     let named: Vec<(Kind, String)> = match &target {
-        DeleteTarget::Files(paths) => manifest::load_paths(paths)?
+        DeleteTarget::Files(paths) => manifest::load_paths(paths, Default::default())?
             .objects
             .iter()
             .map(|o| (o.kind(), o.id().to_string()))

@@ -76,10 +76,18 @@ pub fn manifest(spec: &RunSpec) -> Value {
 pub fn load(spec: &RunSpec) -> miette::Result<(Value, manifest::Loaded)> {
     let value = manifest(spec);
     let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    let loaded = manifest::parse_sources(&[Source {
-        name: "<kctl run>".into(),
-        text,
-    }])?;
+    // What kctl writes itself has nothing to warn of.
+    let strict = manifest::LoadOptions {
+        strict: true,
+        kind: None,
+    };
+    let loaded = manifest::parse_sources(
+        &[Source {
+            name: "<kctl run>".into(),
+            text,
+        }],
+        strict,
+    )?;
     Ok((value, loaded))
 }
 

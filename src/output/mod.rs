@@ -680,10 +680,13 @@ mod tests {
         for (json, object) in &printed {
             assert_eq!(json["apiVersion"], "v1");
             let text = serde_yaml_ng::to_string(json).unwrap();
-            let loaded = parse_sources(&[Source {
-                name: "<stdin>".into(),
-                text: text.clone(),
-            }])
+            let loaded = parse_sources(
+                &[Source {
+                    name: "<stdin>".into(),
+                    text: text.clone(),
+                }],
+                Default::default(),
+            )
             .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
             assert_eq!(&loaded.objects, std::slice::from_ref(object), "{text}");
         }
@@ -745,7 +748,8 @@ mod tests {
                     name: "<stdin>".into(),
                     text: text.clone(),
                 };
-                let loaded = parse_sources(&[source]).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+                let loaded = parse_sources(&[source], Default::default())
+                    .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
                 assert_eq!(&loaded.objects, std::slice::from_ref(object), "{text}");
             }
         }
@@ -755,10 +759,13 @@ mod tests {
             vec![printed[1].0.clone()],
         ))
         .unwrap();
-        let loaded = parse_sources(&[Source {
-            name: "<stdin>".into(),
-            text: list_text,
-        }])
+        let loaded = parse_sources(
+            &[Source {
+                name: "<stdin>".into(),
+                text: list_text,
+            }],
+            Default::default(),
+        )
         .unwrap();
         assert_eq!(loaded.objects, [printed[1].1.clone()]);
     }

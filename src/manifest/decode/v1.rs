@@ -7,6 +7,8 @@
 use super::*;
 
 pub(super) const API_VERSION: &str = "v1";
+/// v1 port names are IANA service names.
+const MAX_PORT_NAME_LEN: usize = 15;
 
 macro_rules! v1_ignored {
     ($($extra:literal),*) => {
@@ -197,7 +199,7 @@ fn pod_spec(cx: &mut FileContext<'_>, node: &Node) -> Option<PodSpec> {
     });
     let containers = cx
         .require(&fields, "containers")
-        .and_then(|node| containers_with(cx, node, container));
+        .and_then(|node| containers_with(cx, node, MAX_PORT_NAME_LEN, container));
     Some(PodSpec {
         containers: containers?,
         restart_policy: restart_policy?.unwrap_or_default(),
