@@ -69,6 +69,11 @@ pub enum Command {
         /// gce: print the exact gcloud commands and run none; ssh: check the hosts only.
         #[arg(long)]
         dry_run: bool,
+        /// Let pods bind any host directory, also `/`, `/etc` or Docker's
+        /// socket (refused by default: such a pod owns the machine). Kept
+        /// for the cluster's life.
+        #[arg(long)]
+        allow_host_dir: bool,
         /// ssh: a host to make a minion of, as [user@]HOST[:PORT]; repeatable.
         /// Users other than root need passwordless sudo.
         #[arg(
@@ -634,6 +639,8 @@ impl ReadingArgs {
         crate::manifest::LoadOptions {
             strict: self.strict,
             kind: self.kind,
+            // What the cluster allows is the cluster's to say (ops::apply).
+            allow_host_dir: false,
         }
     }
 }
@@ -705,6 +712,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             master_machine_type,
             ssh_sources,
             boot_timeout,
+            allow_host_dir,
         } => {
             // `kctl up` again on an existing cluster means its provider.
             let provider = match provider {
@@ -735,6 +743,9 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                     master_machine_type,
                     boot_timeout: Some(std::time::Duration::from_secs(boot_timeout)),
                     ssh_sources,
+                },
+                allowances: ops::up::Allowances {
+                    host_dir: allow_host_dir,
                 },
             };
             check_provider_flags(&options)?;
@@ -996,7 +1007,8 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             let target = match image {
                 Some(image) => ops::rollout::Target::Image { image, container },
                 None => {
-                    let loaded = crate::manifest::load_paths(&files, Default::default())?;
+                    let reading = ops::apply::as_cluster_allows(name, Default::default());
+                    let loaded = crate::manifest::load_paths(&files, reading)?;
                     let mut controllers = loaded.objects.into_iter().filter_map(|o| match o {
                         crate::model::Object::ReplicationController(rc) => Some(rc),
                         _ => None,

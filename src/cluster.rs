@@ -355,6 +355,9 @@ pub struct ClusterConfig {
     /// fails at once with a clear message.
     #[serde(default)]
     pub offline_images: bool,
+    /// Pods may bind any host directory (`kctl up --allow-host-dir`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_host_dir: bool,
 }
 
 /// The address in an etcd endpoint (`https://IP:PORT`), if it names one.

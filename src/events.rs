@@ -233,6 +233,7 @@ pub fn of_converge(e: &ConvergeEvent) -> Option<Event> {
         // container (Docker, the helper, a failed probe): `of_status`.
         C::ContainerRestarted { .. }
         | C::ContainersRemoved { .. }
+        | C::VolumesRemoved { .. }
         | C::RestartDeferred { .. }
         | C::HairpinEnabled { .. }
         | C::StatusRecorded { .. }

@@ -187,6 +187,106 @@ pub struct Container {
     pub memory: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+/// Where a pod's volume keeps its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VolumeSource {
+    /// A directory of the pod's own on its minion: empty when the pod
+    /// starts there, kept across its containers' restarts, removed with
+    /// the pod (a pod moved to another minion starts with an empty one).
+    EmptyDir,
+    /// A path of the minion's own filesystem (v1 `hostPath`).
+    HostDir { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub name: String,
+    pub source: VolumeSource,
+}
+
+/// A volume of the pod, seen at `mount_path` in one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// Why a path cannot be a mount path or a host directory as it is, if it
+/// cannot: absolute, no `..`, nothing Docker's `SOURCE:TARGET[:ro]` binds
+/// would split on, no control characters.
+pub fn mount_path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        Some("is not an absolute path")
+    } else if path.contains(':') {
+        Some("contains `:`")
+    } else if path.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if path.split('/').any(|part| part == "..") {
+        Some("contains `..`")
+    } else if path.len() > 4096 {
+        Some("is longer than 4096 bytes")
+    } else {
+        None
+    }
+}
+
+/// Paths whose bind would hand a pod the machine, its container engine or
+/// kctl itself: each, what is under it, and what holds it (`/var` holds
+/// `/var/lib/docker`).
+const SENSITIVE_HOST_PATHS: &[&str] = &[
+    "/",
+    "/etc",
+    "/root",
+    "/home",
+    "/boot",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/var/run/docker",
+    "/run/docker",
+    "/run/containerd",
+    "/var/lib/kctl",
+    "/run/kctl",
+    "/var/lib/etcd",
+];
+
+/// The sensitive path a host directory is, lies under or holds, if any
+/// (an error unless the cluster was made with `kctl up --allow-host-dir`).
+pub fn sensitive_host_path(path: &str) -> Option<&'static str> {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|part| !part.is_empty() && *part != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    let given = parts(path);
+    SENSITIVE_HOST_PATHS.iter().copied().find(|sensitive| {
+        let sensitive_parts = parts(sensitive);
+        // `/` itself holds everything; otherwise the path is under the
+        // sensitive one or holds it.
+        match sensitive_parts.is_empty() {
+            true => given.is_empty(),
+            false => given.starts_with(&sensitive_parts) || sensitive_parts.starts_with(&given),
+        }
+    })
 }
 
 /// What v1beta1 calls the pod's `manifest`: the containers and how to run them.
@@ -196,6 +296,8 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
 }
 
 impl PodSpec {
@@ -316,6 +418,45 @@ mod tests {
             &l
         ));
         assert!(!selector_matches(&labels(&[]), &l));
+    }
+
+    #[test]
+    fn host_paths_that_hand_over_the_machine_are_sensitive() {
+        for (path, because) in [
+            ("/", "/"),
+            ("/etc", "/etc"),
+            ("/etc/ssl", "/etc"),
+            ("/var", "/var/lib/docker"),
+            ("/var/run", "/var/run/docker.sock"),
+            ("/run/", "/run/docker.sock"),
+            ("/var/lib/docker/volumes", "/var/lib/docker"),
+            ("/root/.ssh", "/root"),
+            ("//etc", "/etc"),
+            ("/./etc", "/etc"),
+        ] {
+            assert_eq!(sensitive_host_path(path), Some(because), "{path}");
+        }
+        for path in [
+            "/srv/redis",
+            "/tmp/data",
+            "/data",
+            "/var/log/app",
+            "/mnt/disk",
+        ] {
+            assert_eq!(sensitive_host_path(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn mount_paths_are_absolute_and_bind_safe() {
+        assert_eq!(mount_path_problem("/data/redis"), None);
+        assert_eq!(mount_path_problem("data"), Some("is not an absolute path"));
+        assert_eq!(mount_path_problem("/a:/b"), Some("contains `:`"));
+        assert_eq!(mount_path_problem("/a/../etc"), Some("contains `..`"));
+        assert_eq!(
+            mount_path_problem("/a\nb"),
+            Some("contains a control character")
+        );
     }
 
     #[test]

@@ -1052,3 +1052,143 @@ fn v1_and_v1beta1_manifests_mix_and_mean_the_same() {
 
     cluster.down_and_check();
 }
+
+/// A redis-style pod with an emptyDir and a host directory, as v0.5's
+/// walkthrough `pod2.yaml` writes them.
+fn volume_pod(host_dir: &str) -> String {
+    format!(
+        r#"kind: Pod
+apiVersion: v1beta1
+id: store
+desiredState:
+  manifest:
+    version: v1beta1
+    containers:
+      - name: web
+        image: tutum/tomcat
+        volumeMounts:
+          - name: data
+            mountPath: /data
+          - name: shared
+            mountPath: /shared
+    volumes:
+      - name: data
+        source:
+          emptyDir: {{}}
+      - name: shared
+        source:
+          hostDir:
+            path: {host_dir}
+"#
+    )
+}
+
+/// An emptyDir outlives the pod's containers (a new one finds the file, a
+/// file in the container's own layer is gone) and goes with the pod; a
+/// host directory is the minion's own; `/` is refused before anything is
+/// applied, unless the cluster was made with `--allow-host-dir`.
+#[test]
+fn volumes_keep_data_across_containers_and_go_with_the_pod() {
+    let cluster = TestCluster::up("it-volumes", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let host_dir = std::env::temp_dir().join(format!("kctl-it-volumes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host_dir);
+    // Removed also when the test fails.
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _host_dir_guard = RemoveOnDrop(host_dir.clone());
+    let file = manifest_file(
+        &cluster,
+        "store.yaml",
+        &volume_pod(host_dir.to_str().unwrap()),
+    );
+
+    // A host directory of `/` is refused with its line; nothing applied.
+    let root = manifest_file(&cluster, "root.yaml", &volume_pod("/"));
+    let refused = cluster.kctl(&["apply", "-f", &root]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("host directory refused") && refused.stderr.contains("root.yaml:"),
+        "{refused:?}"
+    );
+    assert!(cluster.pods().is_empty());
+
+    let applied = cluster.kctl(&["apply", "-f", &file]);
+    assert!(applied.ok(), "{applied:?}");
+    let running = || {
+        cluster
+            .pods()
+            .iter()
+            .any(|p| p["currentState"]["status"] == "Running")
+            .then_some(())
+    };
+    wait_for(Duration::from_secs(60), "pod store running", running);
+    let wrote = cluster.kctl(&[
+        "exec",
+        "store",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /data/f && echo lost > /tmp/f && echo from-the-pod > /shared/f",
+    ]);
+    assert!(wrote.ok(), "{wrote:?}");
+    // The host directory is this (local) minion's own filesystem.
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("f")).unwrap(),
+        "from-the-pod\n"
+    );
+
+    // The app container removed behind kctl's back: the helper starts the
+    // pod again with new containers.
+    let sock = format!("unix:///run/kctl/{}/m1/docker.sock", cluster.slot());
+    let docker = |args: &[&str]| {
+        let mut argv = vec!["docker", "-H", sock.as_str()];
+        argv.extend_from_slice(args);
+        cluster.in_minion(1, &argv)
+    };
+    let id_before = docker(&["inspect", "-f", "{{.Id}}", "store_web"]);
+    assert!(id_before.ok(), "{id_before:?}");
+    assert!(docker(&["rm", "-f", "store_web"]).ok());
+    let read = wait_for(
+        Duration::from_secs(60),
+        "a new container of pod store",
+        || {
+            let id = docker(&["inspect", "-f", "{{.Id}}", "store_web"]);
+            let new = id.ok() && id.stdout != id_before.stdout;
+            let read =
+                cluster.kctl(&["exec", "store", "--", "sh", "-c", "cat /data/f; cat /tmp/f"]);
+            (new && read.stdout.contains("kept")).then_some(read)
+        },
+    );
+    assert_eq!(read.stdout, "kept\n", "{read:?}");
+    let described = cluster.kctl(&["describe", "pod", "store"]);
+    assert!(
+        described.stdout.contains("Volumes:")
+            && described.stdout.contains("starts with an empty one"),
+        "{described:?}"
+    );
+
+    // The pod deleted: its volume goes too; the host directory stays.
+    let volume = "kctl_it-volumes_store_data";
+    assert!(docker(&["volume", "inspect", volume]).ok());
+    let deleted = cluster.kctl(&["delete", "pod", "store"]);
+    assert!(deleted.ok(), "{deleted:?}");
+    wait_for(Duration::from_secs(30), "the pod's volume removed", || {
+        (!docker(&["volume", "inspect", volume]).ok()).then_some(())
+    });
+    assert!(host_dir.join("f").exists());
+
+    // A cluster made with --allow-host-dir takes `/` (dry run: nothing runs).
+    let allowed = cluster.kctl(&["up", "--allow-host-dir"]);
+    assert!(allowed.ok(), "{allowed:?}");
+    let planned = cluster.kctl(&["apply", "--dry-run", "-f", &root]);
+    assert!(
+        planned.ok() && planned.stdout.contains("+ pod store"),
+        "{planned:?}"
+    );
+    cluster.down_and_check();
+}

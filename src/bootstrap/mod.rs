@@ -504,6 +504,7 @@ pub(crate) mod tests {
             pod_network: PodNetwork::default(),
             ssh_identity: None,
             offline_images: false,
+            allow_host_dir: false,
         }
     }
 

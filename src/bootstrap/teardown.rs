@@ -86,11 +86,26 @@ pub async fn teardown_minion<E: Exec>(
             .split_whitespace()
             .map(str::to_string)
             .collect();
-        if ids.is_empty() {
-            return Ok(None);
+        if !ids.is_empty() {
+            exec.run_ok(&docker::remove_argv(&ids)).await?;
         }
-        exec.run_ok(&docker::remove_argv(&ids)).await?;
-        Ok(Some(format!("{} containers", ids.len())))
+        // The pods' emptyDir volumes, free once their containers are gone.
+        let volumes: Vec<String> = exec
+            .run_ok(&docker::list_volumes_argv(&cluster.name))
+            .await?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !volumes.is_empty() {
+            let mut remove = argv!["docker", "volume", "rm", "--force"];
+            remove.extend(volumes.iter().cloned());
+            exec.run_ok(&remove).await?;
+        }
+        Ok(match (ids.len(), volumes.len()) {
+            (0, 0) => None,
+            (c, 0) => Some(format!("{c} containers")),
+            (c, v) => Some(format!("{c} containers, {v} pod volumes")),
+        })
     };
 
     let network = async {

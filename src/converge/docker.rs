@@ -1,10 +1,10 @@
 //! What a pod is in Docker's terms (pure): its containers as specs, their
 //! labels, and what kctl reads back about them.
 
-use super::engine::{ContainerSpec, Published, RestartKind};
+use super::engine::{ContainerSpec, MountSpec, Published, RestartKind};
 use super::RunContext;
 use crate::argv;
-use crate::model::{Container, RestartPolicy};
+use crate::model::{Container, RestartPolicy, VolumeSource};
 use crate::state::PodRecord;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -91,6 +91,7 @@ pub fn pod_containers(pod: &PodRecord, ctx: &RunContext) -> Vec<ContainerSpec> {
         working_dir: None,
         memory_bytes: None,
         cpu_shares: None,
+        mounts: vec![],
     };
     let mut all = vec![infra];
     for c in &pod.pod.spec.containers {
@@ -134,7 +135,41 @@ fn app_container(
         memory_bytes: c.memory.and_then(|b| i64::try_from(b).ok()),
         // Docker's shares are relative weights with 1024 for one core.
         cpu_shares: c.cpu.map(|milli| (i64::from(milli) * 1024 / 1000).max(2)),
+        mounts: mounts(ctx, pod, c),
     }
+}
+
+/// The Docker volume that holds a pod's emptyDir volume on its minion.
+pub fn pod_volume_name(cluster: &str, pod: &str, volume: &str) -> String {
+    format!("kctl_{cluster}_{pod}_{volume}")
+}
+
+fn mounts(ctx: &RunContext, pod: &PodRecord, c: &Container) -> Vec<MountSpec> {
+    c.volume_mounts
+        .iter()
+        .filter_map(|mount| {
+            let volume = pod.pod.spec.volumes.iter().find(|v| v.name == mount.name)?;
+            let target = mount.mount_path.clone();
+            let read_only = mount.read_only;
+            Some(match &volume.source {
+                VolumeSource::EmptyDir => MountSpec::Volume {
+                    name: pod_volume_name(&ctx.cluster, &pod.pod.id, &volume.name),
+                    labels: [
+                        (LABEL_CLUSTER.to_string(), ctx.cluster.clone()),
+                        (LABEL_POD.to_string(), pod.pod.id.clone()),
+                    ]
+                    .into(),
+                    target,
+                    read_only,
+                },
+                VolumeSource::HostDir { path } => MountSpec::Bind {
+                    source: path.clone(),
+                    target,
+                    read_only,
+                },
+            })
+        })
+        .collect()
 }
 
 fn restart_kind(policy: RestartPolicy) -> RestartKind {
@@ -149,6 +184,18 @@ pub fn remove_argv(ids: &[String]) -> Vec<String> {
     let mut a = argv!["docker", "rm", "--force", "--volumes"];
     a.extend(ids.iter().cloned());
     a
+}
+
+/// The cluster's pod volumes on a minion, by name.
+pub fn list_volumes_argv(cluster: &str) -> Vec<String> {
+    argv![
+        "docker",
+        "volume",
+        "ls",
+        "--quiet",
+        "--filter",
+        format!("label={LABEL_CLUSTER}={cluster}")
+    ]
 }
 
 pub fn list_argv(cluster: &str) -> Vec<String> {

@@ -27,6 +27,26 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
     pub memory_bytes: Option<i64>,
     pub cpu_shares: Option<i64>,
+    pub mounts: Vec<MountSpec>,
+}
+
+/// A pod volume or a host directory seen inside a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSpec {
+    /// A Docker volume of the pod's, made with `labels` on first use and
+    /// kept until the pod leaves the minion.
+    Volume {
+        name: String,
+        labels: BTreeMap<String, String>,
+        target: String,
+        read_only: bool,
+    },
+    /// A directory of the minion's, made when missing (as v0.5's binds).
+    Bind {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
 }
 
 /// Docker's restart policy of a container.
@@ -117,6 +137,14 @@ pub trait ContainerEngine: Send + Sync {
 
     /// Starts and exits of the cluster's containers from now on.
     fn events(&self, cluster: &str) -> BoxStream<'static, Result<EngineEvent, EngineError>>;
+
+    /// Removes the cluster's pod volumes of every pod not in `keep`; their
+    /// names. One still in use is left for a later round.
+    fn remove_volumes_except(
+        &self,
+        cluster: &str,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
 }
 
 /// Records every request and answers from a script: for unit tests of
@@ -139,6 +167,8 @@ pub struct RecordingEngine {
     /// How long each `run` takes, to show that starts overlap.
     pub run_delay: std::time::Duration,
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// The pods the engine holds volumes of.
+    pub volumes_of: Vec<String>,
     /// The most `run`s that were in progress at once.
     pub most_in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -211,5 +241,19 @@ impl ContainerEngine for RecordingEngine {
     }
     fn events(&self, _cluster: &str) -> BoxStream<'static, Result<EngineEvent, EngineError>> {
         Box::pin(futures::stream::pending())
+    }
+    async fn remove_volumes_except(
+        &self,
+        _cluster: &str,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>, EngineError> {
+        let gone: Vec<String> = self
+            .volumes_of
+            .iter()
+            .filter(|pod| !keep.contains(*pod))
+            .cloned()
+            .collect();
+        self.record(format!("remove_volumes_except {}", gone.join(" ")));
+        Ok(gone)
     }
 }

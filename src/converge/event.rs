@@ -14,6 +14,8 @@ pub enum ConvergeEvent {
         ids: Vec<String>,
         why: String,
     },
+    /// The emptyDir volumes of pods that left the minion were removed.
+    VolumesRemoved { minion: String, names: Vec<String> },
     /// All of a pod's containers were started.
     PodStarted { minion: String, pod: String },
     /// A pod's start failed; `message` is docker's own words.
@@ -79,6 +81,9 @@ impl fmt::Display for ConvergeEvent {
         match self {
             ContainersRemoved { minion, ids, why } => {
                 write!(f, "removed {} container(s) on {minion}: {why}", ids.len())
+            }
+            VolumesRemoved { minion, names } => {
+                write!(f, "removed {} pod volume(s) on {minion}", names.len())
             }
             PodStarted { minion, pod } => write!(f, "started pod {pod} on {minion}"),
             PodFailed {

@@ -104,6 +104,21 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
             }
         }
     }
+    if report.removed > 0 {
+        // A pod that left the minion takes its emptyDir volumes along
+        // (after its containers, which held them).
+        let keep: BTreeSet<String> = desired.iter().map(|p| p.pod.id.clone()).collect();
+        let gone = engine
+            .remove_volumes_except(&ctx.cluster, &keep)
+            .await
+            .map_err(ConvergeError::engine(minion, MinionStage::Remove))?;
+        if !gone.is_empty() {
+            events.emit(ConvergeEvent::VolumesRemoved {
+                minion: minion.to_string(),
+                names: gone,
+            });
+        }
+    }
     // Docker's events from before the first start on, so the wait below
     // misses none (the engine asks for them from now, whenever the stream
     // is first polled).

@@ -31,8 +31,10 @@ fn pod(id: &str, image: &str) -> PodRecord {
                     cpu: Some(500),
                     memory: Some(64 << 20),
                     liveness_probe: None,
+                    volume_mounts: vec![],
                 }],
                 restart_policy: RestartPolicy::OnFailure,
+                volumes: vec![],
             },
         },
         host: "minion-1".into(),
@@ -541,4 +543,100 @@ fn an_idle_minion_is_settled_and_any_work_or_new_status_is_not() {
     counted.containers[0].restart_count = 3;
     state.statuses.insert("web-1".into(), counted);
     assert!(settled_report(&state, "minion-1", &running, &supervisor).is_some());
+}
+
+#[tokio::test]
+async fn a_pod_that_leaves_takes_its_volumes_and_only_its_own() {
+    let gone = pod("old", "img");
+    let staying = pod("web-1", "img");
+    let mut engine = minion_running(&gone, true, 0);
+    engine.volumes_of = vec!["old".into(), "web-1".into()];
+    let (_, events) = converge_with(&engine, &RecordingExec::default(), &[staying]).await;
+    let requests = engine.requests();
+    let removed_containers = requests.iter().position(|r| r == "remove c1 c2").unwrap();
+    let removed_volumes = requests
+        .iter()
+        .position(|r| r == "remove_volumes_except old")
+        .unwrap_or_else(|| panic!("{requests:?}"));
+    // Containers first: they hold the volumes.
+    assert!(removed_containers < removed_volumes);
+    assert!(events.contains(&ConvergeEvent::VolumesRemoved {
+        minion: "recording".into(),
+        names: vec!["old".into()],
+    }));
+    // Nothing removed, nothing looked for: an idle round asks Docker less.
+    let engine = minion_running(&pod("web-1", "img"), true, 0);
+    converge_with(&engine, &RecordingExec::default(), &[pod("web-1", "img")]).await;
+    assert!(!engine
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("remove_volumes")));
+}
+
+#[test]
+fn volumes_are_docker_volumes_of_the_pod_and_host_dirs_binds() {
+    use crate::converge::engine::MountSpec;
+    use crate::model::{Volume, VolumeMount, VolumeSource};
+    let mut p = pod("redis-1", "redis");
+    p.pod.spec.volumes = vec![
+        Volume {
+            name: "data".into(),
+            source: VolumeSource::EmptyDir,
+        },
+        Volume {
+            name: "logs".into(),
+            source: VolumeSource::HostDir {
+                path: "/srv/logs".into(),
+            },
+        },
+    ];
+    p.pod.spec.containers[0].volume_mounts = vec![
+        VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            read_only: false,
+        },
+        VolumeMount {
+            name: "logs".into(),
+            mount_path: "/var/log/redis".into(),
+            read_only: true,
+        },
+    ];
+    let specs = pod_containers(&p, &ctx());
+    // The infra container mounts nothing.
+    assert!(specs[0].mounts.is_empty());
+    assert_eq!(
+        specs[1].mounts,
+        [
+            MountSpec::Volume {
+                name: "kctl_c1_redis-1_data".into(),
+                labels: [
+                    (LABEL_CLUSTER.to_string(), "c1".to_string()),
+                    (LABEL_POD.to_string(), "redis-1".to_string())
+                ]
+                .into(),
+                target: "/data".into(),
+                read_only: false,
+            },
+            MountSpec::Bind {
+                source: "/srv/logs".into(),
+                target: "/var/log/redis".into(),
+                read_only: true,
+            }
+        ]
+    );
+    let body = crate::docker_api::create_body(&specs[1]);
+    let host = body.host_config.unwrap();
+    assert_eq!(host.binds.unwrap(), ["/srv/logs:/var/log/redis:ro"]);
+    let mounts = host.mounts.unwrap();
+    assert_eq!(mounts[0].source.as_deref(), Some("kctl_c1_redis-1_data"));
+    assert_eq!(mounts[0].target.as_deref(), Some("/data"));
+    let labels = mounts[0]
+        .volume_options
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(labels.get(LABEL_POD).map(String::as_str), Some("redis-1"));
 }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 mod v1;
+mod volumes;
 
 use super::error::closest;
 use super::reader::{Fields, FileContext, Shape};
@@ -19,7 +20,7 @@ use super::tree::{Entry, Node, Span, Value};
 use crate::model::{
     format_labels, probe_host_problem, probe_path_problem, selector_matches, Container, EnvVar,
     Kind, Labels, Object, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction, Protocol,
-    ReplicationController, RestartPolicy, Service,
+    ReplicationController, RestartPolicy, Service, Volume,
 };
 
 /// v1beta1 `TypeMeta` fields that say nothing about what to run.
@@ -41,8 +42,8 @@ static POD_STATE: Shape = Shape {
 };
 static MANIFEST: Shape = Shape {
     what: "a pod `manifest`",
-    fields: &["version", "id", "containers", "restartPolicy"],
-    ignored: &["uuid", "volumes", "dnsPolicy"],
+    fields: &["version", "id", "containers", "restartPolicy", "volumes"],
+    ignored: &["uuid", "dnsPolicy"],
 };
 static RESTART_POLICY: Shape = Shape {
     what: "`restartPolicy`",
@@ -66,9 +67,9 @@ static CONTAINER: Shape = Shape {
         "cpu",
         "memory",
         "livenessProbe",
+        "volumeMounts",
     ],
     ignored: &[
-        "volumeMounts",
         "readinessProbe",
         "lifecycle",
         "terminationMessagePath",
@@ -179,6 +180,11 @@ pub(crate) static ALL_SHAPES: &[&Shape] = &[
     &POD_TEMPLATE,
     &SERVICE,
     &LIST,
+    &volumes::VOLUME,
+    &volumes::VOLUME_SOURCE,
+    &volumes::EMPTY_DIR,
+    &volumes::HOST_DIR,
+    &volumes::VOLUME_MOUNT,
 ];
 
 const KINDS: [&str; 4] = ["Pod", "ReplicationController", "Service", "List"];
@@ -593,15 +599,20 @@ fn pod_state<'n>(cx: &mut FileContext<'_>, node: &'n Node) -> Option<PodState<'n
     let restart_policy = optional(manifest.get("restartPolicy"), |node| {
         restart_policy(cx, node)
     });
+    let volumes = optional(manifest.get("volumes"), |node| {
+        volumes::volumes(cx, node, false)
+    })
+    .map(Option::unwrap_or_default);
     let containers = cx
         .require(&manifest, "containers")
-        .and_then(|node| containers(cx, node));
-    let spec = containers
-        .zip(restart_policy)
-        .map(|(containers, restart_policy)| PodSpec {
+        .and_then(|node| containers(cx, node, volumes.as_deref()));
+    let spec = containers.zip(restart_policy).zip(volumes).map(
+        |((containers, restart_policy), volumes)| PodSpec {
             containers,
             restart_policy: restart_policy.unwrap_or_default(),
-        });
+            volumes,
+        },
+    );
     Some(PodState {
         spec,
         manifest_id: manifest.get("id"),
@@ -660,10 +671,16 @@ struct PodScope {
     port_names: HashMap<String, Span>,
     host_ports: HashMap<(u16, Protocol), Span>,
     probe_port_names: Vec<(String, Span)>,
+    /// Volume names the containers mount, to check against the pod's.
+    mount_names: Vec<(String, Span)>,
 }
 
-fn containers(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<Container>> {
-    containers_with(cx, node, MAX_PORT_NAME_LEN, container)
+fn containers(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    volumes: Option<&[Volume]>,
+) -> Option<Vec<Container>> {
+    containers_with(cx, node, MAX_PORT_NAME_LEN, volumes, container)
 }
 
 /// A pod's containers, each read by `read` (v1beta1's or v1's shape), and
@@ -672,6 +689,8 @@ fn containers_with(
     cx: &mut FileContext<'_>,
     node: &Node,
     max_port_name: usize,
+    // None when they were wrong: their mounts are not checked then.
+    volumes: Option<&[Volume]>,
     mut read: impl FnMut(&mut FileContext<'_>, &Node, &mut PodScope) -> Option<Container>,
 ) -> Option<Vec<Container>> {
     let items = cx.sequence(node, "`containers`")?;
@@ -692,6 +711,7 @@ fn containers_with(
         port_names: HashMap::new(),
         host_ports: HashMap::new(),
         probe_port_names: Vec::new(),
+        mount_names: Vec::new(),
     };
     let containers = each(items, |item| read(cx, item, &mut scope));
     let mut names_ok = true;
@@ -718,7 +738,8 @@ fn containers_with(
             cx.push(error);
         }
     }
-    containers.filter(|_| names_ok)
+    let mounts_ok = volumes.is_none_or(|volumes| volumes::check_mount_names(cx, &scope, volumes));
+    containers.filter(|_| names_ok && mounts_ok)
 }
 
 fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Container> {
@@ -750,6 +771,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
             .and_then(|n| u64::try_from(n).ok())
     });
     let liveness_probe = optional(fields.get("livenessProbe"), |node| probe(cx, node, scope));
+    let volume_mounts = optional(fields.get("volumeMounts"), |node| {
+        volumes::volume_mounts(cx, node, scope, false)
+    });
     Some(Container {
         name: name?,
         image: image?,
@@ -760,6 +784,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         cpu: cpu?,
         memory: memory?,
         liveness_probe: liveness_probe?,
+        volume_mounts: volume_mounts?.unwrap_or_default(),
     })
 }
 

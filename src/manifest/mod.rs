@@ -46,6 +46,9 @@ pub struct LoadOptions {
     /// The kind of objects that say none, as `kubecfg -c pod.yaml create
     /// pods` took it from its command line.
     pub kind: Option<Kind>,
+    /// The cluster takes host directories that would hand a pod the
+    /// machine (`kctl up --allow-host-dir`).
+    pub allow_host_dir: bool,
 }
 
 /// What a set of manifests holds, once every one of them has checked out.
@@ -165,6 +168,7 @@ fn check_sources(
         let mut objects = Vec::new();
         let mut cx = FileContext::new(file.clone(), &mut report, decode::ALL_SHAPES);
         cx.kind_from_command_line = options.kind;
+        cx.allow_host_dir = options.allow_host_dir;
         for document in &documents {
             decode::document(&mut cx, document, None, &mut objects);
         }

@@ -60,6 +60,8 @@ pub(crate) struct FileContext<'r> {
     pub warned_missing_api_version: bool,
     /// The kind of objects that say none (`--kind`).
     pub kind_from_command_line: Option<crate::model::Kind>,
+    /// The cluster takes host directories anywhere (`up --allow-host-dir`).
+    pub allow_host_dir: bool,
     /// Unknown fields, by the span of their key: warnings (v0.5 ignored
     /// such fields) unless a required field turns out to be missing and
     /// the key was its misspelling, which makes it an error.
@@ -117,6 +119,7 @@ impl<'r> FileContext<'r> {
             warned_spellings: HashSet::new(),
             warned_missing_api_version: false,
             kind_from_command_line: None,
+            allow_host_dir: false,
             unknown: Vec::new(),
         }
     }

@@ -107,6 +107,7 @@ fn strict() -> LoadOptions {
     LoadOptions {
         strict: true,
         kind: None,
+        allow_host_dir: false,
     }
 }
 
@@ -220,6 +221,7 @@ fn expected_controller() -> Object {
                     ..Default::default()
                 }],
                 restart_policy: RestartPolicy::Always,
+                volumes: vec![],
             },
         },
     })
@@ -458,14 +460,14 @@ fn a_misplaced_field_says_where_it_belongs() {
 fn ignored_fields_give_one_warning_for_the_whole_run() {
     let first = TOMCAT_SERVICE.replace(r#""port""#, r#""portalIP": "10.0.0.9", "port""#);
     let second = TOMCAT_CONTROLLER
-        .replace(r#""ports""#, r#""volumeMounts": [], "ports""#)
-        .replace(r#""version""#, r#""volumes": [], "version""#);
+        .replace(r#""ports""#, r#""imagePullPolicy": "PullAlways", "ports""#)
+        .replace(r#""version""#, r#""dnsPolicy": "Default", "version""#);
     let loaded = load(&[source("s.json", &first), source("c.json", &second)]);
     assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
     let warning = &loaded.warnings[0];
     assert_eq!(
         warning.to_string(),
-        "kctl ignores the v1beta1 fields `portalIP`, `volumes`, `volumeMounts`"
+        "kctl ignores the v1beta1 fields `portalIP`, `dnsPolicy`, `imagePullPolicy`"
     );
     assert_eq!(warning.file(), "s.json");
     let span = warning.span();
@@ -797,6 +799,7 @@ fn a_full_container_decodes() {
                 initial_delay_seconds: 15,
                 timeout_seconds: 1,
             }),
+            volume_mounts: vec![],
         }
     );
 }
@@ -1627,6 +1630,7 @@ fn a_manifest_without_kind_takes_it_from_its_shape_or_the_command_line() {
     let with_kind = LoadOptions {
         strict: true,
         kind: Some(Kind::Pod),
+        allow_host_dir: false,
     };
     let loaded = super::parse_sources(&[source("pod1.yaml", pod)], with_kind).unwrap();
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
@@ -1816,4 +1820,203 @@ fn the_example_manifests_load_together_as_one_set() {
         .warnings
         .iter()
         .any(|w| w.to_string().contains("not valid JSON: trailing comma")));
+}
+
+// ---- volumes ----
+
+const REDIS_POD2: &str = "\
+kind: Pod
+apiVersion: v1beta1
+id: redis
+desiredState:
+  manifest:
+    version: v1beta1
+    containers:
+      - name: redis
+        image: redis
+        volumeMounts:
+          - name: redis-persistent-storage
+            mountPath: /data/redis
+    volumes:
+      - name: redis-persistent-storage
+        source:
+          emptyDir: {}
+";
+
+#[test]
+fn volumes_and_mounts_decode_in_both_versions() {
+    use crate::model::{Volume, VolumeMount, VolumeSource};
+    let loaded = load_one("pod2.yaml", REDIS_POD2);
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let pod = only_pod(&loaded);
+    assert_eq!(
+        pod.spec.volumes,
+        [Volume {
+            name: "redis-persistent-storage".into(),
+            source: VolumeSource::EmptyDir
+        }]
+    );
+    assert_eq!(
+        pod.spec.containers[0].volume_mounts,
+        [VolumeMount {
+            name: "redis-persistent-storage".into(),
+            mount_path: "/data/redis".into(),
+            read_only: false
+        }]
+    );
+    let v1 = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"containers": [{"name": "web", "image": "nginx",
+        "volumeMounts": [{"name": "cache", "mountPath": "/cache"},
+                         {"name": "site", "mountPath": "/usr/share/nginx/html", "readOnly": true}]}],
+       "volumes": [{"name": "cache", "emptyDir": {}},
+                   {"name": "site", "hostPath": {"path": "/srv/site", "type": "DirectoryOrCreate"}}]}}"#;
+    let loaded = load_one("web.json", v1);
+    let pod = only_pod(&loaded);
+    assert_eq!(
+        pod.spec.volumes[1].source,
+        VolumeSource::HostDir {
+            path: "/srv/site".into()
+        }
+    );
+    assert!(pod.spec.containers[0].volume_mounts[1].read_only);
+}
+
+#[test]
+fn a_mount_must_name_a_volume_of_the_pod() {
+    let text = REDIS_POD2.replace(
+        "- name: redis-persistent-storage\n            mountPath",
+        "- name: redis-persistent-storag\n            mountPath",
+    );
+    let error = only_error(
+        "pod2.yaml",
+        &text,
+        "no volume named `redis-persistent-storag`",
+    );
+    assert_eq!(error_position(&text, &error), (11, 19));
+    assert_eq!(help_of(&error), "did you mean `redis-persistent-storage`?");
+    let text = pod_with(
+        r#"{"name": "a", "image": "i", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}"#,
+    );
+    let error = only_error("p.json", &text, "no volume named `data`");
+    assert!(help_of(&error).contains("declares no volumes"));
+}
+
+#[test]
+fn host_directories_that_hand_over_the_machine_are_refused_unless_allowed() {
+    let text = REDIS_POD2.replace("emptyDir: {}", "hostDir: {path: /}");
+    let error = only_error("pod2.yaml", &text, "host directory refused");
+    assert_eq!(spanned(&text, &error), "/");
+    assert_eq!(error_position(&text, &error), (16, 27));
+    assert!(help_of(&error).contains("kctl up --allow-host-dir"));
+    for path in [
+        "/var/run",
+        "/var/lib/docker",
+        "/etc/ssl",
+        "/var/lib/kctl/c1",
+    ] {
+        let text = REDIS_POD2.replace("emptyDir: {}", &format!("hostDir: {{path: {path}}}"));
+        only_error("pod2.yaml", &text, "host directory refused");
+    }
+    let allowed = LoadOptions {
+        allow_host_dir: true,
+        ..LoadOptions::default()
+    };
+    let text = REDIS_POD2.replace("emptyDir: {}", "hostDir: {path: /var/run}");
+    let loaded = super::parse_sources(&[source("pod2.yaml", &text)], allowed).unwrap();
+    assert_eq!(
+        only_pod(&loaded).spec.volumes[0].source,
+        crate::model::VolumeSource::HostDir {
+            path: "/var/run".into()
+        }
+    );
+    // A path Docker's binds would split, or not absolute: never.
+    for (path, says) in [("/a:/b", "contains `:`"), ("data", "not an absolute path")] {
+        let text = REDIS_POD2.replace("emptyDir: {}", &format!("hostDir: {{path: \"{path}\"}}"));
+        let errors = match super::parse_sources(&[source("pod2.yaml", &text)], allowed) {
+            Err(errors) => errors.errors,
+            Ok(_) => panic!("{path} loaded"),
+        };
+        assert!(errors[0].to_string().contains(says), "{path}: {errors:?}");
+    }
+}
+
+#[test]
+fn what_kctl_cannot_provide_is_refused_with_the_reason() {
+    for (source_text, says) in [
+        (
+            "persistentDisk: {pdName: db, fsType: ext4}",
+            "does not attach persistent disks yet",
+        ),
+        (
+            "gitRepo: {repository: \"https://example.com/r.git\"}",
+            "does not clone `gitRepo`",
+        ),
+        (
+            "emptyDir: {}\n          hostDir: {path: /srv/x}",
+            "only one source",
+        ),
+        ("{}", "needs a source"),
+    ] {
+        let text = REDIS_POD2.replace("emptyDir: {}", source_text);
+        let text = if source_text == "{}" {
+            REDIS_POD2.replace("source:\n          emptyDir: {}", "source: {}")
+        } else {
+            text
+        };
+        only_error("pod2.yaml", &text, says);
+    }
+    let text = REDIS_POD2.replace("mountPath: /data/redis", "mountPath: data/redis");
+    only_error("pod2.yaml", &text, "`mountPath` is not an absolute path");
+    let text = REDIS_POD2.replace(
+        "            mountPath: /data/redis\n",
+        "            mountPath: /data/redis\n          - name: redis-persistent-storage\n            mountPath: /data/redis/\n",
+    );
+    only_error("pod2.yaml", &text, "mount path is used twice");
+    let text = REDIS_POD2.replace("    volumes:\n      - name: redis-persistent-storage\n", "    volumes:\n      - name: redis-persistent-storage\n        source: {emptyDir: {}}\n      - name: redis-persistent-storage\n");
+    only_error("pod2.yaml", &text, "volume name is used twice");
+    let v1 = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"containers": [{"name": "web", "image": "nginx",
+        "volumeMounts": [{"name": "cache", "mountPath": "/cache", "subPath": "a"}]}],
+       "volumes": [{"name": "cache", "emptyDir": {"medium": "Memory"}}]}}"#;
+    let errors = errors_of(&[source("web.json", v1)]);
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`subPath` is not available")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("medium `Memory` is not available")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn v1beta1_volume_spellings_v05_read() {
+    // A volume without `source` was an empty directory to v0.5's kubelet;
+    // `path` was a mount's older `mountPath`.
+    let text = REDIS_POD2
+        .replace("        source:\n          emptyDir: {}\n", "")
+        .replace("mountPath: /data/redis", "path: /data/redis");
+    let loaded = load_one("pod2.yaml", &text);
+    let messages: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages
+        .iter()
+        .any(|m| m.contains("without `source` is an empty directory")));
+    assert!(messages
+        .iter()
+        .any(|m| m.contains("old spelling of a mount's `mountPath`")));
+    let pod = only_pod(&loaded);
+    assert_eq!(
+        pod.spec.volumes[0].source,
+        crate::model::VolumeSource::EmptyDir
+    );
+    assert_eq!(
+        pod.spec.containers[0].volume_mounts[0].mount_path,
+        "/data/redis"
+    );
 }

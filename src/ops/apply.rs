@@ -189,6 +189,23 @@ pub fn validate(ui: &Ui, paths: &[PathBuf], reading: manifest::LoadOptions) -> m
     Ok(())
 }
 
+/// Manifests are read for a cluster: what its record allows (`kctl up
+/// --allow-host-dir`) is no error. Without a record, the defaults: the
+/// error about the missing cluster comes where it is opened.
+pub fn as_cluster_allows(name: &str, reading: manifest::LoadOptions) -> manifest::LoadOptions {
+    let record = crate::cluster::ClusterDir::new(name)
+        .ok()
+        .filter(|dir| dir.exists())
+        .and_then(|dir| dir.load().ok());
+    match record {
+        Some(config) => manifest::LoadOptions {
+            allow_host_dir: config.allow_host_dir,
+            ..reading
+        },
+        None => reading,
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApplyOptions {
     /// Print the plan and change nothing.
@@ -223,7 +240,7 @@ pub async fn apply(
     reading: manifest::LoadOptions,
     options: ApplyOptions,
 ) -> miette::Result<()> {
-    let loaded = manifest::load_paths(paths, reading)?;
+    let loaded = manifest::load_paths(paths, as_cluster_allows(name, reading))?;
     let set = set_name(paths);
     if options.prune && set.is_none() {
         return Err(super::usage_error(
@@ -292,7 +309,7 @@ pub async fn diff(
     live: bool,
     prune: bool,
 ) -> miette::Result<bool> {
-    let loaded = manifest::load_paths(paths, reading)?;
+    let loaded = manifest::load_paths(paths, as_cluster_allows(name, reading))?;
     let set = set_name(paths).filter(|_| prune).unwrap_or_default();
     for warning in loaded.warnings {
         ui.note(format!("{:?}", miette::Report::new(warning)));

@@ -80,6 +80,7 @@ pub fn load(spec: &RunSpec) -> miette::Result<(Value, manifest::Loaded)> {
     let strict = manifest::LoadOptions {
         strict: true,
         kind: None,
+        allow_host_dir: false,
     };
     let loaded = manifest::parse_sources(
         &[Source {

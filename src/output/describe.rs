@@ -275,6 +275,24 @@ pub fn describe_pod(
     for c in &pod.pod.spec.containers {
         out.push_str(&container_fields(state, pod, c));
     }
+    if !pod.pod.spec.volumes.is_empty() {
+        let mut volumes = Fields::default();
+        for volume in &pod.pod.spec.volumes {
+            let what = match &volume.source {
+                crate::model::VolumeSource::EmptyDir => format!(
+                    "emptyDir on {}: kept across container restarts; \
+                     a pod moved to another minion starts with an empty one",
+                    pod.host
+                ),
+                crate::model::VolumeSource::HostDir { path } => {
+                    format!("hostDir {path} of {}", pod.host)
+                }
+            };
+            volumes.add(&volume.name, what);
+        }
+        out.push_str("Volumes:\n");
+        out.push_str(&volumes.render(2));
+    }
     out.push_str(&events_section(events, now_ms));
     out
 }

@@ -8,6 +8,7 @@ pub mod v1;
 
 use crate::model::{
     format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy,
+    VolumeSource,
 };
 use crate::state::{ClusterState, Endpoint, MinionRecord, PodPhase, PodRecord, ServiceRecord};
 use serde_json::{json, Map, Value};
@@ -386,7 +387,35 @@ pub(crate) fn container_json(c: &Container) -> Value {
         p.insert("timeoutSeconds".into(), json!(probe.timeout_seconds));
         o.insert("livenessProbe".into(), Value::Object(p));
     }
+    if !c.volume_mounts.is_empty() {
+        let mounts: Vec<Value> = c
+            .volume_mounts
+            .iter()
+            .map(|m| {
+                let mut mount = json!({"name": m.name, "mountPath": m.mount_path});
+                if m.read_only {
+                    mount["readOnly"] = json!(true);
+                }
+                mount
+            })
+            .collect();
+        o.insert("volumeMounts".into(), Value::Array(mounts));
+    }
     Value::Object(o)
+}
+
+/// A pod's volumes in v1beta1's shape (`source: {emptyDir: {}}`).
+fn volumes_json(spec: &PodSpec) -> Vec<Value> {
+    spec.volumes
+        .iter()
+        .map(|v| {
+            let source = match &v.source {
+                VolumeSource::EmptyDir => json!({"emptyDir": {}}),
+                VolumeSource::HostDir { path } => json!({"hostDir": {"path": path}}),
+            };
+            json!({"name": v.name, "source": source})
+        })
+        .collect()
 }
 
 fn manifest_json(id: &str, spec: &PodSpec) -> Value {
@@ -395,12 +424,16 @@ fn manifest_json(id: &str, spec: &PodSpec) -> Value {
         RestartPolicy::OnFailure => "onFailure",
         RestartPolicy::Never => "never",
     };
-    json!({
+    let mut manifest = json!({
         "version": "v1beta1",
         "id": id,
         "containers": spec.containers.iter().map(container_json).collect::<Vec<_>>(),
         "restartPolicy": {policy: {}},
-    })
+    });
+    if !spec.volumes.is_empty() {
+        manifest["volumes"] = json!(volumes_json(spec));
+    }
+    manifest
 }
 
 pub fn pod_json(state: &ClusterState, p: &PodRecord) -> Value {
@@ -604,6 +637,7 @@ mod tests {
                         ..Default::default()
                     }],
                     restart_policy: RestartPolicy::Always,
+                    volumes: vec![],
                 },
             },
             host: "minion-1".into(),
@@ -625,6 +659,35 @@ mod tests {
         (state, pod)
     }
 
+    /// An emptyDir and a host directory, mounted read-write and read-only.
+    fn with_volumes(spec: &mut PodSpec) {
+        use crate::model::{Volume, VolumeMount};
+        spec.volumes = vec![
+            Volume {
+                name: "data".into(),
+                source: VolumeSource::EmptyDir,
+            },
+            Volume {
+                name: "site".into(),
+                source: VolumeSource::HostDir {
+                    path: "/srv/site".into(),
+                },
+            },
+        ];
+        spec.containers[0].volume_mounts = vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                read_only: false,
+            },
+            VolumeMount {
+                name: "site".into(),
+                mount_path: "/usr/share/nginx/html".into(),
+                read_only: true,
+            },
+        ];
+    }
+
     /// `--output-version v1` prints what reads back as the same objects.
     #[test]
     fn v1_printed_objects_apply_again_unchanged() {
@@ -636,6 +699,7 @@ mod tests {
         spec.containers[0].memory = Some(64 << 20);
         spec.containers[0].command = vec!["serve".into(), "--port".into(), "80".into()];
         spec.restart_policy = RestartPolicy::OnFailure;
+        with_volumes(&mut spec);
         let bare = PodRecord {
             owner: None,
             pod: Pod {
@@ -699,11 +763,12 @@ mod tests {
         use crate::manifest::{parse_sources, Source};
         use crate::model::Object;
         let (mut state, pod) = state_with_pod();
-        let bare = PodRecord {
+        let mut bare = PodRecord {
             owner: None,
             draining: false,
             ..pod.clone()
         };
+        with_volumes(&mut bare.pod.spec);
         let rc = ReplicationController {
             id: "web".into(),
             labels: Labels::from([("name".to_string(), "web".to_string())]),

@@ -105,6 +105,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
         spec: PodSpec {
             containers: vec![web_container()],
             restart_policy: RestartPolicy::Always,
+            volumes: vec![],
         },
     };
     let rc = ReplicationController {
@@ -171,6 +172,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
                     },
                 ],
                 restart_policy: RestartPolicy::OnFailure,
+                volumes: vec![],
             },
         },
         host: "minion-1".into(),

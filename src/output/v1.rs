@@ -3,7 +3,7 @@
 //! objects (status and `clusterIP` are passed by on input).
 
 use super::{container_json, endpoint_addresses, pod_phase};
-use crate::model::{Container, PodSpec, ReplicationController};
+use crate::model::{Container, PodSpec, ReplicationController, VolumeSource};
 use crate::state::{ClusterState, PodRecord, ServiceRecord};
 use serde_json::{json, Value};
 
@@ -37,10 +37,24 @@ fn container(c: &Container) -> Value {
 }
 
 fn pod_spec(spec: &PodSpec) -> Value {
-    json!({
+    let mut v = json!({
         "restartPolicy": format!("{:?}", spec.restart_policy),
         "containers": spec.containers.iter().map(container).collect::<Vec<_>>(),
-    })
+    });
+    if !spec.volumes.is_empty() {
+        let volumes: Vec<Value> = spec
+            .volumes
+            .iter()
+            .map(|volume| match &volume.source {
+                VolumeSource::EmptyDir => json!({"name": volume.name, "emptyDir": {}}),
+                VolumeSource::HostDir { path } => {
+                    json!({"name": volume.name, "hostPath": {"path": path}})
+                }
+            })
+            .collect();
+        v["volumes"] = json!(volumes);
+    }
+    v
 }
 
 pub fn pod(state: &ClusterState, p: &PodRecord) -> Value {

@@ -172,6 +172,7 @@ mod tests {
                 ..Default::default()
             }],
             restart_policy: RestartPolicy::Always,
+            volumes: vec![],
         }
     }
 

@@ -32,6 +32,7 @@ fn spec(image: &str, host_port: Option<u16>) -> PodSpec {
             ..Default::default()
         }],
         restart_policy: RestartPolicy::Always,
+        volumes: vec![],
     }
 }
 

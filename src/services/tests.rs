@@ -23,6 +23,7 @@ fn spec(ports: &[(Option<&str>, u16)]) -> PodSpec {
             ..Default::default()
         }],
         restart_policy: RestartPolicy::Always,
+        volumes: vec![],
     }
 }
 

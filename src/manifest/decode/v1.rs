@@ -38,9 +38,8 @@ static METADATA: Shape = Shape {
 };
 static POD_SPEC: Shape = Shape {
     what: "a pod `spec`",
-    fields: &["containers", "restartPolicy"],
+    fields: &["containers", "restartPolicy", "volumes"],
     ignored: &[
-        "volumes",
         "dnsPolicy",
         "nodeSelector",
         "terminationGracePeriodSeconds",
@@ -62,9 +61,9 @@ static CONTAINER: Shape = Shape {
         "env",
         "resources",
         "livenessProbe",
+        "volumeMounts",
     ],
     ignored: &[
-        "volumeMounts",
         "readinessProbe",
         "startupProbe",
         "lifecycle",
@@ -197,12 +196,17 @@ fn pod_spec(cx: &mut FileContext<'_>, node: &Node) -> Option<PodSpec> {
             }
         }
     });
-    let containers = cx
-        .require(&fields, "containers")
-        .and_then(|node| containers_with(cx, node, MAX_PORT_NAME_LEN, container));
+    let volumes = optional(fields.get("volumes"), |node| {
+        volumes::volumes(cx, node, true)
+    })
+    .map(Option::unwrap_or_default);
+    let containers = cx.require(&fields, "containers").and_then(|node| {
+        containers_with(cx, node, MAX_PORT_NAME_LEN, volumes.as_deref(), container)
+    });
     Some(PodSpec {
         containers: containers?,
         restart_policy: restart_policy?.unwrap_or_default(),
+        volumes: volumes?,
     })
 }
 
@@ -266,6 +270,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     let liveness_probe = optional(fields.get("livenessProbe"), |node| {
         probe_shaped(cx, node, scope, &PROBE, &HTTP_GET)
     });
+    let volume_mounts = optional(fields.get("volumeMounts"), |node| {
+        volumes::volume_mounts(cx, node, scope, true)
+    });
     let (cpu, memory) = limits?.unwrap_or((None, None));
     Some(Container {
         name: name?,
@@ -277,6 +284,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         cpu,
         memory,
         liveness_probe: liveness_probe?,
+        volume_mounts: volume_mounts?.unwrap_or_default(),
     })
 }
 

@@ -116,6 +116,8 @@ pub fn cluster_config(
         },
         ssh_identity: None,
         offline_images: false,
+        // Set by ops::up from the flag and the record before.
+        allow_host_dir: false,
     }
 }
 

@@ -164,6 +164,8 @@ pub async fn up(
         pod_network: PodNetwork::default(),
         ssh_identity: None,
         offline_images: true,
+        // Set by ops::up from the flag and the record before.
+        allow_host_dir: false,
     };
     // Record first: whatever fails later, `down` knows what to remove.
     dir.save(&config)?;

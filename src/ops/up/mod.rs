@@ -23,6 +23,17 @@ pub struct UpOptions {
     pub dry_run: bool,
     pub ssh: ssh::SshOptions,
     pub gce: gce::GceOptions,
+    /// What pods may ask for that a cluster refuses by default.
+    pub allowances: Allowances,
+}
+
+/// What a cluster lets pods ask for beyond its defaults; kept in its
+/// record, given once to `up` (a later `up` without the flag keeps it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allowances {
+    /// Host directories that would hand a pod the machine (`/`, `/etc`,
+    /// Docker's socket, kctl's own directories).
+    pub host_dir: bool,
 }
 
 /// The cluster's record if it exists; an error if another provider made it.
@@ -45,7 +56,48 @@ pub fn existing_record(
     Ok(Some(config))
 }
 
+/// Keeps what the cluster allowed before and adds what this `up` was
+/// told to; the providers write their records afresh.
+fn record_allowances(
+    ui: &Ui,
+    name: &str,
+    before: Allowances,
+    told: Allowances,
+) -> miette::Result<()> {
+    let dir = ClusterDir::new(name)?;
+    let Ok(mut config) = dir.load() else {
+        return Ok(());
+    };
+    let host_dir = before.host_dir || told.host_dir;
+    if config.allow_host_dir != host_dir {
+        config.allow_host_dir = host_dir;
+        dir.save(&config)?;
+    }
+    if told.host_dir && !before.host_dir {
+        ui.note("pods of this cluster may bind any host directory (--allow-host-dir)");
+    }
+    Ok(())
+}
+
 pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
+    let told = options.allowances;
+    let dry_run = options.dry_run;
+    let dir = ClusterDir::new(name)?;
+    let before = match dir.exists().then(|| dir.load()) {
+        Some(Ok(config)) => Allowances {
+            host_dir: config.allow_host_dir,
+        },
+        _ => Allowances::default(),
+    };
+    let made = make_or_repair(ui, name, options).await;
+    // Also after a failed `up`: its record was written afresh.
+    if !dry_run {
+        record_allowances(ui, name, before, told)?;
+    }
+    made
+}
+
+async fn make_or_repair(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
     match options.provider {
         ProviderKind::Local => {
             if options.dry_run {

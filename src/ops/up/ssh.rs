@@ -249,6 +249,8 @@ pub fn cluster_config(
         },
         ssh_identity: identity,
         offline_images: false,
+        // Set by ops::up from the flag and the record before.
+        allow_host_dir: false,
     })
 }
 
