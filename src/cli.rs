@@ -74,6 +74,11 @@ pub enum Command {
         /// for the cluster's life.
         #[arg(long)]
         allow_host_dir: bool,
+        /// Let pods run privileged containers or add capabilities, as
+        /// v0.5's --allow_privileged (refused by default: such a container
+        /// owns its minion). Kept for the cluster's life.
+        #[arg(long)]
+        allow_privileged: bool,
         /// ssh: a host to make a minion of, as [user@]HOST[:PORT]; repeatable.
         /// Users other than root need passwordless sudo.
         #[arg(
@@ -641,6 +646,7 @@ impl ReadingArgs {
             kind: self.kind,
             // What the cluster allows is the cluster's to say (ops::apply).
             allow_host_dir: false,
+            allow_privileged: false,
         }
     }
 }
@@ -713,6 +719,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             ssh_sources,
             boot_timeout,
             allow_host_dir,
+            allow_privileged,
         } => {
             // `kctl up` again on an existing cluster means its provider.
             let provider = match provider {
@@ -746,6 +753,7 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
                 },
                 allowances: ops::up::Allowances {
                     host_dir: allow_host_dir,
+                    privileged: allow_privileged,
                 },
             };
             check_provider_flags(&options)?;

@@ -358,6 +358,9 @@ pub struct ClusterConfig {
     /// Pods may bind any host directory (`kctl up --allow-host-dir`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_host_dir: bool,
+    /// Pods may run privileged containers (`kctl up --allow-privileged`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_privileged: bool,
 }
 
 /// The address in an etcd endpoint (`https://IP:PORT`), if it names one.

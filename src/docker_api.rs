@@ -177,8 +177,14 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             }),
         }
     }
+    let security = &spec.security;
+    let mut security_opt = Vec::new();
+    if security.allow_privilege_escalation == Some(false) {
+        security_opt.push("no-new-privileges".to_string());
+    }
     ContainerCreateBody {
         hostname: spec.hostname.clone(),
+        user: security.run_as_user.map(|uid| uid.to_string()),
         image: Some(spec.image.clone()),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         env: (!spec.env.is_empty()).then(|| spec.env.clone()),
@@ -200,6 +206,13 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             // it; typed bind mounts would refuse (API 1.41 cannot ask for
             // that). Paths are checked to hold no `:`.
             binds: (!binds.is_empty()).then_some(binds),
+            privileged: security.privileged.then_some(true),
+            readonly_rootfs: security.read_only_root_filesystem.then_some(true),
+            cap_add: (!security.capabilities_add.is_empty())
+                .then(|| security.capabilities_add.clone()),
+            cap_drop: (!security.capabilities_drop.is_empty())
+                .then(|| security.capabilities_drop.clone()),
+            security_opt: (!security_opt.is_empty()).then_some(security_opt),
             ..Default::default()
         }),
         ..Default::default()
@@ -458,6 +471,7 @@ mod tests {
             memory_bytes: Some(1 << 20),
             cpu_shares: Some(512),
             mounts: vec![],
+            security: Default::default(),
         };
         let body = serde_json::to_value(create_body(&spec)).unwrap();
         assert_eq!(body["Image"], "kctl/pause:0.1");

@@ -189,6 +189,47 @@ pub struct Container {
     pub liveness_probe: Option<Probe>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    #[serde(default, skip_serializing_if = "SecurityContext::is_default")]
+    pub security: SecurityContext,
+}
+
+/// What a container may do beyond Docker's defaults, or less: v1beta1's
+/// `privileged`, v1's `securityContext`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    /// Every device and capability of the minion (needs `kctl up
+    /// --allow-privileged`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<u32>,
+    /// Checked when the manifest is read: `run_as_user` is given and not 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_as_non_root: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root_filesystem: bool,
+    /// Capability names without `CAP_` (needs `--allow-privileged`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities_add: Vec<String>,
+    /// Capability names without `CAP_`, or `ALL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities_drop: Vec<String>,
+    /// `Some(false)`: the process cannot gain privileges (no-new-privileges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
+}
+
+impl SecurityContext {
+    pub fn is_default(&self) -> bool {
+        *self == SecurityContext::default()
+    }
+
+    /// More than Docker gives a container by default: what only a cluster
+    /// made with `kctl up --allow-privileged` runs.
+    pub fn is_privileged(&self) -> bool {
+        self.privileged || !self.capabilities_add.is_empty()
+    }
 }
 
 /// Where a pod's volume keeps its files.

@@ -1182,13 +1182,112 @@ fn volumes_keep_data_across_containers_and_go_with_the_pod() {
     });
     assert!(host_dir.join("f").exists());
 
-    // A cluster made with --allow-host-dir takes `/` (dry run: nothing runs).
-    let allowed = cluster.kctl(&["up", "--allow-host-dir"]);
+    // A privileged container, or one with added capabilities, is refused
+    // with its line until the cluster allows it.
+    let privileged = manifest_file(&cluster, "privileged.json", PRIVILEGED);
+    let capable = manifest_file(&cluster, "capable.yaml", CAPABLE);
+    for (file, says) in [
+        (&privileged, "a privileged container is refused"),
+        (&capable, "a container with added capabilities is refused"),
+    ] {
+        let refused = cluster.kctl(&["apply", "-f", file]);
+        assert_eq!(refused.code, Some(1), "{refused:?}");
+        assert!(
+            refused.stderr.contains(says) && refused.stderr.contains(file.as_str()),
+            "{refused:?}"
+        );
+    }
+
+    // Made with --allow-host-dir and --allow-privileged, the cluster takes
+    // `/` and a privileged container (dry runs: this sandbox's bounding
+    // set lacks CAP_SYS_RESOURCE, which Docker 20.10 gives a privileged
+    // container, so runc could not start one here), and runs added
+    // capabilities; a locked-down container has none, its own user, no
+    // new privileges and a read-only root.
+    let allowed = cluster.kctl(&["up", "--allow-host-dir", "--allow-privileged"]);
     assert!(allowed.ok(), "{allowed:?}");
-    let planned = cluster.kctl(&["apply", "--dry-run", "-f", &root]);
+    for (file, says) in [(&root, "+ pod store"), (&privileged, "+ pod root")] {
+        let planned = cluster.kctl(&["apply", "--dry-run", "-f", file]);
+        assert!(planned.ok() && planned.stdout.contains(says), "{planned:?}");
+    }
+    let applied = cluster.kctl(&["apply", "-f", &capable]);
+    assert!(applied.ok(), "{applied:?}");
+    let status = |container: &str| {
+        let run = cluster.kctl(&[
+            "exec",
+            "caps",
+            "-c",
+            container,
+            "--",
+            "cat",
+            "/proc/self/status",
+        ]);
+        assert!(run.ok(), "{run:?}");
+        let field = |name: &str| {
+            run.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().next().unwrap_or_default().to_string())
+                .unwrap()
+        };
+        (
+            u64::from_str_radix(&field("CapEff:"), 16).unwrap(),
+            field("Uid:"),
+            field("NoNewPrivs:"),
+        )
+    };
+    const NET_ADMIN: u64 = 1 << 12;
+    let (web_caps, web_uid, _) = status("web");
+    assert!(web_caps & NET_ADMIN != 0, "CapEff {web_caps:x}");
+    assert_eq!(web_uid, "0");
+    let (locked_caps, locked_uid, no_new_privileges) = status("locked");
+    assert_eq!(
+        (locked_caps, locked_uid.as_str(), no_new_privileges.as_str()),
+        (0, "1000", "1")
+    );
+    let write = cluster.kctl(&[
+        "exec",
+        "caps",
+        "-c",
+        "locked",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /tmp/x",
+    ]);
+    assert!(!write.ok(), "{write:?}");
+    // An ordinary container has Docker's default set, without NET_ADMIN.
+    let (plain_caps, _, _) = status("plain");
     assert!(
-        planned.ok() && planned.stdout.contains("+ pod store"),
-        "{planned:?}"
+        plain_caps != 0 && plain_caps & NET_ADMIN == 0,
+        "CapEff {plain_caps:x}"
     );
     cluster.down_and_check();
 }
+
+const PRIVILEGED: &str = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "root",
+  "desiredState": {"manifest": {"version": "v1beta1", "containers": [
+    {"name": "web", "image": "tutum/tomcat", "privileged": true}]}}}"#;
+
+const CAPABLE: &str = "\
+apiVersion: v1
+kind: Pod
+metadata: {name: caps}
+spec:
+  containers:
+  - name: web
+    image: tutum/tomcat
+    securityContext:
+      capabilities: {add: [NET_ADMIN]}
+  - name: locked
+    image: tutum/tomcat
+    command: [sleep, '3600']
+    securityContext:
+      runAsUser: 1000
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {drop: [ALL]}
+  - name: plain
+    image: tutum/tomcat
+    command: [sleep, '3600']
+";

@@ -505,6 +505,7 @@ pub(crate) mod tests {
             ssh_identity: None,
             offline_images: false,
             allow_host_dir: false,
+            allow_privileged: false,
         }
     }
 

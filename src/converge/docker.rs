@@ -92,6 +92,7 @@ pub fn pod_containers(pod: &PodRecord, ctx: &RunContext) -> Vec<ContainerSpec> {
         memory_bytes: None,
         cpu_shares: None,
         mounts: vec![],
+        security: Default::default(),
     };
     let mut all = vec![infra];
     for c in &pod.pod.spec.containers {
@@ -136,6 +137,7 @@ fn app_container(
         // Docker's shares are relative weights with 1024 for one core.
         cpu_shares: c.cpu.map(|milli| (i64::from(milli) * 1024 / 1000).max(2)),
         mounts: mounts(ctx, pod, c),
+        security: c.security.clone(),
     }
 }
 

@@ -28,6 +28,8 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<i64>,
     pub cpu_shares: Option<i64>,
     pub mounts: Vec<MountSpec>,
+    /// The container's `securityContext` (the infra container's default).
+    pub security: crate::model::SecurityContext,
 }
 
 /// A pod volume or a host directory seen inside a container.

@@ -32,6 +32,7 @@ fn pod(id: &str, image: &str) -> PodRecord {
                     memory: Some(64 << 20),
                     liveness_probe: None,
                     volume_mounts: vec![],
+                    security: Default::default(),
                 }],
                 restart_policy: RestartPolicy::OnFailure,
                 volumes: vec![],
@@ -639,4 +640,30 @@ fn volumes_are_docker_volumes_of_the_pod_and_host_dirs_binds() {
         .as_ref()
         .unwrap();
     assert_eq!(labels.get(LABEL_POD).map(String::as_str), Some("redis-1"));
+}
+
+#[test]
+fn a_security_context_is_docker_host_config() {
+    let mut p = pod("web-1", "img");
+    p.pod.spec.containers[0].security = crate::model::SecurityContext {
+        privileged: true,
+        run_as_user: Some(1000),
+        read_only_root_filesystem: true,
+        capabilities_add: vec!["NET_ADMIN".into()],
+        capabilities_drop: vec!["ALL".into()],
+        allow_privilege_escalation: Some(false),
+        ..Default::default()
+    };
+    let specs = pod_containers(&p, &ctx());
+    // The infra container keeps Docker's defaults.
+    let infra = crate::docker_api::create_body(&specs[0]);
+    assert_eq!(infra.host_config.as_ref().unwrap().privileged, None);
+    let body = crate::docker_api::create_body(&specs[1]);
+    assert_eq!(body.user.as_deref(), Some("1000"));
+    let host = body.host_config.unwrap();
+    assert_eq!(host.privileged, Some(true));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_add.unwrap(), ["NET_ADMIN"]);
+    assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
+    assert_eq!(host.security_opt.unwrap(), ["no-new-privileges"]);
 }

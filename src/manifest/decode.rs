@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+mod security;
 mod v1;
 mod volumes;
 
@@ -68,12 +69,14 @@ static CONTAINER: Shape = Shape {
         "memory",
         "livenessProbe",
         "volumeMounts",
+        "privileged",
+        // v1's, which `kctl get` prints for what v1beta1 cannot say.
+        "securityContext",
     ],
     ignored: &[
         "readinessProbe",
         "lifecycle",
         "terminationMessagePath",
-        "privileged",
         "imagePullPolicy",
         "entrypoint",
     ],
@@ -662,11 +665,24 @@ fn restart_policy(cx: &mut FileContext<'_>, node: &Node) -> Option<RestartPolicy
     Some(chosen.unwrap_or_default())
 }
 
+/// What holds for every container of a pod.
+#[derive(Default)]
+struct PodRules {
+    max_port_name: usize,
+    run_as_user: Option<u32>,
+    /// Where the pod asks for a non-root user.
+    run_as_non_root: Option<Span>,
+}
+
 /// Names and host ports already used in one pod, and probe port names to
 /// check once every container's ports are known.
 struct PodScope {
     /// The longest port name this API version allows.
     max_port_name: usize,
+    /// The pod's `securityContext`: its containers' user unless they say,
+    /// and where it asks for a non-root user.
+    pod_run_as_user: Option<u32>,
+    pod_run_as_non_root: Option<Span>,
     container_names: HashMap<String, Span>,
     port_names: HashMap<String, Span>,
     host_ports: HashMap<(u16, Protocol), Span>,
@@ -680,7 +696,11 @@ fn containers(
     node: &Node,
     volumes: Option<&[Volume]>,
 ) -> Option<Vec<Container>> {
-    containers_with(cx, node, MAX_PORT_NAME_LEN, volumes, container)
+    let rules = PodRules {
+        max_port_name: MAX_PORT_NAME_LEN,
+        ..PodRules::default()
+    };
+    containers_with(cx, node, &rules, volumes, container)
 }
 
 /// A pod's containers, each read by `read` (v1beta1's or v1's shape), and
@@ -688,7 +708,7 @@ fn containers(
 fn containers_with(
     cx: &mut FileContext<'_>,
     node: &Node,
-    max_port_name: usize,
+    rules: &PodRules,
     // None when they were wrong: their mounts are not checked then.
     volumes: Option<&[Volume]>,
     mut read: impl FnMut(&mut FileContext<'_>, &Node, &mut PodScope) -> Option<Container>,
@@ -706,7 +726,9 @@ fn containers_with(
         return None;
     }
     let mut scope = PodScope {
-        max_port_name,
+        max_port_name: rules.max_port_name,
+        pod_run_as_user: rules.run_as_user,
+        pod_run_as_non_root: rules.run_as_non_root,
         container_names: HashMap::new(),
         port_names: HashMap::new(),
         host_ports: HashMap::new(),
@@ -774,6 +796,18 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     let volume_mounts = optional(fields.get("volumeMounts"), |node| {
         volumes::volume_mounts(cx, node, scope, false)
     });
+    let privileged = optional(fields.get("privileged"), |node| {
+        security::v1beta1_privileged(cx, node)
+    });
+    let context = optional(fields.get("securityContext"), |node| {
+        let security = security::v1_container(cx, node)?;
+        security::check_non_root(cx, node.span, &security).then_some(security)
+    });
+    let security = privileged.zip(context).map(|(privileged, context)| {
+        let mut security = context.unwrap_or_default();
+        security.privileged |= privileged.is_some_and(|p| p.privileged);
+        security
+    });
     Some(Container {
         name: name?,
         image: image?,
@@ -785,6 +819,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         memory: memory?,
         liveness_probe: liveness_probe?,
         volume_mounts: volume_mounts?.unwrap_or_default(),
+        security: security?,
     })
 }
 

@@ -49,6 +49,9 @@ pub struct LoadOptions {
     /// The cluster takes host directories that would hand a pod the
     /// machine (`kctl up --allow-host-dir`).
     pub allow_host_dir: bool,
+    /// The cluster runs privileged containers (`kctl up
+    /// --allow-privileged`).
+    pub allow_privileged: bool,
 }
 
 /// What a set of manifests holds, once every one of them has checked out.
@@ -169,6 +172,7 @@ fn check_sources(
         let mut cx = FileContext::new(file.clone(), &mut report, decode::ALL_SHAPES);
         cx.kind_from_command_line = options.kind;
         cx.allow_host_dir = options.allow_host_dir;
+        cx.allow_privileged = options.allow_privileged;
         for document in &documents {
             decode::document(&mut cx, document, None, &mut objects);
         }

@@ -62,6 +62,8 @@ pub(crate) struct FileContext<'r> {
     pub kind_from_command_line: Option<crate::model::Kind>,
     /// The cluster takes host directories anywhere (`up --allow-host-dir`).
     pub allow_host_dir: bool,
+    /// The cluster runs privileged containers (`up --allow-privileged`).
+    pub allow_privileged: bool,
     /// Unknown fields, by the span of their key: warnings (v0.5 ignored
     /// such fields) unless a required field turns out to be missing and
     /// the key was its misspelling, which makes it an error.
@@ -120,6 +122,7 @@ impl<'r> FileContext<'r> {
             warned_missing_api_version: false,
             kind_from_command_line: None,
             allow_host_dir: false,
+            allow_privileged: false,
             unknown: Vec::new(),
         }
     }

@@ -108,6 +108,7 @@ fn strict() -> LoadOptions {
         strict: true,
         kind: None,
         allow_host_dir: false,
+        allow_privileged: false,
     }
 }
 
@@ -800,6 +801,7 @@ fn a_full_container_decodes() {
                 timeout_seconds: 1,
             }),
             volume_mounts: vec![],
+            security: Default::default(),
         }
     );
 }
@@ -1631,6 +1633,7 @@ fn a_manifest_without_kind_takes_it_from_its_shape_or_the_command_line() {
         strict: true,
         kind: Some(Kind::Pod),
         allow_host_dir: false,
+        allow_privileged: false,
     };
     let loaded = super::parse_sources(&[source("pod1.yaml", pod)], with_kind).unwrap();
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
@@ -2019,4 +2022,80 @@ fn v1beta1_volume_spellings_v05_read() {
         pod.spec.containers[0].volume_mounts[0].mount_path,
         "/data/redis"
     );
+}
+
+// ---- privileges ----
+
+fn allowing_privileged() -> LoadOptions {
+    LoadOptions {
+        allow_privileged: true,
+        ..LoadOptions::default()
+    }
+}
+
+#[test]
+fn privileged_is_refused_unless_the_cluster_allows_it() {
+    let text = pod_with(r#"{"name": "a", "image": "i", "privileged": true}"#);
+    let error = only_error("p.json", &text, "a privileged container is refused");
+    assert_eq!(spanned(&text, &error), "true");
+    assert!(help_of(&error).contains("kctl up --allow-privileged"));
+    let loaded = super::parse_sources(&[source("p.json", &text)], allowing_privileged()).unwrap();
+    assert!(only_pod(&loaded).spec.containers[0].security.privileged);
+    // `privileged: false` asks for nothing.
+    let text = pod_with(r#"{"name": "a", "image": "i", "privileged": false}"#);
+    assert!(only_pod(&load_one("p.json", &text)).spec.containers[0]
+        .security
+        .is_default());
+}
+
+#[test]
+fn v1_security_context_maps_onto_the_model() {
+    let pod = |container_context: &str, pod_context: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "web"}},
+      "spec": {{{pod_context}"containers": [{{"name": "web", "image": "nginx"{container_context}}}]}}}}"#
+        )
+    };
+    let text = pod(
+        r#", "securityContext": {"runAsUser": 1000, "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": ["CAP_NET_ADMIN"]}}"#,
+        "",
+    );
+    only_error(
+        "p.json",
+        &text,
+        "a container with added capabilities is refused",
+    );
+    let loaded = super::parse_sources(&[source("p.json", &text)], allowing_privileged()).unwrap();
+    let security = &only_pod(&loaded).spec.containers[0].security;
+    assert_eq!(security.run_as_user, Some(1000));
+    assert!(security.read_only_root_filesystem);
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.capabilities_drop, ["ALL"]);
+    assert_eq!(security.capabilities_add, ["NET_ADMIN"]);
+    // The pod's user and non-root rule hold for containers that say none.
+    let text = pod(
+        "",
+        r#""securityContext": {"runAsUser": 70, "runAsNonRoot": true}, "#,
+    );
+    let loaded = load_one("p.json", &text);
+    let security = &only_pod(&loaded).spec.containers[0].security;
+    assert_eq!(
+        (security.run_as_user, security.run_as_non_root),
+        (Some(70), true)
+    );
+    // Non-root with no user kctl can see, or user 0: refused at the rule.
+    let text = pod(r#", "securityContext": {"runAsNonRoot": true}"#, "");
+    only_error("p.json", &text, "`runAsNonRoot` without `runAsUser`");
+    let text = pod(
+        "",
+        r#""securityContext": {"runAsUser": 0, "runAsNonRoot": true}, "#,
+    );
+    let error = only_error("p.json", &text, "`runAsNonRoot` with `runAsUser: 0`");
+    assert!(spanned(&text, &error).starts_with("{\"runAsUser\": 0"));
+    let text = pod(
+        r#", "securityContext": {"capabilities": {"add": ["ALL"]}}"#,
+        "",
+    );
+    only_error("p.json", &text, "`ALL` is no capability name");
 }

@@ -190,7 +190,7 @@ pub fn validate(ui: &Ui, paths: &[PathBuf], reading: manifest::LoadOptions) -> m
 }
 
 /// Manifests are read for a cluster: what its record allows (`kctl up
-/// --allow-host-dir`) is no error. Without a record, the defaults: the
+/// --allow-host-dir`, `--allow-privileged`) is no error. Without a record, the defaults: the
 /// error about the missing cluster comes where it is opened.
 pub fn as_cluster_allows(name: &str, reading: manifest::LoadOptions) -> manifest::LoadOptions {
     let record = crate::cluster::ClusterDir::new(name)
@@ -200,6 +200,7 @@ pub fn as_cluster_allows(name: &str, reading: manifest::LoadOptions) -> manifest
     match record {
         Some(config) => manifest::LoadOptions {
             allow_host_dir: config.allow_host_dir,
+            allow_privileged: config.allow_privileged,
             ..reading
         },
         None => reading,

@@ -81,6 +81,7 @@ pub fn load(spec: &RunSpec) -> miette::Result<(Value, manifest::Loaded)> {
         strict: true,
         kind: None,
         allow_host_dir: false,
+        allow_privileged: false,
     };
     let loaded = manifest::parse_sources(
         &[Source {

@@ -8,7 +8,7 @@ pub mod v1;
 
 use crate::model::{
     format_labels, Container, PodSpec, ProbeAction, ReplicationController, RestartPolicy,
-    VolumeSource,
+    SecurityContext, VolumeSource,
 };
 use crate::state::{ClusterState, Endpoint, MinionRecord, PodPhase, PodRecord, ServiceRecord};
 use serde_json::{json, Map, Value};
@@ -401,7 +401,52 @@ pub(crate) fn container_json(c: &Container) -> Value {
             .collect();
         o.insert("volumeMounts".into(), Value::Array(mounts));
     }
+    // v1beta1 spells only `privileged`; the rest is v1's `securityContext`,
+    // which kctl also reads in v1beta1 files.
+    let only_privileged = SecurityContext {
+        privileged: true,
+        ..SecurityContext::default()
+    };
+    if c.security == only_privileged {
+        o.insert("privileged".into(), json!(true));
+    } else if let Some(context) = security_context_json(&c.security) {
+        o.insert("securityContext".into(), context);
+    }
     Value::Object(o)
+}
+
+/// v1's `securityContext` of a container, unless it asks for nothing.
+pub(crate) fn security_context_json(security: &SecurityContext) -> Option<Value> {
+    if security.is_default() {
+        return None;
+    }
+    let mut o = Map::new();
+    if security.privileged {
+        o.insert("privileged".into(), json!(true));
+    }
+    if let Some(uid) = security.run_as_user {
+        o.insert("runAsUser".into(), json!(uid));
+    }
+    if security.run_as_non_root {
+        o.insert("runAsNonRoot".into(), json!(true));
+    }
+    if security.read_only_root_filesystem {
+        o.insert("readOnlyRootFilesystem".into(), json!(true));
+    }
+    if let Some(escalation) = security.allow_privilege_escalation {
+        o.insert("allowPrivilegeEscalation".into(), json!(escalation));
+    }
+    let mut capabilities = Map::new();
+    if !security.capabilities_add.is_empty() {
+        capabilities.insert("add".into(), json!(security.capabilities_add));
+    }
+    if !security.capabilities_drop.is_empty() {
+        capabilities.insert("drop".into(), json!(security.capabilities_drop));
+    }
+    if !capabilities.is_empty() {
+        o.insert("capabilities".into(), Value::Object(capabilities));
+    }
+    Some(Value::Object(o))
 }
 
 /// A pod's volumes in v1beta1's shape (`source: {emptyDir: {}}`).
@@ -659,8 +704,17 @@ mod tests {
         (state, pod)
     }
 
-    /// An emptyDir and a host directory, mounted read-write and read-only.
+    /// An emptyDir and a host directory, mounted read-write and read-only,
+    /// and a locked-down security context.
     fn with_volumes(spec: &mut PodSpec) {
+        spec.containers[0].security = SecurityContext {
+            run_as_user: Some(1000),
+            run_as_non_root: true,
+            read_only_root_filesystem: true,
+            capabilities_drop: vec!["ALL".into()],
+            allow_privilege_escalation: Some(false),
+            ..SecurityContext::default()
+        };
         use crate::model::{Volume, VolumeMount};
         spec.volumes = vec![
             Volume {

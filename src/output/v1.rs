@@ -32,6 +32,10 @@ fn container(c: &Container) -> Value {
             }
             o.insert("resources".into(), json!({"limits": limits}));
         }
+        o.remove("privileged");
+        if let Some(context) = super::security_context_json(&c.security) {
+            o.insert("securityContext".into(), context);
+        }
     }
     v
 }

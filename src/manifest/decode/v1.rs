@@ -38,13 +38,12 @@ static METADATA: Shape = Shape {
 };
 static POD_SPEC: Shape = Shape {
     what: "a pod `spec`",
-    fields: &["containers", "restartPolicy", "volumes"],
+    fields: &["containers", "restartPolicy", "volumes", "securityContext"],
     ignored: &[
         "dnsPolicy",
         "nodeSelector",
         "terminationGracePeriodSeconds",
         "serviceAccountName",
-        "securityContext",
         "schedulerName",
         "enableServiceLinks",
     ],
@@ -62,6 +61,7 @@ static CONTAINER: Shape = Shape {
         "resources",
         "livenessProbe",
         "volumeMounts",
+        "securityContext",
     ],
     ignored: &[
         "readinessProbe",
@@ -70,7 +70,6 @@ static CONTAINER: Shape = Shape {
         "imagePullPolicy",
         "terminationMessagePath",
         "terminationMessagePolicy",
-        "securityContext",
     ],
 };
 static RESOURCES: Shape = Shape {
@@ -200,9 +199,19 @@ fn pod_spec(cx: &mut FileContext<'_>, node: &Node) -> Option<PodSpec> {
         volumes::volumes(cx, node, true)
     })
     .map(Option::unwrap_or_default);
-    let containers = cx.require(&fields, "containers").and_then(|node| {
-        containers_with(cx, node, MAX_PORT_NAME_LEN, volumes.as_deref(), container)
+    let pod_security = optional(fields.get("securityContext"), |node| {
+        security::v1_pod(cx, node).map(|(user, non_root)| (user, non_root.then_some(node.span)))
     });
+    let (run_as_user, run_as_non_root) = pod_security.clone().flatten().unwrap_or_default();
+    let rules = PodRules {
+        max_port_name: MAX_PORT_NAME_LEN,
+        run_as_user,
+        run_as_non_root,
+    };
+    let containers = cx
+        .require(&fields, "containers")
+        .and_then(|node| containers_with(cx, node, &rules, volumes.as_deref(), container));
+    pod_security?;
     Some(PodSpec {
         containers: containers?,
         restart_policy: restart_policy?.unwrap_or_default(),
@@ -273,6 +282,21 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     let volume_mounts = optional(fields.get("volumeMounts"), |node| {
         volumes::volume_mounts(cx, node, scope, true)
     });
+    let own = fields.get("securityContext");
+    let security = optional(own, |node| security::v1_container(cx, node))
+        .map(Option::unwrap_or_default)
+        .and_then(|mut security| {
+            // The pod's user and non-root rule hold unless the container says.
+            let own_non_root = security.run_as_non_root;
+            security.run_as_user = security.run_as_user.or(scope.pod_run_as_user);
+            security.run_as_non_root |= scope.pod_run_as_non_root.is_some();
+            let span = match (own_non_root, own, scope.pod_run_as_non_root) {
+                (true, Some(node), _) => node.span,
+                (_, _, Some(pod)) => pod,
+                _ => node.span,
+            };
+            security::check_non_root(cx, span, &security).then_some(security)
+        });
     let (cpu, memory) = limits?.unwrap_or((None, None));
     Some(Container {
         name: name?,
@@ -285,6 +309,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         memory,
         liveness_probe: liveness_probe?,
         volume_mounts: volume_mounts?.unwrap_or_default(),
+        security: security?,
     })
 }
 

@@ -118,6 +118,7 @@ pub fn cluster_config(
         offline_images: false,
         // Set by ops::up from the flag and the record before.
         allow_host_dir: false,
+        allow_privileged: false,
     }
 }
 

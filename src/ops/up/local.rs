@@ -166,6 +166,7 @@ pub async fn up(
         offline_images: true,
         // Set by ops::up from the flag and the record before.
         allow_host_dir: false,
+        allow_privileged: false,
     };
     // Record first: whatever fails later, `down` knows what to remove.
     dir.save(&config)?;

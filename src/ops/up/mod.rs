@@ -34,6 +34,8 @@ pub struct Allowances {
     /// Host directories that would hand a pod the machine (`/`, `/etc`,
     /// Docker's socket, kctl's own directories).
     pub host_dir: bool,
+    /// Privileged containers and added capabilities.
+    pub privileged: bool,
 }
 
 /// The cluster's record if it exists; an error if another provider made it.
@@ -69,12 +71,17 @@ fn record_allowances(
         return Ok(());
     };
     let host_dir = before.host_dir || told.host_dir;
-    if config.allow_host_dir != host_dir {
+    let privileged = before.privileged || told.privileged;
+    if (config.allow_host_dir, config.allow_privileged) != (host_dir, privileged) {
         config.allow_host_dir = host_dir;
+        config.allow_privileged = privileged;
         dir.save(&config)?;
     }
     if told.host_dir && !before.host_dir {
         ui.note("pods of this cluster may bind any host directory (--allow-host-dir)");
+    }
+    if told.privileged && !before.privileged {
+        ui.note("pods of this cluster may run privileged containers (--allow-privileged)");
     }
     Ok(())
 }
@@ -86,6 +93,7 @@ pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
     let before = match dir.exists().then(|| dir.load()) {
         Some(Ok(config)) => Allowances {
             host_dir: config.allow_host_dir,
+            privileged: config.allow_privileged,
         },
         _ => Allowances::default(),
     };
