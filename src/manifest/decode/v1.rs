@@ -202,7 +202,7 @@ fn pod_spec(cx: &mut FileContext<'_>, node: &Node) -> Option<PodSpec> {
     let pod_security = optional(fields.get("securityContext"), |node| {
         security::v1_pod(cx, node).map(|(user, non_root)| (user, non_root.then_some(node.span)))
     });
-    let (run_as_user, run_as_non_root) = pod_security.clone().flatten().unwrap_or_default();
+    let (run_as_user, run_as_non_root) = pod_security.flatten().unwrap_or_default();
     let rules = PodRules {
         max_port_name: MAX_PORT_NAME_LEN,
         run_as_user,
