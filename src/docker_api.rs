@@ -186,6 +186,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         hostname: spec.hostname.clone(),
         user: security.run_as_user.map(|uid| uid.to_string()),
         image: Some(spec.image.clone()),
+        entrypoint: (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone()),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         env: (!spec.env.is_empty()).then(|| spec.env.clone()),
         labels: Some(spec.labels.clone().into_iter().collect()),
@@ -472,6 +473,7 @@ mod tests {
             cpu_shares: Some(512),
             mounts: vec![],
             security: Default::default(),
+            entrypoint: vec![],
         };
         let body = serde_json::to_value(create_body(&spec)).unwrap();
         assert_eq!(body["Image"], "kctl/pause:0.1");

@@ -171,6 +171,11 @@ pub enum RestartPolicy {
 pub struct Container {
     pub name: String,
     pub image: String,
+    /// Replaces the image's entrypoint (v1's `command`); empty: the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    /// The arguments after the entrypoint (v1beta1's `command`, v1's
+    /// `args`); empty: the image's own, unless the entrypoint is replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

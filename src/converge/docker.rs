@@ -81,6 +81,7 @@ pub fn pod_containers(pod: &PodRecord, ctx: &RunContext) -> Vec<ContainerSpec> {
     let infra = ContainerSpec {
         name: infra_name.clone(),
         image: PAUSE_IMAGE.into(),
+        entrypoint: vec![],
         command: vec![],
         env: vec![],
         labels: labels(ctx, pod, INFRA_CONTAINER),
@@ -118,6 +119,7 @@ fn app_container(
     ContainerSpec {
         name: container_name(&pod.pod.id, &c.name),
         image: c.image.clone(),
+        entrypoint: c.entrypoint.clone(),
         command: c.command.clone(),
         // The container's own variables come last, so they win over a
         // service's of the same name.

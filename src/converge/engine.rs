@@ -14,7 +14,9 @@ use std::future::Future;
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
-    /// Arguments after the image (the image's entrypoint stays).
+    /// Replaces the image's entrypoint when not empty.
+    pub entrypoint: Vec<String>,
+    /// Arguments after the entrypoint.
     pub command: Vec<String>,
     /// `NAME=value`, later entries winning.
     pub env: Vec<String>,

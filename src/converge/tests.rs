@@ -33,6 +33,7 @@ fn pod(id: &str, image: &str) -> PodRecord {
                     liveness_probe: None,
                     volume_mounts: vec![],
                     security: Default::default(),
+                    entrypoint: vec![],
                 }],
                 restart_policy: RestartPolicy::OnFailure,
                 volumes: vec![],
@@ -109,6 +110,14 @@ fn a_pod_is_its_infra_container_then_its_own() {
     // Values are data: the image and command stay whole, never a shell's.
     assert_eq!(app.image, "x; touch /tmp/owned");
     assert_eq!(app.command, ["serve", "--port=8080"]);
+    // The image's own entrypoint stays, unless the pod replaces it.
+    let body = crate::docker_api::create_body(app);
+    assert_eq!(body.entrypoint, None);
+    assert_eq!(body.cmd.unwrap(), ["serve", "--port=8080"]);
+    let mut replaced = p.clone();
+    replaced.pod.spec.containers[0].entrypoint = vec!["/bin/sh".into(), "-c".into()];
+    let body = crate::docker_api::create_body(&pod_containers(&replaced, &ctx())[1]);
+    assert_eq!(body.entrypoint.unwrap(), ["/bin/sh", "-c"]);
     // A service's variable first, the container's own after (and winning).
     assert_eq!(
         app.env,

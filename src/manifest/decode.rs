@@ -72,13 +72,13 @@ static CONTAINER: Shape = Shape {
         "privileged",
         // v1's, which `kctl get` prints for what v1beta1 cannot say.
         "securityContext",
+        "entrypoint",
     ],
     ignored: &[
         "readinessProbe",
         "lifecycle",
         "terminationMessagePath",
         "imagePullPolicy",
-        "entrypoint",
     ],
 };
 static PORT: Shape = Shape {
@@ -773,6 +773,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         .require(&fields, "image")
         .and_then(|node| image(cx, node));
     let command = optional(fields.get("command"), |node| cx.strings(node, "`command`"));
+    let entrypoint = optional(fields.get("entrypoint"), |node| {
+        cx.strings(node, "`entrypoint`")
+    });
     let working_dir = optional(fields.get("workingDir"), |node| {
         cx.string(node, "`workingDir`").map(str::to_string)
     });
@@ -811,6 +814,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     Some(Container {
         name: name?,
         image: image?,
+        entrypoint: entrypoint?.unwrap_or_default(),
         command: command?.unwrap_or_default(),
         working_dir: working_dir?,
         ports: ports?.unwrap_or_default(),

@@ -802,6 +802,7 @@ fn a_full_container_decodes() {
             }),
             volume_mounts: vec![],
             security: Default::default(),
+            entrypoint: vec![],
         }
     );
 }
@@ -1524,7 +1525,9 @@ fn v1_fields_map_onto_the_model() {
     assert_eq!(p.id, "web");
     assert_eq!(p.spec.restart_policy, RestartPolicy::OnFailure);
     let c = &p.spec.containers[0];
-    assert_eq!(c.command, ["nginx", "-g", "daemon off;"]);
+    // v1's `command` replaces the entrypoint; `args` follow it.
+    assert_eq!(c.entrypoint, ["nginx"]);
+    assert_eq!(c.command, ["-g", "daemon off;"]);
     assert_eq!((c.cpu, c.memory), (Some(500), Some(64 << 20)));
     assert_eq!(c.liveness_probe.as_ref().unwrap().initial_delay_seconds, 5);
 }
@@ -1569,9 +1572,12 @@ fn what_v1_says_and_kctl_cannot_run_is_refused_with_a_reason() {
     let node_port = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
       "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}}"#;
     only_error("svc.json", node_port, "service type `NodePort`");
+    // `args` alone follow the image's own entrypoint.
     let args_only = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
       "spec": {"containers": [{"name": "web", "image": "nginx", "args": ["-v"]}]}}"#;
-    only_error("pod.json", args_only, "`args` without `command`");
+    let loaded = load_one("pod.json", args_only);
+    let c = &only_pod(&loaded).spec.containers[0];
+    assert_eq!((c.entrypoint.len(), c.command.as_slice()), (0, &["-v".to_string()][..]));
     let policy = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
       "spec": {"restartPolicy": "always", "containers": [{"name": "web", "image": "nginx"}]}}"#;
     only_error("pod.json", policy, "unknown restartPolicy `always`");

@@ -327,6 +327,9 @@ pub(crate) fn container_json(c: &Container) -> Value {
     let mut o = Map::new();
     o.insert("name".into(), json!(c.name));
     o.insert("image".into(), json!(c.image));
+    if !c.entrypoint.is_empty() {
+        o.insert("entrypoint".into(), json!(c.entrypoint));
+    }
     if !c.command.is_empty() {
         o.insert("command".into(), json!(c.command));
     }
@@ -705,8 +708,9 @@ mod tests {
     }
 
     /// An emptyDir and a host directory, mounted read-write and read-only,
-    /// and a locked-down security context.
+    /// a replaced entrypoint and a locked-down security context.
     fn with_volumes(spec: &mut PodSpec) {
+        spec.containers[0].entrypoint = vec!["/bin/serve".into()];
         spec.containers[0].security = SecurityContext {
             run_as_user: Some(1000),
             run_as_non_root: true,

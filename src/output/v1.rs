@@ -33,6 +33,14 @@ fn container(c: &Container) -> Value {
             o.insert("resources".into(), json!({"limits": limits}));
         }
         o.remove("privileged");
+        // v1's `command` is the entrypoint; v1beta1's is v1's `args`.
+        let entrypoint = o.remove("entrypoint");
+        if let Some(args) = o.remove("command") {
+            o.insert("args".into(), args);
+        }
+        if let Some(entrypoint) = entrypoint {
+            o.insert("command".into(), entrypoint);
+        }
         if let Some(context) = super::security_context_json(&c.security) {
             o.insert("securityContext".into(), context);
         }

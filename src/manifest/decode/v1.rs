@@ -1,8 +1,8 @@
 //! Today's `apiVersion: v1` Pod, ReplicationController and Service onto
 //! the same model as v1beta1: `metadata` and `spec` where v1beta1 had
 //! `id`, `labels` and `desiredState`. The same checks apply; what v1 can
-//! say and kctl cannot run (several ports on a service, `args` without a
-//! `command`, NodePort services) is refused with a reason.
+//! say and kctl cannot run (several ports on a service, NodePort services)
+//! is refused with a reason.
 
 use super::*;
 
@@ -228,30 +228,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         .require(&fields, "image")
         .and_then(|node| image(cx, node));
     let command = optional(fields.get("command"), |node| cx.strings(node, "`command`"));
+    // v1's `command` replaces the image's entrypoint; `args` are what
+    // follows it (the image's own entrypoint when there is no `command`).
     let args = optional(fields.get("args"), |node| cx.strings(node, "`args`"));
-    // kctl's containers run one command line: v1's `command` then `args`.
-    // `args` alone would go after the image's own entrypoint, which kctl
-    // does not know.
-    let command = match (command, args) {
-        (Some(command), Some(args)) => match (command, args) {
-            (None, Some(args)) if !args.is_empty() => {
-                let node = fields.get("args").unwrap_or(node);
-                let error = cx
-                    .error(node.span, "`args` without `command`".to_string(), "no command")
-                    .with_help("kctl replaces the image's entrypoint: write the whole command line in `command` (and `args`)");
-                cx.push(error);
-                None
-            }
-            (command, args) => Some(
-                command
-                    .unwrap_or_default()
-                    .into_iter()
-                    .chain(args.unwrap_or_default())
-                    .collect::<Vec<_>>(),
-            ),
-        },
-        _ => None,
-    };
     let working_dir = optional(fields.get("workingDir"), |node| {
         cx.string(node, "`workingDir`").map(str::to_string)
     });
@@ -301,7 +280,8 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     Some(Container {
         name: name?,
         image: image?,
-        command: command?,
+        entrypoint: command?.unwrap_or_default(),
+        command: args?.unwrap_or_default(),
         working_dir: working_dir?,
         ports: ports?.unwrap_or_default(),
         env: env?.unwrap_or_default(),
