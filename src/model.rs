@@ -402,6 +402,11 @@ pub struct Service {
     pub container_port: Option<PortRef>,
     #[serde(default)]
     pub protocol: Protocol,
+    /// The portal IP the manifest asks for (v1beta1 `portalIP`, v1
+    /// `clusterIP`); the plan gives it or refuses. Never stored: the
+    /// service's record holds the portal it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// One object from a manifest, validated.

@@ -1050,6 +1050,34 @@ fn v1_and_v1beta1_manifests_mix_and_mean_the_same() {
         assert!(again.stdout.contains("No changes."), "{again:?}");
     }
 
+    // A portal IP asked for: refused at its line when taken, given when free.
+    let web = cluster
+        .kctl(&["get", "services", "web", "-o", "json"])
+        .json();
+    let taken: std::net::Ipv4Addr = web["portalIP"].as_str().unwrap().parse().unwrap();
+    let free = std::net::Ipv4Addr::from(u32::from(taken) + 40);
+    let pinned = |ip: std::net::Ipv4Addr| {
+        format!(
+            "{{\"kind\": \"Service\", \"apiVersion\": \"v1beta1\", \"id\": \"pinned\",\n \"port\": 9090, \"selector\": {{\"name\": \"web\"}},\n \"portalIP\": \"{ip}\"}}"
+        )
+    };
+    let file = manifest_file(&cluster, "pinned.json", &pinned(taken));
+    let refused = cluster.kctl(&["apply", "-f", &file]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("which web has") && refused.stderr.contains("pinned.json:3:14"),
+        "{refused:?}"
+    );
+    let listed = cluster.kctl(&["get", "services", "-o", "name"]);
+    assert!(!listed.stdout.contains("pinned"), "{listed:?}");
+    let file = manifest_file(&cluster, "pinned.json", &pinned(free));
+    let applied = cluster.kctl(&["apply", "-f", &file]);
+    assert!(applied.ok(), "{applied:?}");
+    let got = cluster
+        .kctl(&["get", "services", "pinned", "-o", "json"])
+        .json();
+    assert_eq!(got["portalIP"], free.to_string());
+
     cluster.down_and_check();
 }
 

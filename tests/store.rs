@@ -164,6 +164,7 @@ fn service(id: &str, port: u16) -> ServiceRecord {
             port,
             container_port: None,
             protocol: Protocol::Tcp,
+            portal_ip: None,
         },
         portal_ip: std::net::Ipv4Addr::new(10, 0, 0, port as u8),
     }

@@ -147,9 +147,9 @@ static SERVICE: Shape = Shape {
         "port",
         "containerPort",
         "protocol",
+        "portalIP",
     ],
     ignored: meta_ignored!(
-        "portalIP",
         // `kctl get` adds a service's endpoints for convenience.
         "endpoints",
         "createExternalLoadBalancer",
@@ -203,6 +203,9 @@ const MAX_PORT_NAME_LEN: usize = MAX_LABEL_LEN;
 pub(crate) struct Decoded {
     pub object: Object,
     pub id_span: Span,
+    /// Where a value that only the cluster can refuse was written (a
+    /// service's `portalIP`), so that its error can point there.
+    pub portal_ip_span: Option<Span>,
 }
 
 /// Decodes one document (an object, or a `List` of them) into `out`.
@@ -429,6 +432,7 @@ fn pod(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
             spec: state?.spec?,
         }),
         id_span,
+        portal_ip_span: None,
     })
 }
 
@@ -473,6 +477,7 @@ fn replication_controller(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Opti
             },
         }),
         id_span,
+        portal_ip_span: None,
     })
 }
 
@@ -560,6 +565,9 @@ fn service(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
         port_ref(cx, node, "`containerPort`").map(|(port, _)| port)
     });
     let protocol = optional(fields.get("protocol"), |node| protocol(cx, node));
+    let portal_ip = optional(fields.get("portalIP"), |node| {
+        portal_ip(cx, node, "`portalIP`")
+    });
     let (id, id_span) = id?;
     Some(Decoded {
         object: Object::Service(Service {
@@ -569,9 +577,44 @@ fn service(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
             port: port?,
             container_port: container_port?,
             protocol: protocol?.unwrap_or_default(),
+            portal_ip: portal_ip?.flatten(),
         }),
         id_span,
+        portal_ip_span: fields.get("portalIP").map(|node| node.span),
     })
+}
+
+/// A portal IP a service asks for: an IPv4 address, or empty for none.
+fn portal_ip(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    what: &str,
+) -> Option<Option<std::net::Ipv4Addr>> {
+    let text = cx.string(node, what)?;
+    if text.is_empty() {
+        return Some(None);
+    }
+    if text == "None" {
+        let error = cx
+            .error(
+                node.span,
+                "kctl has no headless services".to_string(),
+                "not available",
+            )
+            .with_help("every kctl service has a portal IP: leave the field out");
+        cx.push(error);
+        return None;
+    }
+    match text.parse() {
+        Ok(ip) => Some(Some(ip)),
+        Err(_) => {
+            let error = cx
+                .error(node.span, format!("{what} `{text}` is no IPv4 address"), "not an address")
+                .with_help("write an address of the cluster's portal range, e.g. `10.0.0.20`, or leave it out");
+            cx.push(error);
+            None
+        }
+    }
 }
 
 /// What a pod's `desiredState` yields: its spec, and the manifest's `id`,

@@ -59,6 +59,28 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub objects: Vec<Object>,
     pub warnings: Vec<ManifestWarning>,
+    /// Where each service's `portalIP` was written: only the cluster can
+    /// refuse one, and its error points there.
+    portal_ip_sites: HashMap<String, (SourceFile, Span)>,
+}
+
+impl Loaded {
+    /// The plan's refusal of a requested portal IP as an error at the
+    /// manifest's `portalIP`, when the manifest wrote one.
+    pub fn portal_ip_error(&self, error: &crate::plan::PlanError) -> Option<ManifestError> {
+        use crate::plan::PlanError;
+        let service = match error {
+            PlanError::PortalIpFixed { service, .. }
+            | PlanError::PortalIpUnavailable { service, .. } => service,
+            _ => return None,
+        };
+        let (file, span) = self.portal_ip_sites.get(service)?;
+        let mut refused = ManifestError::at(file, *span, error.to_string(), "not available");
+        if let Some(help) = error.help() {
+            refused = refused.with_help(help);
+        }
+        Some(refused)
+    }
 }
 
 const STDIN_NAME: &str = "<stdin>";
@@ -188,9 +210,17 @@ fn check_sources(
             .extend(warnings.drain(..).map(ManifestError::from));
     }
     if report.errors.is_empty() {
+        let portal_ip_sites = decoded
+            .iter()
+            .filter_map(|(d, file)| {
+                let span = d.portal_ip_span?;
+                Some((d.object.id().to_string(), (file.clone(), span)))
+            })
+            .collect();
         Ok(Loaded {
             objects: decoded.into_iter().map(|(d, _)| d.object).collect(),
             warnings,
+            portal_ip_sites,
         })
     } else {
         Err(ManifestErrors {

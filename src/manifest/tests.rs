@@ -236,6 +236,7 @@ fn expected_service() -> Object {
         port: 8080,
         container_port: Some(PortRef::Number(8080)),
         protocol: Protocol::Tcp,
+        portal_ip: None,
     })
 }
 
@@ -459,7 +460,7 @@ fn a_misplaced_field_says_where_it_belongs() {
 
 #[test]
 fn ignored_fields_give_one_warning_for_the_whole_run() {
-    let first = TOMCAT_SERVICE.replace(r#""port""#, r#""portalIP": "10.0.0.9", "port""#);
+    let first = TOMCAT_SERVICE.replace(r#""port""#, r#""sessionAffinity": "None", "port""#);
     let second = TOMCAT_CONTROLLER
         .replace(r#""ports""#, r#""imagePullPolicy": "PullAlways", "ports""#)
         .replace(r#""version""#, r#""dnsPolicy": "Default", "version""#);
@@ -468,13 +469,13 @@ fn ignored_fields_give_one_warning_for_the_whole_run() {
     let warning = &loaded.warnings[0];
     assert_eq!(
         warning.to_string(),
-        "kctl ignores the v1beta1 fields `portalIP`, `dnsPolicy`, `imagePullPolicy`"
+        "kctl ignores the v1beta1 fields `sessionAffinity`, `dnsPolicy`, `imagePullPolicy`"
     );
     assert_eq!(warning.file(), "s.json");
     let span = warning.span();
     assert_eq!(
         &first[span.offset()..span.offset() + span.len()],
-        "\"portalIP\""
+        "\"sessionAffinity\""
     );
 }
 
@@ -1577,7 +1578,10 @@ fn what_v1_says_and_kctl_cannot_run_is_refused_with_a_reason() {
       "spec": {"containers": [{"name": "web", "image": "nginx", "args": ["-v"]}]}}"#;
     let loaded = load_one("pod.json", args_only);
     let c = &only_pod(&loaded).spec.containers[0];
-    assert_eq!((c.entrypoint.len(), c.command.as_slice()), (0, &["-v".to_string()][..]));
+    assert_eq!(
+        (c.entrypoint.len(), c.command.as_slice()),
+        (0, &["-v".to_string()][..])
+    );
     let policy = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
       "spec": {"restartPolicy": "always", "containers": [{"name": "web", "image": "nginx"}]}}"#;
     only_error("pod.json", policy, "unknown restartPolicy `always`");

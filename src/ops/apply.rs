@@ -257,24 +257,38 @@ pub async fn apply(
 pub async fn apply_loaded(
     ui: &Ui,
     name: &str,
-    loaded: manifest::Loaded,
+    mut loaded: manifest::Loaded,
     set: Option<&str>,
     options: ApplyOptions,
 ) -> miette::Result<()> {
     let dry_run = options.dry_run;
-    for warning in loaded.warnings {
+    for warning in std::mem::take(&mut loaded.warnings) {
         ui.note(format!("{:?}", miette::Report::new(warning)));
     }
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
-    let objects = loaded.objects;
     let portal_net = cluster.config.portal_net;
     let pruned_set = if options.prune { set } else { None };
-    let (plan, before) = plan_and_commit(ui, &mut store, dry_run, |state| match pruned_set {
-        Some(set) => plan::plan_apply_pruning(&objects, state, portal_net, &mut RandomNamer, set),
-        None => plan::plan_apply(&objects, state, portal_net, &mut RandomNamer),
+    // A portal IP the cluster cannot give is the manifest's error, at its line.
+    let refused_portal = std::cell::RefCell::new(None);
+    let planned = plan_and_commit(ui, &mut store, dry_run, |state| {
+        let plan = match pruned_set {
+            Some(set) => {
+                plan::plan_apply_pruning(&loaded.objects, state, portal_net, &mut RandomNamer, set)
+            }
+            None => plan::plan_apply(&loaded.objects, state, portal_net, &mut RandomNamer),
+        };
+        if let Err(e) = &plan {
+            *refused_portal.borrow_mut() = loaded.portal_ip_error(e);
+        }
+        plan
     })
-    .await?;
+    .await;
+    let (plan, before) = match (planned, refused_portal.into_inner()) {
+        (Err(_), Some(error)) => return Err(miette::Report::new(error)),
+        (planned, _) => planned?,
+    };
+    let objects = loaded.objects;
     if dry_run {
         return Ok(());
     }
@@ -310,9 +324,9 @@ pub async fn diff(
     live: bool,
     prune: bool,
 ) -> miette::Result<bool> {
-    let loaded = manifest::load_paths(paths, as_cluster_allows(name, reading))?;
+    let mut loaded = manifest::load_paths(paths, as_cluster_allows(name, reading))?;
     let set = set_name(paths).filter(|_| prune).unwrap_or_default();
-    for warning in loaded.warnings {
+    for warning in std::mem::take(&mut loaded.warnings) {
         ui.note(format!("{:?}", miette::Report::new(warning)));
     }
     let cluster = Cluster::open(name)?;
@@ -325,7 +339,10 @@ pub async fn diff(
         &mut RandomNamer,
         &set,
     )
-    .map_err(plan_report)?;
+    .map_err(|e| match loaded.portal_ip_error(&e) {
+        Some(error) => miette::Report::new(error),
+        None => plan_report(e),
+    })?;
     ui.out(plan.render().trim_end());
     let mut differs = !plan.is_empty();
     if live {

@@ -784,6 +784,7 @@ mod tests {
                 port: 8080,
                 container_port: Some(crate::model::PortRef::Name("http".into())),
                 protocol: Protocol::Udp,
+                portal_ip: None,
             },
             portal_ip: "10.0.0.7".parse().unwrap(),
         };
@@ -796,7 +797,11 @@ mod tests {
             ),
             (
                 v1::service(&state, &service),
-                Object::Service(service.service.clone()),
+                Object::Service(crate::model::Service {
+                    // What `get` prints asks for the portal it has.
+                    portal_ip: Some(service.portal_ip),
+                    ..service.service.clone()
+                }),
             ),
         ];
         for (json, object) in &printed {
@@ -845,6 +850,7 @@ mod tests {
                 port: 8080,
                 container_port: Some(crate::model::PortRef::Number(80)),
                 protocol: Protocol::Tcp,
+                portal_ip: None,
             },
             portal_ip: "10.0.0.7".parse().unwrap(),
         };
@@ -857,7 +863,11 @@ mod tests {
             ),
             (
                 service_json(&state, &service),
-                Object::Service(service.service.clone()),
+                Object::Service(crate::model::Service {
+                    // What `get` prints asks for the portal it has.
+                    portal_ip: Some(service.portal_ip),
+                    ..service.service.clone()
+                }),
             ),
         ];
         for (json, object) in &printed {

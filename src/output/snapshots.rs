@@ -218,6 +218,7 @@ fn fixture() -> (ClusterState, Vec<Event>) {
                 port: 8080,
                 container_port: Some(PortRef::Name("http".into())),
                 protocol: Protocol::Tcp,
+                portal_ip: None,
             },
             portal_ip: "10.101.128.1".parse().unwrap(),
         },

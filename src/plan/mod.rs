@@ -86,6 +86,23 @@ pub enum PlanError {
     ChangedDuringRollout { controller: String, why: String },
     #[error("cluster already holds {0}: a snapshot is restored onto a cluster without objects")]
     NotEmpty(String),
+    #[error("service {service} asks for portal IP {asked}, but it has {has}")]
+    PortalIpFixed {
+        service: String,
+        asked: std::net::Ipv4Addr,
+        has: std::net::Ipv4Addr,
+    },
+    #[error("service {service} asks for portal IP {ip}, {}", match taken_by {
+        Some(other) => format!("which {other} has"),
+        None => format!("which is no address of the portal range {range}"),
+    })]
+    PortalIpUnavailable {
+        service: String,
+        ip: std::net::Ipv4Addr,
+        range: Ipv4Net,
+        /// The service holding it; None when it is outside the range.
+        taken_by: Option<String>,
+    },
     #[error("service {service} had portal IP {ip}, outside this cluster's portal range {range}")]
     PortalOutside {
         service: String,
@@ -109,6 +126,13 @@ impl PlanError {
             PlanError::NotFound { kind, .. } => Some(format!(
                 "`kctl get {}` lists what exists; --ignore-not-found makes this a no-op",
                 kind.display_name()
+            )),
+            PlanError::PortalIpFixed { .. } => Some(
+                "a service keeps its portal IP for life: leave `portalIP` out, or delete the service and apply it again"
+                    .into(),
+            ),
+            PlanError::PortalIpUnavailable { range, .. } => Some(format!(
+                "leave `portalIP` out to get a free one, or pick a free address of {range} (`kctl get services` shows those taken)"
             )),
             PlanError::PortalsExhausted { .. } => Some(
                 "delete services you no longer need, or make the cluster with a larger --portal-net"
@@ -229,6 +253,9 @@ struct Planner<'a> {
     state: &'a ClusterState,
     portal_net: Ipv4Net,
     portals_taken: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    /// Portal IPs new services of this plan ask for: not handed out to
+    /// the others, whatever their order.
+    portals_asked: std::collections::BTreeSet<std::net::Ipv4Addr>,
     plan: Plan,
     scheduler: Scheduler,
     taken_ids: BTreeSet<String>,
@@ -268,6 +295,7 @@ impl<'a> Planner<'a> {
             state,
             portal_net,
             portals_taken: state.services.values().map(|s| s.portal_ip).collect(),
+            portals_asked: BTreeSet::new(),
             plan: Plan::default(),
             scheduler: Scheduler::new(candidates, bound),
             taken_ids: state.pods.keys().cloned().collect(),
@@ -347,21 +375,65 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn service(&mut self, svc: &Service) -> Result<(), PlanError> {
+    fn service(&mut self, asked: &Service) -> Result<(), PlanError> {
+        let requested = asked.portal_ip;
+        let svc = &Service {
+            portal_ip: None,
+            ..asked.clone()
+        };
         let old = self.state.services.get(&svc.id);
+        if let (Some(ip), Some(o)) = (requested, old) {
+            if ip != o.portal_ip {
+                return Err(PlanError::PortalIpFixed {
+                    service: svc.id.clone(),
+                    asked: ip,
+                    has: o.portal_ip,
+                });
+            }
+        }
         if old.is_some_and(|o| o.service == *svc) {
             self.plan.unchanged += 1;
             return Ok(());
         }
-        // A service keeps its portal IP for life; a new one gets the lowest
-        // free address of the range.
-        let portal_ip = match old {
-            Some(o) => o.portal_ip,
-            None => crate::services::allocate_portal(self.portal_net, &self.portals_taken)
-                .ok_or_else(|| PlanError::PortalsExhausted {
-                    service: svc.id.clone(),
-                    range: self.portal_net,
-                })?,
+        // A service keeps its portal IP for life; a new one gets the one it
+        // asks for if that is free, or the lowest free address of the range.
+        let portal_ip = match (old, requested) {
+            (Some(o), _) => o.portal_ip,
+            (None, Some(ip)) => {
+                let taken_by = self
+                    .state
+                    .services
+                    .values()
+                    .find(|s| s.portal_ip == ip)
+                    .map(|s| s.service.id.clone());
+                let usable = self.portal_net.hosts().any(|host| host == ip);
+                if !usable || self.portals_taken.contains(&ip) {
+                    return Err(PlanError::PortalIpUnavailable {
+                        service: svc.id.clone(),
+                        ip,
+                        range: self.portal_net,
+                        taken_by: if usable {
+                            taken_by.or(Some("another service of this apply".into()))
+                        } else {
+                            None
+                        },
+                    });
+                }
+                ip
+            }
+            (None, None) => {
+                let unavailable = self
+                    .portals_taken
+                    .union(&self.portals_asked)
+                    .copied()
+                    .collect();
+                crate::services::allocate_portal(self.portal_net, &unavailable).ok_or_else(
+                    || PlanError::PortalsExhausted {
+                        service: svc.id.clone(),
+                        range: self.portal_net,
+                    },
+                )?
+            }
         };
         self.portals_taken.insert(portal_ip);
         self.plan.changes.push(Change {
@@ -611,6 +683,13 @@ pub fn plan_apply_pruning(
     set: &str,
 ) -> Result<Plan, PlanError> {
     let mut planner = Planner::new(state, portal_net);
+    planner.portals_asked = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Service(s) if !state.services.contains_key(&s.id) => s.portal_ip,
+            _ => None,
+        })
+        .collect();
     let mut ordered: Vec<&Object> = objects.iter().collect();
     ordered.sort_by_key(|o| o.kind());
     for object in ordered {

@@ -177,6 +177,7 @@ mod tests {
                     port: 80,
                     container_port: None,
                     protocol: Protocol::Tcp,
+                    portal_ip: None,
                 },
                 portal_ip: "10.1.128.7".parse().unwrap(),
             },

@@ -369,6 +369,7 @@ mod tests {
                     port: 80,
                     container_port: None,
                     protocol: crate::model::Protocol::Tcp,
+                    portal_ip: None,
                 },
                 portal_ip: "10.0.0.1".parse().unwrap(),
             },

@@ -147,6 +147,7 @@ fn reapply_is_a_no_op() {
             port: 8080,
             container_port: None,
             protocol: Protocol::Tcp,
+            portal_ip: None,
         }),
     ];
     let first = plan_apply_in(&objects, &state, &mut CountingNamer(0)).unwrap();
@@ -224,6 +225,7 @@ fn too_many_host_port_replicas_fail_whole_plan() {
         port: 80,
         container_port: None,
         protocol: Protocol::Tcp,
+        portal_ip: None,
     });
     let err = plan_apply_in(
         &[svc, Object::ReplicationController(tomcat_rc(3))],
@@ -330,6 +332,7 @@ fn svc(id: &str, port: u16) -> Object {
         port,
         container_port: None,
         protocol: Protocol::Tcp,
+        portal_ip: None,
     })
 }
 
@@ -354,6 +357,81 @@ fn services_get_distinct_portals_kept_for_life() {
     let p = plan_apply_in(&[svc("c", 80)], &state, &mut CountingNamer(0)).unwrap();
     commit(&mut state, &p);
     assert_eq!(state.services["c"].portal_ip, a);
+}
+
+fn svc_asking(id: &str, ip: &str) -> Object {
+    match svc(id, 80) {
+        Object::Service(s) => Object::Service(Service {
+            portal_ip: Some(ip.parse().unwrap()),
+            ..s
+        }),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_service_gets_the_portal_it_asks_for_if_free_and_keeps_it() {
+    let mut state = cluster(1);
+    // Asked for by a later service of the same apply: not handed out first.
+    let p = plan_apply_in(
+        &[svc("a", 80), svc_asking("b", "10.0.0.1")],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    assert_eq!(state.services["b"].portal_ip.to_string(), "10.0.0.1");
+    assert_eq!(state.services["a"].portal_ip.to_string(), "10.0.0.2");
+    // The record holds the portal, not the request: applying the same
+    // again, or what `get` prints, changes nothing.
+    assert_eq!(state.services["b"].service.portal_ip, None);
+    let p = plan_apply_in(
+        &[svc_asking("b", "10.0.0.1"), svc_asking("a", "10.0.0.2")],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    assert!(p.is_empty(), "{}", p.render());
+    // Taken, outside the range, or another than the service has: refused.
+    let err = plan_apply_in(
+        &[svc_asking("c", "10.0.0.2")],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service c asks for portal IP 10.0.0.2, which a has"
+    );
+    for outside in ["10.1.0.9", "10.0.0.255", "10.0.0.0"] {
+        let err =
+            plan_apply_in(&[svc_asking("c", outside)], &state, &mut CountingNamer(0)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("which is no address of the portal range 10.0.0.0/24"),
+            "{err}"
+        );
+    }
+    let err = plan_apply_in(
+        &[svc_asking("b", "10.0.0.9")],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PlanError::PortalIpFixed { .. }), "{err}");
+    assert!(err.help().unwrap().contains("keeps its portal IP for life"));
+    // Two new services asking for one address: the second is refused.
+    let err = plan_apply_in(
+        &[svc_asking("c", "10.0.0.7"), svc_asking("d", "10.0.0.7")],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("which another service of this apply has"),
+        "{err}"
+    );
 }
 
 #[test]

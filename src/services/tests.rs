@@ -36,6 +36,7 @@ fn service(id: &str, container_port: Option<PortRef>) -> ServiceRecord {
             port: 80,
             container_port,
             protocol: Protocol::Tcp,
+            portal_ip: None,
         },
         portal_ip: "10.0.0.1".parse().unwrap(),
     }

@@ -120,8 +120,8 @@ static SERVICE: Shape = Shape {
 };
 static SERVICE_SPEC: Shape = Shape {
     what: "a Service's `spec`",
-    fields: &["selector", "ports", "type"],
-    ignored: &["clusterIP", "sessionAffinity"],
+    fields: &["selector", "ports", "type", "clusterIP"],
+    ignored: &["sessionAffinity"],
 };
 static SERVICE_PORT: Shape = Shape {
     what: "a service port",
@@ -168,6 +168,7 @@ fn pod(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
             spec: spec?,
         }),
         id_span,
+        portal_ip_span: None,
     })
 }
 
@@ -426,6 +427,7 @@ fn controller(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
             },
         }),
         id_span,
+        portal_ip_span: None,
     })
 }
 
@@ -472,6 +474,9 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
             }
         }
     });
+    let cluster_ip = optional(spec.get("clusterIP"), |node| {
+        portal_ip(cx, node, "`clusterIP`")
+    });
     kind_ok?;
     let (port, container_port, protocol) = port?;
     let (id, id_span) = id?;
@@ -483,8 +488,10 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
             port,
             container_port,
             protocol,
+            portal_ip: cluster_ip?.flatten(),
         }),
         id_span,
+        portal_ip_span: spec.get("clusterIP").map(|node| node.span),
     })
 }
 
