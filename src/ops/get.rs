@@ -151,7 +151,7 @@ pub fn view(state: &ClusterState, q: &Query) -> View {
                             (
                                 r.service.id.clone(),
                                 if v1 {
-                                    output::v1::service(state, r)
+                                    output::v1::service(r)
                                 } else {
                                     output::service_json(state, r)
                                 },
@@ -343,11 +343,12 @@ fn print_view(ui: &Ui, q: &Query, view: &View, before: Option<&View>) -> miette:
                     view.objects.iter().map(|(_, o)| o.clone()).collect()
                 }
                 None if !q.watch => {
-                    let mut list = output::list(
-                        view.list_kind,
-                        view.objects.iter().map(|(_, o)| o.clone()).collect(),
-                    );
-                    list["apiVersion"] = serde_json::json!(view.api_version);
+                    let items = view.objects.iter().map(|(_, o)| o.clone()).collect();
+                    let list = if view.api_version == "v1" {
+                        output::v1::list(view.list_kind, items)
+                    } else {
+                        output::list(view.list_kind, items)
+                    };
                     vec![list]
                 }
                 _ => {

@@ -746,6 +746,127 @@ mod tests {
         ];
     }
 
+    /// Kubernetes' own published schemas, through kubernetes-validate (from
+    /// PyPI; `scripts/setup` installs it): what `get --output-version v1`
+    /// prints, lists included, is valid v1 with no property v1 lacks.
+    #[test]
+    fn v1_output_passes_kubernetes_schemas_strictly() {
+        // Its Python API: the command line cannot name an object without
+        // `metadata.name`, which v1 lists have not.
+        let python = std::env::var("KCTL_SCHEMA_PYTHON")
+            .unwrap_or_else(|_| "/var/cache/kctl-test/pyvenv/bin/python".to_string());
+        assert!(
+            std::path::Path::new(&python).exists(),
+            "{python} is missing: scripts/setup installs kubernetes-validate there"
+        );
+        const CHECK: &str = "import sys, yaml, kubernetes_validate\n\
+            doc = yaml.safe_load(open(sys.argv[1]))\n\
+            print(kubernetes_validate.validate(doc, '1.37', strict=True))\n";
+        let (mut state, pod) = state_with_pod();
+        let mut spec = pod.pod.spec.clone();
+        with_volumes(&mut spec);
+        spec.containers[0].command = vec!["--port".into(), "80".into()];
+        spec.containers[0].env = vec![crate::model::EnvVar {
+            name: "MODE".into(),
+            value: "prod".into(),
+        }];
+        spec.containers[0].cpu = Some(250);
+        spec.containers[0].memory = Some(64 << 20);
+        spec.containers[0].liveness_probe = Some(crate::model::Probe {
+            action: ProbeAction::HttpGet {
+                path: "/healthz".into(),
+                port: crate::model::PortRef::Number(80),
+                host: None,
+            },
+            initial_delay_seconds: 5,
+            timeout_seconds: 1,
+        });
+        let full = PodRecord {
+            pod: Pod {
+                spec: spec.clone(),
+                ..pod.pod.clone()
+            },
+            ..pod.clone()
+        };
+        let rc = ReplicationController {
+            id: "web".into(),
+            labels: pod.pod.labels.clone(),
+            replicas: 2,
+            selector: pod.pod.labels.clone(),
+            template: crate::model::PodTemplate {
+                labels: pod.pod.labels.clone(),
+                spec,
+            },
+        };
+        let service = ServiceRecord {
+            service: crate::model::Service {
+                id: "web".into(),
+                labels: Labels::new(),
+                selector: pod.pod.labels.clone(),
+                port: 8080,
+                container_port: Some(crate::model::PortRef::Name("http".into())),
+                protocol: Protocol::Tcp,
+                portal_ip: None,
+            },
+            portal_ip: "10.0.0.7".parse().unwrap(),
+        };
+        state.services.insert("web".into(), service.clone());
+        let objects = [
+            v1::pod(&state, &full),
+            v1::pod(&state, &pod),
+            v1::controller(&state, &rc),
+            v1::service(&service),
+            v1::list(
+                "PodList",
+                vec![v1::pod(&state, &full), v1::pod(&state, &pod)],
+            ),
+            v1::list(
+                "ReplicationControllerList",
+                vec![v1::controller(&state, &rc)],
+            ),
+            v1::list("ServiceList", vec![v1::service(&service)]),
+        ];
+        let dir = std::env::temp_dir().join(format!("kctl-v1-schema-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let validate = |name: &str, value: &Value| {
+            let path = dir.join(name);
+            std::fs::write(&path, serde_yaml_ng::to_string(value).unwrap()).unwrap();
+            let out = std::process::Command::new(&python)
+                .args(["-c", CHECK])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), said)
+        };
+        for (i, object) in objects.iter().enumerate() {
+            let (valid, said) = validate(&format!("object-{i}.yaml"), object);
+            assert!(
+                valid,
+                "{said}\n{}",
+                serde_yaml_ng::to_string(object).unwrap()
+            );
+        }
+        // The check can fail: what kctl printed before (`status.host`, a
+        // service's `status.endpoints`) is refused, inside a list too.
+        let mut old = v1::pod(&state, &pod);
+        old["status"]["host"] = json!("minion-1");
+        let old_list = v1::list("PodList", vec![old.clone()]);
+        let (valid, said) = validate("old.yaml", &old);
+        assert!(!valid && said.contains("host"), "{said}");
+        let (valid, said) = validate("old-list.yaml", &old_list);
+        assert!(!valid, "{said}");
+        let mut old_service = v1::service(&service);
+        old_service["status"] = json!({"endpoints": ["10.244.1.2:80"]});
+        let (valid, said) = validate("old-service.yaml", &old_service);
+        assert!(!valid, "{said}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// `--output-version v1` prints what reads back as the same objects.
     #[test]
     fn v1_printed_objects_apply_again_unchanged() {
@@ -796,7 +917,7 @@ mod tests {
                 Object::ReplicationController(rc.clone()),
             ),
             (
-                v1::service(&state, &service),
+                v1::service(&service),
                 Object::Service(crate::model::Service {
                     // What `get` prints asks for the portal it has.
                     portal_ip: Some(service.portal_ip),

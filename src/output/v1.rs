@@ -2,9 +2,9 @@
 //! --output-version v1`: what the decoder reads back as the same
 //! objects (status and `clusterIP` are passed by on input).
 
-use super::{container_json, endpoint_addresses, pod_phase};
+use super::{container_json, pod_phase};
 use crate::model::{Container, PodSpec, ReplicationController, VolumeSource};
-use crate::state::{ClusterState, PodRecord, ServiceRecord};
+use crate::state::{ClusterState, PodPhase, PodRecord, ServiceRecord};
 use serde_json::{json, Value};
 
 fn metadata(name: &str, labels: &crate::model::Labels) -> Value {
@@ -69,9 +69,36 @@ fn pod_spec(spec: &PodSpec) -> Value {
     v
 }
 
+/// v1's phase for kctl's: Waiting is Pending; Terminated is Succeeded
+/// when every container exited 0, else Failed.
+fn v1_phase(state: &ClusterState, p: &PodRecord, phase: PodPhase) -> &'static str {
+    match phase {
+        PodPhase::Waiting => "Pending",
+        PodPhase::Running => "Running",
+        PodPhase::Terminated => {
+            let all_zero = state
+                .statuses
+                .get(&p.pod.id)
+                .is_some_and(|s| s.containers.iter().all(|c| c.exit_code == Some(0)));
+            if all_zero {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        }
+    }
+}
+
+/// A list as v1 writes one: with its (empty) `metadata`.
+pub fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"kind": kind, "apiVersion": "v1", "metadata": {}, "items": items})
+}
+
+/// The minion shows as `status.hostIP`: v1's `spec.nodeName` would ask
+/// for a node when applied again, which kctl's scheduler decides.
 pub fn pod(state: &ClusterState, p: &PodRecord) -> Value {
     let (phase, message) = pod_phase(state, p);
-    let mut status = json!({"phase": phase.as_str(), "host": p.host});
+    let mut status = json!({"phase": v1_phase(state, p, phase)});
     if let Some(m) = state.minions.get(&p.host) {
         status["hostIP"] = json!(m.host_ip.to_string());
     }
@@ -107,7 +134,7 @@ pub fn controller(state: &ClusterState, rc: &ReplicationController) -> Value {
     })
 }
 
-pub fn service(state: &ClusterState, r: &ServiceRecord) -> Value {
+pub fn service(r: &ServiceRecord) -> Value {
     let s = &r.service;
     let mut port = json!({"port": s.port, "protocol": s.protocol.as_upper()});
     if let Some(target) = &s.container_port {
@@ -123,6 +150,7 @@ pub fn service(state: &ClusterState, r: &ServiceRecord) -> Value {
             "selector": s.selector,
             "ports": [port],
         },
-        "status": {"endpoints": endpoint_addresses(state, &s.id)},
+        // Endpoints are an object of their own in v1 (`kctl get endpoints`).
+        "status": {"loadBalancer": {}},
     })
 }
