@@ -3,7 +3,9 @@
 //! socket that the minion's SSH master forwards to it (`kctl apply`). One
 //! HTTP request per operation, no process per container.
 
-use crate::converge::docker::{Observed, LABEL_CLUSTER, LABEL_CONTAINER, LABEL_POD, LABEL_SPEC};
+use crate::converge::docker::{
+    Observed, LABEL_CLUSTER, LABEL_CONTAINER, LABEL_POD, LABEL_PRE_STOP, LABEL_SPEC,
+};
 use crate::converge::engine::{
     ContainerEngine, ContainerSpec, EngineError, EngineEvent, MountSpec,
 };
@@ -248,6 +250,7 @@ fn observed(c: ContainerInspectResponse) -> Option<Observed> {
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0),
         ip,
+        pre_stop: crate::converge::docker::pre_stop_of(labels.get(LABEL_PRE_STOP)),
     })
 }
 

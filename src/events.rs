@@ -223,6 +223,17 @@ pub fn of_converge(e: &ConvergeEvent) -> Option<Event> {
                 if *restarted { "; restarted it" } else { "" }
             ),
         ),
+        C::PreStopFailed {
+            pod,
+            container,
+            message,
+            ..
+        } => event(
+            Pod,
+            pod,
+            "FailedPreStopHook",
+            format!("preStop hook of container {container}: {message}"),
+        ),
         C::EndpointsChanged { service, endpoints } => event(
             Service,
             service,

@@ -196,7 +196,18 @@ pub struct Container {
     pub volume_mounts: Vec<VolumeMount>,
     #[serde(default, skip_serializing_if = "SecurityContext::is_default")]
     pub security: SecurityContext,
+    /// Run in the container right after it starts (`lifecycle.postStart`
+    /// with `exec`); a failure fails the start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_start: Vec<String>,
+    /// Run in the container before it is stopped (`lifecycle.preStop`),
+    /// for at most [`PRE_STOP_GRACE_SECONDS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_stop: Vec<String>,
 }
+
+/// How long a preStop hook may run before its container is stopped anyway.
+pub const PRE_STOP_GRACE_SECONDS: u64 = 10;
 
 /// What a container may do beyond Docker's defaults, or less: v1beta1's
 /// `privileged`, v1's `securityContext`.

@@ -1319,3 +1319,37 @@ spec:
     image: tutum/tomcat
     command: [sleep, '3600']
 ";
+
+/// A pod whose probe fails (so the helper restarts its container) with
+/// lifecycle hooks: postStart leaves a file, preStop writes to the
+/// container's own output, where `logs --previous` finds it.
+const HOOKED: &str = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "hooked",
+  "desiredState": {"manifest": {"version": "v1beta1", "containers": [
+    {"name": "web", "image": "tutum/tomcat", "ports": [{"containerPort": 8080}],
+     "livenessProbe": {"httpGet": {"path": "/missing", "port": 8080}, "timeoutSeconds": 1},
+     "lifecycle": {
+       "postStart": {"exec": {"command": ["sh", "-c", "echo up > /tmp/post-start"]}},
+       "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop ran > /proc/1/fd/1"]}}}}]}}}"#;
+
+#[test]
+fn lifecycle_hooks_run_after_start_and_before_stop() {
+    let cluster = TestCluster::up("it-hooks", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let file = manifest_file(&cluster, "hooked.json", HOOKED);
+    let applied = cluster.kctl(&["apply", "-f", &file]);
+    assert!(applied.ok(), "{applied:?}");
+    // (The probe restarts the container now and then: ask until it runs.)
+    let started = wait_for(Duration::from_secs(30), "postStart's file", || {
+        let run = cluster.kctl(&["exec", "hooked", "--", "cat", "/tmp/post-start"]);
+        run.ok().then_some(run)
+    });
+    assert_eq!(started.stdout, "up\n", "{started:?}");
+    // The failing probe makes the helper restart the container; its
+    // preStop hook ran first, in the run that ended.
+    let previous = wait_for(Duration::from_secs(90), "a restart after preStop", || {
+        let run = cluster.kctl(&["logs", "hooked", "--previous"]);
+        run.stdout.contains("pre-stop ran").then_some(run)
+    });
+    assert!(previous.ok(), "{previous:?}");
+    cluster.down_and_check();
+}

@@ -26,6 +26,22 @@ pub const LABEL_CLUSTER: &str = "io.kctl.cluster";
 pub const LABEL_POD: &str = "io.kctl.pod";
 pub const LABEL_CONTAINER: &str = "io.kctl.container";
 pub const LABEL_SPEC: &str = "io.kctl.spec";
+/// The container's preStop command, as a JSON list: what to run before
+/// stopping it when its pod is gone from etcd.
+pub const LABEL_PRE_STOP: &str = "io.kctl.pre-stop";
+/// The most arguments, and bytes, a preStop label is read with.
+const MAX_PRE_STOP_ARGS: usize = 64;
+const MAX_PRE_STOP_BYTES: usize = 16 * 1024;
+
+/// The preStop command a container's label holds, if it holds a sane one:
+/// the label is Docker's answer, read back, and not trusted.
+pub fn pre_stop_of(label: Option<&String>) -> Vec<String> {
+    label
+        .filter(|text| text.len() <= MAX_PRE_STOP_BYTES)
+        .and_then(|text| serde_json::from_str::<Vec<String>>(text).ok())
+        .filter(|argv| argv.len() <= MAX_PRE_STOP_ARGS)
+        .unwrap_or_default()
+}
 
 /// A kctl container as Docker reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +56,8 @@ pub struct Observed {
     pub exit_code: i64,
     pub restart_count: u32,
     pub ip: Option<Ipv4Addr>,
+    /// What to run in it before it stops (its preStop hook).
+    pub pre_stop: Vec<String>,
 }
 
 pub fn container_name(pod: &str, container: &str) -> String {
@@ -129,7 +147,14 @@ fn app_container(
             .chain(&c.env)
             .map(|e| format!("{}={}", e.name, e.value))
             .collect(),
-        labels: labels(ctx, pod, &c.name),
+        labels: {
+            let mut labels = labels(ctx, pod, &c.name);
+            if !c.pre_stop.is_empty() {
+                let argv = serde_json::to_string(&c.pre_stop).unwrap_or_default();
+                labels.insert(LABEL_PRE_STOP.to_string(), argv);
+            }
+            labels
+        },
         hostname: None,
         network: format!("container:{infra_name}"),
         restart: restart_kind(pod.pod.spec.restart_policy),

@@ -90,6 +90,9 @@ pub enum EngineError {
     /// An image a pod needs is not on the minion and cannot be had.
     #[error("{0}")]
     ImageUnavailable(String),
+    /// A container's postStart hook failed: the pod did not start.
+    #[error("{0}")]
+    HookFailed(String),
     /// Docker could not be reached or answered nonsense.
     #[error("{target}: Docker Engine API: {message}")]
     Transport { target: String, message: String },

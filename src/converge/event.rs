@@ -45,6 +45,14 @@ pub enum ConvergeEvent {
         message: String,
         restarted: bool,
     },
+    /// A container's preStop hook failed or outlasted its grace; the
+    /// container was stopped anyway.
+    PreStopFailed {
+        minion: String,
+        pod: String,
+        container: String,
+        message: String,
+    },
     /// Hairpin mode was turned on on these ports of the pod bridge.
     HairpinEnabled { minion: String, ports: Vec<String> },
     /// A pod's observed status differed from the recorded one and was
@@ -117,6 +125,15 @@ impl fmt::Display for ConvergeEvent {
                 f,
                 "probe of {pod}/{container} on {minion} failed: {message}{}",
                 if *restarted { "; restarted it" } else { "" }
+            ),
+            PreStopFailed {
+                minion,
+                pod,
+                container,
+                message,
+            } => write!(
+                f,
+                "preStop hook of {pod}/{container} on {minion} failed: {message}"
             ),
             HairpinEnabled { minion, ports } => {
                 write!(f, "hairpin on for {} on {minion}", ports.join(", "))

@@ -4,7 +4,7 @@
 //! reports what happened through the caller's `EventSink`, and returns what
 //! it found.
 
-use super::docker::{self, PAUSE_IMAGE};
+use super::docker::{self, Observed, PAUSE_IMAGE};
 use super::engine::{ContainerEngine, EngineError};
 use super::error::{ConvergeError, MinionStage};
 use super::event::{ConvergeEvent, EventSink};
@@ -69,6 +69,9 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
             // old containers hold the names its new ones take.
             Step::Remove { ids, why } => {
                 report.removed += ids.len();
+                let leaving: Vec<&Observed> =
+                    observed.iter().filter(|c| ids.contains(&c.id)).collect();
+                run_pre_stop_hooks(engine, &leaving, events).await;
                 engine
                     .remove(&ids)
                     .await
@@ -348,8 +351,75 @@ async fn start_pod<D: ContainerEngine>(
     ctx: &RunContext,
     pod: &PodRecord,
 ) -> Result<(), EngineError> {
-    for spec in docker::pod_containers(pod, ctx) {
-        engine.run(&spec).await?;
+    let specs = docker::pod_containers(pod, ctx);
+    // The first is the infra container; the others are the pod's own.
+    for (i, spec) in specs.iter().enumerate() {
+        engine.run(spec).await?;
+        let Some(container) = i
+            .checked_sub(1)
+            .and_then(|i| pod.pod.spec.containers.get(i))
+        else {
+            continue;
+        };
+        if container.post_start.is_empty() {
+            continue;
+        }
+        match engine.exec(&spec.name, &container.post_start).await? {
+            Some(0) => {}
+            code => {
+                return Err(EngineError::HookFailed(format!(
+                    "postStart hook of container {} exited {}",
+                    container.name,
+                    code.map_or("without a status".to_string(), |c| c.to_string())
+                )))
+            }
+        }
     }
     Ok(())
+}
+
+/// Runs the preStop hook of each running container that has one, side by
+/// side, each for at most its grace; failures are events, and the
+/// containers are stopped anyway.
+pub async fn run_pre_stop_hooks<D: ContainerEngine>(
+    engine: &D,
+    containers: &[&Observed],
+    events: &dyn EventSink,
+) {
+    let hooks = containers
+        .iter()
+        .filter(|c| c.running && !c.pre_stop.is_empty())
+        .map(|c| pre_stop(engine, &c.id, &c.pod, &c.container, &c.pre_stop, events));
+    futures::future::join_all(hooks).await;
+}
+
+/// One container's preStop hook, for at most its grace; a failure is an
+/// event.
+pub async fn pre_stop<D: ContainerEngine>(
+    engine: &D,
+    id: &str,
+    pod: &str,
+    container: &str,
+    argv: &[String],
+    events: &dyn EventSink,
+) {
+    let grace = Duration::from_secs(crate::model::PRE_STOP_GRACE_SECONDS);
+    let outcome = tokio::time::timeout(grace, engine.exec(id, argv)).await;
+    let failed = match outcome {
+        Ok(Ok(Some(0))) => None,
+        Ok(Ok(code)) => Some(format!(
+            "exited {}",
+            code.map_or("without a status".to_string(), |c| c.to_string())
+        )),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("still running after {}s", grace.as_secs())),
+    };
+    if let Some(message) = failed {
+        events.emit(ConvergeEvent::PreStopFailed {
+            minion: engine.target().to_string(),
+            pod: pod.to_string(),
+            container: container.to_string(),
+            message,
+        });
+    }
 }

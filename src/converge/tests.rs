@@ -34,6 +34,8 @@ fn pod(id: &str, image: &str) -> PodRecord {
                     volume_mounts: vec![],
                     security: Default::default(),
                     entrypoint: vec![],
+                    post_start: vec![],
+                    pre_stop: vec![],
                 }],
                 restart_policy: RestartPolicy::OnFailure,
                 volumes: vec![],
@@ -68,6 +70,7 @@ fn observed(p: &PodRecord, container: &str, running: bool) -> Observed {
         exit_code: if running { 0 } else { 1 },
         restart_count: 0,
         ip: (container == INFRA_CONTAINER).then(|| "10.101.1.2".parse().unwrap()),
+        pre_stop: vec![],
     }
 }
 
@@ -675,4 +678,81 @@ fn a_security_context_is_docker_host_config() {
     assert_eq!(host.cap_add.unwrap(), ["NET_ADMIN"]);
     assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
     assert_eq!(host.security_opt.unwrap(), ["no-new-privileges"]);
+}
+
+#[tokio::test]
+async fn a_post_start_hook_runs_after_its_container_and_its_failure_fails_the_start() {
+    let mut p = pod("web-1", "img");
+    p.pod.spec.containers[0].post_start = vec!["touch".into(), "/tmp/up".into()];
+    let engine = RecordingEngine::default();
+    let (report, _) =
+        converge_with(&engine, &RecordingExec::default(), std::slice::from_ref(&p)).await;
+    assert_eq!(report.started, ["web-1"]);
+    let requests = engine.requests();
+    let run = requests.iter().position(|r| r == "run web-1_web").unwrap();
+    let hook = requests
+        .iter()
+        .position(|r| r == "exec web-1_web touch /tmp/up")
+        .unwrap_or_else(|| panic!("{requests:?}"));
+    assert!(run < hook);
+    let failing = RecordingEngine {
+        exec_exit_code: 2,
+        ..Default::default()
+    };
+    let (report, _) = converge_with(&failing, &RecordingExec::default(), &[p]).await;
+    assert!(report.started.is_empty());
+    assert_eq!(report.failures.len(), 1);
+    assert!(
+        report.failures[0]
+            .1
+            .contains("postStart hook of container web exited 2"),
+        "{:?}",
+        report.failures
+    );
+}
+
+#[tokio::test]
+async fn a_pre_stop_hook_runs_before_its_container_is_removed() {
+    let gone = pod("old", "img");
+    let mut engine = minion_running(&gone, true, 0);
+    engine.containers[1].pre_stop = vec!["sh".into(), "-c".into(), "nginx -s quit".into()];
+    let (_, events) = converge_with(&engine, &RecordingExec::default(), &[]).await;
+    let requests = engine.requests();
+    let hook = requests
+        .iter()
+        .position(|r| r == "exec c2 sh -c nginx -s quit")
+        .unwrap_or_else(|| panic!("{requests:?}"));
+    let removed = requests.iter().position(|r| r == "remove c1 c2").unwrap();
+    assert!(hook < removed);
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, ConvergeEvent::PreStopFailed { .. })));
+    // A failing hook is an event; the container goes anyway.
+    let mut engine = minion_running(&gone, true, 0);
+    engine.containers[1].pre_stop = vec!["false".into()];
+    engine.exec_exit_code = 1;
+    let (_, events) = converge_with(&engine, &RecordingExec::default(), &[]).await;
+    assert!(engine.requests().contains(&"remove c1 c2".to_string()));
+    assert!(events.contains(&ConvergeEvent::PreStopFailed {
+        minion: "recording".into(),
+        pod: "old".into(),
+        container: "web".into(),
+        message: "exited 1".into(),
+    }));
+}
+
+#[test]
+fn the_pre_stop_command_travels_in_a_label_read_back_with_care() {
+    let mut p = pod("web-1", "img");
+    p.pod.spec.containers[0].pre_stop = vec!["sh".into(), "-c".into(), "echo bye; exit 0".into()];
+    let specs = pod_containers(&p, &ctx());
+    let label = specs[1].labels.get(LABEL_PRE_STOP);
+    assert_eq!(pre_stop_of(label), p.pod.spec.containers[0].pre_stop);
+    assert!(!specs[0].labels.contains_key(LABEL_PRE_STOP));
+    // Docker's answer is untrusted: junk, or too much, is no command.
+    for junk in ["rm -rf /", "{\"a\": 1}", "[1, 2]"] {
+        assert!(pre_stop_of(Some(&junk.to_string())).is_empty(), "{junk}");
+    }
+    let many = serde_json::to_string(&vec!["x"; 65]).unwrap();
+    assert!(pre_stop_of(Some(&many)).is_empty());
 }

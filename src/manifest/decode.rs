@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+mod lifecycle;
 mod security;
 mod v1;
 mod volumes;
@@ -73,10 +74,10 @@ static CONTAINER: Shape = Shape {
         // v1's, which `kctl get` prints for what v1beta1 cannot say.
         "securityContext",
         "entrypoint",
+        "lifecycle",
     ],
     ignored: &[
         "readinessProbe",
-        "lifecycle",
         "terminationMessagePath",
         "imagePullPolicy",
     ],
@@ -188,6 +189,7 @@ pub(crate) static ALL_SHAPES: &[&Shape] = &[
     &volumes::EMPTY_DIR,
     &volumes::HOST_DIR,
     &volumes::VOLUME_MOUNT,
+    &lifecycle::LIFECYCLE,
 ];
 
 const KINDS: [&str; 4] = ["Pod", "ReplicationController", "Service", "List"];
@@ -849,6 +851,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         let security = security::v1_container(cx, node)?;
         security::check_non_root(cx, node.span, &security).then_some(security)
     });
+    let hooks = optional(fields.get("lifecycle"), |node| {
+        lifecycle::lifecycle(cx, node)
+    });
     let security = privileged.zip(context).map(|(privileged, context)| {
         let mut security = context.unwrap_or_default();
         security.privileged |= privileged.is_some_and(|p| p.privileged);
@@ -867,6 +872,8 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         liveness_probe: liveness_probe?,
         volume_mounts: volume_mounts?.unwrap_or_default(),
         security: security?,
+        post_start: hooks.clone()?.unwrap_or_default().0,
+        pre_stop: hooks?.unwrap_or_default().1,
     })
 }
 

@@ -804,6 +804,8 @@ fn a_full_container_decodes() {
             volume_mounts: vec![],
             security: Default::default(),
             entrypoint: vec![],
+            post_start: vec![],
+            pre_stop: vec![],
         }
     );
 }
@@ -2108,4 +2110,30 @@ fn v1_security_context_maps_onto_the_model() {
         "",
     );
     only_error("p.json", &text, "`ALL` is no capability name");
+}
+
+#[test]
+fn lifecycle_exec_hooks_decode_and_http_hooks_are_refused() {
+    let hooks = r#"{"name": "a", "image": "i", "lifecycle": {
+        "postStart": {"exec": {"command": ["touch", "/tmp/up"]}},
+        "preStop": {"exec": {"command": ["sh", "-c", "nginx -s quit"]}}}}"#;
+    let loaded = load_one("p.json", &pod_with(hooks));
+    let c = &only_pod(&loaded).spec.containers[0];
+    assert_eq!(c.post_start, ["touch", "/tmp/up"]);
+    assert_eq!(c.pre_stop, ["sh", "-c", "nginx -s quit"]);
+    let v1 = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"containers": [{"name": "web", "image": "nginx",
+        "lifecycle": {"preStop": {"exec": {"command": ["nginx", "-s", "quit"]}}}}]}}"#;
+    let loaded = load_one("p.json", v1);
+    assert_eq!(
+        only_pod(&loaded).spec.containers[0].pre_stop,
+        ["nginx", "-s", "quit"]
+    );
+    let http = r#"{"name": "a", "image": "i", "lifecycle": {"preStop": {"httpGet": {"path": "/quit", "port": 80}}}}"#;
+    let text = pod_with(http);
+    let error = only_error("p.json", &text, "`httpGet` hooks are not available yet");
+    assert_eq!(spanned(&text, &error), "\"httpGet\"");
+    let empty =
+        r#"{"name": "a", "image": "i", "lifecycle": {"postStart": {"exec": {"command": []}}}}"#;
+    only_error("p.json", &pod_with(empty), "a hook's `command` is empty");
 }

@@ -84,6 +84,17 @@ pub async fn run_probes<D: ContainerEngine>(
             if pod.pod.spec.restart_policy != RestartPolicy::Never
                 && supervisor.may_restart(&c.container_id, now)
             {
+                if !spec.pre_stop.is_empty() {
+                    crate::converge::executor::pre_stop(
+                        engine,
+                        &c.container_id,
+                        &pod.pod.id,
+                        &spec.name,
+                        &spec.pre_stop,
+                        events,
+                    )
+                    .await;
+                }
                 match engine.restart(&c.container_id, 1).await {
                     Ok(_) => {
                         supervisor.restarted(&c.container_id, now);

@@ -404,6 +404,25 @@ pub(crate) fn container_json(c: &Container) -> Value {
             .collect();
         o.insert("volumeMounts".into(), Value::Array(mounts));
     }
+    let hook = |argv: &[String]| json!({"exec": {"command": argv}});
+    match (c.post_start.is_empty(), c.pre_stop.is_empty()) {
+        (true, true) => {}
+        (false, true) => {
+            o.insert(
+                "lifecycle".into(),
+                json!({"postStart": hook(&c.post_start)}),
+            );
+        }
+        (true, false) => {
+            o.insert("lifecycle".into(), json!({"preStop": hook(&c.pre_stop)}));
+        }
+        (false, false) => {
+            o.insert(
+                "lifecycle".into(),
+                json!({"postStart": hook(&c.post_start), "preStop": hook(&c.pre_stop)}),
+            );
+        }
+    }
     // v1beta1 spells only `privileged`; the rest is v1's `securityContext`,
     // which kctl also reads in v1beta1 files.
     let only_privileged = SecurityContext {
@@ -711,6 +730,8 @@ mod tests {
     /// a replaced entrypoint and a locked-down security context.
     fn with_volumes(spec: &mut PodSpec) {
         spec.containers[0].entrypoint = vec!["/bin/serve".into()];
+        spec.containers[0].post_start = vec!["touch".into(), "/tmp/started".into()];
+        spec.containers[0].pre_stop = vec!["sh".into(), "-c".into(), "kill 1".into()];
         spec.containers[0].security = SecurityContext {
             run_as_user: Some(1000),
             run_as_non_root: true,

@@ -62,11 +62,11 @@ static CONTAINER: Shape = Shape {
         "livenessProbe",
         "volumeMounts",
         "securityContext",
+        "lifecycle",
     ],
     ignored: &[
         "readinessProbe",
         "startupProbe",
-        "lifecycle",
         "imagePullPolicy",
         "terminationMessagePath",
         "terminationMessagePolicy",
@@ -262,6 +262,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     let volume_mounts = optional(fields.get("volumeMounts"), |node| {
         volumes::volume_mounts(cx, node, scope, true)
     });
+    let hooks = optional(fields.get("lifecycle"), |node| {
+        lifecycle::lifecycle(cx, node)
+    });
     let own = fields.get("securityContext");
     let security = optional(own, |node| security::v1_container(cx, node))
         .map(Option::unwrap_or_default)
@@ -291,6 +294,8 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         liveness_probe: liveness_probe?,
         volume_mounts: volume_mounts?.unwrap_or_default(),
         security: security?,
+        post_start: hooks.clone()?.unwrap_or_default().0,
+        pre_stop: hooks?.unwrap_or_default().1,
     })
 }
 
