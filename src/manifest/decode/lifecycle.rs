@@ -45,9 +45,7 @@ fn handler(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<String>> {
         cx.push(error);
         return None;
     }
-    let Some(exec) = cx.require(&fields, "exec") else {
-        return None;
-    };
+    let exec = cx.require(&fields, "exec")?;
     let exec = cx.fields(exec, &EXEC)?;
     let command = cx.require(&exec, "command")?;
     let argv = cx.strings(command, "hook `command`")?;
