@@ -204,6 +204,31 @@ pub struct Container {
     /// for at most [`PRE_STOP_GRACE_SECONDS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pre_stop: Vec<String>,
+    /// When the image is pulled; None is [`PullPolicy::IfNotPresent`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+}
+
+/// When a minion pulls a container's image before starting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// At every start.
+    Always,
+    /// When the minion does not have it.
+    IfNotPresent,
+    /// Never: the image must be there (`kctl image load`).
+    Never,
+}
+
+impl PullPolicy {
+    /// v1's spelling; v1beta1's has `Pull` in front.
+    pub fn v1_name(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
 }
 
 /// How long a preStop hook may run before its container is stopped anyway.

@@ -223,12 +223,21 @@ async fn ensure_images<D: ContainerEngine, E: Exec>(
     ctx: &RunContext,
     pods: &[PodRecord],
 ) -> Result<BTreeMap<String, String>, ConvergeError> {
-    let images: BTreeSet<&str> = pods
-        .iter()
-        .flat_map(|p| &p.pod.spec.containers)
-        .map(|c| c.image.as_str())
-        .chain((!pods.is_empty()).then_some(PAUSE_IMAGE))
-        .collect();
+    use crate::model::PullPolicy;
+    // Per image, the most eager policy of the containers that run it.
+    let mut policies: BTreeMap<&str, PullPolicy> = BTreeMap::new();
+    for c in pods.iter().flat_map(|p| &p.pod.spec.containers) {
+        let policy = c.image_pull_policy.unwrap_or(PullPolicy::IfNotPresent);
+        policies
+            .entry(c.image.as_str())
+            .and_modify(|p| *p = (*p).min(policy))
+            .or_insert(policy);
+    }
+    if !pods.is_empty() {
+        // Imported by bootstrap; nothing pulls it.
+        policies.insert(PAUSE_IMAGE, PullPolicy::Never);
+    }
+    let images: BTreeSet<&str> = policies.keys().copied().collect();
     let checked: Vec<(String, Result<bool, EngineError>)> = futures::stream::iter(images)
         .map(|image| async move { (image.to_string(), engine.has_image(image).await) })
         .buffer_unordered(IMAGE_CHECKS_IN_FLIGHT)
@@ -250,10 +259,29 @@ async fn ensure_images<D: ContainerEngine, E: Exec>(
                 ))
             }
         };
-        if present {
+        let policy = policies
+            .get(image.as_str())
+            .copied()
+            .unwrap_or(PullPolicy::IfNotPresent);
+        // Minions that cannot pull run what `kctl image load` put there,
+        // whatever the policy (`apply` says so).
+        let pull = match policy {
+            PullPolicy::Always => !ctx.offline_images,
+            PullPolicy::IfNotPresent => !present,
+            PullPolicy::Never => false,
+        };
+        if present && !pull {
             continue;
         }
-        if ctx.offline_images || image == PAUSE_IMAGE {
+        if policy == PullPolicy::Never && image != PAUSE_IMAGE {
+            unavailable.insert(
+                image.clone(),
+                format!(
+                    "image {image} is not on minion {} and its imagePullPolicy is Never (`kctl image load {image}` copies it there)",
+                    engine.target()
+                ),
+            );
+        } else if ctx.offline_images || image == PAUSE_IMAGE {
             unavailable.insert(
                 image.clone(),
                 format!(

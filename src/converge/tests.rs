@@ -36,6 +36,7 @@ fn pod(id: &str, image: &str) -> PodRecord {
                     entrypoint: vec![],
                     post_start: vec![],
                     pre_stop: vec![],
+                    image_pull_policy: None,
                 }],
                 restart_policy: RestartPolicy::OnFailure,
                 volumes: vec![],
@@ -755,4 +756,72 @@ fn the_pre_stop_command_travels_in_a_label_read_back_with_care() {
     }
     let many = serde_json::to_string(&vec!["x"; 65]).unwrap();
     assert!(pre_stop_of(Some(&many)).is_empty());
+}
+
+#[tokio::test]
+async fn images_are_pulled_as_their_policy_says() {
+    use crate::model::PullPolicy;
+    let online = RunContext {
+        offline_images: false,
+        ..ctx()
+    };
+    let with = |policy: Option<PullPolicy>| {
+        let mut p = pod("web-1", "registry.example/web:1");
+        p.pod.spec.containers[0].image_pull_policy = policy;
+        p
+    };
+    let pulls = |exec: &RecordingExec| {
+        exec.calls()
+            .iter()
+            .filter(|argv| argv.get(1).map(String::as_str) == Some("pull"))
+            .count()
+    };
+    let converge = |ctx: RunContext, engine: RecordingEngine, p: PodRecord| async move {
+        let exec = RecordingExec::default();
+        let report = converge_minion(
+            &engine,
+            &exec,
+            &ctx,
+            &[p],
+            Duration::ZERO,
+            &mut Supervisor::default(),
+            &EventLog::default(),
+        )
+        .await
+        .unwrap();
+        (report, exec)
+    };
+    // Present: Always pulls anyway, IfNotPresent (the default) does not.
+    let (_, exec) = converge(
+        online.clone(),
+        RecordingEngine::default(),
+        with(Some(PullPolicy::Always)),
+    )
+    .await;
+    assert_eq!(pulls(&exec), 1);
+    let (_, exec) = converge(online.clone(), RecordingEngine::default(), with(None)).await;
+    assert_eq!(pulls(&exec), 0);
+    // Missing: IfNotPresent pulls, Never fails the pod saying why.
+    let missing = || RecordingEngine {
+        images: Some(vec![PAUSE_IMAGE.to_string()]),
+        ..Default::default()
+    };
+    let (_, exec) = converge(online.clone(), missing(), with(None)).await;
+    assert_eq!(pulls(&exec), 1);
+    let (report, exec) = converge(online.clone(), missing(), with(Some(PullPolicy::Never))).await;
+    assert_eq!(pulls(&exec), 0);
+    assert!(
+        report.failures[0].1.contains("imagePullPolicy is Never"),
+        "{:?}",
+        report.failures
+    );
+    // Minions that cannot pull run the image they have, whatever the policy.
+    let (report, exec) = converge(
+        ctx(),
+        RecordingEngine::default(),
+        with(Some(PullPolicy::Always)),
+    )
+    .await;
+    assert_eq!(pulls(&exec), 0);
+    assert_eq!(report.started, ["web-1"]);
 }

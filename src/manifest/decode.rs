@@ -75,12 +75,9 @@ static CONTAINER: Shape = Shape {
         "securityContext",
         "entrypoint",
         "lifecycle",
-    ],
-    ignored: &[
-        "readinessProbe",
-        "terminationMessagePath",
         "imagePullPolicy",
     ],
+    ignored: &["readinessProbe", "terminationMessagePath"],
 };
 static PORT: Shape = Shape {
     what: "a port",
@@ -854,6 +851,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     let hooks = optional(fields.get("lifecycle"), |node| {
         lifecycle::lifecycle(cx, node)
     });
+    let pull = optional(fields.get("imagePullPolicy"), |node| {
+        lifecycle::pull_policy(cx, node, false)
+    });
     let security = privileged.zip(context).map(|(privileged, context)| {
         let mut security = context.unwrap_or_default();
         security.privileged |= privileged.is_some_and(|p| p.privileged);
@@ -874,6 +874,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         security: security?,
         post_start: hooks.clone()?.unwrap_or_default().0,
         pre_stop: hooks?.unwrap_or_default().1,
+        image_pull_policy: pull?,
     })
 }
 

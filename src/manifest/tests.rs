@@ -462,14 +462,17 @@ fn a_misplaced_field_says_where_it_belongs() {
 fn ignored_fields_give_one_warning_for_the_whole_run() {
     let first = TOMCAT_SERVICE.replace(r#""port""#, r#""sessionAffinity": "None", "port""#);
     let second = TOMCAT_CONTROLLER
-        .replace(r#""ports""#, r#""imagePullPolicy": "PullAlways", "ports""#)
+        .replace(
+            r#""ports""#,
+            r#""terminationMessagePath": "/dev/log", "ports""#,
+        )
         .replace(r#""version""#, r#""dnsPolicy": "Default", "version""#);
     let loaded = load(&[source("s.json", &first), source("c.json", &second)]);
     assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
     let warning = &loaded.warnings[0];
     assert_eq!(
         warning.to_string(),
-        "kctl ignores the v1beta1 fields `sessionAffinity`, `dnsPolicy`, `imagePullPolicy`"
+        "kctl ignores the v1beta1 fields `sessionAffinity`, `dnsPolicy`, `terminationMessagePath`"
     );
     assert_eq!(warning.file(), "s.json");
     let span = warning.span();
@@ -806,6 +809,7 @@ fn a_full_container_decodes() {
             entrypoint: vec![],
             post_start: vec![],
             pre_stop: vec![],
+            image_pull_policy: None,
         }
     );
 }
@@ -2136,4 +2140,27 @@ fn lifecycle_exec_hooks_decode_and_http_hooks_are_refused() {
     let empty =
         r#"{"name": "a", "image": "i", "lifecycle": {"postStart": {"exec": {"command": []}}}}"#;
     only_error("p.json", &pod_with(empty), "a hook's `command` is empty");
+}
+
+#[test]
+fn image_pull_policies_in_both_spellings() {
+    use crate::model::PullPolicy;
+    for (written, policy) in [
+        ("PullAlways", PullPolicy::Always),
+        ("PullIfNotPresent", PullPolicy::IfNotPresent),
+        ("PullNever", PullPolicy::Never),
+        ("Never", PullPolicy::Never),
+    ] {
+        let text = pod_with(&format!(
+            r#"{{"name": "a", "image": "i", "imagePullPolicy": "{written}"}}"#
+        ));
+        let loaded = load_one("p.json", &text);
+        assert_eq!(
+            only_pod(&loaded).spec.containers[0].image_pull_policy,
+            Some(policy)
+        );
+    }
+    let text = pod_with(r#"{"name": "a", "image": "i", "imagePullPolicy": "PullAlway"}"#);
+    let error = only_error("p.json", &text, "unknown imagePullPolicy `PullAlway`");
+    assert_eq!(help_of(&error), "did you mean `PullAlways`?");
 }

@@ -189,6 +189,20 @@ pub fn validate(ui: &Ui, paths: &[PathBuf], reading: manifest::LoadOptions) -> m
     Ok(())
 }
 
+/// The first image a container asks to pull at every start, if any.
+fn always_pulled(objects: &[crate::model::Object]) -> Option<&str> {
+    use crate::model::{Object, PullPolicy};
+    objects
+        .iter()
+        .flat_map(|o| match o {
+            Object::Pod(p) => p.spec.containers.as_slice(),
+            Object::ReplicationController(rc) => rc.template.spec.containers.as_slice(),
+            Object::Service(_) => &[],
+        })
+        .find(|c| c.image_pull_policy == Some(PullPolicy::Always))
+        .map(|c| c.image.as_str())
+}
+
 /// Manifests are read for a cluster: what its record allows (`kctl up
 /// --allow-host-dir`, `--allow-privileged`) is no error. Without a record, the defaults: the
 /// error about the missing cluster comes where it is opened.
@@ -266,6 +280,13 @@ pub async fn apply_loaded(
         ui.note(format!("{:?}", miette::Report::new(warning)));
     }
     let cluster = Cluster::open(name)?;
+    if cluster.config.offline_images {
+        if let Some(image) = always_pulled(&loaded.objects) {
+            ui.warn(format!(
+                "imagePullPolicy Always: the minions of cluster {name} cannot pull, so they run the {image} that `kctl image load` put there"
+            ));
+        }
+    }
     let mut store = cluster.store().await?;
     let portal_net = cluster.config.portal_net;
     let pruned_set = if options.prune { set } else { None };

@@ -423,6 +423,12 @@ pub(crate) fn container_json(c: &Container) -> Value {
             );
         }
     }
+    if let Some(policy) = c.image_pull_policy {
+        o.insert(
+            "imagePullPolicy".into(),
+            json!(format!("Pull{}", policy.v1_name())),
+        );
+    }
     // v1beta1 spells only `privileged`; the rest is v1's `securityContext`,
     // which kctl also reads in v1beta1 files.
     let only_privileged = SecurityContext {
@@ -731,6 +737,7 @@ mod tests {
     fn with_volumes(spec: &mut PodSpec) {
         spec.containers[0].entrypoint = vec!["/bin/serve".into()];
         spec.containers[0].post_start = vec!["touch".into(), "/tmp/started".into()];
+        spec.containers[0].image_pull_policy = Some(crate::model::PullPolicy::Never);
         spec.containers[0].pre_stop = vec!["sh".into(), "-c".into(), "kill 1".into()];
         spec.containers[0].security = SecurityContext {
             run_as_user: Some(1000),

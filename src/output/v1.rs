@@ -33,6 +33,9 @@ fn container(c: &Container) -> Value {
             o.insert("resources".into(), json!({"limits": limits}));
         }
         o.remove("privileged");
+        if let Some(policy) = c.image_pull_policy {
+            o.insert("imagePullPolicy".into(), json!(policy.v1_name()));
+        }
         // v1's `command` is the entrypoint; v1beta1's is v1's `args`.
         let entrypoint = o.remove("entrypoint");
         if let Some(args) = o.remove("command") {

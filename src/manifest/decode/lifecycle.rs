@@ -62,3 +62,42 @@ fn handler(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<String>> {
     }
     Some(argv)
 }
+
+/// `imagePullPolicy`: v1beta1's `PullAlways`, `PullIfNotPresent`,
+/// `PullNever`, or v1's `Always`, `IfNotPresent`, `Never` (each version
+/// reads the other's too).
+pub(super) fn pull_policy(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    v1: bool,
+) -> Option<crate::model::PullPolicy> {
+    use crate::model::PullPolicy;
+    let text = cx.string(node, "`imagePullPolicy`")?;
+    let bare = text.strip_prefix("Pull").unwrap_or(text);
+    let policy = match bare {
+        "Always" => PullPolicy::Always,
+        "IfNotPresent" => PullPolicy::IfNotPresent,
+        "Never" => PullPolicy::Never,
+        _ => {
+            let names: &[&str] = if v1 {
+                &["Always", "IfNotPresent", "Never"]
+            } else {
+                &["PullAlways", "PullIfNotPresent", "PullNever"]
+            };
+            let help = match closest(text, names) {
+                Some(suggestion) => format!("did you mean `{suggestion}`?"),
+                None => format!("one of `{}`", names.join("`, `")),
+            };
+            let error = cx
+                .error(
+                    node.span,
+                    format!("unknown imagePullPolicy `{text}`"),
+                    "unknown policy",
+                )
+                .with_help(help);
+            cx.push(error);
+            return None;
+        }
+    };
+    Some(policy)
+}

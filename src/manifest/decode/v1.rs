@@ -63,11 +63,11 @@ static CONTAINER: Shape = Shape {
         "volumeMounts",
         "securityContext",
         "lifecycle",
+        "imagePullPolicy",
     ],
     ignored: &[
         "readinessProbe",
         "startupProbe",
-        "imagePullPolicy",
         "terminationMessagePath",
         "terminationMessagePolicy",
     ],
@@ -265,6 +265,9 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
     let hooks = optional(fields.get("lifecycle"), |node| {
         lifecycle::lifecycle(cx, node)
     });
+    let pull = optional(fields.get("imagePullPolicy"), |node| {
+        lifecycle::pull_policy(cx, node, true)
+    });
     let own = fields.get("securityContext");
     let security = optional(own, |node| security::v1_container(cx, node))
         .map(Option::unwrap_or_default)
@@ -296,6 +299,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         security: security?,
         post_start: hooks.clone()?.unwrap_or_default().0,
         pre_stop: hooks?.unwrap_or_default().1,
+        image_pull_policy: pull?,
     })
 }
 
