@@ -297,7 +297,7 @@ fn hostile_values_never_run_as_shell() {
     std::fs::write(dir.join("a-good.json"), web_controller("web", 1)).unwrap();
     std::fs::write(
         dir.join("b-bad.yaml"),
-        "kind: Service\nid: svc\nport: 80\nselector: {name: web}\nportt: 8080\n",
+        "kind: Service\nid: svc\nport: 80\nselector: {name: web}\ncontainerPort: 99999\n",
     )
     .unwrap();
     let before = cluster.pods().len();
@@ -305,11 +305,27 @@ fn hostile_values_never_run_as_shell() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("b-bad.yaml"), "{run:?}");
     assert!(
-        run.stderr.contains(":5:1"),
-        "line and column of `portt`: {run:?}"
+        run.stderr.contains(":5:16"),
+        "line and column of the port: {run:?}"
     );
     assert!(run.stderr.contains("nothing was applied"), "{run:?}");
     assert_eq!(cluster.pods().len(), before);
+    let rcs = cluster.kctl(&["get", "rc", "-o", "json"]).json();
+    assert!(rcs["items"].as_array().unwrap().is_empty());
+    // An unknown field is a warning, as v0.5 ignored it; `--strict` makes
+    // it an error, and again nothing is applied.
+    std::fs::write(
+        dir.join("b-bad.yaml"),
+        "kind: Service\napiVersion: v1beta1\nid: svc\nport: 80\nselector: {name: web}\nportt: 8080\n",
+    )
+    .unwrap();
+    let run = cluster.kctl(&["apply", "--strict", "-f", dir.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(":6:1") && run.stderr.contains("did you mean `port`?"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("nothing was applied"), "{run:?}");
     let rcs = cluster.kctl(&["get", "rc", "-o", "json"]).json();
     assert!(rcs["items"].as_array().unwrap().is_empty());
 
