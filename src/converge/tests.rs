@@ -31,12 +31,7 @@ fn pod(id: &str, image: &str) -> PodRecord {
                     cpu: Some(500),
                     memory: Some(64 << 20),
                     liveness_probe: None,
-                    volume_mounts: vec![],
-                    security: Default::default(),
-                    entrypoint: vec![],
-                    post_start: vec![],
-                    pre_stop: vec![],
-                    image_pull_policy: None,
+                    ..Default::default()
                 }],
                 restart_policy: RestartPolicy::OnFailure,
                 volumes: vec![],

@@ -65,18 +65,18 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The plan's refusal of a requested portal IP as an error at the
-    /// manifest's `portalIP`, when the manifest wrote one.
-    pub fn portal_ip_error(&self, error: &crate::plan::PlanError) -> Option<ManifestError> {
-        use crate::plan::PlanError;
-        let service = match error {
-            PlanError::PortalIpFixed { service, .. }
-            | PlanError::PortalIpUnavailable { service, .. } => service,
-            _ => return None,
-        };
+    /// A refusal of the portal IP `service` asks for (which only the
+    /// cluster can give) as an error at its `portalIP`, when the manifest
+    /// wrote one.
+    pub fn portal_ip_error(
+        &self,
+        service: &str,
+        message: String,
+        help: Option<String>,
+    ) -> Option<ManifestError> {
         let (file, span) = self.portal_ip_sites.get(service)?;
-        let mut refused = ManifestError::at(file, *span, error.to_string(), "not available");
-        if let Some(help) = error.help() {
+        let mut refused = ManifestError::at(file, *span, message, "not available");
+        if let Some(help) = help {
             refused = refused.with_help(help);
         }
         Some(refused)

@@ -804,12 +804,7 @@ fn a_full_container_decodes() {
                 initial_delay_seconds: 15,
                 timeout_seconds: 1,
             }),
-            volume_mounts: vec![],
-            security: Default::default(),
-            entrypoint: vec![],
-            post_start: vec![],
-            pre_stop: vec![],
-            image_pull_policy: None,
+            ..Default::default()
         }
     );
 }

@@ -189,6 +189,18 @@ pub fn validate(ui: &Ui, paths: &[PathBuf], reading: manifest::LoadOptions) -> m
     Ok(())
 }
 
+/// The plan's refusal of a portal IP a manifest asked for, as an error at
+/// the manifest's `portalIP`.
+fn portal_ip_error(loaded: &manifest::Loaded, e: &PlanError) -> Option<manifest::ManifestError> {
+    match e {
+        PlanError::PortalIpFixed { service, .. }
+        | PlanError::PortalIpUnavailable { service, .. } => {
+            loaded.portal_ip_error(service, e.to_string(), e.help())
+        }
+        _ => None,
+    }
+}
+
 /// The first image a container asks to pull at every start, if any.
 fn always_pulled(objects: &[crate::model::Object]) -> Option<&str> {
     use crate::model::{Object, PullPolicy};
@@ -300,7 +312,7 @@ pub async fn apply_loaded(
             None => plan::plan_apply(&loaded.objects, state, portal_net, &mut RandomNamer),
         };
         if let Err(e) = &plan {
-            *refused_portal.borrow_mut() = loaded.portal_ip_error(e);
+            *refused_portal.borrow_mut() = portal_ip_error(&loaded, e);
         }
         plan
     })
@@ -360,7 +372,7 @@ pub async fn diff(
         &mut RandomNamer,
         &set,
     )
-    .map_err(|e| match loaded.portal_ip_error(&e) {
+    .map_err(|e| match portal_ip_error(&loaded, &e) {
         Some(error) => miette::Report::new(error),
         None => plan_report(e),
     })?;

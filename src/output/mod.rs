@@ -732,6 +732,22 @@ mod tests {
         (state, pod)
     }
 
+    /// Service `web` at 10.0.0.7:8080, to the pods' port named `http`.
+    fn web_service(pod: &PodRecord, protocol: Protocol) -> ServiceRecord {
+        ServiceRecord {
+            service: crate::model::Service {
+                id: "web".into(),
+                labels: Labels::new(),
+                selector: pod.pod.labels.clone(),
+                port: 8080,
+                container_port: Some(crate::model::PortRef::Name("http".into())),
+                protocol,
+                portal_ip: None,
+            },
+            portal_ip: "10.0.0.7".parse().unwrap(),
+        }
+    }
+
     /// An emptyDir and a host directory, mounted read-write and read-only,
     /// a replaced entrypoint and a locked-down security context.
     fn with_volumes(spec: &mut PodSpec) {
@@ -826,18 +842,7 @@ mod tests {
                 spec,
             },
         };
-        let service = ServiceRecord {
-            service: crate::model::Service {
-                id: "web".into(),
-                labels: Labels::new(),
-                selector: pod.pod.labels.clone(),
-                port: 8080,
-                container_port: Some(crate::model::PortRef::Name("http".into())),
-                protocol: Protocol::Tcp,
-                portal_ip: None,
-            },
-            portal_ip: "10.0.0.7".parse().unwrap(),
-        };
+        let service = web_service(&pod, Protocol::Tcp);
         state.services.insert("web".into(), service.clone());
         let objects = [
             v1::pod(&state, &full),
@@ -925,18 +930,7 @@ mod tests {
                 spec: pod.pod.spec.clone(),
             },
         };
-        let service = ServiceRecord {
-            service: crate::model::Service {
-                id: "web".into(),
-                labels: Labels::new(),
-                selector: pod.pod.labels.clone(),
-                port: 8080,
-                container_port: Some(crate::model::PortRef::Name("http".into())),
-                protocol: Protocol::Udp,
-                portal_ip: None,
-            },
-            portal_ip: "10.0.0.7".parse().unwrap(),
-        };
+        let service = web_service(&pod, Protocol::Udp);
         state.services.insert("web".into(), service.clone());
         let printed = [
             (v1::pod(&state, &bare), Object::Pod(bare.pod.clone())),
