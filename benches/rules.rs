@@ -40,6 +40,7 @@ fn portals(round: usize) -> Vec<Portal> {
                     )
                 })
                 .collect(),
+            published: vec![],
         })
         .collect()
 }

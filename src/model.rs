@@ -443,7 +443,19 @@ pub struct Service {
     /// service's record holds the portal it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal_ip: Option<std::net::Ipv4Addr>,
+    /// Also answered on every minion's own address (v1beta1
+    /// `createExternalLoadBalancer`, v1 `type: LoadBalancer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// More addresses the portal answers on (v1beta1 `publicIPs`, v1
+    /// `externalIPs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_ips: Vec<std::net::Ipv4Addr>,
 }
+
+/// Ports of the machines themselves that a service published on their
+/// addresses would take over: sshd, etcd's client and peer ports.
+pub const CONTROL_PLANE_PORTS: [u16; 5] = [22, 2379, 2380, 4001, 7001];
 
 /// One object from a manifest, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

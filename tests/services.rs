@@ -466,3 +466,74 @@ fn service_portal(cluster: &TestCluster, id: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// `createExternalLoadBalancer` (v0.5's way out of the cluster) publishes
+/// the service on every minion's own address: reachable from this machine
+/// on both minions, wherever its one pod runs; not before, and not once
+/// the manifest stops asking.
+#[test]
+fn an_external_service_answers_on_every_minion() {
+    let cluster = TestCluster::up("it-external", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let dir = cluster.dir();
+    let rc = dir.join("web-controller.json");
+    std::fs::write(&rc, common::web_controller("web", 1)).unwrap();
+    let service = |external: bool| {
+        let file = dir.join("web-service.json");
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"kind": "Service", "apiVersion": "v1beta1", "id": "web", "port": 8181,
+  "containerPort": 8080, "selector": {{"name": "web"}}, "createExternalLoadBalancer": {external}}}"#
+            ),
+        )
+        .unwrap();
+        file.to_str().unwrap().to_string()
+    };
+    let applied = cluster.kctl(&["apply", "-f", rc.to_str().unwrap(), "-f", &service(false)]);
+    assert!(applied.ok(), "{applied:?}");
+    let minions: Vec<String> = cluster.kctl(&["get", "minions", "-o", "json"]).json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["hostIP"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(minions.len(), 2, "{minions:?}");
+    let pod = cluster.pods()[0]["id"].as_str().unwrap().to_string();
+    common::wait_for(
+        std::time::Duration::from_secs(30),
+        "the pod in the endpoints",
+        || (!endpoints(&cluster, "web").is_empty()).then_some(()),
+    );
+    for ip in &minions {
+        assert_eq!(
+            common::http_get_once(&format!("{ip}:8181"), "/hostname"),
+            None,
+            "{ip}"
+        );
+    }
+
+    let applied = cluster.kctl(&["apply", "-f", &service(true)]);
+    assert!(applied.ok(), "{applied:?}");
+    for ip in &minions {
+        let page = common::http_get(&format!("{ip}:8181"), "/hostname");
+        assert_eq!(
+            page.as_deref().map(str::trim),
+            Some(pod.as_str()),
+            "through {ip}"
+        );
+    }
+    // Published on the machines, and kept in step by the helpers' rules.
+    assert!(kctl_rules(&cluster, 1).contains(&format!("{} . tcp . 8181", minions[1])));
+
+    let applied = cluster.kctl(&["apply", "-f", &service(false)]);
+    assert!(applied.ok(), "{applied:?}");
+    for ip in &minions {
+        assert_eq!(
+            common::http_get_once(&format!("{ip}:8181"), "/hostname"),
+            None,
+            "{ip}"
+        );
+    }
+    cluster.down_and_check();
+}

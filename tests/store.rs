@@ -165,6 +165,8 @@ fn service(id: &str, port: u16) -> ServiceRecord {
             container_port: None,
             protocol: Protocol::Tcp,
             portal_ip: None,
+            external: false,
+            public_ips: vec![],
         },
         portal_ip: std::net::Ipv4Addr::new(10, 0, 0, port as u8),
     }

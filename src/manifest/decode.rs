@@ -146,12 +146,12 @@ static SERVICE: Shape = Shape {
         "containerPort",
         "protocol",
         "portalIP",
+        "createExternalLoadBalancer",
+        "publicIPs",
     ],
     ignored: meta_ignored!(
         // `kctl get` adds a service's endpoints for convenience.
         "endpoints",
-        "createExternalLoadBalancer",
-        "publicIPs",
         "proxyPort",
         "sessionAffinity"
     ),
@@ -567,6 +567,31 @@ fn service(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
     let portal_ip = optional(fields.get("portalIP"), |node| {
         portal_ip(cx, node, "`portalIP`")
     });
+    let external = optional(
+        fields.get("createExternalLoadBalancer"),
+        |node| match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                cx.type_error(node, "`createExternalLoadBalancer`", "true or false");
+                None
+            }
+        },
+    );
+    let public_ips = optional(fields.get("publicIPs"), |node| {
+        addresses(cx, node, "`publicIPs`")
+    });
+    let published = published(
+        cx,
+        port,
+        external.flatten().unwrap_or(false),
+        public_ips
+            .as_ref()
+            .and_then(|p| p.as_deref())
+            .unwrap_or(&[]),
+        fields
+            .get("createExternalLoadBalancer")
+            .or(fields.get("publicIPs")),
+    );
     let (id, id_span) = id?;
     Some(Decoded {
         object: Object::Service(Service {
@@ -577,10 +602,61 @@ fn service(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
             container_port: container_port?,
             protocol: protocol?.unwrap_or_default(),
             portal_ip: portal_ip?.flatten(),
+            external: external?.unwrap_or(false),
+            public_ips: public_ips?.unwrap_or_default(),
         }),
         id_span,
         portal_ip_span: fields.get("portalIP").map(|node| node.span),
     })
+    .filter(|_| published)
+}
+
+/// A list of IPv4 addresses (`publicIPs`, v1 `externalIPs`).
+fn addresses(cx: &mut FileContext<'_>, node: &Node, what: &str) -> Option<Vec<std::net::Ipv4Addr>> {
+    let items = cx.sequence(node, what)?;
+    each(items, |item| {
+        let text = cx.string(item, what)?;
+        match text.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                let error = cx
+                    .error(
+                        item.span,
+                        format!("`{text}` is no IPv4 address"),
+                        "not an address",
+                    )
+                    .with_help("write an address of one of the minions, e.g. `10.240.0.5`");
+                cx.push(error);
+                None
+            }
+        }
+    })
+}
+
+/// A service answered on the machines' own addresses must not take a
+/// port the machines need themselves.
+fn published(
+    cx: &mut FileContext<'_>,
+    port: Option<u16>,
+    external: bool,
+    public_ips: &[std::net::Ipv4Addr],
+    at: Option<&Node>,
+) -> bool {
+    let (Some(port), Some(at)) = (port, at) else {
+        return true;
+    };
+    if !(external || !public_ips.is_empty()) || !crate::model::CONTROL_PLANE_PORTS.contains(&port) {
+        return true;
+    }
+    let error = cx
+        .error(
+            at.span,
+            format!("a service on the minions' own addresses cannot take port {port}: the machines need it (sshd, etcd)"),
+            "published here",
+        )
+        .with_help("give the service another `port`; its pods may still listen on this one (`containerPort`)");
+    cx.push(error);
+    false
 }
 
 /// A portal IP a service asks for: an IPv4 address, or empty for none.

@@ -237,6 +237,8 @@ fn expected_service() -> Object {
         container_port: Some(PortRef::Number(8080)),
         protocol: Protocol::Tcp,
         portal_ip: None,
+        external: false,
+        public_ips: vec![],
     })
 }
 
@@ -2158,4 +2160,50 @@ fn image_pull_policies_in_both_spellings() {
     let text = pod_with(r#"{"name": "a", "image": "i", "imagePullPolicy": "PullAlway"}"#);
     let error = only_error("p.json", &text, "unknown imagePullPolicy `PullAlway`");
     assert_eq!(help_of(&error), "did you mean `PullAlways`?");
+}
+
+#[test]
+fn services_published_on_the_minions_in_both_versions() {
+    let text = TOMCAT_SERVICE.replace(
+        r#""port": 8080"#,
+        r#""port": 8080, "createExternalLoadBalancer": true, "publicIPs": ["192.0.2.10"]"#,
+    );
+    let Object::Service(s) = &load_one("s.json", &text).objects[0] else {
+        unreachable!()
+    };
+    assert!(s.external);
+    assert_eq!(
+        s.public_ips,
+        ["192.0.2.10".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    let v1 = |extra: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web"}},
+      "spec": {{"selector": {{"app": "web"}}, "ports": [{{"port": 80}}]{extra}}}}}"#
+        )
+    };
+    let Object::Service(s) = &load_one(
+        "s.json",
+        &v1(r#", "type": "LoadBalancer", "externalIPs": ["192.0.2.11"]"#),
+    )
+    .objects[0] else {
+        unreachable!()
+    };
+    assert!(s.external && s.public_ips.len() == 1);
+    only_error(
+        "s.json",
+        &v1(r#", "type": "NodePort""#),
+        "service type `NodePort`",
+    );
+    // Published on the machines, a service may not take their own ports.
+    let text = TOMCAT_SERVICE.replace(
+        r#""port": 8080"#,
+        r#""port": 22, "createExternalLoadBalancer": true"#,
+    );
+    let error = only_error("s.json", &text, "cannot take port 22");
+    assert_eq!(spanned(&text, &error), "true");
+    let text = TOMCAT_SERVICE.replace(r#""port": 8080"#, r#""port": 22"#);
+    load_one("s.json", &text);
+    let text = TOMCAT_SERVICE.replace(r#""port": 8080"#, r#""port": 80, "publicIPs": ["10.0.0"]"#);
+    only_error("s.json", &text, "`10.0.0` is no IPv4 address");
 }

@@ -599,6 +599,12 @@ pub fn service_json(state: &ClusterState, r: &ServiceRecord) -> Value {
     if let Some(cp) = &s.container_port {
         v["containerPort"] = json!(cp);
     }
+    if s.external {
+        v["createExternalLoadBalancer"] = json!(true);
+    }
+    if !s.public_ips.is_empty() {
+        v["publicIPs"] = json!(s.public_ips);
+    }
     v
 }
 
@@ -732,7 +738,8 @@ mod tests {
         (state, pod)
     }
 
-    /// Service `web` at 10.0.0.7:8080, to the pods' port named `http`.
+    /// Service `web` at 10.0.0.7:8080, to the pods' port named `http`,
+    /// published on the minions and on one more address.
     fn web_service(pod: &PodRecord, protocol: Protocol) -> ServiceRecord {
         ServiceRecord {
             service: crate::model::Service {
@@ -743,6 +750,8 @@ mod tests {
                 container_port: Some(crate::model::PortRef::Name("http".into())),
                 protocol,
                 portal_ip: None,
+                external: true,
+                public_ips: vec!["192.0.2.10".parse().unwrap()],
             },
             portal_ip: "10.0.0.7".parse().unwrap(),
         }
@@ -994,6 +1003,8 @@ mod tests {
                 container_port: Some(crate::model::PortRef::Number(80)),
                 protocol: Protocol::Tcp,
                 portal_ip: None,
+                external: false,
+                public_ips: vec![],
             },
             portal_ip: "10.0.0.7".parse().unwrap(),
         };

@@ -219,6 +219,8 @@ fn fixture() -> (ClusterState, Vec<Event>) {
                 container_port: Some(PortRef::Name("http".into())),
                 protocol: Protocol::Tcp,
                 portal_ip: None,
+                external: false,
+                public_ips: vec![],
             },
             portal_ip: "10.101.128.1".parse().unwrap(),
         },

@@ -143,17 +143,21 @@ pub fn service(r: &ServiceRecord) -> Value {
     if let Some(target) = &s.container_port {
         port["targetPort"] = json!(target);
     }
-    json!({
+    let mut v = json!({
         "kind": "Service",
         "apiVersion": "v1",
         "metadata": metadata(&s.id, &s.labels),
         "spec": {
-            "type": "ClusterIP",
+            "type": if s.external { "LoadBalancer" } else { "ClusterIP" },
             "clusterIP": r.portal_ip.to_string(),
             "selector": s.selector,
             "ports": [port],
         },
         // Endpoints are an object of their own in v1 (`kctl get endpoints`).
         "status": {"loadBalancer": {}},
-    })
+    });
+    if !s.public_ips.is_empty() {
+        v["spec"]["externalIPs"] = json!(s.public_ips);
+    }
+    v
 }

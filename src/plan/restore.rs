@@ -178,6 +178,8 @@ mod tests {
                     container_port: None,
                     protocol: Protocol::Tcp,
                     portal_ip: None,
+                    external: false,
+                    public_ips: vec![],
                 },
                 portal_ip: "10.1.128.7".parse().unwrap(),
             },

@@ -370,6 +370,8 @@ mod tests {
                     container_port: None,
                     protocol: crate::model::Protocol::Tcp,
                     portal_ip: None,
+                    external: false,
+                    public_ips: vec![],
                 },
                 portal_ip: "10.0.0.1".parse().unwrap(),
             },

@@ -148,6 +148,8 @@ fn reapply_is_a_no_op() {
             container_port: None,
             protocol: Protocol::Tcp,
             portal_ip: None,
+            external: false,
+            public_ips: vec![],
         }),
     ];
     let first = plan_apply_in(&objects, &state, &mut CountingNamer(0)).unwrap();
@@ -226,6 +228,8 @@ fn too_many_host_port_replicas_fail_whole_plan() {
         container_port: None,
         protocol: Protocol::Tcp,
         portal_ip: None,
+        external: false,
+        public_ips: vec![],
     });
     let err = plan_apply_in(
         &[svc, Object::ReplicationController(tomcat_rc(3))],
@@ -333,6 +337,8 @@ fn svc(id: &str, port: u16) -> Object {
         container_port: None,
         protocol: Protocol::Tcp,
         portal_ip: None,
+        external: false,
+        public_ips: vec![],
     })
 }
 

@@ -38,22 +38,35 @@ pub struct Portal {
     pub port: u16,
     pub protocol: Protocol,
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// Addresses of the machines that answer on the port too: every
+    /// minion's own (`createExternalLoadBalancer`) and `publicIPs`.
+    pub published: Vec<Ipv4Addr>,
 }
 
 /// The portals of a cluster, from its services and their endpoints.
 pub fn portals(state: &ClusterState, endpoints: &BTreeMap<String, Vec<Endpoint>>) -> Vec<Portal> {
+    let minions: std::collections::BTreeSet<Ipv4Addr> =
+        state.minions.values().map(|m| m.host_ip).collect();
     state
         .services
         .values()
-        .map(|record| Portal {
-            service: record.service.id.clone(),
-            ip: record.portal_ip,
-            port: record.service.port,
-            protocol: record.service.protocol,
-            endpoints: endpoints
-                .get(&record.service.id)
-                .map(|eps| eps.iter().map(|e| (e.ip, e.port)).collect())
-                .unwrap_or_default(),
+        .map(|record| {
+            let mut published: std::collections::BTreeSet<Ipv4Addr> =
+                record.service.public_ips.iter().copied().collect();
+            if record.service.external {
+                published.extend(&minions);
+            }
+            Portal {
+                service: record.service.id.clone(),
+                ip: record.portal_ip,
+                port: record.service.port,
+                protocol: record.service.protocol,
+                endpoints: endpoints
+                    .get(&record.service.id)
+                    .map(|eps| eps.iter().map(|e| (e.ip, e.port)).collect())
+                    .unwrap_or_default(),
+                published: published.into_iter().collect(),
+            }
         })
         .collect()
 }
@@ -72,8 +85,16 @@ pub fn service_chain(p: &Portal) -> String {
     format!("svc-{}", short_digest(key.as_bytes()))
 }
 
-fn key(p: &Portal) -> String {
-    format!("{} . {} . {}", p.ip, p.protocol.as_lower(), p.port)
+fn key_at(p: &Portal, ip: Ipv4Addr) -> String {
+    format!("{ip} . {} . {}", p.protocol.as_lower(), p.port)
+}
+
+/// Where a portal answers: its own IP, then the machines' it is
+/// published on.
+fn keys(p: &Portal) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(p.ip)
+        .chain(p.published.iter().copied())
+        .map(move |ip| key_at(p, ip))
 }
 
 fn elements(out: &mut String, items: &[String]) {
@@ -106,7 +127,7 @@ pub fn render(portals: &[Portal]) -> String {
 
     let services: Vec<String> = with_endpoints
         .iter()
-        .map(|p| format!("{} : goto {}", key(p), service_chain(p)))
+        .flat_map(|p| keys(p).map(move |k| format!("{k} : goto {}", service_chain(p))))
         .collect();
     out.push_str("  map services {\n    type ipv4_addr . inet_proto . inet_service : verdict\n");
     elements(&mut out, &services);
@@ -115,10 +136,19 @@ pub fn render(portals: &[Portal]) -> String {
     let rejected: Vec<String> = portals
         .iter()
         .filter(|p| p.endpoints.is_empty())
-        .map(key)
+        .flat_map(keys)
         .collect();
+    let mut published: Vec<String> = portals
+        .iter()
+        .flat_map(|p| p.published.iter().map(|ip| ip.to_string()))
+        .collect();
+    published.sort();
+    published.dedup();
     out.push_str("  set no_endpoints {\n    type ipv4_addr . inet_proto . inet_service\n");
     elements(&mut out, &rejected);
+    out.push_str("  }\n");
+    out.push_str("  set published {\n    type ipv4_addr\n");
+    elements(&mut out, &published);
     out.push_str("  }\n");
 
     // Just before Docker's own nat rules (dstnat, -100), which never
@@ -130,7 +160,10 @@ pub fn render(portals: &[Portal]) -> String {
         );
     }
     out.push_str(
-        "  chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    ct status dnat ip saddr . ip daddr @hairpin masquerade\n  }\n",
+        // A connection to a machine's own address that leaves for a pod
+        // of another minion is masqueraded, so that the reply comes back
+        // this way; one to a pod here keeps its client's address.
+        "  chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    ct status dnat ip saddr . ip daddr @hairpin masquerade\n    ct status dnat ct original ip daddr @published oifname != \"kctl0\" masquerade\n  }\n",
     );
     for hook in ["output", "forward"] {
         let _ = writeln!(
@@ -200,8 +233,7 @@ pub fn drift(expected: &[Portal], listing: Option<&str>) -> Vec<String> {
     let rejected: std::collections::BTreeSet<String> = block_elements(listing, "set no_endpoints")
         .into_iter()
         .collect();
-    for p in expected {
-        let k = key(p);
+    for (p, k) in expected.iter().flat_map(|p| keys(p).map(move |k| (p, k))) {
         let name = format!("portal {k} (service {})", p.service);
         if p.endpoints.is_empty() {
             if !rejected.contains(&k) {
@@ -224,6 +256,10 @@ pub fn drift(expected: &[Portal], listing: Option<&str>) -> Vec<String> {
             }
             Some(_) => {}
         }
+        if k != key_at(p, p.ip) {
+            // The chain's targets are checked once, at the portal's own IP.
+            continue;
+        }
         let mut want: Vec<String> = p
             .endpoints
             .iter()
@@ -240,7 +276,7 @@ pub fn drift(expected: &[Portal], listing: Option<&str>) -> Vec<String> {
             ));
         }
     }
-    let known: std::collections::BTreeSet<String> = expected.iter().map(key).collect();
+    let known: std::collections::BTreeSet<String> = expected.iter().flat_map(keys).collect();
     for k in routed.keys().chain(rejected.iter()) {
         if !known.contains(k) {
             out.push(format!("portal {k} is not a service in etcd"));

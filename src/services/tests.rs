@@ -37,6 +37,8 @@ fn service(id: &str, container_port: Option<PortRef>) -> ServiceRecord {
             container_port,
             protocol: Protocol::Tcp,
             portal_ip: None,
+            external: false,
+            public_ips: vec![],
         },
         portal_ip: "10.0.0.1".parse().unwrap(),
     }

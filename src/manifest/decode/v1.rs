@@ -120,7 +120,7 @@ static SERVICE: Shape = Shape {
 };
 static SERVICE_SPEC: Shape = Shape {
     what: "a Service's `spec`",
-    fields: &["selector", "ports", "type", "clusterIP"],
+    fields: &["selector", "ports", "type", "clusterIP", "externalIPs"],
     ignored: &["sessionAffinity"],
 };
 static SERVICE_PORT: Shape = Shape {
@@ -451,8 +451,11 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
         .and_then(|node| selector(cx, node, "`selector`"));
     let kind_ok = optional(spec.get("type"), |node| {
         let text = cx.string(node, "`type`")?;
-        if text == "ClusterIP" {
-            return Some(());
+        match text {
+            "ClusterIP" => return Some(false),
+            // What createExternalLoadBalancer was: the minions' addresses.
+            "LoadBalancer" => return Some(true),
+            _ => {}
         }
         let error = cx
             .error(node.span, format!("service type `{text}` is not one kctl makes"), "unsupported type")
@@ -486,8 +489,19 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
     let cluster_ip = optional(spec.get("clusterIP"), |node| {
         portal_ip(cx, node, "`clusterIP`")
     });
-    kind_ok?;
+    let external_ips = optional(spec.get("externalIPs"), |node| {
+        addresses(cx, node, "`externalIPs`")
+    });
+    let external = kind_ok?.unwrap_or(false);
     let (port, container_port, protocol) = port?;
+    let public_ips = external_ips?.unwrap_or_default();
+    let at = spec
+        .get("type")
+        .filter(|_| external)
+        .or(spec.get("externalIPs"));
+    if !published(cx, Some(port), external, &public_ips, at) {
+        return None;
+    }
     let (id, id_span) = id?;
     Some(Decoded {
         object: Object::Service(Service {
@@ -498,6 +512,8 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
             container_port,
             protocol,
             portal_ip: cluster_ip?.flatten(),
+            external,
+            public_ips,
         }),
         id_span,
         portal_ip_span: spec.get("clusterIP").map(|node| node.span),

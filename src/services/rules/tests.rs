@@ -10,6 +10,7 @@ fn portal(service: &str, ip: &str, endpoints: &[(&str, u16)]) -> Portal {
             .iter()
             .map(|(ip, p)| (ip.parse().unwrap(), *p))
             .collect(),
+        published: vec![],
     }
 }
 
@@ -213,4 +214,53 @@ fn live_rules_that_match_have_no_drift_and_each_difference_is_named() {
         ["chain nat-output is missing"]
     );
     assert_eq!(drift(&[tomcat], None).len(), 1);
+}
+
+#[test]
+fn a_published_portal_answers_on_the_machines_and_masquerades_only_toward_other_minions() {
+    let mut p = portal("web", "10.0.0.1", &[("10.101.1.2", 8080)]);
+    p.published = vec![
+        "10.101.0.11".parse().unwrap(),
+        "10.101.0.12".parse().unwrap(),
+    ];
+    let mut empty = portal("idle", "10.0.0.2", &[]);
+    empty.published = vec!["10.101.0.11".parse().unwrap()];
+    let rules = render(&[p.clone(), empty.clone()]);
+    let chain = service_chain(&p);
+    for key in ["10.0.0.1", "10.101.0.11", "10.101.0.12"] {
+        assert!(
+            rules.contains(&format!("{key} . tcp . 8080 : goto {chain}")),
+            "{key}:\n{rules}"
+        );
+    }
+    assert!(rules.contains("10.101.0.11 . tcp . 8080"), "{rules}");
+    assert!(
+        rules.contains(
+            "set published {\n    type ipv4_addr\n    elements = { 10.101.0.11, 10.101.0.12 }"
+        ),
+        "{rules}"
+    );
+    // The pod bridge's name, as converge makes it.
+    assert_eq!(crate::converge::docker::POD_BRIDGE, "kctl0");
+    assert!(
+        rules.contains(
+            "ct status dnat ct original ip daddr @published oifname != \"kctl0\" masquerade"
+        ),
+        "{rules}"
+    );
+    // No service published: the set is empty, nothing else changes.
+    let plain = render(&[portal("web", "10.0.0.1", &[("10.101.1.2", 8080)])]);
+    assert!(
+        plain.contains("set published {\n    type ipv4_addr\n  }"),
+        "{plain}"
+    );
+    // A minion whose table lacks a published key drifted.
+    let listing = plain.replace("\n", "\n\t");
+    let drift = drift(&[p], Some(&listing));
+    assert!(
+        drift
+            .iter()
+            .any(|d| d.contains("portal 10.101.0.11 . tcp . 8080 (service web) is missing")),
+        "{drift:?}"
+    );
 }
