@@ -645,7 +645,8 @@ fn published(
     let (Some(port), Some(at)) = (port, at) else {
         return true;
     };
-    if !(external || !public_ips.is_empty()) || !crate::model::CONTROL_PLANE_PORTS.contains(&port) {
+    let on_machines = external || !public_ips.is_empty();
+    if !on_machines || !crate::model::CONTROL_PLANE_PORTS.contains(&port) {
         return true;
     }
     let error = cx
