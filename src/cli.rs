@@ -623,8 +623,6 @@ fn kind_of(word: &str) -> miette::Result<Kind> {
     kind_for(word, "delete")
 }
 
-/// The kind a resource word names, for a command that acts on it (`verb`
-/// says which, in the error).
 /// How `apply`, `diff` and `validate` read manifests.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReadingArgs {
@@ -660,6 +658,8 @@ fn parse_manifest_kind(word: &str) -> Result<Kind, String> {
     }
 }
 
+/// The kind a resource word names, for a command that acts on it (`verb`
+/// says which, in the error).
 fn kind_for(word: &str, verb: &str) -> miette::Result<Kind> {
     match Resource::parse(word) {
         Some(Resource::Pods) => Ok(Kind::Pod),
@@ -780,7 +780,11 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
             dry_run: Some(DryRun::Client),
             reading,
             ..
-        } => ops::apply::validate(&ui, &files, reading.options()),
+        } => ops::apply::validate(
+            &ui,
+            &files,
+            ops::apply::as_cluster_allows(name, reading.options()),
+        ),
         Command::Apply {
             files,
             dry_run,

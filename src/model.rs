@@ -233,6 +233,12 @@ impl PullPolicy {
 
 /// How long a preStop hook may run before its container is stopped anyway.
 pub const PRE_STOP_GRACE_SECONDS: u64 = 10;
+/// How long a postStart hook may run before the start counts as failed.
+pub const POST_START_LIMIT_SECONDS: u64 = 30;
+/// The most arguments, and bytes in all, a preStop hook may have: it
+/// travels in a container label.
+pub const MAX_HOOK_ARGS: usize = 64;
+pub const MAX_HOOK_BYTES: usize = 16 * 1024;
 
 /// What a container may do beyond Docker's defaults, or less: v1beta1's
 /// `privileged`, v1's `securityContext`.
@@ -345,6 +351,9 @@ const SENSITIVE_HOST_PATHS: &[&str] = &[
     "/var/run/docker",
     "/run/docker",
     "/run/containerd",
+    "/run/dbus",
+    "/run/systemd",
+    "/var/spool/cron",
     "/var/lib/kctl",
     "/run/kctl",
     "/var/lib/etcd",
@@ -359,7 +368,11 @@ pub fn sensitive_host_path(path: &str) -> Option<&'static str> {
             .map(str::to_string)
             .collect()
     };
-    let given = parts(path);
+    // `/var/run` is a link to `/run` on today's systems.
+    let mut given = parts(path);
+    if given.len() >= 2 && given[0] == "var" && given[1] == "run" {
+        given.splice(0..2, ["run".to_string()]);
+    }
     SENSITIVE_HOST_PATHS.iter().copied().find(|sensitive| {
         let sensitive_parts = parts(sensitive);
         // `/` itself holds everything; otherwise the path is under the
@@ -526,10 +539,13 @@ mod tests {
             ("/etc", "/etc"),
             ("/etc/ssl", "/etc"),
             ("/var", "/var/lib/docker"),
-            ("/var/run", "/var/run/docker.sock"),
+            ("/var/run", "/run/docker.sock"),
             ("/run/", "/run/docker.sock"),
             ("/var/lib/docker/volumes", "/var/lib/docker"),
             ("/root/.ssh", "/root"),
+            ("/var/run/kctl", "/run/kctl"),
+            ("/var/run/dbus", "/run/dbus"),
+            ("/run/systemd/private", "/run/systemd"),
             ("//etc", "/etc"),
             ("/./etc", "/etc"),
         ] {

@@ -27,19 +27,16 @@ pub const LABEL_POD: &str = "io.kctl.pod";
 pub const LABEL_CONTAINER: &str = "io.kctl.container";
 pub const LABEL_SPEC: &str = "io.kctl.spec";
 /// The container's preStop command, as a JSON list: what to run before
-/// stopping it when its pod is gone from etcd.
+/// stopping it, also when its pod is gone from etcd.
 pub const LABEL_PRE_STOP: &str = "io.kctl.pre-stop";
-/// The most arguments, and bytes, a preStop label is read with.
-const MAX_PRE_STOP_ARGS: usize = 64;
-const MAX_PRE_STOP_BYTES: usize = 16 * 1024;
 
 /// The preStop command a container's label holds, if it holds a sane one:
 /// the label is Docker's answer, read back, and not trusted.
 pub fn pre_stop_of(label: Option<&String>) -> Vec<String> {
     label
-        .filter(|text| text.len() <= MAX_PRE_STOP_BYTES)
+        .filter(|text| text.len() <= 2 * crate::model::MAX_HOOK_BYTES)
         .and_then(|text| serde_json::from_str::<Vec<String>>(text).ok())
-        .filter(|argv| argv.len() <= MAX_PRE_STOP_ARGS)
+        .filter(|argv| argv.len() <= crate::model::MAX_HOOK_ARGS)
         .unwrap_or_default()
 }
 

@@ -93,6 +93,9 @@ pub enum EngineError {
     /// A container's postStart hook failed: the pod did not start.
     #[error("{0}")]
     HookFailed(String),
+    /// A host directory leads elsewhere than it says: not bound.
+    #[error("{0}")]
+    HostDirBent(String),
     /// Docker could not be reached or answered nonsense.
     #[error("{target}: Docker Engine API: {message}")]
     Transport { target: String, message: String },

@@ -107,9 +107,10 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
             }
         }
     }
-    if report.removed > 0 {
+    {
         // A pod that left the minion takes its emptyDir volumes along
-        // (after its containers, which held them).
+        // (after its containers, which held them); one still held is
+        // looked at again next round.
         let keep: BTreeSet<String> = desired.iter().map(|p| p.pod.id.clone()).collect();
         let gone = engine
             .remove_volumes_except(&ctx.cluster, &keep)
@@ -128,16 +129,19 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
     let mut docker_events =
         (!wait.is_zero() && !to_start.is_empty()).then(|| engine.events(&ctx.cluster).fuse());
     let unavailable = ensure_images(engine, exec, ctx, &to_start).await?;
+    let bent = bent_host_dirs(exec, &to_start).await;
     // Pods start side by side, a bounded number at a time; each pod's own
     // containers keep their order (infra first). A failure stays the pod's.
     let results: Vec<(String, Result<(), EngineError>)> = futures::stream::iter(to_start.iter())
         .map(|pod| {
             let unavailable = &unavailable;
+            let bent = &bent;
             async move {
                 let id = pod.pod.id.clone();
-                let result = match missing_image(pod, unavailable) {
-                    Some(e) => Err(e),
-                    None => start_pod(engine, ctx, pod).await,
+                let result = match (missing_image(pod, unavailable), bent.get(&id)) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(why)) => Err(EngineError::HostDirBent(why.clone())),
+                    (None, None) => start_pod(engine, ctx, pod).await,
                 };
                 events.emit(match &result {
                     Ok(()) => ConvergeEvent::PodStarted {
@@ -305,6 +309,38 @@ async fn ensure_images<D: ContainerEngine, E: Exec>(
     Ok(unavailable)
 }
 
+/// Pods whose host directory is not its own real path on the minion (a
+/// link somewhere along it could lead a bind anywhere, past the check of
+/// the manifest), with the reason. `realpath -m` runs as an argv.
+async fn bent_host_dirs<E: Exec>(exec: &E, pods: &[PodRecord]) -> BTreeMap<String, String> {
+    let mut bent = BTreeMap::new();
+    for pod in pods {
+        for volume in &pod.pod.spec.volumes {
+            let crate::model::VolumeSource::HostDir { path } = &volume.source else {
+                continue;
+            };
+            let wanted = path.trim_end_matches('/');
+            let wanted = if wanted.is_empty() { "/" } else { wanted };
+            let real = exec
+                .run(&argv!["realpath", "-m", "--", path.clone()], None)
+                .await
+                .ok()
+                .filter(|out| out.success())
+                .map(|out| out.stdout_text().trim_end_matches('\n').to_string());
+            let why = match real {
+                Some(real) if real == wanted => continue,
+                Some(real) => format!(
+                    "host directory {path} of volume {} leads to {real}: kctl binds a host directory by its real path only",
+                    volume.name
+                ),
+                None => format!("host directory {path} of volume {}: its real path could not be read", volume.name),
+            };
+            bent.insert(pod.pod.id.clone(), why);
+        }
+    }
+    bent
+}
+
 /// The reason `pod` cannot start, if one of its images is unavailable.
 fn missing_image(pod: &PodRecord, unavailable: &BTreeMap<String, String>) -> Option<EngineError> {
     std::iter::once(PAUSE_IMAGE)
@@ -392,16 +428,26 @@ async fn start_pod<D: ContainerEngine>(
         if container.post_start.is_empty() {
             continue;
         }
-        match engine.exec(&spec.name, &container.post_start).await? {
-            Some(0) => {}
-            code => {
-                return Err(EngineError::HookFailed(format!(
-                    "postStart hook of container {} exited {}",
-                    container.name,
-                    code.map_or("without a status".to_string(), |c| c.to_string())
-                )))
-            }
-        }
+        let limit = Duration::from_secs(crate::model::POST_START_LIMIT_SECONDS);
+        let why = match tokio::time::timeout(limit, engine.exec(&spec.name, &container.post_start))
+            .await
+        {
+            Ok(Ok(Some(0))) => continue,
+            Ok(Ok(code)) => format!(
+                "exited {}",
+                code.map_or("without a status".to_string(), |c| c.to_string())
+            ),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("still running after {}s", limit.as_secs()),
+        };
+        // The pod did not start: none of it stays running, and the next
+        // round starts it whole again.
+        let started: Vec<String> = specs[..=i].iter().map(|s| s.name.clone()).collect();
+        engine.remove(&started).await?;
+        return Err(EngineError::HookFailed(format!(
+            "postStart hook of container {} {why}",
+            container.name
+        )));
     }
     Ok(())
 }

@@ -250,6 +250,7 @@ async fn converge_asks_docker_in_order() {
         engine.requests(),
         [
             "observe",
+            "remove_volumes_except ",
             "has_image img",
             "has_image kctl/pause:0.1",
             "run web-1_POD",
@@ -573,13 +574,14 @@ async fn a_pod_that_leaves_takes_its_volumes_and_only_its_own() {
         minion: "recording".into(),
         names: vec!["old".into()],
     }));
-    // Nothing removed, nothing looked for: an idle round asks Docker less.
-    let engine = minion_running(&pod("web-1", "img"), true, 0);
+    // A volume left by an earlier round (still held then) goes in a
+    // round that removes nothing.
+    let mut engine = minion_running(&pod("web-1", "img"), true, 0);
+    engine.volumes_of = vec!["left-over".into(), "web-1".into()];
     converge_with(&engine, &RecordingExec::default(), &[pod("web-1", "img")]).await;
-    assert!(!engine
+    assert!(engine
         .requests()
-        .iter()
-        .any(|r| r.starts_with("remove_volumes")));
+        .contains(&"remove_volumes_except left-over".to_string()));
 }
 
 #[test]
@@ -818,5 +820,49 @@ async fn images_are_pulled_as_their_policy_says() {
     )
     .await;
     assert_eq!(pulls(&exec), 0);
+    assert_eq!(report.started, ["web-1"]);
+}
+
+#[tokio::test]
+async fn a_host_directory_is_bound_only_by_its_real_path() {
+    use crate::model::{Volume, VolumeMount, VolumeSource};
+    let mut p = pod("web-1", "img");
+    p.pod.spec.volumes = vec![Volume {
+        name: "site".into(),
+        source: VolumeSource::HostDir {
+            path: "/srv/a/r".into(),
+        },
+    }];
+    p.pod.spec.containers[0].volume_mounts = vec![VolumeMount {
+        name: "site".into(),
+        mount_path: "/site".into(),
+        read_only: false,
+    }];
+    let answer = |real: &str| crate::exec::Output {
+        code: Some(0),
+        stdout: format!("{real}\n").into_bytes(),
+        stderr: vec![],
+    };
+    // Another pod made /srv/a/r a link to `/`: refused, with the reason.
+    let mut exec = RecordingExec::default();
+    exec.answers.insert("realpath".into(), answer("/"));
+    let engine = RecordingEngine::default();
+    let (report, _) = converge_with(&engine, &exec, std::slice::from_ref(&p)).await;
+    assert!(report.started.is_empty());
+    assert!(
+        report.failures[0]
+            .1
+            .contains("leads to /: kctl binds a host directory by its real path only"),
+        "{:?}",
+        report.failures
+    );
+    assert!(!engine.requests().iter().any(|r| r.starts_with("run ")));
+    assert!(exec
+        .calls()
+        .contains(&argv!["realpath", "-m", "--", "/srv/a/r"]));
+    // Its own real path: bound.
+    let mut exec = RecordingExec::default();
+    exec.answers.insert("realpath".into(), answer("/srv/a/r"));
+    let (report, _) = converge_with(&RecordingEngine::default(), &exec, &[p]).await;
     assert_eq!(report.started, ["web-1"]);
 }

@@ -482,7 +482,7 @@ fn replication_controller(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Opti
 
 /// A controller's count; 0, with a warning, when it gives none.
 fn replicas(cx: &mut FileContext<'_>, state: &Fields<'_>) -> Option<u32> {
-    if state.has_typo_of("replicas") {
+    if state.get("replicas").is_none() && state.has_typo_of("replicas") {
         // A misspelt count is an error (at the typo), not a silent 0.
         cx.require(state, "replicas");
         return None;

@@ -54,6 +54,18 @@ pub struct LoadOptions {
     pub allow_privileged: bool,
 }
 
+impl LoadOptions {
+    /// Everything a cluster could allow, allowed: for reading only the
+    /// ids of what a file names (`kctl delete -f`).
+    pub fn permissive() -> LoadOptions {
+        LoadOptions {
+            allow_host_dir: true,
+            allow_privileged: true,
+            ..LoadOptions::default()
+        }
+    }
+}
+
 /// What a set of manifests holds, once every one of them has checked out.
 #[derive(Debug)]
 pub struct Loaded {

@@ -2207,3 +2207,20 @@ fn services_published_on_the_minions_in_both_versions() {
     let text = TOMCAT_SERVICE.replace(r#""port": 8080"#, r#""port": 80, "publicIPs": ["10.0.0"]"#);
     only_error("s.json", &text, "`10.0.0` is no IPv4 address");
 }
+
+#[test]
+fn a_typo_beside_replicas_is_only_a_warning_and_long_hooks_are_refused() {
+    // `replicas` is there: the misspelt key beside it is a warning, and the
+    // controller stays.
+    let text = controller_with(&format!(
+        r#""replicas": 2, "replica": 3, "replicaSelector": {{"name": "web"}}, {WEB_TEMPLATE}"#
+    ));
+    let loaded = load_one("c.json", &text);
+    assert_eq!(loaded.objects.len(), 1);
+    let many: Vec<String> = (0..65).map(|i| format!("\"a{i}\"")).collect();
+    let text = pod_with(&format!(
+        r#"{{"name": "a", "image": "i", "lifecycle": {{"preStop": {{"exec": {{"command": [{}]}}}}}}}}"#,
+        many.join(", ")
+    ));
+    only_error("p.json", &text, "a hook's `command` is too long");
+}

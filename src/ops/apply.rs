@@ -491,11 +491,14 @@ pub async fn delete(
     ignore_not_found: bool,
 ) -> miette::Result<()> {
     let named: Vec<(Kind, String)> = match &target {
-        DeleteTarget::Files(paths) => manifest::load_paths(paths, Default::default())?
-            .objects
-            .iter()
-            .map(|o| (o.kind(), o.id().to_string()))
-            .collect(),
+        // Only the ids count: what the cluster allows does not.
+        DeleteTarget::Files(paths) => {
+            manifest::load_paths(paths, manifest::LoadOptions::permissive())?
+                .objects
+                .iter()
+                .map(|o| (o.kind(), o.id().to_string()))
+                .collect()
+        }
         DeleteTarget::Objects(kind, ids) => ids.iter().map(|id| (*kind, id.clone())).collect(),
         DeleteTarget::Selected(..) => vec![],
     };

@@ -1,6 +1,7 @@
 //! Objects in today's `apiVersion: v1` shape, for `kctl get
 //! --output-version v1`: what the decoder reads back as the same
-//! objects (status and `clusterIP` are passed by on input).
+//! objects (status is passed by on input; `clusterIP` asks for the
+//! portal the service has).
 
 use super::{container_json, pod_phase};
 use crate::model::{Container, PodSpec, ReplicationController, VolumeSource};

@@ -243,10 +243,11 @@ impl PodNamer for RandomNamer {
 }
 
 fn controller_pod_prefix(controller: &str) -> String {
-    // Pod ids are DNS labels of at most 63 characters: 57 + '-' + 5.
+    // 57 + '-' + 5 keeps a pod id within a DNS label's 63 characters
+    // (and a subdomain's, when the controller's id has dots).
     let mut prefix = controller.to_ascii_lowercase();
     prefix.truncate(57);
-    prefix.trim_end_matches('-').to_string()
+    prefix.trim_end_matches(['-', '.']).to_string()
 }
 
 struct Planner<'a> {

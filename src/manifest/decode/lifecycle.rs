@@ -49,6 +49,22 @@ fn handler(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<String>> {
     let exec = cx.fields(exec, &EXEC)?;
     let command = cx.require(&exec, "command")?;
     let argv = cx.strings(command, "hook `command`")?;
+    let bytes: usize = argv.iter().map(String::len).sum();
+    if argv.len() > crate::model::MAX_HOOK_ARGS || bytes > crate::model::MAX_HOOK_BYTES {
+        let error = cx
+            .error(
+                command.span,
+                "a hook's `command` is too long".to_string(),
+                "too long",
+            )
+            .with_help(format!(
+                "at most {} arguments and {} bytes: put a longer script in the image",
+                crate::model::MAX_HOOK_ARGS,
+                crate::model::MAX_HOOK_BYTES
+            ));
+        cx.push(error);
+        return None;
+    }
     if argv.is_empty() {
         let error = cx
             .error(
