@@ -54,16 +54,30 @@ fn main_pid(hosts: &DebianVms, i: usize, unit: &str) -> u32 {
 /// The pods that answer 24 requests to the portal, made with wget from
 /// inside `container` on host `i`.
 fn portal_answers(hosts: &DebianVms, i: usize, container: &str, portal: &str) -> BTreeSet<String> {
+    let (seen, failed) = portal_answers_now(hosts, i, container, portal);
+    assert!(failed.is_none(), "wget from {container}: {failed:?}");
+    seen
+}
+
+/// The same, and what went wrong if any request failed: for waiting until
+/// the portal reaches every pod.
+fn portal_answers_now(
+    hosts: &DebianVms,
+    i: usize,
+    container: &str,
+    portal: &str,
+) -> (BTreeSet<String>, Option<String>) {
     let script = format!("for i in $(seq 24); do wget -q -O - http://{portal}:8080/; done");
     let out = hosts.run_in(i, &["docker", "exec", container, "sh", "-c", &script]);
-    assert!(out.status.success(), "wget from {container}: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
+    let failed = (!out.status.success()).then(|| format!("{out:?}"));
+    let seen = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
             let rest = l.split_once("<p>pod ")?.1;
             Some(rest.split_once("</p>")?.0.to_string())
         })
-        .collect()
+        .collect();
+    (seen, failed)
 }
 
 /// A snapshot without what a reboot changes by itself: the order in which
@@ -296,16 +310,17 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         let host = p["currentState"]["host"].as_str().unwrap();
         let index: usize = host.trim_start_matches("minion-").parse().unwrap();
         let container = format!("{}_tomcat", p["id"].as_str().unwrap());
-        // The endpoints follow the restarted pods within a few rounds.
+        // The endpoints follow the restarted pods within a few rounds
+        // (until then a request may meet a pod that is not serving yet).
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let seen = portal_answers(&hosts, index - 1, &container, &portal);
-            if seen == ids {
+            let (seen, failed) = portal_answers_now(&hosts, index - 1, &container, &portal);
+            if seen == ids && failed.is_none() {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "from {container} after the reboot the portal reaches {seen:?}; endpoints {}; rules {}",
+                "from {container} after the reboot the portal reaches {seen:?} ({failed:?}); endpoints {}; rules {}",
                 cluster.kctl(&["get", "endpoints"]).stdout,
                 hosts.sh(index - 1, "hostname; nft list table ip kctl; ip -d link show master kctl0 | grep -o 'hairpin o[nf]*'")
             );
