@@ -79,23 +79,18 @@ pub async fn teardown_minion<E: Exec>(
         _ => vec![],
     };
 
+    // The words a listing command prints: ids or names.
+    let listed = |argv: Vec<String>| async move {
+        let words = exec.run_ok(&argv).await?;
+        Ok::<Vec<String>, ExecError>(words.split_whitespace().map(str::to_string).collect())
+    };
     let containers = async {
-        let ids: Vec<String> = exec
-            .run_ok(&docker::list_argv(&cluster.name))
-            .await?
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let ids = listed(docker::list_argv(&cluster.name)).await?;
         if !ids.is_empty() {
             exec.run_ok(&docker::remove_argv(&ids)).await?;
         }
         // The pods' emptyDir volumes, free once their containers are gone.
-        let volumes: Vec<String> = exec
-            .run_ok(&docker::list_volumes_argv(&cluster.name))
-            .await?
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let volumes = listed(docker::list_volumes_argv(&cluster.name)).await?;
         if !volumes.is_empty() {
             let mut remove = argv!["docker", "volume", "rm", "--force"];
             remove.extend(volumes.iter().cloned());

@@ -313,30 +313,54 @@ async fn ensure_images<D: ContainerEngine, E: Exec>(
 /// link somewhere along it could lead a bind anywhere, past the check of
 /// the manifest), with the reason. `realpath -m` runs as an argv.
 async fn bent_host_dirs<E: Exec>(exec: &E, pods: &[PodRecord]) -> BTreeMap<String, String> {
+    let host_dirs: Vec<(&str, &str, &str)> = pods
+        .iter()
+        .flat_map(|pod| {
+            pod.pod
+                .spec
+                .volumes
+                .iter()
+                .filter_map(|volume| match &volume.source {
+                    crate::model::VolumeSource::HostDir { path } => {
+                        Some((pod.pod.id.as_str(), volume.name.as_str(), path.as_str()))
+                    }
+                    crate::model::VolumeSource::EmptyDir => None,
+                })
+        })
+        .collect();
+    if host_dirs.is_empty() {
+        return BTreeMap::new();
+    }
+    // One round trip for them all: a line each (checked paths hold no
+    // line break).
+    let mut ask = argv!["realpath", "-m", "--"];
+    ask.extend(host_dirs.iter().map(|(_, _, path)| path.to_string()));
+    let answer = exec
+        .run(&ask, None)
+        .await
+        .ok()
+        .filter(|out| out.success())
+        .map(|out| {
+            out.stdout_text()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|lines| lines.len() == host_dirs.len());
     let mut bent = BTreeMap::new();
-    for pod in pods {
-        for volume in &pod.pod.spec.volumes {
-            let crate::model::VolumeSource::HostDir { path } = &volume.source else {
-                continue;
-            };
-            let wanted = path.trim_end_matches('/');
-            let wanted = if wanted.is_empty() { "/" } else { wanted };
-            let real = exec
-                .run(&argv!["realpath", "-m", "--", path.clone()], None)
-                .await
-                .ok()
-                .filter(|out| out.success())
-                .map(|out| out.stdout_text().trim_end_matches('\n').to_string());
-            let why = match real {
-                Some(real) if real == wanted => continue,
-                Some(real) => format!(
-                    "host directory {path} of volume {} leads to {real}: kctl binds a host directory by its real path only",
-                    volume.name
-                ),
-                None => format!("host directory {path} of volume {}: its real path could not be read", volume.name),
-            };
-            bent.insert(pod.pod.id.clone(), why);
-        }
+    for (i, (pod, volume, path)) in host_dirs.iter().enumerate() {
+        let wanted = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        let why = match answer.as_ref().map(|lines| lines[i].as_str()) {
+            Some(real) if real == wanted => continue,
+            Some(real) => format!(
+                "host directory {path} of volume {volume} leads to {real}: kctl binds a host directory by its real path only"
+            ),
+            None => format!("host directory {path} of volume {volume}: its real path could not be read"),
+        };
+        bent.insert(pod.to_string(), why);
     }
     bent
 }
@@ -429,16 +453,8 @@ async fn start_pod<D: ContainerEngine>(
             continue;
         }
         let limit = Duration::from_secs(crate::model::POST_START_LIMIT_SECONDS);
-        let why = match tokio::time::timeout(limit, engine.exec(&spec.name, &container.post_start))
-            .await
-        {
-            Ok(Ok(Some(0))) => continue,
-            Ok(Ok(code)) => format!(
-                "exited {}",
-                code.map_or("without a status".to_string(), |c| c.to_string())
-            ),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("still running after {}s", limit.as_secs()),
+        let Err(why) = run_hook(engine, &spec.name, &container.post_start, limit).await else {
+            continue;
         };
         // The pod did not start: none of it stays running, and the next
         // round starts it whole again.
@@ -450,6 +466,25 @@ async fn start_pod<D: ContainerEngine>(
         )));
     }
     Ok(())
+}
+
+/// Runs a hook's command in container `id` for at most `limit`; why it
+/// failed, if it did.
+async fn run_hook<D: ContainerEngine>(
+    engine: &D,
+    id: &str,
+    argv: &[String],
+    limit: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, engine.exec(id, argv)).await {
+        Ok(Ok(Some(0))) => Ok(()),
+        Ok(Ok(code)) => Err(format!(
+            "exited {}",
+            code.map_or("without a status".to_string(), |c| c.to_string())
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("still running after {}s", limit.as_secs())),
+    }
 }
 
 /// Runs the preStop hook of each running container that has one, side by
@@ -478,17 +513,7 @@ pub async fn pre_stop<D: ContainerEngine>(
     events: &dyn EventSink,
 ) {
     let grace = Duration::from_secs(crate::model::PRE_STOP_GRACE_SECONDS);
-    let outcome = tokio::time::timeout(grace, engine.exec(id, argv)).await;
-    let failed = match outcome {
-        Ok(Ok(Some(0))) => None,
-        Ok(Ok(code)) => Some(format!(
-            "exited {}",
-            code.map_or("without a status".to_string(), |c| c.to_string())
-        )),
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!("still running after {}s", grace.as_secs())),
-    };
-    if let Some(message) = failed {
+    if let Err(message) = run_hook(engine, id, argv, grace).await {
         events.emit(ConvergeEvent::PreStopFailed {
             minion: engine.target().to_string(),
             pod: pod.to_string(),

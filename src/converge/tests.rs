@@ -866,3 +866,38 @@ async fn a_host_directory_is_bound_only_by_its_real_path() {
     let (report, _) = converge_with(&RecordingEngine::default(), &exec, &[p]).await;
     assert_eq!(report.started, ["web-1"]);
 }
+
+#[tokio::test]
+async fn the_host_directories_of_every_pod_to_start_are_read_in_one_round_trip() {
+    use crate::model::{Volume, VolumeSource};
+    let with_dir = |id: &str, path: &str| {
+        let mut p = pod(id, "img");
+        p.pod.spec.volumes = vec![Volume {
+            name: "site".into(),
+            source: VolumeSource::HostDir { path: path.into() },
+        }];
+        p
+    };
+    let mut exec = RecordingExec::default();
+    exec.answers.insert(
+        "realpath".into(),
+        crate::exec::Output {
+            code: Some(0),
+            stdout: b"/srv/a\n/etc\n".to_vec(),
+            stderr: vec![],
+        },
+    );
+    let pods = [with_dir("a-1", "/srv/a/"), with_dir("b-1", "/srv/b")];
+    let (report, _) = converge_with(&RecordingEngine::default(), &exec, &pods).await;
+    let asked: Vec<Vec<String>> = exec
+        .calls()
+        .into_iter()
+        .filter(|argv| argv[0] == "realpath")
+        .collect();
+    assert_eq!(asked, [argv!["realpath", "-m", "--", "/srv/a/", "/srv/b"]]);
+    assert_eq!(report.started, ["a-1"]);
+    assert_eq!(report.failures.len(), 1);
+    assert!(report.failures[0]
+        .1
+        .contains("/srv/b of volume site leads to /etc"));
+}

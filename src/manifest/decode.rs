@@ -294,7 +294,7 @@ fn kind_without_field(
     node: &Node,
     entries: &[Entry],
 ) -> Option<&'static str> {
-    if let Some(kind) = cx.kind_from_command_line {
+    if let Some(kind) = cx.options.kind {
         return Some(kind_name(kind));
     }
     let anchor = cx.anchor(node, entries);
@@ -929,13 +929,14 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         lifecycle::lifecycle(cx, node)
     });
     let pull = optional(fields.get("imagePullPolicy"), |node| {
-        lifecycle::pull_policy(cx, node, false)
+        pull_policy(cx, node, false)
     });
     let security = privileged.zip(context).map(|(privileged, context)| {
         let mut security = context.unwrap_or_default();
         security.privileged |= privileged.is_some_and(|p| p.privileged);
         security
     });
+    let (post_start, pre_stop) = hooks?.unwrap_or_default();
     Some(Container {
         name: name?,
         image: image?,
@@ -949,8 +950,8 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         liveness_probe: liveness_probe?,
         volume_mounts: volume_mounts?.unwrap_or_default(),
         security: security?,
-        post_start: hooks.clone()?.unwrap_or_default().0,
-        pre_stop: hooks?.unwrap_or_default().1,
+        post_start,
+        pre_stop,
         image_pull_policy: pull?,
     })
 }
@@ -1118,6 +1119,45 @@ fn protocol(cx: &mut FileContext<'_>, node: &Node) -> Option<Protocol> {
         cx.push(error);
         None
     }
+}
+
+/// `imagePullPolicy`: v1beta1's `PullAlways`, `PullIfNotPresent`,
+/// `PullNever`, or v1's `Always`, `IfNotPresent`, `Never` (each version
+/// reads the other's too).
+fn pull_policy(
+    cx: &mut FileContext<'_>,
+    node: &Node,
+    v1: bool,
+) -> Option<crate::model::PullPolicy> {
+    use crate::model::PullPolicy;
+    let text = cx.string(node, "`imagePullPolicy`")?;
+    let bare = text.strip_prefix("Pull").unwrap_or(text);
+    let policy = match bare {
+        "Always" => PullPolicy::Always,
+        "IfNotPresent" => PullPolicy::IfNotPresent,
+        "Never" => PullPolicy::Never,
+        _ => {
+            let names: &[&str] = if v1 {
+                &["Always", "IfNotPresent", "Never"]
+            } else {
+                &["PullAlways", "PullIfNotPresent", "PullNever"]
+            };
+            let help = match closest(text, names) {
+                Some(suggestion) => format!("did you mean `{suggestion}`?"),
+                None => format!("one of `{}`", names.join("`, `")),
+            };
+            let error = cx
+                .error(
+                    node.span,
+                    format!("unknown imagePullPolicy `{text}`"),
+                    "unknown policy",
+                )
+                .with_help(help);
+            cx.push(error);
+            return None;
+        }
+    };
+    Some(policy)
 }
 
 fn env_var(cx: &mut FileContext<'_>, node: &Node) -> Option<EnvVar> {

@@ -204,9 +204,7 @@ fn check_sources(
         }
         let mut objects = Vec::new();
         let mut cx = FileContext::new(file.clone(), &mut report, decode::ALL_SHAPES);
-        cx.kind_from_command_line = options.kind;
-        cx.allow_host_dir = options.allow_host_dir;
-        cx.allow_privileged = options.allow_privileged;
+        cx.options = options;
         for document in &documents {
             decode::document(&mut cx, document, None, &mut objects);
         }

@@ -58,12 +58,8 @@ pub(crate) struct FileContext<'r> {
     all_shapes: &'static [&'static Shape],
     warned_spellings: HashSet<String>,
     pub warned_missing_api_version: bool,
-    /// The kind of objects that say none (`--kind`).
-    pub kind_from_command_line: Option<crate::model::Kind>,
-    /// The cluster takes host directories anywhere (`up --allow-host-dir`).
-    pub allow_host_dir: bool,
-    /// The cluster runs privileged containers (`up --allow-privileged`).
-    pub allow_privileged: bool,
+    /// How the command reads manifests: `--kind`, what the cluster allows.
+    pub options: super::LoadOptions,
     /// Unknown fields, by the span of their key: warnings (v0.5 ignored
     /// such fields) unless a required field turns out to be missing and
     /// the key was its misspelling, which makes it an error.
@@ -120,9 +116,7 @@ impl<'r> FileContext<'r> {
             all_shapes,
             warned_spellings: HashSet::new(),
             warned_missing_api_version: false,
-            kind_from_command_line: None,
-            allow_host_dir: false,
-            allow_privileged: false,
+            options: super::LoadOptions::default(),
             unknown: Vec::new(),
         }
     }

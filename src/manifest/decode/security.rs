@@ -159,7 +159,7 @@ fn capability_names(
 
 /// Privileges only a cluster made with `kctl up --allow-privileged` runs.
 fn allowed(cx: &mut FileContext<'_>, span: Span, security: &SecurityContext) -> bool {
-    if !security.is_privileged() || cx.allow_privileged {
+    if !security.is_privileged() || cx.options.allow_privileged {
         return true;
     }
     let what = if security.privileged {

@@ -266,7 +266,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         lifecycle::lifecycle(cx, node)
     });
     let pull = optional(fields.get("imagePullPolicy"), |node| {
-        lifecycle::pull_policy(cx, node, true)
+        pull_policy(cx, node, true)
     });
     let own = fields.get("securityContext");
     let security = optional(own, |node| security::v1_container(cx, node))
@@ -284,6 +284,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
             security::check_non_root(cx, span, &security).then_some(security)
         });
     let (cpu, memory) = limits?.unwrap_or((None, None));
+    let (post_start, pre_stop) = hooks?.unwrap_or_default();
     Some(Container {
         name: name?,
         image: image?,
@@ -297,8 +298,8 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         liveness_probe: liveness_probe?,
         volume_mounts: volume_mounts?.unwrap_or_default(),
         security: security?,
-        post_start: hooks.clone()?.unwrap_or_default().0,
-        pre_stop: hooks?.unwrap_or_default().1,
+        post_start,
+        pre_stop,
         image_pull_policy: pull?,
     })
 }

@@ -274,7 +274,7 @@ fn host_path(cx: &mut FileContext<'_>, node: &Node) -> Option<String> {
         cx.push(error);
         return None;
     }
-    if let Some(sensitive) = sensitive_host_path(path).filter(|_| !cx.allow_host_dir) {
+    if let Some(sensitive) = sensitive_host_path(path).filter(|_| !cx.options.allow_host_dir) {
         let why =
             if path.trim_end_matches('/') == sensitive.trim_end_matches('/') || sensitive == "/" {
                 format!("`{path}` would hand the pod the machine's `{sensitive}`")
