@@ -252,6 +252,42 @@ pub fn pids_in_netns(namespaces: &[u64]) -> Vec<u32> {
         .collect()
 }
 
+/// Kills every process in `namespaces`. All are stopped before any is
+/// killed, and the namespaces are listed again until they are empty: a
+/// supervisor that sees its child die before its own turn forks a new one,
+/// which a single listing would miss.
+pub async fn kill_all_in_netns(namespaces: &[u64]) {
+    for _round in 0..10 {
+        let pids: Vec<u32> = pids_in_netns(namespaces)
+            .into_iter()
+            .filter(|&p| pid_alive(p))
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        signal_all(&pids, "STOP");
+        signal_all(&pids, "KILL");
+        wait_for(Duration::from_secs(5), || {
+            pids.iter().all(|&p| !pid_alive(p))
+        })
+        .await;
+    }
+}
+
+/// One `kill` for many processes: a process spawned per pid would leave
+/// time between the first signal and the last.
+pub fn signal_all(pids: &[u32], sig: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .args(pids.iter().map(|p| p.to_string()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Every mount point at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -318,9 +354,8 @@ pub async fn kill_cgroup_tree(name: &str) {
     }
     pids.sort_unstable();
     pids.dedup();
-    for &pid in &pids {
-        signal(pid, "KILL");
-    }
+    signal_all(&pids, "STOP");
+    signal_all(&pids, "KILL");
     wait_for(Duration::from_secs(3), || {
         pids.iter().all(|&p| !pid_alive(p))
     })

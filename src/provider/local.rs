@@ -622,14 +622,7 @@ pub async fn kill_minion(layout: &Layout, index: usize) {
     }
     namespaces.sort_unstable();
     namespaces.dedup();
-    let pids = host::pids_in_netns(&namespaces);
-    for &pid in &pids {
-        host::signal(pid, "KILL");
-    }
-    host::wait_for(Duration::from_secs(5), || {
-        pids.iter().all(|&p| !host::pid_alive(p))
-    })
-    .await;
+    host::kill_all_in_netns(&namespaces).await;
     host::kill_cgroup_tree(&layout.cgroup_parent(index)).await;
 }
 
