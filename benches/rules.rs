@@ -41,6 +41,7 @@ fn portals(round: usize) -> Vec<Portal> {
                 })
                 .collect(),
             published: vec![],
+            node_port: None,
         })
         .collect()
 }

@@ -464,7 +464,26 @@ pub struct Service {
     /// `externalIPs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub public_ips: Vec<std::net::Ipv4Addr>,
+    /// Also answered on every minion's own address at a port of
+    /// [`NODE_PORT_RANGE`] (v1 `type: NodePort`, or `nodePort` on a
+    /// LoadBalancer). The plan gives the port; the record holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<NodePort>,
 }
+
+/// The node port a service asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NodePort {
+    /// Any free port of the range; a service keeps the one it got.
+    Any,
+    /// This port (`nodePort`).
+    Port(u16),
+}
+
+/// Where node ports come from: Kubernetes' default range, so that
+/// manifests written for it name ports kctl gives.
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// Ports of the machines themselves that a service published on their
 /// addresses would take over: sshd, etcd's client and peer ports.

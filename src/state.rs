@@ -26,6 +26,9 @@ pub struct MinionRecord {
 pub struct ServiceRecord {
     pub service: Service,
     pub portal_ip: Ipv4Addr,
+    /// The node port it was given, when it asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
 }
 
 /// One pod behind a service: where connections to the portal go.

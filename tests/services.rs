@@ -470,9 +470,10 @@ fn service_portal(cluster: &TestCluster, id: &str) -> String {
 /// `createExternalLoadBalancer` (v0.5's way out of the cluster) publishes
 /// the service on every minion's own address: reachable from this machine
 /// on both minions, wherever its one pod runs; not before, and not once
-/// the manifest stops asking.
+/// the manifest stops asking. v1's NodePort does the same at a port of
+/// its own.
 #[test]
-fn an_external_service_answers_on_every_minion() {
+fn external_and_node_port_services_answer_on_every_minion() {
     let cluster = TestCluster::up("it-external", 2);
     cluster.load_demo_image("tutum/tomcat:latest");
     let dir = cluster.dir();
@@ -535,5 +536,53 @@ fn an_external_service_answers_on_every_minion() {
             "{ip}"
         );
     }
+
+    // v1's NodePort: the service answers at its node port on every
+    // minion, not at its own port.
+    let node_port_service = dir.join("web-nodeport.yaml");
+    std::fs::write(
+        &node_port_service,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: NodePort\n  selector:\n    name: web\n  ports:\n  - port: 8181\n    targetPort: 8080\n    nodePort: 30181\n",
+    )
+    .unwrap();
+    let applied = cluster.kctl(&["apply", "-f", node_port_service.to_str().unwrap()]);
+    assert!(applied.ok(), "{applied:?}");
+    assert!(applied.stdout.contains("node port 30181"), "{applied:?}");
+    for ip in &minions {
+        let page = common::http_get(&format!("{ip}:30181"), "/hostname");
+        assert_eq!(
+            page.as_deref().map(str::trim),
+            Some(pod.as_str()),
+            "through {ip}"
+        );
+        assert_eq!(
+            common::http_get_once(&format!("{ip}:8181"), "/hostname"),
+            None,
+            "{ip}"
+        );
+    }
+    let table = cluster.kctl(&["get", "services"]);
+    assert!(table.stdout.contains("8181:30181/TCP"), "{table:?}");
+    // Another service naming the same node port is refused at its line,
+    // and nothing changes.
+    let taken = dir.join("other-nodeport.yaml");
+    std::fs::write(
+        &taken,
+        std::fs::read_to_string(&node_port_service)
+            .unwrap()
+            .replace("name: web\nspec", "name: other\nspec"),
+    )
+    .unwrap();
+    let refused = cluster.kctl(&["apply", "-f", taken.to_str().unwrap()]);
+    assert!(!refused.ok(), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("asks for node port 30181, which service web has")
+            && refused.stderr.contains("other-nodeport.yaml:12:15"),
+        "{refused:?}"
+    );
+    let services = cluster.kctl(&["get", "services", "-o", "json"]).json();
+    assert_eq!(services["items"].as_array().unwrap().len(), 1, "{services}");
     cluster.down_and_check();
 }

@@ -167,8 +167,10 @@ fn service(id: &str, port: u16) -> ServiceRecord {
             portal_ip: None,
             external: false,
             public_ips: vec![],
+            node_port: None,
         },
         portal_ip: std::net::Ipv4Addr::new(10, 0, 0, port as u8),
+        node_port: None,
     }
 }
 

@@ -21,8 +21,8 @@ use super::reader::{Fields, FileContext, Shape};
 use super::tree::{Entry, Node, Span, Value};
 use crate::model::{
     format_labels, probe_host_problem, probe_path_problem, selector_matches, Container, EnvVar,
-    Kind, Labels, Object, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction, Protocol,
-    ReplicationController, RestartPolicy, Service, Volume,
+    Kind, Labels, NodePort, Object, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction,
+    Protocol, ReplicationController, RestartPolicy, Service, Volume,
 };
 
 /// v1beta1 `TypeMeta` fields that say nothing about what to run.
@@ -148,6 +148,7 @@ static SERVICE: Shape = Shape {
         "portalIP",
         "createExternalLoadBalancer",
         "publicIPs",
+        "nodePort",
     ],
     ignored: meta_ignored!(
         // `kctl get` adds a service's endpoints for convenience.
@@ -205,6 +206,8 @@ pub(crate) struct Decoded {
     /// Where a value that only the cluster can refuse was written (a
     /// service's `portalIP`), so that its error can point there.
     pub portal_ip_span: Option<Span>,
+    /// Where its `nodePort` was written, for the same reason.
+    pub node_port_span: Option<Span>,
 }
 
 /// Decodes one document (an object, or a `List` of them) into `out`.
@@ -432,6 +435,7 @@ fn pod(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
         }),
         id_span,
         portal_ip_span: None,
+        node_port_span: None,
     })
 }
 
@@ -477,6 +481,7 @@ fn replication_controller(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Opti
         }),
         id_span,
         portal_ip_span: None,
+        node_port_span: None,
     })
 }
 
@@ -580,6 +585,11 @@ fn service(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
     let public_ips = optional(fields.get("publicIPs"), |node| {
         addresses(cx, node, "`publicIPs`")
     });
+    // Not a v1beta1 field: kctl writes it in v1beta1 output of a v1
+    // NodePort service, and reads it back so that output applies unchanged.
+    let node_port = optional(fields.get("nodePort"), |node| {
+        node_port_number(cx, node).map(NodePort::Port)
+    });
     let published = published(
         cx,
         port,
@@ -604,9 +614,11 @@ fn service(cx: &mut FileContext<'_>, fields: &Fields<'_>) -> Option<Decoded> {
             portal_ip: portal_ip?.flatten(),
             external: external?.unwrap_or(false),
             public_ips: public_ips?.unwrap_or_default(),
+            node_port: node_port?,
         }),
         id_span,
         portal_ip_span: fields.get("portalIP").map(|node| node.span),
+        node_port_span: fields.get("nodePort").map(|node| node.span),
     })
     .filter(|_| published)
 }
@@ -658,6 +670,19 @@ fn published(
         .with_help("give the service another `port`; its pods may still listen on this one (`containerPort`)");
     cx.push(error);
     false
+}
+
+/// A node port a service names: one of [`NODE_PORT_RANGE`], which keeps
+/// clear of the machines' own ports.
+pub(crate) fn node_port_number(cx: &mut FileContext<'_>, node: &Node) -> Option<u16> {
+    let range = crate::model::NODE_PORT_RANGE;
+    cx.integer(
+        node,
+        "`nodePort`",
+        (*range.start()).into(),
+        (*range.end()).into(),
+    )
+    .and_then(|n| u16::try_from(n).ok())
 }
 
 /// A portal IP a service asks for: an IPv4 address, or empty for none.

@@ -71,22 +71,31 @@ impl LoadOptions {
 pub struct Loaded {
     pub objects: Vec<Object>,
     pub warnings: Vec<ManifestWarning>,
-    /// Where each service's `portalIP` was written: only the cluster can
-    /// refuse one, and its error points there.
-    portal_ip_sites: HashMap<String, (SourceFile, Span)>,
+    /// Where each service's `portalIP` and `nodePort` were written: only
+    /// the cluster can refuse one, and its error points there.
+    cluster_checked_sites: HashMap<(String, ClusterChecked), (SourceFile, Span)>,
+}
+
+/// A value of a service that only the cluster can give or refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterChecked {
+    PortalIp,
+    NodePort,
 }
 
 impl Loaded {
-    /// A refusal of the portal IP `service` asks for (which only the
-    /// cluster can give) as an error at its `portalIP`, when the manifest
-    /// wrote one.
-    pub fn portal_ip_error(
+    /// A refusal of the portal IP or node port `service` asks for (which
+    /// only the cluster can give) as an error where the manifest wrote it.
+    pub fn cluster_refusal(
         &self,
         service: &str,
+        what: ClusterChecked,
         message: String,
         help: Option<String>,
     ) -> Option<ManifestError> {
-        let (file, span) = self.portal_ip_sites.get(service)?;
+        let (file, span) = self
+            .cluster_checked_sites
+            .get(&(service.to_string(), what))?;
         let mut refused = ManifestError::at(file, *span, message, "not available");
         if let Some(help) = help {
             refused = refused.with_help(help);
@@ -220,17 +229,23 @@ fn check_sources(
             .extend(warnings.drain(..).map(ManifestError::from));
     }
     if report.errors.is_empty() {
-        let portal_ip_sites = decoded
+        let cluster_checked_sites = decoded
             .iter()
-            .filter_map(|(d, file)| {
-                let span = d.portal_ip_span?;
-                Some((d.object.id().to_string(), (file.clone(), span)))
+            .flat_map(|(d, file)| {
+                [
+                    (ClusterChecked::PortalIp, d.portal_ip_span),
+                    (ClusterChecked::NodePort, d.node_port_span),
+                ]
+                .into_iter()
+                .filter_map(move |(what, span)| {
+                    Some(((d.object.id().to_string(), what), (file.clone(), span?)))
+                })
             })
             .collect();
         Ok(Loaded {
             objects: decoded.into_iter().map(|(d, _)| d.object).collect(),
             warnings,
-            portal_ip_sites,
+            cluster_checked_sites,
         })
     } else {
         Err(ManifestErrors {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::model::{
-    Container, EnvVar, Labels, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction,
-    Protocol, ReplicationController, RestartPolicy, Service,
+    Container, EnvVar, Labels, NodePort, Pod, PodSpec, PodTemplate, Port, PortRef, Probe,
+    ProbeAction, Protocol, ReplicationController, RestartPolicy, Service,
 };
 use miette::Diagnostic;
 
@@ -239,6 +239,7 @@ fn expected_service() -> Object {
         portal_ip: None,
         external: false,
         public_ips: vec![],
+        node_port: None,
     })
 }
 
@@ -1573,9 +1574,9 @@ fn what_v1_says_and_kctl_cannot_run_is_refused_with_a_reason() {
     let two_ports = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
       "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}, {"port": 443}]}}"#;
     only_error("svc.json", two_ports, "a service with 2 ports");
-    let node_port = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-      "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}}"#;
-    only_error("svc.json", node_port, "service type `NodePort`");
+    let external_name = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+      "spec": {"type": "ExternalName", "selector": {"app": "web"}, "ports": [{"port": 80}]}}"#;
+    only_error("svc.json", external_name, "service type `ExternalName`");
     // `args` alone follow the image's own entrypoint.
     let args_only = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
       "spec": {"containers": [{"name": "web", "image": "nginx", "args": ["-v"]}]}}"#;
@@ -2190,11 +2191,38 @@ fn services_published_on_the_minions_in_both_versions() {
         unreachable!()
     };
     assert!(s.external && s.public_ips.len() == 1);
-    only_error(
-        "s.json",
-        &v1(r#", "type": "NodePort""#),
-        "service type `NodePort`",
+    assert_eq!(s.node_port, None);
+    // NodePort: any free port, or the one named, also on a LoadBalancer.
+    let node_port_of = |text: &str| match &load_one("s.json", text).objects[0] {
+        Object::Service(s) => (s.external, s.node_port),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        node_port_of(&v1(r#", "type": "NodePort""#)),
+        (false, Some(NodePort::Any))
     );
+    let named = v1(r#", "type": "NodePort""#)
+        .replace(r#"{"port": 80}"#, r#"{"port": 80, "nodePort": 30080}"#);
+    assert_eq!(node_port_of(&named), (false, Some(NodePort::Port(30080))));
+    assert_eq!(
+        node_port_of(&named.replace("NodePort", "LoadBalancer")),
+        (true, Some(NodePort::Port(30080)))
+    );
+    // Outside the range, or on a ClusterIP service: refused at the port.
+    let low = named.replace("30080", "8080");
+    let error = only_error("s.json", &low, "`nodePort` is out of range");
+    assert_eq!(spanned(&low, &error), "8080");
+    assert!(help_of(&error).contains("30000 and 32767"), "{error:?}");
+    let cluster_ip = named.replace(r#""type": "NodePort""#, r#""type": "ClusterIP""#);
+    let error = only_error(
+        "s.json",
+        &cluster_ip,
+        "a ClusterIP service has no node port",
+    );
+    assert_eq!(spanned(&cluster_ip, &error), "30080");
+    // v1beta1 output of such a service names it, and reads back.
+    let text = TOMCAT_SERVICE.replace(r#""port": 8080"#, r#""port": 8080, "nodePort": 31000"#);
+    assert_eq!(node_port_of(&text), (false, Some(NodePort::Port(31000))));
     // Published on the machines, a service may not take their own ports.
     let text = TOMCAT_SERVICE.replace(
         r#""port": 8080"#,

@@ -189,16 +189,18 @@ pub fn validate(ui: &Ui, paths: &[PathBuf], reading: manifest::LoadOptions) -> m
     Ok(())
 }
 
-/// The plan's refusal of a portal IP a manifest asked for, as an error at
-/// the manifest's `portalIP`.
-fn portal_ip_error(loaded: &manifest::Loaded, e: &PlanError) -> Option<manifest::ManifestError> {
-    match e {
+/// The plan's refusal of a portal IP or node port a manifest asked for, as
+/// an error where the manifest wrote it.
+fn cluster_refusal(loaded: &manifest::Loaded, e: &PlanError) -> Option<manifest::ManifestError> {
+    let (service, what) = match e {
         PlanError::PortalIpFixed { service, .. }
         | PlanError::PortalIpUnavailable { service, .. } => {
-            loaded.portal_ip_error(service, e.to_string(), e.help())
+            (service, manifest::ClusterChecked::PortalIp)
         }
-        _ => None,
-    }
+        PlanError::NodePortTaken { service, .. } => (service, manifest::ClusterChecked::NodePort),
+        _ => return None,
+    };
+    loaded.cluster_refusal(service, what, e.to_string(), e.help())
 }
 
 /// The first image a container asks to pull at every start, if any.
@@ -303,7 +305,7 @@ pub async fn apply_loaded(
     let portal_net = cluster.config.portal_net;
     let pruned_set = if options.prune { set } else { None };
     // A portal IP the cluster cannot give is the manifest's error, at its line.
-    let refused_portal = std::cell::RefCell::new(None);
+    let refused_at_site = std::cell::RefCell::new(None);
     let planned = plan_and_commit(ui, &mut store, dry_run, |state| {
         let plan = match pruned_set {
             Some(set) => {
@@ -312,12 +314,12 @@ pub async fn apply_loaded(
             None => plan::plan_apply(&loaded.objects, state, portal_net, &mut RandomNamer),
         };
         if let Err(e) = &plan {
-            *refused_portal.borrow_mut() = portal_ip_error(&loaded, e);
+            *refused_at_site.borrow_mut() = cluster_refusal(&loaded, e);
         }
         plan
     })
     .await;
-    let (plan, before) = match (planned, refused_portal.into_inner()) {
+    let (plan, before) = match (planned, refused_at_site.into_inner()) {
         (Err(_), Some(error)) => return Err(miette::Report::new(error)),
         (planned, _) => planned?,
     };
@@ -372,7 +374,7 @@ pub async fn diff(
         &mut RandomNamer,
         &set,
     )
-    .map_err(|e| match portal_ip_error(&loaded, &e) {
+    .map_err(|e| match cluster_refusal(&loaded, &e) {
         Some(error) => miette::Report::new(error),
         None => plan_report(e),
     })?;

@@ -375,6 +375,17 @@ pub fn describe_service(
                 |p| p.to_string(),
             ),
         );
+    let mut outside: Vec<String> = Vec::new();
+    if s.external {
+        outside.push(format!("every minion's address, port {}", s.port));
+    }
+    outside.extend(s.public_ips.iter().map(|ip| format!("{ip}:{}", s.port)));
+    if let Some(node_port) = record.node_port {
+        outside.push(format!("every minion's address, node port {node_port}"));
+    }
+    if !outside.is_empty() {
+        f.add("Also answers on", outside.join("; "));
+    }
     if endpoints.is_empty() {
         f.add("Endpoints", "<none>: no running pod matches the selector");
     } else {

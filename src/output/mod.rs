@@ -218,7 +218,11 @@ pub fn services_table(state: &ClusterState, services: &[&ServiceRecord], wide: b
                 or_none(format_labels(&s.labels)),
                 format_labels(&s.selector),
                 r.portal_ip.to_string(),
-                format!("{}/{}", s.port, s.protocol.as_upper()),
+                // As kubectl writes a node port: `80:30080/TCP`.
+                match r.node_port {
+                    Some(node_port) => format!("{}:{node_port}/{}", s.port, s.protocol.as_upper()),
+                    None => format!("{}/{}", s.port, s.protocol.as_upper()),
+                },
                 endpoints_of(state, &s.id).len().to_string(),
             ];
             if wide {
@@ -605,6 +609,11 @@ pub fn service_json(state: &ClusterState, r: &ServiceRecord) -> Value {
     if !s.public_ips.is_empty() {
         v["publicIPs"] = json!(s.public_ips);
     }
+    if let Some(node_port) = r.node_port {
+        // Not a v1beta1 field either (NodePort came with v1beta3); read
+        // back by kctl, so that this output applies unchanged.
+        v["nodePort"] = json!(node_port);
+    }
     v
 }
 
@@ -752,9 +761,22 @@ mod tests {
                 portal_ip: None,
                 external: true,
                 public_ips: vec!["192.0.2.10".parse().unwrap()],
+                node_port: None,
             },
             portal_ip: "10.0.0.7".parse().unwrap(),
+            node_port: None,
         }
+    }
+
+    /// Service `np` on node port 30080, which it asked for as any.
+    fn node_port_service(pod: &PodRecord) -> ServiceRecord {
+        let mut record = web_service(pod, Protocol::Tcp);
+        record.service.id = "np".into();
+        record.service.external = false;
+        record.service.public_ips.clear();
+        record.service.node_port = Some(crate::model::NodePort::Any);
+        record.node_port = Some(30080);
+        record
     }
 
     /// An emptyDir and a host directory, mounted read-write and read-only,
@@ -858,6 +880,7 @@ mod tests {
             v1::pod(&state, &pod),
             v1::controller(&state, &rc),
             v1::service(&service),
+            v1::service(&node_port_service(&pod)),
             v1::list(
                 "PodList",
                 vec![v1::pod(&state, &full), v1::pod(&state, &pod)],
@@ -955,6 +978,19 @@ mod tests {
                     ..service.service.clone()
                 }),
             ),
+            (
+                v1::service(&node_port_service(&pod)),
+                Object::Service(crate::model::Service {
+                    id: "np".into(),
+                    portal_ip: Some(service.portal_ip),
+                    // ...and the node port it has.
+                    node_port: Some(crate::model::NodePort::Port(30080)),
+                    external: false,
+                    public_ips: vec![],
+                    protocol: Protocol::Tcp,
+                    ..service.service.clone()
+                }),
+            ),
         ];
         for (json, object) in &printed {
             assert_eq!(json["apiVersion"], "v1");
@@ -1005,8 +1041,10 @@ mod tests {
                 portal_ip: None,
                 external: false,
                 public_ips: vec![],
+                node_port: None,
             },
             portal_ip: "10.0.0.7".parse().unwrap(),
+            node_port: None,
         };
         state.services.insert("web".into(), service.clone());
         let printed = [
@@ -1021,6 +1059,14 @@ mod tests {
                     // What `get` prints asks for the portal it has.
                     portal_ip: Some(service.portal_ip),
                     ..service.service.clone()
+                }),
+            ),
+            (
+                service_json(&state, &node_port_service(&pod)),
+                Object::Service(crate::model::Service {
+                    portal_ip: Some("10.0.0.7".parse().unwrap()),
+                    node_port: Some(crate::model::NodePort::Port(30080)),
+                    ..node_port_service(&pod).service
                 }),
             ),
         ];

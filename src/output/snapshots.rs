@@ -221,8 +221,30 @@ fn fixture() -> (ClusterState, Vec<Event>) {
                 portal_ip: None,
                 external: false,
                 public_ips: vec![],
+                node_port: None,
             },
             portal_ip: "10.101.128.1".parse().unwrap(),
+            node_port: None,
+        },
+    );
+    // A v1 NodePort service, which no pod serves.
+    state.services.insert(
+        "np".into(),
+        ServiceRecord {
+            service: Service {
+                id: "np".into(),
+                labels: Labels::new(),
+                selector: labels(&[("name", "np")]),
+                port: 80,
+                container_port: None,
+                protocol: Protocol::Tcp,
+                portal_ip: None,
+                external: false,
+                public_ips: vec![],
+                node_port: Some(crate::model::NodePort::Any),
+            },
+            portal_ip: "10.101.128.2".parse().unwrap(),
+            node_port: Some(30080),
         },
     );
     state.endpoints.insert(
@@ -382,6 +404,13 @@ fn describe_each_kind() {
             &state,
             state.services.get("web").unwrap(),
             &of(&events, Subject::Service, "web"),
+            NOW_MS,
+        ),
+        "$ kctl describe service np".to_string(),
+        describe_service(
+            &state,
+            state.services.get("np").unwrap(),
+            &of(&events, Subject::Service, "np"),
             NOW_MS,
         ),
         "$ kctl describe minion minion-2".to_string(),

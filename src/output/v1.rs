@@ -144,12 +144,22 @@ pub fn service(r: &ServiceRecord) -> Value {
     if let Some(target) = &s.container_port {
         port["targetPort"] = json!(target);
     }
+    if let Some(node_port) = r.node_port {
+        port["nodePort"] = json!(node_port);
+    }
+    let service_type = if s.external {
+        "LoadBalancer"
+    } else if r.node_port.is_some() {
+        "NodePort"
+    } else {
+        "ClusterIP"
+    };
     let mut v = json!({
         "kind": "Service",
         "apiVersion": "v1",
         "metadata": metadata(&s.id, &s.labels),
         "spec": {
-            "type": if s.external { "LoadBalancer" } else { "ClusterIP" },
+            "type": service_type,
             "clusterIP": r.portal_ip.to_string(),
             "selector": s.selector,
             "ports": [port],

@@ -10,11 +10,11 @@ pub mod schedule;
 
 pub use fields::FieldChange;
 
-use crate::model::{Kind, Object, Pod, ReplicationController, Service};
+use crate::model::{Kind, NodePort, Object, Pod, ReplicationController, Service, NODE_PORT_RANGE};
 use crate::state::{ClusterState, PodRecord, ServiceRecord};
 use ipnet::Ipv4Net;
 use schedule::{Bound, Candidate, Scheduler, Unbound, Unschedulable};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// One write to the cluster's desired state.
@@ -103,6 +103,14 @@ pub enum PlanError {
         /// The service holding it; None when it is outside the range.
         taken_by: Option<String>,
     },
+    #[error("service {service} asks for node port {port}, which service {taken_by} has")]
+    NodePortTaken {
+        service: String,
+        port: u16,
+        taken_by: String,
+    },
+    #[error("no node port left for service {service}: all of {}-{} are taken", NODE_PORT_RANGE.start(), NODE_PORT_RANGE.end())]
+    NodePortsExhausted { service: String },
     #[error("service {service} had portal IP {ip}, outside this cluster's portal range {range}")]
     PortalOutside {
         service: String,
@@ -134,6 +142,12 @@ impl PlanError {
             PlanError::PortalIpUnavailable { range, .. } => Some(format!(
                 "leave `portalIP` out to get a free one, or pick a free address of {range} (`kctl get services` shows those taken)"
             )),
+            PlanError::NodePortTaken { .. } => Some(
+                "leave `nodePort` out to get a free one, or pick another (`kctl get services` shows those taken)".into(),
+            ),
+            PlanError::NodePortsExhausted { .. } => Some(
+                "delete NodePort services you no longer need".into(),
+            ),
             PlanError::PortalsExhausted { .. } => Some(
                 "delete services you no longer need, or make the cluster with a larger --portal-net"
                     .into(),
@@ -257,6 +271,11 @@ struct Planner<'a> {
     /// Portal IPs new services of this plan ask for: not handed out to
     /// the others, whatever their order.
     portals_asked: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    /// Node ports held, by service: the cluster's, then those this plan
+    /// gives.
+    node_ports_taken: BTreeMap<u16, String>,
+    /// Node ports new services of this plan name, as `portals_asked`.
+    node_ports_asked: BTreeSet<u16>,
     plan: Plan,
     scheduler: Scheduler,
     taken_ids: BTreeSet<String>,
@@ -297,6 +316,12 @@ impl<'a> Planner<'a> {
             portal_net,
             portals_taken: state.services.values().map(|s| s.portal_ip).collect(),
             portals_asked: BTreeSet::new(),
+            node_ports_taken: state
+                .services
+                .values()
+                .filter_map(|s| Some((s.node_port?, s.service.id.clone())))
+                .collect(),
+            node_ports_asked: BTreeSet::new(),
             plan: Plan::default(),
             scheduler: Scheduler::new(candidates, bound),
             taken_ids: state.pods.keys().cloned().collect(),
@@ -378,11 +403,19 @@ impl<'a> Planner<'a> {
 
     fn service(&mut self, asked: &Service) -> Result<(), PlanError> {
         let requested = asked.portal_ip;
+        let old = self.state.services.get(&asked.id);
         let svc = &Service {
             portal_ip: None,
+            // Naming the node port the service has (as `get` prints it)
+            // is no change from asking for any.
+            node_port: match (asked.node_port, old) {
+                (Some(NodePort::Port(p)), Some(o)) if o.node_port == Some(p) => {
+                    o.service.node_port.or(asked.node_port)
+                }
+                _ => asked.node_port,
+            },
             ..asked.clone()
         };
-        let old = self.state.services.get(&svc.id);
         if let (Some(ip), Some(o)) = (requested, old) {
             if ip != o.portal_ip {
                 return Err(PlanError::PortalIpFixed {
@@ -437,6 +470,7 @@ impl<'a> Planner<'a> {
             }
         };
         self.portals_taken.insert(portal_ip);
+        let node_port = self.node_port(svc, old)?;
         self.plan.changes.push(Change {
             kind: Kind::Service,
             id: svc.id.clone(),
@@ -445,7 +479,12 @@ impl<'a> Planner<'a> {
             } else {
                 Action::Create
             },
-            detail: format!("portal {portal_ip}:{}", svc.port),
+            detail: match node_port {
+                Some(node_port) => {
+                    format!("portal {portal_ip}:{}, node port {node_port}", svc.port)
+                }
+                None => format!("portal {portal_ip}:{}", svc.port),
+            },
             pods: vec![],
             fields: old
                 .map(|o| fields::changes(&o.service, svc))
@@ -454,8 +493,48 @@ impl<'a> Planner<'a> {
         self.plan.ops.push(Op::PutService(ServiceRecord {
             service: svc.clone(),
             portal_ip,
+            node_port,
         }));
         Ok(())
+    }
+
+    /// The node port `svc` gets: the one it names if no other service
+    /// holds it, else the one it has, else the lowest free one.
+    fn node_port(
+        &mut self,
+        svc: &Service,
+        old: Option<&ServiceRecord>,
+    ) -> Result<Option<u16>, PlanError> {
+        let had = old.and_then(|o| o.node_port);
+        let port = match (svc.node_port, had) {
+            (None, _) => None,
+            (Some(NodePort::Port(asked)), _) => {
+                if let Some(other) = self.node_ports_taken.get(&asked).filter(|o| **o != svc.id) {
+                    return Err(PlanError::NodePortTaken {
+                        service: svc.id.clone(),
+                        port: asked,
+                        taken_by: other.clone(),
+                    });
+                }
+                Some(asked)
+            }
+            (Some(NodePort::Any), Some(had)) => Some(had),
+            (Some(NodePort::Any), None) => Some(
+                NODE_PORT_RANGE
+                    .clone()
+                    .find(|p| {
+                        !self.node_ports_taken.contains_key(p) && !self.node_ports_asked.contains(p)
+                    })
+                    .ok_or_else(|| PlanError::NodePortsExhausted {
+                        service: svc.id.clone(),
+                    })?,
+            ),
+        };
+        self.node_ports_taken.retain(|_, holder| *holder != svc.id);
+        if let Some(port) = port {
+            self.node_ports_taken.insert(port, svc.id.clone());
+        }
+        Ok(port)
     }
 
     fn controller(&mut self, rc: &ReplicationController, namer: &mut dyn PodNamer) {
@@ -688,6 +767,16 @@ pub fn plan_apply_pruning(
         .iter()
         .filter_map(|o| match o {
             Object::Service(s) if !state.services.contains_key(&s.id) => s.portal_ip,
+            _ => None,
+        })
+        .collect();
+    planner.node_ports_asked = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Service(s) => match s.node_port {
+                Some(NodePort::Port(p)) => Some(p),
+                _ => None,
+            },
             _ => None,
         })
         .collect();

@@ -180,8 +180,10 @@ mod tests {
                     portal_ip: None,
                     external: false,
                     public_ips: vec![],
+                    node_port: None,
                 },
                 portal_ip: "10.1.128.7".parse().unwrap(),
+                node_port: None,
             },
         );
         old.owners.insert(

@@ -372,8 +372,10 @@ mod tests {
                     portal_ip: None,
                     external: false,
                     public_ips: vec![],
+                    node_port: None,
                 },
                 portal_ip: "10.0.0.1".parse().unwrap(),
+                node_port: None,
             },
         );
         sync(&mut state);

@@ -1,5 +1,7 @@
 use super::*;
-use crate::model::{Container, Labels, PodSpec, PodTemplate, Port, Protocol, RestartPolicy};
+use crate::model::{
+    Container, Labels, NodePort, PodSpec, PodTemplate, Port, Protocol, RestartPolicy,
+};
 use crate::state::MinionRecord;
 
 struct CountingNamer(u32);
@@ -150,6 +152,7 @@ fn reapply_is_a_no_op() {
             portal_ip: None,
             external: false,
             public_ips: vec![],
+            node_port: None,
         }),
     ];
     let first = plan_apply_in(&objects, &state, &mut CountingNamer(0)).unwrap();
@@ -230,6 +233,7 @@ fn too_many_host_port_replicas_fail_whole_plan() {
         portal_ip: None,
         external: false,
         public_ips: vec![],
+        node_port: None,
     });
     let err = plan_apply_in(
         &[svc, Object::ReplicationController(tomcat_rc(3))],
@@ -339,6 +343,7 @@ fn svc(id: &str, port: u16) -> Object {
         portal_ip: None,
         external: false,
         public_ips: vec![],
+        node_port: None,
     })
 }
 
@@ -739,4 +744,88 @@ fn prune_deletes_only_what_the_set_owns_and_the_files_dropped() {
     assert!(plan_apply_in(&second, &state, &mut CountingNamer(30))
         .unwrap()
         .is_empty());
+}
+
+fn svc_node_port(id: &str, node_port: NodePort) -> Object {
+    match svc(id, 80) {
+        Object::Service(s) => Object::Service(Service {
+            node_port: Some(node_port),
+            ..s
+        }),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn node_ports_are_given_from_the_range_kept_and_never_shared() {
+    let mut state = cluster(1);
+    // A port named by a later service of the same apply is not given first.
+    let p = plan_apply_in(
+        &[
+            svc_node_port("a", NodePort::Any),
+            svc_node_port("b", NodePort::Port(30000)),
+            svc("c", 80),
+        ],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    assert_eq!(state.services["b"].node_port, Some(30000));
+    assert_eq!(state.services["a"].node_port, Some(30001));
+    assert_eq!(state.services["c"].node_port, None);
+    assert!(p.render().contains("node port 30001"), "{}", p.render());
+    // Applying the same again changes nothing; the port is kept for life
+    // while the service asks for any.
+    let same = plan_apply_in(
+        &[
+            svc_node_port("a", NodePort::Any),
+            svc_node_port("b", NodePort::Port(30000)),
+        ],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    assert!(same.is_empty(), "{}", same.render());
+    // Naming the port it got, as `get` prints it, is no change either.
+    let named = plan_apply_in(
+        &[svc_node_port("a", NodePort::Port(30001))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    assert!(named.is_empty(), "{}", named.render());
+    // Another service may not take one that is held...
+    let err = plan_apply_in(
+        &[svc_node_port("d", NodePort::Port(30001))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service d asks for node port 30001, which service a has"
+    );
+    assert!(err.help().unwrap().contains("leave `nodePort` out"));
+    // ...but a service may move to a free one, and gives its old one up.
+    let p = plan_apply_in(
+        &[svc_node_port("a", NodePort::Port(32767))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    assert_eq!(state.services["a"].node_port, Some(32767));
+    let p = plan_apply_in(
+        &[svc_node_port("e", NodePort::Any)],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    assert_eq!(state.services["e"].node_port, Some(30001));
+    // A service that stops asking gives its port back.
+    let p = plan_apply_in(&[svc("b", 80)], &state, &mut CountingNamer(0)).unwrap();
+    commit(&mut state, &p);
+    assert_eq!(state.services["b"].node_port, None);
 }

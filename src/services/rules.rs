@@ -41,6 +41,16 @@ pub struct Portal {
     /// Addresses of the machines that answer on the port too: every
     /// minion's own (`createExternalLoadBalancer`) and `publicIPs`.
     pub published: Vec<Ipv4Addr>,
+    /// A port of the machines that leads to the service too (v1
+    /// NodePort), and the minions' addresses it answers on.
+    pub node_port: Option<NodePortRule>,
+}
+
+/// Where a node port answers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodePortRule {
+    pub port: u16,
+    pub on: Vec<Ipv4Addr>,
 }
 
 /// The portals of a cluster, from its services and their endpoints.
@@ -66,6 +76,10 @@ pub fn portals(state: &ClusterState, endpoints: &BTreeMap<String, Vec<Endpoint>>
                     .map(|eps| eps.iter().map(|e| (e.ip, e.port)).collect())
                     .unwrap_or_default(),
                 published: published.into_iter().collect(),
+                node_port: record.node_port.map(|port| NodePortRule {
+                    port,
+                    on: minions.iter().copied().collect(),
+                }),
             }
         })
         .collect()
@@ -90,11 +104,17 @@ fn key_at(p: &Portal, ip: Ipv4Addr) -> String {
 }
 
 /// Where a portal answers: its own IP, then the machines' it is
-/// published on.
+/// published on, then its node port on the minions.
 fn keys(p: &Portal) -> impl Iterator<Item = String> + '_ {
+    let on_node_port = p.node_port.iter().flat_map(move |rule| {
+        rule.on
+            .iter()
+            .map(move |ip| format!("{ip} . {} . {}", p.protocol.as_lower(), rule.port))
+    });
     std::iter::once(p.ip)
         .chain(p.published.iter().copied())
         .map(move |ip| key_at(p, ip))
+        .chain(on_node_port)
 }
 
 fn elements(out: &mut String, items: &[String]) {
@@ -140,7 +160,13 @@ pub fn render(portals: &[Portal]) -> String {
         .collect();
     let mut published: Vec<String> = portals
         .iter()
-        .flat_map(|p| p.published.iter().map(|ip| ip.to_string()))
+        .flat_map(|p| {
+            let on_node_port = p.node_port.iter().flat_map(|rule| &rule.on);
+            p.published
+                .iter()
+                .chain(on_node_port)
+                .map(|ip| ip.to_string())
+        })
         .collect();
     published.sort();
     published.dedup();

@@ -39,8 +39,10 @@ fn service(id: &str, container_port: Option<PortRef>) -> ServiceRecord {
             portal_ip: None,
             external: false,
             public_ips: vec![],
+            node_port: None,
         },
         portal_ip: "10.0.0.1".parse().unwrap(),
+        node_port: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Today's `apiVersion: v1` Pod, ReplicationController and Service onto
 //! the same model as v1beta1: `metadata` and `spec` where v1beta1 had
 //! `id`, `labels` and `desiredState`. The same checks apply; what v1 can
-//! say and kctl cannot run (several ports on a service, NodePort services)
-//! is refused with a reason.
+//! say and kctl cannot run (several ports on a service, headless
+//! services) is refused with a reason.
 
 use super::*;
 
@@ -125,7 +125,7 @@ static SERVICE_SPEC: Shape = Shape {
 };
 static SERVICE_PORT: Shape = Shape {
     what: "a service port",
-    fields: &["port", "targetPort", "protocol", "name"],
+    fields: &["port", "targetPort", "protocol", "name", "nodePort"],
     ignored: &[],
 };
 
@@ -169,6 +169,7 @@ fn pod(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
         }),
         id_span,
         portal_ip_span: None,
+        node_port_span: None,
     })
 }
 
@@ -438,7 +439,15 @@ fn controller(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
         }),
         id_span,
         portal_ip_span: None,
+        node_port_span: None,
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServiceType {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
 }
 
 fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
@@ -450,20 +459,22 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
     let selector = cx
         .require(&spec, "selector")
         .and_then(|node| selector(cx, node, "`selector`"));
-    let kind_ok = optional(spec.get("type"), |node| {
+    let service_type = optional(spec.get("type"), |node| {
         let text = cx.string(node, "`type`")?;
         match text {
-            "ClusterIP" => return Some(false),
+            "ClusterIP" => return Some(ServiceType::ClusterIp),
             // What createExternalLoadBalancer was: the minions' addresses.
-            "LoadBalancer" => return Some(true),
+            "LoadBalancer" => return Some(ServiceType::LoadBalancer),
+            "NodePort" => return Some(ServiceType::NodePort),
             _ => {}
         }
         let error = cx
             .error(node.span, format!("service type `{text}` is not one kctl makes"), "unsupported type")
-            .with_help("kctl's services are portals inside the cluster: `ClusterIP`; reach one from outside with `kctl port-forward service/NAME`");
+            .with_help("kctl makes `ClusterIP`, `NodePort` and `LoadBalancer` services; reach one from this machine with `kctl port-forward service/NAME`");
         cx.push(error);
         None
     });
+    let mut node_port_span = None;
     let port = cx.require(&spec, "ports").and_then(|node| {
         let items = cx.sequence(node, "`ports`")?;
         match items {
@@ -476,7 +487,11 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
                     port_ref(cx, node, "`targetPort`").map(|(p, _)| p)
                 });
                 let protocol = optional(fields.get("protocol"), |node| protocol(cx, node));
-                Some((port?, target?, protocol?.unwrap_or_default()))
+                node_port_span = fields.get("nodePort").map(|node| node.span);
+                let node_port = optional(fields.get("nodePort"), |node| {
+                    super::node_port_number(cx, node)
+                });
+                Some((port?, target?, protocol?.unwrap_or_default(), node_port?))
             }
             _ => {
                 let error = cx
@@ -493,8 +508,27 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
     let external_ips = optional(spec.get("externalIPs"), |node| {
         addresses(cx, node, "`externalIPs`")
     });
-    let external = kind_ok?.unwrap_or(false);
-    let (port, container_port, protocol) = port?;
+    let service_type = service_type?.unwrap_or(ServiceType::ClusterIp);
+    let external = service_type == ServiceType::LoadBalancer;
+    let (port, container_port, protocol, asked_node_port) = port?;
+    let node_port = match (service_type, asked_node_port) {
+        (_, Some(p)) if service_type != ServiceType::ClusterIp => Some(NodePort::Port(p)),
+        (ServiceType::NodePort, None) => Some(NodePort::Any),
+        (_, None) => None,
+        (_, Some(_)) => {
+            // As Kubernetes: a node port belongs to NodePort and
+            // LoadBalancer services.
+            let error = cx
+                .error(
+                    node_port_span.unwrap_or(node.span),
+                    "a ClusterIP service has no node port".to_string(),
+                    "needs `type: NodePort`",
+                )
+                .with_help("add `type: NodePort` to the service's spec, or leave `nodePort` out");
+            cx.push(error);
+            return None;
+        }
+    };
     let public_ips = external_ips?.unwrap_or_default();
     let at = spec
         .get("type")
@@ -515,9 +549,11 @@ fn service(cx: &mut FileContext<'_>, node: &Node) -> Option<Decoded> {
             portal_ip: cluster_ip?.flatten(),
             external,
             public_ips,
+            node_port,
         }),
         id_span,
         portal_ip_span: spec.get("clusterIP").map(|node| node.span),
+        node_port_span,
     })
 }
 

@@ -11,6 +11,7 @@ fn portal(service: &str, ip: &str, endpoints: &[(&str, u16)]) -> Portal {
             .map(|(ip, p)| (ip.parse().unwrap(), *p))
             .collect(),
         published: vec![],
+        node_port: None,
     }
 }
 
@@ -262,5 +263,45 @@ fn a_published_portal_answers_on_the_machines_and_masquerades_only_toward_other_
             .iter()
             .any(|d| d.contains("portal 10.101.0.11 . tcp . 8080 (service web) is missing")),
         "{drift:?}"
+    );
+}
+
+#[test]
+fn a_node_port_answers_on_every_minion_at_its_own_port() {
+    let mut p = portal("web", "10.0.0.1", &[("10.101.1.2", 8080)]);
+    p.node_port = Some(NodePortRule {
+        port: 30080,
+        on: vec![
+            "10.101.0.11".parse().unwrap(),
+            "10.101.0.12".parse().unwrap(),
+        ],
+    });
+    let rules = render(std::slice::from_ref(&p));
+    let chain = service_chain(&p);
+    for key in [
+        "10.0.0.1 . tcp . 8080",
+        "10.101.0.11 . tcp . 30080",
+        "10.101.0.12 . tcp . 30080",
+    ] {
+        assert!(
+            rules.contains(&format!("{key} : goto {chain}")),
+            "{key}:\n{rules}"
+        );
+    }
+    // The service port is not opened on the machines, only the node port.
+    assert!(!rules.contains("10.101.0.11 . tcp . 8080"), "{rules}");
+    // Replies of a pod elsewhere come back through the machine asked.
+    assert!(
+        rules.contains(
+            "set published {\n    type ipv4_addr\n    elements = { 10.101.0.11, 10.101.0.12 }"
+        ),
+        "{rules}"
+    );
+    // Without endpoints the node port is refused at once, like the portal.
+    p.endpoints.clear();
+    let rules = render(&[p]);
+    assert!(
+        rules.contains("set no_endpoints {\n    type ipv4_addr . inet_proto . inet_service\n    elements = { 10.0.0.1 . tcp . 8080, 10.101.0.11 . tcp . 30080, 10.101.0.12 . tcp . 30080 }"),
+        "{rules}"
     );
 }
