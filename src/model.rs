@@ -289,6 +289,78 @@ pub enum VolumeSource {
     EmptyDir,
     /// A path of the minion's own filesystem (v1 `hostPath`).
     HostDir { path: String },
+    /// A directory of the pod's own, as `EmptyDir`, into which the
+    /// minion clones `repository` before the pod's containers start (at
+    /// `revision` if given): into a directory git names after the
+    /// repository, as v0.5 did, or into `directory` (v1; `.` is the
+    /// volume itself).
+    GitRepo {
+        repository: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        directory: Option<String>,
+    },
+}
+
+/// The longest repository address and revision kctl hands to git.
+pub const MAX_GIT_ARG_LEN: usize = 2048;
+
+/// Why `text` cannot go to git as a repository address, if it cannot.
+/// git reads an argument starting with `-` as an option, and an address
+/// `<transport>::<address>` runs a helper program of that name.
+pub fn git_repository_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("is empty")
+    } else if text.len() > MAX_GIT_ARG_LEN {
+        Some("is longer than 2048 bytes")
+    } else if text.starts_with('-') {
+        Some("starts with `-`")
+    } else if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("holds a space or a control character")
+    } else if text
+        .split_once("::")
+        .is_some_and(|(transport, _)| !transport.contains('/'))
+    {
+        Some("names a git remote helper (`<transport>::`), which would run a program")
+    } else {
+        None
+    }
+}
+
+/// Why `text` cannot go to git as a revision, if it cannot.
+pub fn git_revision_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("is empty")
+    } else if text.len() > MAX_GIT_ARG_LEN {
+        Some("is longer than 2048 bytes")
+    } else if text.starts_with('-') {
+        Some("starts with `-`")
+    } else if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("holds a space or a control character")
+    } else {
+        None
+    }
+}
+
+/// Why `text` cannot be where a repository is cloned inside its volume,
+/// if it cannot: a relative path that stays inside.
+pub fn git_directory_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("is empty")
+    } else if text.len() > 255 {
+        Some("is longer than 255 bytes")
+    } else if text.starts_with('/') {
+        Some("is absolute")
+    } else if text.starts_with('-') {
+        Some("starts with `-`")
+    } else if text.split('/').any(|part| part == "..") {
+        Some("leads out of the volume (`..`)")
+    } else if text.chars().any(|c| c.is_control()) {
+        Some("holds a control character")
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

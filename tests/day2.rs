@@ -1353,3 +1353,115 @@ fn lifecycle_hooks_run_after_start_and_before_stop() {
     assert!(previous.ok(), "{previous:?}");
     cluster.down_and_check();
 }
+
+/// A gitRepo volume, as v0.5 ran one: the minion clones the repository
+/// into the pod's volume before its containers start, into the directory
+/// git names after it, and checks out the revision; v1's `directory: .`
+/// clones into the volume itself. A repository that cannot be cloned
+/// fails the pod with git's reason, and the volume goes with the pod.
+#[test]
+fn git_repo_volumes_are_cloned_before_the_containers_start() {
+    let cluster = TestCluster::up("it-gitrepo", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    // A repository on this machine, which a local minion shares: `v1`
+    // says one thing, the branch's head another.
+    let repo = cluster.dir().join("site");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=kctl",
+                "-c",
+                "user.email=kctl@example.com",
+                "-C",
+            ])
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("index.html"), "one\n").unwrap();
+    git(&["add", "index.html"]);
+    git(&["commit", "--quiet", "-m", "one"]);
+    git(&["tag", "v1"]);
+    std::fs::write(repo.join("index.html"), "two\n").unwrap();
+    git(&["commit", "--quiet", "-am", "two"]);
+    let path = repo.to_str().unwrap();
+    let v05 = manifest_file(
+        &cluster,
+        "pinned.json",
+        &format!(
+            r#"{{"kind": "Pod", "apiVersion": "v1beta1", "id": "pinned",
+  "desiredState": {{"manifest": {{"version": "v1beta1", "containers": [
+    {{"name": "web", "image": "tutum/tomcat", "volumeMounts": [{{"name": "site", "mountPath": "/site"}}]}}],
+    "volumes": [{{"name": "site", "source": {{"gitRepo": {{"repository": "{path}", "revision": "v1"}}}}}}]}}}}}}"#
+        ),
+    );
+    let v1 = |id: &str, repository: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {id}}}\nspec:\n  containers:\n  - name: web\n    image: tutum/tomcat\n    volumeMounts: [{{name: site, mountPath: /site}}]\n  volumes:\n  - name: site\n    gitRepo: {{repository: \"{repository}\", directory: .}}\n"
+        )
+    };
+    let head = manifest_file(&cluster, "head.yaml", &v1("head", path));
+    let applied = cluster.kctl(&["apply", "-f", &v05, "-f", &head]);
+    assert!(applied.ok(), "{applied:?}");
+    let running = |id: &str| {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("pod {id} running"),
+            || {
+                cluster
+                    .pods()
+                    .iter()
+                    .any(|p| p["id"] == id && p["currentState"]["status"] == "Running")
+                    .then_some(())
+            },
+        )
+    };
+    running("pinned");
+    running("head");
+    let read = |id: &str, file: &str| cluster.kctl(&["exec", id, "--", "cat", file]);
+    assert_eq!(read("pinned", "/site/site/index.html").stdout, "one\n");
+    assert_eq!(read("head", "/site/index.html").stdout, "two\n");
+
+    // No such repository: the pod does not start, and says why.
+    let missing = cluster.dir().join("no-such-repository");
+    let broken = manifest_file(
+        &cluster,
+        "broken.yaml",
+        &v1("broken", missing.to_str().unwrap()),
+    );
+    let applied = cluster.kctl(&["apply", "-f", &broken]);
+    assert_eq!(applied.code, Some(1), "{applied:?}");
+    assert!(
+        applied
+            .stderr
+            .contains("gitRepo volume site on minion-1: git clone failed")
+            && applied.stderr.contains("does not exist"),
+        "{applied:?}"
+    );
+    let described = cluster.kctl(&["describe", "pod", "broken"]);
+    assert!(
+        described.stdout.contains("git clone failed"),
+        "{described:?}"
+    );
+
+    // The pod deleted: its volume goes too.
+    let sock = format!("unix:///run/kctl/{}/m1/docker.sock", cluster.slot());
+    let volume_exists = |name: &str| {
+        cluster
+            .in_minion(1, &["docker", "-H", &sock, "volume", "inspect", name])
+            .ok()
+    };
+    assert!(volume_exists("kctl_it-gitrepo_pinned_site"));
+    assert!(!volume_exists("kctl_it-gitrepo_broken_site"));
+    let deleted = cluster.kctl(&["delete", "pod", "broken", "pinned"]);
+    assert!(deleted.ok(), "{deleted:?}");
+    wait_for(Duration::from_secs(30), "the pod's volume removed", || {
+        (!volume_exists("kctl_it-gitrepo_pinned_site")).then_some(())
+    });
+    cluster.down_and_check();
+}

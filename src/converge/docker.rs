@@ -178,7 +178,8 @@ fn mounts(ctx: &RunContext, pod: &PodRecord, c: &Container) -> Vec<MountSpec> {
             let target = mount.mount_path.clone();
             let read_only = mount.read_only;
             Some(match &volume.source {
-                VolumeSource::EmptyDir => MountSpec::Volume {
+                // A repository is cloned into the same kind of volume.
+                VolumeSource::EmptyDir | VolumeSource::GitRepo { .. } => MountSpec::Volume {
                     name: pod_volume_name(&ctx.cluster, &pod.pod.id, &volume.name),
                     labels: [
                         (LABEL_CLUSTER.to_string(), ctx.cluster.clone()),

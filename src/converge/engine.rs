@@ -93,9 +93,10 @@ pub enum EngineError {
     /// A container's postStart hook failed: the pod did not start.
     #[error("{0}")]
     HookFailed(String),
-    /// A host directory leads elsewhere than it says: not bound.
+    /// A pod volume cannot be had: a host directory that leads elsewhere
+    /// than it says, a repository that would not clone.
     #[error("{0}")]
-    HostDirBent(String),
+    VolumeUnavailable(String),
     /// Docker could not be reached or answered nonsense.
     #[error("{target}: Docker Engine API: {message}")]
     Transport { target: String, message: String },

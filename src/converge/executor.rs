@@ -129,18 +129,28 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
     let mut docker_events =
         (!wait.is_zero() && !to_start.is_empty()).then(|| engine.events(&ctx.cluster).fuse());
     let unavailable = ensure_images(engine, exec, ctx, &to_start).await?;
-    let bent = bent_host_dirs(exec, &to_start).await;
+    let mut unready_volumes = bent_host_dirs(exec, &to_start).await;
+    let can_clone: Vec<PodRecord> = to_start
+        .iter()
+        .filter(|pod| {
+            missing_image(pod, &unavailable).is_none() && !unready_volumes.contains_key(&pod.pod.id)
+        })
+        .cloned()
+        .collect();
+    for (pod, why) in super::git_volumes::fill(exec, ctx, &can_clone).await {
+        unready_volumes.entry(pod).or_insert(why);
+    }
     // Pods start side by side, a bounded number at a time; each pod's own
     // containers keep their order (infra first). A failure stays the pod's.
     let results: Vec<(String, Result<(), EngineError>)> = futures::stream::iter(to_start.iter())
         .map(|pod| {
             let unavailable = &unavailable;
-            let bent = &bent;
+            let unready_volumes = &unready_volumes;
             async move {
                 let id = pod.pod.id.clone();
-                let result = match (missing_image(pod, unavailable), bent.get(&id)) {
+                let result = match (missing_image(pod, unavailable), unready_volumes.get(&id)) {
                     (Some(e), _) => Err(e),
-                    (None, Some(why)) => Err(EngineError::HostDirBent(why.clone())),
+                    (None, Some(why)) => Err(EngineError::VolumeUnavailable(why.clone())),
                     (None, None) => start_pod(engine, ctx, pod).await,
                 };
                 events.emit(match &result {
@@ -324,7 +334,8 @@ async fn bent_host_dirs<E: Exec>(exec: &E, pods: &[PodRecord]) -> BTreeMap<Strin
                     crate::model::VolumeSource::HostDir { path } => {
                         Some((pod.pod.id.as_str(), volume.name.as_str(), path.as_str()))
                     }
-                    crate::model::VolumeSource::EmptyDir => None,
+                    crate::model::VolumeSource::EmptyDir
+                    | crate::model::VolumeSource::GitRepo { .. } => None,
                 })
         })
         .collect();

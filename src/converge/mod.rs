@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod executor;
+pub mod git_volumes;
 pub mod locked;
 pub mod plan;
 pub mod supervisor;

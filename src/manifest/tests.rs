@@ -1958,6 +1958,36 @@ fn host_directories_that_hand_over_the_machine_are_refused_unless_allowed() {
 }
 
 #[test]
+fn git_repo_volumes_load_in_both_versions() {
+    let text = REDIS_POD2.replace(
+        "emptyDir: {}",
+        "gitRepo: {repository: \"https://github.com/kubernetes/kubernetes.git\", revision: v0.5}",
+    );
+    let loaded = load_one("pod2.yaml", &text);
+    assert_eq!(
+        only_pod(&loaded).spec.volumes[0].source,
+        crate::model::VolumeSource::GitRepo {
+            repository: "https://github.com/kubernetes/kubernetes.git".into(),
+            revision: Some("v0.5".into()),
+            directory: None,
+        }
+    );
+    let v1 = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"containers": [{"name": "web", "image": "nginx",
+        "volumeMounts": [{"name": "site", "mountPath": "/srv"}]}],
+       "volumes": [{"name": "site", "gitRepo": {"repository": "git@example.com:site.git", "directory": "."}}]}}"#;
+    let loaded = load_one("web.json", v1);
+    assert_eq!(
+        only_pod(&loaded).spec.volumes[0].source,
+        crate::model::VolumeSource::GitRepo {
+            repository: "git@example.com:site.git".into(),
+            revision: None,
+            directory: Some(".".into()),
+        }
+    );
+}
+
+#[test]
 fn what_kctl_cannot_provide_is_refused_with_the_reason() {
     for (source_text, says) in [
         (
@@ -1965,9 +1995,22 @@ fn what_kctl_cannot_provide_is_refused_with_the_reason() {
             "does not attach persistent disks yet",
         ),
         (
-            "gitRepo: {repository: \"https://example.com/r.git\"}",
-            "does not clone `gitRepo`",
+            "gitRepo: {repository: \"--upload-pack=touch /tmp/x\"}",
+            "gitRepo `repository` starts with `-`",
         ),
+        (
+            "gitRepo: {repository: \"ext::touch%/tmp/x\"}",
+            "names a git remote helper",
+        ),
+        (
+            "gitRepo: {repository: r, revision: \"--orphan\"}",
+            "gitRepo `revision` starts with `-`",
+        ),
+        (
+            "gitRepo: {repository: r, directory: ../../etc}",
+            "leads out of the volume",
+        ),
+        ("gitRepo: {revision: main}", "`repository`"),
         (
             "emptyDir: {}\n          hostDir: {path: /srv/x}",
             "only one source",

@@ -287,6 +287,18 @@ pub fn describe_pod(
                 crate::model::VolumeSource::HostDir { path } => {
                     format!("hostDir {path} of {}", pod.host)
                 }
+                crate::model::VolumeSource::GitRepo {
+                    repository,
+                    revision,
+                    ..
+                } => format!(
+                    "gitRepo {repository}{} on {}: cloned when the pod starts there",
+                    revision
+                        .as_ref()
+                        .map(|r| format!(" at {r}"))
+                        .unwrap_or_default(),
+                    pod.host
+                ),
             };
             volumes.add(&volume.name, what);
         }

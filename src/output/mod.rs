@@ -481,6 +481,26 @@ pub(crate) fn security_context_json(security: &SecurityContext) -> Option<Value>
     Some(Value::Object(o))
 }
 
+/// A gitRepo volume's fields, the same in v1beta1 and v1.
+pub(crate) fn git_repo_json(source: &VolumeSource) -> Value {
+    let VolumeSource::GitRepo {
+        repository,
+        revision,
+        directory,
+    } = source
+    else {
+        return Value::Null;
+    };
+    let mut v = json!({"repository": repository});
+    if let Some(revision) = revision {
+        v["revision"] = json!(revision);
+    }
+    if let Some(directory) = directory {
+        v["directory"] = json!(directory);
+    }
+    v
+}
+
 /// A pod's volumes in v1beta1's shape (`source: {emptyDir: {}}`).
 fn volumes_json(spec: &PodSpec) -> Vec<Value> {
     spec.volumes
@@ -489,6 +509,7 @@ fn volumes_json(spec: &PodSpec) -> Vec<Value> {
             let source = match &v.source {
                 VolumeSource::EmptyDir => json!({"emptyDir": {}}),
                 VolumeSource::HostDir { path } => json!({"hostDir": {"path": path}}),
+                VolumeSource::GitRepo { .. } => json!({"gitRepo": git_repo_json(&v.source)}),
             };
             json!({"name": v.name, "source": source})
         })
@@ -779,7 +800,7 @@ mod tests {
         record
     }
 
-    /// An emptyDir and a host directory, mounted read-write and read-only,
+    /// An emptyDir, a host directory and a repository, mounted,
     /// a replaced entrypoint and a locked-down security context.
     fn with_volumes(spec: &mut PodSpec) {
         spec.containers[0].entrypoint = vec!["/bin/serve".into()];
@@ -806,8 +827,21 @@ mod tests {
                     path: "/srv/site".into(),
                 },
             },
+            Volume {
+                name: "code".into(),
+                source: VolumeSource::GitRepo {
+                    repository: "https://example.com/site.git".into(),
+                    revision: Some("v1".into()),
+                    directory: Some(".".into()),
+                },
+            },
         ];
         spec.containers[0].volume_mounts = vec![
+            VolumeMount {
+                name: "code".into(),
+                mount_path: "/code".into(),
+                read_only: true,
+            },
             VolumeMount {
                 name: "data".into(),
                 mount_path: "/data".into(),

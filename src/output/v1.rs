@@ -66,6 +66,9 @@ fn pod_spec(spec: &PodSpec) -> Value {
                 VolumeSource::HostDir { path } => {
                     json!({"name": volume.name, "hostPath": {"path": path}})
                 }
+                VolumeSource::GitRepo { .. } => {
+                    json!({"name": volume.name, "gitRepo": super::git_repo_json(&volume.source)})
+                }
             })
             .collect();
         v["volumes"] = json!(volumes);

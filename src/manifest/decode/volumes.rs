@@ -1,7 +1,7 @@
 //! A pod's volumes and its containers' mounts, in v1beta1's shape
 //! (`source: {emptyDir: {}}`, `hostDir`) and v1's (`emptyDir: {}`,
-//! `hostPath`). What kctl cannot provide (persistent disks off GCE, git
-//! repositories) is an error with the reason, never dropped.
+//! `hostPath`), and `gitRepo`. What kctl cannot provide (persistent disks)
+//! is an error with the reason, never dropped.
 
 use super::*;
 use crate::model::{mount_path_problem, sensitive_host_path, Volume, VolumeMount, VolumeSource};
@@ -49,6 +49,13 @@ pub(super) static HOST_DIR: Shape = Shape {
 static V1_HOST_PATH: Shape = Shape {
     what: "`hostPath`",
     fields: &["path", "type"],
+    ignored: &[],
+};
+/// `directory` came with v1; v1beta1 output of such a volume carries it
+/// too, and reads back.
+pub(super) static GIT_REPO: Shape = Shape {
+    what: "`gitRepo`",
+    fields: &["repository", "revision", "directory"],
     ignored: &[],
 };
 pub(super) static VOLUME_MOUNT: Shape = Shape {
@@ -238,17 +245,7 @@ fn one_source(
             cx.push(error);
             None
         }
-        "gitRepo" => {
-            let error = cx
-                .error(
-                    entry.key_span,
-                    "kctl does not clone `gitRepo` volumes yet".to_string(),
-                    "not available",
-                )
-                .with_help("clone the repository in the image, or at the container's start");
-            cx.push(error);
-            None
-        }
+        "gitRepo" => git_repo(cx, &entry.value),
         other => {
             let error = cx
                 .error(
@@ -261,6 +258,53 @@ fn one_source(
             None
         }
     }
+}
+
+/// A repository to clone: each part checked as git will read it.
+fn git_repo(cx: &mut FileContext<'_>, node: &Node) -> Option<VolumeSource> {
+    let fields = cx.fields(node, &GIT_REPO)?;
+    let mut checked = |name: &str, problem: fn(&str) -> Option<&'static str>, help: &str| {
+        optional(fields.get(name), |node| {
+            let text = cx.string(node, &format!("`{name}`"))?;
+            match problem(text) {
+                None => Some(text.to_string()),
+                Some(problem) => {
+                    let error = cx
+                        .error(node.span, format!("gitRepo `{name}` {problem}"), "refused")
+                        .with_help(help.to_string());
+                    cx.push(error);
+                    None
+                }
+            }
+        })
+    };
+    let repository = checked(
+        "repository",
+        crate::model::git_repository_problem,
+        "give the repository's address, e.g. `https://github.com/kubernetes/kubernetes.git`",
+    );
+    let revision = checked(
+        "revision",
+        crate::model::git_revision_problem,
+        "give a commit, tag or branch, or leave `revision` out for the default branch",
+    );
+    let directory = checked(
+        "directory",
+        crate::model::git_directory_problem,
+        "give a path inside the volume, `.` for the volume itself, or leave it out",
+    );
+    let repository = match repository? {
+        Some(repository) => repository,
+        None => {
+            cx.require(&fields, "repository")?;
+            return None;
+        }
+    };
+    Some(VolumeSource::GitRepo {
+        repository,
+        revision: revision?,
+        directory: directory?,
+    })
 }
 
 /// A host directory: a bind-safe absolute path, and none that would hand
