@@ -5,6 +5,7 @@
 //! workstation and locally inside `kctl-node`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::process::Stdio;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,39 @@ fn shell_word(word: &str) -> String {
     }
 }
 
+/// Why `GET` got no status code.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpGetError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not an HTTP answer: {0:?}")]
+    NotHttp(String),
+}
+
+/// Sends `GET path` over `stream` (to `addr`, named in the Host header)
+/// and reads the answer's status code. Callers bound it in time. The path
+/// goes onto the request line verbatim: callers check it first
+/// ([`crate::model::probe_path_problem`]).
+pub async fn http_status<S>(
+    stream: &mut S,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<u16, HttpGetError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: kctl-node\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = vec![0u8; 64];
+    let n = stream.read(&mut head).await?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| HttpGetError::NotHttp(line.into_owned()))
+}
+
 /// Builds an argv from anything string-like.
 #[macro_export]
 macro_rules! argv {
@@ -105,6 +139,15 @@ pub trait Exec: Send + Sync {
         argv: &[String],
         stdin: Option<&[u8]>,
     ) -> impl Future<Output = Result<Output, ExecError>> + Send;
+
+    /// Sends `GET path` to `addr` from the machine itself (as a pod's
+    /// hook is sent: pod addresses are reachable there, not necessarily
+    /// here) and returns the answer's status code.
+    fn http_get(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+    ) -> impl Future<Output = Result<u16, ExecError>> + Send;
 
     /// Runs `argv` with a file as its standard input (an upload, an image).
     fn run_with_file(
@@ -135,9 +178,27 @@ pub struct LocalExec {
     pub name: String,
 }
 
+impl LocalExec {
+    fn http_error(&self, addr: SocketAddr, e: HttpGetError) -> ExecError {
+        ExecError::Transport {
+            target: self.name.clone(),
+            message: format!("GET from {addr}: {e}"),
+        }
+    }
+}
+
 impl Exec for LocalExec {
     fn target(&self) -> &str {
         &self.name
+    }
+
+    async fn http_get(&self, addr: SocketAddr, path: &str) -> Result<u16, ExecError> {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| self.http_error(addr, e.into()))?;
+        http_status(&mut stream, addr, path)
+            .await
+            .map_err(|e| self.http_error(addr, e))
     }
 
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {
@@ -184,6 +245,8 @@ pub struct RecordingExec {
     /// Answers by argv prefix (e.g. "docker ps"; the longest matching
     /// prefix wins); the default answer is success with empty output.
     pub answers: std::collections::HashMap<String, Output>,
+    /// The status code `http_get` answers for `addr path`; 200 if none.
+    pub http_answers: std::collections::HashMap<String, u16>,
 }
 
 impl RecordingExec {
@@ -202,6 +265,15 @@ impl RecordingExec {
 impl Exec for RecordingExec {
     fn target(&self) -> &str {
         "recording"
+    }
+
+    async fn http_get(&self, addr: SocketAddr, path: &str) -> Result<u16, ExecError> {
+        let line = format!("{addr} {path}");
+        if let (Ok(mut calls), Ok(mut inputs)) = (self.calls.lock(), self.inputs.lock()) {
+            calls.push(vec!["GET".to_string(), addr.to_string(), path.to_string()]);
+            inputs.push(vec![]);
+        }
+        Ok(self.http_answers.get(&line).copied().unwrap_or(200))
     }
 
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {

@@ -196,14 +196,14 @@ pub struct Container {
     pub volume_mounts: Vec<VolumeMount>,
     #[serde(default, skip_serializing_if = "SecurityContext::is_default")]
     pub security: SecurityContext,
-    /// Run in the container right after it starts (`lifecycle.postStart`
-    /// with `exec`); a failure fails the start.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub post_start: Vec<String>,
-    /// Run in the container before it is stopped (`lifecycle.preStop`),
-    /// for at most [`PRE_STOP_GRACE_SECONDS`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pre_stop: Vec<String>,
+    /// Run right after the container starts (`lifecycle.postStart`); a
+    /// failure fails the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<Hook>,
+    /// Run before the container is stopped (`lifecycle.preStop`), for at
+    /// most [`PRE_STOP_GRACE_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<Hook>,
     /// When the image is pulled; None is [`PullPolicy::IfNotPresent`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
@@ -233,6 +233,54 @@ impl PullPolicy {
 
 /// How long a preStop hook may run before its container is stopped anyway.
 pub const PRE_STOP_GRACE_SECONDS: u64 = 10;
+
+/// What a lifecycle hook does. A command is stored as the bare list, as
+/// records held it before hooks could be requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Hook {
+    /// A command run in the container (`exec`).
+    Exec(Vec<String>),
+    /// A GET the minion sends to the pod (`httpGet`), as a probe's: to the
+    /// pod's IP unless `host` names another; healthy on 200–399.
+    HttpGet(HttpGetHook),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetHook {
+    pub path: String,
+    pub port: PortRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl Hook {
+    /// Why the hook must not run as it is, if it must not: it came from a
+    /// record or a label, which are not trusted.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Hook::Exec(argv) => {
+                let bytes: usize = argv.iter().map(String::len).sum();
+                if argv.is_empty() {
+                    Some("its command is empty".into())
+                } else if argv.len() > MAX_HOOK_ARGS || bytes > MAX_HOOK_BYTES {
+                    Some("its command is too long".into())
+                } else {
+                    None
+                }
+            }
+            Hook::HttpGet(get) => probe_path_problem(&get.path)
+                .map(|p| format!("its path {p}"))
+                .or_else(|| {
+                    get.host
+                        .as_deref()
+                        .and_then(probe_host_problem)
+                        .map(|p| format!("its host {p}"))
+                }),
+        }
+    }
+}
 /// How long a postStart hook may run before the start counts as failed.
 pub const POST_START_LIMIT_SECONDS: u64 = 30;
 /// The most arguments, and bytes in all, a preStop hook may have: it
@@ -468,6 +516,19 @@ pub struct PodSpec {
 }
 
 impl PodSpec {
+    /// The number of `port`: itself, or the container port of that name.
+    pub fn port_number(&self, port: &PortRef) -> Option<u16> {
+        match port {
+            PortRef::Number(n) => Some(*n),
+            PortRef::Name(name) => self
+                .containers
+                .iter()
+                .flat_map(|c| &c.ports)
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port),
+        }
+    }
+
     /// Every host port the pod claims, with its protocol.
     pub fn host_ports(&self) -> impl Iterator<Item = (u16, Protocol)> + '_ {
         self.containers

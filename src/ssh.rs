@@ -355,6 +355,31 @@ impl Exec for SshExec {
         &self.name
     }
 
+    /// Through a forward of the master connection, so that the TCP
+    /// connection starts on the remote machine; the forward is closed
+    /// once the answer is read.
+    async fn http_get(&self, addr: std::net::SocketAddr, path: &str) -> Result<u16, ExecError> {
+        let host = addr.ip().to_string();
+        let local = self.forward_tcp(None, &host, addr.port()).await?;
+        let answer = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
+            crate::exec::http_status(&mut stream, addr, path).await
+        }
+        .await;
+        let _ = self
+            .session
+            .close_port_forward(
+                openssh::ForwardType::Local,
+                openssh::Socket::new("127.0.0.1", local),
+                openssh::Socket::new(&host, addr.port()),
+            )
+            .await;
+        answer.map_err(|e| ExecError::Transport {
+            target: self.name.clone(),
+            message: format!("GET from {addr}: {e}"),
+        })
+    }
+
     /// Streams the file rather than reading it into memory.
     async fn run_with_file(&self, argv: &[String], file: &Path) -> Result<Output, ExecError> {
         let _permit = self

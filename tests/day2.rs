@@ -1465,3 +1465,64 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
     });
     cluster.down_and_check();
 }
+
+/// `httpGet` hooks go from the pod's minion: postStart to the address it
+/// names (here another pod, already serving), preStop to the pod itself
+/// before the helper restarts it for a failed probe. busybox httpd logs
+/// each answer (`response:200`), which is how the pods saw them; an
+/// answer of 404 fails the start, with the reason.
+#[test]
+fn get_hooks_reach_pods_from_their_minion() {
+    let cluster = TestCluster::up("it-gethooks", 1);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let target = manifest_file(
+        &cluster,
+        "target.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: target}\nspec:\n  containers:\n  - {name: web, image: tutum/tomcat, ports: [{containerPort: 8080}]}\n",
+    );
+    let applied = cluster.kctl(&["apply", "-f", &target]);
+    assert!(applied.ok(), "{applied:?}");
+    let target_ip = wait_for(Duration::from_secs(60), "pod target's address", || {
+        cluster
+            .pods()
+            .iter()
+            .find(|p| p["id"] == "target" && p["currentState"]["status"] == "Running")
+            .and_then(|p| p["currentState"]["podIP"].as_str().map(str::to_string))
+    });
+    let hooked = |id: &str, path: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {id}}}\nspec:\n  containers:\n  - name: web\n    image: tutum/tomcat\n    ports: [{{name: http, containerPort: 8080}}]\n    livenessProbe: {{httpGet: {{path: /missing, port: 8080}}, timeoutSeconds: 1}}\n    lifecycle:\n      postStart: {{httpGet: {{host: \"{target_ip}\", port: 8080, path: {path}}}}}\n      preStop: {{httpGet: {{port: http, path: /hostname}}}}\n"
+        )
+    };
+    let file = manifest_file(&cluster, "hooked.yaml", &hooked("hooked", "/hostname"));
+    let applied = cluster.kctl(&["apply", "-f", &file]);
+    assert!(applied.ok(), "{applied:?}");
+    // postStart's GET reached the other pod...
+    let logs = cluster.kctl(&["logs", "target"]);
+    assert!(
+        logs.stdout.contains("response:200") || logs.stderr.contains("response:200"),
+        "{logs:?}"
+    );
+    // ...and preStop's the pod itself, before the restart the failing
+    // probe brings (its probes answer 404).
+    let previous = wait_for(Duration::from_secs(90), "a restart after preStop", || {
+        let run = cluster.kctl(&["logs", "hooked", "--previous"]);
+        let said = format!("{}{}", run.stdout, run.stderr);
+        said.contains("response:200").then_some(said)
+    });
+    assert!(previous.contains("response:404"), "{previous}");
+
+    // A postStart GET answered 404 fails the start, and says so.
+    let refused = manifest_file(&cluster, "refused.yaml", &hooked("refused", "/missing"));
+    let applied = cluster.kctl(&["apply", "-f", &refused]);
+    assert_eq!(applied.code, Some(1), "{applied:?}");
+    assert!(
+        applied.stderr.contains(&format!(
+            "postStart hook of container web got HTTP 404 from GET {target_ip}:8080/missing"
+        )),
+        "{applied:?}"
+    );
+    let deleted = cluster.kctl(&["delete", "pod", "refused"]);
+    assert!(deleted.ok(), "{deleted:?}");
+    cluster.down_and_check();
+}

@@ -4,7 +4,7 @@
 use super::engine::{ContainerSpec, MountSpec, Published, RestartKind};
 use super::RunContext;
 use crate::argv;
-use crate::model::{Container, RestartPolicy, VolumeSource};
+use crate::model::{Container, Hook, RestartPolicy, VolumeSource};
 use crate::state::PodRecord;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -26,18 +26,32 @@ pub const LABEL_CLUSTER: &str = "io.kctl.cluster";
 pub const LABEL_POD: &str = "io.kctl.pod";
 pub const LABEL_CONTAINER: &str = "io.kctl.container";
 pub const LABEL_SPEC: &str = "io.kctl.spec";
-/// The container's preStop command, as a JSON list: what to run before
-/// stopping it, also when its pod is gone from etcd.
+/// The container's preStop hook, as JSON (a command's list, or a GET with
+/// its port as a number): what to run before stopping it, also when its
+/// pod is gone from etcd.
 pub const LABEL_PRE_STOP: &str = "io.kctl.pre-stop";
 
-/// The preStop command a container's label holds, if it holds a sane one:
+/// The preStop hook a container's label holds, if it holds a sane one:
 /// the label is Docker's answer, read back, and not trusted.
-pub fn pre_stop_of(label: Option<&String>) -> Vec<String> {
+pub fn pre_stop_of(label: Option<&String>) -> Option<Hook> {
     label
         .filter(|text| text.len() <= 2 * crate::model::MAX_HOOK_BYTES)
-        .and_then(|text| serde_json::from_str::<Vec<String>>(text).ok())
-        .filter(|argv| argv.len() <= crate::model::MAX_HOOK_ARGS)
-        .unwrap_or_default()
+        .and_then(|text| serde_json::from_str::<Hook>(text).ok())
+        .filter(|hook| hook.problem().is_none())
+}
+
+/// `hook` with a named port replaced by its number in `spec`: a label
+/// read back has no pod spec to look the name up in.
+pub fn with_port_number(hook: &Hook, spec: &crate::model::PodSpec) -> Hook {
+    match hook {
+        Hook::HttpGet(get) => Hook::HttpGet(crate::model::HttpGetHook {
+            port: spec
+                .port_number(&get.port)
+                .map_or_else(|| get.port.clone(), crate::model::PortRef::Number),
+            ..get.clone()
+        }),
+        exec => exec.clone(),
+    }
 }
 
 /// A kctl container as Docker reports it.
@@ -53,8 +67,8 @@ pub struct Observed {
     pub exit_code: i64,
     pub restart_count: u32,
     pub ip: Option<Ipv4Addr>,
-    /// What to run in it before it stops (its preStop hook).
-    pub pre_stop: Vec<String>,
+    /// What to run before it stops (its preStop hook).
+    pub pre_stop: Option<Hook>,
 }
 
 pub fn container_name(pod: &str, container: &str) -> String {
@@ -146,9 +160,12 @@ fn app_container(
             .collect(),
         labels: {
             let mut labels = labels(ctx, pod, &c.name);
-            if !c.pre_stop.is_empty() {
-                let argv = serde_json::to_string(&c.pre_stop).unwrap_or_default();
-                labels.insert(LABEL_PRE_STOP.to_string(), argv);
+            if let Some(hook) = &c.pre_stop {
+                let hook = with_port_number(hook, &pod.pod.spec);
+                labels.insert(
+                    LABEL_PRE_STOP.to_string(),
+                    serde_json::to_string(&hook).unwrap_or_default(),
+                );
             }
             labels
         },

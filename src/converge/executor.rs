@@ -12,6 +12,7 @@ use super::plan::{hairpin_batch, ports_without_hairpin, statuses, steps, Step};
 use super::{RunContext, Supervisor};
 use crate::argv;
 use crate::exec::{Exec, ExecError};
+use crate::model::{Hook, PortRef};
 use crate::services::rules::{self, Portal};
 use crate::state::{PodPhase, PodRecord, PodStatus};
 use futures::{FutureExt, StreamExt};
@@ -71,7 +72,7 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
                 report.removed += ids.len();
                 let leaving: Vec<&Observed> =
                     observed.iter().filter(|c| ids.contains(&c.id)).collect();
-                run_pre_stop_hooks(engine, &leaving, events).await;
+                run_pre_stop_hooks(engine, exec, &leaving, &observed, events).await;
                 engine
                     .remove(&ids)
                     .await
@@ -151,7 +152,7 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
                 let result = match (missing_image(pod, unavailable), unready_volumes.get(&id)) {
                     (Some(e), _) => Err(e),
                     (None, Some(why)) => Err(EngineError::VolumeUnavailable(why.clone())),
-                    (None, None) => start_pod(engine, ctx, pod).await,
+                    (None, None) => start_pod(engine, exec, ctx, pod).await,
                 };
                 events.emit(match &result {
                     Ok(()) => ConvergeEvent::PodStarted {
@@ -445,12 +446,14 @@ pub async fn sync_rules<E: Exec>(exec: &E, portals: &[Portal]) -> Result<(), Con
 
 /// Starts the infra container, then each app container; on failure the
 /// pod's containers are left for the next converge to clean up.
-async fn start_pod<D: ContainerEngine>(
+async fn start_pod<D: ContainerEngine, E: Exec>(
     engine: &D,
+    exec: &E,
     ctx: &RunContext,
     pod: &PodRecord,
 ) -> Result<(), EngineError> {
     let specs = docker::pod_containers(pod, ctx);
+    let mut pod_ip = None;
     // The first is the infra container; the others are the pod's own.
     for (i, spec) in specs.iter().enumerate() {
         engine.run(spec).await?;
@@ -460,11 +463,26 @@ async fn start_pod<D: ContainerEngine>(
         else {
             continue;
         };
-        if container.post_start.is_empty() {
+        let Some(hook) = &container.post_start else {
             continue;
+        };
+        // A GET goes to the pod's address, which Docker gave its infra
+        // container.
+        if matches!(hook, Hook::HttpGet(_)) && pod_ip.is_none() {
+            pod_ip = engine
+                .observe(&ctx.cluster)
+                .await?
+                .iter()
+                .find(|o| o.pod == pod.pod.id && o.container == docker::INFRA_CONTAINER)
+                .and_then(|o| o.ip);
         }
+        let hook = docker::with_port_number(hook, &pod.pod.spec);
+        let target = HookTarget {
+            container_id: &spec.name,
+            pod_ip,
+        };
         let limit = Duration::from_secs(crate::model::POST_START_LIMIT_SECONDS);
-        let Err(why) = run_hook(engine, &spec.name, &container.post_start, limit).await else {
+        let Err(why) = run_hook(engine, exec, &target, &hook, limit).await else {
             continue;
         };
         // The pod did not start: none of it stays running, and the next
@@ -479,52 +497,108 @@ async fn start_pod<D: ContainerEngine>(
     Ok(())
 }
 
-/// Runs a hook's command in container `id` for at most `limit`; why it
-/// failed, if it did.
-async fn run_hook<D: ContainerEngine>(
+/// Where a hook runs: the container a command runs in, and the pod's
+/// address a GET goes to.
+pub struct HookTarget<'a> {
+    pub container_id: &'a str,
+    pub pod_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// Runs `hook` for at most `limit`: a command in the container, or a GET
+/// sent from the minion; why it failed, if it did. The hook may come from
+/// a record or a label: it is checked again first.
+async fn run_hook<D: ContainerEngine, E: Exec>(
     engine: &D,
-    id: &str,
-    argv: &[String],
+    exec: &E,
+    target: &HookTarget<'_>,
+    hook: &Hook,
     limit: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(limit, engine.exec(id, argv)).await {
-        Ok(Ok(Some(0))) => Ok(()),
-        Ok(Ok(code)) => Err(format!(
-            "exited {}",
-            code.map_or("without a status".to_string(), |c| c.to_string())
-        )),
-        Ok(Err(e)) => Err(e.to_string()),
+    if let Some(problem) = hook.problem() {
+        return Err(format!("was not run: {problem}"));
+    }
+    let attempt = async {
+        match hook {
+            Hook::Exec(argv) => match engine.exec(target.container_id, argv).await {
+                Ok(Some(0)) => Ok(()),
+                Ok(code) => Err(format!(
+                    "exited {}",
+                    code.map_or("without a status".to_string(), |c| c.to_string())
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+            Hook::HttpGet(get) => {
+                let ip = match &get.host {
+                    Some(host) => host
+                        .parse::<std::net::IpAddr>()
+                        .map_err(|_| format!("has a host {host:?} that is no IP address"))?,
+                    None => target
+                        .pod_ip
+                        .map(std::net::IpAddr::V4)
+                        .ok_or("found the pod without an IP address")?,
+                };
+                let PortRef::Number(port) = get.port else {
+                    return Err(format!(
+                        "names port {}, which the pod does not have",
+                        get.port
+                    ));
+                };
+                let addr = std::net::SocketAddr::new(ip, port);
+                match exec.http_get(addr, &get.path).await {
+                    Ok(code) if (200..400).contains(&code) => Ok(()),
+                    Ok(code) => Err(format!("got HTTP {code} from GET {addr}{}", get.path)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
         Err(_) => Err(format!("still running after {}s", limit.as_secs())),
     }
 }
 
 /// Runs the preStop hook of each running container that has one, side by
 /// side, each for at most its grace; failures are events, and the
-/// containers are stopped anyway.
-pub async fn run_pre_stop_hooks<D: ContainerEngine>(
+/// containers are stopped anyway. `observed` gives the pods' addresses.
+pub async fn run_pre_stop_hooks<D: ContainerEngine, E: Exec>(
     engine: &D,
+    exec: &E,
     containers: &[&Observed],
+    observed: &[Observed],
     events: &dyn EventSink,
 ) {
-    let hooks = containers
-        .iter()
-        .filter(|c| c.running && !c.pre_stop.is_empty())
-        .map(|c| pre_stop(engine, &c.id, &c.pod, &c.container, &c.pre_stop, events));
+    let hooks =
+        containers.iter().filter(|c| c.running).filter_map(|c| {
+            let hook = c.pre_stop.as_ref()?;
+            let pod_ip = observed
+                .iter()
+                .find(|o| o.pod == c.pod && o.container == docker::INFRA_CONTAINER)
+                .and_then(|o| o.ip);
+            let target = HookTarget {
+                container_id: &c.id,
+                pod_ip,
+            };
+            Some(async move {
+                pre_stop(engine, exec, &target, &c.pod, &c.container, hook, events).await
+            })
+        });
     futures::future::join_all(hooks).await;
 }
 
 /// One container's preStop hook, for at most its grace; a failure is an
 /// event.
-pub async fn pre_stop<D: ContainerEngine>(
+pub async fn pre_stop<D: ContainerEngine, E: Exec>(
     engine: &D,
-    id: &str,
+    exec: &E,
+    target: &HookTarget<'_>,
     pod: &str,
     container: &str,
-    argv: &[String],
+    hook: &Hook,
     events: &dyn EventSink,
 ) {
     let grace = Duration::from_secs(crate::model::PRE_STOP_GRACE_SECONDS);
-    if let Err(message) = run_hook(engine, id, argv, grace).await {
+    if let Err(message) = run_hook(engine, exec, target, hook, grace).await {
         events.emit(ConvergeEvent::PreStopFailed {
             minion: engine.target().to_string(),
             pod: pod.to_string(),

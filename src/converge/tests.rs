@@ -3,7 +3,10 @@ use super::engine::{ContainerSpec, Published, RecordingEngine, RestartKind};
 use super::*;
 use crate::argv;
 use crate::exec::RecordingExec;
-use crate::model::{Container, EnvVar, Labels, Pod, PodSpec, Port, Protocol, RestartPolicy};
+use crate::model::{
+    Container, EnvVar, Hook, HttpGetHook, Labels, Pod, PodSpec, Port, PortRef, Protocol,
+    RestartPolicy,
+};
 use crate::state::{PodPhase, PodRecord};
 use std::time::Duration;
 
@@ -66,7 +69,7 @@ fn observed(p: &PodRecord, container: &str, running: bool) -> Observed {
         exit_code: if running { 0 } else { 1 },
         restart_count: 0,
         ip: (container == INFRA_CONTAINER).then(|| "10.101.1.2".parse().unwrap()),
-        pre_stop: vec![],
+        pre_stop: None,
     }
 }
 
@@ -681,7 +684,7 @@ fn a_security_context_is_docker_host_config() {
 #[tokio::test]
 async fn a_post_start_hook_runs_after_its_container_and_its_failure_fails_the_start() {
     let mut p = pod("web-1", "img");
-    p.pod.spec.containers[0].post_start = vec!["touch".into(), "/tmp/up".into()];
+    p.pod.spec.containers[0].post_start = Some(Hook::Exec(vec!["touch".into(), "/tmp/up".into()]));
     let engine = RecordingEngine::default();
     let (report, _) =
         converge_with(&engine, &RecordingExec::default(), std::slice::from_ref(&p)).await;
@@ -713,7 +716,11 @@ async fn a_post_start_hook_runs_after_its_container_and_its_failure_fails_the_st
 async fn a_pre_stop_hook_runs_before_its_container_is_removed() {
     let gone = pod("old", "img");
     let mut engine = minion_running(&gone, true, 0);
-    engine.containers[1].pre_stop = vec!["sh".into(), "-c".into(), "nginx -s quit".into()];
+    engine.containers[1].pre_stop = Some(Hook::Exec(vec![
+        "sh".into(),
+        "-c".into(),
+        "nginx -s quit".into(),
+    ]));
     let (_, events) = converge_with(&engine, &RecordingExec::default(), &[]).await;
     let requests = engine.requests();
     let hook = requests
@@ -727,7 +734,7 @@ async fn a_pre_stop_hook_runs_before_its_container_is_removed() {
         .any(|e| matches!(e, ConvergeEvent::PreStopFailed { .. })));
     // A failing hook is an event; the container goes anyway.
     let mut engine = minion_running(&gone, true, 0);
-    engine.containers[1].pre_stop = vec!["false".into()];
+    engine.containers[1].pre_stop = Some(Hook::Exec(vec!["false".into()]));
     engine.exec_exit_code = 1;
     let (_, events) = converge_with(&engine, &RecordingExec::default(), &[]).await;
     assert!(engine.requests().contains(&"remove c1 c2".to_string()));
@@ -742,17 +749,127 @@ async fn a_pre_stop_hook_runs_before_its_container_is_removed() {
 #[test]
 fn the_pre_stop_command_travels_in_a_label_read_back_with_care() {
     let mut p = pod("web-1", "img");
-    p.pod.spec.containers[0].pre_stop = vec!["sh".into(), "-c".into(), "echo bye; exit 0".into()];
+    p.pod.spec.containers[0].pre_stop = Some(Hook::Exec(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo bye; exit 0".into(),
+    ]));
     let specs = pod_containers(&p, &ctx());
     let label = specs[1].labels.get(LABEL_PRE_STOP);
+    // A command is the bare list, as labels held it before GET hooks.
+    assert_eq!(label.unwrap(), r#"["sh","-c","echo bye; exit 0"]"#);
     assert_eq!(pre_stop_of(label), p.pod.spec.containers[0].pre_stop);
     assert!(!specs[0].labels.contains_key(LABEL_PRE_STOP));
-    // Docker's answer is untrusted: junk, or too much, is no command.
-    for junk in ["rm -rf /", "{\"a\": 1}", "[1, 2]"] {
-        assert!(pre_stop_of(Some(&junk.to_string())).is_empty(), "{junk}");
+    // A GET travels with its port as a number: the label has no spec to
+    // look a name up in.
+    p.pod.spec.containers[0].ports[0].name = Some("http".into());
+    p.pod.spec.containers[0].pre_stop = Some(Hook::HttpGet(HttpGetHook {
+        path: "/quit".into(),
+        port: PortRef::Name("http".into()),
+        host: None,
+    }));
+    let specs = pod_containers(&p, &ctx());
+    let label = specs[1].labels.get(LABEL_PRE_STOP);
+    assert_eq!(
+        pre_stop_of(label),
+        Some(Hook::HttpGet(HttpGetHook {
+            path: "/quit".into(),
+            port: PortRef::Number(8080),
+            host: None,
+        }))
+    );
+    // Docker's answer is untrusted: junk, too much, or a request that
+    // would add lines of its own is no hook.
+    for junk in [
+        "rm -rf /",
+        "{\"a\": 1}",
+        "[1, 2]",
+        "[]",
+        r#"{"path": "/x HTTP/1.0\r\nX: y", "port": 80}"#,
+        r#"{"path": "/x", "port": 80, "host": "example.com"}"#,
+    ] {
+        assert_eq!(pre_stop_of(Some(&junk.to_string())), None, "{junk}");
     }
     let many = serde_json::to_string(&vec!["x"; 65]).unwrap();
-    assert!(pre_stop_of(Some(&many)).is_empty());
+    assert_eq!(pre_stop_of(Some(&many)), None);
+}
+
+#[tokio::test]
+async fn get_hooks_go_from_the_minion_to_the_pod_and_their_status_decides() {
+    // preStop: to the pod's address, which its infra container has.
+    let gone = pod("old", "img");
+    let mut engine = minion_running(&gone, true, 0);
+    engine.containers[1].pre_stop = Some(Hook::HttpGet(HttpGetHook {
+        path: "/quit".into(),
+        port: PortRef::Number(8080),
+        host: None,
+    }));
+    let exec = RecordingExec::default();
+    let (_, events) = converge_with(&engine, &exec, &[]).await;
+    assert!(
+        exec.calls()
+            .contains(&argv!["GET", "10.101.1.2:8080", "/quit"]),
+        "{:?}",
+        exec.calls()
+    );
+    assert!(engine.requests().contains(&"remove c1 c2".to_string()));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, ConvergeEvent::PreStopFailed { .. })));
+    // An answer of 500 is a failed hook: an event, and the container goes.
+    let exec = RecordingExec {
+        http_answers: [("10.101.1.2:8080 /quit".to_string(), 500)].into(),
+        ..Default::default()
+    };
+    let (_, events) = converge_with(&engine, &exec, &[]).await;
+    assert!(events.contains(&ConvergeEvent::PreStopFailed {
+        minion: "recording".into(),
+        pod: "old".into(),
+        container: "web".into(),
+        message: "got HTTP 500 from GET 10.101.1.2:8080/quit".into(),
+    }));
+    // postStart to a host it names; a failure fails the start.
+    let mut p = pod("web-1", "img");
+    p.pod.spec.containers[0].post_start = Some(Hook::HttpGet(HttpGetHook {
+        path: "/warm".into(),
+        port: PortRef::Number(8080),
+        host: Some("10.101.1.9".into()),
+    }));
+    let exec = RecordingExec {
+        http_answers: [("10.101.1.9:8080 /warm".to_string(), 404)].into(),
+        ..Default::default()
+    };
+    let engine = RecordingEngine::default();
+    let (report, _) = converge_with(&engine, &exec, std::slice::from_ref(&p)).await;
+    assert!(
+        report.failures[0]
+            .1
+            .contains("postStart hook of container web got HTTP 404 from GET 10.101.1.9:8080/warm"),
+        "{:?}",
+        report.failures
+    );
+    assert!(
+        engine
+            .requests()
+            .contains(&"remove web-1_POD web-1_web".to_string()),
+        "{:?}",
+        engine.requests()
+    );
+    // Without a host and with no address for the pod: it says so.
+    p.pod.spec.containers[0].post_start = Some(Hook::HttpGet(HttpGetHook {
+        path: "/warm".into(),
+        port: PortRef::Number(8080),
+        host: None,
+    }));
+    let (report, _) =
+        converge_with(&RecordingEngine::default(), &RecordingExec::default(), &[p]).await;
+    assert!(
+        report.failures[0]
+            .1
+            .contains("found the pod without an IP address"),
+        "{:?}",
+        report.failures
+    );
 }
 
 #[tokio::test]

@@ -951,7 +951,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         security::check_non_root(cx, node.span, &security).then_some(security)
     });
     let hooks = optional(fields.get("lifecycle"), |node| {
-        lifecycle::lifecycle(cx, node)
+        lifecycle::lifecycle(cx, node, scope)
     });
     let pull = optional(fields.get("imagePullPolicy"), |node| {
         pull_policy(cx, node, false)
@@ -1319,7 +1319,7 @@ fn probe_shaped(
             cx.push(error);
             None
         }
-        [(name, entry)] => probe_action(cx, name, &entry.value, scope, http_shape),
+        [(name, entry)] => probe_action(cx, name, &entry.value, scope, http_shape, "probe"),
         [(first, _), (second, entry), ..] => {
             let error = cx
                 .error(
@@ -1348,16 +1348,19 @@ fn probe_shaped(
     })
 }
 
+/// A probe's action, or a lifecycle hook's (`role` says which, for
+/// messages): they read the same.
 fn probe_action(
     cx: &mut FileContext<'_>,
     name: &str,
     node: &Node,
     scope: &mut PodScope,
     http_shape: &'static Shape,
+    role: &str,
 ) -> Option<ProbeAction> {
     let mut probe_port = |cx: &mut FileContext<'_>, fields: &Fields<'_>| {
         let node = cx.require(fields, "port")?;
-        let (port, name_span) = port_ref(cx, node, "probe `port`")?;
+        let (port, name_span) = port_ref(cx, node, &format!("{role} `port`"))?;
         if let (PortRef::Name(name), Some(span)) = (&port, name_span) {
             scope.probe_port_names.push((name.clone(), span));
         }
@@ -1371,7 +1374,7 @@ fn probe_action(
                 match probe_path_problem(path) {
                     Some(problem) if !path.is_empty() => {
                         let error = cx
-                            .error(node.span, format!("probe `path` {problem}"), "bad path")
+                            .error(node.span, format!("{role} `path` {problem}"), "bad path")
                             .with_help(
                                 "give an absolute path such as `/healthz`; percent-encode \
                                  spaces and control characters (`%20`, `%0D`)",
@@ -1387,7 +1390,7 @@ fn probe_action(
                 match probe_host_problem(host) {
                     Some(problem) if !host.is_empty() => {
                         let error = cx
-                            .error(node.span, format!("probe `host` {problem}"), "bad host")
+                            .error(node.span, format!("{role} `host` {problem}"), "bad host")
                             .with_help(
                                 "give the IP address to probe, or leave `host` out to probe \
                                  the pod's own IP",

@@ -322,7 +322,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 match converged {
                     Ok(report) => {
                         let probes = Tee::new(&log_event);
-                        probe::run_probes(&docker, &report, &mut supervisor, &probes).await;
+                        probe::run_probes(&docker, &exec, &report, &mut supervisor, &probes).await;
                         record(&store, probes.kept.take(), &log_event).await;
                     }
                     Err(e) => error!("converge: {e}"),

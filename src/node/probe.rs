@@ -5,13 +5,14 @@
 //! restarts after exits; the verdict is reported in the pod's status, which
 //! takes the pod out of its services' endpoints until it passes again.
 
+use crate::converge::executor::{pre_stop, HookTarget};
 use crate::converge::{
     ContainerEngine, ConvergeEvent, EngineError, EventSink, MinionReport, Supervisor,
 };
-use crate::model::{probe_path_problem, PodSpec, PortRef, Probe, ProbeAction, RestartPolicy};
+use crate::exec::{Exec, HttpGetError};
+use crate::model::{probe_path_problem, PodSpec, Probe, ProbeAction, RestartPolicy};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
 
 /// Why a probe failed.
@@ -43,8 +44,9 @@ pub enum ProbeFailure {
 
 /// Runs the due probes of every pod the report covers; each failure is
 /// an event.
-pub async fn run_probes<D: ContainerEngine>(
+pub async fn run_probes<D: ContainerEngine, E: Exec>(
     engine: &D,
+    exec: &E,
     report: &MinionReport,
     supervisor: &mut Supervisor,
     events: &dyn EventSink,
@@ -84,13 +86,19 @@ pub async fn run_probes<D: ContainerEngine>(
             if pod.pod.spec.restart_policy != RestartPolicy::Never
                 && supervisor.may_restart(&c.container_id, now)
             {
-                if !spec.pre_stop.is_empty() {
-                    crate::converge::executor::pre_stop(
+                if let Some(hook) = &spec.pre_stop {
+                    let target = HookTarget {
+                        container_id: &c.container_id,
+                        pod_ip: status.pod_ip,
+                    };
+                    let hook = crate::converge::docker::with_port_number(hook, &pod.pod.spec);
+                    pre_stop(
                         engine,
-                        &c.container_id,
+                        exec,
+                        &target,
                         &pod.pod.id,
                         &spec.name,
-                        &spec.pre_stop,
+                        &hook,
                         events,
                     )
                     .await;
@@ -111,18 +119,6 @@ pub async fn run_probes<D: ContainerEngine>(
                 restarted,
             });
         }
-    }
-}
-
-fn resolve_port(port: &PortRef, spec: &PodSpec) -> Option<u16> {
-    match port {
-        PortRef::Number(n) => Some(*n),
-        PortRef::Name(name) => spec
-            .containers
-            .iter()
-            .flat_map(|c| &c.ports)
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .map(|p| p.container_port),
     }
 }
 
@@ -147,7 +143,7 @@ async fn check<D: ContainerEngine>(
                         .map_err(|_| ProbeFailure::BadHost(h.clone()))?,
                     None => pod_ip.ok_or(ProbeFailure::NoPodIp)?,
                 };
-                let port = resolve_port(port, spec).ok_or(ProbeFailure::NoSuchPort)?;
+                let port = spec.port_number(port).ok_or(ProbeFailure::NoSuchPort)?;
                 http_status(SocketAddr::new(ip, port), path)
                     .await
                     .and_then(|code| {
@@ -160,7 +156,7 @@ async fn check<D: ContainerEngine>(
             }
             ProbeAction::TcpSocket { port } => {
                 let ip = pod_ip.ok_or(ProbeFailure::NoPodIp)?;
-                let port = resolve_port(port, spec).ok_or(ProbeFailure::NoSuchPort)?;
+                let port = spec.port_number(port).ok_or(ProbeFailure::NoSuchPort)?;
                 tokio::net::TcpStream::connect(SocketAddr::new(ip, port))
                     .await
                     .map(drop)
@@ -180,21 +176,20 @@ async fn check<D: ContainerEngine>(
 /// The status code of `GET path` at `addr`.
 async fn http_status(addr: SocketAddr, path: &str) -> Result<u16, ProbeFailure> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: kctl-node\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = vec![0u8; 64];
-    let n = stream.read(&mut head).await?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| ProbeFailure::NotHttp(line.into_owned()))
+    crate::exec::http_status(&mut stream, addr, path)
+        .await
+        .map_err(|e| match e {
+            HttpGetError::Io(e) => ProbeFailure::Io(e),
+            HttpGetError::NotHttp(line) => ProbeFailure::NotHttp(line),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::converge::engine::RecordingEngine;
+    use crate::model::PortRef;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn probe(action: ProbeAction) -> Probe {
         Probe {

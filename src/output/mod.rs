@@ -408,24 +408,25 @@ pub(crate) fn container_json(c: &Container) -> Value {
             .collect();
         o.insert("volumeMounts".into(), Value::Array(mounts));
     }
-    let hook = |argv: &[String]| json!({"exec": {"command": argv}});
-    match (c.post_start.is_empty(), c.pre_stop.is_empty()) {
-        (true, true) => {}
-        (false, true) => {
-            o.insert(
-                "lifecycle".into(),
-                json!({"postStart": hook(&c.post_start)}),
-            );
+    let hook = |hook: &crate::model::Hook| match hook {
+        crate::model::Hook::Exec(argv) => json!({"exec": {"command": argv}}),
+        crate::model::Hook::HttpGet(get) => {
+            let mut a = json!({"path": get.path, "port": get.port});
+            if let Some(h) = &get.host {
+                a["host"] = json!(h);
+            }
+            json!({"httpGet": a})
         }
-        (true, false) => {
-            o.insert("lifecycle".into(), json!({"preStop": hook(&c.pre_stop)}));
-        }
-        (false, false) => {
-            o.insert(
-                "lifecycle".into(),
-                json!({"postStart": hook(&c.post_start), "preStop": hook(&c.pre_stop)}),
-            );
-        }
+    };
+    let mut lifecycle = Map::new();
+    if let Some(post_start) = &c.post_start {
+        lifecycle.insert("postStart".into(), hook(post_start));
+    }
+    if let Some(pre_stop) = &c.pre_stop {
+        lifecycle.insert("preStop".into(), hook(pre_stop));
+    }
+    if !lifecycle.is_empty() {
+        o.insert("lifecycle".into(), Value::Object(lifecycle));
     }
     if let Some(policy) = c.image_pull_policy {
         o.insert(
@@ -804,9 +805,17 @@ mod tests {
     /// a replaced entrypoint and a locked-down security context.
     fn with_volumes(spec: &mut PodSpec) {
         spec.containers[0].entrypoint = vec!["/bin/serve".into()];
-        spec.containers[0].post_start = vec!["touch".into(), "/tmp/started".into()];
+        spec.containers[0].post_start = Some(crate::model::Hook::Exec(vec![
+            "touch".into(),
+            "/tmp/started".into(),
+        ]));
         spec.containers[0].image_pull_policy = Some(crate::model::PullPolicy::Never);
-        spec.containers[0].pre_stop = vec!["sh".into(), "-c".into(), "kill 1".into()];
+        spec.containers[0].pre_stop =
+            Some(crate::model::Hook::HttpGet(crate::model::HttpGetHook {
+                path: "/quit".into(),
+                port: crate::model::PortRef::Number(80),
+                host: None,
+            }));
         spec.containers[0].security = SecurityContext {
             run_as_user: Some(1000),
             run_as_non_root: true,

@@ -1,8 +1,10 @@
-//! A container's `lifecycle` hooks (the same in v1beta1 and v1): `exec`
-//! commands kctl runs in the container after it starts and before it is
-//! stopped. `httpGet` hooks are refused with the reason.
+//! A container's `lifecycle` hooks (the same in v1beta1 and v1): an `exec`
+//! command kctl runs in the container, or an `httpGet` the minion sends to
+//! the pod, after it starts and before it is stopped. `tcpSocket` and
+//! `sleep` hooks are refused with the reason.
 
 use super::*;
+use crate::model::{Hook, HttpGetHook};
 
 pub(super) static LIFECYCLE: Shape = Shape {
     what: "`lifecycle`",
@@ -15,35 +17,56 @@ static HANDLER: Shape = Shape {
     ignored: &[],
 };
 
-/// The postStart and preStop commands (empty: none).
+/// The postStart and preStop hooks.
 pub(super) fn lifecycle(
     cx: &mut FileContext<'_>,
     node: &Node,
-) -> Option<(Vec<String>, Vec<String>)> {
+    scope: &mut PodScope,
+) -> Option<(Option<Hook>, Option<Hook>)> {
     let fields = cx.fields(node, &LIFECYCLE)?;
-    let post_start = optional(fields.get("postStart"), |n| handler(cx, n));
-    let pre_stop = optional(fields.get("preStop"), |n| handler(cx, n));
-    Some((
-        post_start?.unwrap_or_default(),
-        pre_stop?.unwrap_or_default(),
-    ))
+    let post_start = optional(fields.get("postStart"), |n| handler(cx, n, scope));
+    let pre_stop = optional(fields.get("preStop"), |n| handler(cx, n, scope));
+    Some((post_start?, pre_stop?))
 }
 
-fn handler(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<String>> {
+fn handler(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Option<Hook> {
     let fields = cx.fields(node, &HANDLER)?;
-    if let Some(entry) = ["httpGet", "tcpSocket", "sleep"]
+    if let Some(entry) = ["tcpSocket", "sleep"]
         .into_iter()
         .find_map(|name| fields.entry(name))
     {
         let error = cx
             .error(
                 entry.key_span,
-                format!("kctl runs `exec` hooks; `{}` hooks are not available yet", entry.key),
+                format!(
+                    "kctl runs `exec` and `httpGet` hooks; `{}` hooks are not available",
+                    entry.key
+                ),
                 "not available",
             )
-            .with_help("write the hook as a command, e.g. `\"exec\": {\"command\": [\"wget\", \"-q\", \"-O-\", \"http://127.0.0.1:8080/quit\"]}`");
+            .with_help(
+                "write the hook as a command, e.g. `\"exec\": {\"command\": [\"sleep\", \"5\"]}`",
+            );
         cx.push(error);
         return None;
+    }
+    if let (Some(_), Some(second)) = (fields.entry("exec"), fields.entry("httpGet")) {
+        let error = cx
+            .error(
+                second.key_span,
+                "a lifecycle hook takes only one action".to_string(),
+                "second action",
+            )
+            .with_help("keep either `exec` or `httpGet`");
+        cx.push(error);
+        return None;
+    }
+    if let Some(get) = fields.get("httpGet") {
+        let action = probe_action(cx, "httpGet", get, scope, &HTTP_GET, "hook")?;
+        let ProbeAction::HttpGet { path, port, host } = action else {
+            return None;
+        };
+        return Some(Hook::HttpGet(HttpGetHook { path, port, host }));
     }
     let exec = cx.require(&fields, "exec")?;
     let exec = cx.fields(exec, &EXEC)?;
@@ -76,5 +99,5 @@ fn handler(cx: &mut FileContext<'_>, node: &Node) -> Option<Vec<String>> {
         cx.push(error);
         return None;
     }
-    Some(argv)
+    Some(Hook::Exec(argv))
 }

@@ -264,7 +264,7 @@ fn container(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -> Opt
         volumes::volume_mounts(cx, node, scope, true)
     });
     let hooks = optional(fields.get("lifecycle"), |node| {
-        lifecycle::lifecycle(cx, node)
+        lifecycle::lifecycle(cx, node, scope)
     });
     let pull = optional(fields.get("imagePullPolicy"), |node| {
         pull_policy(cx, node, true)
