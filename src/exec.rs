@@ -98,7 +98,7 @@ pub enum HttpGetError {
 /// Sends `GET path` over `stream` (to `addr`, named in the Host header)
 /// and reads the answer's status code. Callers bound it in time. The path
 /// goes onto the request line verbatim: callers check it first
-/// ([`crate::model::probe_path_problem`]).
+/// (the model's `probe_path_problem`).
 pub async fn http_status<S>(
     stream: &mut S,
     addr: SocketAddr,
