@@ -223,6 +223,21 @@ pub fn of_converge(e: &ConvergeEvent) -> Option<Event> {
                 if *restarted { "; restarted it" } else { "" }
             ),
         ),
+        C::PostStartFailed {
+            pod,
+            container,
+            message,
+            restarted,
+            ..
+        } => event(
+            Pod,
+            pod,
+            "FailedPostStartHook",
+            format!(
+                "postStart hook of container {container}, started again: {message}{}",
+                if *restarted { "; restarted it" } else { "" }
+            ),
+        ),
         C::PreStopFailed {
             pod,
             container,

@@ -45,6 +45,15 @@ pub enum ConvergeEvent {
         message: String,
         restarted: bool,
     },
+    /// A container's postStart hook failed after the container was
+    /// started again in place; it was restarted if it may be.
+    PostStartFailed {
+        minion: String,
+        pod: String,
+        container: String,
+        message: String,
+        restarted: bool,
+    },
     /// A container's preStop hook failed or outlasted its grace; the
     /// container was stopped anyway.
     PreStopFailed {
@@ -124,6 +133,17 @@ impl fmt::Display for ConvergeEvent {
             } => write!(
                 f,
                 "probe of {pod}/{container} on {minion} failed: {message}{}",
+                if *restarted { "; restarted it" } else { "" }
+            ),
+            PostStartFailed {
+                minion,
+                pod,
+                container,
+                message,
+                restarted,
+            } => write!(
+                f,
+                "postStart hook of {pod}/{container} on {minion} failed: {message}{}",
                 if *restarted { "; restarted it" } else { "" }
             ),
             PreStopFailed {

@@ -481,8 +481,7 @@ async fn start_pod<D: ContainerEngine, E: Exec>(
             container_id: &spec.name,
             pod_ip,
         };
-        let limit = Duration::from_secs(crate::model::POST_START_LIMIT_SECONDS);
-        let Err(why) = run_hook(engine, exec, &target, &hook, limit).await else {
+        let Err(why) = post_start(engine, exec, &target, &hook).await else {
             continue;
         };
         // The pod did not start: none of it stays running, and the next
@@ -584,6 +583,17 @@ pub async fn run_pre_stop_hooks<D: ContainerEngine, E: Exec>(
             })
         });
     futures::future::join_all(hooks).await;
+}
+
+/// One container's postStart hook, for at most its limit; why it failed.
+pub async fn post_start<D: ContainerEngine, E: Exec>(
+    engine: &D,
+    exec: &E,
+    target: &HookTarget<'_>,
+    hook: &Hook,
+) -> Result<(), String> {
+    let limit = Duration::from_secs(crate::model::POST_START_LIMIT_SECONDS);
+    run_hook(engine, exec, target, hook, limit).await
 }
 
 /// One container's preStop hook, for at most its grace; a failure is an

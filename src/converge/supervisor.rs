@@ -27,6 +27,9 @@ pub struct Supervisor {
     /// When the helper first saw each (container, restart count) running:
     /// probes wait `initialDelaySeconds` from there.
     running_since: HashMap<(String, u32), Instant>,
+    /// The restart count each container was last seen running with: a
+    /// higher one means it was started again in place.
+    starts_seen: HashMap<String, u32>,
 }
 
 impl Supervisor {
@@ -63,6 +66,15 @@ impl Supervisor {
 
     pub fn health(&self, id: &str) -> Option<bool> {
         self.health.get(id).copied()
+    }
+
+    /// Whether the container runs again since it was last seen running
+    /// (its restart count grew: Docker's policy or this helper started it
+    /// anew). Not on first sight: its start then was kctl's own, which ran
+    /// what follows a start, or is long past.
+    pub fn started_again(&mut self, id: &str, restart_count: u32) -> bool {
+        let before = self.starts_seen.insert(id.to_string(), restart_count);
+        before.is_some_and(|before| restart_count > before)
     }
 
     /// How long this run of the container has been seen running.

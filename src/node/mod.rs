@@ -28,6 +28,7 @@ use futures::FutureExt;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
+pub mod post_start;
 pub mod probe;
 
 const PERIOD: Duration = Duration::from_secs(1);
@@ -322,6 +323,14 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 match converged {
                     Ok(report) => {
                         let probes = Tee::new(&log_event);
+                        post_start::run_after_restarts(
+                            &docker,
+                            &exec,
+                            &report,
+                            &mut supervisor,
+                            &probes,
+                        )
+                        .await;
                         probe::run_probes(&docker, &exec, &report, &mut supervisor, &probes).await;
                         record(&store, probes.kept.take(), &log_event).await;
                     }
