@@ -28,6 +28,14 @@ pub struct ServiceRecord {
     pub portal_ip: Ipv4Addr,
 }
 
+/// A service's external load balancer as the cloud made it (observed, as
+/// endpoints are): the address its forwarding rule got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerStatus {
+    pub ip: Ipv4Addr,
+}
+
 /// One pod behind a service: where connections to the portal go.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +142,8 @@ pub struct ClusterState {
     pub statuses: BTreeMap<String, PodStatus>,
     /// Per service, as last computed (derived from services and statuses).
     pub endpoints: BTreeMap<String, Vec<Endpoint>>,
+    /// Per service with a cloud load balancer, its external address.
+    pub load_balancers: BTreeMap<String, LoadBalancerStatus>,
     /// Per minion, the digest of the service rules last written there.
     pub rule_digests: BTreeMap<String, String>,
     /// Minions whose helper's heartbeat lease is alive.
