@@ -322,6 +322,12 @@ pub async fn apply_loaded(
         (planned, _) => planned?,
     };
     let objects = loaded.objects;
+    // The cloud's part of the plan (GCE load balancers): shown with it,
+    // made before the minions converge so the address is in their rules.
+    let services = super::load_balancers::services_after(&before.state, &plan.ops);
+    let recording = (!dry_run).then_some(&mut store);
+    super::load_balancers::converge(ui, &cluster, recording, &before.state, &services, dry_run)
+        .await?;
     if dry_run {
         return Ok(());
     }
@@ -511,6 +517,16 @@ pub async fn delete(
         }
         _ => plan::plan_delete(&named, state, ignore_not_found),
     })
+    .await?;
+    let services = super::load_balancers::services_after(&before.state, &plan.ops);
+    super::load_balancers::converge(
+        ui,
+        &cluster,
+        Some(&mut store),
+        &before.state,
+        &services,
+        false,
+    )
     .await?;
     let minions = touched_minions(&plan, &before.state);
     let outcome = converge_minions(ui, &cluster, &store, &minions, false).await?;
