@@ -36,6 +36,16 @@ pub struct LoadBalancerStatus {
     pub ip: Ipv4Addr,
 }
 
+impl LoadBalancerStatus {
+    /// Whether the address may go into the minions' rules: read back from
+    /// etcd, it is checked again (no 0.0.0.0, loopback, multicast or
+    /// broadcast address takes a service's traffic).
+    pub fn usable(&self) -> bool {
+        let ip = self.ip;
+        !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast())
+    }
+}
+
 /// One pod behind a service: where connections to the portal go.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -57,7 +57,8 @@ pub fn portals(state: &ClusterState, endpoints: &BTreeMap<String, Vec<Endpoint>>
                 record.service.public_ips.iter().copied().collect();
             if record.service.external {
                 published.extend(&minions);
-                if let Some(lb) = state.load_balancers.get(&record.service.id) {
+                let lb = state.load_balancers.get(&record.service.id);
+                if let Some(lb) = lb.filter(|lb| lb.usable()) {
                     published.insert(lb.ip);
                 }
             }
