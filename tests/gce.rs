@@ -324,7 +324,8 @@ fn up_and_down_issue_the_golden_gcloud_sequences() {
         .map(str::to_string)
         .collect();
     let calls = env.mock.take_calls();
-    assert_eq!(lines(&calls).len(), 5);
+    // The cluster's five reads and three of its load balancers.
+    assert_eq!(lines(&calls).len(), 8);
     assert!(!calls.iter().any(Call::changed_anything));
 
     // down: the golden sequence, nothing left in the project or here.
@@ -1244,6 +1245,7 @@ fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_
     let apply = env.kctl(&["apply", "-f", manifest]);
     assert!(apply.ok(), "{apply:?}");
     let name = "kctl-t-elb-lb-front";
+    let applied = env.golden_text(&env.mock.take_calls());
     assert!(
         apply.stdout.contains(&format!("+ target pool {name}"))
             && apply
@@ -1355,6 +1357,12 @@ fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_
     let delete = env.kctl(&["delete", "services", "front"]);
     assert!(delete.ok(), "{delete:?}");
     assert_eq!(lb_parts(&env), Vec::<String>::new());
+    // What apply and delete asked of gcloud, and gcloud of the API.
+    let deleted = env.golden_text(&env.mock.take_calls());
+    golden(
+        "gce-load-balancer.txt",
+        &format!("# kctl apply -f front.json\n{applied}# kctl delete services front\n{deleted}"),
+    );
     let table = env.kctl(&["get", "services"]);
     assert!(!table.stdout.contains(&ip), "{table:?}");
 

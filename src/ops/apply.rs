@@ -299,6 +299,7 @@ pub async fn apply_loaded(
             ));
         }
     }
+    super::load_balancers::check(&cluster, &loaded.objects)?;
     let mut store = cluster.store().await?;
     let portal_net = cluster.config.portal_net;
     let pruned_set = if options.prune { set } else { None };

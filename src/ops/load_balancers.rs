@@ -48,6 +48,32 @@ pub fn desired(services: &BTreeMap<String, ServiceRecord>) -> Vec<lb::LoadBalanc
         .collect()
 }
 
+/// Refuses, before anything changes, a service whose load balancer GCE
+/// could not make (pure: names and ports only). Other providers need none.
+pub fn check(cluster: &Cluster, objects: &[crate::model::Object]) -> miette::Result<()> {
+    let Some(record) = &cluster.config.gce else {
+        return Ok(());
+    };
+    let names = Names::new(&cluster.dir.name, &record.zone)?;
+    let services: BTreeMap<String, ServiceRecord> = objects
+        .iter()
+        .filter_map(|o| match o {
+            crate::model::Object::Service(s) => Some((
+                s.id.clone(),
+                ServiceRecord {
+                    service: s.clone(),
+                    portal_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    for lb in desired(&services) {
+        lb::validate(&names, &lb)?;
+    }
+    Ok(())
+}
+
 /// The GCE instance of each minion of the record ("minion-2" ->
 /// "kctl-C-minion-2").
 fn minion_instances(cluster: &Cluster, names: &Names) -> Vec<String> {
