@@ -1354,6 +1354,33 @@ fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_
             .collect()
     };
     assert_eq!(lb_parts(&env).len(), 3, "{:?}", env.mock.resources());
+    // The field turned off: the service stays, its load balancer goes.
+    let off = env.root.join("front-off.json");
+    std::fs::write(
+        &off,
+        std::fs::read_to_string(manifest)
+            .unwrap()
+            .replace("true", "false"),
+    )
+    .unwrap();
+    let turned_off = env.kctl(&["apply", "-f", off.to_str().unwrap()]);
+    assert!(turned_off.ok(), "{turned_off:?}");
+    assert!(
+        turned_off
+            .stdout
+            .contains(&format!("- forwarding rule {name}")),
+        "{turned_off:?}"
+    );
+    assert_eq!(lb_parts(&env), Vec::<String>::new());
+    let table = env.kctl(&["get", "services"]);
+    assert!(
+        table.stdout.contains("front") && !table.stdout.contains(&ip),
+        "{table:?}"
+    );
+    let back = env.kctl(&["apply", "-f", manifest]);
+    assert!(back.ok(), "{back:?}");
+    assert_eq!(lb_parts(&env).len(), 3, "{:?}", env.mock.resources());
+    env.mock.take_calls();
     let delete = env.kctl(&["delete", "services", "front"]);
     assert!(delete.ok(), "{delete:?}");
     assert_eq!(lb_parts(&env), Vec::<String>::new());
@@ -1364,7 +1391,7 @@ fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_
         &format!("# kctl apply -f front.json\n{applied}# kctl delete services front\n{deleted}"),
     );
     let table = env.kctl(&["get", "services"]);
-    assert!(!table.stdout.contains(&ip), "{table:?}");
+    assert!(!table.stdout.contains("203.0.113."), "{table:?}");
 
     // `down` finds a load balancer whose service is still there.
     let apply = env.kctl(&["apply", "-f", manifest]);
