@@ -1213,7 +1213,15 @@ fn a_failing_startup_script_is_reported_with_its_log_at_once() {
 #[test]
 fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_it() {
     let _pod_range = POD_RANGE.lock().unwrap_or_else(|e| e.into_inner());
-    let vms = DebianVms::create_named("gce-lb", &["kctl-t-elb-master", "kctl-t-elb-minion-1"]);
+    // The third joins when the cluster grows to 2 minions.
+    let mut vms = DebianVms::create_named(
+        "gce-lb",
+        &[
+            "kctl-t-elb-master",
+            "kctl-t-elb-minion-1",
+            "kctl-t-elb-minion-2",
+        ],
+    );
     let _pods_here = Unreachable::claim("10.244.0.0/14");
     let mut env = GceEnv::named("elb", "t-elb");
     env.down_on_drop = true;
@@ -1333,6 +1341,50 @@ fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+
+    // The pool follows the minions: `up` adds the new one (which answers
+    // on the address too), and removes it when the cluster shrinks.
+    let pool_members = |env: &GceEnv| -> Vec<String> {
+        let pool = env.mock.state()["projects"][PROJECT]["targetPools"][name].clone();
+        pool["instances"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no target pool {name}: {pool}"))
+            .iter()
+            .map(|i| i.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    let (grown, _) = up_on(
+        &env,
+        &vms,
+        &["--minions", "2", "--boot-timeout", "300"],
+        &nothing_else,
+    );
+    assert!(grown.ok(), "{grown:?}");
+    assert_eq!(
+        pool_members(&env),
+        ["kctl-t-elb-minion-1", "kctl-t-elb-minion-2"]
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !vms
+        .run_in_stdout(2, &["nft", "list", "set", "ip", "kctl", "published"])
+        .contains(&ip)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ip} not published on minion-2"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (shrunk, _) = up_on(
+        &env,
+        &vms,
+        &["--minions", "1", "--boot-timeout", "300"],
+        &nothing_else,
+    );
+    assert!(shrunk.ok(), "{shrunk:?}");
+    assert_eq!(pool_members(&env), ["kctl-t-elb-minion-1"]);
+    // What deleting the instance does on GCE: the machine is gone.
+    vms.kill_vm(2);
 
     // Unchanged: no gcloud call that changes anything.
     env.mock.take_calls();
