@@ -31,6 +31,24 @@ pub struct ServiceRecord {
     pub node_port: Option<u16>,
 }
 
+/// A service's external load balancer as the cloud made it (observed, as
+/// endpoints are): the address its forwarding rule got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerStatus {
+    pub ip: Ipv4Addr,
+}
+
+impl LoadBalancerStatus {
+    /// Whether the address may go into the minions' rules: read back from
+    /// etcd, it is checked again (no 0.0.0.0, loopback, multicast or
+    /// broadcast address takes a service's traffic).
+    pub fn usable(&self) -> bool {
+        let ip = self.ip;
+        !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast())
+    }
+}
+
 /// One pod behind a service: where connections to the portal go.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -137,6 +155,8 @@ pub struct ClusterState {
     pub statuses: BTreeMap<String, PodStatus>,
     /// Per service, as last computed (derived from services and statuses).
     pub endpoints: BTreeMap<String, Vec<Endpoint>>,
+    /// Per service with a cloud load balancer, its external address.
+    pub load_balancers: BTreeMap<String, LoadBalancerStatus>,
     /// Per minion, the digest of the service rules last written there.
     pub rule_digests: BTreeMap<String, String>,
     /// Minions whose helper's heartbeat lease is alive.

@@ -324,7 +324,8 @@ fn up_and_down_issue_the_golden_gcloud_sequences() {
         .map(str::to_string)
         .collect();
     let calls = env.mock.take_calls();
-    assert_eq!(lines(&calls).len(), 5);
+    // The cluster's five reads and three of its load balancers.
+    assert_eq!(lines(&calls).len(), 8);
     assert!(!calls.iter().any(Call::changed_anything));
 
     // down: the golden sequence, nothing left in the project or here.
@@ -1200,5 +1201,260 @@ fn a_failing_startup_script_is_reported_with_its_log_at_once() {
     );
     let down = env.kctl(&["down"]);
     assert!(down.ok(), "{down:?}");
+    assert_eq!(env.mock.resources(), Vec::<String>::new());
+}
+
+/// A service with `createExternalLoadBalancer` on GCE gets what v0.5's
+/// GCE provider made: a target pool of the minions, a forwarding rule on
+/// its port (whose external address shows in `get services` and in the
+/// minions' rules), and a firewall rule for the port. Applying it again
+/// changes nothing in the cloud; deleting the service, and `down`, remove
+/// all three.
+#[test]
+fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_it() {
+    let _pod_range = POD_RANGE.lock().unwrap_or_else(|e| e.into_inner());
+    // The third joins when the cluster grows to 2 minions.
+    let mut vms = DebianVms::create_named(
+        "gce-lb",
+        &[
+            "kctl-t-elb-master",
+            "kctl-t-elb-minion-1",
+            "kctl-t-elb-minion-2",
+        ],
+    );
+    let _pods_here = Unreachable::claim("10.244.0.0/14");
+    let mut env = GceEnv::named("elb", "t-elb");
+    env.down_on_drop = true;
+    let portal = vms.portal_net();
+    let (run, _) = up_on(
+        &env,
+        &vms,
+        &[
+            "--minions",
+            "1",
+            "--portal-net",
+            &portal,
+            "--boot-timeout",
+            "300",
+        ],
+        &nothing_else,
+    );
+    assert!(run.ok(), "kctl up --provider gce: {run:?}");
+
+    let manifest = env.root.join("front.json");
+    std::fs::write(
+        &manifest,
+        r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "front", "port": 8080,
+            "selector": {"name": "front"}, "createExternalLoadBalancer": true}"#,
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    env.mock.take_calls();
+    let apply = env.kctl(&["apply", "-f", manifest]);
+    assert!(apply.ok(), "{apply:?}");
+    let name = "kctl-t-elb-lb-front";
+    let applied = env.golden_text(&env.mock.take_calls());
+    assert!(
+        apply.stdout.contains(&format!("+ target pool {name}"))
+            && apply
+                .stdout
+                .contains(&format!("+ forwarding rule {name} (TCP 8080"))
+            && apply.stdout.contains(&format!("+ firewall rule {name}")),
+        "the cloud steps are in the plan: {apply:?}"
+    );
+    let project = env.mock.state()["projects"][PROJECT].clone();
+    let pool = &project["targetPools"][name];
+    let members: Vec<&str> = pool["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no target pool {name}: {project:#}"))
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        members,
+        [format!(
+            "projects/{PROJECT}/zones/{ZONE}/instances/kctl-t-elb-minion-1"
+        )],
+        "{pool:#}"
+    );
+    let rule = &project["forwardingRules"][name];
+    assert_eq!(rule["portRange"], "8080-8080", "{rule:#}");
+    assert_eq!(rule["IPProtocol"], "TCP", "{rule:#}");
+    assert!(
+        rule["target"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/regions/us-central1/targetPools/{name}")),
+        "{rule:#}"
+    );
+    let ip = rule["IPAddress"].as_str().unwrap().to_string();
+    let firewall = &project["firewalls"][name];
+    assert_eq!(
+        firewall["allowed"],
+        json!([{"IPProtocol": "tcp", "ports": ["8080"]}]),
+        "{firewall:#}"
+    );
+    assert_eq!(firewall["sourceRanges"], json!(["0.0.0.0/0"]));
+    assert_eq!(firewall["targetTags"], json!(["kctl-t-elb-minion"]));
+    assert!(firewall["network"]
+        .as_str()
+        .unwrap()
+        .ends_with("/global/networks/kctl-t-elb"));
+
+    let table = env.kctl(&["get", "services"]);
+    assert!(table.ok(), "{table:?}");
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("front"))
+        .unwrap();
+    assert!(
+        table.stdout.contains("EXTERNAL IP") && row.contains(&ip),
+        "{table:?}"
+    );
+    let v1 = env.kctl(&[
+        "get",
+        "services",
+        "front",
+        "-o",
+        "json",
+        "--output-version",
+        "v1",
+    ]);
+    assert!(v1.ok(), "{v1:?}");
+    assert_eq!(
+        v1.json()["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": ip}]),
+        "{v1:?}"
+    );
+    // The forwarding rule hands the minion packets addressed to its IP:
+    // the minion's rules take that address as the service's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rules = vms.run_in_stdout(1, &["nft", "list", "set", "ip", "kctl", "published"]);
+        if rules.contains(&ip) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ip} not among the minion's published addresses: {rules}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // The pool follows the minions: `up` adds the new one (which answers
+    // on the address too), and removes it when the cluster shrinks.
+    let pool_members = |env: &GceEnv| -> Vec<String> {
+        let pool = env.mock.state()["projects"][PROJECT]["targetPools"][name].clone();
+        pool["instances"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no target pool {name}: {pool}"))
+            .iter()
+            .map(|i| i.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    let (grown, _) = up_on(
+        &env,
+        &vms,
+        &["--minions", "2", "--boot-timeout", "300"],
+        &nothing_else,
+    );
+    assert!(grown.ok(), "{grown:?}");
+    assert_eq!(
+        pool_members(&env),
+        ["kctl-t-elb-minion-1", "kctl-t-elb-minion-2"]
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !vms
+        .run_in_stdout(2, &["nft", "list", "set", "ip", "kctl", "published"])
+        .contains(&ip)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ip} not published on minion-2"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (shrunk, _) = up_on(
+        &env,
+        &vms,
+        &["--minions", "1", "--boot-timeout", "300"],
+        &nothing_else,
+    );
+    assert!(shrunk.ok(), "{shrunk:?}");
+    assert_eq!(pool_members(&env), ["kctl-t-elb-minion-1"]);
+    // What deleting the instance does on GCE: the machine is gone.
+    vms.kill_vm(2);
+
+    // Unchanged: no gcloud call that changes anything.
+    env.mock.take_calls();
+    let again = env.kctl(&["apply", "-f", manifest]);
+    assert!(again.ok(), "{again:?}");
+    assert!(!again.stdout.contains("Cloud"), "{again:?}");
+    let calls = env.mock.take_calls();
+    assert!(
+        !calls.iter().any(Call::changed_anything),
+        "{:#?}",
+        lines(&calls)
+    );
+
+    let lb_parts = |env: &GceEnv| -> Vec<String> {
+        env.mock
+            .resources()
+            .into_iter()
+            .filter(|r| r.ends_with(name))
+            .collect()
+    };
+    assert_eq!(lb_parts(&env).len(), 3, "{:?}", env.mock.resources());
+    // The field turned off: the service stays, its load balancer goes.
+    let off = env.root.join("front-off.json");
+    std::fs::write(
+        &off,
+        std::fs::read_to_string(manifest)
+            .unwrap()
+            .replace("true", "false"),
+    )
+    .unwrap();
+    let turned_off = env.kctl(&["apply", "-f", off.to_str().unwrap()]);
+    assert!(turned_off.ok(), "{turned_off:?}");
+    assert!(
+        turned_off
+            .stdout
+            .contains(&format!("- forwarding rule {name}")),
+        "{turned_off:?}"
+    );
+    assert_eq!(lb_parts(&env), Vec::<String>::new());
+    let table = env.kctl(&["get", "services"]);
+    assert!(
+        table.stdout.contains("front") && !table.stdout.contains(&ip),
+        "{table:?}"
+    );
+    let back = env.kctl(&["apply", "-f", manifest]);
+    assert!(back.ok(), "{back:?}");
+    assert_eq!(lb_parts(&env).len(), 3, "{:?}", env.mock.resources());
+    env.mock.take_calls();
+    let delete = env.kctl(&["delete", "services", "front"]);
+    assert!(delete.ok(), "{delete:?}");
+    assert_eq!(lb_parts(&env), Vec::<String>::new());
+    // What apply and delete asked of gcloud, and gcloud of the API.
+    let deleted = env.golden_text(&env.mock.take_calls());
+    golden(
+        "gce-load-balancer.txt",
+        &format!("# kctl apply -f front.json\n{applied}# kctl delete services front\n{deleted}"),
+    );
+    let table = env.kctl(&["get", "services"]);
+    assert!(!table.stdout.contains("203.0.113."), "{table:?}");
+
+    // `down` finds a load balancer whose service is still there.
+    let apply = env.kctl(&["apply", "-f", manifest]);
+    assert!(apply.ok(), "{apply:?}");
+    assert_eq!(lb_parts(&env).len(), 3, "{:?}", env.mock.resources());
+    let down = env.kctl(&["down"]);
+    assert!(down.ok(), "{down:?}");
+    assert!(
+        down.stdout
+            .contains(&format!("deleted forwarding rule {name}")),
+        "{down:?}"
+    );
     assert_eq!(env.mock.resources(), Vec::<String>::new());
 }

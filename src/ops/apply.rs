@@ -301,6 +301,7 @@ pub async fn apply_loaded(
             ));
         }
     }
+    super::load_balancers::check(&cluster, &loaded.objects)?;
     let mut store = cluster.store().await?;
     let portal_net = cluster.config.portal_net;
     let pruned_set = if options.prune { set } else { None };
@@ -324,6 +325,12 @@ pub async fn apply_loaded(
         (planned, _) => planned?,
     };
     let objects = loaded.objects;
+    // The cloud's part of the plan (GCE load balancers): shown with it,
+    // made before the minions converge so the address is in their rules.
+    let services = super::load_balancers::services_after(&before.state, &plan.ops);
+    let recording = (!dry_run).then_some(&mut store);
+    super::load_balancers::converge(ui, &cluster, recording, &before.state, &services, dry_run)
+        .await?;
     if dry_run {
         return Ok(());
     }
@@ -513,6 +520,16 @@ pub async fn delete(
         }
         _ => plan::plan_delete(&named, state, ignore_not_found),
     })
+    .await?;
+    let services = super::load_balancers::services_after(&before.state, &plan.ops);
+    super::load_balancers::converge(
+        ui,
+        &cluster,
+        Some(&mut store),
+        &before.state,
+        &services,
+        false,
+    )
     .await?;
     let minions = touched_minions(&plan, &before.state);
     let outcome = converge_minions(ui, &cluster, &store, &minions, false).await?;

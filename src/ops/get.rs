@@ -151,7 +151,7 @@ pub fn view(state: &ClusterState, q: &Query) -> View {
                             (
                                 r.service.id.clone(),
                                 if v1 {
-                                    output::v1::service(r)
+                                    output::v1::service_in(state, r)
                                 } else {
                                     output::service_json(state, r)
                                 },

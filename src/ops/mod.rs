@@ -9,6 +9,7 @@ pub mod down;
 pub mod get;
 pub mod image;
 pub mod install;
+pub mod load_balancers;
 pub mod minion;
 pub mod reach;
 pub mod rollout;

@@ -207,6 +207,31 @@ pub fn controllers_table(
     table(&header, rows)
 }
 
+/// The address of a service's cloud load balancer, if it has one (a
+/// record left by a service that no longer asks for one does not count).
+pub fn load_balancer_ip(state: &ClusterState, r: &ServiceRecord) -> Option<std::net::Ipv4Addr> {
+    r.service
+        .external
+        .then(|| state.load_balancers.get(&r.service.id))
+        .flatten()
+        .map(|lb| lb.ip)
+}
+
+/// Where a service answers from outside the cluster: its load balancer's
+/// address and `publicIPs`; `<minions>` when it is published on the
+/// minions' own addresses only.
+fn external_addresses(state: &ClusterState, r: &ServiceRecord) -> String {
+    let mut addresses: Vec<String> = load_balancer_ip(state, r)
+        .into_iter()
+        .chain(r.service.public_ips.iter().copied())
+        .map(|ip| ip.to_string())
+        .collect();
+    if addresses.is_empty() && r.service.external {
+        addresses.push("<minions>".into());
+    }
+    or_none(addresses.join(","))
+}
+
 /// `kctl get services`; `wide` adds the container port and the endpoints.
 pub fn services_table(state: &ClusterState, services: &[&ServiceRecord], wide: bool) -> String {
     let rows = services
@@ -218,6 +243,7 @@ pub fn services_table(state: &ClusterState, services: &[&ServiceRecord], wide: b
                 or_none(format_labels(&s.labels)),
                 format_labels(&s.selector),
                 r.portal_ip.to_string(),
+                external_addresses(state, r),
                 // As kubectl writes a node port: `80:30080/TCP`.
                 match r.node_port {
                     Some(node_port) => format!("{}:{node_port}/{}", s.port, s.protocol.as_upper()),
@@ -236,7 +262,15 @@ pub fn services_table(state: &ClusterState, services: &[&ServiceRecord], wide: b
             row
         })
         .collect();
-    let mut header = vec!["NAME", "LABELS", "SELECTOR", "IP", "PORT", "ENDPOINTS"];
+    let mut header = vec![
+        "NAME",
+        "LABELS",
+        "SELECTOR",
+        "IP",
+        "EXTERNAL IP",
+        "PORT",
+        "ENDPOINTS",
+    ];
     if wide {
         header.extend(["CONTAINER PORT", "ENDPOINT ADDRESSES"]);
     }

@@ -142,6 +142,12 @@ pub fn controller(state: &ClusterState, rc: &ReplicationController) -> Value {
 }
 
 pub fn service(r: &ServiceRecord) -> Value {
+    service_in(&ClusterState::default(), r)
+}
+
+/// A service with what the cluster observed of it: its cloud load
+/// balancer's address in `status.loadBalancer.ingress`.
+pub fn service_in(state: &ClusterState, r: &ServiceRecord) -> Value {
     let s = &r.service;
     let mut port = json!({"port": s.port, "protocol": s.protocol.as_upper()});
     if let Some(target) = &s.container_port {
@@ -172,6 +178,9 @@ pub fn service(r: &ServiceRecord) -> Value {
     });
     if !s.public_ips.is_empty() {
         v["spec"]["externalIPs"] = json!(s.public_ips);
+    }
+    if let Some(ip) = super::load_balancer_ip(state, r) {
+        v["status"]["loadBalancer"]["ingress"] = json!([{"ip": ip.to_string()}]);
     }
     v
 }

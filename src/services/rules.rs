@@ -39,7 +39,9 @@ pub struct Portal {
     pub protocol: Protocol,
     pub endpoints: Vec<(Ipv4Addr, u16)>,
     /// Addresses of the machines that answer on the port too: every
-    /// minion's own (`createExternalLoadBalancer`) and `publicIPs`.
+    /// minion's own (`createExternalLoadBalancer`), the cloud load
+    /// balancer's (its forwarding rule delivers packets to that address),
+    /// and `publicIPs`.
     pub published: Vec<Ipv4Addr>,
     /// A port of the machines that leads to the service too (v1
     /// NodePort), and the minions' addresses it answers on.
@@ -65,6 +67,10 @@ pub fn portals(state: &ClusterState, endpoints: &BTreeMap<String, Vec<Endpoint>>
                 record.service.public_ips.iter().copied().collect();
             if record.service.external {
                 published.extend(&minions);
+                let lb = state.load_balancers.get(&record.service.id);
+                if let Some(lb) = lb.filter(|lb| lb.usable()) {
+                    published.insert(lb.ip);
+                }
             }
             Portal {
                 service: record.service.id.clone(),

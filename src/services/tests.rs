@@ -180,3 +180,37 @@ fn pods_failing_their_probe_or_on_dead_minions_are_not_endpoints() {
     let pods: Vec<&str> = eps["web"].iter().map(|e| e.pod.as_str()).collect();
     assert_eq!(pods, ["a"]);
 }
+
+/// A load balancer's address joins the addresses a service answers on,
+/// only while the service asks for one, and only a usable address.
+#[test]
+fn a_load_balancer_address_is_published_while_the_service_asks_for_it() {
+    use crate::state::LoadBalancerStatus;
+    let mut state = ClusterState::default();
+    let mut record = service("front", None);
+    record.service.external = true;
+    state.services.insert("front".into(), record.clone());
+    let lb = |ip: &str| LoadBalancerStatus {
+        ip: ip.parse().unwrap(),
+    };
+    state
+        .load_balancers
+        .insert("front".into(), lb("203.0.113.10"));
+    let published = |state: &ClusterState| {
+        rules::portals(state, &BTreeMap::new())[0]
+            .published
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(published(&state), ["203.0.113.10"]);
+    assert!(rules::render(&rules::portals(&state, &BTreeMap::new())).contains("203.0.113.10"));
+    state.load_balancers.insert("front".into(), lb("127.0.0.1"));
+    assert_eq!(published(&state), Vec::<String>::new());
+    state
+        .load_balancers
+        .insert("front".into(), lb("203.0.113.10"));
+    record.service.external = false;
+    state.services.insert("front".into(), record);
+    assert_eq!(published(&state), Vec::<String>::new());
+}

@@ -5,6 +5,7 @@
 //! /kctl/<cluster>/minions/<id>        MinionRecord
 //! /kctl/<cluster>/services/<id>       ServiceRecord (service + portal IP)
 //! /kctl/<cluster>/endpoints/<id>      [Endpoint]   (derived: running pods behind it)
+//! /kctl/<cluster>/loadbalancers/<id>  LoadBalancerStatus (observed: the cloud's external IP)
 //! /kctl/<cluster>/rules/<minion>      digest of the service rules last written there
 //! /kctl/<cluster>/controllers/<id>    ReplicationController
 //! /kctl/<cluster>/pods/<id>           PodRecord    (desired: spec + minion)
@@ -507,6 +508,12 @@ impl Store {
                         .services
                         .insert(id.into(), decode::<ServiceRecord>(key, value)?);
                 }
+                Some(("loadbalancers", id)) => {
+                    state.load_balancers.insert(
+                        id.into(),
+                        decode::<crate::state::LoadBalancerStatus>(key, value)?,
+                    );
+                }
                 Some(("endpoints", id)) => {
                     state
                         .endpoints
@@ -709,6 +716,29 @@ impl Store {
                 json(&endpoints),
                 None,
             )]);
+        self.txn(txn).await?;
+        Ok(())
+    }
+
+    /// Records a service's load balancer address, unless the service was
+    /// deleted since; `None` forgets it.
+    pub async fn put_load_balancer(
+        &mut self,
+        service: &str,
+        status: Option<&crate::state::LoadBalancerStatus>,
+    ) -> Result<(), StoreError> {
+        let key = self.key("loadbalancers", service);
+        let op = match status {
+            Some(s) => TxnOp::put(key, json(s), None),
+            None => TxnOp::delete(key, None),
+        };
+        let service_key = self.key("services", service);
+        let txn = match status {
+            Some(_) => Txn::new()
+                .when([Compare::version(service_key, CompareOp::Greater, 0)])
+                .and_then([op]),
+            None => Txn::new().and_then([op]),
+        };
         self.txn(txn).await?;
         Ok(())
     }

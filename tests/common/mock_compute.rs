@@ -333,18 +333,20 @@ impl MockCompute {
         self.control("GET", "/mock/state", None)
     }
 
-    /// `kind/name` of every network, subnetwork, firewall, route and
-    /// instance of the project, sorted.
+    /// `kind/name` of every network, subnetwork, firewall, route,
+    /// instance, target pool and forwarding rule of the project, sorted.
     pub fn resources(&self) -> Vec<String> {
         let state = self.state();
         let mut out = vec![];
         if let Some(project) = state["projects"][PROJECT].as_object() {
             for kind in [
                 "firewalls",
+                "forwardingRules",
                 "instances",
                 "networks",
                 "routes",
                 "subnetworks",
+                "targetPools",
             ] {
                 if let Some(items) = project.get(kind).and_then(Value::as_object) {
                     out.extend(items.keys().map(|k| format!("{kind}/{k}")));

@@ -247,6 +247,9 @@ class Mock:
         self.deprecated_types = {}
         self.token_error = None
         self.next_internal = 2
+        # Forwarding rules' external addresses: TEST-NET-3 (RFC 5737),
+        # documentation only, routed nowhere.
+        self.next_forwarding_ip = 10
 
     # -- helpers --
     def url(self, path):
@@ -279,7 +282,7 @@ class Mock:
         if p is None:
             p = self.projects[name] = {
                 "networks": {}, "subnetworks": {}, "firewalls": {}, "routes": {},
-                "instances": {},
+                "instances": {}, "targetPools": {}, "forwardingRules": {},
                 "metadata": {},
                 "quotas": dict(GLOBAL_QUOTAS),
                 "regionQuotas": {},
@@ -583,6 +586,92 @@ class Mock:
         proj["routes"][body["name"]] = route
         return path, "global"
 
+    def region_scope(self, p, region):
+        self.project(p)
+        if region not in REGIONS:
+            raise not_found("projects/%s/regions/%s" % (p, region))
+        return self.url("projects/%s/regions/%s" % (p, region))
+
+    def instance_link(self, p, value):
+        """An instance a target pool names (URL or partial URL); 404 if absent."""
+        proj = self.project(p)
+        rel = self.rel(value or "")
+        inst = proj["instances"].get(last(rel))
+        if inst is None or self.rel(inst["selfLink"]) != rel:
+            raise not_found(rel or "projects/%s/zones/-/instances/-" % p)
+        return inst["selfLink"]
+
+    def insert_target_pool(self, p, region, body):
+        proj = self.project(p)
+        region_link = self.region_scope(p, region)
+        path = "projects/%s/regions/%s/targetPools/%s" % (p, region, body.get("name"))
+        pool = self.new_resource("targetPool", body.get("name"), path)
+        if body["name"] in proj["targetPools"]:
+            raise ApiError(409, "alreadyExists", "The resource '%s' already exists" % path)
+        instances = [self.instance_link(p, i) for i in body.get("instances", [])]
+        pool.update({"region": region_link, "instances": instances,
+                     "sessionAffinity": body.get("sessionAffinity", "NONE")})
+        for key in ("description", "healthChecks", "backupPool", "failoverRatio"):
+            if body.get(key):
+                pool[key] = body[key]
+        proj["targetPools"][body["name"]] = pool
+        return path, "regions/" + region
+
+    def target_pool_members(self, p, region, name, body, add):
+        """addInstance / removeInstance: {"instances": [{"instance": URL}]}."""
+        proj = self.project(p)
+        pool = proj["targetPools"].get(name)
+        path = "projects/%s/regions/%s/targetPools/%s" % (p, region, name)
+        if pool is None or last(pool["region"]) != region:
+            raise not_found(path)
+        links = [self.instance_link(p, (i or {}).get("instance")) if add else self.url(self.rel((i or {}).get("instance", "")))
+                 for i in (body or {}).get("instances", [])]
+        if not links:
+            raise invalid("resource.instances", "", "At least one instance must be specified.")
+        for link in links:
+            if add and link not in pool["instances"]:
+                pool["instances"].append(link)
+            if not add:
+                if link not in pool["instances"]:
+                    raise invalid("resource.instances", self.rel(link), "The instance '%s' is not a member of target pool '%s'." % (self.rel(link), name))
+                pool["instances"].remove(link)
+        return path, "regions/" + region
+
+    def insert_forwarding_rule(self, p, region, body):
+        proj = self.project(p)
+        region_link = self.region_scope(p, region)
+        path = "projects/%s/regions/%s/forwardingRules/%s" % (p, region, body.get("name"))
+        rule = self.new_resource("forwardingRule", body.get("name"), path)
+        if body["name"] in proj["forwardingRules"]:
+            raise ApiError(409, "alreadyExists", "The resource '%s' already exists" % path)
+        protocol = body.get("IPProtocol", "TCP")
+        if protocol not in ("TCP", "UDP", "ESP", "AH", "SCTP", "ICMP", "L3_DEFAULT"):
+            raise invalid("resource.IPProtocol", protocol, "Must be one of TCP, UDP, ESP, AH, SCTP, ICMP, L3_DEFAULT.")
+        port_range = body.get("portRange", "")
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", port_range)
+        if port_range and (not m or not 1 <= int(m.group(1)) <= int(m.group(2) or m.group(1)) <= 65535):
+            raise invalid("resource.portRange", port_range, "Must be a port or a range of ports between 1 and 65535.")
+        target = self.rel(body.get("target", ""))
+        pool = proj["targetPools"].get(last(target))
+        if pool is None or self.rel(pool["selfLink"]) != target:
+            raise not_found(target or "projects/%s/regions/%s/targetPools/-" % (p, region))
+        if last(pool["region"]) != region:
+            raise invalid("resource.target", target, "The target pool must be in the forwarding rule's region.")
+        address = body.get("IPAddress")
+        if not address:
+            address = "203.0.113.%d" % self.next_forwarding_ip
+            self.next_forwarding_ip += 1
+        rule.update({"region": region_link, "IPAddress": address, "IPProtocol": protocol,
+                     "target": pool["selfLink"], "loadBalancingScheme": body.get("loadBalancingScheme", "EXTERNAL"),
+                     "networkTier": body.get("networkTier", "PREMIUM"), "fingerprint": "dKLXRs-fP0I="})
+        if port_range:
+            rule["portRange"] = "%s-%s" % (m.group(1), m.group(2) or m.group(1))
+        for key in ("description", "ports"):
+            if body.get(key):
+                rule[key] = body[key]
+        proj["forwardingRules"][body["name"]] = rule
+        return path, "regions/" + region
+
     def hostkeys_for(self, name):
         host = self.hosts.get(name, {})
         return host.get("hostkeys") or generated_hostkeys(name)
@@ -771,8 +860,10 @@ class Mock:
         if kind == "subnetworks":
             users += [i["selfLink"] for i in proj["instances"].values()
                       if i["networkInterfaces"][0]["subnetwork"] == link]
+        if kind == "targetPools":
+            users += [r["selfLink"] for r in proj["forwardingRules"].values() if r.get("target") == link]
         if users:
-            what = {"networks": "network", "subnetworks": "subnetwork"}[kind]
+            what = {"networks": "network", "subnetworks": "subnetwork", "targetPools": "target pool"}[kind]
             raise ApiError(400, "resourceInUseByAnotherResource",
                            "The %s resource '%s' is already being used by '%s'" % (what, self.rel(link), self.rel(users[0])))
         del table[name]
@@ -789,7 +880,8 @@ class Mock:
     def state(self):
         projects = {}
         for name, proj in self.projects.items():
-            view = {k: copy.deepcopy(proj[k]) for k in ("networks", "subnetworks", "firewalls", "instances")}
+            view = {k: copy.deepcopy(proj[k]) for k in ("networks", "subnetworks", "firewalls", "instances",
+                                                         "targetPools", "forwardingRules")}
             view["routes"] = {n: self.route_view(name, r) for n, r in proj["routes"].items()}
             view["metadata"] = dict(proj["metadata"])
             view["quotas"] = dict(proj["quotas"])
@@ -806,7 +898,8 @@ class Mock:
 LOGGED_FIELDS = ("name", "network", "subnetwork", "ipCidrRange", "autoCreateSubnetworks", "mtu",
                  "routingConfig", "direction", "allowed", "sourceRanges", "targetTags", "destRange",
                  "nextHopInstance", "priority", "machineType", "canIpForward", "tags", "labels",
-                 "constraint")
+                 "constraint", "description", "IPProtocol", "IPAddress", "portRange", "target",
+                 "loadBalancingScheme", "instances")
 
 
 def key_fields(body):
@@ -1075,6 +1168,38 @@ class Handler(BaseHTTPRequestHandler):
                 if method == "DELETE":
                     target, scope = m.delete(p, "subnetworks", rest[3], "regions/" + region)
                     return m.operation(p, scope, "delete", target)
+        # regional target pools and forwarding rules
+        if rest[0] == "regions" and len(rest) >= 3 and rest[2] in ("targetPools", "forwardingRules"):
+            region, kind = rest[1], rest[2]
+            m.region_scope(p, region)
+            if len(rest) == 3 and method == "GET":
+                items = [r for _, r in sorted(proj[kind].items()) if last(r["region"]) == region]
+                return listing(items, "projects/%s/regions/%s/%s" % (p, region, kind))
+            if len(rest) == 3 and method == "POST":
+                failure = m.injected("insert", kind, (body or {}).get("name"))
+                if failure and failure.get("error") != "operation":
+                    m.raise_injected(failure, region)
+                if failure:
+                    target = "projects/%s/regions/%s/%s/%s" % (p, region, kind, body.get("name"))
+                    return m.operation(p, "regions/" + region, "insert", target, failure)
+                fn = {"targetPools": m.insert_target_pool, "forwardingRules": m.insert_forwarding_rule}[kind]
+                target, scope = fn(p, region, body or {})
+                return m.operation(p, scope, "insert", target)
+            if len(rest) == 4:
+                if method == "GET":
+                    res = proj[kind].get(rest[3])
+                    if res is None or last(res["region"]) != region:
+                        raise not_found("projects/%s/regions/%s/%s/%s" % (p, region, kind, rest[3]))
+                    return res
+                if method == "DELETE":
+                    failure = m.injected("delete", kind, rest[3])
+                    if failure:
+                        m.raise_injected(failure, region)
+                    target, scope = m.delete(p, kind, rest[3], "regions/" + region)
+                    return m.operation(p, scope, "delete", target)
+            if len(rest) == 5 and kind == "targetPools" and method == "POST" and rest[4] in ("addInstance", "removeInstance"):
+                target, scope = m.target_pool_members(p, region, rest[3], body, rest[4] == "addInstance")
+                return m.operation(p, scope, rest[4], target)
         # instances
         if rest[:2] == ["aggregated", "instances"] and method == "GET":
             pred = parse_filter(query["filter"]) if query.get("filter") else (lambda r: True)
@@ -1194,6 +1319,10 @@ class Handler(BaseHTTPRequestHandler):
                     m.insert_route(p, rbody)
                 elif kind == "instances":
                     m.insert_instance(p, body["zone"], rbody)
+                elif kind == "targetPools":
+                    m.insert_target_pool(p, body["region"], rbody)
+                elif kind == "forwardingRules":
+                    m.insert_forwarding_rule(p, body["region"], rbody)
                 return {"ok": True}
         raise ApiError(404, "notFound", "no control %s %s" % (method, path))
 

@@ -647,6 +647,18 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         let from = cluster.config.minions[0].id.clone();
         crate::ops::image::copy_loaded(ui, &cluster, &from, &joined).await?;
     }
+    // Target pools hold the minions there are now.
+    let mut store = cluster.store().await?;
+    let state = store.snapshot().await?.state;
+    crate::ops::load_balancers::converge(
+        ui,
+        &cluster,
+        Some(&mut store),
+        &state,
+        &state.services,
+        false,
+    )
+    .await?;
     if before > 0 && count != before {
         ui.out(format!(
             "Cluster {name} is up on GCE ({project}, {zone}) with {count} minions (it had {before})."

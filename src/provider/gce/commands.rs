@@ -447,3 +447,171 @@ pub fn network_delete(p: &str, n: &Names) -> Vec<String> {
         QUIET
     ]
 }
+
+// ---- external load balancers (regional target pools, forwarding rules) ----
+
+/// `--filter=name~"^kctl-C-lb-"`: the cluster's load balancers and, since
+/// cluster names may contain `-lb-`, maybe another's (told apart by their
+/// description).
+fn lb_filter(n: &Names) -> String {
+    format!(
+        "--filter={}",
+        regex_filter("name", &format!("^{}", super::lb::lb_prefix(n)))
+    )
+}
+
+pub fn target_pools_list(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "target-pools",
+        "list",
+        project(p),
+        format!("--regions={}", n.region),
+        lb_filter(n),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn forwarding_rules_list(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "forwarding-rules",
+        "list",
+        project(p),
+        format!("--regions={}", n.region),
+        lb_filter(n),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn firewalls_lb_list(p: &str, n: &Names) -> Vec<String> {
+    argv![
+        "compute",
+        "firewall-rules",
+        "list",
+        project(p),
+        lb_filter(n),
+        JSON,
+        QUIET
+    ]
+}
+
+/// No health check, as v0.5 made it: the minions' packet rules answer for
+/// the pods.
+pub fn target_pool_create(p: &str, n: &Names, name: &str, description: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "target-pools",
+        "create",
+        name,
+        project(p),
+        region(&n.region),
+        format!("--description={description}"),
+        JSON,
+        QUIET
+    ]
+}
+
+/// `add-instances` (or `remove-instances`) of minions in the cluster's zone.
+pub fn target_pool_instances(
+    p: &str,
+    n: &Names,
+    name: &str,
+    instances: &[String],
+    add: bool,
+) -> Vec<String> {
+    argv![
+        "compute",
+        "target-pools",
+        if add {
+            "add-instances"
+        } else {
+            "remove-instances"
+        },
+        name,
+        format!("--instances={}", instances.join(",")),
+        format!("--instances-zone={}", n.zone),
+        project(p),
+        region(&n.region),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn target_pool_delete(p: &str, n: &Names, name: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "target-pools",
+        "delete",
+        name,
+        project(p),
+        region(&n.region),
+        QUIET
+    ]
+}
+
+/// The rule gets an ephemeral external address; `--target-pool` is taken
+/// in `--region`.
+pub fn forwarding_rule_create(
+    p: &str,
+    n: &Names,
+    name: &str,
+    port: u16,
+    protocol: &str,
+    description: &str,
+) -> Vec<String> {
+    argv![
+        "compute",
+        "forwarding-rules",
+        "create",
+        name,
+        project(p),
+        region(&n.region),
+        format!("--ports={port}"),
+        format!("--ip-protocol={protocol}"),
+        format!("--target-pool={name}"),
+        format!("--description={description}"),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn forwarding_rule_delete(p: &str, n: &Names, name: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "forwarding-rules",
+        "delete",
+        name,
+        project(p),
+        region(&n.region),
+        QUIET
+    ]
+}
+
+/// The service's port from anywhere, to the minions only (as v0.5 opened
+/// it; the forwarding rule's clients are the whole Internet).
+pub fn firewall_lb_create(
+    p: &str,
+    n: &Names,
+    name: &str,
+    allow: &str,
+    description: &str,
+) -> Vec<String> {
+    argv![
+        "compute",
+        "firewall-rules",
+        "create",
+        name,
+        project(p),
+        format!("--network={}", n.network),
+        "--direction=INGRESS",
+        format!("--allow={allow}"),
+        "--source-ranges=0.0.0.0/0",
+        format!("--target-tags={}", n.minion_tag),
+        format!("--description={description}"),
+        JSON,
+        QUIET
+    ]
+}

@@ -222,12 +222,16 @@ pub struct Discovered {
     /// Instances labelled with this cluster's name in other zones,
     /// "NAME (ZONE)": another cluster of the same name, or the wrong zone.
     pub elsewhere: Vec<String>,
+    /// The deletes that remove every load balancer of the cluster
+    /// (forwarding rules, target pools, their firewall rules), in order.
+    pub load_balancers: Vec<super::lb::LbStep>,
 }
 
 impl Discovered {
     /// Nothing to delete.
     pub fn is_empty(&self) -> bool {
         self.instances.is_empty()
+            && self.load_balancers.is_empty()
             && self.routes.is_empty()
             && self.firewall_rules.is_empty()
             && self.subnet.is_none()
@@ -243,7 +247,11 @@ impl Discovered {
     /// One human line per resource to delete, in teardown order
     /// ("instance NAME").
     pub fn lines(&self) -> Vec<String> {
-        let mut lines = vec![];
+        let mut lines: Vec<String> = self
+            .load_balancers
+            .iter()
+            .map(|step| step.line().trim_start_matches("- ").to_string())
+            .collect();
         lines.extend(self.instances.iter().map(|n| format!("instance {n}")));
         lines.extend(self.routes.iter().map(|n| format!("route {n}")));
         lines.extend(
@@ -957,13 +965,24 @@ pub async fn discover<G: Gcloud>(
         subnet: describe(g, &cmd::subnet_describe(project, &n)).await?,
         network: describe(g, &cmd::network_describe(project, &n)).await?,
     };
-    Ok(judge(&n, knowledge, &listed))
+    let mut found = judge(&n, knowledge, &listed);
+    // Load balancers say whose they are in their description; deleting
+    // them is the plan that wants none.
+    let lbs = super::lb::discover(g, project, &n).await?;
+    found.load_balancers = super::lb::plan(&n, &[], &[], &lbs)?;
+    Ok(found)
 }
 
-/// The delete calls for `found`, in teardown order: instances, routes,
-/// firewall rules, subnet, network (each depends on the ones after it).
+/// The delete calls for `found`, in teardown order: load balancers
+/// (forwarding rules, then pools, then their firewall rules), instances,
+/// routes, firewall rules, subnet, network (each depends on the ones after
+/// it).
 fn delete_calls(project: &str, zone: &str, n: &Names, found: &Discovered) -> Vec<Vec<String>> {
-    let mut calls = vec![];
+    let mut calls: Vec<Vec<String>> = found
+        .load_balancers
+        .iter()
+        .map(|step| step.argv(project, n))
+        .collect();
     if !found.instances.is_empty() {
         calls.push(cmd::instances_delete(project, zone, &found.instances));
     }
@@ -1146,13 +1165,15 @@ pub fn up_commands(spec: &GceSpec) -> Result<Vec<Vec<String>>, GceError> {
 
 /// The reads of `discover`, in its order.
 fn discovery_reads(project: &str, n: &Names) -> Vec<Vec<String>> {
-    vec![
+    let mut reads = vec![
         cmd::instances_list(project, n),
         cmd::routes_list(project, n),
         cmd::firewalls_list(project, n),
         cmd::subnet_describe(project, n),
         cmd::network_describe(project, n),
-    ]
+    ];
+    reads.extend(super::lb::discovery_reads(project, n));
+    reads
 }
 
 /// Every gcloud argv `down` issues when `found` is what exists: the

@@ -11,6 +11,7 @@
 
 pub mod commands;
 pub mod engine;
+pub mod lb;
 pub mod parse;
 pub mod spec;
 pub mod transport;

@@ -371,7 +371,8 @@ fn teardown_order_is_instances_routes_firewalls_subnet_network() {
         ]
     );
     assert!(!instances.iter().any(|a| a.starts_with("--delete-disks")));
-    // Nothing found: only the reads.
+    // Nothing found: only the reads (five of the cluster, three of its
+    // load balancers).
     let calls = down_commands(
         "my-proj-123",
         "us-central1-b",
@@ -379,7 +380,7 @@ fn teardown_order_is_instances_routes_firewalls_subnet_network() {
         &Discovered::default(),
     )
     .unwrap();
-    assert_eq!(calls.len(), 5);
+    assert_eq!(calls.len(), 8);
 }
 
 #[test]
@@ -1051,4 +1052,53 @@ mod capacity {
         })));
         assert!(!policy_enforced(&json!({"constraint": "x"})));
     }
+}
+
+/// Load balancers go first: a forwarding rule holds its pool, and the
+/// firewall rule is on the network deleted last.
+#[test]
+fn teardown_deletes_load_balancers_before_instances() {
+    let n = Names::new("demo", "us-central1-b").unwrap();
+    let mut found = planned(&spec(1)).unwrap();
+    found.load_balancers = vec![
+        super::lb::LbStep::DeleteRule {
+            name: "kctl-demo-lb-web".into(),
+        },
+        super::lb::LbStep::DeletePool {
+            name: "kctl-demo-lb-web".into(),
+        },
+        super::lb::LbStep::DeleteFirewall {
+            name: "kctl-demo-lb-web".into(),
+        },
+    ];
+    assert_eq!(
+        &found.lines()[..2],
+        [
+            "forwarding rule kctl-demo-lb-web",
+            "target pool kctl-demo-lb-web"
+        ]
+    );
+    let calls = down_commands("my-proj-123", &n.zone, "demo", &found).unwrap();
+    let deletes: Vec<String> = calls
+        .iter()
+        .filter(|c| c.contains(&"delete".to_string()))
+        .map(|c| c[2..4].join(" "))
+        .collect();
+    assert_eq!(
+        &deletes[..4],
+        [
+            "forwarding-rules delete",
+            "target-pools delete",
+            "firewall-rules delete",
+            "instances delete"
+        ]
+    );
+    let rule = calls
+        .iter()
+        .find(|c| c[2] == "forwarding-rules" && c[3] == "delete")
+        .unwrap();
+    assert!(
+        rule.contains(&"--region=us-central1".to_string()),
+        "{rule:?}"
+    );
 }
