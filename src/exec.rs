@@ -119,6 +119,14 @@ where
         .ok_or_else(|| HttpGetError::NotHttp(line.into_owned()))
 }
 
+/// A GET that outlasted its limit, as an error.
+pub fn timed_out(limit: std::time::Duration) -> HttpGetError {
+    HttpGetError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {}s", limit.as_secs()),
+    ))
+}
+
 /// Builds an argv from anything string-like.
 #[macro_export]
 macro_rules! argv {
@@ -143,10 +151,13 @@ pub trait Exec: Send + Sync {
     /// Sends `GET path` to `addr` from the machine itself (as a pod's
     /// hook is sent: pod addresses are reachable there, not necessarily
     /// here) and returns the answer's status code.
+    /// Bounded by `limit` here, so that whatever it holds open meanwhile
+    /// is closed whatever happens.
     fn http_get(
         &self,
         addr: SocketAddr,
         path: &str,
+        limit: std::time::Duration,
     ) -> impl Future<Output = Result<u16, ExecError>> + Send;
 
     /// Runs `argv` with a file as its standard input (an upload, an image).
@@ -192,13 +203,21 @@ impl Exec for LocalExec {
         &self.name
     }
 
-    async fn http_get(&self, addr: SocketAddr, path: &str) -> Result<u16, ExecError> {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| self.http_error(addr, e.into()))?;
-        http_status(&mut stream, addr, path)
-            .await
-            .map_err(|e| self.http_error(addr, e))
+    async fn http_get(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        limit: std::time::Duration,
+    ) -> Result<u16, ExecError> {
+        let answer = tokio::time::timeout(limit, async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            http_status(&mut stream, addr, path).await
+        })
+        .await;
+        match answer {
+            Ok(answer) => answer.map_err(|e| self.http_error(addr, e)),
+            Err(_) => Err(self.http_error(addr, timed_out(limit))),
+        }
     }
 
     async fn run(&self, argv: &[String], stdin: Option<&[u8]>) -> Result<Output, ExecError> {
@@ -267,7 +286,12 @@ impl Exec for RecordingExec {
         "recording"
     }
 
-    async fn http_get(&self, addr: SocketAddr, path: &str) -> Result<u16, ExecError> {
+    async fn http_get(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        _limit: std::time::Duration,
+    ) -> Result<u16, ExecError> {
         let line = format!("{addr} {path}");
         if let (Ok(mut calls), Ok(mut inputs)) = (self.calls.lock(), self.inputs.lock()) {
             calls.push(vec!["GET".to_string(), addr.to_string(), path.to_string()]);

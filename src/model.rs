@@ -371,8 +371,24 @@ pub fn git_repository_problem(text: &str) -> Option<&'static str> {
         .is_some_and(|(transport, _)| !transport.contains('/'))
     {
         Some("names a git remote helper (`<transport>::`), which would run a program")
+    } else if !is_remote_git_address(text) {
+        Some("is no remote address (https://, http://, git://, ssh:// or host:path): a path on the minion would clone its files, another pod's volume too")
     } else {
         None
+    }
+}
+
+/// `https://…`, `http://…`, `git://…`, `ssh://…`, or scp's `[user@]host:path`.
+fn is_remote_git_address(text: &str) -> bool {
+    const SCHEMES: [&str; 4] = ["https://", "http://", "git://", "ssh://"];
+    if let Some(at) = text.find("://") {
+        return SCHEMES.iter().any(|s| text.starts_with(s)) && text.len() > at + 3;
+    }
+    // git reads `host:path` as scp's form only when no `/` comes before
+    // the first `:`.
+    match text.split_once(':') {
+        Some((host, path)) => !host.is_empty() && !host.contains('/') && !path.is_empty(),
+        None => false,
     }
 }
 

@@ -358,14 +358,20 @@ impl Exec for SshExec {
     /// Through a forward of the master connection, so that the TCP
     /// connection starts on the remote machine; the forward is closed
     /// once the answer is read.
-    async fn http_get(&self, addr: std::net::SocketAddr, path: &str) -> Result<u16, ExecError> {
+    async fn http_get(
+        &self,
+        addr: std::net::SocketAddr,
+        path: &str,
+        limit: std::time::Duration,
+    ) -> Result<u16, ExecError> {
         let host = addr.ip().to_string();
         let local = self.forward_tcp(None, &host, addr.port()).await?;
-        let answer = async {
+        let answer = tokio::time::timeout(limit, async {
             let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
             crate::exec::http_status(&mut stream, addr, path).await
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(crate::exec::timed_out(limit)));
         let _ = self
             .session
             .close_port_forward(

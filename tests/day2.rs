@@ -1400,7 +1400,43 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
     git(&["tag", "v1"]);
     std::fs::write(repo.join("index.html"), "two\n").unwrap();
     git(&["commit", "--quiet", "-am", "two"]);
-    let path = repo.to_str().unwrap();
+    // Served by git's own daemon in the minion's namespace: kctl clones
+    // only from the network, never a path of the minion's.
+    let minion_ip = cluster.kctl(&["get", "minions", "-o", "json"]).json()["items"][0]["hostIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ns = "--net=/run/netns/kctl-it-gitrepo-minion-1";
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let daemon = KillOnDrop(
+        std::process::Command::new("nsenter")
+            .arg(ns)
+            .args(["git", "daemon", "--export-all", "--reuseaddr"])
+            .arg(format!("--listen={minion_ip}"))
+            .arg("--port=9418")
+            .arg(format!("--base-path={}", cluster.dir().display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let address = format!("git://{minion_ip}/site");
+    wait_for(Duration::from_secs(10), "git daemon listening", || {
+        std::process::Command::new("nsenter")
+            .arg(ns)
+            .args(["git", "ls-remote", &address])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| ())
+    });
+    let path = address.as_str();
     let v05 = manifest_file(
         &cluster,
         "pinned.json",
@@ -1439,20 +1475,24 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
     assert_eq!(read("head", "/site/index.html").stdout, "two\n");
 
     // No such repository: the pod does not start, and says why.
-    let missing = cluster.dir().join("no-such-repository");
-    let broken = manifest_file(
-        &cluster,
-        "broken.yaml",
-        &v1("broken", missing.to_str().unwrap()),
-    );
+    let missing = format!("git://{minion_ip}/no-such-repository");
+    let broken = manifest_file(&cluster, "broken.yaml", &v1("broken", &missing));
     let applied = cluster.kctl(&["apply", "-f", &broken]);
     assert_eq!(applied.code, Some(1), "{applied:?}");
     assert!(
         applied
             .stderr
             .contains("gitRepo volume site on minion-1: git clone failed")
-            && applied.stderr.contains("does not exist"),
+            && applied.stderr.contains("not exported"),
         "{applied:?}"
+    );
+    // A path of the minion's is refused at its line, before anything runs.
+    let local = manifest_file(&cluster, "local.yaml", &v1("local", repo.to_str().unwrap()));
+    let refused = cluster.kctl(&["apply", "-f", &local]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("is no remote address") && refused.stderr.contains("local.yaml:"),
+        "{refused:?}"
     );
     let described = cluster.kctl(&["describe", "pod", "broken"]);
     assert!(
@@ -1474,6 +1514,7 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
     wait_for(Duration::from_secs(30), "the pod's volume removed", || {
         (!volume_exists("kctl_it-gitrepo_pinned_site")).then_some(())
     });
+    drop(daemon);
     cluster.down_and_check();
 }
 

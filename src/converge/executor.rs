@@ -543,7 +543,8 @@ async fn run_hook<D: ContainerEngine, E: Exec>(
                     ));
                 };
                 let addr = std::net::SocketAddr::new(ip, port);
-                match exec.http_get(addr, &get.path).await {
+                // Bounded inside, so that a forward it opens is closed.
+                match exec.http_get(addr, &get.path, limit).await {
                     Ok(code) if (200..400).contains(&code) => Ok(()),
                     Ok(code) => Err(format!("got HTTP {code} from GET {addr}{}", get.path)),
                     Err(e) => Err(e.to_string()),
@@ -551,7 +552,13 @@ async fn run_hook<D: ContainerEngine, E: Exec>(
             }
         }
     };
-    match tokio::time::timeout(limit, attempt).await {
+    // A GET ends by itself at the limit (and closes what it opened): the
+    // outer bound only backs it up.
+    let outer = match hook {
+        Hook::HttpGet(_) => limit + Duration::from_secs(2),
+        Hook::Exec(_) => limit,
+    };
+    match tokio::time::timeout(outer, attempt).await {
         Ok(result) => result,
         Err(_) => Err(format!("still running after {}s", limit.as_secs())),
     }

@@ -129,8 +129,18 @@ async fn clone_into<E: Exec>(
         "git",
         "-C",
         mount_point.clone(),
+        // Only the network's transports, also for submodules and
+        // redirects: never `file` (the minion's own files) or `ext`.
         "-c",
-        "protocol.ext.allow=never",
+        "protocol.allow=never",
+        "-c",
+        "protocol.https.allow=always",
+        "-c",
+        "protocol.http.allow=always",
+        "-c",
+        "protocol.git.allow=always",
+        "-c",
+        "protocol.ssh.allow=always",
         "clone",
         "--quiet",
         "--",
@@ -297,7 +307,7 @@ mod tests {
         );
         assert!(
             calls.contains(&format!(
-                "timeout --kill-after=10 300 env GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND=ssh -o BatchMode=yes git -C {MOUNT} -c protocol.ext.allow=never clone --quiet -- https://example.com/site.git code"
+                "timeout --kill-after=10 300 env GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND=ssh -o BatchMode=yes git -C {MOUNT} -c protocol.allow=never -c protocol.https.allow=always -c protocol.http.allow=always -c protocol.git.allow=always -c protocol.ssh.allow=always clone --quiet -- https://example.com/site.git code"
             )),
             "{calls:#?}"
         );

@@ -2003,14 +2003,22 @@ fn what_kctl_cannot_provide_is_refused_with_the_reason() {
             "names a git remote helper",
         ),
         (
-            "gitRepo: {repository: r, revision: \"--orphan\"}",
+            "gitRepo: {repository: \"git://e.x/r\", revision: \"--orphan\"}",
             "gitRepo `revision` starts with `-`",
         ),
         (
-            "gitRepo: {repository: r, directory: ../../etc}",
+            "gitRepo: {repository: \"git://e.x/r\", directory: ../../etc}",
             "leads out of the volume",
         ),
         ("gitRepo: {revision: main}", "`repository`"),
+        (
+            "gitRepo: {repository: ../../kctl_c1_other_data/_data}",
+            "is no remote address",
+        ),
+        (
+            "gitRepo: {repository: \"file:///etc\"}",
+            "is no remote address",
+        ),
         (
             "emptyDir: {}\n          hostDir: {path: /srv/x}",
             "only one source",

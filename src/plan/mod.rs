@@ -109,6 +109,13 @@ pub enum PlanError {
         port: u16,
         taken_by: String,
     },
+    #[error("service {service} would answer on the minions' {protocol} port {port}, which service {taken_by} takes there")]
+    MachinePortTaken {
+        service: String,
+        port: u16,
+        protocol: String,
+        taken_by: String,
+    },
     #[error("no node port left for service {service}: all of {}-{} are taken", NODE_PORT_RANGE.start(), NODE_PORT_RANGE.end())]
     NodePortsExhausted { service: String },
     #[error("service {service} had portal IP {ip}, outside this cluster's portal range {range}")]
@@ -144,6 +151,9 @@ impl PlanError {
             )),
             PlanError::NodePortTaken { .. } => Some(
                 "leave `nodePort` out to get a free one, or pick another (`kctl get services` shows those taken)".into(),
+            ),
+            PlanError::MachinePortTaken { .. } => Some(
+                "give one of the services another `port` or `nodePort`".into(),
             ),
             PlanError::NodePortsExhausted { .. } => Some(
                 "delete NodePort services you no longer need".into(),
@@ -471,6 +481,7 @@ impl<'a> Planner<'a> {
         };
         self.portals_taken.insert(portal_ip);
         let node_port = self.node_port(svc, old)?;
+        self.check_machine_ports(svc, node_port)?;
         self.plan.changes.push(Change {
             kind: Kind::Service,
             id: svc.id.clone(),
@@ -495,6 +506,41 @@ impl<'a> Planner<'a> {
             portal_ip,
             node_port,
         }));
+        Ok(())
+    }
+
+    /// A port a service takes on every minion's own address (its own port
+    /// when published there, its node port) may be no other's: one key
+    /// of the minions' rules leads to one service.
+    fn check_machine_ports(&self, svc: &Service, node_port: Option<u16>) -> Result<(), PlanError> {
+        let planned: BTreeMap<&str, &ServiceRecord> = self
+            .plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::PutService(r) => Some((r.service.id.as_str(), r)),
+                _ => None,
+            })
+            .collect();
+        let others = self
+            .state
+            .services
+            .values()
+            .filter(|r| !planned.contains_key(r.service.id.as_str()))
+            .chain(planned.values().copied())
+            .filter(|r| r.service.id != svc.id);
+        let mine = machine_ports(svc, node_port);
+        for other in others {
+            let theirs = machine_ports(&other.service, other.node_port);
+            if let Some((protocol, port)) = mine.iter().find(|p| theirs.contains(p)) {
+                return Err(PlanError::MachinePortTaken {
+                    service: svc.id.clone(),
+                    port: *port,
+                    protocol: protocol.as_upper().to_string(),
+                    taken_by: other.service.id.clone(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -737,6 +783,18 @@ impl<'a> Planner<'a> {
             Err(PlanError::Unschedulable(self.unschedulable))
         }
     }
+}
+
+/// The ports `service` takes on every minion's own address.
+fn machine_ports(service: &Service, node_port: Option<u16>) -> Vec<(crate::model::Protocol, u16)> {
+    let mut ports = Vec::new();
+    if service.external {
+        ports.push((service.protocol, service.port));
+    }
+    if let Some(node_port) = node_port {
+        ports.push((service.protocol, node_port));
+    }
+    ports
 }
 
 /// What `kctl apply` must do to make the cluster hold `objects`. Objects not

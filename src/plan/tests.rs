@@ -829,3 +829,59 @@ fn node_ports_are_given_from_the_range_kept_and_never_shared() {
     commit(&mut state, &p);
     assert_eq!(state.services["b"].node_port, None);
 }
+
+#[test]
+fn a_port_of_the_minions_leads_to_one_service_only() {
+    let mut state = cluster(1);
+    let published = match svc("lb", 30080) {
+        Object::Service(s) => Object::Service(Service {
+            external: true,
+            ..s
+        }),
+        _ => unreachable!(),
+    };
+    let p = plan_apply_in(
+        std::slice::from_ref(&published),
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap();
+    commit(&mut state, &p);
+    let err = plan_apply_in(
+        &[svc_node_port("np", NodePort::Port(30080))],
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service np would answer on the minions' TCP port 30080, which service lb takes there"
+    );
+    // In one apply too, whatever the order.
+    let err = plan_apply_in(
+        &[
+            svc_node_port("np", NodePort::Port(30081)),
+            svc("lb2", 30081),
+        ]
+        .into_iter()
+        .map(|o| match o {
+            Object::Service(s) if s.id == "lb2" => Object::Service(Service {
+                external: true,
+                ..s
+            }),
+            o => o,
+        })
+        .collect::<Vec<_>>(),
+        &state,
+        &mut CountingNamer(0),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PlanError::MachinePortTaken { .. }), "{err}");
+    // Another free port is fine.
+    assert!(plan_apply_in(
+        &[svc_node_port("np", NodePort::Port(30082))],
+        &state,
+        &mut CountingNamer(0)
+    )
+    .is_ok());
+}

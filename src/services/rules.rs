@@ -82,10 +82,15 @@ pub fn portals(state: &ClusterState, endpoints: &BTreeMap<String, Vec<Endpoint>>
                     .map(|eps| eps.iter().map(|e| (e.ip, e.port)).collect())
                     .unwrap_or_default(),
                 published: published.into_iter().collect(),
-                node_port: record.node_port.map(|port| NodePortRule {
-                    port,
-                    on: minions.iter().copied().collect(),
-                }),
+                // A record read back is not trusted: a port outside the
+                // range (sshd's, etcd's) is never taken over.
+                node_port: record
+                    .node_port
+                    .filter(|port| crate::model::NODE_PORT_RANGE.contains(port))
+                    .map(|port| NodePortRule {
+                        port,
+                        on: minions.iter().copied().collect(),
+                    }),
             }
         })
         .collect()
@@ -151,9 +156,16 @@ pub fn render(portals: &[Portal]) -> String {
     elements(&mut out, &hairpin);
     out.push_str("  }\n");
 
+    // One key, one chain: nft refuses a map with a key twice, which would
+    // leave every minion's rules unwritten. The plan refuses such
+    // services; records read back could still hold them, and the first
+    // service (by order of the portals) keeps the key.
+    let mut seen = std::collections::HashSet::new();
     let services: Vec<String> = with_endpoints
         .iter()
-        .flat_map(|p| keys(p).map(move |k| format!("{k} : goto {}", service_chain(p))))
+        .flat_map(|p| keys(p).map(move |k| (k, service_chain(p))))
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .map(|(k, chain)| format!("{k} : goto {chain}"))
         .collect();
     out.push_str("  map services {\n    type ipv4_addr . inet_proto . inet_service : verdict\n");
     elements(&mut out, &services);
@@ -163,6 +175,7 @@ pub fn render(portals: &[Portal]) -> String {
         .iter()
         .filter(|p| p.endpoints.is_empty())
         .flat_map(keys)
+        .filter(|k| seen.insert(k.clone()))
         .collect();
     let mut published: Vec<String> = portals
         .iter()

@@ -27,7 +27,7 @@ fn spec(ports: &[(Option<&str>, u16)]) -> PodSpec {
     }
 }
 
-fn service(id: &str, container_port: Option<PortRef>) -> ServiceRecord {
+pub(crate) fn service(id: &str, container_port: Option<PortRef>) -> ServiceRecord {
     ServiceRecord {
         service: Service {
             id: id.into(),

@@ -305,3 +305,28 @@ fn a_node_port_answers_on_every_minion_at_its_own_port() {
         "{rules}"
     );
 }
+
+#[test]
+fn a_key_twice_is_written_once_and_a_node_port_outside_the_range_never() {
+    let mut a = portal("a", "10.0.0.1", &[("10.101.1.2", 8080)]);
+    a.published = vec!["10.101.0.11".parse().unwrap()];
+    a.port = 30080;
+    let mut b = portal("b", "10.0.0.2", &[("10.101.1.3", 8080)]);
+    b.node_port = Some(NodePortRule {
+        port: 30080,
+        on: vec!["10.101.0.11".parse().unwrap()],
+    });
+    let rules = render(&[a, b]);
+    assert_eq!(
+        rules.matches("10.101.0.11 . tcp . 30080 :").count(),
+        1,
+        "{rules}"
+    );
+    // A record whose node port is sshd's is not believed.
+    let mut state = crate::state::ClusterState::default();
+    let mut record = crate::services::tests::service("web", None);
+    record.node_port = Some(22);
+    state.services.insert("web".into(), record);
+    let portals = portals(&state, &Default::default());
+    assert_eq!(portals[0].node_port, None);
+}
