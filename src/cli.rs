@@ -645,6 +645,7 @@ impl ReadingArgs {
             // What the cluster allows is the cluster's to say (ops::apply).
             allow_host_dir: false,
             allow_privileged: false,
+            disks_unavailable_on: None,
         }
     }
 }

@@ -11,7 +11,8 @@ use crate::converge::engine::{
 };
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Mount,
-    MountType, MountVolumeOptions, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, ListContainersOptions, ListVolumesOptions,
@@ -156,6 +157,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             MountSpec::Volume {
                 name,
                 labels,
+                device_options,
                 target,
                 read_only,
             } => volume_mounts.push(Mount {
@@ -165,6 +167,12 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 read_only: Some(*read_only),
                 volume_options: Some(MountVolumeOptions {
                     labels: Some(labels.clone().into_iter().collect()),
+                    driver_config: (!device_options.is_empty()).then(|| {
+                        MountVolumeOptionsDriverConfig {
+                            name: Some("local".to_string()),
+                            options: Some(device_options.clone().into_iter().collect()),
+                        }
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()

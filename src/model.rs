@@ -349,6 +349,75 @@ pub enum VolumeSource {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         directory: Option<String>,
     },
+    /// A GCE persistent disk (v1 `gcePersistentDisk`): attached to the
+    /// pod's minion by `gcloud` on the workstation (read-only when
+    /// `read_only`), and mounted there with `fs_type`, whole or the one
+    /// `partition`. Its files outlive the pod and follow it to another
+    /// minion.
+    #[serde(rename_all = "camelCase")]
+    GcePersistentDisk {
+        pd_name: String,
+        fs_type: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<u32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
+    },
+}
+
+/// The filesystem a persistent disk is mounted with when `fsType` is not
+/// given (as Kubernetes).
+pub const DEFAULT_DISK_FS_TYPE: &str = "ext4";
+
+/// The filesystems kctl mounts a persistent disk with: what a GCE Debian
+/// image's kernel reads. Anything else would reach mount(8) as it is.
+pub const DISK_FS_TYPES: &[&str] = &["ext4", "ext3", "ext2", "xfs", "btrfs"];
+
+/// The highest partition number kctl names (a GPT disk's default table).
+pub const MAX_DISK_PARTITION: u32 = 128;
+
+/// Why `name` cannot be a GCE disk's name, if it cannot: GCE names are
+/// RFC 1035 labels (`[a-z]([-a-z0-9]{0,61}[a-z0-9])?`), which is also
+/// what makes `/dev/disk/by-id/google-NAME` a plain path and no gcloud
+/// option.
+pub fn disk_name_problem(name: &str) -> Option<&'static str> {
+    let bytes = name.as_bytes();
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 63 {
+        Some("is longer than 63 characters")
+    } else if !bytes[0].is_ascii_lowercase() {
+        Some("does not start with a lower-case letter")
+    } else if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    {
+        Some("has characters other than a-z, 0-9 and `-`")
+    } else if name.ends_with('-') {
+        Some("ends with `-`")
+    } else {
+        None
+    }
+}
+
+/// Why a persistent disk volume cannot be mounted as it is, if it cannot
+/// (each part as `disk_name_problem`, `DISK_FS_TYPES`, `MAX_DISK_PARTITION`).
+pub fn disk_volume_problem(name: &str, fs_type: &str, partition: Option<u32>) -> Option<String> {
+    if let Some(problem) = disk_name_problem(name) {
+        return Some(format!("disk name {name:?} {problem}"));
+    }
+    if !DISK_FS_TYPES.contains(&fs_type) {
+        return Some(format!(
+            "filesystem {fs_type:?} is none of {}",
+            DISK_FS_TYPES.join(", ")
+        ));
+    }
+    match partition {
+        Some(n) if n == 0 || n > MAX_DISK_PARTITION => {
+            Some(format!("partition {n} is not in 1..={MAX_DISK_PARTITION}"))
+        }
+        _ => None,
+    }
 }
 
 /// The longest repository address and revision kctl hands to git.
@@ -556,6 +625,34 @@ impl PodSpec {
     pub fn images(&self) -> Vec<&str> {
         self.containers.iter().map(|c| c.image.as_str()).collect()
     }
+
+    /// The GCE persistent disks the pod uses, each with whether every use
+    /// of it here is read-only.
+    pub fn disks(&self) -> Vec<DiskUse> {
+        let mut disks: Vec<DiskUse> = Vec::new();
+        for volume in &self.volumes {
+            if let VolumeSource::GcePersistentDisk {
+                pd_name, read_only, ..
+            } = &volume.source
+            {
+                match disks.iter_mut().find(|d| &d.disk == pd_name) {
+                    Some(known) => known.read_only &= *read_only,
+                    None => disks.push(DiskUse {
+                        disk: pd_name.clone(),
+                        read_only: *read_only,
+                    }),
+                }
+            }
+        }
+        disks
+    }
+}
+
+/// A pod's use of one persistent disk.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DiskUse {
+    pub disk: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

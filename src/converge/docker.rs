@@ -194,17 +194,33 @@ fn mounts(ctx: &RunContext, pod: &PodRecord, c: &Container) -> Vec<MountSpec> {
             let volume = pod.pod.spec.volumes.iter().find(|v| v.name == mount.name)?;
             let target = mount.mount_path.clone();
             let read_only = mount.read_only;
+            let labels: BTreeMap<String, String> = [
+                (LABEL_CLUSTER.to_string(), ctx.cluster.clone()),
+                (LABEL_POD.to_string(), pod.pod.id.clone()),
+            ]
+            .into();
             Some(match &volume.source {
                 // A repository is cloned into the same kind of volume.
                 VolumeSource::EmptyDir | VolumeSource::GitRepo { .. } => MountSpec::Volume {
                     name: pod_volume_name(&ctx.cluster, &pod.pod.id, &volume.name),
-                    labels: [
-                        (LABEL_CLUSTER.to_string(), ctx.cluster.clone()),
-                        (LABEL_POD.to_string(), pod.pod.id.clone()),
-                    ]
-                    .into(),
+                    labels,
+                    device_options: BTreeMap::new(),
                     target,
                     read_only,
+                },
+                // (A disk that would not mount was refused before the
+                // pod's start: `disk_volumes::unattached`.)
+                VolumeSource::GcePersistentDisk { read_only: ro, .. } => MountSpec::Volume {
+                    name: super::disk_volumes::docker_volume_name(
+                        &ctx.cluster,
+                        &pod.pod.id,
+                        &volume.name,
+                        &volume.source,
+                    ),
+                    labels,
+                    device_options: super::disk_volumes::device_options(&volume.source),
+                    target,
+                    read_only: read_only || *ro,
                 },
                 VolumeSource::HostDir { path } => MountSpec::Bind {
                     source: path.clone(),

@@ -42,6 +42,10 @@ pub enum MountSpec {
     Volume {
         name: String,
         labels: BTreeMap<String, String>,
+        /// Options of Docker's `local` driver for a volume that is a
+        /// block device (`type`, `device`, `o`): mounted when a container
+        /// first uses it, unmounted after the last. Empty for a directory.
+        device_options: BTreeMap<String, String>,
         target: String,
         read_only: bool,
     },

@@ -131,6 +131,9 @@ pub async fn converge_minion<D: ContainerEngine, E: Exec>(
         (!wait.is_zero() && !to_start.is_empty()).then(|| engine.events(&ctx.cluster).fuse());
     let unavailable = ensure_images(engine, exec, ctx, &to_start).await?;
     let mut unready_volumes = bent_host_dirs(exec, &to_start).await;
+    for (pod, why) in super::disk_volumes::unattached(exec, &to_start).await {
+        unready_volumes.entry(pod).or_insert(why);
+    }
     let can_clone: Vec<PodRecord> = to_start
         .iter()
         .filter(|pod| {
@@ -336,7 +339,8 @@ async fn bent_host_dirs<E: Exec>(exec: &E, pods: &[PodRecord]) -> BTreeMap<Strin
                         Some((pod.pod.id.as_str(), volume.name.as_str(), path.as_str()))
                     }
                     crate::model::VolumeSource::EmptyDir
-                    | crate::model::VolumeSource::GitRepo { .. } => None,
+                    | crate::model::VolumeSource::GitRepo { .. }
+                    | crate::model::VolumeSource::GcePersistentDisk { .. } => None,
                 })
         })
         .collect();

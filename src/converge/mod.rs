@@ -14,6 +14,7 @@
 //! the `Store`. Nothing here prints: what happens is a `ConvergeEvent` sent
 //! to the caller's `EventSink`, and failures are `ConvergeError`s.
 
+pub mod disk_volumes;
 pub mod docker;
 pub mod engine;
 pub mod error;

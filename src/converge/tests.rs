@@ -629,6 +629,7 @@ fn volumes_are_docker_volumes_of_the_pod_and_host_dirs_binds() {
                     (LABEL_POD.to_string(), "redis-1".to_string())
                 ]
                 .into(),
+                device_options: Default::default(),
                 target: "/data".into(),
                 read_only: false,
             },

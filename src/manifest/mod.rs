@@ -52,6 +52,9 @@ pub struct LoadOptions {
     /// The cluster runs privileged containers (`kctl up
     /// --allow-privileged`).
     pub allow_privileged: bool,
+    /// The cluster's provider, when it cannot attach GCE persistent disks
+    /// (`local`, `ssh`): such volumes are refused where they are written.
+    pub disks_unavailable_on: Option<&'static str>,
 }
 
 impl LoadOptions {

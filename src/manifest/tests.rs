@@ -109,6 +109,7 @@ fn strict() -> LoadOptions {
         kind: None,
         allow_host_dir: false,
         allow_privileged: false,
+        disks_unavailable_on: None,
     }
 }
 
@@ -1648,6 +1649,7 @@ fn a_manifest_without_kind_takes_it_from_its_shape_or_the_command_line() {
         kind: Some(Kind::Pod),
         allow_host_dir: false,
         allow_privileged: false,
+        disks_unavailable_on: None,
     };
     let loaded = super::parse_sources(&[source("pod1.yaml", pod)], with_kind).unwrap();
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
@@ -1990,10 +1992,10 @@ fn git_repo_volumes_load_in_both_versions() {
 #[test]
 fn what_kctl_cannot_provide_is_refused_with_the_reason() {
     for (source_text, says) in [
-        (
-            "persistentDisk: {pdName: db, fsType: ext4}",
-            "does not attach persistent disks yet",
-        ),
+        ("persistentDisk: {pdName: Db_1}", "disk name `Db_1`"),
+        ("persistentDisk: {pdName: db, fsType: ntfs}", "`ntfs`"),
+        ("persistentDisk: {pdName: db, partition: 129}", "partition"),
+        ("persistentDisk: {fsType: ext4}", "`pdName`"),
         (
             "gitRepo: {repository: \"--upload-pack=touch /tmp/x\"}",
             "gitRepo `repository` starts with `-`",
@@ -2337,4 +2339,66 @@ fn a_typo_beside_replicas_is_only_a_warning_and_long_hooks_are_refused() {
         many.join(", ")
     ));
     only_error("p.json", &text, "a hook's `command` is too long");
+}
+
+#[test]
+fn persistent_disks_decode_in_both_spellings() {
+    use crate::model::VolumeSource;
+    let text = REDIS_POD2.replace(
+        "emptyDir: {}",
+        "persistentDisk: {pdName: redis-data, partition: 1, readOnly: true}",
+    );
+    let loaded = load_one("pod2.yaml", &text);
+    assert_eq!(
+        only_pod(&loaded).spec.volumes[0].source,
+        VolumeSource::GcePersistentDisk {
+            pd_name: "redis-data".into(),
+            fs_type: "ext4".into(),
+            partition: Some(1),
+            read_only: true,
+        }
+    );
+    let v1 = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db"},
+      "spec": {"containers": [{"name": "db", "image": "redis",
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+       "volumes": [{"name": "data", "gcePersistentDisk": {"pdName": "db-disk", "fsType": "xfs", "partition": 0}}]}}"#;
+    let loaded = load_one("db.json", v1);
+    let pod = only_pod(&loaded);
+    assert_eq!(
+        pod.spec.volumes[0].source,
+        VolumeSource::GcePersistentDisk {
+            pd_name: "db-disk".into(),
+            fs_type: "xfs".into(),
+            partition: None,
+            read_only: false,
+        }
+    );
+    assert_eq!(
+        pod.spec.disks(),
+        [crate::model::DiskUse {
+            disk: "db-disk".into(),
+            read_only: false
+        }]
+    );
+}
+
+#[test]
+fn a_cluster_without_gce_refuses_a_persistent_disk_where_it_is_written() {
+    let text = REDIS_POD2.replace("emptyDir: {}", "persistentDisk: {pdName: redis-data}");
+    let options = LoadOptions {
+        disks_unavailable_on: Some("local"),
+        ..LoadOptions::default()
+    };
+    let errors = super::parse_sources(&[source("pod2.yaml", &text)], options)
+        .expect_err("a local cluster has no persistent disks");
+    assert_eq!(errors.errors.len(), 1, "{:#?}", errors.errors);
+    let error = &errors.errors[0];
+    assert!(
+        error
+            .to_string()
+            .contains("a local cluster cannot attach GCE persistent disks"),
+        "{error}"
+    );
+    assert_eq!(spanned(&text, error), "persistentDisk");
+    assert_eq!(error_position(&text, error), (16, 11));
 }

@@ -82,6 +82,7 @@ pub fn load(spec: &RunSpec) -> miette::Result<(Value, manifest::Loaded)> {
         kind: None,
         allow_host_dir: false,
         allow_privileged: false,
+        disks_unavailable_on: None,
     };
     let loaded = manifest::parse_sources(
         &[Source {

@@ -299,6 +299,20 @@ pub fn describe_pod(
                         .unwrap_or_default(),
                     pod.host
                 ),
+                crate::model::VolumeSource::GcePersistentDisk {
+                    pd_name,
+                    fs_type,
+                    partition,
+                    read_only,
+                } => format!(
+                    "GCE persistent disk {pd_name}{} ({fs_type}{}), attached to {} by \
+                     `kctl apply`: its files follow the pod to another minion",
+                    partition
+                        .map(|p| format!(" partition {p}"))
+                        .unwrap_or_default(),
+                    if *read_only { ", read-only" } else { "" },
+                    pod.host
+                ),
             };
             volumes.add(&volume.name, what);
         }

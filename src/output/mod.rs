@@ -536,6 +536,28 @@ pub(crate) fn git_repo_json(source: &VolumeSource) -> Value {
     v
 }
 
+/// A persistent disk volume's fields, the same in v1beta1 (`persistentDisk`)
+/// and v1 (`gcePersistentDisk`).
+pub(crate) fn disk_json(source: &VolumeSource) -> Value {
+    let VolumeSource::GcePersistentDisk {
+        pd_name,
+        fs_type,
+        partition,
+        read_only,
+    } = source
+    else {
+        return Value::Null;
+    };
+    let mut v = json!({"pdName": pd_name, "fsType": fs_type});
+    if let Some(partition) = partition {
+        v["partition"] = json!(partition);
+    }
+    if *read_only {
+        v["readOnly"] = json!(true);
+    }
+    v
+}
+
 /// A pod's volumes in v1beta1's shape (`source: {emptyDir: {}}`).
 fn volumes_json(spec: &PodSpec) -> Vec<Value> {
     spec.volumes
@@ -545,6 +567,9 @@ fn volumes_json(spec: &PodSpec) -> Vec<Value> {
                 VolumeSource::EmptyDir => json!({"emptyDir": {}}),
                 VolumeSource::HostDir { path } => json!({"hostDir": {"path": path}}),
                 VolumeSource::GitRepo { .. } => json!({"gitRepo": git_repo_json(&v.source)}),
+                VolumeSource::GcePersistentDisk { .. } => {
+                    json!({"persistentDisk": disk_json(&v.source)})
+                }
             };
             json!({"name": v.name, "source": source})
         })

@@ -69,6 +69,10 @@ fn pod_spec(spec: &PodSpec) -> Value {
                 VolumeSource::GitRepo { .. } => {
                     json!({"name": volume.name, "gitRepo": super::git_repo_json(&volume.source)})
                 }
+                VolumeSource::GcePersistentDisk { .. } => json!({
+                    "name": volume.name,
+                    "gcePersistentDisk": super::disk_json(&volume.source),
+                }),
             })
             .collect();
         v["volumes"] = json!(volumes);

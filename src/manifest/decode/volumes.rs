@@ -1,10 +1,14 @@
 //! A pod's volumes and its containers' mounts, in v1beta1's shape
-//! (`source: {emptyDir: {}}`, `hostDir`) and v1's (`emptyDir: {}`,
-//! `hostPath`), and `gitRepo`. What kctl cannot provide (persistent disks)
+//! (`source: {emptyDir: {}}`, `hostDir`, `persistentDisk`) and v1's
+//! (`emptyDir: {}`, `hostPath`, `gcePersistentDisk`), and `gitRepo`. What
+//! kctl cannot provide (a persistent disk outside GCE, v1's newer sources)
 //! is an error with the reason, never dropped.
 
 use super::*;
-use crate::model::{mount_path_problem, sensitive_host_path, Volume, VolumeMount, VolumeSource};
+use crate::model::{
+    disk_name_problem, mount_path_problem, sensitive_host_path, Volume, VolumeMount, VolumeSource,
+    DEFAULT_DISK_FS_TYPE, DISK_FS_TYPES, MAX_DISK_PARTITION,
+};
 
 pub(super) static VOLUME: Shape = Shape {
     what: "a volume",
@@ -49,6 +53,12 @@ pub(super) static HOST_DIR: Shape = Shape {
 static V1_HOST_PATH: Shape = Shape {
     what: "`hostPath`",
     fields: &["path", "type"],
+    ignored: &[],
+};
+/// v1beta1's `persistentDisk` and v1's `gcePersistentDisk` alike.
+static PERSISTENT_DISK: Shape = Shape {
+    what: "a persistent disk",
+    fields: &["pdName", "fsType", "partition", "readOnly"],
     ignored: &[],
 };
 /// `directory` came with v1; v1beta1 output of such a volume carries it
@@ -231,20 +241,7 @@ fn one_source(
             let node = cx.require(&fields, "path")?;
             host_path(cx, node).map(|path| VolumeSource::HostDir { path })
         }
-        "persistentDisk" | "gcePersistentDisk" => {
-            let error = cx
-                .error(
-                    entry.key_span,
-                    "kctl does not attach persistent disks yet".to_string(),
-                    "not available",
-                )
-                .with_help(
-                    "a GCE persistent disk needs a GCE cluster and attach/detach, which kctl does \
-                     not do yet; keep the data in a `hostDir` (`hostPath`) of a minion for now",
-                );
-            cx.push(error);
-            None
-        }
+        "persistentDisk" | "gcePersistentDisk" => persistent_disk(cx, entry),
         "gitRepo" => git_repo(cx, &entry.value),
         other => {
             let error = cx
@@ -258,6 +255,81 @@ fn one_source(
             None
         }
     }
+}
+
+/// A GCE persistent disk: its name as GCE takes it, a filesystem kctl
+/// mounts, a partition number; refused at once on a cluster that cannot
+/// attach one.
+fn persistent_disk(cx: &mut FileContext<'_>, entry: &Entry) -> Option<VolumeSource> {
+    if let Some(provider) = cx.options.disks_unavailable_on {
+        let error = cx
+            .error(
+                entry.key_span,
+                format!("a {provider} cluster cannot attach GCE persistent disks"),
+                "needs GCE",
+            )
+            .with_help(
+                "run the pod on a cluster made with `kctl up --provider gce`, or keep its \
+                 data in a `hostDir` (`hostPath`) of a minion",
+            );
+        cx.push(error);
+        return None;
+    }
+    let fields = cx.fields(&entry.value, &PERSISTENT_DISK)?;
+    let pd_name = (|| {
+        let node = cx.require(&fields, "pdName")?;
+        let name = cx.string(node, "`pdName`")?;
+        match disk_name_problem(name) {
+            None => Some(name.to_string()),
+            Some(problem) => {
+                let error = cx
+                    .error(
+                        node.span,
+                        format!("disk name `{name}` {problem}"),
+                        "not a GCE disk name",
+                    )
+                    .with_help("give the disk's name as `gcloud compute disks list` shows it");
+                cx.push(error);
+                None
+            }
+        }
+    })();
+    let fs_type = optional(fields.get("fsType"), |node| {
+        let text = cx.string(node, "`fsType`")?;
+        if text.is_empty() || DISK_FS_TYPES.contains(&text) {
+            return Some(text.to_string());
+        }
+        let error = cx
+            .error(
+                node.span,
+                format!("kctl does not mount `{text}` filesystems"),
+                "unknown filesystem",
+            )
+            .with_help(format!("use one of {}", DISK_FS_TYPES.join(", ")));
+        cx.push(error);
+        None
+    });
+    // 0 (or none) is the whole disk, as v0.5 read it.
+    let partition = optional(fields.get("partition"), |node| {
+        cx.integer(node, "`partition`", 0, MAX_DISK_PARTITION.into())
+            .and_then(|n| u32::try_from(n).ok())
+    });
+    let read_only = optional(fields.get("readOnly"), |node| match node.value {
+        Value::Bool(b) => Some(b),
+        _ => {
+            cx.type_error(node, "`readOnly`", "true or false");
+            None
+        }
+    });
+    let fs_type = fs_type?
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| DEFAULT_DISK_FS_TYPE.to_string());
+    Some(VolumeSource::GcePersistentDisk {
+        pd_name: pd_name?,
+        fs_type,
+        partition: partition?.filter(|n| *n != 0),
+        read_only: read_only?.unwrap_or(false),
+    })
 }
 
 /// A repository to clone: each part checked as git will read it.
