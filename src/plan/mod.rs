@@ -314,12 +314,7 @@ impl<'a> Planner<'a> {
         let bound = state
             .pods
             .values()
-            .map(|p| Bound {
-                pod_id: p.pod.id.clone(),
-                host: p.host.clone(),
-                owner: p.owner.clone(),
-                host_ports: p.pod.spec.host_ports().collect(),
-            })
+            .map(|p| Bound::new(&p.pod.id, &p.host, p.owner.as_deref(), &p.pod.spec))
             .collect();
         Planner {
             state,

@@ -2,11 +2,14 @@
 //! bound and the pods to place.
 //!
 //! Rules, in order: a minion must be ready; no two pods on one minion may
-//! claim the same host port and protocol; among the minions left, prefer the
+//! claim the same host port and protocol; a persistent disk is used by one
+//! pod in the whole cluster unless every use of it is read-only (v0.5's
+//! NoDiskConflict, widened to all minions because GCE attaches a writable
+//! disk to one instance only); among the minions left, prefer the
 //! one with the fewest replicas of the same controller (spreading), then the
 //! least loaded one, then the lowest name (so plans are reproducible).
 
-use crate::model::{PodSpec, Protocol};
+use crate::model::{DiskUse, PodSpec, Protocol};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -26,6 +29,19 @@ pub struct Bound {
     pub host: String,
     pub owner: Option<String>,
     pub host_ports: Vec<(u16, Protocol)>,
+    pub disks: Vec<DiskUse>,
+}
+
+impl Bound {
+    pub fn new(pod_id: &str, host: &str, owner: Option<&str>, spec: &PodSpec) -> Self {
+        Bound {
+            pod_id: pod_id.to_string(),
+            host: host.to_string(),
+            owner: owner.map(str::to_string),
+            host_ports: spec.host_ports().collect(),
+            disks: spec.disks(),
+        }
+    }
 }
 
 /// A pod to place.
@@ -91,6 +107,30 @@ impl Scheduler {
                 ));
             }
         }
+        for wanted in pod.spec.disks() {
+            let other_use = self.bound.iter().find_map(|b| {
+                b.disks
+                    .iter()
+                    .find(|d| d.disk == wanted.disk && !(d.read_only && wanted.read_only))
+                    .map(|d| (b, d))
+            });
+            if let Some((other, used)) = other_use {
+                let how = if used.read_only {
+                    "read-only"
+                } else {
+                    "writable"
+                };
+                let place = if other.host == minion.id {
+                    "here".to_string()
+                } else {
+                    format!("on {}", other.host)
+                };
+                return Some(format!(
+                    "persistent disk {} is {how} in pod {} {place}",
+                    wanted.disk, other.pod_id
+                ));
+            }
+        }
         None
     }
 
@@ -122,12 +162,8 @@ impl Scheduler {
             .map(|m| m.id.clone());
         match chosen {
             Some(host) => {
-                self.bound.push(Bound {
-                    pod_id: pod.pod_id.to_string(),
-                    host: host.clone(),
-                    owner: pod.owner.map(str::to_string),
-                    host_ports: pod.spec.host_ports().collect(),
-                });
+                self.bound
+                    .push(Bound::new(pod.pod_id, &host, pod.owner, pod.spec));
                 Ok(host)
             }
             None => Err(Unschedulable {
@@ -217,18 +253,21 @@ mod tests {
                 host: "minion-1".into(),
                 owner: None,
                 host_ports: vec![],
+                disks: vec![],
             },
             Bound {
                 pod_id: "y".into(),
                 host: "minion-1".into(),
                 owner: None,
                 host_ports: vec![],
+                disks: vec![],
             },
             Bound {
                 pod_id: "rc-1".into(),
                 host: "minion-2".into(),
                 owner: Some("rc".into()),
                 host_ports: vec![],
+                disks: vec![],
             },
         ];
         let mut sched = Scheduler::new(minions(2), bound);
@@ -246,6 +285,7 @@ mod tests {
             host: "minion-1".into(),
             owner: None,
             host_ports: vec![],
+            disks: vec![],
         }];
         let mut sched = Scheduler::new(minions(2), bound);
         assert_eq!(sched.place(&unbound("p", None, &s)).unwrap(), "minion-2");
@@ -297,5 +337,65 @@ mod tests {
         let mut p = unbound("a", None, &s);
         p.previous_host = Some("minion-3");
         assert_eq!(sched.place(&p).unwrap(), "minion-3");
+    }
+
+    fn with_disk(disk: &str, read_only: bool) -> PodSpec {
+        let mut s = spec(None);
+        s.volumes = vec![crate::model::Volume {
+            name: "data".into(),
+            source: crate::model::VolumeSource::GcePersistentDisk {
+                pd_name: disk.into(),
+                fs_type: "ext4".into(),
+                partition: None,
+                read_only,
+            },
+        }];
+        s
+    }
+
+    #[test]
+    fn a_writable_disk_is_used_by_one_pod_in_the_cluster() {
+        let writable = with_disk("db", false);
+        let mut sched = Scheduler::new(minions(2), vec![]);
+        assert_eq!(
+            sched.place(&unbound("a", None, &writable)).unwrap(),
+            "minion-1"
+        );
+        let err = sched.place(&unbound("b", None, &writable)).unwrap_err();
+        assert_eq!(
+            err.reasons,
+            [
+                (
+                    "minion-1".into(),
+                    "persistent disk db is writable in pod a here".into()
+                ),
+                (
+                    "minion-2".into(),
+                    "persistent disk db is writable in pod a on minion-1".into()
+                ),
+            ]
+        );
+        // A read-only use conflicts with the writable one too.
+        let read_only = with_disk("db", true);
+        assert!(sched.place(&unbound("c", None, &read_only)).is_err());
+        // Another disk is free; and a deleted pod frees its disk.
+        assert!(sched
+            .place(&unbound("d", None, &with_disk("logs", false)))
+            .is_ok());
+        sched.remove("a");
+        assert!(sched.place(&unbound("b", None, &writable)).is_ok());
+    }
+
+    #[test]
+    fn read_only_uses_of_one_disk_share_it() {
+        let read_only = with_disk("site", true);
+        let mut sched = Scheduler::new(minions(2), vec![]);
+        for pod in ["a", "b", "c"] {
+            sched.place(&unbound(pod, None, &read_only)).unwrap();
+        }
+        let err = sched
+            .place(&unbound("w", None, &with_disk("site", false)))
+            .unwrap_err();
+        assert!(err.reasons[0].1.contains("is read-only in pod a"), "{err}");
     }
 }
