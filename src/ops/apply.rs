@@ -229,8 +229,9 @@ pub fn as_cluster_allows(name: &str, reading: manifest::LoadOptions) -> manifest
         Some(config) => manifest::LoadOptions {
             allow_host_dir: config.allow_host_dir,
             allow_privileged: config.allow_privileged,
-            disks_unavailable_on: (config.provider != crate::cluster::ProviderKind::Gce)
-                .then(|| config.provider.name()),
+            // Attaching disks to GCE minions is not built yet: every
+            // provider refuses them for now, with the reason.
+            disks_unavailable_on: Some(config.provider.name()),
             ..reading
         },
         None => reading,
