@@ -129,8 +129,7 @@ pub async fn unattached<E: Exec>(exec: &E, pods: &[PodRecord]) -> BTreeMap<Strin
     for (pod, disk, path) in &wanted {
         if !present.contains(path) {
             failed.entry(pod.to_string()).or_insert(format!(
-                "persistent disk {disk} is not attached to {} ({path} is missing): \
-                 `kctl apply` on the workstation attaches it",
+                "persistent disk {disk} is not attached to {} ({path} is missing)",
                 exec.target()
             ));
         }
