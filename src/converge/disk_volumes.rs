@@ -230,7 +230,8 @@ mod tests {
         let failed = unattached(&exec, &pods).await;
         assert!(!failed.contains_key("a"), "{failed:?}");
         assert!(
-            failed["b"].contains("gone is not attached") && failed["b"].contains("kctl apply"),
+            failed["b"].contains("gone is not attached")
+                && failed["b"].contains("/dev/disk/by-id/google-gone is missing"),
             "{failed:?}"
         );
         assert!(failed["c"].contains("disk name"), "{failed:?}");
