@@ -527,6 +527,105 @@ async fn gcloud_answers_read_as_the_engine_expects() {
     }
 }
 
+/// A disk moving from one minion to another through the real gcloud:
+/// attach (read-write), what `instances list` then says, the attach
+/// elsewhere GCE refuses while it is attached, detach, attach there; a
+/// missing disk and one attached outside the cluster are told apart; an
+/// instance's deletion frees its disks, which stay.
+#[tokio::test]
+async fn a_disk_moves_between_minions_through_gcloud() {
+    use gce::disks::{self, Attachment, DiskStep};
+    let mock = MockCompute::start("disks");
+    let g = mock.gcloud();
+    gce::create(&g, &spec(&mock, 2), &quiet).await.unwrap();
+    mock.create("disks", json!({"name": "data", "sizeGb": "10"}));
+    let n = gce::Names::new("demo", ZONE).unwrap();
+    let minions = vec![n.minion(1), n.minion(2)];
+    let on = |i: usize, read_only| Attachment {
+        disk: "data".into(),
+        instance: n.minion(i),
+        read_only,
+    };
+
+    let free = disks::describe(&g, PROJECT, &n, "data").await.unwrap();
+    assert_eq!(disks::disk_problem(free.as_ref(), &n, &minions), None);
+    let missing = disks::describe(&g, PROJECT, &n, "nodisk").await.unwrap();
+    assert_eq!(missing, None);
+    assert!(disks::disk_problem(None, &n, &minions).is_some());
+
+    let plan = disks::plan(
+        &[on(1, false)],
+        &disks::discover(&g, PROJECT, &n).await.unwrap(),
+    );
+    assert_eq!(plan.attach_now, vec![DiskStep::Attach(on(1, false))]);
+    let done = disks::run(&g, PROJECT, &n, &plan.attach_now, &quiet).await;
+    assert!(done.values().all(Result::is_ok), "{done:?}");
+    assert_eq!(
+        disks::discover(&g, PROJECT, &n).await.unwrap(),
+        vec![on(1, false)],
+        "attached read-write under its own name, found again"
+    );
+    let users = disks::describe(&g, PROJECT, &n, "data")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(users.users, [n.minion(1)]);
+
+    // GCE refuses a second attachment of a read-write disk.
+    let refused = disks::run(&g, PROJECT, &n, &[DiskStep::Attach(on(2, true))], &quiet).await;
+    let e = refused
+        .into_values()
+        .next()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already being used"), "{e}");
+
+    let found = disks::discover(&g, PROJECT, &n).await.unwrap();
+    let plan = disks::plan(&[on(2, false)], &found);
+    assert!(plan.attach_now.is_empty(), "{plan:?}");
+    let steps: Vec<DiskStep> = plan
+        .detach
+        .iter()
+        .chain(&plan.attach_later)
+        .cloned()
+        .collect();
+    let done = disks::run(&g, PROJECT, &n, &steps, &quiet).await;
+    assert!(done.values().all(Result::is_ok), "{done:?}");
+    assert_eq!(
+        disks::discover(&g, PROJECT, &n).await.unwrap(),
+        vec![on(2, false)]
+    );
+
+    // Outside the cluster: a problem named before anything is done.
+    mock.create("disks", json!({"name": "theirs", "sizeGb": "10"}));
+    let theirs = disks::describe(&g, PROJECT, &n, "theirs").await.unwrap();
+    let only_minion_1 = vec![n.minion(1)];
+    let outside = DiskStep::Attach(Attachment {
+        disk: "theirs".into(),
+        instance: n.minion(2),
+        read_only: true,
+    });
+    assert!(disks::run(&g, PROJECT, &n, &[outside], &quiet)
+        .await
+        .values()
+        .all(Result::is_ok));
+    let theirs_now = disks::describe(&g, PROJECT, &n, "theirs").await.unwrap();
+    assert_eq!(
+        disks::disk_problem(theirs.as_ref(), &n, &only_minion_1),
+        None
+    );
+    let why = disks::disk_problem(theirs_now.as_ref(), &n, &only_minion_1).unwrap();
+    assert!(why.contains(&n.minion(2)), "{why}");
+
+    gce::destroy(&g, PROJECT, ZONE, "demo", gce::Knowledge::Recorded, &quiet)
+        .await
+        .unwrap();
+    let left = mock.state()["projects"][PROJECT]["disks"].clone();
+    assert_eq!(left["data"]["users"], json!([]), "{left:#}");
+    assert_eq!(left["theirs"]["users"], json!([]), "{left:#}");
+}
+
 #[test]
 fn engine_futures_are_send() {
     // `kctl up` may run them on a spawned task.

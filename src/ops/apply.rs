@@ -3,7 +3,7 @@
 //! transaction (re-planning if someone else changed the cluster meanwhile),
 //! then converge exactly the minions the plan touched.
 
-use super::converge::{converge_minions, ConvergeOutcome};
+use super::converge::ConvergeOutcome;
 use super::Cluster;
 use crate::manifest;
 use crate::model::{Kind, Object};
@@ -229,9 +229,8 @@ pub fn as_cluster_allows(name: &str, reading: manifest::LoadOptions) -> manifest
         Some(config) => manifest::LoadOptions {
             allow_host_dir: config.allow_host_dir,
             allow_privileged: config.allow_privileged,
-            // Attaching disks to GCE minions is not built yet: every
-            // provider refuses them for now, with the reason.
-            disks_unavailable_on: Some(config.provider.name()),
+            // Only GCE instances can have a GCE persistent disk attached.
+            disks_unavailable_on: (config.gce.is_none()).then_some(config.provider.name()),
             ..reading
         },
         None => reading,
@@ -305,6 +304,7 @@ pub async fn apply_loaded(
         }
     }
     super::load_balancers::check(&cluster, &loaded.objects)?;
+    super::disks::check(&cluster, &loaded.objects).await?;
     let mut store = cluster.store().await?;
     let portal_net = cluster.config.portal_net;
     let pruned_set = if options.prune { set } else { None };
@@ -454,7 +454,15 @@ pub(crate) async fn converge_applied(
                 .map(|p| p.host.clone()),
         );
     }
-    let outcome = converge_minions(ui, cluster, store, &minions, refresh).await?;
+    let outcome = super::disks::converge_with_disks(
+        ui,
+        cluster,
+        store,
+        &minions,
+        refresh,
+        super::disks::uses_disks(&before.state),
+    )
+    .await?;
     finish(ui, &outcome)
 }
 
@@ -535,7 +543,15 @@ pub async fn delete(
     )
     .await?;
     let minions = touched_minions(&plan, &before.state);
-    let outcome = converge_minions(ui, &cluster, &store, &minions, false).await?;
+    let outcome = super::disks::converge_with_disks(
+        ui,
+        &cluster,
+        &store,
+        &minions,
+        false,
+        super::disks::uses_disks(&before.state),
+    )
+    .await?;
     finish(ui, &outcome)
 }
 

@@ -77,13 +77,12 @@ pub fn check(cluster: &Cluster, objects: &[crate::model::Object]) -> miette::Res
 
 /// The GCE instance of each minion of the record ("minion-2" ->
 /// "kctl-C-minion-2").
-fn minion_instances(cluster: &Cluster, names: &Names) -> Vec<String> {
+pub(super) fn minion_instances(cluster: &Cluster, names: &Names) -> Vec<String> {
     cluster
         .config
         .minions
         .iter()
-        .filter_map(|m| m.id.strip_prefix("minion-")?.parse::<usize>().ok())
-        .map(|i| names.minion(i))
+        .filter_map(|m| names.minion_instance(&m.id))
         .collect()
 }
 

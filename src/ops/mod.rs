@@ -5,6 +5,7 @@ pub mod apply;
 pub mod clusters;
 pub mod converge;
 pub mod describe;
+pub mod disks;
 pub mod down;
 pub mod get;
 pub mod image;

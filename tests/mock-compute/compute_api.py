@@ -283,6 +283,7 @@ class Mock:
             p = self.projects[name] = {
                 "networks": {}, "subnetworks": {}, "firewalls": {}, "routes": {},
                 "instances": {}, "targetPools": {}, "forwardingRules": {},
+                "disks": {},
                 "metadata": {},
                 "quotas": dict(GLOBAL_QUOTAS),
                 "regionQuotas": {},
@@ -592,6 +593,75 @@ class Mock:
             raise not_found("projects/%s/regions/%s" % (p, region))
         return self.url("projects/%s/regions/%s" % (p, region))
 
+    def insert_disk(self, p, z, body):
+        """A zonal persistent disk, as `disks create` (or the user) makes it."""
+        proj = self.project(p)
+        self.zone(p, z)
+        name = body.get("name") or ""
+        if not RFC1035.match(name):
+            raise invalid("resource.name", name, "Must be a match of regex '[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?'")
+        path = "projects/%s/zones/%s/disks/%s" % (p, z, name)
+        if name in proj["disks"]:
+            raise ApiError(409, "alreadyExists", "The resource '%s' already exists" % path)
+        disk = self.new_resource("disk", name, path)
+        disk.update({"zone": self.url("projects/%s/zones/%s" % (p, z)),
+                     "sizeGb": str(body.get("sizeGb", 10)), "status": "READY",
+                     "type": self.url("projects/%s/zones/%s/diskTypes/pd-standard" % (p, z)),
+                     "users": []})
+        proj["disks"][name] = disk
+        return path, "zones/" + z
+
+    def attach_disk(self, p, z, name, body):
+        """instances.attachDisk: {source, deviceName?, mode?}. A disk in use
+        read-write, or wanted read-write while in use, is refused (400
+        resourceInUseByAnotherResource), as GCE does."""
+        proj = self.project(p)
+        inst = proj["instances"].get(name)
+        ipath = "projects/%s/zones/%s/instances/%s" % (p, z, name)
+        if inst is None or last(inst["zone"]) != z:
+            raise not_found(ipath)
+        body = body or {}
+        rel = self.rel(body.get("source") or "")
+        disk = proj["disks"].get(last(rel)) if rel else None
+        if disk is None or self.rel(disk["selfLink"]) != rel:
+            raise not_found(rel or "projects/%s/zones/%s/disks/-" % (p, z))
+        mode = body.get("mode", "READ_WRITE")
+        if mode not in ("READ_WRITE", "READ_ONLY"):
+            raise invalid("resource.mode", mode, "Must be READ_WRITE or READ_ONLY.")
+        device = body.get("deviceName") or disk["name"]
+        if any(d["deviceName"] == device or d["source"] == disk["selfLink"] for d in inst["disks"]):
+            raise invalid("resource.deviceName", device, "A disk with this device name or source is already attached.")
+        for user in disk["users"]:
+            other = proj["instances"].get(last(user))
+            other_mode = next((d["mode"] for d in (other or {}).get("disks", []) if d["source"] == disk["selfLink"]), "READ_WRITE")
+            if mode == "READ_WRITE" or other_mode == "READ_WRITE":
+                raise ApiError(400, "resourceInUseByAnotherResource",
+                               "The disk resource '%s' is already being used by '%s'" % (self.rel(disk["selfLink"]), self.rel(user)))
+        inst["disks"].append({"kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": mode,
+                              "source": disk["selfLink"], "deviceName": device,
+                              "index": max(d["index"] for d in inst["disks"]) + 1 if inst["disks"] else 0,
+                              "boot": False, "autoDelete": False, "diskSizeGb": disk["sizeGb"],
+                              "interface": "SCSI"})
+        disk["users"].append(inst["selfLink"])
+        return ipath, "zones/" + z
+
+    def detach_disk(self, p, z, name, device):
+        proj = self.project(p)
+        inst = proj["instances"].get(name)
+        ipath = "projects/%s/zones/%s/instances/%s" % (p, z, name)
+        if inst is None or last(inst["zone"]) != z:
+            raise not_found(ipath)
+        found = [d for d in inst["disks"] if d["deviceName"] == device]
+        if not found:
+            raise invalid("deviceName", device, "No attached disk found with device name '%s'" % device)
+        if found[0].get("boot"):
+            raise invalid("deviceName", device, "The boot disk cannot be detached.")
+        inst["disks"].remove(found[0])
+        disk = proj["disks"].get(last(found[0]["source"]))
+        if disk:
+            disk["users"] = [u for u in disk["users"] if u != inst["selfLink"]]
+        return ipath, "zones/" + z
+
     def instance_link(self, p, value):
         """An instance a target pool names (URL or partial URL); 404 if absent."""
         proj = self.project(p)
@@ -874,6 +944,10 @@ class Mock:
         if kind == "instances":
             self.hostkey_reads.pop(name, None)
             self.serial.pop(name, None)
+            # Attached disks outlive the instance (attach-disk leaves
+            # auto-delete off); they lose it as a user.
+            for disk in proj["disks"].values():
+                disk["users"] = [u for u in disk.get("users", []) if u != link]
         return prefix, scope
 
     # -- state for tests --
@@ -881,7 +955,7 @@ class Mock:
         projects = {}
         for name, proj in self.projects.items():
             view = {k: copy.deepcopy(proj[k]) for k in ("networks", "subnetworks", "firewalls", "instances",
-                                                         "targetPools", "forwardingRules")}
+                                                         "targetPools", "forwardingRules", "disks")}
             view["routes"] = {n: self.route_view(name, r) for n, r in proj["routes"].items()}
             view["metadata"] = dict(proj["metadata"])
             view["quotas"] = dict(proj["quotas"])
@@ -1200,6 +1274,21 @@ class Handler(BaseHTTPRequestHandler):
             if len(rest) == 5 and kind == "targetPools" and method == "POST" and rest[4] in ("addInstance", "removeInstance"):
                 target, scope = m.target_pool_members(p, region, rest[3], body, rest[4] == "addInstance")
                 return m.operation(p, scope, rest[4], target)
+        # zonal disks
+        if rest[0] == "zones" and len(rest) >= 3 and rest[2] == "disks":
+            z = rest[1]
+            m.zone(p, z)
+            if len(rest) == 3 and method == "GET":
+                items = [d for _, d in sorted(proj["disks"].items()) if last(d["zone"]) == z]
+                return listing(items, "projects/%s/zones/%s/disks" % (p, z))
+            if len(rest) == 3 and method == "POST":
+                target, scope = m.insert_disk(p, z, body or {})
+                return m.operation(p, scope, "insert", target)
+            if len(rest) == 4 and method == "GET":
+                disk = proj["disks"].get(rest[3])
+                if disk is None or last(disk["zone"]) != z:
+                    raise not_found("projects/%s/zones/%s/disks/%s" % (p, z, rest[3]))
+                return disk
         # instances
         if rest[:2] == ["aggregated", "instances"] and method == "GET":
             pred = parse_filter(query["filter"]) if query.get("filter") else (lambda r: True)
@@ -1252,6 +1341,12 @@ class Handler(BaseHTTPRequestHandler):
                         m.raise_injected(failure)
                     target, scope = m.delete(p, "instances", name, "zones/" + z)
                     return m.operation(p, scope, "delete", target)
+                if len(rest) == 5 and rest[4] == "attachDisk" and method == "POST":
+                    target, scope = m.attach_disk(p, z, name, body)
+                    return m.operation(p, scope, "attachDisk", target)
+                if len(rest) == 5 and rest[4] == "detachDisk" and method == "POST":
+                    target, scope = m.detach_disk(p, z, name, query.get("deviceName", ""))
+                    return m.operation(p, scope, "detachDisk", target)
                 if len(rest) == 5 and rest[4] == "setDiskAutoDelete" and method == "POST":
                     if inst is None or last(inst["zone"]) != z:
                         raise not_found("projects/%s/zones/%s/instances/%s" % (p, z, name))
@@ -1323,6 +1418,8 @@ class Handler(BaseHTTPRequestHandler):
                     m.insert_target_pool(p, body["region"], rbody)
                 elif kind == "forwardingRules":
                     m.insert_forwarding_rule(p, body["region"], rbody)
+                elif kind == "disks":
+                    m.insert_disk(p, body["zone"], rbody)
                 return {"ok": True}
         raise ApiError(404, "notFound", "no control %s %s" % (method, path))
 

@@ -262,18 +262,9 @@ fn one_source(
 /// attach one.
 fn persistent_disk(cx: &mut FileContext<'_>, entry: &Entry) -> Option<VolumeSource> {
     if let Some(provider) = cx.options.disks_unavailable_on {
-        let (message, help) = if provider == "gce" {
-            (
-                "kctl does not attach GCE persistent disks to minions yet".to_string(),
-                "keep the pod's data in a `hostDir` (`hostPath`) of a minion for now",
-            )
-        } else {
-            (
-                format!("a {provider} cluster cannot attach GCE persistent disks"),
-                "run the pod on a cluster made with `kctl up --provider gce`, or keep its \
-                 data in a `hostDir` (`hostPath`) of a minion",
-            )
-        };
+        let message = format!("a {provider} cluster cannot attach GCE persistent disks");
+        let help = "run the pod on a cluster made with `kctl up --provider gce`, or keep its \
+                    data in a `hostDir` (`hostPath`) of a minion";
         let error = cx
             .error(entry.key_span, message, "not attached")
             .with_help(help);

@@ -615,3 +615,50 @@ pub fn firewall_lb_create(
         QUIET
     ]
 }
+
+// ---- persistent disks (the user's: kctl never creates or deletes one) ----
+
+pub fn disk_describe(p: &str, n: &Names, disk: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "disks",
+        "describe",
+        disk,
+        project(p),
+        zone(&n.zone),
+        JSON,
+        QUIET
+    ]
+}
+
+/// The device name is the disk's name, so the guest sees it at
+/// `/dev/disk/by-id/google-DISK`, and kctl knows its own attachments by it.
+pub fn attach_disk(p: &str, n: &Names, instance: &str, disk: &str, read_only: bool) -> Vec<String> {
+    argv![
+        "compute",
+        "instances",
+        "attach-disk",
+        instance,
+        format!("--disk={disk}"),
+        format!("--device-name={disk}"),
+        format!("--mode={}", if read_only { "ro" } else { "rw" }),
+        project(p),
+        zone(&n.zone),
+        JSON,
+        QUIET
+    ]
+}
+
+pub fn detach_disk(p: &str, n: &Names, instance: &str, disk: &str) -> Vec<String> {
+    argv![
+        "compute",
+        "instances",
+        "detach-disk",
+        instance,
+        format!("--disk={disk}"),
+        project(p),
+        zone(&n.zone),
+        JSON,
+        QUIET
+    ]
+}

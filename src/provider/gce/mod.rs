@@ -10,6 +10,7 @@
 //! `/work/shared/gce-reference.md` is the reference this follows.
 
 pub mod commands;
+pub mod disks;
 pub mod engine;
 pub mod lb;
 pub mod parse;

@@ -208,6 +208,11 @@ impl Names {
     pub fn minion(&self, n: usize) -> String {
         format!("kctl-{}-minion-{n}", self.cluster)
     }
+    /// The instance of a minion of the record: "minion-2" -> "kctl-C-minion-2".
+    pub fn minion_instance(&self, id: &str) -> Option<String> {
+        let n = id.strip_prefix("minion-")?.parse::<usize>().ok()?;
+        Some(self.minion(n))
+    }
     /// The route to minion `n`'s pods has the minion's name (as in 2014).
     pub fn route(&self, n: usize) -> String {
         self.minion(n)

@@ -1,0 +1,311 @@
+//! Persistent disks on GCE clusters, around converging the minions: as
+//! v0.5's kubelet had its GCE provider attach a pod's `persistentDisk` to
+//! the pod's minion before the pod started and detach it once no pod
+//! there used it, here the workstation does, for the pods in etcd:
+//!
+//! 1. attaches every wanted disk nothing stands in the way of;
+//! 2. converges the minions (those whose disk waits for a detach elsewhere
+//!    are left for step 4, so their pods do not fail first);
+//! 3. detaches what no pod wants from minions that converged (their
+//!    containers are gone) or are not Ready (their pods moved away);
+//! 4. attaches what waited, and converges those minions.
+//!
+//! Nothing happens, and no gcloud call is made, on other providers or
+//! when no pod before or after uses a disk. A pod the helper reschedules
+//! onto another minion (its own went down) waits for its disk until the
+//! next `kctl apply`: the helper has no gcloud.
+
+use super::converge::{converge_minions, ConvergeOutcome};
+use super::Cluster;
+use crate::model::Object;
+use crate::provider::gce::disks::{self, Attachment, DiskStep};
+use crate::provider::gce::{GcloudProcess, Names};
+use crate::state::ClusterState;
+use crate::store::Store;
+use crate::ui::Ui;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Whether any pod of `state` uses a persistent disk (pure).
+pub fn uses_disks(state: &ClusterState) -> bool {
+    state.pods.values().any(|p| !p.pod.spec.disks().is_empty())
+}
+
+/// The attachments the pods of `state` want (pure): per disk and minion
+/// instance, read-only when every use there is.
+pub fn wanted(state: &ClusterState, names: &Names) -> Vec<Attachment> {
+    let mut modes: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for record in state.pods.values() {
+        let Some(instance) = names.minion_instance(&record.host) else {
+            continue;
+        };
+        for used in record.pod.spec.disks() {
+            let read_only = modes
+                .entry((used.disk.clone(), instance.clone()))
+                .or_insert(true);
+            *read_only &= used.read_only;
+        }
+    }
+    modes
+        .into_iter()
+        .map(|((disk, instance), read_only)| Attachment {
+            disk,
+            instance,
+            read_only,
+        })
+        .collect()
+}
+
+/// The disks `objects` use (pure).
+fn named_disks(objects: &[Object]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .flat_map(|o| match o {
+            Object::Pod(p) => p.spec.disks(),
+            Object::ReplicationController(rc) => rc.template.spec.disks(),
+            Object::Service(_) => vec![],
+        })
+        .map(|d| d.disk)
+        .collect()
+}
+
+/// Refuses, before anything changes, disks that cannot serve the
+/// cluster: missing in its zone, or attached outside it. One `describe`
+/// per disk the files name; none without.
+pub async fn check(cluster: &Cluster, objects: &[Object]) -> miette::Result<()> {
+    let Some(record) = &cluster.config.gce else {
+        return Ok(());
+    };
+    let disk_names = named_disks(objects);
+    if disk_names.is_empty() {
+        return Ok(());
+    }
+    let names = Names::new(&cluster.dir.name, &record.zone)?;
+    let instances = super::load_balancers::minion_instances(cluster, &names);
+    let g = GcloudProcess::new();
+    let mut problems = vec![];
+    for disk in &disk_names {
+        let facts = disks::describe(&g, &record.project, &names, disk).await?;
+        if let Some(why) = disks::disk_problem(facts.as_ref(), &names, &instances) {
+            problems.push(format!("persistent disk {disk} {why}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(miette::miette!(
+            help = "nothing was changed",
+            "{}",
+            problems.join("\n")
+        ))
+    }
+}
+
+/// [`converge_minions`], with the disks of a GCE cluster attached and
+/// detached around it (the module's steps). `disks_before`: whether a
+/// pod used a disk before the change being converged (its disk may need
+/// a detach though no pod uses one now).
+pub async fn converge_with_disks(
+    ui: &Ui,
+    cluster: &Cluster,
+    store: &Store,
+    minions: &BTreeSet<String>,
+    refresh: bool,
+    disks_before: bool,
+) -> miette::Result<ConvergeOutcome> {
+    let Some(record) = &cluster.config.gce else {
+        return converge_minions(ui, cluster, store, minions, refresh).await;
+    };
+    let state = store.clone().snapshot().await?.state;
+    if !disks_before && !uses_disks(&state) {
+        return converge_minions(ui, cluster, store, minions, refresh).await;
+    }
+    let names = Names::new(&cluster.dir.name, &record.zone)?;
+    let project = record.project.as_str();
+    let g = GcloudProcess::new();
+    let want = wanted(&state, &names);
+    let found = disks::discover(&g, project, &names).await?;
+    let plan = disks::plan(&want, &found);
+    if plan.is_empty() {
+        return converge_minions(ui, cluster, store, minions, refresh).await;
+    }
+    let minion_of: BTreeMap<String, String> = cluster
+        .config
+        .minions
+        .iter()
+        .filter_map(|m| Some((names.minion_instance(&m.id)?, m.id.clone())))
+        .collect();
+    let lines: Vec<String> = plan.steps().map(|s| format!("  {}", s.line())).collect();
+    ui.out(format!(
+        "Disks (GCE {project}, {}):\n{}",
+        names.zone,
+        lines.join("\n")
+    ));
+    let minion = |step: &DiskStep| minion_of.get(step.instance()).cloned();
+    // Minions whose disk is still attached to another instance wait for
+    // the detach; a disk changing mode on its own instance does not.
+    let waiting: BTreeSet<String> = plan
+        .attach_later
+        .iter()
+        .filter_map(|step| match step {
+            DiskStep::Attach(a)
+                if found
+                    .iter()
+                    .any(|f| f.disk == a.disk && f.instance != a.instance) =>
+            {
+                minion(step)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut first: BTreeSet<String> = minions.clone();
+    first.extend(plan.steps().filter_map(minion));
+    first.retain(|m| !waiting.contains(m));
+
+    let task = ui.task("attaching disks");
+    let progress = |line: &str| task.set(line.to_string());
+    let mut failed =
+        report_failures(disks::run(&g, project, &names, &plan.attach_now, &progress).await);
+    task.done(format!("{} disk(s) attached", plan.attach_now.len()));
+    let mut outcome = converge_minions(ui, cluster, store, &first, refresh).await?;
+
+    // Only from instances whose containers are gone: a disk pulled from
+    // under a running container loses what it had not written.
+    let unconverged: BTreeSet<&String> = outcome.unreachable.iter().map(|(m, _)| m).collect();
+    let detachable: Vec<DiskStep> = plan
+        .detach
+        .iter()
+        .filter(|step| match minion(step) {
+            Some(m) => (first.contains(&m) && !unconverged.contains(&m)) || !state.ready(&m),
+            // No minion of the record: an instance being removed.
+            None => true,
+        })
+        .cloned()
+        .collect();
+    for step in plan.detach.iter().filter(|s| !detachable.contains(s)) {
+        failed.push(format!(
+            "{}: not done, its minion did not converge (run `kctl apply` again)",
+            step.line().trim_start_matches("- ")
+        ));
+    }
+    let mut second = waiting.clone();
+    if !detachable.is_empty() || !plan.attach_later.is_empty() {
+        let task = ui.task("moving disks");
+        let progress = |line: &str| task.set(line.to_string());
+        failed.extend(report_failures(
+            disks::run(&g, project, &names, &detachable, &progress).await,
+        ));
+        let found = disks::discover(&g, project, &names).await?;
+        let then = disks::plan(&want, &found);
+        failed.extend(report_failures(
+            disks::run(&g, project, &names, &then.attach_now, &progress).await,
+        ));
+        second.extend(then.attach_now.iter().filter_map(minion));
+        for step in &then.attach_later {
+            failed.push(format!(
+                "{}: not done, the disk is still attached elsewhere",
+                step.line().trim_start_matches("+ ")
+            ));
+        }
+        task.done(format!(
+            "{} detached, {} attached",
+            detachable.len(),
+            then.attach_now.len()
+        ));
+    }
+    if !second.is_empty() {
+        let then = converge_minions(ui, cluster, store, &second, false).await?;
+        outcome.unreachable.retain(|(m, _)| !second.contains(m));
+        outcome.unreachable.extend(then.unreachable);
+        outcome.reports.extend(then.reports);
+        outcome.rules_synced.extend(then.rules_synced);
+    }
+    for line in &failed {
+        ui.warn(format!("disk {line}"));
+    }
+    Ok(outcome)
+}
+
+/// The failed steps' lines, each with why.
+fn report_failures(
+    results: BTreeMap<DiskStep, Result<(), crate::provider::gce::GceError>>,
+) -> Vec<String> {
+    results
+        .into_iter()
+        .filter_map(|(step, result)| {
+            let e = result.err()?;
+            Some(format!(
+                "{}: {e}",
+                step.line()
+                    .trim_start_matches("+ ")
+                    .trim_start_matches("- ")
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Pod, PodSpec, Volume, VolumeSource};
+    use crate::state::PodRecord;
+
+    fn pod(id: &str, host: &str, disks: &[(&str, bool)]) -> PodRecord {
+        let volumes = disks
+            .iter()
+            .enumerate()
+            .map(|(i, (disk, read_only))| Volume {
+                name: format!("v{i}"),
+                source: VolumeSource::GcePersistentDisk {
+                    pd_name: disk.to_string(),
+                    fs_type: "ext4".into(),
+                    partition: None,
+                    read_only: *read_only,
+                },
+            })
+            .collect();
+        PodRecord {
+            pod: Pod {
+                id: id.into(),
+                labels: Default::default(),
+                spec: PodSpec {
+                    volumes,
+                    ..Default::default()
+                },
+            },
+            host: host.into(),
+            owner: None,
+            draining: false,
+        }
+    }
+
+    #[test]
+    fn pods_want_their_disks_on_their_minions_instances() {
+        let names = Names::new("demo", "us-central1-b").unwrap();
+        let mut state = ClusterState::default();
+        for p in [
+            pod("a", "minion-1", &[("data", false)]),
+            pod("b", "minion-2", &[("logs", true)]),
+            pod("c", "minion-2", &[("logs", false)]),
+            pod("d", "minion-3", &[("logs", true)]),
+            pod("e", "minion-3", &[]),
+        ] {
+            state.pods.insert(p.pod.id.clone(), p);
+        }
+        assert!(uses_disks(&state));
+        let at = |disk: &str, n: usize, read_only| Attachment {
+            disk: disk.into(),
+            instance: format!("kctl-demo-minion-{n}"),
+            read_only,
+        };
+        assert_eq!(
+            wanted(&state, &names),
+            vec![
+                at("data", 1, false),
+                at("logs", 2, false),
+                at("logs", 3, true)
+            ]
+        );
+        state.pods.retain(|id, _| id == "e");
+        assert!(!uses_disks(&state));
+    }
+}
