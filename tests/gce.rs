@@ -1458,3 +1458,299 @@ fn a_load_balanced_service_gets_pool_forwarding_and_firewall_rules_that_go_with_
     );
     assert_eq!(env.mock.resources(), Vec::<String>::new());
 }
+
+/// An ext4 filesystem in a file on a loop device: a persistent disk's
+/// contents, which the test hands to whichever VM GCE (the mock) says the
+/// disk is attached to. Detached and removed on drop.
+struct LoopDisk {
+    name: String,
+    file: PathBuf,
+    device: String,
+    major: u32,
+    minor: u32,
+}
+
+impl LoopDisk {
+    fn new(name: &str, dir: &std::path::Path) -> LoopDisk {
+        let file = dir.join(format!("{name}.img"));
+        let run = |program: &str, args: &[&str]| -> String {
+            let out = Command::new(program).args(args).output().unwrap();
+            assert!(out.status.success(), "{program} {args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let path = file.to_str().unwrap();
+        run("truncate", &["-s", "64M", path]);
+        run("mkfs.ext4", &["-q", "-F", path]);
+        let device = run("losetup", &["-f", "--show", path]);
+        let numbers = run("stat", &["-c", "%t %T", &device]);
+        let (major, minor) = numbers.split_once(' ').unwrap();
+        LoopDisk {
+            name: name.to_string(),
+            file,
+            major: u32::from_str_radix(major, 16).unwrap(),
+            minor: u32::from_str_radix(minor, 16).unwrap(),
+            device,
+        }
+    }
+
+    /// Whether the filesystem is mounted in VM `i` (in its own mount
+    /// namespace, where its dockerd mounts volumes).
+    fn mounted_in(&self, vms: &DebianVms, i: usize) -> bool {
+        let Some(pid1) = vms.pid1(i) else {
+            return false;
+        };
+        let info = std::fs::read_to_string(format!("/proc/{pid1}/mountinfo")).unwrap_or_default();
+        let numbers = format!("{}:{}", self.major, self.minor);
+        info.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(numbers.as_str()))
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// What GCE does with an attached disk, played from the mock's state: the
+/// guest of the instance it is attached to has the device at
+/// `/dev/disk/by-id/google-NAME`; once detached, it is gone there. A
+/// detach while the guest still has the filesystem mounted (which on GCE
+/// loses what was not written) is recorded in `violations`. Until `stop`.
+fn disks_follow_the_mock(
+    vms: &DebianVms,
+    mock: &MockCompute,
+    disk: &LoopDisk,
+    stop: &AtomicBool,
+    violations: &std::sync::Mutex<Vec<String>>,
+) {
+    let link = format!("/dev/disk/by-id/google-{}", disk.name);
+    let mut present = vec![false; vms.hosts().len()];
+    while !stop.load(Ordering::SeqCst) {
+        let instances = mock.state()["projects"][PROJECT]["instances"].clone();
+        for (i, vm) in vms.hosts().iter().enumerate() {
+            if !vms.is_running(i) {
+                continue;
+            }
+            let attached = instances[&vm.name]["disks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| {
+                    d["deviceName"] == disk.name.as_str()
+                        && d["source"]
+                            .as_str()
+                            .is_some_and(|s| s.ends_with(&format!("/disks/{}", disk.name)))
+                });
+            if attached && !present[i] {
+                vms.allow_block_device(i, disk.major, disk.minor);
+                let made = vms.sh(
+                    i,
+                    &format!(
+                        "mkdir -p /dev/disk/by-id && mknod {link} b {} {} && echo made",
+                        disk.major, disk.minor
+                    ),
+                );
+                present[i] = made.contains("made");
+            } else if !attached && present[i] {
+                if disk.mounted_in(vms, i) {
+                    violations.lock().unwrap().push(format!(
+                        "{} detached from {} while mounted there",
+                        disk.name, vm.name
+                    ));
+                }
+                vms.sh(i, &format!("rm -f {link}"));
+                present[i] = false;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sets the flag when dropped: a scoped helper thread stops also when the
+/// test body panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A pod's `persistentDisk` on a GCE cluster, end to end on booted VMs:
+/// `apply` attaches the disk (read-write) to the pod's minion and the pod
+/// writes to it; when a change moves the pod to the other minion, one
+/// `apply` converges the old minion (the filesystem is unmounted), detaches
+/// the disk, attaches it to the new minion and starts the pod there, which
+/// reads what was written; deleting the pod detaches the disk; `down`
+/// leaves the disk, the user's data, in the project.
+#[test]
+fn a_persistent_disk_follows_its_pod_to_another_minion_and_outlives_the_cluster() {
+    let _pod_range = POD_RANGE.lock().unwrap_or_else(|e| e.into_inner());
+    let vms = DebianVms::create_named(
+        "gce-pd",
+        &[
+            "kctl-t-pd-master",
+            "kctl-t-pd-minion-1",
+            "kctl-t-pd-minion-2",
+        ],
+    );
+    let _pods_here = Unreachable::claim("10.244.0.0/14");
+    let mut env = GceEnv::named("pd", "t-pd");
+    env.down_on_drop = true;
+    let disk = LoopDisk::new("pd-data", &env.root);
+    env.mock
+        .create("disks", json!({"name": "pd-data", "sizeGb": "10"}));
+    let stop = AtomicBool::new(false);
+    let violations = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|s| {
+        s.spawn(|| disks_follow_the_mock(&vms, &env.mock, &disk, &stop, &violations));
+        let _stop = StopOnDrop(&stop);
+        let no_violation = || {
+            let seen = violations.lock().unwrap();
+            assert!(seen.is_empty(), "{seen:?}");
+        };
+        let users = || -> Vec<String> {
+            env.mock.state()["projects"][PROJECT]["disks"]["pd-data"]["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+                .collect()
+        };
+
+        let portal = vms.portal_net();
+        let (run, _) = up_on(
+            &env,
+            &vms,
+            &[
+                "--minions",
+                "1",
+                "--portal-net",
+                &portal,
+                "--boot-timeout",
+                "300",
+            ],
+            &nothing_else,
+        );
+        assert!(run.ok(), "kctl up --provider gce: {run:?}");
+        env.load_demo_image();
+
+        let pod = |id: &str, host_port: Option<u16>, disk: bool| -> String {
+            let port = match host_port {
+                Some(p) => format!(r#"{{"containerPort": 8080, "hostPort": {p}}}"#),
+                None => r#"{"containerPort": 8080}"#.to_string(),
+            };
+            let (volumes, mounts) = if disk {
+                (
+                    r#""volumes": [{"name": "data", "source": {"persistentDisk": {"pdName": "pd-data", "fsType": "ext4"}}}],"#,
+                    r#", "volumeMounts": [{"name": "data", "mountPath": "/data"}]"#,
+                )
+            } else {
+                ("", "")
+            };
+            format!(
+                r#"{{"id": "{id}", "kind": "Pod", "apiVersion": "v1beta1", "labels": {{"name": "{id}"}},
+                  "desiredState": {{"manifest": {{"version": "v1beta1", "id": "{id}", {volumes}
+                    "containers": [{{"name": "web", "image": "tutum/tomcat", "ports": [{port}]{mounts}}}]}}}}}}"#
+            )
+        };
+        let file = |name: &str, text: String| -> String {
+            let path = env.root.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let blocker = file("blocker.json", pod("blocker", Some(8080), false));
+        let writer = file("writer.json", pod("writer", None, true));
+        let apply = env.kctl(&["apply", "-f", &blocker, "-f", &writer]);
+        assert!(apply.ok(), "{apply:?}");
+        assert!(
+            apply
+                .stdout
+                .contains("+ disk pd-data attached to kctl-t-pd-minion-1 (read-write)"),
+            "{apply:?}"
+        );
+        assert_eq!(users(), ["kctl-t-pd-minion-1"]);
+        let wrote = vms.run_in(
+            1,
+            &[
+                "docker",
+                "exec",
+                "writer_web",
+                "sh",
+                "-c",
+                "echo kept-on-the-disk > /data/note && sync",
+            ],
+        );
+        assert!(wrote.status.success(), "{wrote:?}");
+        assert!(disk.mounted_in(&vms, 1));
+
+        let (grown, _) = up_on(
+            &env,
+            &vms,
+            &["--minions", "2", "--boot-timeout", "300"],
+            &nothing_else,
+        );
+        assert!(grown.ok(), "{grown:?}");
+        // The blocker holds port 8080 on minion-1: the changed writer
+        // (which wants it too) goes to minion-2, and its disk with it.
+        let moved = file("writer-moved.json", pod("writer", Some(8080), true));
+        env.mock.take_calls();
+        let apply = env.kctl(&["apply", "-f", &moved]);
+        assert!(apply.ok(), "{apply:?}");
+        let applied = env.golden_text(&env.mock.take_calls());
+        for line in [
+            "- disk pd-data detached from kctl-t-pd-minion-1",
+            "+ disk pd-data attached to kctl-t-pd-minion-2 (read-write)",
+        ] {
+            assert!(apply.stdout.contains(line), "{line}: {apply:?}");
+        }
+        assert_eq!(users(), ["kctl-t-pd-minion-2"]);
+        assert!(!disk.mounted_in(&vms, 1), "unmounted on minion-1");
+        let pods = env.kctl(&["get", "pods", "writer", "-o", "json"]);
+        assert!(pods.ok(), "{pods:?}");
+        assert_eq!(pods.json()["currentState"]["host"], "minion-2", "{pods:?}");
+        assert_eq!(pods.json()["currentState"]["status"], "Running", "{pods:?}");
+        let read = vms.run_in(2, &["docker", "exec", "writer_web", "cat", "/data/note"]);
+        assert_eq!(
+            String::from_utf8_lossy(&read.stdout).trim(),
+            "kept-on-the-disk",
+            "{read:?}"
+        );
+        no_violation();
+
+        // Unchanged: no disk step, no gcloud call that changes anything.
+        let again = env.kctl(&["apply", "-f", &moved]);
+        assert!(again.ok(), "{again:?}");
+        assert!(!again.stdout.contains("Disks"), "{again:?}");
+        assert!(
+            !env.mock.take_calls().iter().any(Call::changed_anything),
+            "an unchanged apply changed something in the cloud"
+        );
+
+        let delete = env.kctl(&["delete", "pods", "writer"]);
+        assert!(delete.ok(), "{delete:?}");
+        assert!(
+            delete
+                .stdout
+                .contains("- disk pd-data detached from kctl-t-pd-minion-2"),
+            "{delete:?}"
+        );
+        let deleted = env.golden_text(&env.mock.take_calls());
+        assert_eq!(users(), Vec::<String>::new());
+        golden(
+            "gce-persistent-disk.txt",
+            &format!(
+                "# kctl apply -f writer-moved.json\n{applied}# kctl delete pods writer\n{deleted}"
+            ),
+        );
+        no_violation();
+
+        let down = env.kctl(&["down"]);
+        assert!(down.ok(), "{down:?}");
+        assert_eq!(env.mock.resources(), Vec::<String>::new());
+        let kept = &env.mock.state()["projects"][PROJECT]["disks"]["pd-data"];
+        assert_eq!(kept["users"], json!([]), "the disk stays, free: {kept:#}");
+    });
+}

@@ -17,6 +17,8 @@
 
 use super::converge::{converge_minions, ConvergeOutcome};
 use super::Cluster;
+use crate::converge::disk_volumes::device_path;
+use crate::exec::Exec;
 use crate::model::Object;
 use crate::provider::gce::disks::{self, Attachment, DiskStep};
 use crate::provider::gce::{GcloudProcess, Names};
@@ -24,6 +26,11 @@ use crate::state::ClusterState;
 use crate::store::Store;
 use crate::ui::Ui;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// How long a minion may take to show a disk just attached: GCE's call
+/// returns once the disk is attached, udev links the device after.
+const DEVICE_WAIT: Duration = Duration::from_secs(30);
 
 /// Whether any pod of `state` uses a persistent disk (pure).
 pub fn uses_disks(state: &ClusterState) -> bool {
@@ -196,9 +203,9 @@ pub async fn converge_with_disks(
         ));
         let found = disks::discover(&g, project, &names).await?;
         let then = disks::plan(&want, &found);
-        failed.extend(report_failures(
-            disks::run(&g, project, &names, &then.attach_now, &progress).await,
-        ));
+        let results = disks::run(&g, project, &names, &then.attach_now, &progress).await;
+        failed.extend(wait_for_devices(cluster, &minion_of, &results).await);
+        failed.extend(report_failures(results));
         second.extend(then.attach_now.iter().filter_map(minion));
         for step in &then.attach_later {
             failed.push(format!(
@@ -223,6 +230,93 @@ pub async fn converge_with_disks(
         ui.warn(format!("disk {line}"));
     }
     Ok(outcome)
+}
+
+/// After a rolling update or an evacuation put a pod that uses a disk on
+/// another minion (or in place of one): converges `minions` with the
+/// disks following their pods. GCE only; problems are the pod's to show
+/// (the caller waits for it to become ready).
+pub async fn follow_pods(
+    ui: &Ui,
+    cluster: &Cluster,
+    store: &Store,
+    minions: &BTreeSet<String>,
+) -> Result<(), String> {
+    if cluster.config.gce.is_none() {
+        return Ok(());
+    }
+    converge_with_disks(ui, cluster, store, minions, false, true)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e}"))
+}
+
+/// Waits until each minion a disk was attached to shows its device, for
+/// at most [`DEVICE_WAIT`]; what never showed, as problem lines.
+async fn wait_for_devices(
+    cluster: &Cluster,
+    minion_of: &BTreeMap<String, String>,
+    results: &BTreeMap<DiskStep, Result<(), crate::provider::gce::GceError>>,
+) -> Vec<String> {
+    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (step, result) in results {
+        if let (DiskStep::Attach(a), Ok(())) = (step, result) {
+            if let Some(minion) = minion_of.get(&a.instance) {
+                paths
+                    .entry(minion.clone())
+                    .or_default()
+                    .push(device_path(&a.disk, None));
+            }
+        }
+    }
+    let ids: Vec<String> = paths.keys().cloned().collect();
+    let waits = cluster.connect(&ids).await.into_iter().map(|(id, exec)| {
+        let wanted = paths.get(&id).cloned().unwrap_or_default();
+        async move {
+            let exec = match exec {
+                Ok(exec) => exec,
+                Err(e) => return vec![format!("on {id}: not checked: {e}")],
+            };
+            let mut ask = crate::argv!["stat", "-L", "--printf", "%F\t%n\n", "--"];
+            ask.extend(wanted.iter().cloned());
+            let deadline = Instant::now() + DEVICE_WAIT;
+            let missing = loop {
+                let present: BTreeSet<String> = match exec.run(&ask, None).await {
+                    Ok(out) => out
+                        .stdout_text()
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("block special file\t"))
+                        .map(str::to_string)
+                        .collect(),
+                    Err(_) => BTreeSet::new(),
+                };
+                let missing: Vec<String> = wanted
+                    .iter()
+                    .filter(|p| !present.contains(*p))
+                    .cloned()
+                    .collect();
+                if missing.is_empty() || Instant::now() > deadline {
+                    break missing;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            exec.close().await;
+            missing
+                .into_iter()
+                .map(|path| {
+                    format!(
+                        "on {id}: {path} did not appear within {} s of the attach",
+                        DEVICE_WAIT.as_secs()
+                    )
+                })
+                .collect()
+        }
+    });
+    futures::future::join_all(waits)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The failed steps' lines, each with why.

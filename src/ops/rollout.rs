@@ -161,7 +161,17 @@ pub async fn rolling_update(
         lines.join("\n")
     ));
     record(&store, id, "RollingUpdate", "started".into()).await;
-    match roll(ui, &mut store, &mark, &current, &wanted.template, &options).await {
+    match roll(
+        ui,
+        &cluster,
+        &mut store,
+        &mark,
+        &current,
+        &wanted.template,
+        &options,
+    )
+    .await
+    {
         Ok(replaced) => {
             let result = commit_planned(ui, &mut store, false, false, |s| {
                 finish_plan(s, id, &target)
@@ -185,7 +195,16 @@ pub async fn rolling_update(
                 format!("failed: {failure}; rolling back"),
             )
             .await;
-            let back = roll(ui, &mut store, &mark, &current, &current.template, &options).await;
+            let back = roll(
+                ui,
+                &cluster,
+                &mut store,
+                &mark,
+                &current,
+                &current.template,
+                &options,
+            )
+            .await;
             mark.end().await;
             match back {
                 Ok(_) => {
@@ -220,7 +239,7 @@ pub async fn evacuate(
 ) -> miette::Result<LeasedMark> {
     let mut store = cluster.store().await?;
     let cordons = store.cordon(leaving).await?;
-    match move_all(ui, &mut store, &cordons, leaving).await {
+    match move_all(ui, cluster, &mut store, &cordons, leaving).await {
         Ok(()) => Ok(cordons),
         Err(e) => {
             cordons.end().await;
@@ -231,6 +250,7 @@ pub async fn evacuate(
 
 async fn move_all(
     ui: &Ui,
+    cluster: &Cluster,
     store: &mut Store,
     cordons: &LeasedMark,
     leaving: &[String],
@@ -293,9 +313,33 @@ async fn move_all(
                     return Ok::<(), String>(());
                 };
                 let task = ui.task(format!("moving pod {} off {}", old.0, old.1));
-                match add_pod(ui, store, &rc, &rc.template, &options, &task, "").await {
+                // No room for both at once (a writable disk, host ports):
+                // the old pod goes first, one short meanwhile.
+                let in_place = matches!(
+                    steps::plan_surge(&state, &rc, &rc.template, None, &mut RandomNamer),
+                    Err(PlanError::Unschedulable(_))
+                );
+                if in_place {
+                    drain_and_remove(ui, store, &old.0).await?;
+                }
+                let from = in_place.then_some(old.1.as_str());
+                match add_pod(
+                    ui,
+                    cluster,
+                    store,
+                    &rc,
+                    &rc.template,
+                    &options,
+                    &task,
+                    "",
+                    from,
+                )
+                .await
+                {
                     Ok(new) => {
-                        drain_and_remove(ui, store, &old.0).await?;
+                        if !in_place {
+                            drain_and_remove(ui, store, &old.0).await?;
+                        }
                         task.done(format!(
                             "pod {} of {id} moved off {}: {new} serves instead",
                             old.0, old.1
@@ -362,6 +406,14 @@ async fn move_all(
             Op::PutPod(p) => Some(p.host.clone()),
             _ => None,
         });
+        if !pod.pod.spec.disks().is_empty() {
+            let minions = std::iter::once(pod.host.clone())
+                .chain(to.clone())
+                .collect();
+            super::disks::follow_pods(ui, cluster, store, &minions)
+                .await
+                .map_err(|e| miette!("{e}"))?;
+        }
         task.done(format!(
             "pod {} moved off {} (started again on {})",
             pod.pod.id,
@@ -448,6 +500,7 @@ async fn record(store: &Store, rc: &str, reason: &str, message: String) {
 /// Returns how many; a failure says which pod and why.
 async fn roll(
     ui: &Ui,
+    cluster: &Cluster,
     store: &mut Store,
     mark: &LeasedMark,
     rc: &ReplicationController,
@@ -471,12 +524,12 @@ async fn roll(
         }
         let state = snapshot(store).await?;
         let todo = steps::pods_to_replace(&state, &rc.id, to);
-        let Some(old) = todo.first().map(|p| p.pod.id.clone()) else {
+        let Some((old, old_host)) = todo.first().map(|p| (p.pod.id.clone(), p.host.clone())) else {
             // A pod replaced in place whose successor failed leaves the
             // controller short: make it whole again.
             while snapshot(store).await?.pods_owned_by(&rc.id).count() < rc.replicas as usize {
                 let task = ui.task(format!("adding a pod to {}", rc.id));
-                match add_pod(ui, store, rc, to, options, &task, "").await {
+                match add_pod(ui, cluster, store, rc, to, options, &task, "", None).await {
                     Ok(new) => task.done(format!("pod {new} ready and serving")),
                     Err(why) => {
                         task.fail(format!("no pod of {} became ready", rc.id));
@@ -490,8 +543,10 @@ async fn roll(
         let task = ui.task(format!("{step} replacing pod {old}"));
         // With no room for one more pod (host ports taken everywhere), the
         // old pod goes first and the service runs one short meanwhile.
+        // (So does a pod writing a persistent disk: GCE attaches it
+        // read-write to one instance, for one pod.)
         let in_place = matches!(
-            steps::plan_surge(&state, rc, to, &mut RandomNamer),
+            steps::plan_surge(&state, rc, to, None, &mut RandomNamer),
             Err(PlanError::Unschedulable(_))
         );
         if in_place {
@@ -501,7 +556,9 @@ async fn roll(
             ));
             drain_and_remove(ui, store, &old).await?;
         }
-        let new = match add_pod(ui, store, rc, to, options, &task, &step).await {
+        // In place, on its minion when it fits there (a disk stays put).
+        let stay = in_place.then_some(old_host.as_str());
+        let new = match add_pod(ui, cluster, store, rc, to, options, &task, &step, stay).await {
             Ok(new) => new,
             Err(why) => {
                 task.fail(format!("{step} no pod of the template became ready"));
@@ -526,17 +583,20 @@ async fn roll(
 /// Adds one pod of template `to` to `rc` and waits until it is ready;
 /// one that does not become ready is removed again, and the reason
 /// returned.
+#[allow(clippy::too_many_arguments)]
 async fn add_pod(
     ui: &Ui,
+    cluster: &Cluster,
     store: &mut Store,
     rc: &ReplicationController,
     to: &PodTemplate,
     options: &RolloutOptions,
     task: &Task,
     step: &str,
+    replaced_on: Option<&str>,
 ) -> Result<String, String> {
     let (plan, _) = commit_planned(ui, store, false, false, |s| {
-        steps::plan_surge(s, rc, to, &mut RandomNamer)
+        steps::plan_surge(s, rc, to, replaced_on, &mut RandomNamer)
     })
     .await
     .map_err(|e| format!("no place for a pod of the template: {e}"))?;
@@ -546,6 +606,14 @@ async fn add_pod(
     }) else {
         return Err("the plan made no pod".into());
     };
+    // A disk the pod uses follows it from the minion of the pod it
+    // replaces (the helpers have no gcloud).
+    if !to.spec.disks().is_empty() {
+        let minions = std::iter::once(host.clone())
+            .chain(replaced_on.map(str::to_string))
+            .collect();
+        super::disks::follow_pods(ui, cluster, store, &minions).await?;
+    }
     task.set(format!(
         "{step} pod {new} on {host}: waiting until it is ready"
     ));

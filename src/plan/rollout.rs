@@ -16,12 +16,15 @@ use crate::state::{ClusterState, PodPhase, PodRecord};
 use ipnet::Ipv4Net;
 
 /// One more pod of `template` for controller `rc`, placed by the
-/// scheduler beside the pods it has. Unschedulable when no minion has
-/// room (host ports taken on all of them).
+/// scheduler beside the pods it has, on `previous_host` (the minion of the
+/// pod it replaces in place) when that fits as well as any. Unschedulable
+/// when no minion has room (host ports taken on all of them, a writable
+/// disk in use).
 pub fn plan_surge(
     state: &ClusterState,
     rc: &ReplicationController,
     template: &PodTemplate,
+    previous_host: Option<&str>,
     namer: &mut dyn PodNamer,
 ) -> Result<Plan, PlanError> {
     let mut planner = Planner::new(state, Ipv4Net::default());
@@ -31,7 +34,7 @@ pub fn plan_surge(
         labels: template.labels.clone(),
         spec: template.spec.clone(),
     };
-    if let Some(change) = planner.create_pod(pod, Some(&rc.id), None, Action::Create) {
+    if let Some(change) = planner.create_pod(pod, Some(&rc.id), previous_host, Action::Create) {
         planner.plan.changes.push(Change {
             kind: Kind::ReplicationController,
             id: rc.id.clone(),
@@ -430,7 +433,7 @@ mod tests {
     #[test]
     fn a_new_pod_is_ready_only_when_running_healthy_and_served_everywhere() {
         let (mut state, rc) = cluster(None);
-        let surge = plan_surge(&state, &rc, &template("v2", None), &mut Fixed(0)).unwrap();
+        let surge = plan_surge(&state, &rc, &template("v2", None), None, &mut Fixed(0)).unwrap();
         commit(&mut state, &surge);
         let new = "web-new01";
         assert!(
@@ -553,7 +556,8 @@ mod tests {
     #[test]
     fn no_room_for_a_surge_is_unschedulable_and_a_failed_pod_says_so() {
         let (mut state, rc) = cluster(Some(80));
-        let err = plan_surge(&state, &rc, &template("v2", Some(80)), &mut Fixed(0)).unwrap_err();
+        let err =
+            plan_surge(&state, &rc, &template("v2", Some(80)), None, &mut Fixed(0)).unwrap_err();
         assert!(matches!(err, PlanError::Unschedulable(_)), "{err:?}");
         let record = state.pods["web-old01"].clone();
         state.statuses.get_mut("web-old01").unwrap().containers[0].running = false;
@@ -573,10 +577,53 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_writing_a_disk_is_replaced_in_place_on_its_own_minion() {
+        let (mut state, mut rc) = cluster(None);
+        let with_disk = |image: &str| {
+            let mut t = template(image, None);
+            t.spec.volumes = vec![crate::model::Volume {
+                name: "data".into(),
+                source: crate::model::VolumeSource::GcePersistentDisk {
+                    pd_name: "pd-data".into(),
+                    fs_type: "ext4".into(),
+                    partition: None,
+                    read_only: false,
+                },
+            }];
+            t
+        };
+        // One replica, on minion-2, holding the disk.
+        state.pods.remove("web-old01");
+        rc.replicas = 1;
+        rc.template = with_disk("v1");
+        state.pods.get_mut("web-old02").unwrap().pod.spec = rc.template.spec.clone();
+        let err = plan_surge(&state, &rc, &with_disk("v2"), None, &mut Fixed(0)).unwrap_err();
+        assert!(matches!(err, PlanError::Unschedulable(_)), "{err:?}");
+        // Old pod gone first: the new one goes where the disk is.
+        let remove = plan_remove(&state, "web-old02");
+        commit(&mut state, &remove);
+        for _ in 0..4 {
+            let surge = plan_surge(
+                &state,
+                &rc,
+                &with_disk("v2"),
+                Some("minion-2"),
+                &mut Fixed(0),
+            )
+            .unwrap();
+            let host = surge.ops.iter().find_map(|op| match op {
+                crate::plan::Op::PutPod(p) => Some(p.host.clone()),
+                _ => None,
+            });
+            assert_eq!(host.as_deref(), Some("minion-2"));
+        }
+    }
+
+    #[test]
     fn a_controller_in_a_rolling_update_is_left_alone_by_the_leader_and_refused_to_apply() {
         let (mut state, rc) = cluster(None);
         // Mid-update: a pod of v2 beside the two of v1 (one more than replicas).
-        let surge = plan_surge(&state, &rc, &template("v2", None), &mut Fixed(0)).unwrap();
+        let surge = plan_surge(&state, &rc, &template("v2", None), None, &mut Fixed(0)).unwrap();
         commit(&mut state, &surge);
         state.rollouts.insert(
             "web".into(),

@@ -502,6 +502,32 @@ impl DebianVms {
         }
     }
 
+    /// Lets VM `i` read and write block device `major:minor` (what a disk
+    /// attached to a GCE instance is to its guest): allowed in the VM's
+    /// devices cgroup and every cgroup the VM made below it (a child's
+    /// list is copied at its creation, so dockerd's needs it too).
+    pub fn allow_block_device(&self, i: usize, major: u32, minor: u32) {
+        let rule = format!("b {major}:{minor} rwm");
+        for (hierarchy, _, _) in cgroup_hierarchies() {
+            let top = Path::new(&hierarchy).join(self.cgroup(i));
+            if !top.join("devices.allow").exists() {
+                continue;
+            }
+            // Parents before children: a child may not allow more.
+            let mut queue = vec![top];
+            while let Some(dir) = queue.pop() {
+                let _ = std::fs::write(dir.join("devices.allow"), &rule);
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for entry in entries.flatten() {
+                        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            queue.insert(0, entry.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Power cut: kills VM `i`'s PID 1, and with it every process of the
     /// VM. Its disk (overlay upper, data) stays; /run and /tmp are lost.
     pub fn kill_vm(&mut self, i: usize) {
