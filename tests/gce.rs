@@ -1696,6 +1696,27 @@ fn a_persistent_disk_follows_its_pod_to_another_minion_and_outlives_the_cluster(
         // The blocker holds port 8080 on minion-1: the changed writer
         // (which wants it too) goes to minion-2, and its disk with it.
         let moved = file("writer-moved.json", pod("writer", Some(8080), true));
+        // Minion-1's helper would remove the old container as soon as etcd
+        // says so: stopped, only apply's own order (converge the old
+        // minion, then detach) keeps the disk from going while mounted.
+        let helper = ["systemctl", "stop", "kctl-node-t-pd"];
+        assert!(vms.run_in(1, &helper).status.success());
+        assert!(
+            disk.mounted_in(&vms, 1),
+            "the writer still has the disk mounted on minion-1"
+        );
+        // The plan shows the disk's move; a dry run makes none of it.
+        let dry = env.kctl(&["apply", "--dry-run", "-f", &moved]);
+        assert!(dry.ok(), "{dry:?}");
+        assert!(
+            dry.stdout
+                .contains("- disk pd-data detached from kctl-t-pd-minion-1")
+                && dry
+                    .stdout
+                    .contains("+ disk pd-data attached to kctl-t-pd-minion-2 (read-write)"),
+            "{dry:?}"
+        );
+        assert_eq!(users(), ["kctl-t-pd-minion-1"]);
         env.mock.take_calls();
         let apply = env.kctl(&["apply", "-f", &moved]);
         assert!(apply.ok(), "{apply:?}");
@@ -1719,6 +1740,8 @@ fn a_persistent_disk_follows_its_pod_to_another_minion_and_outlives_the_cluster(
             "{read:?}"
         );
         no_violation();
+        let helper = ["systemctl", "start", "kctl-node-t-pd"];
+        assert!(vms.run_in(1, &helper).status.success());
 
         // Unchanged: no disk step, no gcloud call that changes anything.
         let again = env.kctl(&["apply", "-f", &moved]);

@@ -335,7 +335,8 @@ pub async fn apply_loaded(
     super::load_balancers::converge(ui, &cluster, recording, &before.state, &services, dry_run)
         .await?;
     if dry_run {
-        return Ok(());
+        let after = super::disks::pods_after(&before.state, &plan.ops);
+        return super::disks::show_planned(ui, &cluster, &before.state, &after).await;
     }
     if let Some(set) = set {
         // This set owns what it applied (the last apply of an object owns it).

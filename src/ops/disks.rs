@@ -20,6 +20,7 @@ use super::Cluster;
 use crate::converge::disk_volumes::device_path;
 use crate::exec::Exec;
 use crate::model::Object;
+use crate::plan::Op;
 use crate::provider::gce::disks::{self, Attachment, DiskStep};
 use crate::provider::gce::{GcloudProcess, Names};
 use crate::state::ClusterState;
@@ -60,6 +61,62 @@ pub fn wanted(state: &ClusterState, names: &Names) -> Vec<Attachment> {
             read_only,
         })
         .collect()
+}
+
+/// The pods of `state` once `ops` are committed (pure): what `apply
+/// --dry-run` shows the disk steps for.
+pub fn pods_after(state: &ClusterState, ops: &[Op]) -> ClusterState {
+    let mut after = ClusterState {
+        pods: state.pods.clone(),
+        ..ClusterState::default()
+    };
+    for op in ops {
+        match op {
+            Op::PutPod(record) => {
+                after.pods.insert(record.pod.id.clone(), record.clone());
+            }
+            Op::DeletePod(id) => {
+                after.pods.remove(id);
+            }
+            _ => {}
+        }
+    }
+    after
+}
+
+/// The disk steps a plan that leaves the pods of `after` would take, as
+/// `apply --dry-run` prints them (one `instances list`; none when no pod
+/// before or after uses a disk). GCE only.
+pub async fn show_planned(
+    ui: &Ui,
+    cluster: &Cluster,
+    before: &ClusterState,
+    after: &ClusterState,
+) -> miette::Result<()> {
+    let Some(record) = &cluster.config.gce else {
+        return Ok(());
+    };
+    if !uses_disks(before) && !uses_disks(after) {
+        return Ok(());
+    }
+    let names = Names::new(&cluster.dir.name, &record.zone)?;
+    let g = GcloudProcess::new();
+    let found = disks::discover(&g, &record.project, &names).await?;
+    let plan = disks::plan(&wanted(after, &names), &found);
+    if !plan.is_empty() {
+        show(ui, &record.project, &names, &plan);
+    }
+    Ok(())
+}
+
+/// The plan's disk steps, as part of the plan printed.
+fn show(ui: &Ui, project: &str, names: &Names, plan: &disks::DiskPlan) {
+    let lines: Vec<String> = plan.steps().map(|s| format!("  {}", s.line())).collect();
+    ui.out(format!(
+        "Disks (GCE {project}, {}):\n{}",
+        names.zone,
+        lines.join("\n")
+    ));
 }
 
 /// The disks `objects` use (pure).
@@ -141,12 +198,7 @@ pub async fn converge_with_disks(
         .iter()
         .filter_map(|m| Some((names.minion_instance(&m.id)?, m.id.clone())))
         .collect();
-    let lines: Vec<String> = plan.steps().map(|s| format!("  {}", s.line())).collect();
-    ui.out(format!(
-        "Disks (GCE {project}, {}):\n{}",
-        names.zone,
-        lines.join("\n")
-    ));
+    show(ui, project, &names, &plan);
     let minion = |step: &DiskStep| minion_of.get(step.instance()).cloned();
     // Minions whose disk is still attached to another instance wait for
     // the detach; a disk changing mode on its own instance does not.
@@ -165,14 +217,19 @@ pub async fn converge_with_disks(
         })
         .collect();
     let mut first: BTreeSet<String> = minions.clone();
-    first.extend(plan.steps().filter_map(minion));
+    // (A minion that is down is not tried: its disks are detached anyway.)
+    first.extend(plan.steps().filter_map(minion).filter(|m| state.ready(m)));
     first.retain(|m| !waiting.contains(m));
 
-    let task = ui.task("attaching disks");
-    let progress = |line: &str| task.set(line.to_string());
-    let mut failed =
-        report_failures(disks::run(&g, project, &names, &plan.attach_now, &progress).await);
-    task.done(format!("{} disk(s) attached", plan.attach_now.len()));
+    let mut failed = vec![];
+    if !plan.attach_now.is_empty() {
+        let task = ui.task("attaching disks");
+        let progress = |line: &str| task.set(line.to_string());
+        let results = disks::run(&g, project, &names, &plan.attach_now, &progress).await;
+        failed.extend(wait_for_devices(cluster, &minion_of, &results).await);
+        failed.extend(report_failures(results));
+        task.done(format!("{} disk(s) attached", plan.attach_now.len()));
+    }
     let mut outcome = converge_minions(ui, cluster, store, &first, refresh).await?;
 
     // Only from instances whose containers are gone: a disk pulled from
@@ -195,12 +252,17 @@ pub async fn converge_with_disks(
         ));
     }
     let mut second = waiting.clone();
-    if !detachable.is_empty() || !plan.attach_later.is_empty() {
-        let task = ui.task("moving disks");
+    if !detachable.is_empty() {
+        let task = ui.task("detaching disks");
         let progress = |line: &str| task.set(line.to_string());
         failed.extend(report_failures(
             disks::run(&g, project, &names, &detachable, &progress).await,
         ));
+        task.done(format!("{} disk(s) detached", detachable.len()));
+    }
+    if !plan.attach_later.is_empty() {
+        let task = ui.task("attaching disks freed elsewhere");
+        let progress = |line: &str| task.set(line.to_string());
         let found = disks::discover(&g, project, &names).await?;
         let then = disks::plan(&want, &found);
         let results = disks::run(&g, project, &names, &then.attach_now, &progress).await;
@@ -213,11 +275,7 @@ pub async fn converge_with_disks(
                 step.line().trim_start_matches("+ ")
             ));
         }
-        task.done(format!(
-            "{} detached, {} attached",
-            detachable.len(),
-            then.attach_now.len()
-        ));
+        task.done(format!("{} disk(s) attached", then.attach_now.len()));
     }
     if !second.is_empty() {
         let then = converge_minions(ui, cluster, store, &second, false).await?;

@@ -973,7 +973,7 @@ LOGGED_FIELDS = ("name", "network", "subnetwork", "ipCidrRange", "autoCreateSubn
                  "routingConfig", "direction", "allowed", "sourceRanges", "targetTags", "destRange",
                  "nextHopInstance", "priority", "machineType", "canIpForward", "tags", "labels",
                  "constraint", "description", "IPProtocol", "IPAddress", "portRange", "target",
-                 "loadBalancingScheme", "instances")
+                 "loadBalancingScheme", "instances", "source", "deviceName", "mode")
 
 
 def key_fields(body):
