@@ -1770,6 +1770,80 @@ fn a_persistent_disk_follows_its_pod_to_another_minion_and_outlives_the_cluster(
         );
         no_violation();
 
+        // A controller's pod writing the disk: a rolling update replaces
+        // it in place (old pod first, the new one on the same minion, the
+        // disk left attached); shrinking the cluster moves it, and the
+        // disk with it, to the minion that stays.
+        let keeper = r#"{"id": "keeper", "kind": "ReplicationController", "apiVersion": "v1beta1",
+          "desiredState": {"replicas": 1, "replicaSelector": {"name": "keeper"},
+            "podTemplate": {"labels": {"name": "keeper"}, "desiredState": {"manifest": {
+              "version": "v1beta1", "id": "keeper",
+              "volumes": [{"name": "data", "source": {"persistentDisk": {"pdName": "pd-data"}}}],
+              "containers": [{"name": "web", "image": "tutum/tomcat",
+                "ports": [{"containerPort": 8080, "hostPort": 8080}],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}}},
+          "labels": {"name": "keeper"}}"#;
+        let keeper = file("keeper.json", keeper.to_string());
+        let apply = env.kctl(&["apply", "-f", &keeper]);
+        assert!(apply.ok(), "{apply:?}");
+        let keeper_pod = || -> (String, String) {
+            let pods = env.kctl(&["get", "pods", "-l", "name=keeper", "-o", "json"]);
+            let items = pods.json()["items"].as_array().cloned().unwrap();
+            assert_eq!(items.len(), 1, "{pods:?}");
+            (
+                items[0]["id"].as_str().unwrap().to_string(),
+                items[0]["currentState"]["host"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        };
+        let reads_the_note = |vm: usize, pod: &str| {
+            let read = vms.run_in(
+                vm,
+                &["docker", "exec", &format!("{pod}_web"), "cat", "/data/note"],
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&read.stdout).trim(),
+                "kept-on-the-disk",
+                "{read:?}"
+            );
+        };
+        let (first, host) = keeper_pod();
+        assert_eq!(host, "minion-2", "the blocker holds port 8080 on minion-1");
+        assert_eq!(users(), ["kctl-t-pd-minion-2"]);
+        reads_the_note(2, &first);
+        let rolled = env.kctl(&[
+            "rollingupdate",
+            "rc",
+            "keeper",
+            "--image",
+            "tutum/tomcat:latest",
+            "--update-period",
+            "0s",
+        ]);
+        assert!(rolled.ok(), "{rolled:?}");
+        let (second, host) = keeper_pod();
+        assert_ne!(second, first);
+        assert_eq!(host, "minion-2", "replaced in place: {rolled:?}");
+        assert_eq!(users(), ["kctl-t-pd-minion-2"]);
+        reads_the_note(2, &second);
+
+        let delete = env.kctl(&["delete", "pods", "blocker"]);
+        assert!(delete.ok(), "{delete:?}");
+        let (shrunk, _) = up_on(
+            &env,
+            &vms,
+            &["--minions", "1", "--boot-timeout", "300"],
+            &nothing_else,
+        );
+        assert!(shrunk.ok(), "{shrunk:?}");
+        let (third, host) = keeper_pod();
+        assert_eq!(host, "minion-1", "{shrunk:?}");
+        assert_eq!(users(), ["kctl-t-pd-minion-1"], "{shrunk:?}");
+        reads_the_note(1, &third);
+        no_violation();
+
         let down = env.kctl(&["down"]);
         assert!(down.ok(), "{down:?}");
         assert_eq!(env.mock.resources(), Vec::<String>::new());
