@@ -555,13 +555,13 @@ async fn a_disk_moves_between_minions_through_gcloud() {
 
     let plan = disks::plan(
         &[on(1, false)],
-        &disks::discover(&g, PROJECT, &n).await.unwrap(),
+        &disks::discover(&g, PROJECT, &n).await.unwrap().attachments,
     );
     assert_eq!(plan.attach_now, vec![DiskStep::Attach(on(1, false))]);
     let done = disks::run(&g, PROJECT, &n, &plan.attach_now, &quiet).await;
     assert!(done.values().all(Result::is_ok), "{done:?}");
     assert_eq!(
-        disks::discover(&g, PROJECT, &n).await.unwrap(),
+        disks::discover(&g, PROJECT, &n).await.unwrap().attachments,
         vec![on(1, false)],
         "attached read-write under its own name, found again"
     );
@@ -581,7 +581,7 @@ async fn a_disk_moves_between_minions_through_gcloud() {
         .to_string();
     assert!(e.contains("already being used"), "{e}");
 
-    let found = disks::discover(&g, PROJECT, &n).await.unwrap();
+    let found = disks::discover(&g, PROJECT, &n).await.unwrap().attachments;
     let plan = disks::plan(&[on(2, false)], &found);
     assert!(plan.attach_now.is_empty(), "{plan:?}");
     let steps: Vec<DiskStep> = plan
@@ -593,7 +593,7 @@ async fn a_disk_moves_between_minions_through_gcloud() {
     let done = disks::run(&g, PROJECT, &n, &steps, &quiet).await;
     assert!(done.values().all(Result::is_ok), "{done:?}");
     assert_eq!(
-        disks::discover(&g, PROJECT, &n).await.unwrap(),
+        disks::discover(&g, PROJECT, &n).await.unwrap().attachments,
         vec![on(2, false)]
     );
 

@@ -461,7 +461,7 @@ pub(crate) async fn converge_applied(
         store,
         &minions,
         refresh,
-        super::disks::uses_disks(&before.state),
+        &super::disks::disk_names(&before.state),
     )
     .await?;
     finish(ui, &outcome)
@@ -550,7 +550,7 @@ pub async fn delete(
         &store,
         &minions,
         false,
-        super::disks::uses_disks(&before.state),
+        &super::disks::disk_names(&before.state),
     )
     .await?;
     finish(ui, &outcome)

@@ -30,6 +30,8 @@ pub struct ConvergeOutcome {
     pub unreachable: Vec<(String, String)>,
     /// Minions whose service rules were rewritten.
     pub rules_synced: Vec<String>,
+    /// Persistent disks not attached or detached as they should be, with why.
+    pub disk_problems: Vec<String>,
 }
 
 impl ConvergeOutcome {
@@ -39,6 +41,7 @@ impl ConvergeOutcome {
             .unreachable
             .iter()
             .map(|(m, e)| format!("{m}: {e}"))
+            .chain(self.disk_problems.iter().cloned())
             .collect();
         for (minion, report) in &self.reports {
             for (pod, why) in &report.failures {

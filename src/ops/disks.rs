@@ -5,13 +5,17 @@
 //!
 //! 1. attaches every wanted disk nothing stands in the way of;
 //! 2. converges the minions (those whose disk waits for a detach elsewhere
-//!    are left for step 4, so their pods do not fail first);
-//! 3. detaches what no pod wants from minions that converged (their
-//!    containers are gone) or are not Ready (their pods moved away);
+//!    are left for step 4, so their pods do not fail first, unless two
+//!    minions wait for each other);
+//! 3. detaches what no pod wants from minions that converged and run no
+//!    pod of the disk any more, or whose instance is not running (a
+//!    minion that did not answer keeps its disks until it does);
 //! 4. attaches what waited, and converges those minions.
 //!
-//! Nothing happens, and no gcloud call is made, on other providers or
-//! when no pod before or after uses a disk. A pod the helper reschedules
+//! Only disks pods name, before or after the change, on the record's
+//! minions, are touched; a step that fails fails the command. Nothing
+//! happens, and no gcloud call is made, on other providers or when no pod
+//! before or after uses a disk. A pod the helper reschedules
 //! onto another minion (its own went down) waits for its disk until the
 //! next `kctl apply`: the helper has no gcloud.
 
@@ -101,7 +105,18 @@ pub async fn show_planned(
     }
     let names = Names::new(&cluster.dir.name, &record.zone)?;
     let g = GcloudProcess::new();
-    let found = disks::discover(&g, &record.project, &names).await?;
+    let minions: BTreeSet<String> = cluster
+        .config
+        .minions
+        .iter()
+        .filter_map(|m| names.minion_instance(&m.id))
+        .collect();
+    let mut ours = disk_names(before);
+    ours.extend(disk_names(after));
+    let mut found = disks::discover(&g, &record.project, &names)
+        .await?
+        .attachments;
+    found.retain(|a| ours.contains(&a.disk) && minions.contains(&a.instance));
     let plan = disks::plan(&wanted(after, &names), &found);
     if !plan.is_empty() {
         show(ui, &record.project, &names, &plan);
@@ -164,60 +179,95 @@ pub async fn check(cluster: &Cluster, objects: &[Object]) -> miette::Result<()> 
     }
 }
 
+/// The minions whose disk is still attached to another instance (pure):
+/// they wait for its detach, so their pods do not fail first; unless
+/// that instance's minion waits too (two pods trading places), or it is
+/// the same instance (a mode change): then they converge at once.
+fn waiting_minions(
+    plan: &disks::DiskPlan,
+    found: &[Attachment],
+    minion_of: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let blocked: BTreeMap<String, Vec<String>> = plan
+        .attach_later
+        .iter()
+        .filter_map(|step| {
+            let DiskStep::Attach(a) = step else {
+                return None;
+            };
+            let by: Vec<String> = found
+                .iter()
+                .filter(|f| f.disk == a.disk && f.instance != a.instance)
+                .filter_map(|f| minion_of.get(&f.instance).cloned())
+                .collect();
+            Some((minion_of.get(&a.instance)?.clone(), by))
+        })
+        .filter(|(_, by)| !by.is_empty())
+        .collect();
+    blocked
+        .iter()
+        .filter(|(_, by)| by.iter().all(|b| !blocked.contains_key(b)))
+        .map(|(m, _)| m.clone())
+        .collect()
+}
+
+/// The disks the pods of `state` use (pure).
+pub fn disk_names(state: &ClusterState) -> BTreeSet<String> {
+    state
+        .pods
+        .values()
+        .flat_map(|p| p.pod.spec.disks())
+        .map(|d| d.disk)
+        .collect()
+}
+
 /// [`converge_minions`], with the disks of a GCE cluster attached and
-/// detached around it (the module's steps). `disks_before`: whether a
-/// pod used a disk before the change being converged (its disk may need
-/// a detach though no pod uses one now).
+/// detached around it (the module's steps). `disks_before`: the disks
+/// pods used before the change being converged (one may need a detach
+/// though no pod uses it now). Only those disks, and those the pods use
+/// now, on the record's minions, are kctl's to touch.
 pub async fn converge_with_disks(
     ui: &Ui,
     cluster: &Cluster,
     store: &Store,
     minions: &BTreeSet<String>,
     refresh: bool,
-    disks_before: bool,
+    disks_before: &BTreeSet<String>,
 ) -> miette::Result<ConvergeOutcome> {
     let Some(record) = &cluster.config.gce else {
         return converge_minions(ui, cluster, store, minions, refresh).await;
     };
     let state = store.clone().snapshot().await?.state;
-    if !disks_before && !uses_disks(&state) {
+    let mut ours = disk_names(&state);
+    ours.extend(disks_before.iter().cloned());
+    if ours.is_empty() {
         return converge_minions(ui, cluster, store, minions, refresh).await;
     }
     let names = Names::new(&cluster.dir.name, &record.zone)?;
     let project = record.project.as_str();
     let g = GcloudProcess::new();
-    let want = wanted(&state, &names);
-    let found = disks::discover(&g, project, &names).await?;
-    let plan = disks::plan(&want, &found);
-    if plan.is_empty() {
-        return converge_minions(ui, cluster, store, minions, refresh).await;
-    }
     let minion_of: BTreeMap<String, String> = cluster
         .config
         .minions
         .iter()
         .filter_map(|m| Some((names.minion_instance(&m.id)?, m.id.clone())))
         .collect();
+    let judge = |mut d: disks::Discovered| {
+        d.attachments
+            .retain(|a| ours.contains(&a.disk) && minion_of.contains_key(&a.instance));
+        d
+    };
+    let want = wanted(&state, &names);
+    let found = judge(disks::discover(&g, project, &names).await?);
+    let plan = disks::plan(&want, &found.attachments);
+    if plan.is_empty() {
+        return converge_minions(ui, cluster, store, minions, refresh).await;
+    }
     show(ui, project, &names, &plan);
     let minion = |step: &DiskStep| minion_of.get(step.instance()).cloned();
-    // Minions whose disk is still attached to another instance wait for
-    // the detach; a disk changing mode on its own instance does not.
-    let waiting: BTreeSet<String> = plan
-        .attach_later
-        .iter()
-        .filter_map(|step| match step {
-            DiskStep::Attach(a)
-                if found
-                    .iter()
-                    .any(|f| f.disk == a.disk && f.instance != a.instance) =>
-            {
-                minion(step)
-            }
-            _ => None,
-        })
-        .collect();
+    let waiting = waiting_minions(&plan, &found.attachments, &minion_of);
     let mut first: BTreeSet<String> = minions.clone();
-    // (A minion that is down is not tried: its disks are detached anyway.)
+    // (A minion that is down is not tried.)
     first.extend(plan.steps().filter_map(minion).filter(|m| state.ready(m)));
     first.retain(|m| !waiting.contains(m));
 
@@ -232,24 +282,40 @@ pub async fn converge_with_disks(
     }
     let mut outcome = converge_minions(ui, cluster, store, &first, refresh).await?;
 
-    // Only from instances whose containers are gone: a disk pulled from
-    // under a running container loses what it had not written.
+    // Only from instances where nothing uses the disk any more: a disk
+    // pulled from under a running container loses what it had not
+    // written. That is a minion converged just now with no pod of the
+    // disk running there, or an instance that is not running at all.
     let unconverged: BTreeSet<&String> = outcome.unreachable.iter().map(|(m, _)| m).collect();
-    let detachable: Vec<DiskStep> = plan
-        .detach
-        .iter()
-        .filter(|step| match minion(step) {
-            Some(m) => (first.contains(&m) && !unconverged.contains(&m)) || !state.ready(&m),
-            // No minion of the record: an instance being removed.
-            None => true,
+    let runs_a_user = |m: &String, disk: &str| {
+        state.pods_on(m).any(|p| {
+            p.pod.spec.disks().iter().any(|d| d.disk == disk)
+                && outcome
+                    .reports
+                    .get(m)
+                    .and_then(|r| r.statuses.get(&p.pod.id))
+                    .is_some_and(|s| s.phase == crate::state::PodPhase::Running)
         })
-        .cloned()
-        .collect();
-    for step in plan.detach.iter().filter(|s| !detachable.contains(s)) {
-        failed.push(format!(
-            "{}: not done, its minion did not converge (run `kctl apply` again)",
-            step.line().trim_start_matches("- ")
-        ));
+    };
+    let mut detachable: Vec<DiskStep> = vec![];
+    for step in &plan.detach {
+        let DiskStep::Detach { disk, instance } = step else {
+            continue;
+        };
+        let Some(m) = minion(step) else { continue };
+        let stopped = found.stopped.contains(instance);
+        let converged = first.contains(&m) && !unconverged.contains(&m);
+        if stopped || (converged && !runs_a_user(&m, disk)) {
+            detachable.push(step.clone());
+        } else if converged {
+            failed.push(format!(
+                "{disk} stays attached to {instance}: a pod there still uses it (delete that pod, then `kctl apply` again)"
+            ));
+        } else {
+            failed.push(format!(
+                "{disk} stays attached to {instance}: {m} did not converge, so its containers may still use it (run `kctl apply` again once it answers)"
+            ));
+        }
     }
     let mut second = waiting.clone();
     if !detachable.is_empty() {
@@ -263,8 +329,8 @@ pub async fn converge_with_disks(
     if !plan.attach_later.is_empty() {
         let task = ui.task("attaching disks freed elsewhere");
         let progress = |line: &str| task.set(line.to_string());
-        let found = disks::discover(&g, project, &names).await?;
-        let then = disks::plan(&want, &found);
+        let found = judge(disks::discover(&g, project, &names).await?);
+        let then = disks::plan(&want, &found.attachments);
         let results = disks::run(&g, project, &names, &then.attach_now, &progress).await;
         failed.extend(wait_for_devices(cluster, &minion_of, &results).await);
         failed.extend(report_failures(results));
@@ -284,16 +350,17 @@ pub async fn converge_with_disks(
         outcome.reports.extend(then.reports);
         outcome.rules_synced.extend(then.rules_synced);
     }
-    for line in &failed {
-        ui.warn(format!("disk {line}"));
-    }
+    // The command fails with them: a disk left where it should not be
+    // is not retried once no pod names it.
+    outcome
+        .disk_problems
+        .extend(failed.into_iter().map(|line| format!("disk {line}")));
     Ok(outcome)
 }
 
 /// After a rolling update or an evacuation put a pod that uses a disk on
 /// another minion (or in place of one): converges `minions` with the
-/// disks following their pods. GCE only; problems are the pod's to show
-/// (the caller waits for it to become ready).
+/// disks following their pods. GCE only; what went wrong, as one line.
 pub async fn follow_pods(
     ui: &Ui,
     cluster: &Cluster,
@@ -303,10 +370,23 @@ pub async fn follow_pods(
     if cluster.config.gce.is_none() {
         return Ok(());
     }
-    converge_with_disks(ui, cluster, store, minions, false, true)
+    let before = disk_names(
+        &store
+            .clone()
+            .snapshot()
+            .await
+            .map_err(|e| e.to_string())?
+            .state,
+    );
+    let outcome = converge_with_disks(ui, cluster, store, minions, false, &before)
         .await
-        .map(|_| ())
-        .map_err(|e| format!("{e}"))
+        .map_err(|e| format!("{e}"))?;
+    let problems = outcome.problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Waits until each minion a disk was attached to shows its device, for
@@ -428,6 +508,30 @@ mod tests {
             owner: None,
             draining: false,
         }
+    }
+
+    #[test]
+    fn a_minion_waits_for_a_disk_held_elsewhere_but_two_trading_places_do_not() {
+        let at = |disk: &str, n: usize| Attachment {
+            disk: disk.into(),
+            instance: format!("i{n}"),
+            read_only: false,
+        };
+        let minion_of: BTreeMap<String, String> = (1..=3)
+            .map(|n| (format!("i{n}"), format!("minion-{n}")))
+            .collect();
+        // a moves from 1 to 2: minion-2 waits for minion-1's detach.
+        let found = vec![at("a", 1)];
+        let plan = disks::plan(&[at("a", 2)], &found);
+        assert_eq!(
+            waiting_minions(&plan, &found, &minion_of),
+            BTreeSet::from(["minion-2".to_string()])
+        );
+        // a from 1 to 2 and b from 2 to 1: neither may wait for the other.
+        let found = vec![at("a", 1), at("b", 2)];
+        let plan = disks::plan(&[at("a", 2), at("b", 1)], &found);
+        assert_eq!(plan.attach_later.len(), 2, "{plan:?}");
+        assert_eq!(waiting_minions(&plan, &found, &minion_of), BTreeSet::new());
     }
 
     #[test]

@@ -612,7 +612,11 @@ async fn add_pod(
         let minions = std::iter::once(host.clone())
             .chain(replaced_on.map(str::to_string))
             .collect();
-        super::disks::follow_pods(ui, cluster, store, &minions).await?;
+        // What went wrong shows; whether the pod serves is the wait's to say
+        // (and a pod that does not is removed below).
+        if let Err(why) = super::disks::follow_pods(ui, cluster, store, &minions).await {
+            ui.note(format!("  {why}"));
+        }
     }
     task.set(format!(
         "{step} pod {new} on {host}: waiting until it is ready"

@@ -628,7 +628,8 @@ class Mock:
         mode = body.get("mode", "READ_WRITE")
         if mode not in ("READ_WRITE", "READ_ONLY"):
             raise invalid("resource.mode", mode, "Must be READ_WRITE or READ_ONLY.")
-        device = body.get("deviceName") or disk["name"]
+        # GCE's own default when none is given (not the disk's name).
+        device = body.get("deviceName") or "persistent-disk-%d" % len(inst["disks"])
         if any(d["deviceName"] == device or d["source"] == disk["selfLink"] for d in inst["disks"]):
             raise invalid("resource.deviceName", device, "A disk with this device name or source is already attached.")
         for user in disk["users"]:

@@ -35,6 +35,31 @@ fn in_zone(url: &str, zone: &str, kind: &str) -> Option<String> {
         .then(|| name.to_string())
 }
 
+fn in_cluster_zone(n: &Names, instance: &Value) -> bool {
+    let zone = instance.get("zone").and_then(Value::as_str).unwrap_or("");
+    zone.ends_with(&format!("/zones/{}", n.zone)) || zone == n.zone
+}
+
+/// The cluster's instances in its zone that are not running (stopped,
+/// suspended, being deleted): nothing of theirs can still use a disk.
+pub fn stopped_instances(n: &Names, instances: &[Value]) -> BTreeSet<String> {
+    instances
+        .iter()
+        .filter(|i| in_cluster_zone(n, i))
+        .filter(|i| i.get("status").and_then(Value::as_str) != Some("RUNNING"))
+        .filter_map(|i| i.get("name").and_then(Value::as_str))
+        .filter(|name| is_rfc1035(name))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What `discover` found on the cluster's instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovered {
+    pub attachments: Vec<Attachment>,
+    pub stopped: BTreeSet<String>,
+}
+
 /// The attachments kctl made on the cluster's instances in its zone,
 /// from `instances list` (pure). Untrusted: a disk counts only when it is
 /// no boot disk, lives in the cluster's zone, has a valid name and is
@@ -45,8 +70,7 @@ pub fn judge_attachments(n: &Names, instances: &[Value]) -> Vec<Attachment> {
         let Some(name) = instance.get("name").and_then(Value::as_str) else {
             continue;
         };
-        let zone = instance.get("zone").and_then(Value::as_str).unwrap_or("");
-        if !zone.ends_with(&format!("/zones/{}", n.zone)) && zone != n.zone {
+        if !is_rfc1035(name) || !in_cluster_zone(n, instance) {
             continue;
         }
         let disks = instance.get("disks").and_then(Value::as_array);
@@ -146,6 +170,24 @@ impl DiskPlan {
 /// disk is attached elsewhere in a way GCE refuses beside it: read-write
 /// anywhere else, or anywhere else when it is wanted read-write.
 pub fn plan(wanted: &[Attachment], found: &[Attachment]) -> DiskPlan {
+    // A read-write attachment serves read-only pods as well; it is only
+    // turned read-only when other instances want the disk too (pulling it
+    // from under pods that still run there is what this avoids).
+    let wanted: Vec<Attachment> = wanted
+        .iter()
+        .map(|a| {
+            let shared = wanted
+                .iter()
+                .any(|o| o.disk == a.disk && o.instance != a.instance);
+            let writable_here = found
+                .iter()
+                .any(|f| f.disk == a.disk && f.instance == a.instance && !f.read_only);
+            Attachment {
+                read_only: a.read_only && (shared || !writable_here),
+                ..a.clone()
+            }
+        })
+        .collect();
     let wanted_set: BTreeSet<&Attachment> = wanted.iter().collect();
     let found_set: BTreeSet<&Attachment> = found.iter().collect();
     let mut out = DiskPlan::default();
@@ -244,12 +286,9 @@ pub fn disk_problem(facts: Option<&DiskFacts>, n: &Names, instances: &[String]) 
     })
 }
 
-/// The attachments on the cluster's instances now.
-pub async fn discover<G: Gcloud>(
-    g: &G,
-    project: &str,
-    n: &Names,
-) -> Result<Vec<Attachment>, GceError> {
+/// The attachments on the cluster's instances now, and which of them are
+/// not running.
+pub async fn discover<G: Gcloud>(g: &G, project: &str, n: &Names) -> Result<Discovered, GceError> {
     let argv = cmd::instances_list(project, n);
     let out = g.run(&argv).await?;
     if !out.success() {
@@ -263,11 +302,15 @@ pub async fn discover<G: Gcloud>(
         argv: argv.clone(),
         message,
     })?;
-    Ok(judge_attachments(n, &items))
+    Ok(Discovered {
+        attachments: judge_attachments(n, &items),
+        stopped: stopped_instances(n, &items),
+    })
 }
 
-/// Runs `steps` in order; each one's outcome by step. A detach of a disk
-/// gone already counts as done. Stops at nothing: one instance's failure
+/// Runs `steps` in order; each one's outcome by step. A detach from an
+/// instance that is gone, or of a disk no longer attached there, counts
+/// as done. Stops at nothing: one instance's failure
 /// leaves the others' steps to run.
 pub async fn run<G: Gcloud>(
     g: &G,
@@ -282,7 +325,13 @@ pub async fn run<G: Gcloud>(
         let argv = step.argv(project, n);
         let result = match g.run(&argv).await {
             Ok(out) if out.success() => Ok(()),
-            Ok(out) if matches!(step, DiskStep::Detach { .. }) && out.not_found() => Ok(()),
+            // gcloud checks the instance itself before it asks GCE.
+            Ok(out)
+                if matches!(step, DiskStep::Detach { .. })
+                    && (out.not_found() || out.stderr.contains("is not attached to instance")) =>
+            {
+                Ok(())
+            }
             Ok(out) => Err(GceError::Failed {
                 argv,
                 code: out.code,
@@ -401,6 +450,27 @@ mod tests {
         assert!(
             p.attach_now.is_empty() && p.attach_later.len() == 1,
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_writable_attachment_serves_a_read_only_pod_unless_others_share_the_disk() {
+        let found = vec![at("data", "m1", false)];
+        assert_eq!(plan(&[at("data", "m1", true)], &found), DiskPlan::default());
+        let p = plan(&[at("data", "m1", true), at("data", "m2", true)], &found);
+        assert_eq!(p.detach.len(), 1, "{p:?}");
+        assert_eq!(p.attach_later.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn instances_not_running_are_told_apart() {
+        let mut stopped = instance("kctl-demo-minion-2", json!([]));
+        stopped["status"] = json!("TERMINATED");
+        let mut running = instance("kctl-demo-minion-1", json!([]));
+        running["status"] = json!("RUNNING");
+        assert_eq!(
+            stopped_instances(&names(), &[running, stopped]),
+            BTreeSet::from(["kctl-demo-minion-2".to_string()])
         );
     }
 
