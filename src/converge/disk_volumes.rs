@@ -18,7 +18,7 @@ use crate::exec::Exec;
 use crate::model::{disk_volume_problem, VolumeSource};
 use crate::state::PodRecord;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where GCE shows an attached disk (or one of its partitions) on the
 /// instance, for a disk attached with its name as device name.
@@ -104,18 +104,9 @@ pub async fn unattached<E: Exec>(exec: &E, pods: &[PodRecord]) -> BTreeMap<Strin
     if wanted.is_empty() {
         return failed;
     }
-    // A line per path that is a block device (following GCE's links);
-    // stat says nothing on stdout of a missing one. Checked paths hold no
-    // tab or line break.
-    let mut ask = argv!["stat", "-L", "--printf", "%F\t%n\n", "--"];
-    ask.extend(wanted.iter().map(|(_, _, path)| path.clone()));
-    let present: Vec<String> = match exec.run(&ask, None).await {
-        Ok(out) => out
-            .stdout_text()
-            .lines()
-            .filter_map(|line| line.strip_prefix("block special file\t"))
-            .map(str::to_string)
-            .collect(),
+    let paths: Vec<String> = wanted.iter().map(|(_, _, path)| path.clone()).collect();
+    let present = match block_devices(exec, &paths).await {
+        Ok(present) => present,
         Err(e) => {
             for (pod, disk, _) in &wanted {
                 failed.entry(pod.to_string()).or_insert(format!(
@@ -135,6 +126,25 @@ pub async fn unattached<E: Exec>(exec: &E, pods: &[PodRecord]) -> BTreeMap<Strin
         }
     }
     failed
+}
+
+/// Which of `paths` are block devices on the machine (following GCE's
+/// links), in one round trip: stat prints a line per block device and
+/// nothing on stdout for a missing path. Paths hold no tab or line break
+/// (disk names are checked).
+pub async fn block_devices<E: Exec>(
+    exec: &E,
+    paths: &[String],
+) -> Result<BTreeSet<String>, crate::exec::ExecError> {
+    let mut ask = argv!["stat", "-L", "--printf", "%F\t%n\n", "--"];
+    ask.extend(paths.iter().cloned());
+    let out = exec.run(&ask, None).await?;
+    Ok(out
+        .stdout_text()
+        .lines()
+        .filter_map(|line| line.strip_prefix("block special file\t"))
+        .map(str::to_string)
+        .collect())
 }
 
 #[cfg(test)]

@@ -21,8 +21,7 @@
 
 use super::converge::{converge_minions, ConvergeOutcome};
 use super::Cluster;
-use crate::converge::disk_volumes::device_path;
-use crate::exec::Exec;
+use crate::converge::disk_volumes::{block_devices, device_path};
 use crate::model::Object;
 use crate::plan::Op;
 use crate::provider::gce::disks::{self, Attachment, DiskStep};
@@ -105,12 +104,7 @@ pub async fn show_planned(
     }
     let names = Names::new(&cluster.dir.name, &record.zone)?;
     let g = GcloudProcess::new();
-    let minions: BTreeSet<String> = cluster
-        .config
-        .minions
-        .iter()
-        .filter_map(|m| names.minion_instance(&m.id))
-        .collect();
+    let minions = super::load_balancers::minion_instances(cluster, &names);
     let mut ours = disk_names(before);
     ours.extend(disk_names(after));
     let mut found = disks::discover(&g, &record.project, &names)
@@ -415,19 +409,9 @@ async fn wait_for_devices(
                 Ok(exec) => exec,
                 Err(e) => return vec![format!("on {id}: not checked: {e}")],
             };
-            let mut ask = crate::argv!["stat", "-L", "--printf", "%F\t%n\n", "--"];
-            ask.extend(wanted.iter().cloned());
             let deadline = Instant::now() + DEVICE_WAIT;
             let missing = loop {
-                let present: BTreeSet<String> = match exec.run(&ask, None).await {
-                    Ok(out) => out
-                        .stdout_text()
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("block special file\t"))
-                        .map(str::to_string)
-                        .collect(),
-                    Err(_) => BTreeSet::new(),
-                };
+                let present = block_devices(&exec, &wanted).await.unwrap_or_default();
                 let missing: Vec<String> = wanted
                     .iter()
                     .filter(|p| !present.contains(*p))

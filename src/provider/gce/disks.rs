@@ -15,7 +15,7 @@ use super::commands as cmd;
 use super::parse;
 use super::spec::{is_rfc1035, Names};
 use super::transport::Gcloud;
-use super::GceError;
+use super::{failed, GceError};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -237,11 +237,7 @@ pub async fn describe<G: Gcloud>(
         return Ok(None);
     }
     if !out.success() {
-        return Err(GceError::Failed {
-            argv,
-            code: out.code,
-            stderr: out.stderr,
-        });
+        return Err(failed(&argv, &out));
     }
     let value = parse::single_object(&out.stdout).map_err(|message| GceError::BadOutput {
         argv: argv.clone(),
@@ -292,11 +288,7 @@ pub async fn discover<G: Gcloud>(g: &G, project: &str, n: &Names) -> Result<Disc
     let argv = cmd::instances_list(project, n);
     let out = g.run(&argv).await?;
     if !out.success() {
-        return Err(GceError::Failed {
-            argv,
-            code: out.code,
-            stderr: out.stderr,
-        });
+        return Err(failed(&argv, &out));
     }
     let items = parse::list(&out.stdout).map_err(|message| GceError::BadOutput {
         argv: argv.clone(),
@@ -332,11 +324,7 @@ pub async fn run<G: Gcloud>(
             {
                 Ok(())
             }
-            Ok(out) => Err(GceError::Failed {
-                argv,
-                code: out.code,
-                stderr: out.stderr,
-            }),
+            Ok(out) => Err(failed(&argv, &out)),
             Err(e) => Err(e),
         };
         results.insert(step.clone(), result);

@@ -5,8 +5,8 @@
 use super::commands as cmd;
 use super::parse::{self, Expect, Instance};
 use super::spec::{pod_cidr, GceSpec, Names, Role};
-use super::transport::{Gcloud, GcloudOutput};
-use super::GceError;
+use super::transport::Gcloud;
+use super::{failed, GceError};
 use futures::future::join_all;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -413,14 +413,6 @@ pub fn judge(n: &Names, knowledge: Knowledge, listed: &Listed) -> Discovered {
         list.sort();
     }
     found
-}
-
-fn failed(argv: &[String], out: &GcloudOutput) -> GceError {
-    GceError::Failed {
-        argv: argv.to_vec(),
-        code: out.code,
-        stderr: out.stderr.clone(),
-    }
 }
 
 fn bad_output(argv: &[String], message: String) -> GceError {

@@ -14,8 +14,8 @@
 use super::commands as cmd;
 use super::parse;
 use super::spec::{is_rfc1035, Names};
-use super::transport::{Gcloud, GcloudOutput};
-use super::GceError;
+use super::transport::Gcloud;
+use super::{failed, GceError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -552,14 +552,6 @@ pub fn discovery_reads(project: &str, n: &Names) -> Vec<Vec<String>> {
         cmd::forwarding_rules_list(project, n),
         cmd::firewalls_lb_list(project, n),
     ]
-}
-
-fn failed(argv: &[String], out: &GcloudOutput) -> GceError {
-    GceError::Failed {
-        argv: argv.to_vec(),
-        code: out.code,
-        stderr: out.stderr.clone(),
-    }
 }
 
 /// Every load balancer of the cluster that exists in its region.

@@ -143,6 +143,16 @@ pub enum GceError {
     Leftovers { remaining: Vec<String> },
 }
 
+/// The error of a gcloud call that did not succeed: its argv, exit and
+/// what it said.
+fn failed(argv: &[String], out: &GcloudOutput) -> GceError {
+    GceError::Failed {
+        argv: argv.to_vec(),
+        code: out.code,
+        stderr: out.stderr.clone(),
+    }
+}
+
 fn exit_text(code: Option<i32>) -> String {
     match code {
         Some(c) => format!("exit {c}"),
