@@ -370,6 +370,15 @@ pub fn endpoint_addr(endpoint: &str) -> Option<std::net::SocketAddrV4> {
 }
 
 impl ClusterConfig {
+    /// What records read back from etcd must pass on this cluster.
+    pub fn record_policy(&self) -> crate::state::checks::RecordPolicy {
+        crate::state::checks::RecordPolicy {
+            allow_host_dir: self.allow_host_dir,
+            allow_privileged: self.allow_privileged,
+            portal_net: Some(self.portal_net),
+        }
+    }
+
     /// etcd speaks TLS and wants client certificates (every cluster made
     /// since kctl has a CA; an older one until its next `up`).
     pub fn etcd_tls(&self) -> bool {

@@ -8,6 +8,7 @@
 //! statuses, endpoints, rule digests, events).
 
 use crate::model::{Kind, ReplicationController};
+use crate::state::checks::{self, RecordPolicy, Rejected};
 use crate::state::{ClusterState, PodRecord, ServiceRecord};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,51 @@ impl ClusterSnapshot {
         }
         serde_json::from_value(value).map_err(|e| format!("a damaged snapshot: {e}"))
     }
+
+    /// What in the file must not be restored onto a cluster whose records
+    /// must pass `policy` and whose minions are `minions`: a snapshot file
+    /// is as untrusted as etcd, and is refused whole.
+    pub fn problems(
+        &self,
+        policy: &RecordPolicy,
+        minions: &[&crate::state::MinionRecord],
+    ) -> Vec<Rejected> {
+        let mut out = Vec::new();
+        let mut refuse = |key: String, problem: Option<String>| {
+            if let Some(reason) = problem {
+                out.push(Rejected { key, reason });
+            }
+        };
+        for (i, r) in self.services.iter().enumerate() {
+            refuse(
+                format!("services[{i}]"),
+                checks::service_record_problem(r, minions, policy),
+            );
+        }
+        for (i, rc) in self.controllers.iter().enumerate() {
+            refuse(
+                format!("controllers[{i}]"),
+                checks::controller_problem(rc, policy),
+            );
+        }
+        for (i, p) in self.pods.iter().enumerate() {
+            refuse(format!("pods[{i}]"), checks::pod_problem(p, policy));
+        }
+        for (i, o) in self.owners.iter().enumerate() {
+            let id = match o.kind {
+                Kind::Service => crate::model::names::service_id_problem(&o.id)
+                    .map(|p| format!("its id {:?} {p}", o.id)),
+                _ => checks::object_id_problem(&o.id),
+            };
+            let set = o
+                .set
+                .chars()
+                .any(char::is_control)
+                .then(|| "its set name holds a control character".to_string());
+            refuse(format!("owners[{i}]"), id.or(set));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +204,62 @@ mod tests {
         assert_eq!(taken.pods.len(), 1);
         assert_eq!(taken.pods[0].pod.id, "solo");
         assert!(!taken.pods[0].draining, "back in service when restored");
+    }
+
+    /// A crafted file is refused whole, each bad record named by its place.
+    #[test]
+    fn a_crafted_snapshot_is_refused_with_each_bad_record_named() {
+        let pod = |id: &str| PodRecord {
+            pod: crate::model::Pod {
+                id: id.into(),
+                labels: Default::default(),
+                spec: crate::model::PodSpec {
+                    containers: vec![crate::model::Container {
+                        name: "web".into(),
+                        image: "nginx".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            },
+            host: "minion-1".into(),
+            owner: None,
+            draining: false,
+        };
+        let mut state = ClusterState::default();
+        state.pods.insert("solo".into(), pod("solo"));
+        let net = "10.0.0.0/24".parse().unwrap();
+        let policy = RecordPolicy {
+            portal_net: Some(net),
+            ..RecordPolicy::default()
+        };
+        let sound = ClusterSnapshot::of(&state, "demo", net, 1, 1);
+        assert_eq!(sound.problems(&policy, &[]), []);
+        let mut crafted = sound.clone();
+        crafted.pods[0].pod.spec.containers[0].security.privileged = true;
+        crafted.services.push(ServiceRecord {
+            service: crate::model::Service {
+                id: "web\" }\ntable ip evil {".into(),
+                labels: Default::default(),
+                selector: Default::default(),
+                port: 80,
+                container_port: None,
+                protocol: Default::default(),
+                portal_ip: None,
+                external: false,
+                public_ips: vec![],
+                node_port: None,
+            },
+            portal_ip: "10.0.0.7".parse().unwrap(),
+            node_port: None,
+        });
+        let problems = crafted.problems(&policy, &[]);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["services[0]", "pods[0]"], "{problems:?}");
+        let lenient = RecordPolicy {
+            allow_privileged: true,
+            ..policy
+        };
+        assert_eq!(crafted.problems(&lenient, &[]).len(), 1);
     }
 }

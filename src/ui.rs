@@ -6,6 +6,25 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
 
+/// `text` with every control character but newline and tab shown as an
+/// escape (`\u{1b}`): what kctl prints holds names, labels, messages and
+/// events read back from etcd, Docker and minions, none of which may
+/// move the cursor, retitle the window or write the clipboard.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| match unsafe_char(c) {
+                true => c.escape_unicode().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+    )
+}
+
 #[derive(Clone)]
 pub struct Ui {
     multi: MultiProgress,
@@ -46,15 +65,17 @@ impl Ui {
 
     /// A line on stderr that does not disturb running progress bars.
     pub fn note(&self, line: impl AsRef<str>) {
+        let line = printable(line.as_ref());
         if self.interactive {
             let _ = self.multi.println(line.as_ref());
         } else {
-            eprintln!("{}", line.as_ref());
+            eprintln!("{line}");
         }
     }
 
     /// Result text on stdout.
     pub fn out(&self, text: impl AsRef<str>) {
+        let text = printable(text.as_ref());
         let text = text.as_ref();
         self.multi.suspend(|| {
             print!("{text}");
@@ -76,7 +97,8 @@ pub struct Task {
 
 impl Task {
     pub fn set(&self, message: impl Into<String>) {
-        self.bar.set_message(message.into());
+        self.bar
+            .set_message(printable(&message.into()).into_owned());
     }
 
     pub fn done(self, message: impl Into<String>) {
@@ -88,6 +110,7 @@ impl Task {
     }
 
     fn finish(self, mark: char, message: String) {
+        let message = printable(&message);
         let elapsed = self.bar.elapsed();
         let line = format!("{mark} {message} ({:.1}s)", elapsed.as_secs_f64());
         if self.interactive {
@@ -100,5 +123,21 @@ impl Task {
             self.bar.finish_and_clear();
             eprintln!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_of_data_are_shown_escaped() {
+        let osc52 = "web\u{1b}]52;c;ZXZpbA==\u{7}\r\nnext\tcolumn";
+        assert_eq!(
+            super::printable(osc52),
+            "web\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{d}\nnext\tcolumn"
+        );
+        assert!(matches!(
+            super::printable("plain\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

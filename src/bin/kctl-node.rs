@@ -39,6 +39,17 @@ struct Node {
     /// (ca.crt, node.crt, node.key), when etcd speaks TLS.
     #[arg(long)]
     etcd_tls_dir: Option<std::path::PathBuf>,
+    /// The cluster's portal range: a service record whose portal lies
+    /// outside it is not acted on.
+    #[arg(long)]
+    portal_net: Option<ipnet::Ipv4Net>,
+    /// Act on pods that bind sensitive host directories (`kctl up
+    /// --allow-host-dir`).
+    #[arg(long)]
+    allow_host_dir: bool,
+    /// Act on privileged pods (`kctl up --allow-privileged`).
+    #[arg(long)]
+    allow_privileged: bool,
 }
 
 impl Node {
@@ -50,6 +61,11 @@ impl Node {
             offline_images: self.offline_images,
             docker_socket: self.docker_socket,
             etcd_tls_dir: self.etcd_tls_dir,
+            policy: kctl::state::checks::RecordPolicy {
+                allow_host_dir: self.allow_host_dir,
+                allow_privileged: self.allow_privileged,
+                portal_net: self.portal_net,
+            },
         }
     }
 }

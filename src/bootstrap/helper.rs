@@ -14,6 +14,9 @@ pub struct Helper<'a> {
     /// The cluster addresses of the machines running etcd's members, where
     /// those are the cluster's machines: a helper there starts after etcd.
     pub etcd_hosts: Vec<std::net::Ipv4Addr>,
+    /// What records the helper may act on (`state::checks`): it reads
+    /// etcd, which every minion's key can write.
+    pub policy: crate::state::checks::RecordPolicy,
 }
 
 impl<'a> Helper<'a> {
@@ -23,6 +26,7 @@ impl<'a> Helper<'a> {
             etcd_endpoints: &config.etcd_endpoints,
             offline_images: config.offline_images,
             etcd_hosts: config.etcd_hosts.iter().map(|h| h.ip).collect(),
+            policy: config.record_policy(),
         }
     }
 }
@@ -52,6 +56,16 @@ pub fn helper_args(minion: &MinionConfig, helper: &Helper) -> Vec<String> {
     }
     if helper.offline_images {
         args.push("--offline-images".into());
+    }
+    if let Some(net) = helper.policy.portal_net {
+        args.push("--portal-net".into());
+        args.push(net.to_string());
+    }
+    if helper.policy.allow_host_dir {
+        args.push("--allow-host-dir".into());
+    }
+    if helper.policy.allow_privileged {
+        args.push("--allow-privileged".into());
     }
     args
 }
@@ -115,6 +129,7 @@ mod tests {
             etcd_endpoints: &["https://10.240.0.2:4001".to_string()],
             offline_images: false,
             etcd_hosts: vec![all[0].host_ip],
+            policy: Default::default(),
         };
         let unit = helper_service(&all[1], &helper).systemd_unit();
         assert!(unit.contains(
@@ -133,7 +148,7 @@ mod tests {
         );
         let offline = Helper {
             offline_images: true,
-            ..helper
+            ..helper.clone()
         };
         assert_eq!(
             helper_args(&all[0], &offline),
@@ -152,5 +167,20 @@ mod tests {
                 "--offline-images"
             ]
         );
+        // The cluster's choices, for the records the helper acts on.
+        let lenient = Helper {
+            policy: crate::state::checks::RecordPolicy {
+                allow_host_dir: true,
+                allow_privileged: true,
+                portal_net: Some("10.0.0.0/16".parse().unwrap()),
+            },
+            ..helper
+        };
+        assert!(helper_args(&all[0], &lenient).ends_with(&[
+            "--portal-net".to_string(),
+            "10.0.0.0/16".to_string(),
+            "--allow-host-dir".to_string(),
+            "--allow-privileged".to_string(),
+        ]));
     }
 }

@@ -19,6 +19,10 @@ mod volumes;
 use super::error::closest;
 use super::reader::{Fields, FileContext, Shape};
 use super::tree::{Entry, Node, Span, Value};
+use crate::model::names::{
+    dns_label_problem, dns_subdomain_problem, is_c_identifier, service_id_problem, MAX_LABEL_LEN,
+    MAX_SERVICE_ID_LEN, MAX_SUBDOMAIN_LEN,
+};
 use crate::model::{
     format_labels, probe_host_problem, probe_path_problem, selector_matches, Container, EnvVar,
     Kind, Labels, NodePort, Object, Pod, PodSpec, PodTemplate, Port, PortRef, Probe, ProbeAction,
@@ -192,9 +196,6 @@ pub(crate) static ALL_SHAPES: &[&Shape] = &[
 
 const KINDS: [&str; 4] = ["Pod", "ReplicationController", "Service", "List"];
 const API_VERSION: &str = "v1beta1";
-const MAX_LABEL_LEN: usize = 63;
-const MAX_SUBDOMAIN_LEN: usize = 253;
-const MAX_SERVICE_ID_LEN: usize = 24;
 /// v0.5 checked port names as DNS labels; v1 allows 15 characters (an
 /// IANA service name).
 const MAX_PORT_NAME_LEN: usize = MAX_LABEL_LEN;
@@ -1482,55 +1483,6 @@ fn object_id(cx: &mut FileContext<'_>, node: &Node, kind: Kind) -> Option<(Strin
     Some((id.to_string(), node.span))
 }
 
-/// What makes `name` no RFC 1123 DNS label (letters in either case, as
-/// v0.5 accepted for pods and controllers), if anything.
-fn dns_label_problem(name: &str, max_len: usize) -> Option<String> {
-    if name.is_empty() {
-        return Some("is empty".to_string());
-    }
-    let len = name.chars().count();
-    if len > max_len {
-        return Some(format!("is {len} characters long; the limit is {max_len}"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-    {
-        return Some(format!(
-            "contains {bad:?}; only letters, digits and `-` are allowed"
-        ));
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return Some("must start and end with a letter or digit".to_string());
-    }
-    None
-}
-
-/// What makes `name` no DNS subdomain (labels joined by dots, at most
-/// 253 characters; letters in either case), if anything.
-fn dns_subdomain_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("is empty".to_string());
-    }
-    let len = name.chars().count();
-    if len > MAX_SUBDOMAIN_LEN {
-        return Some(format!(
-            "is {len} characters long; the limit is {MAX_SUBDOMAIN_LEN}"
-        ));
-    }
-    name.split('.').find_map(|label| {
-        if label.is_empty() {
-            return Some("has an empty part between dots".to_string());
-        }
-        dns_label_problem(label, MAX_LABEL_LEN).map(|problem| {
-            match problem.strip_prefix("contains ") {
-                Some(rest) => format!("contains {}", rest.replace("and `-`", "`-` and `.`")),
-                None => format!("has a part `{label}` that {problem}"),
-            }
-        })
-    })
-}
-
 fn subdomain_help(name: &str) -> String {
     let rule = format!(
         "use at most {MAX_SUBDOMAIN_LEN} letters, digits, `-` and `.`, each part between dots \
@@ -1560,20 +1512,6 @@ fn subdomain_help(name: &str) -> String {
     }
 }
 
-/// Service ids become DNS names and environment variable prefixes
-/// (`TOMCAT_SERVICE_HOST`): lower case, starting with a letter, short.
-fn service_id_problem(id: &str) -> Option<String> {
-    dns_label_problem(id, MAX_SERVICE_ID_LEN).or_else(|| {
-        if id.chars().any(|c| c.is_ascii_uppercase()) {
-            Some("must be lower case".to_string())
-        } else if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
-            Some("must start with a letter".to_string())
-        } else {
-            None
-        }
-    })
-}
-
 /// How to fix a name that broke the label rules, with a corrected example
 /// when one can be made.
 fn label_help(name: &str, max_len: usize, lower_case: bool) -> String {
@@ -1600,14 +1538,6 @@ fn label_help(name: &str, max_len: usize, lower_case: bool) -> String {
     } else {
         format!("{rule}, e.g. `{fixed}`")
     }
-}
-
-fn is_c_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Records `key` as used in the pod; false (after an error pointing at the

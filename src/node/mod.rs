@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub docker_socket: std::path::PathBuf,
     /// Where the helper's etcd credentials are (TLS), if etcd speaks it.
     pub etcd_tls_dir: Option<std::path::PathBuf>,
+    /// What records read back from etcd must pass before the helper acts
+    /// on them.
+    pub policy: crate::state::checks::RecordPolicy,
 }
 
 impl NodeConfig {
@@ -72,6 +75,7 @@ impl NodeConfig {
         // Its rounds read a copy kept by a watch, not the whole state.
         Ok(store
             .with_source(&format!("kctl-node/{}", self.minion))
+            .with_policy(self.policy)
             .cached())
     }
 }
@@ -381,6 +385,7 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
             Ok(_) => rules_written = true,
             Err(e) => error!("service rules: {e}"),
         }
+        report_rejections(&store).await;
         match store.try_lead(&node.minion, heartbeat.lease).await {
             Ok(true) => {
                 if !leading {
@@ -423,6 +428,45 @@ async fn serve(node: &NodeConfig, mut store: Store) -> Result<(), NodeError> {
                 }
             }
         }
+    }
+}
+
+/// Records this helper left out (they failed their checks: written with a
+/// minion's key, or by something other than kctl), logged and recorded as
+/// events, once each.
+async fn report_rejections(store: &Store) {
+    let rejected = store.new_rejections();
+    if rejected.is_empty() {
+        return;
+    }
+    let events: Vec<_> = rejected
+        .iter()
+        .map(|r| {
+            warn!("left out the record {r}");
+            let (kind, id) = r.key.split_once('/').unwrap_or(("", &r.key));
+            let subject = match kind {
+                "services" | "endpoints" | "loadbalancers" => Subject::Service,
+                "controllers" | "rollouts" => Subject::ReplicationController,
+                "pods" | "status" => Subject::Pod,
+                _ => Subject::Minion,
+            };
+            let id = id.strip_prefix("pods/").unwrap_or(id);
+            // The id goes into the event's key: a crafted one is named by
+            // its digest.
+            let id = match crate::model::names::dns_subdomain_problem(id) {
+                None => id.to_string(),
+                Some(_) => format!("invalid-{}", crate::state::short_digest(id.as_bytes())),
+            };
+            event(
+                subject,
+                &id,
+                "RecordRejected",
+                format!("not acted on: the record {r}"),
+            )
+        })
+        .collect();
+    if let Err(e) = store.record_events(&events).await {
+        warn!("recording events: {e}");
     }
 }
 

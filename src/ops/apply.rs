@@ -51,6 +51,7 @@ pub(crate) async fn commit_planned(
     let mut shown: Option<String> = if show { None } else { Some(String::new()) };
     for _ in 0..COMMIT_ATTEMPTS {
         let snapshot = store.snapshot().await?;
+        super::warn_rejected(ui, store);
         let plan = make_plan(&snapshot.state).map_err(plan_report)?;
         let text = if show { plan.render() } else { String::new() };
         if shown.as_deref() != Some(text.as_str()) {

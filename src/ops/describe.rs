@@ -12,6 +12,7 @@ pub async fn describe(ui: &Ui, name: &str, resource: Resource, id: &str) -> miet
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
     let state = store.snapshot().await?.state;
+    super::warn_rejected(ui, &store);
     let subject = match resource {
         Resource::Pods => Subject::Pod,
         Resource::Controllers => Subject::ReplicationController,

@@ -238,6 +238,7 @@ pub async fn get(ui: &Ui, name: &str, q: &Query<'_>) -> miette::Result<()> {
         false => None,
     };
     let state = store.snapshot().await?.state;
+    super::warn_rejected(ui, &store);
     let first = view(&state, q);
     if let Some(want) = q.id {
         if first.objects.is_empty() && changes.is_none() {
@@ -277,6 +278,7 @@ pub async fn get(ui: &Ui, name: &str, q: &Query<'_>) -> miette::Result<()> {
             })?;
         }
         let state = store.snapshot().await?.state;
+        super::warn_rejected(ui, &store);
         let next = view(&state, q);
         print_view(ui, q, &next, Some(&shown))?;
         shown = next;

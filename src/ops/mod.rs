@@ -266,14 +266,20 @@ impl Cluster {
     pub async fn store(&self) -> miette::Result<Store> {
         let members = self.member_set().await?;
         let tls = self.etcd_credentials()?;
-        Ok(Store::connect_to(members, &self.config.name, tls.as_ref()).await?)
+        Ok(Store::connect_to(members, &self.config.name, tls.as_ref())
+            .await?
+            .with_policy(self.config.record_policy()))
     }
 
     /// Like `store`, for an etcd that was just started.
     pub async fn store_waiting(&self, timeout: std::time::Duration) -> miette::Result<Store> {
         let members = self.member_set().await?;
         let tls = self.etcd_credentials()?;
-        Ok(Store::connect_to_waiting(members, &self.config.name, tls.as_ref(), timeout).await?)
+        Ok(
+            Store::connect_to_waiting(members, &self.config.name, tls.as_ref(), timeout)
+                .await?
+                .with_policy(self.config.record_policy()),
+        )
     }
 
     pub fn auth(&self) -> crate::ssh::SshAuth {
@@ -411,6 +417,16 @@ pub fn require_root(what: &str) -> miette::Result<()> {
             help = "run it as root, e.g. with sudo",
             "{what} needs root: it makes network namespaces, links and routes"
         ))
+    }
+}
+
+/// Says which records etcd holds that kctl left out (they failed the
+/// checks every record read back passes), once each.
+pub(crate) fn warn_rejected(ui: &crate::ui::Ui, store: &Store) {
+    for r in store.new_rejections() {
+        ui.warn(format!(
+            "etcd holds a record kctl does not act on (not written by kctl, or by another version): {r}"
+        ));
     }
 }
 

@@ -81,6 +81,20 @@ pub async fn restore(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {
     let cluster = Cluster::open(name)?;
     let portal_net = cluster.config.portal_net;
     let mut store = cluster.store().await?;
+    let minions = store.snapshot().await?.state.minions;
+    let problems = snapshot.problems(
+        &cluster.config.record_policy(),
+        &minions.values().collect::<Vec<_>>(),
+    );
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        return Err(miette!(
+            help = "a snapshot file is checked as a manifest is; nothing was restored",
+            "{} holds records this cluster does not take:\n{}",
+            file.display(),
+            list.join("\n")
+        ));
+    }
     ui.note(format!(
         "Restoring cluster {}'s objects as of revision {} onto cluster {name}:",
         snapshot.cluster, snapshot.revision

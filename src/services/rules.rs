@@ -223,11 +223,16 @@ pub fn render(portals: &[Portal]) -> String {
             .enumerate()
             .map(|(i, (ip, port))| format!("{i} : {ip} . {port}"))
             .collect();
+        // Only a checked id goes into the script's text (records are
+        // checked when read; this holds even if a caller skipped that).
+        let comment = match crate::model::names::service_id_problem(&p.service) {
+            None => format!("\n    comment \"{} portal\"", p.service),
+            Some(_) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  chain {} {{\n    comment \"{} portal\"\n    meta l4proto {} dnat ip addr . port to numgen random mod {} map {{ {} }}\n  }}",
+            "  chain {} {{{comment}\n    meta l4proto {} dnat ip addr . port to numgen random mod {} map {{ {} }}\n  }}",
             service_chain(p),
-            p.service,
             p.protocol.as_lower(),
             targets.len(),
             targets.join(", ")

@@ -47,6 +47,7 @@ fn kind_named(name: &str) -> Option<Kind> {
 }
 use crate::pki::Credentials;
 use crate::plan::Op;
+use crate::state::checks::{minion_id_problem, RecordPolicy, Rejected};
 use crate::state::{
     ClusterState, Endpoint, HelperVersion, MinionCondition, MinionRecord, PodRecord, PodStatus,
     ServiceRecord,
@@ -173,6 +174,17 @@ pub struct Store {
     source: String,
     /// The lease events are put on, and when it was granted.
     events_lease: std::sync::Arc<std::sync::Mutex<Option<(i64, std::time::Instant)>>>,
+    /// What records read back must pass (`state::checks`).
+    policy: RecordPolicy,
+    /// Records left out so far, and those of them not yet taken by
+    /// `new_rejections`: each is reported once.
+    rejections: std::sync::Arc<std::sync::Mutex<Rejections>>,
+}
+
+#[derive(Default)]
+struct Rejections {
+    seen: std::collections::BTreeSet<Rejected>,
+    pending: Vec<Rejected>,
 }
 
 /// Events expire between one and two hours after they are recorded: a
@@ -186,6 +198,9 @@ const EVENT_LEASE_RENEWAL: Duration = Duration::from_secs(3600);
 pub struct Snapshot {
     pub state: ClusterState,
     generation_revision: i64,
+    /// Records that could not be read or failed their checks: left out of
+    /// `state`, for the reader to report.
+    pub rejected: Vec<Rejected>,
 }
 
 impl Snapshot {
@@ -241,6 +256,8 @@ impl Store {
             locks_prefix: format!("/kctl-locks/{cluster}/"),
             source: "kctl".into(),
             events_lease: Default::default(),
+            policy: RecordPolicy::default(),
+            rejections: Default::default(),
         })
     }
 
@@ -295,6 +312,13 @@ impl Store {
     }
 
     /// The same store, recording events as `source`.
+    /// What records read back must pass: the cluster's `--allow-*` choices
+    /// and portal range (the default allows neither and knows no range).
+    pub fn with_policy(mut self, policy: RecordPolicy) -> Store {
+        self.policy = policy;
+        self
+    }
+
     pub fn with_source(mut self, source: &str) -> Store {
         self.source = source.to_string();
         self
@@ -451,6 +475,39 @@ impl Store {
     }
 
     pub async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
+        let snapshot = self.read_snapshot().await?;
+        self.note_rejections(&snapshot.rejected);
+        Ok(snapshot)
+    }
+
+    fn note_rejections(&self, rejected: &[Rejected]) {
+        if rejected.is_empty() {
+            return;
+        }
+        let mut rejections = self
+            .rejections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in rejected {
+            if rejections.seen.insert(r.clone()) {
+                rejections.pending.push(r.clone());
+            }
+        }
+    }
+
+    /// The records left out of snapshots since the last call, each once
+    /// in this store's life: for the reader to report.
+    pub fn new_rejections(&self) -> Vec<Rejected> {
+        std::mem::take(
+            &mut self
+                .rejections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pending,
+        )
+    }
+
+    async fn read_snapshot(&mut self) -> Result<Snapshot, StoreError> {
         if let Some(cache) = &self.cache {
             if let Some(kvs) = cache.read(&self.written).await {
                 return self.decode_state(
@@ -477,10 +534,19 @@ impl Store {
         for kv in seen.kvs() {
             let key = String::from_utf8_lossy(kv.key());
             if let Some(minion) = key.strip_prefix(&self.seen_prefix) {
-                snapshot
-                    .state
-                    .last_seen
-                    .insert(minion.to_string(), decode::<u64>(&key, kv.value())?);
+                let seen = decode::<u64>(&key, kv.value()).map_err(|e| e.to_string());
+                match seen.and_then(|time| match minion_id_problem(minion) {
+                    Some(problem) => Err(problem),
+                    None => Ok(time),
+                }) {
+                    Ok(time) => {
+                        snapshot.state.last_seen.insert(minion.to_string(), time);
+                    }
+                    Err(reason) => snapshot.rejected.push(Rejected {
+                        key: format!("seen/{minion}"),
+                        reason,
+                    }),
+                }
             }
         }
         Ok(snapshot)
@@ -493,6 +559,23 @@ impl Store {
     ) -> Result<Snapshot, StoreError> {
         let mut state = ClusterState::default();
         let mut generation_revision = 0;
+        let mut unreadable = Vec::new();
+        // A value that does not parse is left out and reported, as one that
+        // fails its checks is.
+        macro_rules! read {
+            ($ty:ty, $key:expr, $value:expr) => {
+                match decode::<$ty>($key, $value) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        unreadable.push(Rejected {
+                            key: $key.strip_prefix(&self.prefix).unwrap_or($key).to_string(),
+                            reason: format!("unreadable: {e}"),
+                        });
+                        continue;
+                    }
+                }
+            };
+        }
         for (key, value, mod_revision) in kvs {
             let Some(rest) = key.strip_prefix(&self.prefix) else {
                 continue;
@@ -501,57 +584,57 @@ impl Store {
                 Some(("minions", id)) => {
                     state
                         .minions
-                        .insert(id.into(), decode::<MinionRecord>(key, value)?);
+                        .insert(id.into(), read!(MinionRecord, key, value));
                 }
                 Some(("services", id)) => {
                     state
                         .services
-                        .insert(id.into(), decode::<ServiceRecord>(key, value)?);
+                        .insert(id.into(), read!(ServiceRecord, key, value));
                 }
                 Some(("loadbalancers", id)) => {
                     state.load_balancers.insert(
                         id.into(),
-                        decode::<crate::state::LoadBalancerStatus>(key, value)?,
+                        read!(crate::state::LoadBalancerStatus, key, value),
                     );
                 }
                 Some(("endpoints", id)) => {
                     state
                         .endpoints
-                        .insert(id.into(), decode::<Vec<Endpoint>>(key, value)?);
+                        .insert(id.into(), read!(Vec<Endpoint>, key, value));
                 }
                 Some(("heartbeats", minion)) => {
                     state.heartbeats.insert(minion.into());
                     if !value.is_empty() {
-                        let condition = decode::<MinionCondition>(key, value)?;
+                        let condition = read!(MinionCondition, key, value);
                         state.not_ready.insert(minion.into(), condition.reason);
                     }
                 }
                 Some(("versions", minion)) => {
                     state
                         .helper_versions
-                        .insert(minion.into(), decode::<HelperVersion>(key, value)?);
+                        .insert(minion.into(), read!(HelperVersion, key, value));
                 }
                 Some(("seen", minion)) => {
                     // Where earlier builds kept it: a helper not yet
                     // replaced still beats here.
                     state
                         .last_seen
-                        .insert(minion.into(), decode::<u64>(key, value)?);
+                        .insert(minion.into(), read!(u64, key, value));
                 }
                 Some(("rules", minion)) => {
                     state
                         .rule_digests
-                        .insert(minion.into(), decode::<String>(key, value)?);
+                        .insert(minion.into(), read!(String, key, value));
                 }
                 Some(("controllers", id)) => {
                     state
                         .controllers
-                        .insert(id.into(), decode::<ReplicationController>(key, value)?);
+                        .insert(id.into(), read!(ReplicationController, key, value));
                 }
                 Some(("owners", path)) => {
                     if let Some((kind, id)) = path.split_once('/') {
                         if let Some(kind) = kind_named(kind) {
-                            let set = decode::<String>(key, value)?;
+                            let set = read!(String, key, value);
                             state.owners.insert((kind, id.to_string()), set);
                         }
                     }
@@ -562,27 +645,29 @@ impl Store {
                 Some(("rollouts", id)) => {
                     state
                         .rollouts
-                        .insert(id.into(), decode::<crate::state::Rollout>(key, value)?);
+                        .insert(id.into(), read!(crate::state::Rollout, key, value));
                 }
                 Some(("pods", id)) => {
-                    state
-                        .pods
-                        .insert(id.into(), decode::<PodRecord>(key, value)?);
+                    state.pods.insert(id.into(), read!(PodRecord, key, value));
                 }
                 Some(("status", path)) => {
                     if let Some(id) = path.strip_prefix("pods/") {
                         state
                             .statuses
-                            .insert(id.into(), decode::<PodStatus>(key, value)?);
+                            .insert(id.into(), read!(PodStatus, key, value));
                     }
                 }
                 _ if rest == "generation" => generation_revision = mod_revision,
                 _ => {}
             }
         }
+        let (state, mut rejected) = crate::state::checks::checked(state, &self.policy);
+        rejected.extend(unreadable);
+        rejected.sort();
         Ok(Snapshot {
             state,
             generation_revision,
+            rejected,
         })
     }
 
@@ -895,13 +980,14 @@ impl Store {
         let resp = self
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
-        let mut events = resp
+        // An event that does not read is left out: events only inform.
+        let mut events: Vec<crate::events::Event> = resp
             .kvs()
             .iter()
-            .map(|kv| {
-                decode::<crate::events::Event>(&String::from_utf8_lossy(kv.key()), kv.value())
+            .filter_map(|kv| {
+                decode::<crate::events::Event>(&String::from_utf8_lossy(kv.key()), kv.value()).ok()
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         // Keys sort by object, then time and order of recording; a stable
         // sort by time keeps that order within one millisecond.
         events.sort_by_key(|e| e.time_ms);

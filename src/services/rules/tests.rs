@@ -97,14 +97,14 @@ fn digest_changes_with_endpoints() {
     assert_ne!(digest(&a), digest(&b));
 }
 
-/// `nft --check` parses the script without touching the kernel's rules;
-/// it runs where nft is installed (and is skipped elsewhere).
+/// `nft --check` parses the script without touching the kernel's rules
+/// (`scripts/setup` installs nft).
 #[test]
 fn nft_accepts_the_script() {
-    let Ok(version) = std::process::Command::new("nft").arg("--version").output() else {
-        eprintln!("nft not installed; skipping");
-        return;
-    };
+    let version = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .expect("nft is installed (scripts/setup)");
     assert!(version.status.success());
     let mut udp = portal("dns", "10.0.0.2", &[("10.101.1.7", 53)]);
     udp.protocol = Protocol::Udp;
@@ -329,4 +329,17 @@ fn a_key_twice_is_written_once_and_a_node_port_outside_the_range_never() {
     state.services.insert("web".into(), record);
     let portals = portals(&state, &Default::default());
     assert_eq!(portals[0].node_port, None);
+}
+
+/// A service id that would close the chain and add a table of its own
+/// (records read back are untrusted) never reaches the script's text.
+#[test]
+fn only_a_checked_service_id_reaches_the_script() {
+    let crafted =
+        "web\" }\n}\ntable ip evil { chain c { type filter hook input priority 0; policy drop; }";
+    let rules = render(&[portal(crafted, "10.0.0.1", &[("10.101.1.2", 8080)])]);
+    assert!(!rules.contains("evil"), "{rules}");
+    assert!(!rules.contains("comment"), "{rules}");
+    let rules = render(&[portal("web", "10.0.0.1", &[("10.101.1.2", 8080)])]);
+    assert!(rules.contains("comment \"web portal\""), "{rules}");
 }

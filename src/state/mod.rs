@@ -1,6 +1,8 @@
 //! What kctl keeps in etcd, as plain data: the records of a cluster and a
 //! consistent snapshot of all of them. Pure types; `store` moves them.
 
+pub mod checks;
+
 use crate::model::{Labels, Pod, ReplicationController, Service};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

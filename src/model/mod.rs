@@ -5,6 +5,8 @@
 //! The serde form of these types is the value format in etcd (camelCase, close
 //! to v1beta1 names so that a human reading etcd recognises them).
 
+pub mod names;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,78 @@
+//! The rules for names and ids, shared by the manifest decoder and the
+//! checks of records read back (`state::checks`): one rule, one place.
+
+pub const MAX_LABEL_LEN: usize = 63;
+pub const MAX_SUBDOMAIN_LEN: usize = 253;
+pub const MAX_SERVICE_ID_LEN: usize = 24;
+
+/// What makes `name` no RFC 1123 DNS label (letters in either case, as
+/// v0.5 accepted for pods and controllers), if anything.
+pub fn dns_label_problem(name: &str, max_len: usize) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_string());
+    }
+    let len = name.chars().count();
+    if len > max_len {
+        return Some(format!("is {len} characters long; the limit is {max_len}"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Some(format!(
+            "contains {bad:?}; only letters, digits and `-` are allowed"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some("must start and end with a letter or digit".to_string());
+    }
+    None
+}
+
+/// What makes `name` no DNS subdomain (labels joined by dots, at most
+/// 253 characters; letters in either case), if anything.
+pub fn dns_subdomain_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_string());
+    }
+    let len = name.chars().count();
+    if len > MAX_SUBDOMAIN_LEN {
+        return Some(format!(
+            "is {len} characters long; the limit is {MAX_SUBDOMAIN_LEN}"
+        ));
+    }
+    name.split('.').find_map(|label| {
+        if label.is_empty() {
+            return Some("has an empty part between dots".to_string());
+        }
+        dns_label_problem(label, MAX_LABEL_LEN).map(|problem| {
+            match problem.strip_prefix("contains ") {
+                Some(rest) => format!("contains {}", rest.replace("and `-`", "`-` and `.`")),
+                None => format!("has a part `{label}` that {problem}"),
+            }
+        })
+    })
+}
+
+/// Service ids become DNS names and environment variable prefixes
+/// (`TOMCAT_SERVICE_HOST`): lower case, starting with a letter, short.
+pub fn service_id_problem(id: &str) -> Option<String> {
+    dns_label_problem(id, MAX_SERVICE_ID_LEN).or_else(|| {
+        if id.chars().any(|c| c.is_ascii_uppercase()) {
+            Some("must be lower case".to_string())
+        } else if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+            Some("must start with a letter".to_string())
+        } else {
+            None
+        }
+    })
+}
+
+/// An environment variable's name as a shell takes it.
+pub fn is_c_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
