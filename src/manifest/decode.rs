@@ -1009,16 +1009,7 @@ fn container_name(cx: &mut FileContext<'_>, node: &Node, scope: &mut PodScope) -
 
 fn image(cx: &mut FileContext<'_>, node: &Node) -> Option<String> {
     let image = cx.string(node, "`image`")?;
-    let problem = if image.is_empty() {
-        Some("is empty")
-    } else if image.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else if image.chars().any(char::is_whitespace) {
-        Some("contains whitespace")
-    } else {
-        None
-    };
-    if let Some(problem) = problem {
+    if let Some(problem) = crate::model::names::image_problem(image) {
         let error = cx
             .error(node.span, format!("`image` {problem}"), "invalid image")
             .with_help("an image is written like `tutum/tomcat` or `registry:5000/web:1.2`");

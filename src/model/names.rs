@@ -76,3 +76,24 @@ pub fn is_c_identifier(name: &str) -> bool {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+/// Why `image` cannot be an image reference Docker is handed, if it cannot.
+pub fn image_problem(image: &str) -> Option<&'static str> {
+    if image.is_empty() {
+        Some("is empty")
+    } else if image.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if image.chars().any(char::is_whitespace) {
+        Some("contains whitespace")
+    } else {
+        None
+    }
+}
+
+/// A capability's name without `CAP_`, upper case; `ALL` only where it
+/// may be (under `drop`).
+pub fn is_capability_name(bare: &str, may_be_all: bool) -> bool {
+    !bare.is_empty()
+        && bare.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        && (may_be_all || bare != "ALL")
+}

@@ -8,7 +8,8 @@
 
 use super::{ClusterState, Endpoint, MinionRecord, PodRecord, PodStatus, ServiceRecord};
 use crate::model::names::{
-    dns_label_problem, dns_subdomain_problem, is_c_identifier, service_id_problem, MAX_LABEL_LEN,
+    dns_label_problem, dns_subdomain_problem, image_problem, is_c_identifier, is_capability_name,
+    service_id_problem, MAX_LABEL_LEN,
 };
 use crate::model::{
     disk_volume_problem, git_directory_problem, git_repository_problem, git_revision_problem,
@@ -168,12 +169,8 @@ fn container_problem(
     host_ports: &mut HashSet<(u16, crate::model::Protocol)>,
     policy: &RecordPolicy,
 ) -> Option<String> {
-    if c.image.is_empty()
-        || c.image
-            .chars()
-            .any(|ch| ch.is_control() || ch.is_whitespace())
-    {
-        return Some(format!("image {:?} is empty or holds a space", c.image));
+    if let Some(p) = image_problem(&c.image) {
+        return Some(format!("image {:?} {p}", c.image));
     }
     for port in &c.ports {
         if port.container_port == 0 {
@@ -247,20 +244,15 @@ fn container_problem(
                 .into(),
         );
     }
-    let capability = |name: &String, may_be_all: bool| {
-        !name.is_empty()
-            && name.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_')
-            && (may_be_all || name != "ALL")
-    };
     if let Some(bad) = security
         .capabilities_add
         .iter()
-        .find(|n| !capability(n, false))
+        .find(|n| !is_capability_name(n, false))
         .or_else(|| {
             security
                 .capabilities_drop
                 .iter()
-                .find(|n| !capability(n, true))
+                .find(|n| !is_capability_name(n, true))
         })
     {
         return Some(format!("{bad:?} is no capability name"));

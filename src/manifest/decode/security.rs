@@ -135,9 +135,7 @@ fn capability_names(
             .strip_prefix("CAP_")
             .unwrap_or(&name)
             .to_ascii_uppercase();
-        let valid = !bare.is_empty()
-            && bare.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-            && (may_be_all || bare != "ALL");
+        let valid = crate::model::names::is_capability_name(&bare, may_be_all);
         if valid {
             if let Some(list) = &mut ok {
                 list.push(bare);
