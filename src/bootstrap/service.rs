@@ -147,10 +147,63 @@ pub async fn ensure_running<E: Exec>(
         )
         .await?;
     if status.success() {
-        return Ok(restart);
+        // Its arguments changed (a cluster's choices are among them): a
+        // running daemon keeps the ones it started with until restarted.
+        // One whose command line cannot be read is left as it runs.
+        let stale = !restart
+            && running_argv(exec, service)
+                .await?
+                .is_some_and(|running| running != daemon_argv(service));
+        if !stale {
+            return Ok(restart);
+        }
+        stop(exec, service, false).await?;
     }
     exec.run_ok(&start_stop_daemon_start(service)).await?;
     Ok(true)
+}
+
+/// The command line the start-stop-daemon form runs under its pid file.
+fn daemon_argv(service: &Service) -> Vec<String> {
+    let mut argv = match &service.supervisor {
+        Some(supervisor) => argv![
+            supervisor.clone(),
+            "supervise",
+            "--",
+            service.program.clone()
+        ],
+        None => argv![service.program.clone()],
+    };
+    argv.extend(service.args.iter().cloned());
+    argv
+}
+
+/// The command line of the process the pid file names, if one runs. The
+/// pid file is the machine's word: only a number is taken from it.
+async fn running_argv<E: Exec>(
+    exec: &E,
+    service: &Service,
+) -> Result<Option<Vec<String>>, ExecError> {
+    let pid = exec
+        .run(&argv!["cat", service.pid_file.clone()], None)
+        .await?;
+    let Ok(pid) = pid.stdout_text().trim().parse::<u32>() else {
+        return Ok(None);
+    };
+    let cmdline = exec
+        .run(&argv!["cat", format!("/proc/{pid}/cmdline")], None)
+        .await?;
+    if !cmdline.success() {
+        return Ok(None);
+    }
+    Ok(Some(
+        cmdline
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect(),
+    ))
 }
 
 /// The command that starts the service without systemd: in the
@@ -303,6 +356,64 @@ mod tests {
             .calls()
             .iter()
             .any(|c| c.contains(&"--start".to_string())));
+    }
+
+    #[tokio::test]
+    async fn daemon_restarted_when_its_arguments_changed() {
+        let supervised = Service {
+            supervisor: Some("/var/lib/kctl/c1/etcd/kctl-node".into()),
+            ..service()
+        };
+        let running = |cmdline: Vec<String>| RecordingExec {
+            answers: [
+                (
+                    "cat /var/lib/kctl/c1/etcd/etcd.pid".to_string(),
+                    Output {
+                        code: Some(0),
+                        stdout: b"4242\n".to_vec(),
+                        stderr: vec![],
+                    },
+                ),
+                (
+                    "cat /proc/4242/cmdline".to_string(),
+                    Output {
+                        code: Some(0),
+                        stdout: cmdline
+                            .iter()
+                            .flat_map(|a| [a.as_bytes(), b"\0"])
+                            .flatten()
+                            .copied()
+                            .collect(),
+                        stderr: vec![],
+                    },
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let started = |exec: &RecordingExec| {
+            exec.calls()
+                .iter()
+                .any(|c| c.contains(&"--start".to_string()))
+        };
+
+        let same = running(daemon_argv(&supervised));
+        assert!(!ensure_running(&same, &supervised, false, false)
+            .await
+            .unwrap());
+        assert!(!started(&same));
+
+        let mut before = daemon_argv(&supervised);
+        before.pop();
+        let changed = running(before);
+        assert!(ensure_running(&changed, &supervised, false, false)
+            .await
+            .unwrap());
+        assert!(changed
+            .calls()
+            .iter()
+            .any(|c| c.contains(&"--stop".to_string())));
+        assert!(started(&changed));
     }
 
     #[tokio::test]

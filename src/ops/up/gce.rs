@@ -116,7 +116,7 @@ pub fn cluster_config(
         },
         ssh_identity: None,
         offline_images: false,
-        // Set by ops::up from the flag and the record before.
+        // Granted by ops::up from the flag and the record before.
         allow_host_dir: false,
         allow_privileged: false,
     }
@@ -596,6 +596,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     }
     std::fs::write(dir.known_hosts(), known_hosts(&made).join("\n") + "\n").map_err(report)?;
     let mut config = cluster_config(name, record, &made, portal_net);
+    options.allowances.grant(&mut config);
     // A member that replaced a lost one stays marked as having joined.
     if let Some(c) = &existing {
         for host in &mut config.etcd_hosts {

@@ -56,6 +56,7 @@ pub async fn up(
     minions: Option<usize>,
     masters: Option<usize>,
     portal_net: Option<ipnet::Ipv4Net>,
+    allowances: super::Allowances,
 ) -> miette::Result<()> {
     let dir = ClusterDir::new(name)?;
     require_root("kctl up (local provider)")?;
@@ -152,7 +153,7 @@ pub async fn up(
         (None, Some(p)) => p,
         (None, None) => layout.default_portal_net(),
     };
-    let config = ClusterConfig {
+    let mut config = ClusterConfig {
         name: name.to_string(),
         portal_net,
         provider: ProviderKind::Local,
@@ -164,10 +165,10 @@ pub async fn up(
         pod_network: PodNetwork::default(),
         ssh_identity: None,
         offline_images: true,
-        // Set by ops::up from the flag and the record before.
         allow_host_dir: false,
         allow_privileged: false,
     };
+    allowances.grant(&mut config);
     // Record first: whatever fails later, `down` knows what to remove.
     dir.save(&config)?;
     std::fs::set_permissions(&dir.dir, std::fs::Permissions::from_mode(0o700)).map_err(report)?;

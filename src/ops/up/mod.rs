@@ -38,6 +38,15 @@ pub struct Allowances {
     pub privileged: bool,
 }
 
+impl Allowances {
+    /// Writes them into a record a provider is making, before its helpers
+    /// are set up: they check records with these choices as arguments.
+    pub fn grant(self, config: &mut ClusterConfig) {
+        config.allow_host_dir = self.host_dir;
+        config.allow_privileged = self.privileged;
+    }
+}
+
 /// The cluster's record if it exists; an error if another provider made it.
 pub fn existing_record(
     dir: &ClusterDir,
@@ -58,37 +67,21 @@ pub fn existing_record(
     Ok(Some(config))
 }
 
-/// Keeps what the cluster allowed before and adds what this `up` was
-/// told to; the providers write their records afresh.
-fn record_allowances(
-    ui: &Ui,
-    name: &str,
-    before: Allowances,
-    told: Allowances,
-) -> miette::Result<()> {
-    let dir = ClusterDir::new(name)?;
-    let Ok(mut config) = dir.load() else {
-        return Ok(());
-    };
-    let host_dir = before.host_dir || told.host_dir;
-    let privileged = before.privileged || told.privileged;
-    if (config.allow_host_dir, config.allow_privileged) != (host_dir, privileged) {
-        config.allow_host_dir = host_dir;
-        config.allow_privileged = privileged;
-        dir.save(&config)?;
-    }
+/// Says what this `up` allowed that the cluster did not before.
+fn note_new_allowances(ui: &Ui, before: Allowances, told: Allowances) {
     if told.host_dir && !before.host_dir {
         ui.note("pods of this cluster may bind any host directory (--allow-host-dir)");
     }
     if told.privileged && !before.privileged {
         ui.note("pods of this cluster may run privileged containers (--allow-privileged)");
     }
-    Ok(())
 }
 
-pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
+/// Makes or repairs the cluster. What it allowed before stays allowed (a
+/// later `up` without the flag keeps it), and what this `up` is told is
+/// added; the providers write both into the record they make.
+pub async fn up(ui: &Ui, name: &str, mut options: UpOptions) -> miette::Result<()> {
     let told = options.allowances;
-    let dry_run = options.dry_run;
     let dir = ClusterDir::new(name)?;
     let before = match dir.exists().then(|| dir.load()) {
         Some(Ok(config)) => Allowances {
@@ -97,10 +90,14 @@ pub async fn up(ui: &Ui, name: &str, options: UpOptions) -> miette::Result<()> {
         },
         _ => Allowances::default(),
     };
+    options.allowances = Allowances {
+        host_dir: before.host_dir || told.host_dir,
+        privileged: before.privileged || told.privileged,
+    };
+    let dry_run = options.dry_run;
     let made = make_or_repair(ui, name, options).await;
-    // Also after a failed `up`: its record was written afresh.
     if !dry_run {
-        record_allowances(ui, name, before, told)?;
+        note_new_allowances(ui, before, told);
     }
     made
 }
@@ -119,6 +116,7 @@ async fn make_or_repair(ui: &Ui, name: &str, options: UpOptions) -> miette::Resu
                 options.minions,
                 options.masters,
                 options.portal_net,
+                options.allowances,
             )
             .await
         }

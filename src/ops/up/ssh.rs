@@ -249,7 +249,7 @@ pub fn cluster_config(
         },
         ssh_identity: identity,
         offline_images: false,
-        // Set by ops::up from the flag and the record before.
+        // Granted by ops::up from the flag and the record before.
         allow_host_dir: false,
         allow_privileged: false,
     })
@@ -352,6 +352,7 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
         ));
     }
     let mut config = cluster_config(name, &hosts, &etcd_indices, pod_net, portal_net, identity)?;
+    options.allowances.grant(&mut config);
     if let Some(c) = &existing {
         let same = c.minions.len() == config.minions.len()
             && c.minions
