@@ -122,21 +122,33 @@ impl ClusterDir {
                 io_error(&path, e)
             }
         })?;
-        serde_json::from_str(&text).map_err(|e| ClusterError::Corrupt {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+        let config: ClusterConfig =
+            serde_json::from_str(&text).map_err(|e| ClusterError::Corrupt {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let mut problems = config.problems();
+        if config.name != self.name {
+            problems.push(format!("name: {:?} is not {:?}", config.name, self.name));
+        }
+        if !problems.is_empty() {
+            return Err(ClusterError::Corrupt {
+                path: path.display().to_string(),
+                message: problems.join("; "),
+            });
+        }
+        Ok(config)
     }
 
-    /// Writes the record atomically (temp file and rename), so a crash
-    /// never leaves half a record for `down` to trip over.
+    /// Writes the record whole (`files::write_private`), so a crash never
+    /// leaves half a record for `down` to trip over.
     pub fn save(&self, config: &ClusterConfig) -> Result<(), ClusterError> {
         let path = self.config_file();
-        let tmp = self.dir.join(".cluster.json.tmp");
         let text = serde_json::to_string_pretty(config).unwrap_or_default();
-        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
-        std::fs::write(&tmp, text + "\n").map_err(|e| io_error(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.dir)
+            .map_err(|e| io_error(&self.dir, e))?;
+        crate::files::write_private(&path, (text + "\n").as_bytes()).map_err(|e| io_error(&path, e))
     }
 }
 
@@ -379,6 +391,97 @@ impl ClusterConfig {
         }
     }
 
+    /// What is wrong with a record read back (`cluster.json` on the
+    /// workstation, the setup request a minion keeps): its names, hosts
+    /// and paths reach ssh's argv, unit files and iptables rules, so each
+    /// must be what kctl would have written.
+    pub fn problems(&self) -> Vec<String> {
+        use crate::model::names::{
+            dns_subdomain_problem, host_name_problem, machine_path_problem, user_name_problem,
+        };
+        let mut problems = Vec::new();
+        let mut note = |place: String, problem: Option<String>| {
+            if let Some(p) = problem {
+                problems.push(format!("{place}: {p}"));
+            }
+        };
+        note(
+            "name".into(),
+            validate_name(&self.name).err().map(|e| e.to_string()),
+        );
+        for (i, m) in self.minions.iter().enumerate() {
+            let place = format!("minions[{i}]");
+            note(
+                place.clone(),
+                dns_subdomain_problem(&m.id).map(|p| format!("id {:?} {p}", m.id)),
+            );
+            note(place.clone(), user_name_problem(&m.ssh_user));
+            note(
+                place.clone(),
+                m.ssh_host.as_deref().and_then(host_name_problem),
+            );
+            note(place.clone(), machine_path_problem(&m.helper_dir));
+            note(place.clone(), machine_path_problem(&m.docker_socket));
+            let network = m.pod_cidr.parse::<ipnet::Ipv4Net>();
+            note(
+                place.clone(),
+                match network {
+                    Ok(net) if net == net.trunc() => None,
+                    _ => Some(format!("pod range {:?} is no IPv4 network", m.pod_cidr)),
+                },
+            );
+            if self.minions[..i].iter().any(|other| other.id == m.id) {
+                note(place, Some(format!("id {:?} is given twice", m.id)));
+            }
+        }
+        for (i, h) in self.etcd_hosts.iter().enumerate() {
+            let place = format!("etcdHosts[{i}]");
+            note(
+                place.clone(),
+                dns_subdomain_problem(&h.name).map(|p| format!("name {:?} {p}", h.name)),
+            );
+            note(place.clone(), user_name_problem(&h.ssh_user));
+            note(place.clone(), host_name_problem(&h.ssh_host));
+            note(place, machine_path_problem(&h.dir));
+        }
+        for (i, endpoint) in self.etcd_endpoints.iter().enumerate() {
+            let plain = endpoint
+                .strip_prefix("https://")
+                .or_else(|| endpoint.strip_prefix("http://"))
+                .and_then(|rest| rest.parse::<std::net::SocketAddrV4>().ok());
+            if plain.is_none() {
+                note(
+                    format!("etcdEndpoints[{i}]"),
+                    Some(format!("{endpoint:?} is no http(s)://IP:PORT")),
+                );
+            }
+        }
+        if let Some(g) = &self.gce {
+            for (what, value) in [("project", &g.project), ("zone", &g.zone)] {
+                let ok = !value.is_empty()
+                    && !value.starts_with('-')
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
+                if !ok {
+                    note(
+                        "gce".into(),
+                        Some(format!("{what} {value:?} is no GCE name")),
+                    );
+                }
+            }
+        }
+        if let Some(mtu) = self.pod_network.mtu {
+            if !(576..=9216).contains(&mtu) {
+                note(
+                    "podNetwork".into(),
+                    Some(format!("MTU {mtu} is out of range")),
+                );
+            }
+        }
+        problems
+    }
+
     /// etcd speaks TLS and wants client certificates (every cluster made
     /// since kctl has a CA; an older one until its next `up`).
     pub fn etcd_tls(&self) -> bool {
@@ -418,6 +521,86 @@ mod tests {
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    fn sane_record() -> ClusterConfig {
+        serde_json::from_str(
+            r#"{"name":"c1","provider":"ssh","etcdEndpoints":["https://10.150.0.11:4001"],
+            "minions":[{"id":"minion-1","hostIp":"10.150.0.11","sshPort":22,"sshUser":"debian",
+              "podCidr":"10.244.1.0/24","helperDir":"/var/lib/kctl/c1/minion-1",
+              "sshHost":"node1.example"}],
+            "etcdHosts":[{"name":"minion-1","sshHost":"10.150.0.11","sshPort":22,"sshUser":"root",
+              "ip":"10.150.0.11","dir":"/var/lib/kctl/c1/etcd"}],
+            "portalNet":"10.0.0.0/16"}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_record_with_what_kctl_never_writes_is_refused_whole() {
+        assert_eq!(sane_record().problems(), Vec::<String>::new());
+        type Craft = fn(&mut ClusterConfig);
+        let crafted: [(&str, Craft); 9] = [
+            ("host", |c| {
+                c.minions[0].ssh_host = Some("-oProxyCommand=sh".into())
+            }),
+            ("user name", |c| c.minions[0].ssh_user = "-lroot".into()),
+            ("id", |c| c.minions[0].id = "../../etc".into()),
+            ("pod range", |c| {
+                c.minions[0].pod_cidr = "10.244.1.0/24 -j ACCEPT\n-A INPUT".into()
+            }),
+            ("path", |c| {
+                c.minions[0].helper_dir = "/var/lib/kctl\nExecStartPre=/bin/sh".into()
+            }),
+            ("path", |c| c.minions[0].helper_dir = "/".into()),
+            ("path", |c| c.etcd_hosts[0].dir = "/var/lib/../../".into()),
+            ("etcdEndpoints", |c| {
+                c.etcd_endpoints[0] = "https://evil;rm:4001".into()
+            }),
+            ("given twice", |c| {
+                let again = c.minions[0].clone();
+                c.minions.push(again)
+            }),
+        ];
+        for (says, craft) in crafted {
+            let mut record = sane_record();
+            craft(&mut record);
+            let problems = record.problems();
+            assert!(
+                problems.iter().any(|p| p.contains(says)),
+                "{says}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_refuses_a_crafted_record_and_one_filed_under_another_name() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = ClusterDir {
+            name: "c1".into(),
+            dir: home.path().join("c1"),
+        };
+        let mut record = sane_record();
+        dir.save(&record).unwrap();
+        assert_eq!(dir.load().unwrap(), record);
+        record.minions[0].ssh_host = Some("-oProxyCommand=sh".into());
+        dir.save(&record).unwrap();
+        let error = dir.load().unwrap_err().to_string();
+        assert!(
+            error.contains("minions[0]") && error.contains("ProxyCommand"),
+            "{error}"
+        );
+        let other = ClusterDir {
+            name: "c2".into(),
+            dir: dir.dir.clone(),
+        };
+        record.minions[0].ssh_host = None;
+        dir.save(&record).unwrap();
+        assert!(other
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("is not \"c2\""));
     }
 
     #[test]

@@ -224,6 +224,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             cap_drop: (!security.capabilities_drop.is_empty())
                 .then(|| security.capabilities_drop.clone()),
             security_opt: (!security_opt.is_empty()).then_some(security_opt),
+            pids_limit: spec.pids_limit,
             ..Default::default()
         }),
         ..Default::default()
@@ -484,6 +485,7 @@ mod tests {
             cpu_shares: Some(512),
             mounts: vec![],
             security: Default::default(),
+            pids_limit: Some(2048),
             entrypoint: vec![],
         };
         let body = serde_json::to_value(create_body(&spec)).unwrap();
@@ -493,6 +495,7 @@ mod tests {
         assert_eq!(body["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
         let host = &body["HostConfig"];
         assert_eq!(host["NetworkMode"], "kctl");
+        assert_eq!(host["PidsLimit"], 2048);
         assert_eq!(host["RestartPolicy"]["Name"], "on-failure");
         assert_eq!(
             host["PortBindings"]["8080/tcp"][0]["HostPort"],

@@ -12,6 +12,7 @@ pub mod converge;
 pub mod docker_api;
 pub mod events;
 pub mod exec;
+pub mod files;
 pub mod image;
 pub mod manifest;
 pub mod model;

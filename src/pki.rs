@@ -407,24 +407,10 @@ fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
         .map_err(|e| file_error(dir, e))
 }
 
-/// Writes `text` to `path` through a temporary file made with mode 0600,
-/// so the key is never readable by others, not even for a moment, and a
-/// crash leaves the old file or the new one, never half of one.
+/// Writes `text` to `path` whole and readable by its owner only, not
+/// even for a moment by others (`files::write_private`).
 pub fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| file_error(&tmp, e))?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .map_err(|e| file_error(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_error(path, e))
+    crate::files::write_private(path, text.as_bytes()).map_err(|e| file_error(path, e))
 }
 
 #[cfg(test)]

@@ -278,11 +278,9 @@ const SSH_CONFIG: &str = "# Written by kctl: host keys come from this cluster's 
 fn cluster_ssh_config(auth: &SshAuth) -> std::io::Result<PathBuf> {
     let path = auth.known_hosts.with_file_name("ssh_config");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(SSH_CONFIG) {
-        // Renamed into place: a connection starting meanwhile reads the
-        // old file or the new one, never half of one.
-        let tmp = path.with_file_name(format!(".ssh_config.{}", std::process::id()));
-        std::fs::write(&tmp, SSH_CONFIG)?;
-        std::fs::rename(&tmp, &path)?;
+        // Written whole: a connection starting meanwhile reads the old
+        // file or the new one, never half of one.
+        crate::files::write_private(&path, SSH_CONFIG.as_bytes())?;
     }
     Ok(path)
 }

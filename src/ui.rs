@@ -10,6 +10,24 @@ use std::time::Duration;
 /// escape (`\u{1b}`): what kctl prints holds names, labels, messages and
 /// events read back from etcd, Docker and minions, none of which may
 /// move the cursor, retitle the window or write the clipboard.
+/// An error report as the terminal shows it. Reports carry text from
+/// outside (a minion's stderr, Docker's answers): where that holds control
+/// characters, the report is drawn without colours and shown escaped, so
+/// it cannot move the cursor or rewrite the screen.
+pub fn report_text(report: &miette::Report) -> String {
+    let mut plain = String::new();
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_links(false);
+    if handler.render_report(&mut plain, report.as_ref()).is_err() {
+        plain = format!("{report}");
+    }
+    match printable(&plain) {
+        std::borrow::Cow::Borrowed(_) => format!("{report:?}"),
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
     if !text.chars().any(unsafe_char) {
@@ -128,6 +146,23 @@ impl Task {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_report_with_control_characters_is_shown_escaped() {
+        let report = miette::miette!(help = "run `kctl up`", "minion said: \u{1b}[2J\u{7}gone");
+        let text = super::report_text(&report);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("\\u{1b}[2J") && text.contains("run `kctl up`"),
+            "{text:?}"
+        );
+        // An ordinary one keeps miette's own drawing.
+        let report = miette::miette!("plain failure");
+        assert_eq!(super::report_text(&report), format!("{report:?}"));
+    }
+
     #[test]
     fn control_characters_of_data_are_shown_escaped() {
         let osc52 = "web\u{1b}]52;c;ZXZpbA==\u{7}\r\nnext\tcolumn";

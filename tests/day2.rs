@@ -1284,11 +1284,36 @@ fn volumes_keep_data_across_containers_and_go_with_the_pod() {
         "echo x > /tmp/x",
     ]);
     assert!(!write.ok(), "{write:?}");
-    // An ordinary container has Docker's default set, without NET_ADMIN.
-    let (plain_caps, _, _) = status("plain");
+    // An ordinary container has Docker's default set without NET_ADMIN
+    // and, hardened, without raw sockets and unable to gain privileges.
+    const NET_RAW: u64 = 1 << 13;
+    let (plain_caps, _, plain_no_new_privileges) = status("plain");
     assert!(
-        plain_caps != 0 && plain_caps & NET_ADMIN == 0,
+        plain_caps != 0 && plain_caps & (NET_ADMIN | NET_RAW) == 0,
         "CapEff {plain_caps:x}"
+    );
+    assert_eq!(plain_no_new_privileges, "1");
+    // A fork bomb stops at the container's process limit, and its minion
+    // stays Ready (its helper still forks and heartbeats).
+    let bomb = cluster.kctl(&[
+        "exec",
+        "caps",
+        "-c",
+        "plain",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 2100 ]; do sleep 120 & i=$((i+1)); done; echo forked $i",
+    ]);
+    assert!(
+        !bomb.ok() && !bomb.stdout.contains("forked 2100") && bomb.stderr.contains("can't fork"),
+        "{bomb:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let minions = cluster.kctl(&["get", "minions"]);
+    assert!(
+        minions.ok() && minions.stdout.contains("Ready") && !minions.stdout.contains("NotReady"),
+        "{minions:?}"
     );
     cluster.down_and_check();
 }

@@ -93,8 +93,8 @@ async fn setup() -> miette::Result<()> {
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
         .map_err(|e| miette::miette!("reading the request: {e}"))?;
-    let request: kctl::bootstrap::SetupRequest =
-        serde_json::from_str(&input).map_err(|e| miette::miette!("the request: {e}"))?;
+    let request = kctl::bootstrap::SetupRequest::parse(&input)
+        .map_err(|e| miette::miette!("the request: {e}"))?;
     let exec = LocalExec {
         name: request.minion.clone(),
     };

@@ -11,10 +11,10 @@ async fn main() -> ExitCode {
                 return ExitCode::from(u8::try_from(*code).unwrap_or(1));
             }
             if let Some(failed) = report.downcast_ref::<kctl::ops::FailedWith>() {
-                eprintln!("{:?}", failed.report);
+                eprintln!("{}", kctl::ui::report_text(&failed.report));
                 return ExitCode::from(failed.code);
             }
-            eprintln!("{report:?}");
+            eprintln!("{}", kctl::ui::report_text(&report));
             if kctl::cli::is_usage_error(&report) {
                 ExitCode::from(2)
             } else {

@@ -32,6 +32,34 @@ pub struct SetupRequest {
     pub etcd_credentials: Option<Credentials>,
 }
 
+impl SetupRequest {
+    /// Reads a request (from `kctl up`, or the copy kept beside the
+    /// helper, which anyone with the minion's disk could have changed)
+    /// and refuses one whose cluster record holds names, hosts or paths
+    /// kctl would not write: they reach unit files and iptables rules.
+    pub fn parse(text: &str) -> Result<SetupRequest, String> {
+        let request: SetupRequest = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut problems = request.cluster.problems();
+        if request.cluster.minion(&request.minion).is_none() {
+            problems.push(format!(
+                "minion {:?} is not in the cluster record",
+                request.minion
+            ));
+        }
+        if let Some(p) = request
+            .staged
+            .as_deref()
+            .and_then(crate::model::names::machine_path_problem)
+        {
+            problems.push(format!("staged: {p}"));
+        }
+        match problems.is_empty() {
+            true => Ok(request),
+            false => Err(problems.join("; ")),
+        }
+    }
+}
+
 /// Where `kctl-node setup` keeps its request: beside the helper's binary.
 pub fn saved_request_path(program: &str) -> String {
     let dir = program.rsplit_once('/').map_or(".", |(dir, _)| dir);
@@ -65,7 +93,7 @@ pub async fn bootstrapped_this_boot<E: Exec>(exec: &E, program: &str) -> bool {
 /// the request `setup` kept (`saved`, its text), so what a reboot wiped
 /// comes back without `kctl up`. True if anything changed.
 pub async fn restore_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecError> {
-    let request: SetupRequest = serde_json::from_str(saved).map_err(|e| ExecError::Transport {
+    let request = SetupRequest::parse(saved).map_err(|e| ExecError::Transport {
         target: exec.target().to_string(),
         message: format!("the saved setup request: {e}"),
     })?;
@@ -116,7 +144,7 @@ pub(crate) async fn upload_if_different<E: Exec>(
 /// them with the rest): three `iptables --check`, cheap enough to run
 /// every few seconds, where the whole restore is not.
 pub async fn drifted_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecError> {
-    let request: SetupRequest = serde_json::from_str(saved).map_err(|e| ExecError::Transport {
+    let request = SetupRequest::parse(saved).map_err(|e| ExecError::Transport {
         target: exec.target().to_string(),
         message: format!("the saved setup request: {e}"),
     })?;

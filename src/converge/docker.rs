@@ -4,7 +4,7 @@
 use super::engine::{ContainerSpec, MountSpec, Published, RestartKind};
 use super::RunContext;
 use crate::argv;
-use crate::model::{Container, Hook, RestartPolicy, VolumeSource};
+use crate::model::{Container, Hook, RestartPolicy, SecurityContext, VolumeSource};
 use crate::state::PodRecord;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -122,7 +122,13 @@ pub fn pod_containers(pod: &PodRecord, ctx: &RunContext) -> Vec<ContainerSpec> {
         memory_bytes: None,
         cpu_shares: None,
         mounts: vec![],
-        security: Default::default(),
+        // It only holds the network namespace: it needs no capability.
+        security: SecurityContext {
+            capabilities_drop: vec!["ALL".into()],
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        },
+        pids_limit: Some(PIDS_PER_CONTAINER),
     };
     let mut all = vec![infra];
     for c in &pod.pod.spec.containers {
@@ -178,8 +184,34 @@ fn app_container(
         // Docker's shares are relative weights with 1024 for one core.
         cpu_shares: c.cpu.map(|milli| (i64::from(milli) * 1024 / 1000).max(2)),
         mounts: mounts(ctx, pod, c),
-        security: c.security.clone(),
+        security: hardened(&c.security),
+        pids_limit: Some(PIDS_PER_CONTAINER),
     }
+}
+
+/// Processes and threads one container may have: a fork bomb stays in
+/// its container, and the minion's helper keeps forking (podman's
+/// default; a JVM's few hundred threads fit well).
+pub const PIDS_PER_CONTAINER: i64 = 2048;
+
+/// What a container gets beyond Docker's defaults unless its
+/// `securityContext` asks otherwise: no raw sockets (with them a pod
+/// forges ARP and NDP answers for its neighbours on the pod bridge), and
+/// no privileges gained through set-user-ID files. A privileged container
+/// is left as asked: it has the whole machine anyway.
+pub fn hardened(asked: &SecurityContext) -> SecurityContext {
+    let mut security = asked.clone();
+    if security.privileged {
+        return security;
+    }
+    let named = |list: &[String], cap: &str| list.iter().any(|c| c == cap || c == "ALL");
+    if !named(&security.capabilities_add, "NET_RAW")
+        && !named(&security.capabilities_drop, "NET_RAW")
+    {
+        security.capabilities_drop.push("NET_RAW".into());
+    }
+    security.allow_privilege_escalation.get_or_insert(false);
+    security
 }
 
 /// The Docker volume that holds a pod's emptyDir volume on its minion.

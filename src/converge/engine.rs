@@ -30,8 +30,10 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<i64>,
     pub cpu_shares: Option<i64>,
     pub mounts: Vec<MountSpec>,
-    /// The container's `securityContext` (the infra container's default).
+    /// The container's `securityContext` with kctl's hardening added.
     pub security: crate::model::SecurityContext,
+    /// How many processes and threads it may have at once.
+    pub pids_limit: Option<i64>,
 }
 
 /// A pod volume or a host directory seen inside a container.

@@ -682,6 +682,47 @@ fn a_security_context_is_docker_host_config() {
     assert_eq!(host.security_opt.unwrap(), ["no-new-privileges"]);
 }
 
+#[test]
+fn containers_lose_raw_sockets_and_privilege_gain_and_have_a_process_limit() {
+    let mut p = pod("web-1", "img");
+    let specs = pod_containers(&p, &ctx());
+    let infra = crate::docker_api::create_body(&specs[0])
+        .host_config
+        .unwrap();
+    assert_eq!(infra.cap_drop.unwrap(), ["ALL"]);
+    assert_eq!(infra.security_opt.unwrap(), ["no-new-privileges"]);
+    let host = crate::docker_api::create_body(&specs[1])
+        .host_config
+        .unwrap();
+    assert_eq!(host.cap_drop.unwrap(), ["NET_RAW"]);
+    assert_eq!(host.cap_add, None);
+    assert_eq!(host.security_opt.unwrap(), ["no-new-privileges"]);
+    for spec in &specs {
+        assert_eq!(spec.pids_limit, Some(PIDS_PER_CONTAINER));
+    }
+
+    // What the manifest asks for wins: raw sockets added back, privilege
+    // gain allowed, a privileged container left as asked.
+    p.pod.spec.containers[0].security = crate::model::SecurityContext {
+        capabilities_add: vec!["NET_RAW".into()],
+        allow_privilege_escalation: Some(true),
+        ..Default::default()
+    };
+    let host = crate::docker_api::create_body(&pod_containers(&p, &ctx())[1])
+        .host_config
+        .unwrap();
+    assert_eq!((host.cap_drop, host.security_opt), (None, None));
+    assert_eq!(host.cap_add.unwrap(), ["NET_RAW"]);
+    p.pod.spec.containers[0].security = crate::model::SecurityContext {
+        privileged: true,
+        ..Default::default()
+    };
+    let host = crate::docker_api::create_body(&pod_containers(&p, &ctx())[1])
+        .host_config
+        .unwrap();
+    assert_eq!((host.cap_drop, host.security_opt), (None, None));
+}
+
 #[tokio::test]
 async fn a_post_start_hook_runs_after_its_container_and_its_failure_fails_the_start() {
     let mut p = pod("web-1", "img");

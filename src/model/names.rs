@@ -97,3 +97,39 @@ pub fn is_capability_name(bare: &str, may_be_all: bool) -> bool {
         && bare.chars().all(|c| c.is_ascii_uppercase() || c == '_')
         && (may_be_all || bare != "ALL")
 }
+
+/// A unix user name kctl logs in as: it reaches ssh's argv, so it may not
+/// look like an option.
+pub fn user_name_problem(name: &str) -> Option<String> {
+    let ok = (1..=32).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    (!ok).then(|| format!("user name {name:?} is no unix user name"))
+}
+
+/// A host ssh goes to: a DNS name or an address (IPv6 too), never
+/// something ssh would read as an option.
+pub fn host_name_problem(host: &str) -> Option<String> {
+    let ok = (1..=MAX_SUBDOMAIN_LEN).contains(&host.len())
+        && !host.starts_with('-')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    (!ok).then(|| format!("host {host:?} is no host name or address"))
+}
+
+/// A path on a machine kctl writes into unit files and argv: absolute,
+/// plain characters only, no `..`, and not `/` itself (kctl removes
+/// what is below its directories).
+pub fn machine_path_problem(path: &str) -> Option<String> {
+    let ok = path.starts_with('/')
+        && path.len() > 1
+        && path.len() <= 4096
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_' | '+'))
+        && !path.split('/').any(|part| part == "..");
+    (!ok).then(|| format!("path {path:?} is no plain absolute path"))
+}

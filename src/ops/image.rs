@@ -18,7 +18,8 @@ pub async fn load(
 ) -> miette::Result<()> {
     let cluster = Cluster::open(name)?;
     // Images from the workstation's Docker go through a `docker save`
-    // archive, written once and streamed to every minion.
+    // archive, written once and streamed to every minion; its directory
+    // is removed when this returns, however it returns.
     let mut temporary = None;
     let archive: PathBuf = match archive {
         Some(path) => {
@@ -33,8 +34,9 @@ pub async fn load(
                 ));
             }
             let task = ui.task(format!("docker save {}", images.join(" ")));
-            let saved = tempfile_path("kctl-images", "tar");
-            temporary = Some(saved.clone());
+            let dir = private_temp_dir("kctl-images-")?;
+            let saved = dir.path().join("images.tar");
+            temporary = Some(dir);
             let out = saved.display().to_string();
             let mut cmd = vec!["docker", "save", "--output", out.as_str()];
             cmd.extend(images.iter().map(String::as_str));
@@ -87,9 +89,7 @@ pub async fn load(
         }
     });
     let results = super::per_minion(loads).await;
-    if let Some(path) = temporary {
-        let _ = std::fs::remove_file(path);
-    }
+    drop(temporary);
     let errors: Vec<String> = results
         .iter()
         .filter_map(|r| r.as_ref().err().cloned())
@@ -138,7 +138,7 @@ pub async fn copy_loaded(
     let mut images: Vec<String> = listed
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| is_image_name(l))
         .map(str::to_string)
         .collect();
     images.sort();
@@ -157,7 +157,8 @@ pub async fn copy_loaded(
     let saved = exec.run(&save, None).await.map_err(super::report);
     exec.close().await;
     let saved = saved?.check(from, &save).map_err(super::report)?;
-    let archive = tempfile_path("kctl-copy", "tar");
+    let dir = private_temp_dir("kctl-copy-")?;
+    let archive = dir.path().join("images.tar");
     std::fs::write(&archive, &saved.stdout).map_err(super::report)?;
     let loads = cluster.connect(to).await.into_iter().map(|(id, conn)| {
         let archive = archive.clone();
@@ -184,7 +185,7 @@ pub async fn copy_loaded(
         }
     });
     let results = super::per_minion(loads).await;
-    let _ = std::fs::remove_file(&archive);
+    drop(dir);
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     if errors.is_empty() {
         task.done(format!("copied {} to {}", images.join(", "), to.join(", ")));
@@ -216,9 +217,15 @@ pub fn newly_loaded(before: &str, load_output: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| l.strip_prefix("Loaded image: "))
         .map(str::trim)
-        .filter(|image| !had.contains(image))
+        .filter(|image| !had.contains(image) && is_image_name(image))
         .map(str::to_string)
         .collect()
+}
+
+/// Docker's answers and the minion's file are read back: only what reads
+/// as an image name is kept, to reach argv later.
+fn is_image_name(line: &str) -> bool {
+    !line.starts_with('-') && crate::model::names::image_problem(line).is_none()
 }
 
 async fn record_loaded<E: Exec>(
@@ -242,12 +249,14 @@ async fn record_loaded<E: Exec>(
     Ok(())
 }
 
-fn tempfile_path(prefix: &str, ext: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "{prefix}-{}-{}.{ext}",
-        std::process::id(),
-        rand::random::<u32>()
-    ))
+/// A directory of an unguessable name in the system temp directory that
+/// only this user may enter (the images may hold what others must not
+/// read), removed with everything in it when dropped.
+fn private_temp_dir(prefix: &str) -> miette::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(super::report)
 }
 
 #[cfg(test)]
@@ -257,7 +266,7 @@ mod tests {
     #[test]
     fn only_images_the_minion_lacked_count_as_loaded() {
         let before = "busybox:latest\nnginx:1.25\n";
-        let out = "Loaded image: nginx:1.25\nLoaded image: tutum/tomcat:latest\n";
+        let out = "Loaded image: nginx:1.25\nLoaded image: tutum/tomcat:latest\nLoaded image: --output=/etc/x\nLoaded image: \n";
         assert_eq!(newly_loaded(before, out), ["tutum/tomcat:latest"]);
     }
 }

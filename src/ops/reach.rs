@@ -204,7 +204,8 @@ pub async fn exec(name: &str, pod: &str, options: &ExecOptions) -> miette::Resul
     if options.tty {
         args.push("-t".into());
     }
-    args.push(docker_name);
+    // Flags end before the names, which come from records.
+    args.extend(["--".into(), docker_name]);
     args.extend(options.command.iter().cloned());
     let remote = docker_on(minion, &args);
     run_interactive(&cluster, minion, options.tty, options.stdin, &remote).await
@@ -257,6 +258,7 @@ pub async fn logs(name: &str, pod: &str, options: &LogOptions) -> miette::Result
                     "inspect",
                     "--format",
                     "{{.State.Running}} {{.State.StartedAt}} {{.State.FinishedAt}}",
+                    "--",
                     &docker_name
                 ],
             ))
@@ -270,7 +272,7 @@ pub async fn logs(name: &str, pod: &str, options: &LogOptions) -> miette::Result
         };
         args.extend([bound.into(), run_boundary(&state)?]);
     }
-    args.push(docker_name);
+    args.extend(["--".into(), docker_name]);
     let remote = docker_on(minion, &args);
     run_interactive(&cluster, minion, false, false, &remote).await
 }

@@ -7,8 +7,6 @@ use crate::plan::restore::plan_restore;
 use crate::snapshot::ClusterSnapshot;
 use crate::ui::Ui;
 use miette::miette;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 pub async fn save(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {
@@ -23,7 +21,8 @@ pub async fn save(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {
         crate::output::unix_now(),
     );
     let text = serde_json::to_string_pretty(&snapshot).map_err(super::report)?;
-    write_whole(file, &text).map_err(|e| miette!("cannot write {}: {e}", file.display()))?;
+    crate::files::write_private(file, (text + "\n").as_bytes())
+        .map_err(|e| miette!("cannot write {}: {e}", file.display()))?;
     ui.out(format!(
         "Saved {} service(s), {} replicationController(s), {} pod(s) of cluster {name} (revision {}) to {}.",
         snapshot.services.len(),
@@ -33,39 +32,6 @@ pub async fn save(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {
         file.display()
     ));
     Ok(())
-}
-
-/// Writes `text` beside `file` and renames it over: a crash leaves the old
-/// file or the new one, never half of one. Only its owner may read it.
-/// The file beside has a name nobody can guess and must not exist yet, so
-/// nothing planted there (a link) is followed.
-fn write_whole(file: &Path, text: &str) -> std::io::Result<()> {
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = file.with_file_name(format!(".{name}.{:016x}.partial", rand::random::<u64>()));
-    let written = (|| {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&partial)?;
-        out.write_all(text.as_bytes())?;
-        out.write_all(b"\n")?;
-        out.sync_all()?;
-        std::fs::rename(&partial, file)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    written?;
-    // The rename itself is durable once the directory is.
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
 }
 
 pub async fn restore(ui: &Ui, name: &str, file: &Path) -> miette::Result<()> {

@@ -9,7 +9,7 @@
 use super::{ClusterState, Endpoint, MinionRecord, PodRecord, PodStatus, ServiceRecord};
 use crate::model::names::{
     dns_label_problem, dns_subdomain_problem, image_problem, is_c_identifier, is_capability_name,
-    service_id_problem, MAX_LABEL_LEN,
+    service_id_problem, user_name_problem, MAX_LABEL_LEN,
 };
 use crate::model::{
     disk_volume_problem, git_directory_problem, git_repository_problem, git_revision_problem,
@@ -343,15 +343,6 @@ pub fn service_record_problem(
 
 /// A user name as sshd and `useradd --badname` take it (no ssh option,
 /// no `@`, no space).
-fn user_name_problem(name: &str) -> Option<String> {
-    let ok = (1..=32).contains(&name.len())
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    (!ok).then(|| format!("user name {name:?} is no unix user name"))
-}
-
 pub fn minion_problem(m: &MinionRecord) -> Option<String> {
     if let Some(p) = minion_id_problem(&m.id) {
         return Some(p);

@@ -594,7 +594,8 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
                 .join("; ")
         ));
     }
-    std::fs::write(dir.known_hosts(), known_hosts(&made).join("\n") + "\n").map_err(report)?;
+    let known = known_hosts(&made).join("\n") + "\n";
+    crate::files::write_private(&dir.known_hosts(), known.as_bytes()).map_err(report)?;
     let mut config = cluster_config(name, record, &made, portal_net);
     options.allowances.grant(&mut config);
     // A member that replaced a lost one stays marked as having joined.

@@ -41,15 +41,6 @@ fn missing_tools() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// The first existing ancestor of `path` that others may write to: sshd's
-/// StrictModes rejects authorized keys below one.
-fn world_writable_ancestor(path: &std::path::Path) -> Option<std::path::PathBuf> {
-    path.ancestors()
-        .filter_map(|p| std::fs::metadata(p).ok().map(|m| (p, m)))
-        .find(|(_, m)| m.permissions().mode() & 0o022 != 0)
-        .map(|(p, _)| p.to_path_buf())
-}
-
 pub async fn up(
     ui: &Ui,
     name: &str,
@@ -75,14 +66,6 @@ pub async fn up(
         ));
     }
 
-    if let Some(open) = world_writable_ancestor(&dir.dir) {
-        return Err(miette!(
-            help = "set KCTL_HOME to a directory whose parents only root can write, e.g. ~/.kctl",
-            "{} is under {}, which others can write: sshd refuses key files there",
-            dir.dir.display(),
-            open.display()
-        ));
-    }
     let existing = super::existing_record(&dir, ProviderKind::Local)?;
     let before = existing.as_ref().map_or(0, |c| c.minions.len());
     let count = match (&existing, minions) {
@@ -177,7 +160,8 @@ pub async fn up(
     let task = ui.task("cluster key and host network");
     changed |= host::ensure_ssh_key(&dir.identity(), &format!("kctl-{name}")).await?;
     let public = std::fs::read_to_string(dir.identity().with_extension("pub")).map_err(report)?;
-    std::fs::write(dir.dir.join("authorized_keys"), public).map_err(report)?;
+    crate::files::write_private(&dir.dir.join("authorized_keys"), public.as_bytes())
+        .map_err(report)?;
     changed |= local::ensure_host_network(&layout).await?;
     changed |= local::ensure_portal_route(&layout, portal_net).await?;
     task.done(format!(
@@ -267,7 +251,11 @@ pub async fn up(
     let known_hosts: Vec<String> = (1..=count)
         .map(|i| local::known_hosts_line(&dir, &layout, i))
         .collect::<Result<_, _>>()?;
-    std::fs::write(dir.known_hosts(), known_hosts.join("\n") + "\n").map_err(report)?;
+    crate::files::write_private(
+        &dir.known_hosts(),
+        (known_hosts.join("\n") + "\n").as_bytes(),
+    )
+    .map_err(report)?;
     task.done(format!("{count} minions running"));
 
     let cluster = Cluster::new(dir, config);

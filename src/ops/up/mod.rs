@@ -83,6 +83,15 @@ fn note_new_allowances(ui: &Ui, before: Allowances, told: Allowances) {
 pub async fn up(ui: &Ui, name: &str, mut options: UpOptions) -> miette::Result<()> {
     let told = options.allowances;
     let dir = ClusterDir::new(name)?;
+    // Its keys and the record its helpers trust live there.
+    if let Some(open) = crate::files::unsafe_ancestor(&dir.dir) {
+        return Err(miette::miette!(
+            help = "set KCTL_HOME to a directory of yours that only you (and root) can write, e.g. ~/.kctl",
+            "{} is under {}, which another user can write: the cluster's keys and record would not be yours alone",
+            dir.dir.display(),
+            open.display()
+        ));
+    }
     let before = match dir.exists().then(|| dir.load()) {
         Some(Ok(config)) => Allowances {
             host_dir: config.allow_host_dir,

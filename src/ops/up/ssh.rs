@@ -388,7 +388,8 @@ pub async fn up(ui: &Ui, name: &str, options: &UpOptions) -> miette::Result<()> 
     }
     std::fs::create_dir_all(&dir.dir).map_err(report)?;
     set_private(&dir.dir)?;
-    std::fs::write(dir.known_hosts(), known.join("\n") + "\n").map_err(report)?;
+    crate::files::write_private(&dir.known_hosts(), (known.join("\n") + "\n").as_bytes())
+        .map_err(report)?;
     task.done(format!(
         "{} host keys pinned in {}",
         known.len(),

@@ -403,6 +403,31 @@ pub fn judge(n: &Names, knowledge: Knowledge, listed: &Listed) -> Discovered {
                 .map(|(kind, name)| format!("{kind} {name}: {why}")),
         ),
     }
+    // Names are gcloud's answers and reach gcloud's argv: one that is no
+    // GCE name (one that reads as a flag) is never acted on.
+    let mut refused = vec![];
+    for (kind, list) in [
+        ("instance", &mut found.instances),
+        ("route", &mut found.routes),
+        ("firewall rule", &mut found.firewall_rules),
+    ] {
+        list.retain(|name| {
+            let ok = is_gce_name(name);
+            if !ok {
+                refused.push(format!("{kind} {name:?}: no GCE name"));
+            }
+            ok
+        });
+    }
+    for (kind, slot) in [
+        ("subnet", &mut found.subnet),
+        ("network", &mut found.network),
+    ] {
+        if let Some(name) = slot.take_if(|name| !is_gce_name(name)) {
+            refused.push(format!("{kind} {name:?}: no GCE name"));
+        }
+    }
+    found.left_alone.extend(refused);
     for list in [
         &mut found.instances,
         &mut found.routes,
@@ -413,6 +438,17 @@ pub fn judge(n: &Names, knowledge: Knowledge, listed: &Listed) -> Discovered {
         list.sort();
     }
     found
+}
+
+/// A GCE resource name: `[a-z]([-a-z0-9]{0,61}[a-z0-9])?`.
+pub fn is_gce_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && !name.ends_with('-')
 }
 
 fn bad_output(argv: &[String], message: String) -> GceError {

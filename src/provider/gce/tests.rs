@@ -676,6 +676,33 @@ mod ownership {
     }
 
     #[test]
+    fn a_listed_name_that_reads_as_a_flag_is_never_acted_on() {
+        let listed = Listed {
+            instances: vec![
+                instance("kctl-demo-minion-1", "us-central1-b"),
+                instance("--quiet", "us-central1-b"),
+            ],
+            routes: vec![route("--zone=x", "us-central1-b", "--zone=x")],
+            firewall_rules: vec![rule("-fw", "kctl-demo")],
+            subnet: Some(subnet()),
+            network: Some(network(&["us-central1"])),
+        };
+        let found = judge(&names(), Knowledge::Recorded, &listed);
+        assert_eq!(found.instances, ["kctl-demo-minion-1"]);
+        assert!(found.routes.is_empty() && found.firewall_rules.is_empty());
+        for name in ["--quiet", "--zone=x", "-fw"] {
+            assert!(
+                found
+                    .left_alone
+                    .iter()
+                    .any(|l| l.contains(&format!("{name:?}"))),
+                "{name}: {:?}",
+                found.left_alone
+            );
+        }
+    }
+
+    #[test]
     fn without_a_record_a_route_goes_only_with_its_live_next_hop_in_the_zone() {
         let listed = Listed {
             instances: vec![instance("kctl-demo-minion-1", "us-central1-b")],
