@@ -6,6 +6,7 @@ mod common;
 use common::{manifest, TestCluster};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 const REQUESTS: usize = 24;
 
@@ -584,5 +585,135 @@ fn external_and_node_port_services_answer_on_every_minion() {
     );
     let services = cluster.kctl(&["get", "services", "-o", "json"]).json();
     assert_eq!(services["items"].as_array().unwrap().len(), 1, "{services}");
+    cluster.down_and_check();
+}
+
+/// Writes a manifest into the cluster's directory; returns its path.
+fn manifest_file(cluster: &TestCluster, name: &str, text: &str) -> String {
+    let path = cluster.dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// base64 of `text`, as etcd's JSON gateway takes keys and values.
+fn base64(text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// An id that, pasted into the nft script, would close kctl's table and
+/// make one of its own.
+const CRAFTED_ID: &str =
+    "x\" ; }\ntable ip pwned { chain c { type filter hook input priority 0; policy drop; } ";
+
+#[test]
+fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
+    let cluster = TestCluster::up("crafted", 2);
+    let service = manifest_file(
+        &cluster,
+        "svc.json",
+        r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "web", "port": 80,
+            "selector": {"name": "web"}}"#,
+    );
+    let applied = cluster.kctl(&["apply", "-f", &service]);
+    assert!(applied.ok(), "{applied:?}");
+    let rules_before: Vec<String> = (1..=2).map(|m| kctl_rules(&cluster, m)).collect();
+    let tables = |minion: usize| {
+        let run = cluster.in_minion(minion, &["nft", "list", "tables"]);
+        assert!(run.ok(), "{run:?}");
+        run.stdout
+    };
+
+    // A snapshot whose service id would rewrite the packet filter is
+    // refused whole, naming the record; nothing is restored.
+    let saved = cluster.dir().join("snap.json");
+    let save = cluster.kctl(&["snapshot", "save", saved.to_str().unwrap()]);
+    assert!(save.ok(), "{save:?}");
+    let mut snapshot: Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    snapshot["services"][0]["service"]["id"] = Value::from(CRAFTED_ID);
+    let crafted_file = cluster.dir().join("crafted.json");
+    std::fs::write(&crafted_file, snapshot.to_string()).unwrap();
+    let restore = cluster.kctl(&["snapshot", "restore", crafted_file.to_str().unwrap()]);
+    assert!(
+        !restore.ok() && restore.stderr.contains("services[0]"),
+        "{restore:?}"
+    );
+
+    // The same record written into etcd with minion-1's own certificate:
+    // the helpers leave it out and say so; no minion's rules change.
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
+            .unwrap();
+    let tls = format!(
+        "{}/tls",
+        config["minions"][0]["helperDir"].as_str().unwrap()
+    );
+    let portal_net: ipnet::Ipv4Net = config["portalNet"].as_str().unwrap().parse().unwrap();
+    let portal = portal_net.hosts().nth(200).unwrap();
+    let record = serde_json::json!({
+        "service": {"id": CRAFTED_ID, "selector": {"name": "web"}, "port": 81},
+        "portalIp": portal.to_string(),
+    });
+    let key = format!("/kctl/{}/services/{CRAFTED_ID}", cluster.name);
+    let body = serde_json::json!({
+        "key": base64(&key),
+        "value": base64(&record.to_string()),
+    })
+    .to_string();
+    let etcd = format!("10.{}.0.1:2379", 100 + cluster.slot() as u32);
+    let mut put = common::etcd_curl(&tls, &format!("https://{etcd}/v3/kv/put"), true);
+    put.splice(1..1, ["-X".to_string(), "POST".into(), "-d".into(), body]);
+    let put: Vec<&str> = put.iter().map(String::as_str).collect();
+    let written = cluster.in_minion(1, &put);
+    assert!(
+        written.ok() && written.stdout.contains("revision"),
+        "{written:?}"
+    );
+    common::wait_for(Duration::from_secs(30), "the RecordRejected event", || {
+        let events = cluster.kctl(&["get", "events"]);
+        events.stdout.contains("RecordRejected").then_some(())
+    });
+    let listed = cluster.kctl(&["get", "services"]);
+    assert!(
+        listed.ok() && listed.stderr.contains("does not act on") && listed.stdout.contains("web"),
+        "{listed:?}"
+    );
+    // A later change still converges, and the crafted record stays out.
+    let more = manifest_file(
+        &cluster,
+        "svc2.json",
+        r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "api", "port": 90,
+            "selector": {"name": "api"}}"#,
+    );
+    let applied = cluster.kctl(&["apply", "-f", &more]);
+    assert!(applied.ok(), "{applied:?}");
+    let api_portal = service_portal(&cluster, "api");
+    for minion in 1..=2 {
+        common::wait_for(Duration::from_secs(30), "the api service's rules", || {
+            kctl_rules(&cluster, minion)
+                .contains(&api_portal)
+                .then_some(())
+        });
+        let rules = kctl_rules(&cluster, minion);
+        assert!(!tables(minion).contains("pwned"), "minion-{minion}");
+        assert!(
+            !rules.contains("pwned") && !rules.contains(&portal.to_string()),
+            "{rules}"
+        );
+        assert_ne!(rules, rules_before[minion - 1]);
+    }
     cluster.down_and_check();
 }
