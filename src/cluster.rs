@@ -230,6 +230,8 @@ pub const ETCD_CLIENT_PORT: u16 = 4001;
 /// cluster address (admitted from the other members only) where it is
 /// one of several.
 pub const ETCD_PEER_PORT: u16 = 7001;
+/// The peer port of the local provider's members (etcd's own default).
+pub const LOCAL_ETCD_PEER_PORT: u16 = 2380;
 
 /// A machine that runs a member of the cluster's etcd, when that is not
 /// this one. Minions reach it at `ip`; the workstation through an SSH

@@ -172,6 +172,12 @@ fn portal_spreads_over_pods_and_follows_them() {
             etcd_from_pod.stdout.contains("refused"),
             "pod {pod} connected to etcd: {etcd_from_pod:?}"
         );
+        // Its peer port too, where members trust each other.
+        let peer_from_pod = in_pod(&format!("nc -w 2 {etcd_ip} 2380 </dev/null 2>&1"));
+        assert!(
+            peer_from_pod.stdout.contains("refused"),
+            "pod {pod} connected to etcd's peer port: {peer_from_pod:?}"
+        );
         for sshd in &minion_ips {
             let banner = cluster.in_minion(
                 *minion,

@@ -113,6 +113,10 @@ pub fn control_plane(cluster: &ClusterConfig) -> std::collections::BTreeSet<(Ipv
         if let Some(addr) = crate::cluster::endpoint_addr(endpoint) {
             out.insert((*addr.ip(), addr.port()));
             out.insert((*addr.ip(), 22));
+            // The local provider's members talk to each other there.
+            if cluster.provider == crate::cluster::ProviderKind::Local {
+                out.insert((*addr.ip(), crate::cluster::LOCAL_ETCD_PEER_PORT));
+            }
         }
     }
     for host in &cluster.etcd_hosts {
@@ -123,7 +127,29 @@ pub fn control_plane(cluster: &ClusterConfig) -> std::collections::BTreeSet<(Ipv
             out.insert((ip, host.ssh_port));
         }
     }
+    // A machine also answers at its pod bridge's gateway, where a pod of
+    // another minion reaches it without crossing that machine's bridge.
+    for m in &cluster.minions {
+        let Some(gateway) = pod_gateway(m) else {
+            continue;
+        };
+        let ports: Vec<u16> = out
+            .iter()
+            .filter(|(ip, _)| *ip == m.host_ip)
+            .map(|(_, port)| *port)
+            .collect();
+        out.extend(ports.into_iter().map(|port| (gateway, port)));
+    }
     out
+}
+
+/// The minion's address on its pod bridge: the first of its pod range.
+pub fn pod_gateway(minion: &MinionConfig) -> Option<Ipv4Addr> {
+    minion
+        .pod_cidr
+        .parse::<ipnet::Ipv4Net>()
+        .ok()
+        .and_then(|net| net.hosts().next())
 }
 
 /// `iptables-restore --noflush` input for [`GUARD_CHAIN`]: connections from
@@ -154,6 +180,21 @@ pub fn guard_rules(cluster: &ClusterConfig) -> String {
     }
     rules.push_str("COMMIT\n");
     rules
+}
+
+/// Pods speak IPv4 only: nothing of theirs over IPv6 reaches the machine
+/// (its link-local address on the pod bridge, an sshd on `[::]`).
+pub fn ipv6_guard(op: &str) -> Vec<String> {
+    argv![
+        "ip6tables",
+        "--wait",
+        op,
+        "INPUT",
+        "--in-interface",
+        POD_BRIDGE,
+        "--jump",
+        "DROP"
+    ]
 }
 
 /// The jump into [`GUARD_CHAIN`] from `hook` (INPUT or FORWARD).
@@ -207,11 +248,7 @@ pub fn masquerade_jump(minion: &MinionConfig, op: &str) -> Vec<String> {
 /// `docker network create` for the minion's pod range. No masquerading:
 /// pods see each other's real addresses across minions.
 pub fn pod_network_argv(cluster: &str, minion: &MinionConfig, mtu: Option<u32>) -> Vec<String> {
-    let gateway = minion
-        .pod_cidr
-        .parse::<ipnet::Ipv4Net>()
-        .ok()
-        .and_then(|net| net.hosts().next())
+    let gateway = pod_gateway(minion)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
     let mut create = argv![
@@ -455,6 +492,15 @@ pub async fn bootstrap_minion<E: Exec>(
             exec.run_ok(&jump("--insert")).await?;
             changed = true;
         }
+        // A kernel without IPv6 has nothing to guard there.
+        let has_ipv6 = exec
+            .run(&argv!["test", "-d", "/proc/sys/net/ipv6"], None)
+            .await?
+            .success();
+        if has_ipv6 && !exec.run(&ipv6_guard("--check"), None).await?.success() {
+            exec.run_ok(&ipv6_guard("--insert")).await?;
+            changed = true;
+        }
         if !exec
             .run(&masquerade_jump(minion, "--check"), None)
             .await?
@@ -549,11 +595,22 @@ pub(crate) mod tests {
             ("34.1.2.3", 2222),
             // etcd (cluster() puts it on minion-1, port 4001).
             ("10.101.0.11", 4001),
+            // The same machines at their pod bridges' gateways.
+            ("10.101.1.1", 22),
+            ("10.101.1.1", 4001),
+            ("10.101.2.1", 22),
+            ("10.101.3.1", 2222),
         ] {
             let want = (target.0.parse().unwrap(), target.1);
             assert!(targets.contains(&want), "{target:?} in {targets:?}");
         }
-        assert_eq!(targets.len(), 5, "{targets:?}");
+        assert_eq!(targets.len(), 9, "{targets:?}");
+        // The local provider's members also speak to each other at 2380.
+        let local = ClusterConfig {
+            provider: crate::cluster::ProviderKind::Local,
+            ..cluster.clone()
+        };
+        assert!(control_plane(&local).contains(&("10.101.0.11".parse().unwrap(), 2380)));
         let rules = guard_rules(&cluster);
         assert!(rules.starts_with("*filter\n:KCTL-GUARD - [0:0]\n"));
         assert!(rules.ends_with("COMMIT\n"));

@@ -591,6 +591,7 @@ mod tests {
             answers: [
                 ("docker network inspect".to_string(), answer(1, "")),
                 ("iptables --wait --check".to_string(), answer(1, "")),
+                ("ip6tables --wait --check".to_string(), answer(1, "")),
             ]
             .into(),
             ..Default::default()
@@ -602,6 +603,17 @@ mod tests {
             .iter()
             .any(|c| c.starts_with(&argv!["docker", "network", "create"])));
         assert!(calls.iter().any(|c| c == &guard_jump_insert("INPUT")));
+        assert!(calls
+            .iter()
+            .any(|c| c == &crate::bootstrap::ipv6_guard("--insert")));
+        // A record that names a minion it does not hold is refused.
+        let stranger = serde_json::to_string(&SetupRequest {
+            minion: "minion-9".into(),
+            ..request.clone()
+        })
+        .unwrap();
+        let refused = restore_here(&RecordingExec::default(), &stranger).await;
+        assert!(refused.unwrap_err().to_string().contains("minion-9"));
         // Nothing of the helper itself is touched.
         assert!(!calls.iter().any(|c| c[0] == "systemctl" || c[0] == "mv"));
         assert!(calls

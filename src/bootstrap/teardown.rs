@@ -166,6 +166,7 @@ pub async fn teardown_minion<E: Exec>(
         let guard = async {
             remove_jumps(exec, |op| super::guard_jump("INPUT", op)).await?;
             remove_jumps(exec, |op| super::guard_jump("DOCKER-USER", op)).await?;
+            remove_jumps(exec, super::ipv6_guard).await?;
             let jump = |op: &str| super::guard_jump("FORWARD", op);
             let had = remove_chain(exec, "filter", super::GUARD_CHAIN, jump).await?;
             Ok(had.then(|| format!("iptables chain {}", super::GUARD_CHAIN)))

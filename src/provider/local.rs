@@ -682,7 +682,11 @@ pub fn etcd_member_has_data(dir: &ClusterDir, member: usize) -> bool {
 
 /// The peer URL member `member` is known by to the others.
 pub fn etcd_peer_url(layout: &Layout, member: usize) -> String {
-    format!("https://{}:2380", layout.etcd_member_ip(member))
+    format!(
+        "https://{}:{}",
+        layout.etcd_member_ip(member),
+        crate::cluster::LOCAL_ETCD_PEER_PORT
+    )
 }
 
 /// The members whose directories exist: what `down` must stop.
