@@ -178,9 +178,20 @@ pub fn guard_rules(cluster: &ClusterConfig) -> String {
             "-A {c} -i {POD_BRIDGE} -d {ip}/32 -p tcp --dport {port} {reject}\n"
         ));
     }
+    // On GCE the metadata server hands out the VM's service-account token
+    // and takes guest attributes (where `up` reads host keys): pods get
+    // none of it, by any protocol.
+    if cluster.provider == crate::cluster::ProviderKind::Gce {
+        rules.push_str(&format!(
+            "-A {c} -i {POD_BRIDGE} -d {GCE_METADATA_SERVER}/32 -j REJECT\n"
+        ));
+    }
     rules.push_str("COMMIT\n");
     rules
 }
+
+/// Where a GCE VM's metadata server answers.
+pub const GCE_METADATA_SERVER: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 /// Pods speak IPv4 only: nothing of theirs over IPv6 reaches the machine
 /// (its link-local address on the pod bridge, an sshd on `[::]`).
@@ -605,6 +616,15 @@ pub(crate) mod tests {
             assert!(targets.contains(&want), "{target:?} in {targets:?}");
         }
         assert_eq!(targets.len(), 9, "{targets:?}");
+        // Only on GCE is the metadata server refused (every protocol).
+        assert!(!guard_rules(&cluster).contains("169.254.169.254"));
+        let gce = ClusterConfig {
+            provider: crate::cluster::ProviderKind::Gce,
+            ..cluster.clone()
+        };
+        assert!(
+            guard_rules(&gce).contains("-A KCTL-GUARD -i kctl0 -d 169.254.169.254/32 -j REJECT\n")
+        );
         // The local provider's members also speak to each other at 2380.
         let local = ClusterConfig {
             provider: crate::cluster::ProviderKind::Local,
