@@ -69,6 +69,11 @@ pub struct Wanted {
     pub ips: Vec<IpAddr>,
 }
 
+/// The name in etcd's certificate: the only one its peers accept (a
+/// minion's or the workstation's certificate, from the same CA, is
+/// refused on the peer port).
+pub const ETCD_COMMON_NAME: &str = "etcd";
+
 impl Wanted {
     pub fn client(name: &str) -> Wanted {
         Wanted {
@@ -84,7 +89,7 @@ impl Wanted {
         ips.sort();
         ips.dedup();
         Wanted {
-            common_name: "etcd".into(),
+            common_name: ETCD_COMMON_NAME.into(),
             ips,
         }
     }

@@ -45,6 +45,41 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
     let slot = cluster.slot();
     let member_ip = |m: u8| format!("10.{}.0.{m}", 100 + u32::from(slot));
 
+    // The peer port admits etcd's own certificate only: a minion's, signed
+    // by the same CA, is refused there.
+    let peer = format!("https://{}:2380/members", member_ip(1));
+    let pki = cluster.dir().join("pki");
+    let as_etcd = Command::new("curl")
+        .args(["-sS", "--max-time", "3", "--cacert"])
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("etcd.crt"))
+        .arg("--key")
+        .arg(pki.join("etcd.key"))
+        .arg(&peer)
+        .output()
+        .unwrap();
+    let as_etcd = String::from_utf8_lossy(&as_etcd.stdout).into_owned();
+    assert!(as_etcd.contains("peerURLs"), "{as_etcd}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
+            .unwrap();
+    let tls = format!(
+        "{}/tls",
+        config["minions"][0]["helperDir"].as_str().unwrap()
+    );
+    let as_minion = common::etcd_curl(&tls, &peer, true);
+    let as_minion: Vec<&str> = as_minion.iter().map(String::as_str).collect();
+    let as_minion = cluster.in_minion(1, &as_minion);
+    // Refused by etcd in the handshake, not unreachable.
+    assert!(
+        !as_minion.ok()
+            && !as_minion.stdout.contains("peerURLs")
+            && !as_minion.stderr.contains("refused")
+            && !as_minion.stderr.contains("timed out"),
+        "{as_minion:?}"
+    );
+
     // The first member, the one every client picks first, dies while an
     // apply of 30 pods runs: the apply completes.
     let mut apply = cluster

@@ -18,7 +18,8 @@ pub const ETCD_PROGRAM: &str = "/usr/bin/etcd";
 pub const ETCD_CHAIN: &str = "KCTL-ETCD";
 
 /// The flags that make etcd speak only TLS, to clients and peers alike,
-/// and admit only those with a certificate from the cluster's CA.
+/// and admit only those with a certificate from the cluster's CA; on the
+/// peer port, only etcd's own.
 pub fn tls_flags(ca: &str, cert: &str, key: &str) -> Vec<String> {
     argv![
         "--cert-file",
@@ -34,7 +35,9 @@ pub fn tls_flags(ca: &str, cert: &str, key: &str) -> Vec<String> {
         key,
         "--peer-client-cert-auth",
         "--peer-trusted-ca-file",
-        ca
+        ca,
+        "--peer-cert-allowed-cn",
+        crate::pki::ETCD_COMMON_NAME
     ]
 }
 
@@ -397,6 +400,8 @@ mod tests {
             "--cert-file /var/lib/kctl/c1/etcd/tls/etcd.crt --key-file /var/lib/kctl/c1/etcd/tls/etcd.key --client-cert-auth --trusted-ca-file /var/lib/kctl/c1/etcd/tls/ca.crt"
         ));
         assert!(args.contains("--peer-client-cert-auth"));
+        // Peers only with etcd's own certificate, not a minion's.
+        assert!(args.contains("--peer-cert-allowed-cn etcd"));
         assert!(!args.contains("http://"));
         assert!(args.contains("--data-dir /var/lib/kctl/c1/etcd/data"));
         assert_eq!(s.pid_file, "/var/lib/kctl/c1/etcd/etcd.pid");
