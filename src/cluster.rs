@@ -385,8 +385,8 @@ pub fn endpoint_addr(endpoint: &str) -> Option<std::net::SocketAddrV4> {
 
 impl ClusterConfig {
     /// What records read back from etcd must pass on this cluster.
-    pub fn record_policy(&self) -> crate::state::checks::RecordPolicy {
-        crate::state::checks::RecordPolicy {
+    pub fn record_policy(&self) -> crate::model::RecordPolicy {
+        crate::model::RecordPolicy {
             allow_host_dir: self.allow_host_dir,
             allow_privileged: self.allow_privileged,
             portal_net: Some(self.portal_net),

@@ -16,7 +16,7 @@ pub struct Helper<'a> {
     pub etcd_hosts: Vec<std::net::Ipv4Addr>,
     /// What records the helper may act on (`state::checks`): it reads
     /// etcd, which every minion's key can write.
-    pub policy: crate::state::checks::RecordPolicy,
+    pub policy: crate::model::RecordPolicy,
 }
 
 impl<'a> Helper<'a> {
@@ -169,7 +169,7 @@ mod tests {
         );
         // The cluster's choices, for the records the helper acts on.
         let lenient = Helper {
-            policy: crate::state::checks::RecordPolicy {
+            policy: crate::model::RecordPolicy {
                 allow_host_dir: true,
                 allow_privileged: true,
                 portal_net: Some("10.0.0.0/16".parse().unwrap()),

@@ -777,6 +777,19 @@ pub fn format_labels(labels: &Labels) -> String {
         .join(",")
 }
 
+/// What a cluster allows beyond a manifest's own rules, which every record
+/// read back must also keep to: as `kctl up` was told (`--allow-host-dir`,
+/// `--allow-privileged`), and where its portals come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordPolicy {
+    pub allow_host_dir: bool,
+    pub allow_privileged: bool,
+    /// The portal range; None where it is not known (an older helper's
+    /// arguments), and then a portal is only kept off the machines' own
+    /// addresses.
+    pub portal_net: Option<ipnet::Ipv4Net>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

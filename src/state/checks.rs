@@ -20,18 +20,7 @@ use crate::model::{
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-/// What the cluster allows beyond a manifest's own rules: as `kctl up`
-/// was told (`--allow-host-dir`, `--allow-privileged`), and where its
-/// portals come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecordPolicy {
-    pub allow_host_dir: bool,
-    pub allow_privileged: bool,
-    /// The portal range; None where it is not known (an older helper's
-    /// arguments), and then a portal is only kept off the machines' own
-    /// addresses.
-    pub portal_net: Option<ipnet::Ipv4Net>,
-}
+pub use crate::model::RecordPolicy;
 
 /// A record left out, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
