@@ -50,7 +50,7 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
     let peer = format!("https://{}:2380/members", member_ip(1));
     let pki = cluster.dir().join("pki");
     let as_etcd = Command::new("curl")
-        .args(["-sS", "--max-time", "3", "--cacert"])
+        .args(["-sS", "--http1.1", "--max-time", "3", "--cacert"])
         .arg(pki.join("ca.crt"))
         .arg("--cert")
         .arg(pki.join("etcd.crt"))
@@ -59,8 +59,11 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
         .arg(&peer)
         .output()
         .unwrap();
-    let as_etcd = String::from_utf8_lossy(&as_etcd.stdout).into_owned();
-    assert!(as_etcd.contains("peerURLs"), "{as_etcd}");
+    let (as_etcd, why) = (
+        String::from_utf8_lossy(&as_etcd.stdout).into_owned(),
+        String::from_utf8_lossy(&as_etcd.stderr).into_owned(),
+    );
+    assert!(as_etcd.contains("peerURLs"), "{as_etcd} {why}");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
             .unwrap();

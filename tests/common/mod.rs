@@ -344,7 +344,7 @@ pub fn web_controller(id: &str, replicas: u32) -> String {
 /// `tls` directory on its minion, and presenting that helper's own
 /// certificate when `with_certificate` (without one, etcd must refuse).
 pub fn etcd_curl(tls_dir: &str, url: &str, with_certificate: bool) -> Vec<String> {
-    let mut argv: Vec<String> = ["curl", "-sS", "--max-time", "3", "--cacert"]
+    let mut argv: Vec<String> = ["curl", "-sS", "--http1.1", "--max-time", "3", "--cacert"]
         .iter()
         .map(|s| s.to_string())
         .collect();
