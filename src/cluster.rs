@@ -399,7 +399,8 @@ impl ClusterConfig {
     /// must be what kctl would have written.
     pub fn problems(&self) -> Vec<String> {
         use crate::model::names::{
-            dns_subdomain_problem, host_name_problem, machine_path_problem, user_name_problem,
+            dns_subdomain_problem, host_name_problem, is_rfc1035, machine_path_problem,
+            minion_id_problem, user_name_problem,
         };
         let mut problems = Vec::new();
         let mut note = |place: String, problem: Option<String>| {
@@ -413,10 +414,7 @@ impl ClusterConfig {
         );
         for (i, m) in self.minions.iter().enumerate() {
             let place = format!("minions[{i}]");
-            note(
-                place.clone(),
-                dns_subdomain_problem(&m.id).map(|p| format!("id {:?} {p}", m.id)),
-            );
+            note(place.clone(), minion_id_problem(&m.id));
             note(place.clone(), user_name_problem(&m.ssh_user));
             note(
                 place.clone(),
@@ -460,12 +458,7 @@ impl ClusterConfig {
         }
         if let Some(g) = &self.gce {
             for (what, value) in [("project", &g.project), ("zone", &g.zone)] {
-                let ok = !value.is_empty()
-                    && !value.starts_with('-')
-                    && value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
-                if !ok {
+                if !is_rfc1035(value) {
                     note(
                         "gce".into(),
                         Some(format!("{what} {value:?} is no GCE name")),

@@ -39,19 +39,9 @@ pub struct SshExec {
 }
 
 /// The private directories holding this connection's forwarded sockets,
-/// removed with it.
+/// removed when it is dropped.
 #[derive(Default)]
-struct ForwardDirs(std::sync::Mutex<Vec<PathBuf>>);
-
-impl Drop for ForwardDirs {
-    fn drop(&mut self) {
-        if let Ok(dirs) = self.0.lock() {
-            for dir in dirs.iter() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-}
+struct ForwardDirs(std::sync::Mutex<Vec<tempfile::TempDir>>);
 
 /// How often a login that sshd dropped before the key exchange is tried.
 const CONNECT_ATTEMPTS: u32 = 6;
@@ -178,20 +168,15 @@ impl SshExec {
     /// group). The local socket sits in a directory only this user can
     /// enter.
     pub async fn forward_unix_socket(&self, remote: &str) -> Result<PathBuf, ExecError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = std::env::temp_dir().join(format!(
-            "kctl-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
+        // Made 0700 under an unguessable name.
+        let dir = tempfile::Builder::new()
+            .prefix("kctl-forward-")
+            .tempdir()
             .map_err(|e| self.transport(e))?;
+        let local = dir.path().join("docker.sock");
         if let Ok(mut dirs) = self.forwards.0.lock() {
-            dirs.push(dir.clone());
+            dirs.push(dir);
         }
-        let local = dir.join("docker.sock");
         self.session
             .request_port_forward(
                 openssh::ForwardType::Local,

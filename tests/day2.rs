@@ -313,21 +313,13 @@ fn logs_exec_ssh_and_port_forward_reach_the_right_container() {
     cluster.down_and_check();
 }
 
-/// Writes `text` to a file in the cluster's directory and returns its path.
-fn manifest_file(cluster: &TestCluster, name: &str, text: &str) -> String {
-    let path = cluster.dir().join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 #[test]
 fn diff_says_what_apply_would_change_and_what_drifted() {
     let cluster = TestCluster::up("it-diff", 1);
     cluster.load_demo_image("tutum/tomcat:latest");
     let service = r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "web", "port": 8080,
       "selector": {"name": "web"}}"#;
-    let web = manifest_file(
-        &cluster,
+    let web = cluster.write_file(
         "web.json",
         &format!(
             r#"{{"kind": "List", "items": [{}, {service}]}}"#,
@@ -342,8 +334,7 @@ fn diff_says_what_apply_would_change_and_what_drifted() {
     assert_eq!(same.code, Some(0), "{same:?}");
     assert!(same.stdout.contains("No changes."), "{same:?}");
     // A change: exit 1, and the fields that change, each on a line.
-    let bigger = manifest_file(
-        &cluster,
+    let bigger = cluster.write_file(
         "bigger.json",
         &common::web_controller("web", 3).replace("\"tutum/tomcat\"", "\"tutum/tomcat:latest\""),
     );
@@ -359,7 +350,7 @@ fn diff_says_what_apply_would_change_and_what_drifted() {
     }
     assert_eq!(cluster.pods().len(), 2, "diff changes nothing");
     // Trouble: exit 2, whether a bad file or no cluster.
-    let bad = manifest_file(&cluster, "bad.json", r#"{"kind": "Pod", "id": "x""#);
+    let bad = cluster.write_file("bad.json", r#"{"kind": "Pod", "id": "x""#);
     assert_eq!(cluster.kctl(&["diff", "-f", &bad]).code, Some(2));
     let elsewhere = cluster.kctl(&["--cluster", "no-such-cluster", "diff", "-f", &web]);
     assert_eq!(elsewhere.code, Some(2), "{elsewhere:?}");
@@ -1061,7 +1052,7 @@ fn v1_and_v1beta1_manifests_mix_and_mean_the_same() {
             "{{\"kind\": \"Service\", \"apiVersion\": \"v1beta1\", \"id\": \"pinned\",\n \"port\": 9090, \"selector\": {{\"name\": \"web\"}},\n \"portalIP\": \"{ip}\"}}"
         )
     };
-    let file = manifest_file(&cluster, "pinned.json", &pinned(taken));
+    let file = cluster.write_file("pinned.json", &pinned(taken));
     let refused = cluster.kctl(&["apply", "-f", &file]);
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
@@ -1070,7 +1061,7 @@ fn v1_and_v1beta1_manifests_mix_and_mean_the_same() {
     );
     let listed = cluster.kctl(&["get", "services", "-o", "name"]);
     assert!(!listed.stdout.contains("pinned"), "{listed:?}");
-    let file = manifest_file(&cluster, "pinned.json", &pinned(free));
+    let file = cluster.write_file("pinned.json", &pinned(free));
     let applied = cluster.kctl(&["apply", "-f", &file]);
     assert!(applied.ok(), "{applied:?}");
     let got = cluster
@@ -1129,14 +1120,10 @@ fn volumes_keep_data_across_containers_and_go_with_the_pod() {
         }
     }
     let _host_dir_guard = RemoveOnDrop(host_dir.clone());
-    let file = manifest_file(
-        &cluster,
-        "store.yaml",
-        &volume_pod(host_dir.to_str().unwrap()),
-    );
+    let file = cluster.write_file("store.yaml", &volume_pod(host_dir.to_str().unwrap()));
 
     // A host directory of `/` is refused with its line; nothing applied.
-    let root = manifest_file(&cluster, "root.yaml", &volume_pod("/"));
+    let root = cluster.write_file("root.yaml", &volume_pod("/"));
     let refused = cluster.kctl(&["apply", "-f", &root]);
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
@@ -1212,8 +1199,8 @@ fn volumes_keep_data_across_containers_and_go_with_the_pod() {
 
     // A privileged container, or one with added capabilities, is refused
     // with its line until the cluster allows it.
-    let privileged = manifest_file(&cluster, "privileged.json", PRIVILEGED);
-    let capable = manifest_file(&cluster, "capable.yaml", CAPABLE);
+    let privileged = cluster.write_file("privileged.json", PRIVILEGED);
+    let capable = cluster.write_file("capable.yaml", CAPABLE);
     for (file, says) in [
         (&privileged, "a privileged container is refused"),
         (&capable, "a container with added capabilities is refused"),
@@ -1361,7 +1348,7 @@ const HOOKED: &str = r#"{"kind": "Pod", "apiVersion": "v1beta1", "id": "hooked",
 fn lifecycle_hooks_run_after_start_and_before_stop() {
     let cluster = TestCluster::up("it-hooks", 1);
     cluster.load_demo_image("tutum/tomcat:latest");
-    let file = manifest_file(&cluster, "hooked.json", HOOKED);
+    let file = cluster.write_file("hooked.json", HOOKED);
     let applied = cluster.kctl(&["apply", "-f", &file]);
     assert!(applied.ok(), "{applied:?}");
     // (The probe restarts the container now and then: ask until it runs.)
@@ -1462,9 +1449,7 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
             .map(|_| ())
     });
     let path = address.as_str();
-    let v05 = manifest_file(
-        &cluster,
-        "pinned.json",
+    let v05 = cluster.write_file("pinned.json",
         &format!(
             r#"{{"kind": "Pod", "apiVersion": "v1beta1", "id": "pinned",
   "desiredState": {{"manifest": {{"version": "v1beta1", "containers": [
@@ -1477,7 +1462,7 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {id}}}\nspec:\n  containers:\n  - name: web\n    image: tutum/tomcat\n    volumeMounts: [{{name: site, mountPath: /site}}]\n  volumes:\n  - name: site\n    gitRepo: {{repository: \"{repository}\", directory: .}}\n"
         )
     };
-    let head = manifest_file(&cluster, "head.yaml", &v1("head", path));
+    let head = cluster.write_file("head.yaml", &v1("head", path));
     let applied = cluster.kctl(&["apply", "-f", &v05, "-f", &head]);
     assert!(applied.ok(), "{applied:?}");
     let running = |id: &str| {
@@ -1501,7 +1486,7 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
 
     // No such repository: the pod does not start, and says why.
     let missing = format!("git://{minion_ip}/no-such-repository");
-    let broken = manifest_file(&cluster, "broken.yaml", &v1("broken", &missing));
+    let broken = cluster.write_file("broken.yaml", &v1("broken", &missing));
     let applied = cluster.kctl(&["apply", "-f", &broken]);
     assert_eq!(applied.code, Some(1), "{applied:?}");
     assert!(
@@ -1512,7 +1497,7 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
         "{applied:?}"
     );
     // A path of the minion's is refused at its line, before anything runs.
-    let local = manifest_file(&cluster, "local.yaml", &v1("local", repo.to_str().unwrap()));
+    let local = cluster.write_file("local.yaml", &v1("local", repo.to_str().unwrap()));
     let refused = cluster.kctl(&["apply", "-f", &local]);
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
@@ -1552,9 +1537,7 @@ fn git_repo_volumes_are_cloned_before_the_containers_start() {
 fn get_hooks_reach_pods_from_their_minion() {
     let cluster = TestCluster::up("it-gethooks", 1);
     cluster.load_demo_image("tutum/tomcat:latest");
-    let target = manifest_file(
-        &cluster,
-        "target.yaml",
+    let target = cluster.write_file("target.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: target}\nspec:\n  containers:\n  - {name: web, image: tutum/tomcat, ports: [{containerPort: 8080}]}\n",
     );
     let applied = cluster.kctl(&["apply", "-f", &target]);
@@ -1571,7 +1554,7 @@ fn get_hooks_reach_pods_from_their_minion() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {id}}}\nspec:\n  containers:\n  - name: web\n    image: tutum/tomcat\n    ports: [{{name: http, containerPort: 8080}}]\n    livenessProbe: {{httpGet: {{path: /missing, port: 8080}}, timeoutSeconds: 1}}\n    lifecycle:\n      postStart: {{httpGet: {{host: \"{target_ip}\", port: 8080, path: {path}}}}}\n      preStop: {{httpGet: {{port: http, path: /hostname}}}}\n"
         )
     };
-    let file = manifest_file(&cluster, "hooked.yaml", &hooked("hooked", "/hostname"));
+    let file = cluster.write_file("hooked.yaml", &hooked("hooked", "/hostname"));
     let applied = cluster.kctl(&["apply", "-f", &file]);
     assert!(applied.ok(), "{applied:?}");
     // postStart's GET reached the other pod...
@@ -1590,7 +1573,7 @@ fn get_hooks_reach_pods_from_their_minion() {
     assert!(previous.contains("response:404"), "{previous}");
 
     // A postStart GET answered 404 fails the start, and says so.
-    let refused = manifest_file(&cluster, "refused.yaml", &hooked("refused", "/missing"));
+    let refused = cluster.write_file("refused.yaml", &hooked("refused", "/missing"));
     let applied = cluster.kctl(&["apply", "-f", &refused]);
     assert_eq!(applied.code, Some(1), "{applied:?}");
     assert!(

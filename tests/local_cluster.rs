@@ -499,13 +499,7 @@ fn concurrent_applies_and_node_converge() {
 
     // The one-shot form runs the same routine and finds nothing to start.
     let etcd = format!("https://10.{}.0.1:2379", 100 + cluster.slot() as u32);
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
-            .unwrap();
-    let tls_dir = format!(
-        "{}/tls",
-        config["minions"][0]["helperDir"].as_str().unwrap()
-    );
+    let tls_dir = cluster.minion_tls_dir(1);
     let node = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/kctl-{}-minion-1", cluster.name))
         .arg(env!("CARGO_BIN_EXE_kctl-node"))

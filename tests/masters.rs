@@ -64,13 +64,7 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
         String::from_utf8_lossy(&as_etcd.stderr).into_owned(),
     );
     assert!(as_etcd.contains("peerURLs"), "{as_etcd} {why}");
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
-            .unwrap();
-    let tls = format!(
-        "{}/tls",
-        config["minions"][0]["helperDir"].as_str().unwrap()
-    );
+    let tls = cluster.minion_tls_dir(1);
     let as_minion = common::etcd_curl(&tls, &peer, true);
     let as_minion: Vec<&str> = as_minion.iter().map(String::as_str).collect();
     let as_minion = cluster.in_minion(1, &as_minion);

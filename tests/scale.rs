@@ -48,9 +48,7 @@ fn leader(slot: u8) -> Option<String> {
 /// Events under `prefix` that etcd reports in `window`, watched with the
 /// workstation's certificate.
 fn events_under(cluster: &TestCluster, prefix: &str, window: Duration) -> usize {
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
-            .unwrap();
+    let record = cluster.record();
     let endpoints: Vec<String> = record["etcdEndpoints"]
         .as_array()
         .unwrap()

@@ -126,18 +126,10 @@ fn portal_spreads_over_pods_and_follows_them() {
     // (A local minion's sshd listens on its node address only, so that is
     // the one address where reaching it could succeed.)
     let sshds: Vec<String> = minion_ips.iter().map(|ip| format!("{ip}:22")).collect();
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
-            .unwrap();
     for (minion, pod) in &pods {
         // The minion's helper gets in with its certificate; without one,
         // etcd refuses the TLS handshake.
-        let tls = format!(
-            "{}/tls",
-            config["minions"][*minion - 1]["helperDir"]
-                .as_str()
-                .unwrap()
-        );
+        let tls = cluster.minion_tls_dir(*minion);
         let url = format!("https://{etcd}/version");
         let curl = |with_certificate: bool| {
             let argv = common::etcd_curl(&tls, &url, with_certificate);
@@ -594,13 +586,6 @@ fn external_and_node_port_services_answer_on_every_minion() {
     cluster.down_and_check();
 }
 
-/// Writes a manifest into the cluster's directory; returns its path.
-fn manifest_file(cluster: &TestCluster, name: &str, text: &str) -> String {
-    let path = cluster.dir().join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 /// base64 of `text`, as etcd's JSON gateway takes keys and values.
 fn base64(text: &str) -> String {
     use std::io::Write as _;
@@ -627,8 +612,7 @@ const CRAFTED_ID: &str =
 #[test]
 fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
     let cluster = TestCluster::up("crafted", 2);
-    let service = manifest_file(
-        &cluster,
+    let service = cluster.write_file(
         "svc.json",
         r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "web", "port": 80,
             "selector": {"name": "web"}}"#,
@@ -660,13 +644,8 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
 
     // The same record written into etcd with minion-1's own certificate:
     // the helpers leave it out and say so; no minion's rules change.
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
-            .unwrap();
-    let tls = format!(
-        "{}/tls",
-        config["minions"][0]["helperDir"].as_str().unwrap()
-    );
+    let config = cluster.record();
+    let tls = cluster.minion_tls_dir(1);
     let portal_net: ipnet::Ipv4Net = config["portalNet"].as_str().unwrap().parse().unwrap();
     let portal = portal_net.hosts().nth(200).unwrap();
     let record = serde_json::json!({
@@ -698,8 +677,7 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
         "{listed:?}"
     );
     // A later change still converges, and the crafted record stays out.
-    let more = manifest_file(
-        &cluster,
+    let more = cluster.write_file(
         "svc2.json",
         r#"{"kind": "Service", "apiVersion": "v1beta1", "id": "api", "port": 90,
             "selector": {"name": "api"}}"#,

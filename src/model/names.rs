@@ -54,6 +54,22 @@ pub fn dns_subdomain_problem(name: &str) -> Option<String> {
     })
 }
 
+/// A minion's id: a DNS subdomain (a host name).
+pub fn minion_id_problem(id: &str) -> Option<String> {
+    dns_subdomain_problem(id).map(|p| format!("minion id {id:?} {p}"))
+}
+
+/// An RFC 1035 label as GCE names its resources, projects and zones:
+/// `[a-z]([-a-z0-9]*[a-z0-9])?`, 1–63 characters.
+pub fn is_rfc1035(name: &str) -> bool {
+    (1..=MAX_LABEL_LEN).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Service ids become DNS names and environment variable prefixes
 /// (`TOMCAT_SERVICE_HOST`): lower case, starting with a letter, short.
 pub fn service_id_problem(id: &str) -> Option<String> {

@@ -9,7 +9,7 @@
 use super::{ClusterState, Endpoint, MinionRecord, PodRecord, PodStatus, ServiceRecord};
 use crate::model::names::{
     dns_label_problem, dns_subdomain_problem, image_problem, is_c_identifier, is_capability_name,
-    service_id_problem, user_name_problem, MAX_LABEL_LEN,
+    minion_id_problem, service_id_problem, user_name_problem, MAX_LABEL_LEN,
 };
 use crate::model::{
     disk_volume_problem, git_directory_problem, git_repository_problem, git_revision_problem,
@@ -42,11 +42,6 @@ impl std::fmt::Display for Rejected {
 /// The id of a pod or controller (a DNS subdomain, as v0.5 checked).
 pub fn object_id_problem(id: &str) -> Option<String> {
     dns_subdomain_problem(id).map(|p| format!("its id {id:?} {p}"))
-}
-
-/// A minion's id: a DNS subdomain (a host name).
-pub fn minion_id_problem(id: &str) -> Option<String> {
-    dns_subdomain_problem(id).map(|p| format!("minion id {id:?} {p}"))
 }
 
 /// Label keys and values: what a terminal and a selector can take.

@@ -45,9 +45,10 @@ fn kind_named(name: &str) -> Option<Kind> {
         .into_iter()
         .find(|k| k.display_name() == name)
 }
+use crate::model::names::minion_id_problem;
 use crate::pki::Credentials;
 use crate::plan::Op;
-use crate::state::checks::{minion_id_problem, RecordPolicy, Rejected};
+use crate::state::checks::{RecordPolicy, Rejected};
 use crate::state::{
     ClusterState, Endpoint, HelperVersion, MinionCondition, MinionRecord, PodRecord, PodStatus,
     ServiceRecord,

@@ -153,9 +153,27 @@ impl TestCluster {
     }
 
     pub fn slot(&self) -> u8 {
+        self.record()["local"]["slot"].as_u64().unwrap() as u8
+    }
+
+    /// The cluster record `up` wrote (cluster.json).
+    pub fn record(&self) -> Value {
         let text = std::fs::read_to_string(self.dir().join("cluster.json")).unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v["local"]["slot"].as_u64().unwrap() as u8
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The directory holding minion `index`'s (1-based) certificate and key.
+    pub fn minion_tls_dir(&self, index: usize) -> String {
+        let record = self.record();
+        let helper_dir = record["minions"][index - 1]["helperDir"].as_str().unwrap();
+        format!("{helper_dir}/tls")
+    }
+
+    /// Writes `text` to a file in the cluster's directory; returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> String {
+        let path = self.dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
     }
 
     /// Builds the demo image tagged `tag` and loads it into every minion.

@@ -13,9 +13,10 @@
 
 use super::commands as cmd;
 use super::parse;
-use super::spec::{is_rfc1035, Names};
+use super::spec::Names;
 use super::transport::Gcloud;
 use super::{failed, GceError};
+use crate::model::names::is_rfc1035;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 

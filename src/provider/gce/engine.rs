@@ -7,6 +7,7 @@ use super::parse::{self, Expect, Instance};
 use super::spec::{pod_cidr, GceSpec, Names, Role};
 use super::transport::Gcloud;
 use super::{failed, GceError};
+use crate::model::names::is_rfc1035;
 use futures::future::join_all;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -412,7 +413,7 @@ pub fn judge(n: &Names, knowledge: Knowledge, listed: &Listed) -> Discovered {
         ("firewall rule", &mut found.firewall_rules),
     ] {
         list.retain(|name| {
-            let ok = is_gce_name(name);
+            let ok = is_rfc1035(name);
             if !ok {
                 refused.push(format!("{kind} {name:?}: no GCE name"));
             }
@@ -423,7 +424,7 @@ pub fn judge(n: &Names, knowledge: Knowledge, listed: &Listed) -> Discovered {
         ("subnet", &mut found.subnet),
         ("network", &mut found.network),
     ] {
-        if let Some(name) = slot.take_if(|name| !is_gce_name(name)) {
+        if let Some(name) = slot.take_if(|name| !is_rfc1035(name)) {
             refused.push(format!("{kind} {name:?}: no GCE name"));
         }
     }
@@ -438,17 +439,6 @@ pub fn judge(n: &Names, knowledge: Knowledge, listed: &Listed) -> Discovered {
         list.sort();
     }
     found
-}
-
-/// A GCE resource name: `[a-z]([-a-z0-9]{0,61}[a-z0-9])?`.
-pub fn is_gce_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    (1..=63).contains(&bytes.len())
-        && bytes[0].is_ascii_lowercase()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && !name.ends_with('-')
 }
 
 fn bad_output(argv: &[String], message: String) -> GceError {

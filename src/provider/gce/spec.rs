@@ -4,6 +4,7 @@
 //! way `down` finds them again.
 
 use super::GceError;
+use crate::model::names::is_rfc1035;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -288,16 +289,6 @@ pub fn region_of(zone: &str) -> Result<String, GceError> {
     } else {
         Err(bad("expected REGION-LETTER, e.g. us-central1-b"))
     }
-}
-
-/// RFC 1035 label as GCE uses it: `[a-z]([-a-z0-9]*[a-z0-9])?`, 1–63 chars.
-pub fn is_rfc1035(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// The cluster name appears in resource names and as a label value, so it
