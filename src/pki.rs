@@ -240,6 +240,56 @@ fn pem_der(text: &str) -> Result<Vec<u8>, String> {
     Ok(pem.contents)
 }
 
+/// The serial number of the certificate `cert` (PEM), as an unsigned
+/// big-endian integer without leading zeros.
+pub fn serial_of(cert: &str) -> Result<Vec<u8>, String> {
+    let der = pem_der(cert)?;
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(&der).map_err(|_| "it is not a certificate")?;
+    let raw = x509.raw_serial();
+    let first = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    Ok(raw[first..].to_vec())
+}
+
+/// A certificate revocation list (PEM) signed by `ca`, naming `serials`.
+/// etcd reads it at every client connection (`--client-crl-file`), so a
+/// revoked certificate is refused at its next handshake.
+pub fn revocation_list(
+    ca: &KeyedCert,
+    serials: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<String, PkiError> {
+    let ca_key = KeyPair::from_pem(&ca.key).map_err(sign_error)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(sign_error)?;
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::minutes(1),
+        // Nothing re-reads it on a schedule: it is current until replaced.
+        next_update: now + Duration::days(CA_DAYS),
+        crl_number: rcgen::SerialNumber::from(now.unix_timestamp().max(1) as u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(serial),
+                revocation_time: now,
+                reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(&issuer)
+        .and_then(|crl| crl.pem())
+        .map_err(sign_error)
+}
+
+/// The revocation list's file in the cluster's `pki/` (and beside etcd's
+/// certificate on the machines that run it).
+pub const CRL_FILE: &str = "revoked.crl";
+/// The serial numbers revoked under the current CA, in hex, one a line.
+const REVOKED_SERIALS_FILE: &str = "revoked-serials";
+
 /// The cluster's certificates on the workstation.
 #[derive(Debug, Clone)]
 pub struct ClusterPki {
@@ -319,7 +369,57 @@ impl ClusterPki {
                 renewed.made.push((stem, reason));
             }
         }
+        // A new CA starts with nothing revoked: what the old one signed is
+        // refused anyway.
+        if renewed.contains("ca") {
+            let _ = std::fs::remove_file(self.dir.join(REVOKED_SERIALS_FILE));
+        }
+        if renewed.contains("ca") || !self.crl_file().exists() {
+            self.write_revocation_list(&ca, now)?;
+            renewed
+                .made
+                .push(("revoked".into(), "the CA's revocation list was missing or stale".into()));
+        }
         Ok(renewed)
+    }
+
+    /// Revokes minion `minion`'s certificate and forgets its key, so that
+    /// etcd refuses the old certificate and a minion that comes back under
+    /// the same id gets a new key. Nothing to do if it has none.
+    pub fn revoke_minion(&self, minion: &str, now: OffsetDateTime) -> Result<(), PkiError> {
+        let stem = Self::minion_stem(minion);
+        let Ok(pair) = self.read(&stem) else {
+            return Ok(());
+        };
+        let file_error = |path: &Path, e: String| PkiError::File {
+            path: path.display().to_string(),
+            message: e,
+        };
+        let serial = serial_of(&pair.cert).map_err(|e| file_error(&self.cert_file(&stem), e))?;
+        let list = self.dir.join(REVOKED_SERIALS_FILE);
+        let mut serials = std::fs::read_to_string(&list).unwrap_or_default();
+        serials.push_str(&hex(&serial));
+        serials.push('\n');
+        write_private(&list, &serials)?;
+        self.write_revocation_list(&self.read("ca")?, now)?;
+        for ext in ["crt", "key"] {
+            let path = self.stem_path(&stem, ext);
+            std::fs::remove_file(&path).map_err(|e| file_error(&path, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn write_revocation_list(&self, ca: &KeyedCert, now: OffsetDateTime) -> Result<(), PkiError> {
+        let serials: Vec<Vec<u8>> = std::fs::read_to_string(self.dir.join(REVOKED_SERIALS_FILE))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(unhex)
+            .collect();
+        write_private(&self.crl_file(), &revocation_list(ca, &serials, now)?)
+    }
+
+    pub fn crl_file(&self) -> PathBuf {
+        self.dir.join(CRL_FILE)
     }
 
     fn read(&self, stem: &str) -> Result<KeyedCert, PkiError> {
@@ -401,6 +501,21 @@ fn file_error(path: &Path, e: std::io::Error) -> PkiError {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.is_empty() || text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -424,6 +539,52 @@ mod tests {
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap()
+    }
+
+    #[test]
+    fn a_revoked_minion_is_in_the_ca_signed_list_and_comes_back_with_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::new(dir.path().join("pki"));
+        let minions = vec!["minion-1".to_string(), "minion-2".to_string()];
+        pki.ensure("c1", &[], &minions, now()).unwrap();
+        let listed = |pki: &ClusterPki| {
+            let text = std::fs::read_to_string(pki.crl_file()).unwrap();
+            let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes()).unwrap();
+            let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).unwrap();
+            let ca = pem_der(&pki.read("ca").unwrap().cert).unwrap();
+            let (_, ca) = x509_parser::parse_x509_certificate(&ca).unwrap();
+            crl.verify_signature(ca.public_key()).unwrap();
+            crl.iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec())
+                .collect::<Vec<_>>()
+        };
+        assert!(listed(&pki).is_empty());
+        let old = pki.minion("minion-2").unwrap();
+        pki.revoke_minion("minion-2", now()).unwrap();
+        let serial = serial_of(&old.own.cert).unwrap();
+        let revoked = listed(&pki);
+        assert_eq!(revoked.len(), 1);
+        let first = revoked[0].iter().position(|b| *b != 0).unwrap_or(0);
+        assert_eq!(revoked[0][first..], serial[..]);
+        assert!(pki.minion("minion-2").is_err(), "its key is forgotten");
+        // It comes back: a new key, and the old serial stays revoked.
+        let again = pki.ensure("c1", &[], &minions, now()).unwrap();
+        assert!(again.contains("minion-2") && !again.contains("revoked"));
+        let new = pki.minion("minion-2").unwrap();
+        assert_ne!(new.own.key, old.own.key);
+        assert_ne!(serial_of(&new.own.cert).unwrap(), serial);
+        assert_eq!(listed(&pki).len(), 1);
+        // Unknown minions revoke nothing.
+        pki.revoke_minion("minion-9", now()).unwrap();
+        assert_eq!(listed(&pki).len(), 1);
+    }
+
+    #[test]
+    fn no_minion_can_bear_the_name_of_another_identity() {
+        for name in ["root", WORKSTATION_NAME, ETCD_COMMON_NAME] {
+            assert!(crate::model::names::IDENTITY_NAMES.contains(&name), "{name}");
+            assert!(crate::model::names::minion_id_problem(name).is_some());
+        }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -519,7 +680,7 @@ mod tests {
             .ensure("c1", &[ip("10.101.0.1")], &minions, now())
             .unwrap();
         let stems: Vec<&str> = first.made.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(stems, ["ca", "etcd", "kctl", "minion-1", "minion-2"]);
+        assert_eq!(stems, ["ca", "etcd", "kctl", "minion-1", "minion-2", "revoked"]);
         let again = pki
             .ensure("c1", &[ip("10.101.0.1")], &minions, now())
             .unwrap();
@@ -540,12 +701,13 @@ mod tests {
             .unwrap();
         let stems: Vec<&str> = renewed.made.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(stems, ["etcd", "kctl", "minion-1", "minion-2"]);
-        // A new CA means new leaves.
+        // A new CA means new leaves and a new revocation list.
         std::fs::remove_file(pki.key_file("ca")).unwrap();
         let remade = pki
             .ensure("c1", &[ip("10.101.0.1")], &minions, later)
             .unwrap();
-        assert_eq!(remade.made.len(), 5);
+        assert_eq!(remade.made.len(), 6);
+        assert!(remade.contains("revoked"));
         let node = pki.minion("minion-2").unwrap();
         assert_eq!(
             renewal_reason(

@@ -844,6 +844,31 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
             (fewest, fewest_solo)
         })
     };
+    // minion-3's helper certificate, kept aside: it works until the
+    // shrink, and etcd refuses it after.
+    let kept = cluster.dir().join("minion-3-tls");
+    std::fs::create_dir_all(&kept).unwrap();
+    for file in ["ca.crt", "node.crt", "node.key"] {
+        std::fs::copy(
+            format!("{}/{file}", cluster.minion_tls_dir(3)),
+            kept.join(file),
+        )
+        .unwrap();
+    }
+    let etcd = cluster.record()["etcdEndpoints"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let generation = format!("/kctl/{}/generation", cluster.name);
+    let as_minion_3 = || {
+        common::run_here(&common::etcdctl_as_helper(
+            &etcd,
+            kept.to_str().unwrap(),
+            &["get", &generation],
+        ))
+    };
+    let before = as_minion_3();
+    assert!(before.ok() && before.stdout.contains(&generation), "{before:?}");
     let shrunk = cluster.kctl(&["up", "--minions", "2"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (fewest, fewest_solo) = watcher.join().unwrap();
@@ -853,6 +878,11 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
         "{shrunk:?}"
     );
     assert!(shrunk.stderr.contains("moved off minion-3"), "{shrunk:?}");
+    let after = as_minion_3();
+    assert!(
+        !after.ok() && !after.stdout.contains(&generation),
+        "minion-3's certificate still reads etcd: {after:?}"
+    );
     assert!(fewest >= 6, "at one moment only {fewest} of 6 replicas ran");
     assert_eq!(fewest_solo, 3, "a bare pod was missing while it moved");
     let minions = cluster.kctl(&["get", "minions", "-o", "name"]);
@@ -936,6 +966,28 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
             });
             (settled && web == 6).then_some(())
         },
+    );
+
+    // minion-3 comes back under its old id: with a new key, and the old
+    // certificate, though its name has rights again, stays refused (it is
+    // on the CA's revocation list, which etcd reads at every handshake).
+    let regrown = cluster.kctl(&["up", "--minions", "3"]);
+    assert!(regrown.ok(), "{regrown:?}");
+    let new_key = std::fs::read(format!("{}/node.key", cluster.minion_tls_dir(3))).unwrap();
+    assert_ne!(new_key, std::fs::read(kept.join("node.key")).unwrap());
+    let old_certificate = as_minion_3();
+    assert!(
+        !old_certificate.ok() && !old_certificate.stdout.contains(&generation),
+        "minion-3's old certificate reads etcd again: {old_certificate:?}"
+    );
+    let new_certificate = common::run_here(&common::etcdctl_as_helper(
+        &etcd,
+        &cluster.minion_tls_dir(3),
+        &["get", &generation],
+    ));
+    assert!(
+        new_certificate.ok() && new_certificate.stdout.contains(&generation),
+        "{new_certificate:?}"
     );
 
     cluster.down_and_check();

@@ -120,6 +120,49 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
     let minions = cluster.kctl(&["get", "minions"]);
     assert_eq!(minions.stdout.matches(" Ready ").count(), 2, "{minions:?}");
 
+    // A pod reaches no control-plane port on any address of any machine,
+    // and nothing at all on the workstation: not etcd's members, not the
+    // minions' sshd, not a service of the workstation's own (this
+    // listener on every address, which the minions do reach).
+    let workstation_service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let service_port = workstation_service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in workstation_service.incoming() {
+            drop(stream);
+        }
+    });
+    let machines = cluster.fence_machines();
+    let mut one_per_minion = std::collections::BTreeMap::new();
+    for pod in cluster.pods() {
+        let host = pod["currentState"]["host"].as_str().unwrap();
+        let minion: usize = host.trim_start_matches("minion-").parse().unwrap();
+        one_per_minion.insert(minion, pod["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(one_per_minion.len(), 2, "{one_per_minion:?}");
+    for (minion, id) in one_per_minion {
+        let id = id.as_str();
+        let checked = common::fence::assert_pod_fenced(
+            &machines,
+            &|script: &str| cluster.in_minion(minion, &["sh", "-c", script]).stdout,
+            &|script: &str| cluster.in_pod(minion, id, "web", script).stdout,
+            id,
+        );
+        let checked: Vec<String> = checked
+            .iter()
+            .map(|t| format!("{} {}:{}", t.machine, t.addr, t.port))
+            .collect();
+        for want in [
+            format!("workstation {}:{service_port}", member_ip(1)),
+            format!("workstation {}:2379", member_ip(2)),
+            format!("workstation {}:2380", member_ip(3)),
+            format!("minion-1 10.{}.0.11:22", 100 + u32::from(slot)),
+            format!("minion-2 10.{}.0.12:22", 100 + u32::from(slot)),
+        ] {
+            assert!(checked.contains(&want), "{want} not among {checked:?}");
+        }
+    }
+    drop(machines);
+
     // A second member dies: no majority. Commands say so, name the
     // members that are down, and change nothing; the pods keep serving.
     kill_member(&cluster, 2);

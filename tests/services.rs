@@ -586,23 +586,6 @@ fn external_and_node_port_services_answer_on_every_minion() {
     cluster.down_and_check();
 }
 
-/// base64 of `text`, as etcd's JSON gateway takes keys and values.
-fn base64(text: &str) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
-}
 
 /// An id that, pasted into the nft script, would close kctl's table and
 /// make one of its own.
@@ -642,8 +625,8 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
         "{restore:?}"
     );
 
-    // The same record written into etcd with minion-1's own certificate:
-    // the helpers leave it out and say so; no minion's rules change.
+    // A minion's certificate may not write a service, nor another
+    // minion's keys: etcd refuses it by its name.
     let config = cluster.record();
     let tls = cluster.minion_tls_dir(1);
     let portal_net: ipnet::Ipv4Net = config["portalNet"].as_str().unwrap().parse().unwrap();
@@ -651,25 +634,75 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
     let record = serde_json::json!({
         "service": {"id": CRAFTED_ID, "selector": {"name": "web"}, "port": 81},
         "portalIp": portal.to_string(),
-    });
-    let key = format!("/kctl/{}/services/{CRAFTED_ID}", cluster.name);
-    let body = serde_json::json!({
-        "key": base64(&key),
-        "value": base64(&record.to_string()),
     })
     .to_string();
-    let etcd = format!("10.{}.0.1:2379", 100 + cluster.slot() as u32);
-    let mut put = common::etcd_curl(&tls, &format!("https://{etcd}/v3/kv/put"), true);
-    put.splice(1..1, ["-X".to_string(), "POST".into(), "-d".into(), body]);
-    let put: Vec<&str> = put.iter().map(String::as_str).collect();
-    let written = cluster.in_minion(1, &put);
-    assert!(
-        written.ok() && written.stdout.contains("revision"),
-        "{written:?}"
-    );
-    common::wait_for(Duration::from_secs(30), "the RecordRejected event", || {
+    let key = format!("/kctl/{}/services/{CRAFTED_ID}", cluster.name);
+    let etcd = config["etcdEndpoints"][0].as_str().unwrap().to_string();
+    let as_minion_1 = |args: &[&str]| {
+        let argv = common::etcdctl_as_helper(&etcd, &tls, args);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        cluster.in_minion(1, &argv)
+    };
+    let heartbeat_2 = format!("/kctl/{}/heartbeats/minion-2", cluster.name);
+    for (key, value) in [(&key, &record), (&heartbeat_2, &String::new())] {
+        let refused = as_minion_1(&["put", key, value]);
+        assert!(
+            !refused.ok() && refused.stderr.contains("permission denied"),
+            "minion-1 wrote {key}: {refused:?}"
+        );
+    }
+    // What it may write, a pod (the leader's right to reschedule), cannot
+    // run what the cluster does not allow: a privileged pod placed on
+    // minion-2 is left out by its helper and reported.
+    let crafted_pod = serde_json::json!({
+        "pod": {"id": "crafted", "labels": {},
+                "spec": {"containers": [{"name": "c", "image": "tutum/tomcat",
+                                         "security": {"privileged": true}}],
+                         "restartPolicy": "always"}},
+        "host": "minion-2",
+    })
+    .to_string();
+    let pod_key = format!("/kctl/{}/pods/crafted", cluster.name);
+    let written = as_minion_1(&["put", &pod_key, &crafted_pod]);
+    assert!(written.ok(), "{written:?}");
+    common::wait_for(Duration::from_secs(30), "the crafted pod's RecordRejected", || {
         let events = cluster.kctl(&["get", "events"]);
-        events.stdout.contains("RecordRejected").then_some(())
+        (events.stdout.contains("RecordRejected") && events.stdout.contains("crafted"))
+            .then_some(())
+    });
+    let containers = cluster.in_minion(
+        2,
+        &[
+            "docker",
+            "-H",
+            &format!("unix:///run/kctl/{}/m2/docker.sock", cluster.slot()),
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    assert!(
+        containers.ok() && !containers.stdout.contains("crafted"),
+        "{containers:?}"
+    );
+
+    // The crafted service record, where only the workstation's key could
+    // put it (as a tampered etcd would hold it): the helpers leave it out
+    // and say so; no minion's rules change.
+    let pki = cluster.dir().join("pki");
+    let path = |f: &str| pki.join(f).display().to_string();
+    let written = common::run_here(&common::etcdctl(
+        &etcd,
+        &path("ca.crt"),
+        &path("kctl.crt"),
+        &path("kctl.key"),
+        &["put", &key, &record],
+    ));
+    assert!(written.ok(), "{written:?}");
+    common::wait_for(Duration::from_secs(30), "the service's RecordRejected", || {
+        let events = cluster.kctl(&["get", "events"]);
+        (events.stdout.matches("RecordRejected").count() >= 2).then_some(())
     });
     let listed = cluster.kctl(&["get", "services"]);
     assert!(

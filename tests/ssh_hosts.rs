@@ -225,6 +225,62 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         assert_eq!(seen, ids, "answers through the portal from {container}");
     }
 
+    // Yet a pod reaches no control-plane port on any address of either
+    // machine, IPv4 or IPv6 (Docker 20.10 gives pods a link-local
+    // address): not the hosts' sshd on every address (their pod bridges',
+    // Docker's), not etcd.
+    let machines: Vec<common::fence::Machine> = (0..2)
+        .map(|i| common::fence::Machine {
+            name: format!("vm{}", i + 1),
+            shell: Box::new({
+                let hosts = &hosts;
+                move |script: &str| {
+                    String::from_utf8_lossy(&hosts.run_in(i, &["sh", "-c", script]).stdout)
+                        .into_owned()
+                }
+            }),
+            runs_pods: true,
+        })
+        .collect();
+    for p in &pods {
+        let host = p["currentState"]["host"].as_str().unwrap();
+        let index: usize = host.trim_start_matches("minion-").parse().unwrap();
+        let container = format!("{}_tomcat", p["id"].as_str().unwrap());
+        let in_host = |script: &str| {
+            String::from_utf8_lossy(&hosts.run_in(index - 1, &["sh", "-c", script]).stdout)
+                .into_owned()
+        };
+        let in_pod = |script: &str| {
+            String::from_utf8_lossy(
+                &hosts
+                    .run_in(index - 1, &["docker", "exec", &container, "sh", "-c", script])
+                    .stdout,
+            )
+            .into_owned()
+        };
+        let checked: Vec<String> =
+            common::fence::assert_pod_fenced(&machines, &in_host, &in_pod, &container)
+                .iter()
+                .map(|t| format!("{} {}:{}", t.machine, t.addr, t.port))
+                .collect();
+        let vm = |n: usize| hosts.hosts()[n].ip;
+        for want in [
+            format!("vm1 {}:22", vm(0)),
+            format!("vm2 {}:22", vm(1)),
+            format!("vm1 {}:4001", vm(0)),
+        ] {
+            assert!(checked.contains(&want), "{want} not among {checked:?}");
+        }
+        // The host's own link-local address on the pod bridge, over IPv6.
+        assert!(
+            checked
+                .iter()
+                .any(|t| t.starts_with(&format!("vm{index} fe80:")) && t.ends_with("%eth0:22")),
+            "no IPv6 target on vm{index} among {checked:?}"
+        );
+    }
+    drop(machines);
+
     // Leaving the cluster (here: to this machine's address on the hosts'
     // bridge), a pod borrows its host's address; the answer finds its way
     // back.

@@ -65,6 +65,7 @@ impl Etcd {
                 &path(pki.ca_file()),
                 &path(pki.cert_file("etcd")),
                 &path(pki.key_file("etcd")),
+                &path(pki.crl_file()),
             );
             args.extend(
                 [

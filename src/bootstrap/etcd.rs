@@ -18,9 +18,10 @@ pub const ETCD_PROGRAM: &str = "/usr/bin/etcd";
 pub const ETCD_CHAIN: &str = "KCTL-ETCD";
 
 /// The flags that make etcd speak only TLS, to clients and peers alike,
-/// and admit only those with a certificate from the cluster's CA; on the
-/// peer port, only etcd's own.
-pub fn tls_flags(ca: &str, cert: &str, key: &str) -> Vec<String> {
+/// and admit only those with a certificate from the cluster's CA that the
+/// revocation list `crl` does not name (etcd reads it at every client
+/// connection); on the peer port, only etcd's own.
+pub fn tls_flags(ca: &str, cert: &str, key: &str, crl: &str) -> Vec<String> {
     argv![
         "--cert-file",
         cert,
@@ -29,6 +30,8 @@ pub fn tls_flags(ca: &str, cert: &str, key: &str) -> Vec<String> {
         "--client-cert-auth",
         "--trusted-ca-file",
         ca,
+        "--client-crl-file",
+        crl,
         "--peer-cert-file",
         cert,
         "--peer-key-file",
@@ -51,6 +54,31 @@ pub fn single_member_flags() -> Vec<String> {
 /// Where etcd's certificate, key and the CA's certificate are on its host.
 pub fn tls_dir(host: &EtcdHost) -> String {
     format!("{}/tls", host.dir.trim_end_matches('/'))
+}
+
+/// Where the cluster's certificate revocation list is on an etcd host.
+pub fn crl_path(host: &EtcdHost) -> String {
+    format!("{}/{}", tls_dir(host), crate::pki::CRL_FILE)
+}
+
+/// Puts the revocation list `crl` (PEM) on the etcd host, unless it is
+/// there already. etcd needs no restart: it reads the file at every
+/// client connection. True if it was written.
+pub async fn install_revocations<E: Exec>(
+    exec: &E,
+    host: &EtcdHost,
+    crl: &str,
+) -> Result<bool, ExecError> {
+    let path = crl_path(host);
+    let have = exec.run(&argv!["cat", path.clone()], None).await?;
+    if have.success() && have.stdout == crl.as_bytes() {
+        return Ok(false);
+    }
+    let write = argv!["install", "-D", "-m", "0600", "/dev/stdin", path];
+    exec.run(&write, Some(crl.as_bytes()))
+        .await?
+        .check(exec.target(), &write)?;
+    Ok(true)
 }
 
 /// etcd's member name for `host`. One member keeps the name it always
@@ -117,6 +145,7 @@ pub fn etcd_service(cluster: &str, host: &EtcdHost, members: &[EtcdHost]) -> Ser
         &format!("{tls}/ca.crt"),
         &format!("{tls}/etcd.crt"),
         &format!("{tls}/etcd.key"),
+        &crl_path(host),
     ));
     Service {
         unit: format!("kctl-etcd-{cluster}"),
@@ -227,6 +256,7 @@ pub async fn install_etcd<E: Exec>(
     members: &[EtcdHost],
     minions: &[Ipv4Addr],
     credentials: &Credentials,
+    revocations: &str,
     binary: &std::path::Path,
 ) -> Result<bool, ExecError> {
     exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
@@ -238,6 +268,8 @@ pub async fn install_etcd<E: Exec>(
         key: format!("{tls}/etcd.key"),
     };
     let certificates_changed = install_credentials(exec, &files, credentials).await?;
+    // Before etcd (re)starts: it refuses every client without the file.
+    changed |= install_revocations(exec, host, revocations).await?;
     let systemd = service::has_systemd(exec).await?;
     let service = etcd_service(cluster, host, members);
     if !systemd {

@@ -152,13 +152,44 @@ pub fn pod_gateway(minion: &MinionConfig) -> Option<Ipv4Addr> {
         .and_then(|net| net.hosts().next())
 }
 
-/// `iptables-restore --noflush` input for [`GUARD_CHAIN`]: connections from
-/// this minion's pods (in through the pod bridge) to the control plane are
-/// refused at once (a TCP reset), to the minion itself on any of those
-/// ports whatever address they name (the pod bridge's gateway, Docker's),
-/// and to the other machines at their addresses. Everything else — other
-/// pods, portals, host ports, the outside world — passes. Declaring the
-/// chain flushes it, so the rules are replaced whole.
+/// The cluster's machines that run no pods (the workstation's etcd
+/// addresses on a local cluster, GCE masters, etcd-only hosts): pods have
+/// nothing to reach there at all, on any port.
+pub fn control_plane_only_machines(
+    cluster: &ClusterConfig,
+) -> std::collections::BTreeSet<Ipv4Addr> {
+    let minions: std::collections::BTreeSet<Ipv4Addr> = cluster
+        .minions
+        .iter()
+        .flat_map(|m| {
+            let external = m.ssh_host.as_deref().and_then(|h| h.parse().ok());
+            std::iter::once(m.host_ip).chain(external)
+        })
+        .collect();
+    let endpoints = cluster
+        .etcd_endpoints
+        .iter()
+        .filter_map(|e| crate::cluster::endpoint_addr(e))
+        .map(|addr| *addr.ip());
+    let hosts = cluster.etcd_hosts.iter().map(|h| h.ip);
+    endpoints
+        .chain(hosts)
+        .filter(|ip| !minions.contains(ip))
+        .collect()
+}
+
+/// `iptables-restore --noflush` input for [`GUARD_CHAIN`]. Refused at once
+/// (a TCP reset), whatever address a pod names:
+/// - connections from this minion's pods (in through the pod bridge) to
+///   the minion itself on any control-plane port (its gateway, Docker's
+///   addresses, an external one);
+/// - connections from any minion's pods (by source range: pods keep their
+///   address between minions) to this machine on those ports;
+/// - this minion's pods to the other machines' control-plane ports, and to
+///   the machines that run no pods on every port.
+///
+/// Everything else — other pods, portals, host ports, the outside world —
+/// passes. Declaring the chain flushes it, so the rules are replaced whole.
 pub fn guard_rules(cluster: &ClusterConfig) -> String {
     let c = GUARD_CHAIN;
     let targets = control_plane(cluster);
@@ -166,16 +197,33 @@ pub fn guard_rules(cluster: &ClusterConfig) -> String {
     let mut rules = format!("*filter\n:{c} - [0:0]\n");
     let ports: std::collections::BTreeSet<u16> = targets.iter().map(|(_, port)| *port).collect();
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    // multiport takes at most 15 ports a rule.
-    for chunk in ports.chunks(15) {
-        rules.push_str(&format!(
-            "-A {c} -i {POD_BRIDGE} -m addrtype --dst-type LOCAL -p tcp -m multiport --dports {} {reject}\n",
-            chunk.join(",")
-        ));
+    let pod_ranges: std::collections::BTreeSet<ipnet::Ipv4Net> = cluster
+        .minions
+        .iter()
+        .filter_map(|m| m.pod_cidr.parse::<ipnet::Ipv4Net>().ok())
+        .map(|net| net.trunc())
+        .collect();
+    let from = std::iter::once(format!("-i {POD_BRIDGE}"))
+        // (Not over loopback: the machine talking to itself from its
+        // gateway address is no pod.)
+        .chain(pod_ranges.iter().map(|net| format!("! -i lo -s {net}")));
+    for from in from {
+        // multiport takes at most 15 ports a rule.
+        for chunk in ports.chunks(15) {
+            rules.push_str(&format!(
+                "-A {c} {from} -m addrtype --dst-type LOCAL -p tcp -m multiport --dports {} {reject}\n",
+                chunk.join(",")
+            ));
+        }
     }
     for (ip, port) in &targets {
         rules.push_str(&format!(
             "-A {c} -i {POD_BRIDGE} -d {ip}/32 -p tcp --dport {port} {reject}\n"
+        ));
+    }
+    for ip in control_plane_only_machines(cluster) {
+        rules.push_str(&format!(
+            "-A {c} -i {POD_BRIDGE} -d {ip}/32 -p tcp {reject}\n-A {c} -i {POD_BRIDGE} -d {ip}/32 -j REJECT\n"
         ));
     }
     // On GCE the metadata server hands out the VM's service-account token
@@ -641,15 +689,34 @@ pub(crate) mod tests {
         assert!(rules.contains(
             "-A KCTL-GUARD -i kctl0 -d 34.1.2.3/32 -p tcp --dport 2222 -j REJECT --reject-with tcp-reset\n"
         ));
-        // Only connections from pods (in by the pod bridge) and only to
-        // those ports: every rule names both.
+        // Pods of any minion, by their source, at any address of this one
+        // (but not the machine itself over loopback).
+        for range in ["10.101.1.0/24", "10.101.2.0/24", "10.101.3.0/24"] {
+            assert!(rules.contains(&format!(
+                "-A KCTL-GUARD ! -i lo -s {range} -m addrtype --dst-type LOCAL -p tcp -m multiport --dports 22,2222,4001 -j REJECT --reject-with tcp-reset\n"
+            )), "{rules}");
+        }
+        // Only connections from pods (in by the pod bridge or from a pod
+        // range) and only to those ports: every rule names both.
         for line in rules.lines().filter(|l| l.starts_with("-A")) {
             assert!(
-                line.contains("-i kctl0") && line.contains("-p tcp"),
+                (line.contains("-i kctl0") || line.contains("-s 10.101.")) && line.contains("-p tcp"),
                 "{line}"
             );
             assert!(line.contains("--dport"), "{line}");
         }
+        // etcd on a machine of its own: pods reach none of its ports.
+        let mut apart = cluster.clone();
+        apart.etcd_endpoints = vec!["https://10.101.0.2:4001".into()];
+        assert_eq!(
+            control_plane_only_machines(&apart).into_iter().collect::<Vec<_>>(),
+            vec!["10.101.0.2".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert!(control_plane_only_machines(&cluster).is_empty());
+        let rules = guard_rules(&apart);
+        assert!(rules.contains(
+            "-A KCTL-GUARD -i kctl0 -d 10.101.0.2/32 -p tcp -j REJECT --reject-with tcp-reset\n-A KCTL-GUARD -i kctl0 -d 10.101.0.2/32 -j REJECT\n"
+        ), "{rules}");
         // Jumped to first, from both hooks.
         assert_eq!(
             guard_jump("INPUT", "--insert"),
@@ -681,7 +748,8 @@ pub(crate) mod tests {
         cluster.minions.extend(extra);
         let rules = guard_rules(&cluster);
         let multiport: Vec<&str> = rules.lines().filter(|l| l.contains("multiport")).collect();
-        assert_eq!(multiport.len(), 2, "{rules}");
+        // Two rules for the pod bridge and two for each of the 3 pod ranges.
+        assert_eq!(multiport.len(), 8, "{rules}");
         assert!(multiport.iter().all(|l| l
             .split("--dports ")
             .nth(1)

@@ -54,8 +54,20 @@ pub fn dns_subdomain_problem(name: &str) -> Option<String> {
     })
 }
 
-/// A minion's id: a DNS subdomain (a host name).
+/// The identities etcd knows by certificate name besides the minions:
+/// its administrator, the workstation, and etcd's members themselves.
+pub const IDENTITY_NAMES: [&str; 3] = ["root", "kctl", "etcd"];
+
+/// A minion's id: a DNS subdomain (a host name), and none of
+/// [`IDENTITY_NAMES`]: a minion's certificate bears its id, and etcd would
+/// take it for that identity.
 pub fn minion_id_problem(id: &str) -> Option<String> {
+    if IDENTITY_NAMES.contains(&id) {
+        return Some(format!(
+            "minion id {id:?} is the name of a cluster identity (one of {})",
+            IDENTITY_NAMES.join(", ")
+        ));
+    }
     dns_subdomain_problem(id).map(|p| format!("minion id {id:?} {p}"))
 }
 

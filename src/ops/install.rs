@@ -81,7 +81,9 @@ async fn install_etcd_members(
     });
     let minion_ips: Vec<_> = config.minions.iter().map(|m| m.host_ip).collect();
     let credentials = cluster.dir.pki().etcd()?;
-    let install_one = |host| install_member(cluster, host, &minion_ips, &credentials, binary);
+    let revocations = read_revocations(cluster)?;
+    let install_one =
+        |host| install_member(cluster, host, &minion_ips, &credentials, &revocations, binary);
     let mut changed = false;
     let mut failures = vec![];
     if members.len() > 1 && cluster.dir.etcd_served() {
@@ -129,6 +131,7 @@ async fn install_member(
     host: &EtcdHost,
     minion_ips: &[std::net::Ipv4Addr],
     credentials: &Credentials,
+    revocations: &str,
     binary: &std::path::Path,
 ) -> Result<bool, crate::exec::ExecError> {
     let config = &cluster.config;
@@ -140,11 +143,46 @@ async fn install_member(
         &config.etcd_hosts,
         minion_ips,
         credentials,
+        revocations,
         binary,
     )
     .await;
     exec.close().await;
     result
+}
+
+fn read_revocations(cluster: &Cluster) -> miette::Result<String> {
+    let path = cluster.dir.pki().crl_file();
+    std::fs::read_to_string(&path)
+        .map_err(|e| miette::miette!("{}: {e}; `kctl up` makes it", path.display()))
+}
+
+/// Revokes the certificates of minions that left and forgets their keys
+/// (a minion that comes back gets a new one), and gives etcd the new
+/// revocation list: on this machine etcd reads it where it is; on etcd
+/// hosts it is copied over.
+pub async fn revoke_minions(cluster: &Cluster, leaving: &[String]) -> miette::Result<()> {
+    let pki = cluster.dir.pki();
+    for id in leaving {
+        pki.revoke_minion(id, time::OffsetDateTime::now_utc())?;
+    }
+    let revocations = read_revocations(cluster)?;
+    let copies = cluster.config.etcd_hosts.iter().map(|host| {
+        let revocations = &revocations;
+        async move {
+            let failed = |e: crate::exec::ExecError| miette::miette!("etcd on {}: {e}", host.name);
+            let exec = SshExec::connect(&host.ssh_target(), &cluster.auth())
+                .await
+                .map_err(failed)?;
+            let result = etcd::install_revocations(&exec, host, revocations).await;
+            exec.close().await;
+            result.map_err(failed)
+        }
+    });
+    for result in join_all(copies).await {
+        result?;
+    }
+    Ok(())
 }
 
 /// Whether etcd member `index` of the cluster answers and knows a leader,
@@ -273,6 +311,14 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
         changed |= install_etcd_members(ui, cluster, &binary).await?;
     }
 
+    // Before any helper starts: each minion's certificate gets only its
+    // own rights in etcd (see store::access).
+    let mut store = cluster.store_waiting(Duration::from_secs(20)).await?;
+    if config.etcd_tls() {
+        let ids: Vec<String> = config.minions.iter().map(|m| m.id.clone()).collect();
+        changed |= store.ensure_access(&config.name, &ids).await?;
+    }
+
     let minions: Vec<_> = config
         .minions
         .iter()
@@ -309,7 +355,6 @@ pub async fn install(ui: &Ui, cluster: &Cluster, only: Option<&[String]>) -> mie
         minions.len()
     ));
 
-    let mut store = cluster.store_waiting(Duration::from_secs(20)).await?;
     let registered = store.snapshot().await?.state.minions;
     for m in &minions {
         let record = MinionRecord {

@@ -754,6 +754,7 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout, member: usize, masters: usize) -
         &path(pki.ca_file()),
         &path(pki.cert_file("etcd")),
         &path(pki.key_file("etcd")),
+        &path(pki.crl_file()),
     ));
     argv
 }

@@ -31,6 +31,7 @@
 //! caller re-plans. Observed state (`status/`) is written per pod, guarded by
 //! the pod's existence, so it never brings back a deleted pod.
 
+mod access;
 mod cache;
 mod members;
 
@@ -86,6 +87,12 @@ pub enum StoreError {
     Credentials(String),
     #[error("etcd refused the request: {0}")]
     Etcd(String),
+    /// etcd's authorization refused the identity of this certificate.
+    #[error("etcd refused this identity the request: {0}")]
+    #[diagnostic(help(
+        "a minion's certificate may write only its own keys and its pods' state; changing what runs takes the workstation's certificate, which `kctl` uses"
+    ))]
+    Denied(String),
     #[error("the cluster's state changed while this command was working")]
     #[diagnostic(help(
         "another kctl changed the cluster at the same time; run the command again"
@@ -113,6 +120,7 @@ impl From<etcd_client::Error> for StoreError {
                 Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => {
                     StoreError::Lost(text)
                 }
+                Code::PermissionDenied => StoreError::Denied(text),
                 // Made by the client from a broken connection (a member
                 // killed mid-stream), not said by etcd: it carries the
                 // transport's error as its cause.

@@ -2,6 +2,7 @@
 //! `kctl down`, the demo image, and checks that nothing is left behind.
 #![allow(dead_code)]
 
+pub mod fence;
 pub mod hosts;
 pub mod mock_compute;
 pub mod sys;
@@ -12,6 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub const KCTL: &str = env!("CARGO_BIN_EXE_kctl");
+
+fn sh_stdout(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// Where test clusters keep their records: under $HOME, never under a
 /// world-writable directory such as /tmp, where the checkout may be (sshd's
@@ -224,6 +230,39 @@ impl TestCluster {
         to_run(out)
     }
 
+    /// Runs `script` under `sh -c` in container `container` of `pod` on
+    /// minion `index`.
+    pub fn in_pod(&self, index: usize, pod: &str, container: &str, script: &str) -> Run {
+        let sock = format!("unix:///run/kctl/{}/m{index}/docker.sock", self.slot());
+        let name = format!("{pod}_{container}");
+        self.in_minion(
+            index,
+            &["docker", "-H", &sock, "exec", &name, "sh", "-c", script],
+        )
+    }
+
+    /// The cluster's machines as the fence check sees them: the
+    /// workstation (which runs etcd and no pods) and each minion's
+    /// namespace, shell lines run there as root.
+    pub fn fence_machines(&self) -> Vec<fence::Machine<'_>> {
+        let mut out = vec![fence::Machine {
+            name: "workstation".into(),
+            shell: Box::new(|script: &str| sh_stdout(Command::new("sh").args(["-c", script]))),
+            runs_pods: false,
+        }];
+        let minions = self.record()["minions"].as_array().map_or(0, Vec::len);
+        for index in 1..=minions {
+            out.push(fence::Machine {
+                name: format!("minion-{index}"),
+                shell: Box::new(move |script: &str| {
+                    self.in_minion(index, &["sh", "-c", script]).stdout
+                }),
+                runs_pods: true,
+            });
+        }
+        out
+    }
+
     /// Takes the cluster down now and checks nothing of it is left.
     pub fn down_and_check(self) {
         let slot = self.slot();
@@ -377,6 +416,46 @@ pub fn etcd_curl(tls_dir: &str, url: &str, with_certificate: bool) -> Vec<String
     }
     argv.push(url.to_string());
     argv
+}
+
+/// `etcdctl` against `endpoint` (`https://IP:PORT`) as the identity whose
+/// certificate and key are `cert` and `key`, trusting `ca`: the real
+/// client, which (unlike etcd's HTTP gateway) authenticates by the
+/// certificate's name.
+pub fn etcdctl(endpoint: &str, ca: &str, cert: &str, key: &str, args: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "etcdctl".into(),
+        "--endpoints".into(),
+        endpoint.into(),
+        "--dial-timeout".into(),
+        "3s".into(),
+        "--command-timeout".into(),
+        "5s".into(),
+        "--cacert".into(),
+        ca.into(),
+        "--cert".into(),
+        cert.into(),
+        "--key".into(),
+        key.into(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    argv
+}
+
+/// [`etcdctl`] as a minion's helper: the files in its `tls` directory.
+pub fn etcdctl_as_helper(endpoint: &str, tls_dir: &str, args: &[&str]) -> Vec<String> {
+    etcdctl(
+        endpoint,
+        &format!("{tls_dir}/ca.crt"),
+        &format!("{tls_dir}/node.crt"),
+        &format!("{tls_dir}/node.key"),
+        args,
+    )
+}
+
+/// Runs `argv` on this machine.
+pub fn run_here(argv: &[String]) -> Run {
+    to_run(Command::new(&argv[0]).args(&argv[1..]).output().unwrap())
 }
 
 /// Polls `check` every 200 ms until it finds something, for at most

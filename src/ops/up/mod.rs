@@ -162,6 +162,15 @@ pub async fn shrink(
     for id in &leaving {
         store.forget_minion(id).await?;
     }
+    // Their certificates stop working in etcd now.
+    if config.etcd_tls() {
+        let staying: Vec<String> = config.minions[..count]
+            .iter()
+            .map(|m| m.id.clone())
+            .collect();
+        store.ensure_access(&config.name, &staying).await?;
+        crate::ops::install::revoke_minions(&cluster, &leaving).await?;
+    }
     cordons.end().await;
     // The record says what is left at once, whatever fails later.
     let mut smaller = config.clone();

@@ -1,0 +1,233 @@
+//! Who may do what in etcd. etcd's own authorization, with the user taken
+//! from the client certificate's common name: the workstation (`kctl`) is
+//! root; each minion's helper (CN = the minion's id) gets a role of its own
+//! with what its converge and the cluster leader's work need, and no more.
+//!
+//! A minion's key may:
+//! - read the cluster's state (its converge plans from all of it);
+//! - write its own heartbeat, version, rule digest, minion record, last-seen
+//!   time and converge lock;
+//! - write pods, their statuses and owner marks, service endpoints, the
+//!   generation and the leader key: the leader (any helper may become it)
+//!   reschedules pods off NotReady minions and keeps controllers' replica
+//!   counts, and each helper reports its pods and their endpoints;
+//! - record events.
+//!
+//! It may not write services, replication controllers, load balancers,
+//! rollouts, cordons, other owner marks, another minion's keys, or
+//! anything of etcd's own (members, users, roles). Compare Kubernetes'
+//! Node authorizer, which also confines a kubelet to its own node and its
+//! pods' statuses but lets it read only the pods bound to it; etcd grants
+//! by key prefix, and kctl keeps pods under one prefix, so a minion's key
+//! reads every pod (and its env).
+//!
+//! A minion that leaves loses its user and role, so etcd refuses its
+//! certificate from then on.
+
+use super::{Store, StoreError};
+use etcd_client::{Permission, UserAddOptions};
+
+/// etcd's administrator; it must exist for authorization to be on. No
+/// password and no certificate of the cluster names it.
+const ROOT: &str = "root";
+
+/// A minion's role: `minion:<id>`.
+fn role_of(minion: &str) -> String {
+    format!("minion:{minion}")
+}
+
+/// Read and write `key`, or every key under it when it ends in `/`.
+fn read_write(key: String) -> Permission {
+    if key.ends_with('/') {
+        Permission::read_write(key).with_prefix()
+    } else {
+        Permission::read_write(key)
+    }
+}
+
+/// What minion `minion` of cluster `cluster` may touch (see the module's
+/// text for why each).
+pub fn minion_permissions(cluster: &str, minion: &str) -> Vec<Permission> {
+    let state = format!("/kctl/{cluster}/");
+    let own = ["heartbeats", "versions", "rules", "minions"]
+        .into_iter()
+        .map(|kind| read_write(format!("{state}{kind}/{minion}")));
+    let shared = [
+        "pods/",
+        "status/pods/",
+        "owners/pod/",
+        "endpoints/",
+        "generation",
+        "leader",
+    ]
+    .into_iter()
+    .map(|key| read_write(format!("{state}{key}")));
+    let seen = format!("/kctl-seen/{cluster}/");
+    std::iter::once(Permission::read(state.clone()).with_prefix())
+        .chain(own)
+        .chain(shared)
+        .chain([
+            Permission::read(seen.clone()).with_prefix(),
+            read_write(format!("{seen}{minion}")),
+            read_write(format!("/kctl-events/{cluster}/")),
+            // etcd's lock service keeps its keys under the name plus `/`.
+            read_write(format!("/kctl-locks/{cluster}/minions/{minion}/")),
+        ])
+        .collect()
+}
+
+/// The users etcd should know besides the minions: root and the
+/// workstation, both with the root role.
+fn administrators() -> [&'static str; 2] {
+    [ROOT, crate::pki::WORKSTATION_NAME]
+}
+
+impl Store {
+    /// Makes etcd's users and roles say what the module's text says, for
+    /// exactly `minions`, and turns authorization on. Idempotent; returns
+    /// whether anything changed. Needs the workstation's identity (root),
+    /// or an etcd whose authorization is still off.
+    pub async fn ensure_access(
+        &self,
+        cluster: &str,
+        minions: &[String],
+    ) -> Result<bool, StoreError> {
+        let (_, client) = self.members.client();
+        let mut auth = client.auth_client();
+        let mut changed = false;
+        let users = auth.user_list().await?.users().to_vec();
+        let roles = auth.role_list().await?.roles().to_vec();
+        for admin in administrators() {
+            if !users.iter().any(|u| u == admin) {
+                auth.user_add(admin, "", Some(UserAddOptions::new().with_no_pwd()))
+                    .await?;
+                changed = true;
+            }
+            let has = auth.user_get(admin).await?.roles().to_vec();
+            if !has.iter().any(|r| r == ROOT) {
+                auth.user_grant_role(admin, ROOT).await?;
+                changed = true;
+            }
+        }
+        for minion in minions {
+            let role = role_of(minion);
+            let wanted = minion_permissions(cluster, minion);
+            if roles.contains(&role) {
+                let granted = auth.role_get(role.as_str()).await?.permissions();
+                let same = granted.len() == wanted.len()
+                    && wanted.iter().all(|w| granted.contains(w));
+                if !same {
+                    for p in granted {
+                        let end = p.range_end().to_vec();
+                        let options = (!end.is_empty()).then(|| {
+                            etcd_client::RoleRevokePermissionOptions::new().with_range_end(end)
+                        });
+                        auth.role_revoke_permission(role.as_str(), p.key().to_vec(), options)
+                            .await?;
+                    }
+                    for p in &wanted {
+                        auth.role_grant_permission(role.as_str(), p.clone()).await?;
+                    }
+                    changed = true;
+                }
+            } else {
+                auth.role_add(role.as_str()).await?;
+                for p in &wanted {
+                    auth.role_grant_permission(role.as_str(), p.clone()).await?;
+                }
+                changed = true;
+            }
+            if !users.contains(minion) {
+                auth.user_add(minion.as_str(), "", Some(UserAddOptions::new().with_no_pwd()))
+                    .await?;
+                changed = true;
+            }
+            let has = auth.user_get(minion.as_str()).await?.roles().to_vec();
+            if has != [role.clone()] {
+                for other in has.iter().filter(|r| **r != role) {
+                    auth.user_revoke_role(minion.as_str(), other.as_str()).await?;
+                }
+                if !has.contains(&role) {
+                    auth.user_grant_role(minion.as_str(), role.as_str()).await?;
+                }
+                changed = true;
+            }
+        }
+        // Minions that left: their certificates stop working here.
+        for user in &users {
+            if administrators().contains(&user.as_str()) || minions.contains(user) {
+                continue;
+            }
+            auth.user_delete(user.as_str()).await?;
+            changed = true;
+        }
+        for role in &roles {
+            let Some(minion) = role.strip_prefix("minion:") else {
+                continue;
+            };
+            if !minions.iter().any(|m| m == minion) {
+                auth.role_delete(role.as_str()).await?;
+                changed = true;
+            }
+        }
+        // Already on: etcd says so and changes nothing.
+        auth.auth_enable().await?;
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn described(perms: &[Permission]) -> Vec<String> {
+        perms
+            .iter()
+            .map(|p| {
+                use etcd_client::PermissionType as T;
+                let kind = match p.get_type() {
+                    t if t == T::Read as i32 => "read",
+                    t if t == T::Write as i32 => "write",
+                    _ => "readwrite",
+                };
+                let prefix = if p.is_prefix() { " prefix" } else { "" };
+                format!("{kind}{prefix} {}", p.key_str().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_minion_writes_its_own_keys_and_the_leaders_not_the_desired_state() {
+        let perms = described(&minion_permissions("c1", "minion-1"));
+        for want in [
+            "read prefix /kctl/c1/",
+            "readwrite /kctl/c1/heartbeats/minion-1",
+            "readwrite /kctl/c1/minions/minion-1",
+            "readwrite prefix /kctl/c1/status/pods/",
+            "readwrite prefix /kctl/c1/pods/",
+            "readwrite /kctl/c1/generation",
+            "readwrite prefix /kctl-locks/c1/minions/minion-1/",
+            "readwrite /kctl-seen/c1/minion-1",
+        ] {
+            assert!(perms.contains(&want.to_string()), "{want} in {perms:?}");
+        }
+        // Nothing that changes what runs besides pods, and nothing of
+        // another minion's: no write under services/, controllers/, … and
+        // no prefix that takes in `minion-10` with `minion-1`.
+        for p in perms.iter().filter(|p| p.starts_with("readwrite")) {
+            for forbidden in [
+                "services",
+                "controllers",
+                "loadbalancers",
+                "rollouts",
+                "cordoned",
+            ] {
+                assert!(!p.contains(forbidden), "{p}");
+            }
+            assert!(
+                !p.ends_with("minion-1") || !p.contains("prefix"),
+                "{p} would take in minion-10"
+            );
+        }
+    }
+}
