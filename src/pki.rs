@@ -376,9 +376,10 @@ impl ClusterPki {
         }
         if renewed.contains("ca") || !self.crl_file().exists() {
             self.write_revocation_list(&ca, now)?;
-            renewed
-                .made
-                .push(("revoked".into(), "the CA's revocation list was missing or stale".into()));
+            renewed.made.push((
+                "revoked".into(),
+                "the CA's revocation list was missing or stale".into(),
+            ));
         }
         Ok(renewed)
     }
@@ -582,7 +583,10 @@ mod tests {
     #[test]
     fn no_minion_can_bear_the_name_of_another_identity() {
         for name in ["root", WORKSTATION_NAME, ETCD_COMMON_NAME] {
-            assert!(crate::model::names::IDENTITY_NAMES.contains(&name), "{name}");
+            assert!(
+                crate::model::names::IDENTITY_NAMES.contains(&name),
+                "{name}"
+            );
             assert!(crate::model::names::minion_id_problem(name).is_some());
         }
     }
@@ -680,7 +684,10 @@ mod tests {
             .ensure("c1", &[ip("10.101.0.1")], &minions, now())
             .unwrap();
         let stems: Vec<&str> = first.made.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(stems, ["ca", "etcd", "kctl", "minion-1", "minion-2", "revoked"]);
+        assert_eq!(
+            stems,
+            ["ca", "etcd", "kctl", "minion-1", "minion-2", "revoked"]
+        );
         let again = pki
             .ensure("c1", &[ip("10.101.0.1")], &minions, now())
             .unwrap();

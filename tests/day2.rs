@@ -868,7 +868,10 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
         ))
     };
     let before = as_minion_3();
-    assert!(before.ok() && before.stdout.contains(&generation), "{before:?}");
+    assert!(
+        before.ok() && before.stdout.contains(&generation),
+        "{before:?}"
+    );
     let shrunk = cluster.kctl(&["up", "--minions", "2"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (fewest, fewest_solo) = watcher.join().unwrap();

@@ -912,11 +912,9 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
         let text = String::from_utf8_lossy(&page.stdout);
         assert!(text.contains(pod["id"].as_str().unwrap()), "{page:?}");
 
-        // The control plane is out of the pod's reach: etcd on the master
-        // (VM 0) and every VM's sshd refuse it; its VM itself gets to etcd.
+        // Its VM's helper gets into etcd on the master (VM 0) with its
+        // certificate; without one, etcd refuses the TLS handshake.
         let master = vms.hosts()[0].ip;
-        // Its VM's helper gets in with its certificate; without one, etcd
-        // refuses the TLS handshake.
         let tls = format!("/var/lib/kctl/t-gce/minion-{minion}/tls");
         let url = format!("https://{master}:4001/version");
         let curl = |with_certificate: bool| {
@@ -934,30 +932,72 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
             !without.status.success(),
             "etcd without a client certificate, from minion-{minion}'s VM: {without:?}"
         );
-        // (The fourth VM is not the cluster's yet.)
-        let targets =
-            std::iter::once((master, 4001)).chain(vms.hosts().iter().take(3).map(|h| (h.ip, 22)));
-        for (ip, port) in targets {
-            let out = vms.run_in(
-                minion,
-                &[
-                    "docker",
-                    "exec",
-                    &format!("{}_tomcat", pod["id"].as_str().unwrap()),
-                    "sh",
-                    "-c",
-                    &format!("nc -w 2 {ip} {port} </dev/null 2>&1"),
-                ],
-            );
-            // etcd speaks only TLS, which busybox cannot: what shows the
-            // guard is that the connection itself is refused.
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                !text.contains("SSH-") && text.contains("refused"),
-                "pod on minion-{minion} reached {ip}:{port}: {out:?}"
-            );
+    }
+
+    // A pod reaches no control-plane port on any address of any VM, and
+    // nothing on the master, nor GCE's metadata server. The master stands
+    // in for that one here: 169.254.169.254 on its loopback, routed to by
+    // the minions, with its sshd listening there as a metadata server
+    // would (only the guard's metadata rule refuses it: the master's own
+    // address is another).
+    let master = vms.hosts()[0].ip.to_string();
+    let on_master = vms.run_in(0, &["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    assert!(on_master.status.success(), "{on_master:?}");
+    for minion in 1..3 {
+        let route = vms.run_in(
+            minion,
+            &["ip", "route", "add", "169.254.169.254/32", "via", &master],
+        );
+        assert!(route.status.success(), "{route:?}");
+    }
+    // (The fourth VM is not the cluster's yet.)
+    let machines: Vec<common::fence::Machine> = (0..3)
+        .map(|i| common::fence::Machine {
+            name: vms.hosts()[i].name.clone(),
+            shell: Box::new({
+                let vms = &vms;
+                move |script: &str| {
+                    String::from_utf8_lossy(&vms.run_in(i, &["sh", "-c", script]).stdout)
+                        .into_owned()
+                }
+            }),
+            runs_pods: i > 0,
+        })
+        .collect();
+    for pod in &items {
+        let minion: usize = pod["currentState"]["host"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("minion-")
+            .parse()
+            .unwrap();
+        let container = format!("{}_tomcat", pod["id"].as_str().unwrap());
+        let in_vm = |script: &str| {
+            String::from_utf8_lossy(&vms.run_in(minion, &["sh", "-c", script]).stdout).into_owned()
+        };
+        let in_pod = |script: &str| {
+            String::from_utf8_lossy(
+                &vms.run_in(minion, &["docker", "exec", &container, "sh", "-c", script])
+                    .stdout,
+            )
+            .into_owned()
+        };
+        let checked: Vec<String> =
+            common::fence::assert_pod_fenced(&machines, &in_vm, &in_pod, &container)
+                .iter()
+                .map(|t| format!("{} {}:{}", t.machine, t.addr, t.port))
+                .collect();
+        for want in [
+            format!("kctl-t-gce-master {master}:4001"),
+            format!("kctl-t-gce-master {master}:22"),
+            "kctl-t-gce-master 169.254.169.254:22".to_string(),
+            format!("kctl-t-gce-minion-1 {}:22", vms.hosts()[1].ip),
+            format!("kctl-t-gce-minion-2 {}:22", vms.hosts()[2].ip),
+        ] {
+            assert!(checked.contains(&want), "{want} not among {checked:?}");
         }
     }
+    drop(machines);
 
     // Grow: a third minion joins, with the image the others were given.
     let (grown, _) = up_on(

@@ -586,7 +586,6 @@ fn external_and_node_port_services_answer_on_every_minion() {
     cluster.down_and_check();
 }
 
-
 /// An id that, pasted into the nft script, would close kctl's table and
 /// make one of its own.
 const CRAFTED_ID: &str =
@@ -665,11 +664,15 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
     let pod_key = format!("/kctl/{}/pods/crafted", cluster.name);
     let written = as_minion_1(&["put", &pod_key, &crafted_pod]);
     assert!(written.ok(), "{written:?}");
-    common::wait_for(Duration::from_secs(30), "the crafted pod's RecordRejected", || {
-        let events = cluster.kctl(&["get", "events"]);
-        (events.stdout.contains("RecordRejected") && events.stdout.contains("crafted"))
-            .then_some(())
-    });
+    common::wait_for(
+        Duration::from_secs(30),
+        "the crafted pod's RecordRejected",
+        || {
+            let events = cluster.kctl(&["get", "events"]);
+            (events.stdout.contains("RecordRejected") && events.stdout.contains("crafted"))
+                .then_some(())
+        },
+    );
     let containers = cluster.in_minion(
         2,
         &[
@@ -700,10 +703,14 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
         &["put", &key, &record],
     ));
     assert!(written.ok(), "{written:?}");
-    common::wait_for(Duration::from_secs(30), "the service's RecordRejected", || {
-        let events = cluster.kctl(&["get", "events"]);
-        (events.stdout.matches("RecordRejected").count() >= 2).then_some(())
-    });
+    common::wait_for(
+        Duration::from_secs(30),
+        "the service's RecordRejected",
+        || {
+            let events = cluster.kctl(&["get", "events"]);
+            (events.stdout.matches("RecordRejected").count() >= 2).then_some(())
+        },
+    );
     let listed = cluster.kctl(&["get", "services"]);
     assert!(
         listed.ok() && listed.stderr.contains("does not act on") && listed.stdout.contains("web"),

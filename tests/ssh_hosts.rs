@@ -253,7 +253,10 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         let in_pod = |script: &str| {
             String::from_utf8_lossy(
                 &hosts
-                    .run_in(index - 1, &["docker", "exec", &container, "sh", "-c", script])
+                    .run_in(
+                        index - 1,
+                        &["docker", "exec", &container, "sh", "-c", script],
+                    )
                     .stdout,
             )
             .into_owned()

@@ -81,6 +81,14 @@ pub async fn install_revocations<E: Exec>(
     Ok(true)
 }
 
+/// What an etcd member trusts and is trusted by: its certificate and key
+/// with the CA's, and the CA's revocation list.
+#[derive(Clone, Copy)]
+pub struct EtcdTrust<'a> {
+    pub credentials: &'a Credentials,
+    pub revocations: &'a str,
+}
+
 /// etcd's member name for `host`. One member keeps the name it always
 /// had, so clusters made before `--masters` keep their data as it is.
 pub fn member_name(cluster: &str, host: &EtcdHost, members: &[EtcdHost]) -> String {
@@ -255,10 +263,13 @@ pub async fn install_etcd<E: Exec>(
     host: &EtcdHost,
     members: &[EtcdHost],
     minions: &[Ipv4Addr],
-    credentials: &Credentials,
-    revocations: &str,
+    trust: EtcdTrust<'_>,
     binary: &std::path::Path,
 ) -> Result<bool, ExecError> {
+    let EtcdTrust {
+        credentials,
+        revocations,
+    } = trust;
     exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
     let mut changed = install_etcd_firewall(exec, host, minions, &member_ips(members)).await?;
     let tls = tls_dir(host);

@@ -221,10 +221,12 @@ pub fn guard_rules(cluster: &ClusterConfig) -> String {
             "-A {c} -i {POD_BRIDGE} -d {ip}/32 -p tcp --dport {port} {reject}\n"
         ));
     }
+    // New connections only: such a machine may open one to a pod (the
+    // workstation reaching a pod's IP on a local cluster), and the pod's
+    // answers come this way.
     for ip in control_plane_only_machines(cluster) {
-        rules.push_str(&format!(
-            "-A {c} -i {POD_BRIDGE} -d {ip}/32 -p tcp {reject}\n-A {c} -i {POD_BRIDGE} -d {ip}/32 -j REJECT\n"
-        ));
+        let new = format!("-A {c} -i {POD_BRIDGE} -d {ip}/32 -m conntrack --ctstate NEW");
+        rules.push_str(&format!("{new} -p tcp {reject}\n{new} -j REJECT\n"));
     }
     // On GCE the metadata server hands out the VM's service-account token
     // and takes guest attributes (where `up` reads host keys): pods get
@@ -700,7 +702,8 @@ pub(crate) mod tests {
         // range) and only to those ports: every rule names both.
         for line in rules.lines().filter(|l| l.starts_with("-A")) {
             assert!(
-                (line.contains("-i kctl0") || line.contains("-s 10.101.")) && line.contains("-p tcp"),
+                (line.contains("-i kctl0") || line.contains("-s 10.101."))
+                    && line.contains("-p tcp"),
                 "{line}"
             );
             assert!(line.contains("--dport"), "{line}");
@@ -709,13 +712,15 @@ pub(crate) mod tests {
         let mut apart = cluster.clone();
         apart.etcd_endpoints = vec!["https://10.101.0.2:4001".into()];
         assert_eq!(
-            control_plane_only_machines(&apart).into_iter().collect::<Vec<_>>(),
+            control_plane_only_machines(&apart)
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec!["10.101.0.2".parse::<Ipv4Addr>().unwrap()]
         );
         assert!(control_plane_only_machines(&cluster).is_empty());
         let rules = guard_rules(&apart);
         assert!(rules.contains(
-            "-A KCTL-GUARD -i kctl0 -d 10.101.0.2/32 -p tcp -j REJECT --reject-with tcp-reset\n-A KCTL-GUARD -i kctl0 -d 10.101.0.2/32 -j REJECT\n"
+            "-A KCTL-GUARD -i kctl0 -d 10.101.0.2/32 -m conntrack --ctstate NEW -p tcp -j REJECT --reject-with tcp-reset\n-A KCTL-GUARD -i kctl0 -d 10.101.0.2/32 -m conntrack --ctstate NEW -j REJECT\n"
         ), "{rules}");
         // Jumped to first, from both hooks.
         assert_eq!(

@@ -82,8 +82,16 @@ async fn install_etcd_members(
     let minion_ips: Vec<_> = config.minions.iter().map(|m| m.host_ip).collect();
     let credentials = cluster.dir.pki().etcd()?;
     let revocations = read_revocations(cluster)?;
-    let install_one =
-        |host| install_member(cluster, host, &minion_ips, &credentials, &revocations, binary);
+    let install_one = |host| {
+        install_member(
+            cluster,
+            host,
+            &minion_ips,
+            &credentials,
+            &revocations,
+            binary,
+        )
+    };
     let mut changed = false;
     let mut failures = vec![];
     if members.len() > 1 && cluster.dir.etcd_served() {
@@ -142,8 +150,10 @@ async fn install_member(
         host,
         &config.etcd_hosts,
         minion_ips,
-        credentials,
-        revocations,
+        etcd::EtcdTrust {
+            credentials,
+            revocations,
+        },
         binary,
     )
     .await;

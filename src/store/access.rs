@@ -114,8 +114,8 @@ impl Store {
             let wanted = minion_permissions(cluster, minion);
             if roles.contains(&role) {
                 let granted = auth.role_get(role.as_str()).await?.permissions();
-                let same = granted.len() == wanted.len()
-                    && wanted.iter().all(|w| granted.contains(w));
+                let same =
+                    granted.len() == wanted.len() && wanted.iter().all(|w| granted.contains(w));
                 if !same {
                     for p in granted {
                         let end = p.range_end().to_vec();
@@ -138,14 +138,19 @@ impl Store {
                 changed = true;
             }
             if !users.contains(minion) {
-                auth.user_add(minion.as_str(), "", Some(UserAddOptions::new().with_no_pwd()))
-                    .await?;
+                auth.user_add(
+                    minion.as_str(),
+                    "",
+                    Some(UserAddOptions::new().with_no_pwd()),
+                )
+                .await?;
                 changed = true;
             }
             let has = auth.user_get(minion.as_str()).await?.roles().to_vec();
             if has != [role.clone()] {
                 for other in has.iter().filter(|r| **r != role) {
-                    auth.user_revoke_role(minion.as_str(), other.as_str()).await?;
+                    auth.user_revoke_role(minion.as_str(), other.as_str())
+                        .await?;
                 }
                 if !has.contains(&role) {
                     auth.user_grant_role(minion.as_str(), role.as_str()).await?;

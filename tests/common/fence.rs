@@ -79,9 +79,16 @@ pub fn targets(machine: &Machine) -> Vec<Target> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let host = host.split('%').next().unwrap_or(host);
         let addrs: Vec<&String> = match host {
-            "0.0.0.0" | "*" => v4.iter().chain(if host == "*" { &v6 } else { &[][..] }).collect(),
+            "0.0.0.0" | "*" => v4
+                .iter()
+                .chain(if host == "*" { &v6 } else { &[][..] })
+                .collect(),
             "::" => v4.iter().chain(v6.iter()).collect(),
-            specific => v4.iter().chain(v6.iter()).filter(|a| *a == specific).collect(),
+            specific => v4
+                .iter()
+                .chain(v6.iter())
+                .filter(|a| *a == specific)
+                .collect(),
         };
         for addr in addrs {
             let addr = if addr.starts_with("fe80:") {
@@ -112,7 +119,9 @@ fn probe_script(targets: &[&Target], prober: Prober) -> String {
     let mut script = String::new();
     for t in targets {
         let connect = match prober {
-            Prober::BusyboxNc => format!("nc -w 2 {} {} </dev/null >/dev/null 2>&1", t.addr, t.port),
+            Prober::BusyboxNc => {
+                format!("nc -w 2 {} {} </dev/null >/dev/null 2>&1", t.addr, t.port)
+            }
             Prober::Bash => format!(
                 "timeout 3 bash -c 'exec 3<>/dev/tcp/{}/{}' 2>/dev/null",
                 t.addr, t.port
@@ -161,7 +170,9 @@ pub fn assert_pod_fenced(
         .map(|(t, _)| t)
         .collect();
     // A pod without IPv6 reaches nothing over it; say so rather than try.
-    let pod_has_v6 = !in_pod("cat /proc/net/if_inet6 2>/dev/null").trim().is_empty();
+    let pod_has_v6 = !in_pod("cat /proc/net/if_inet6 2>/dev/null")
+        .trim()
+        .is_empty();
     let tried: Vec<&Target> = controls
         .iter()
         .copied()
