@@ -69,10 +69,38 @@ pub struct Wanted {
     pub ips: Vec<IpAddr>,
 }
 
-/// The name in etcd's certificate: the only one its peers accept (a
-/// minion's or the workstation's certificate, from the same CA, is
-/// refused on the peer port).
+/// The name in an etcd member's server certificate.
 pub const ETCD_COMMON_NAME: &str = "etcd";
+/// The name in an etcd member's peer certificate: the only one its peers
+/// accept (a member's server certificate, a minion's or the workstation's,
+/// from the same CA, is refused on the peer port).
+pub const ETCD_PEER_NAME: &str = "etcd-peer";
+
+/// An etcd member as its certificates name it: `etcd-<name>` (serving
+/// clients) and `etcd-<name>-peer` (speaking with the other members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    pub name: String,
+    /// The addresses it serves at.
+    pub ips: Vec<IpAddr>,
+}
+
+impl EtcdMember {
+    pub fn server_stem(&self) -> String {
+        format!("{ETCD_COMMON_NAME}-{}", self.name)
+    }
+    pub fn peer_stem(&self) -> String {
+        format!("{ETCD_COMMON_NAME}-{}-peer", self.name)
+    }
+}
+
+/// What an etcd member needs: its server certificate with the CA's, and
+/// its peer certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberCredentials {
+    pub server: Credentials,
+    pub peer: KeyedCert,
+}
 
 impl Wanted {
     pub fn client(name: &str) -> Wanted {
@@ -90,6 +118,17 @@ impl Wanted {
         ips.dedup();
         Wanted {
             common_name: ETCD_COMMON_NAME.into(),
+            ips,
+        }
+    }
+    /// An etcd member towards its peers: named [`ETCD_PEER_NAME`] (the
+    /// only name the peer port admits), at its own addresses.
+    pub fn etcd_peer(ips: &[IpAddr]) -> Wanted {
+        let mut ips = ips.to_vec();
+        ips.sort();
+        ips.dedup();
+        Wanted {
+            common_name: ETCD_PEER_NAME.into(),
             ips,
         }
     }
@@ -328,7 +367,7 @@ impl ClusterPki {
     pub fn ensure(
         &self,
         cluster: &str,
-        etcd_ips: &[IpAddr],
+        etcd_members: &[EtcdMember],
         minions: &[String],
         now: OffsetDateTime,
     ) -> Result<Renewed, PkiError> {
@@ -347,13 +386,21 @@ impl ClusterPki {
                 self.write("ca", &new_ca(cluster, now)?)?
             }
         };
-        let mut wanted = vec![
-            ("etcd".to_string(), Wanted::etcd(etcd_ips)),
-            (
-                WORKSTATION_NAME.to_string(),
-                Wanted::client(WORKSTATION_NAME),
-            ),
-        ];
+        // One key per member and per use: a member's server key opens no
+        // peer connection, and one member's keys speak for it alone.
+        let mut wanted = vec![];
+        for member in etcd_members {
+            wanted.push((member.server_stem(), Wanted::etcd(&member.ips)));
+            wanted.push((member.peer_stem(), Wanted::etcd_peer(&member.ips)));
+        }
+        wanted.push((
+            WORKSTATION_NAME.to_string(),
+            Wanted::client(WORKSTATION_NAME),
+        ));
+        // The one key all members shared, before they had their own.
+        for ext in ["crt", "key"] {
+            let _ = std::fs::remove_file(self.stem_path(ETCD_COMMON_NAME, ext));
+        }
         for m in minions {
             wanted.push((Self::minion_stem(m), Wanted::client(m)));
         }
@@ -453,9 +500,13 @@ impl ClusterPki {
     pub fn workstation(&self) -> Result<Credentials, PkiError> {
         self.credentials(WORKSTATION_NAME)
     }
-    /// etcd's, for the machine that runs it.
-    pub fn etcd(&self) -> Result<Credentials, PkiError> {
-        self.credentials("etcd")
+    /// An etcd member's, for the machine that runs it: to serve clients
+    /// and to speak with its peers.
+    pub fn etcd_member(&self, member: &EtcdMember) -> Result<MemberCredentials, PkiError> {
+        Ok(MemberCredentials {
+            server: self.credentials(&member.server_stem())?,
+            peer: self.read(&member.peer_stem())?,
+        })
     }
     /// A minion's helper's.
     pub fn minion(&self, minion: &str) -> Result<Credentials, PkiError> {
@@ -582,7 +633,7 @@ mod tests {
 
     #[test]
     fn no_minion_can_bear_the_name_of_another_identity() {
-        for name in ["root", WORKSTATION_NAME, ETCD_COMMON_NAME] {
+        for name in ["root", WORKSTATION_NAME, ETCD_COMMON_NAME, ETCD_PEER_NAME] {
             assert!(
                 crate::model::names::IDENTITY_NAMES.contains(&name),
                 "{name}"
@@ -680,19 +731,68 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let pki = ClusterPki::new(dir.join("pki"));
         let minions = ["minion-1".to_string(), "minion-2".to_string()];
-        let first = pki
-            .ensure("c1", &[ip("10.101.0.1")], &minions, now())
-            .unwrap();
+        let members = [
+            EtcdMember {
+                name: "1".into(),
+                ips: vec![ip("10.101.0.1")],
+            },
+            EtcdMember {
+                name: "2".into(),
+                ips: vec![ip("10.101.0.2")],
+            },
+        ];
+        let first = pki.ensure("c1", &members, &minions, now()).unwrap();
         let stems: Vec<&str> = first.made.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(
             stems,
-            ["ca", "etcd", "kctl", "minion-1", "minion-2", "revoked"]
+            [
+                "ca",
+                "etcd-1",
+                "etcd-1-peer",
+                "etcd-2",
+                "etcd-2-peer",
+                "kctl",
+                "minion-1",
+                "minion-2",
+                "revoked"
+            ]
         );
-        let again = pki
-            .ensure("c1", &[ip("10.101.0.1")], &minions, now())
-            .unwrap();
+        // Each member's keys are its own, one for serving and one for its
+        // peers, and name only its own address (and loopback, to serve).
+        let one = pki.etcd_member(&members[0]).unwrap();
+        let two = pki.etcd_member(&members[1]).unwrap();
+        let keys = [
+            &one.server.own.key,
+            &one.peer.key,
+            &two.server.own.key,
+            &two.peer.key,
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            assert!(keys[i + 1..].iter().all(|b| b != a), "key {i} is shared");
+        }
+        assert_eq!(
+            renewal_reason(
+                &one.peer.cert,
+                &one.server.ca,
+                Some(&Wanted::etcd_peer(&[ip("10.101.0.1")])),
+                90,
+                now()
+            ),
+            None
+        );
+        assert_eq!(
+            renewal_reason(
+                &two.server.own.cert,
+                &two.server.ca,
+                Some(&Wanted::etcd(&[ip("10.101.0.2")])),
+                90,
+                now()
+            ),
+            None
+        );
+        let again = pki.ensure("c1", &members, &minions, now()).unwrap();
         assert_eq!(again, Renewed::default(), "nothing to do the second time");
-        for stem in ["ca", "etcd", "kctl", "minion-1"] {
+        for stem in ["ca", "etcd-1", "etcd-2-peer", "kctl", "minion-1"] {
             let mode = std::fs::metadata(pki.key_file(stem))
                 .unwrap()
                 .permissions()
@@ -703,17 +803,24 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         // Near the end of the leaves' life, they are renewed and the CA kept.
         let later = now() + Duration::days(300);
-        let renewed = pki
-            .ensure("c1", &[ip("10.101.0.1")], &minions, later)
-            .unwrap();
+        let renewed = pki.ensure("c1", &members, &minions, later).unwrap();
         let stems: Vec<&str> = renewed.made.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(stems, ["etcd", "kctl", "minion-1", "minion-2"]);
+        assert_eq!(
+            stems,
+            [
+                "etcd-1",
+                "etcd-1-peer",
+                "etcd-2",
+                "etcd-2-peer",
+                "kctl",
+                "minion-1",
+                "minion-2"
+            ]
+        );
         // A new CA means new leaves and a new revocation list.
         std::fs::remove_file(pki.key_file("ca")).unwrap();
-        let remade = pki
-            .ensure("c1", &[ip("10.101.0.1")], &minions, later)
-            .unwrap();
-        assert_eq!(remade.made.len(), 6);
+        let remade = pki.ensure("c1", &members, &minions, later).unwrap();
+        assert_eq!(remade.made.len(), 9);
         assert!(remade.contains("revoked"));
         let node = pki.minion("minion-2").unwrap();
         assert_eq!(

@@ -561,14 +561,14 @@ fn up_renews_certificates_that_near_their_end() {
     let etcd_addr = format!("{bridge}:2379");
     assert_eq!(
         served_certificate(&etcd_addr, &pki).trim(),
-        read("etcd.crt").trim()
+        read("etcd-1.crt").trim()
     );
 
     // Issued 300 days ago for a year: 65 days left, under the 90 `up` keeps.
     let then = time::OffsetDateTime::now_utc() - time::Duration::days(300);
     let old_etcd = issue(&ca, &Wanted::etcd(&[bridge.parse().unwrap()]), then).unwrap();
     let old_node = issue(&ca, &Wanted::client("minion-1"), then).unwrap();
-    for (stem, pair) in [("etcd", &old_etcd), ("minion-1", &old_node)] {
+    for (stem, pair) in [("etcd-1", &old_etcd), ("minion-1", &old_node)] {
         write_private(&pki.join(format!("{stem}.key")), &pair.key).unwrap();
         write_private(&pki.join(format!("{stem}.crt")), &pair.cert).unwrap();
     }
@@ -576,14 +576,14 @@ fn up_renews_certificates_that_near_their_end() {
     // to restart it.
     let up = cluster.kctl(&["up"]);
     assert!(up.ok(), "{up:?}");
-    for stem in ["etcd", "minion-1"] {
+    for stem in ["etcd-1", "minion-1"] {
         assert!(
             up.stderr.contains(&format!("{stem} (it expires in 6")),
             "{stem} renewed, and why: {up:?}"
         );
     }
     assert!(!up.stderr.contains("ca ("), "the CA is kept: {up:?}");
-    let new_etcd = read("etcd.crt");
+    let new_etcd = read("etcd-1.crt");
     assert_ne!(new_etcd, old_etcd.cert);
     assert_eq!(served_certificate(&etcd_addr, &pki).trim(), new_etcd.trim());
     let config: Value = serde_json::from_str(&read("../cluster.json")).unwrap();

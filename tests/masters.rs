@@ -45,25 +45,39 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
     let slot = cluster.slot();
     let member_ip = |m: u8| format!("10.{}.0.{m}", 100 + u32::from(slot));
 
-    // The peer port admits etcd's own certificate only: a minion's, signed
-    // by the same CA, is refused there.
+    // The peer port admits a member's peer certificate only: not the
+    // member's own server certificate, nor a minion's, though all are
+    // signed by the same CA; and each member has keys of its own.
     let peer = format!("https://{}:2380/members", member_ip(1));
     let pki = cluster.dir().join("pki");
-    let as_etcd = Command::new("curl")
-        .args(["-sS", "--http1.1", "--max-time", "3", "--cacert"])
-        .arg(pki.join("ca.crt"))
-        .arg("--cert")
-        .arg(pki.join("etcd.crt"))
-        .arg("--key")
-        .arg(pki.join("etcd.key"))
-        .arg(&peer)
-        .output()
-        .unwrap();
-    let (as_etcd, why) = (
-        String::from_utf8_lossy(&as_etcd.stdout).into_owned(),
-        String::from_utf8_lossy(&as_etcd.stderr).into_owned(),
-    );
+    let on_peer_port = |stem: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--http1.1", "--max-time", "3", "--cacert"])
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join(format!("{stem}.crt")))
+            .arg("--key")
+            .arg(pki.join(format!("{stem}.key")))
+            .arg(&peer)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (as_etcd, why) = on_peer_port("etcd-2-peer");
     assert!(as_etcd.contains("peerURLs"), "{as_etcd} {why}");
+    let (as_server, why) = on_peer_port("etcd-2");
+    assert!(
+        !as_server.contains("peerURLs") && !why.contains("refused"),
+        "a server certificate on the peer port: {as_server} {why}"
+    );
+    let keys: std::collections::BTreeSet<String> = (1..=3)
+        .flat_map(|m| [format!("etcd-{m}.key"), format!("etcd-{m}-peer.key")])
+        .map(|f| std::fs::read_to_string(pki.join(f)).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 6, "every member and use has a key of its own");
     let tls = cluster.minion_tls_dir(1);
     let as_minion = common::etcd_curl(&tls, &peer, true);
     let as_minion: Vec<&str> = as_minion.iter().map(String::as_str).collect();

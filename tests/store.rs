@@ -46,7 +46,13 @@ impl Etcd {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pki = ClusterPki::new(dir.join("pki"));
-        pki.ensure(name, &[], &[], time::OffsetDateTime::now_utc())
+        let members: Vec<kctl::pki::EtcdMember> = (0..count)
+            .map(|i| kctl::pki::EtcdMember {
+                name: format!("m{i}"),
+                ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            })
+            .collect();
+        pki.ensure(name, &members, &[], time::OffsetDateTime::now_utc())
             .unwrap();
         let path = |p: std::path::PathBuf| p.display().to_string();
         let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
@@ -61,12 +67,9 @@ impl Etcd {
         for (i, (client, peer)) in ports.iter().enumerate() {
             let endpoint = format!("https://127.0.0.1:{client}");
             let peer_url = format!("https://127.0.0.1:{peer}");
-            let mut args: Vec<String> = tls_flags(
-                &path(pki.ca_file()),
-                &path(pki.cert_file("etcd")),
-                &path(pki.key_file("etcd")),
-                &path(pki.crl_file()),
-            );
+            let files = kctl::bootstrap::etcd::MemberFiles::in_pki(&pki, &members[i]);
+            let mut args: Vec<String> =
+                tls_flags(&path(pki.ca_file()), &files, &path(pki.crl_file()));
             args.extend(
                 [
                     "--name",

@@ -9,7 +9,7 @@ use super::setup::{install_credentials, CredentialFiles};
 use crate::argv;
 use crate::cluster::{EtcdHost, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use crate::exec::{Exec, ExecError};
-use crate::pki::Credentials;
+use crate::pki::{Credentials, MemberCredentials};
 use std::net::Ipv4Addr;
 
 /// Debian's `etcd-server` puts it here.
@@ -17,30 +17,62 @@ pub const ETCD_PROGRAM: &str = "/usr/bin/etcd";
 /// The INPUT chain that keeps etcd's port to the cluster.
 pub const ETCD_CHAIN: &str = "KCTL-ETCD";
 
+/// Where a member's certificates and keys are: one pair to serve
+/// clients, one to speak with its peers.
+pub struct MemberFiles {
+    pub cert: String,
+    pub key: String,
+    pub peer_cert: String,
+    pub peer_key: String,
+}
+
+impl MemberFiles {
+    /// On an etcd host, in its `tls/` directory.
+    pub fn in_dir(tls: &str) -> MemberFiles {
+        MemberFiles {
+            cert: format!("{tls}/etcd.crt"),
+            key: format!("{tls}/etcd.key"),
+            peer_cert: format!("{tls}/peer.crt"),
+            peer_key: format!("{tls}/peer.key"),
+        }
+    }
+
+    /// On the workstation, where the local provider's members run.
+    pub fn in_pki(pki: &crate::pki::ClusterPki, member: &crate::pki::EtcdMember) -> MemberFiles {
+        let path = |p: std::path::PathBuf| p.display().to_string();
+        MemberFiles {
+            cert: path(pki.cert_file(&member.server_stem())),
+            key: path(pki.key_file(&member.server_stem())),
+            peer_cert: path(pki.cert_file(&member.peer_stem())),
+            peer_key: path(pki.key_file(&member.peer_stem())),
+        }
+    }
+}
+
 /// The flags that make etcd speak only TLS, to clients and peers alike,
 /// and admit only those with a certificate from the cluster's CA that the
 /// revocation list `crl` does not name (etcd reads it at every client
-/// connection); on the peer port, only etcd's own.
-pub fn tls_flags(ca: &str, cert: &str, key: &str, crl: &str) -> Vec<String> {
+/// connection); on the peer port, only a member's peer certificate.
+pub fn tls_flags(ca: &str, files: &MemberFiles, crl: &str) -> Vec<String> {
     argv![
         "--cert-file",
-        cert,
+        &files.cert,
         "--key-file",
-        key,
+        &files.key,
         "--client-cert-auth",
         "--trusted-ca-file",
         ca,
         "--client-crl-file",
         crl,
         "--peer-cert-file",
-        cert,
+        &files.peer_cert,
         "--peer-key-file",
-        key,
+        &files.peer_key,
         "--peer-client-cert-auth",
         "--peer-trusted-ca-file",
         ca,
         "--peer-cert-allowed-cn",
-        crate::pki::ETCD_COMMON_NAME
+        crate::pki::ETCD_PEER_NAME
     ]
 }
 
@@ -85,7 +117,7 @@ pub async fn install_revocations<E: Exec>(
 /// with the CA's, and the CA's revocation list.
 #[derive(Clone, Copy)]
 pub struct EtcdTrust<'a> {
-    pub credentials: &'a Credentials,
+    pub credentials: &'a MemberCredentials,
     pub revocations: &'a str,
 }
 
@@ -151,8 +183,7 @@ pub fn etcd_service(cluster: &str, host: &EtcdHost, members: &[EtcdHost]) -> Ser
     }
     args.extend(tls_flags(
         &format!("{tls}/ca.crt"),
-        &format!("{tls}/etcd.crt"),
-        &format!("{tls}/etcd.key"),
+        &MemberFiles::in_dir(&tls),
         &crl_path(host),
     ));
     Service {
@@ -273,12 +304,24 @@ pub async fn install_etcd<E: Exec>(
     exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
     let mut changed = install_etcd_firewall(exec, host, minions, &member_ips(members)).await?;
     let tls = tls_dir(host);
-    let files = CredentialFiles {
-        ca: format!("{tls}/ca.crt"),
-        cert: format!("{tls}/etcd.crt"),
-        key: format!("{tls}/etcd.key"),
+    let member = MemberFiles::in_dir(&tls);
+    let ca = format!("{tls}/ca.crt");
+    let server = CredentialFiles {
+        ca: ca.clone(),
+        cert: member.cert,
+        key: member.key,
     };
-    let certificates_changed = install_credentials(exec, &files, credentials).await?;
+    let peer = CredentialFiles {
+        ca,
+        cert: member.peer_cert,
+        key: member.peer_key,
+    };
+    let peer_credentials = Credentials {
+        ca: credentials.server.ca.clone(),
+        own: credentials.peer.clone(),
+    };
+    let certificates_changed = install_credentials(exec, &server, &credentials.server).await?
+        | install_credentials(exec, &peer, &peer_credentials).await?;
     // Before etcd (re)starts: it refuses every client without the file.
     changed |= install_revocations(exec, host, revocations).await?;
     let systemd = service::has_systemd(exec).await?;

@@ -8,7 +8,7 @@ use crate::argv;
 use crate::bootstrap::{self, etcd};
 use crate::cluster::{ClusterConfig, EtcdHost};
 use crate::exec::Exec;
-use crate::pki::{Credentials, Renewed};
+use crate::pki::{Credentials, EtcdMember, MemberCredentials, Renewed};
 use crate::ssh::SshExec;
 use crate::state::MinionRecord;
 use crate::ui::Ui;
@@ -20,13 +20,36 @@ use std::time::Duration;
 const HEARTBEAT_WAIT: Duration = Duration::from_secs(30);
 
 /// The addresses etcd serves at, from its endpoints (`https://IP:PORT`).
-fn etcd_ips(config: &ClusterConfig) -> Vec<std::net::IpAddr> {
-    config
+/// The cluster's etcd members as their certificates name them: the etcd
+/// host's name, or on this machine (the local provider) the member's
+/// number.
+pub fn etcd_members(config: &ClusterConfig) -> Vec<EtcdMember> {
+    if !config.etcd_hosts.is_empty() {
+        return config.etcd_hosts.iter().map(etcd_member).collect();
+    }
+    // The local provider's members share this machine: one dialing
+    // another speaks from the other's address (the kernel picks a local
+    // destination as the source), and etcd checks a peer's certificate
+    // against the address it comes from. So each names all of them.
+    let all: Vec<std::net::IpAddr> = config
         .etcd_endpoints
         .iter()
         .filter_map(|e| crate::cluster::endpoint_addr(e))
         .map(|a| std::net::IpAddr::V4(*a.ip()))
+        .collect();
+    (1..=all.len())
+        .map(|member| EtcdMember {
+            name: member.to_string(),
+            ips: all.clone(),
+        })
         .collect()
+}
+
+fn etcd_member(host: &EtcdHost) -> EtcdMember {
+    EtcdMember {
+        name: host.name.clone(),
+        ips: vec![std::net::IpAddr::V4(host.ip)],
+    }
 }
 
 /// Makes the cluster's CA and certificates, or renews those that need it.
@@ -40,7 +63,7 @@ pub fn ensure_certificates(ui: &Ui, cluster: &Cluster) -> miette::Result<Renewed
     let minions: Vec<String> = config.minions.iter().map(|m| m.id.clone()).collect();
     let renewed = cluster.dir.pki().ensure(
         &config.name,
-        &etcd_ips(config),
+        &etcd_members(config),
         &minions,
         time::OffsetDateTime::now_utc(),
     )?;
@@ -80,14 +103,18 @@ async fn install_etcd_members(
         n => format!("etcd of {n} members on {}", member_names(members)),
     });
     let minion_ips: Vec<_> = config.minions.iter().map(|m| m.host_ip).collect();
-    let credentials = cluster.dir.pki().etcd()?;
+    let pki = cluster.dir.pki();
+    let credentials: Vec<MemberCredentials> = members
+        .iter()
+        .map(|host| pki.etcd_member(&etcd_member(host)))
+        .collect::<Result<_, _>>()?;
     let revocations = read_revocations(cluster)?;
-    let install_one = |host| {
+    let install_one = |index: usize| {
         install_member(
             cluster,
-            host,
+            &members[index],
             &minion_ips,
-            &credentials,
+            &credentials[index],
             &revocations,
             binary,
         )
@@ -99,7 +126,7 @@ async fn install_etcd_members(
         // the next restarts (a new certificate, a changed unit), so the
         // cluster keeps its quorum.
         for (index, host) in members.iter().enumerate() {
-            match install_one(host).await {
+            match install_one(index).await {
                 Ok(false) => {}
                 Ok(true) => {
                     changed = true;
@@ -115,7 +142,7 @@ async fn install_etcd_members(
         }
     } else {
         // A member of several serves only once a majority runs: all at once.
-        let installs = members.iter().map(install_one);
+        let installs = (0..members.len()).map(install_one);
         for (host, result) in members.iter().zip(join_all(installs).await) {
             match result {
                 Ok(c) => changed |= c,
@@ -138,7 +165,7 @@ async fn install_member(
     cluster: &Cluster,
     host: &EtcdHost,
     minion_ips: &[std::net::Ipv4Addr],
-    credentials: &Credentials,
+    credentials: &MemberCredentials,
     revocations: &str,
     binary: &std::path::Path,
 ) -> Result<bool, crate::exec::ExecError> {

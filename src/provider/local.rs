@@ -750,10 +750,14 @@ fn etcd_argv(dir: &ClusterDir, layout: &Layout, member: usize, masters: usize) -
     }
     let pki = dir.pki();
     let path = |p: std::path::PathBuf| p.display().to_string();
+    let this = crate::pki::EtcdMember {
+        name: member.to_string(),
+        ips: vec![layout.etcd_member_ip(member).into()],
+    };
+    let files = crate::bootstrap::etcd::MemberFiles::in_pki(&pki, &this);
     argv.extend(crate::bootstrap::etcd::tls_flags(
         &path(pki.ca_file()),
-        &path(pki.cert_file("etcd")),
-        &path(pki.key_file("etcd")),
+        &files,
         &path(pki.crl_file()),
     ));
     argv

@@ -173,7 +173,12 @@ pub async fn up(
     let renewed = ensure_certificates(ui, &Cluster::new(dir.clone(), config.clone()))?;
     changed |= !renewed.made.is_empty();
     let task = ui.task("etcd");
-    let new_certificate = renewed.contains("etcd") || renewed.contains("ca");
+    // Any member's: each reads only its own, but one restart is cheap.
+    let new_certificate = renewed.contains("ca")
+        || renewed
+            .made
+            .iter()
+            .any(|(stem, _)| stem.starts_with(crate::pki::ETCD_COMMON_NAME));
     // Members whose data is gone (their disk lost) while others kept
     // theirs: the cluster goes on without them, and new members of the
     // same addresses join it.
