@@ -5,8 +5,8 @@
 //!
 //! A minion's key may:
 //! - read the cluster's state (its converge plans from all of it);
-//! - write its own heartbeat, version, rule digest, minion record, last-seen
-//!   time and converge lock;
+//! - write its own heartbeat, version, rule digest, last-seen time and
+//!   converge lock (not its minion record: others trust its pod range);
 //! - write pods, their statuses and owner marks, service endpoints, the
 //!   generation and the leader key: the leader (any helper may become it)
 //!   reschedules pods off NotReady minions and keeps controllers' replica
@@ -49,7 +49,7 @@ fn read_write(key: String) -> Permission {
 /// text for why each).
 pub fn minion_permissions(cluster: &str, minion: &str) -> Vec<Permission> {
     let state = format!("/kctl/{cluster}/");
-    let own = ["heartbeats", "versions", "rules", "minions"]
+    let own = ["heartbeats", "versions", "rules"]
         .into_iter()
         .map(|kind| read_write(format!("{state}{kind}/{minion}")));
     let shared = [
@@ -207,7 +207,6 @@ mod tests {
         for want in [
             "read prefix /kctl/c1/",
             "readwrite /kctl/c1/heartbeats/minion-1",
-            "readwrite /kctl/c1/minions/minion-1",
             "readwrite prefix /kctl/c1/status/pods/",
             "readwrite prefix /kctl/c1/pods/",
             "readwrite /kctl/c1/generation",
