@@ -884,12 +884,7 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
     assert_eq!(items.len(), 2, "{pods:?}");
     for pod in &items {
         assert_eq!(pod["currentState"]["status"], "Running", "{pod}");
-        let minion: usize = pod["currentState"]["host"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("minion-")
-            .parse()
-            .unwrap();
+        let minion = common::minion_of(pod);
         let ip = pod["currentState"]["podIP"].as_str().unwrap();
         assert!(
             ip.starts_with(&format!("10.244.{minion}.")),
@@ -951,42 +946,16 @@ fn a_gce_cluster_on_booted_debian_vms_runs_pods_and_goes_away() {
         assert!(route.status.success(), "{route:?}");
     }
     // (The fourth VM is not the cluster's yet.)
-    let machines: Vec<common::fence::Machine> = (0..3)
-        .map(|i| common::fence::Machine {
-            name: vms.hosts()[i].name.clone(),
-            shell: Box::new({
-                let vms = &vms;
-                move |script: &str| {
-                    String::from_utf8_lossy(&vms.run_in(i, &["sh", "-c", script]).stdout)
-                        .into_owned()
-                }
-            }),
-            runs_pods: i > 0,
-        })
-        .collect();
+    let machines = vms.fence_machines(3, |i| i > 0);
     for pod in &items {
-        let minion: usize = pod["currentState"]["host"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("minion-")
-            .parse()
-            .unwrap();
+        let minion = common::minion_of(pod);
         let container = format!("{}_tomcat", pod["id"].as_str().unwrap());
-        let in_vm = |script: &str| {
-            String::from_utf8_lossy(&vms.run_in(minion, &["sh", "-c", script]).stdout).into_owned()
-        };
-        let in_pod = |script: &str| {
-            String::from_utf8_lossy(
-                &vms.run_in(minion, &["docker", "exec", &container, "sh", "-c", script])
-                    .stdout,
-            )
-            .into_owned()
-        };
-        let checked: Vec<String> =
-            common::fence::assert_pod_fenced(&machines, &in_vm, &in_pod, &container)
-                .iter()
-                .map(|t| format!("{} {}:{}", t.machine, t.addr, t.port))
-                .collect();
+        let checked = common::fence::assert_pod_fenced(
+            &machines,
+            &|script: &str| vms.sh_stdout(minion, script),
+            &|script: &str| vms.in_container(minion, &container, script),
+            &container,
+        );
         for want in [
             format!("kctl-t-gce-master {master}:4001"),
             format!("kctl-t-gce-master {master}:22"),

@@ -146,25 +146,24 @@ fn three_etcd_members_survive_one_loss_and_refuse_without_a_majority() {
         }
     });
     let machines = cluster.fence_machines();
-    let mut one_per_minion = std::collections::BTreeMap::new();
-    for pod in cluster.pods() {
-        let host = pod["currentState"]["host"].as_str().unwrap();
-        let minion: usize = host.trim_start_matches("minion-").parse().unwrap();
-        one_per_minion.insert(minion, pod["id"].as_str().unwrap().to_string());
-    }
+    let one_per_minion: std::collections::BTreeMap<usize, String> = cluster
+        .pods()
+        .iter()
+        .map(|pod| {
+            (
+                common::minion_of(pod),
+                pod["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     assert_eq!(one_per_minion.len(), 2, "{one_per_minion:?}");
-    for (minion, id) in one_per_minion {
-        let id = id.as_str();
+    for (minion, id) in &one_per_minion {
         let checked = common::fence::assert_pod_fenced(
             &machines,
-            &|script: &str| cluster.in_minion(minion, &["sh", "-c", script]).stdout,
-            &|script: &str| cluster.in_pod(minion, id, "web", script).stdout,
+            &|script: &str| cluster.in_minion(*minion, &["sh", "-c", script]).stdout,
+            &|script: &str| cluster.in_pod(*minion, id, "web", script).stdout,
             id,
         );
-        let checked: Vec<String> = checked
-            .iter()
-            .map(|t| format!("{} {}:{}", t.machine, t.addr, t.port))
-            .collect();
         for want in [
             format!("workstation {}:{service_port}", member_ip(1)),
             format!("workstation {}:2379", member_ip(2)),

@@ -229,43 +229,16 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
     // machine, IPv4 or IPv6 (Docker 20.10 gives pods a link-local
     // address): not the hosts' sshd on every address (their pod bridges',
     // Docker's), not etcd.
-    let machines: Vec<common::fence::Machine> = (0..2)
-        .map(|i| common::fence::Machine {
-            name: format!("vm{}", i + 1),
-            shell: Box::new({
-                let hosts = &hosts;
-                move |script: &str| {
-                    String::from_utf8_lossy(&hosts.run_in(i, &["sh", "-c", script]).stdout)
-                        .into_owned()
-                }
-            }),
-            runs_pods: true,
-        })
-        .collect();
+    let machines = hosts.fence_machines(2, |_| true);
     for p in &pods {
-        let host = p["currentState"]["host"].as_str().unwrap();
-        let index: usize = host.trim_start_matches("minion-").parse().unwrap();
+        let index = common::minion_of(p);
         let container = format!("{}_tomcat", p["id"].as_str().unwrap());
-        let in_host = |script: &str| {
-            String::from_utf8_lossy(&hosts.run_in(index - 1, &["sh", "-c", script]).stdout)
-                .into_owned()
-        };
-        let in_pod = |script: &str| {
-            String::from_utf8_lossy(
-                &hosts
-                    .run_in(
-                        index - 1,
-                        &["docker", "exec", &container, "sh", "-c", script],
-                    )
-                    .stdout,
-            )
-            .into_owned()
-        };
-        let checked: Vec<String> =
-            common::fence::assert_pod_fenced(&machines, &in_host, &in_pod, &container)
-                .iter()
-                .map(|t| format!("{} {}:{}", t.machine, t.addr, t.port))
-                .collect();
+        let checked = common::fence::assert_pod_fenced(
+            &machines,
+            &|script: &str| hosts.sh_stdout(index - 1, script),
+            &|script: &str| hosts.in_container(index - 1, &container, script),
+            &container,
+        );
         let vm = |n: usize| hosts.hosts()[n].ip;
         for want in [
             format!("vm1 {}:22", vm(0)),

@@ -19,7 +19,6 @@ use std::time::Duration;
 /// small cloud VMs are slow.
 const HEARTBEAT_WAIT: Duration = Duration::from_secs(30);
 
-/// The addresses etcd serves at, from its endpoints (`https://IP:PORT`).
 /// The cluster's etcd members as their certificates name them: the etcd
 /// host's name, or on this machine (the local provider) the member's
 /// number.

@@ -112,29 +112,30 @@ impl Store {
         for minion in minions {
             let role = role_of(minion);
             let wanted = minion_permissions(cluster, minion);
-            if roles.contains(&role) {
-                let granted = auth.role_get(role.as_str()).await?.permissions();
-                let same =
-                    granted.len() == wanted.len() && wanted.iter().all(|w| granted.contains(w));
-                if !same {
-                    for p in granted {
-                        let end = p.range_end().to_vec();
-                        let options = (!end.is_empty()).then(|| {
-                            etcd_client::RoleRevokePermissionOptions::new().with_range_end(end)
-                        });
-                        auth.role_revoke_permission(role.as_str(), p.key().to_vec(), options)
-                            .await?;
-                    }
-                    for p in &wanted {
-                        auth.role_grant_permission(role.as_str(), p.clone()).await?;
-                    }
-                    changed = true;
-                }
+            let granted = if roles.contains(&role) {
+                auth.role_get(role.as_str()).await?.permissions()
             } else {
                 auth.role_add(role.as_str()).await?;
-                for p in &wanted {
-                    auth.role_grant_permission(role.as_str(), p.clone()).await?;
-                }
+                changed = true;
+                vec![]
+            };
+            // What is missing first, then what is no longer wanted: a
+            // running helper is never left without a right it keeps. (A
+            // grant on a key the role has replaces its type.)
+            for p in wanted.iter().filter(|w| !granted.contains(w)) {
+                auth.role_grant_permission(role.as_str(), p.clone()).await?;
+                changed = true;
+            }
+            let range = |p: &Permission| (p.key().to_vec(), p.is_prefix());
+            for p in granted
+                .iter()
+                .filter(|g| !wanted.iter().any(|w| range(w) == range(g)))
+            {
+                let end = p.range_end().to_vec();
+                let options = (!end.is_empty())
+                    .then(|| etcd_client::RoleRevokePermissionOptions::new().with_range_end(end));
+                auth.role_revoke_permission(role.as_str(), p.key().to_vec(), options)
+                    .await?;
                 changed = true;
             }
             if !users.contains(minion) {

@@ -142,13 +142,14 @@ fn opened(output: &str) -> BTreeSet<String> {
 
 /// The pod's view: which of `machines`' targets its own minion reaches
 /// (the positive control) and that the pod reaches none of them. Returns
-/// the targets checked, for the caller to assert on what they cover.
+/// the targets checked as `MACHINE ADDR:PORT`, for the caller to assert
+/// on what they cover.
 pub fn assert_pod_fenced(
     machines: &[Machine],
     from_minion: &dyn Fn(&str) -> String,
     in_pod: &dyn Fn(&str) -> String,
     pod: &str,
-) -> Vec<Target> {
+) -> Vec<String> {
     let all: Vec<Target> = machines.iter().flat_map(targets).collect();
     // A link-local address is reached through an interface: the minion
     // reaches its own pod bridge's as `%kctl0`, the pod as `%eth0`.
@@ -183,5 +184,8 @@ pub fn assert_pod_fenced(
         reached_by_pod.is_empty(),
         "pod {pod} reached the control plane at {reached_by_pod:?} (of {tried:?})"
     );
-    controls.into_iter().cloned().collect()
+    controls
+        .into_iter()
+        .map(|t| format!("{} {}:{}", t.machine, t.addr, t.port))
+        .collect()
 }

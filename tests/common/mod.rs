@@ -458,6 +458,16 @@ pub fn run_here(argv: &[String]) -> Run {
     to_run(Command::new(&argv[0]).args(&argv[1..]).output().unwrap())
 }
 
+/// The number of the minion a pod (as `kctl get pods -o json` lists it)
+/// runs on: 2 for `minion-2`.
+pub fn minion_of(pod: &Value) -> usize {
+    pod["currentState"]["host"]
+        .as_str()
+        .and_then(|host| host.strip_prefix("minion-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no minion-N host: {pod}"))
+}
+
 /// Polls `check` every 200 ms until it finds something, for at most
 /// `limit`; panics naming `what` otherwise.
 pub fn wait_for<T>(

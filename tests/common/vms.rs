@@ -369,6 +369,33 @@ impl DebianVms {
         )
     }
 
+    /// Stdout of `script` run by `sh` as root in VM `i`, whatever its exit.
+    pub fn sh_stdout(&self, i: usize, script: &str) -> String {
+        self.run_in_stdout(i, &["sh", "-c", script])
+    }
+
+    /// Stdout of `script` run by `sh` in Docker container `container` of
+    /// VM `i`, whatever its exit.
+    pub fn in_container(&self, i: usize, container: &str, script: &str) -> String {
+        self.run_in_stdout(i, &["docker", "exec", container, "sh", "-c", script])
+    }
+
+    /// VMs `0..count` as the fence check sees them; `runs_pods` tells a
+    /// minion from a machine without pods.
+    pub fn fence_machines(
+        &self,
+        count: usize,
+        runs_pods: impl Fn(usize) -> bool,
+    ) -> Vec<super::fence::Machine<'_>> {
+        (0..count)
+            .map(|i| super::fence::Machine {
+                name: self.vms[i].name.clone(),
+                shell: Box::new(move |script: &str| self.sh_stdout(i, script)),
+                runs_pods: runs_pods(i),
+            })
+            .collect()
+    }
+
     /// Runs a shell script inside VM `i` as root; panics with its output
     /// unless it exits 0. Returns stdout.
     pub fn sh(&self, i: usize, script: &str) -> String {
