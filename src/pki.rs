@@ -70,11 +70,20 @@ pub struct Wanted {
 }
 
 /// The name in an etcd member's server certificate.
-pub const ETCD_COMMON_NAME: &str = "etcd";
+pub const ETCD_SERVER_NAME: &str = "etcd-server";
 /// The name in an etcd member's peer certificate: the only one its peers
 /// accept (a member's server certificate, a minion's or the workstation's,
-/// from the same CA, is refused on the peer port).
-pub const ETCD_PEER_NAME: &str = "etcd-peer";
+/// from the same CA, is refused on the peer port). The name the one key
+/// all members once shared bore, so that members of both kinds admit each
+/// other while `up` restarts them one at a time.
+pub const ETCD_PEER_NAME: &str = "etcd";
+/// What the file names of etcd's certificates begin with.
+const ETCD_STEM: &str = "etcd";
+
+/// Whether `stem` names an etcd member's certificate.
+pub fn is_etcd_stem(stem: &str) -> bool {
+    stem.starts_with(ETCD_STEM)
+}
 
 /// An etcd member as its certificates name it: `etcd-<name>` (serving
 /// clients) and `etcd-<name>-peer` (speaking with the other members).
@@ -87,10 +96,10 @@ pub struct EtcdMember {
 
 impl EtcdMember {
     pub fn server_stem(&self) -> String {
-        format!("{ETCD_COMMON_NAME}-{}", self.name)
+        format!("{ETCD_STEM}-{}", self.name)
     }
     pub fn peer_stem(&self) -> String {
-        format!("{ETCD_COMMON_NAME}-{}-peer", self.name)
+        format!("{ETCD_STEM}-{}-peer", self.name)
     }
 }
 
@@ -117,7 +126,7 @@ impl Wanted {
         ips.sort();
         ips.dedup();
         Wanted {
-            common_name: ETCD_COMMON_NAME.into(),
+            common_name: ETCD_SERVER_NAME.into(),
             ips,
         }
     }
@@ -399,7 +408,7 @@ impl ClusterPki {
         ));
         // The one key all members shared, before they had their own.
         for ext in ["crt", "key"] {
-            let _ = std::fs::remove_file(self.stem_path(ETCD_COMMON_NAME, ext));
+            let _ = std::fs::remove_file(self.stem_path(ETCD_STEM, ext));
         }
         for m in minions {
             wanted.push((Self::minion_stem(m), Wanted::client(m)));
@@ -633,7 +642,7 @@ mod tests {
 
     #[test]
     fn no_minion_can_bear_the_name_of_another_identity() {
-        for name in ["root", WORKSTATION_NAME, ETCD_COMMON_NAME, ETCD_PEER_NAME] {
+        for name in ["root", WORKSTATION_NAME, ETCD_SERVER_NAME, ETCD_PEER_NAME] {
             assert!(
                 crate::model::names::IDENTITY_NAMES.contains(&name),
                 "{name}"

@@ -486,8 +486,10 @@ mod tests {
             "--cert-file /var/lib/kctl/c1/etcd/tls/etcd.crt --key-file /var/lib/kctl/c1/etcd/tls/etcd.key --client-cert-auth --trusted-ca-file /var/lib/kctl/c1/etcd/tls/ca.crt"
         ));
         assert!(args.contains("--peer-client-cert-auth"));
-        // Peers only with etcd's own certificate, not a minion's.
-        assert!(args.contains("--peer-cert-allowed-cn etcd"));
+        // Peers only with a member's peer certificate, not its server one
+        // nor a minion's.
+        let allowed = s.args.iter().position(|a| a == "--peer-cert-allowed-cn");
+        assert_eq!(allowed.map(|i| s.args[i + 1].as_str()), Some("etcd"));
         assert!(!args.contains("http://"));
         assert!(args.contains("--data-dir /var/lib/kctl/c1/etcd/data"));
         assert_eq!(s.pid_file, "/var/lib/kctl/c1/etcd/etcd.pid");

@@ -178,7 +178,7 @@ pub async fn up(
         || renewed
             .made
             .iter()
-            .any(|(stem, _)| stem.starts_with(crate::pki::ETCD_COMMON_NAME));
+            .any(|(stem, _)| crate::pki::is_etcd_stem(stem));
     // Members whose data is gone (their disk lost) while others kept
     // theirs: the cluster goes on without them, and new members of the
     // same addresses join it.
