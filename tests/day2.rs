@@ -795,7 +795,7 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
     "containers": [{{"name": "web", "image": "tutum/tomcat"}}]}}}},
   "labels": {{"name": "solo"}}}}"#
         );
-        assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &pod).ok());
+        cluster.kctl_stdin(&["apply", "-f", "-"], &pod).assert_ok();
     }
     let bare_on_3 = cluster
         .pods()
@@ -915,7 +915,9 @@ fn up_grows_and_shrinks_a_running_cluster_without_losing_a_replica() {
         r#""containerPort": 8080}"#,
         r#""containerPort": 8080, "hostPort": 8080}"#,
     );
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &host_port).ok());
+    cluster
+        .kctl_stdin(&["apply", "-f", "-"], &host_port)
+        .assert_ok();
     let refused = cluster.kctl(&["up", "--minions", "1"]);
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(

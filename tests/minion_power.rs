@@ -34,8 +34,10 @@ fn stopped_minion_comes_back_with_its_pods() {
           "labels": {"name": "web"}}}}"#;
     let service = r#"{"id": "web", "kind": "Service", "apiVersion": "v1beta1", "port": 80,
         "containerPort": 8080, "selector": {"name": "web"}}"#;
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], service).ok());
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], rc).ok());
+    cluster
+        .kctl_stdin(&["apply", "-f", "-"], service)
+        .assert_ok();
+    cluster.kctl_stdin(&["apply", "-f", "-"], rc).assert_ok();
     let pods = cluster.pods();
     let victim = pod_on(&pods, "minion-2")["id"]
         .as_str()
@@ -47,8 +49,10 @@ fn stopped_minion_comes_back_with_its_pods() {
         "containers": [{"name": "web", "image": "tutum/tomcat",
           "ports": [{"containerPort": 8080, "hostPort": 81}]}]}}}"#;
     let blocker = bare.replace("\"bare\"", "\"blocker\"");
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &blocker).ok());
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], bare).ok());
+    cluster
+        .kctl_stdin(&["apply", "-f", "-"], &blocker)
+        .assert_ok();
+    cluster.kctl_stdin(&["apply", "-f", "-"], bare).assert_ok();
     let pods = cluster.pods();
     assert_eq!(pod_on(&pods, "minion-2")["id"], "bare", "{pods:?}");
 

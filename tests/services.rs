@@ -306,7 +306,7 @@ fn portal_spreads_over_pods_and_follows_them() {
     let one = std::fs::read_to_string(&rc)
         .unwrap()
         .replace("\"replicas\": 2", "\"replicas\": 1");
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], &one).ok());
+    cluster.kctl_stdin(&["apply", "-f", "-"], &one).assert_ok();
     assert_eq!(endpoints(&cluster, "tomcat").len(), 1);
     let left: BTreeSet<String> = pods_by_minion(&cluster)
         .into_iter()
@@ -332,7 +332,7 @@ fn portal_spreads_over_pods_and_follows_them() {
     // A service that selects nothing refuses connections at once.
     let empty = r#"{"id": "nobody", "kind": "Service", "apiVersion": "v1beta1", "port": 9000,
                     "selector": {"name": "nothing-has-this"}}"#;
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], empty).ok());
+    cluster.kctl_stdin(&["apply", "-f", "-"], empty).assert_ok();
     let nobody = service(&cluster, "nobody")["portalIP"]
         .as_str()
         .unwrap()
@@ -381,7 +381,9 @@ fn udp_service_and_late_pods_get_the_environment() {
     cluster.load_demo_image("tutum/tomcat:latest");
     let service = r#"{"id": "echo", "kind": "Service", "apiVersion": "v1beta1", "port": 5300,
         "protocol": "UDP", "containerPort": 5353, "selector": {"name": "echo"}}"#;
-    assert!(cluster.kctl_stdin(&["apply", "-f", "-"], service).ok());
+    cluster
+        .kctl_stdin(&["apply", "-f", "-"], service)
+        .assert_ok();
     // A pod made after the service, declaring a UDP port.
     let pod = r#"{"id": "echo", "kind": "Pod", "apiVersion": "v1beta1", "labels": {"name": "echo"},
         "desiredState": {"manifest": {"version": "v1beta1", "id": "echo",

@@ -715,3 +715,62 @@ async fn one_helper_leads_until_its_heartbeat_ends() {
     assert!(!first.try_lead("minion-1", one.lease).await.unwrap());
     two.task.abort();
 }
+
+/// A minion's lock passes back and forth between the workstation and the
+/// minion's helper, each with its own certificate under etcd's
+/// authorization, with never both inside and without a refusal (etcd's
+/// Lock RPC refuses a waiter now and then under certificate names:
+/// etcd-io/etcd#14850).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_workstation_and_a_helper_take_turns_on_a_minions_lock_under_authorization() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ROUNDS: usize = 30;
+    const HOLD_MS: u64 = 5;
+    let etcd = Etcd::start("locks");
+    let pki = ClusterPki::new(etcd.dir.join("pki"));
+    let member = kctl::pki::EtcdMember {
+        name: "m0".into(),
+        ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+    };
+    let minion = "minion-1".to_string();
+    pki.ensure(
+        "locks",
+        &[member],
+        std::slice::from_ref(&minion),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let workstation = etcd.store("c1").await;
+    workstation
+        .ensure_access("c1", std::slice::from_ref(&minion))
+        .await
+        .unwrap();
+    let helper = Store::connect_waiting(
+        &etcd.endpoints,
+        "c1",
+        Some(&pki.minion(&minion).unwrap()),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let inside = std::sync::Arc::new(AtomicBool::new(false));
+    let turns = |store: Store, who: &'static str| {
+        let inside = inside.clone();
+        tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let lock = store
+                    .lock_minion("minion-1")
+                    .await
+                    .unwrap_or_else(|e| panic!("{who}, round {round}: {e}"));
+                assert!(!inside.swap(true, Ordering::SeqCst), "{who} got in too");
+                tokio::time::sleep(Duration::from_millis(HOLD_MS)).await;
+                inside.store(false, Ordering::SeqCst);
+                lock.release().await;
+            }
+        })
+    };
+    let one = turns(workstation, "the workstation");
+    let two = turns(helper, "the helper");
+    one.await.unwrap();
+    two.await.unwrap();
+}

@@ -33,8 +33,10 @@
 
 mod access;
 mod cache;
+mod lock;
 mod members;
 
+pub use lock::MinionLock;
 pub use members::{MemberProblem, MemberSet};
 
 use crate::model::{Kind, ReplicationController};
@@ -55,8 +57,8 @@ use crate::state::{
     ServiceRecord,
 };
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LockOptions,
-    TlsOptions, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp,
 };
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -102,6 +104,13 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("the heartbeat lease of {minion} expired")]
     LeaseLost { minion: String },
+    #[error("{minion} is still in use by another kctl after {waited} s")]
+    #[diagnostic(help(
+        "`kctl get pods` shows what runs there; a kctl that was stopped frees the minion within 10 s"
+    ))]
+    LockBusy { minion: String, waited: u64 },
+    #[error("the lock on {minion} expired while this kctl waited for it")]
+    LockLost { minion: String },
     #[error("replicationController {controller} is in a rolling update already ({by})")]
     #[diagnostic(help(
         "wait for it to finish; if its kctl was stopped, it ends by itself within 15 s"
@@ -1445,99 +1454,6 @@ impl Drop for DesiredChanges {
 pub struct Heartbeat {
     pub lease: i64,
     pub task: tokio::task::JoinHandle<Result<(), StoreError>>,
-}
-
-/// How long a minion lock outlives a kctl that died holding it.
-const LOCK_TTL_SECONDS: i64 = 10;
-/// How long to wait for another kctl to finish with a minion.
-const LOCK_WAIT: Duration = Duration::from_secs(180);
-
-/// Exclusive use of one minion's containers, held through an etcd lock on a
-/// lease that a background task keeps alive; if the holder dies, the lease
-/// expires and the lock frees itself.
-pub struct MinionLock {
-    store: Store,
-    key: Vec<u8>,
-    lease: i64,
-    keeper: tokio::task::JoinHandle<()>,
-}
-
-impl MinionLock {
-    pub async fn release(self) {
-        self.keeper.abort();
-        let key = self.key.clone();
-        let _ = self
-            .store
-            .call(|mut c| {
-                let key = key.clone();
-                async move { c.unlock(key).await }
-            })
-            .await;
-        self.store.revoke(self.lease).await;
-    }
-}
-
-impl Store {
-    /// Waits for exclusive use of a minion: two kctl processes (or kctl and
-    /// the node helper) never converge one minion at the same time. The
-    /// lock's lease is kept alive through whichever member serves, so a
-    /// member's death does not free it under its holder.
-    pub async fn lock_minion(&self, minion: &str) -> Result<MinionLock, StoreError> {
-        let lease = self.lease_grant(LOCK_TTL_SECONDS).await?;
-        let members = self.members.clone();
-        let keeper = tokio::spawn(async move {
-            let ttl = Duration::from_secs(LOCK_TTL_SECONDS as u64);
-            keep_lease_alive(&members, lease, ttl, ttl / 3, None).await;
-        });
-        // Outside the state's prefix: taken and freed every round, the
-        // lock keys would otherwise reach every helper's watch.
-        let name = format!("{}minions/{minion}", self.locks_prefix);
-        let started = std::time::Instant::now();
-        loop {
-            // A wait for a held lock ends with the client's request
-            // timeout: ask again until the lock is ours or we have waited
-            // long enough.
-            let (member, mut client) = self.members.client();
-            let failure = match client
-                .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
-                .await
-            {
-                Ok(resp) => {
-                    return Ok(MinionLock {
-                        store: self.clone(),
-                        key: resp.key().to_vec(),
-                        lease,
-                        keeper,
-                    })
-                }
-                Err(e) => (timed_out(&e), StoreError::from(e)),
-            };
-            let gave_up = match failure {
-                _ if started.elapsed() > LOCK_WAIT => true,
-                // The lock is held: the wait for it timed out.
-                (true, _) => false,
-                // The member is gone: another one serves the wait.
-                (false, StoreError::Lost(_)) => self.members.fail_over(member).await.is_err(),
-                // The lease is gone, or etcd refused: waiting longer
-                // changes nothing.
-                _ => true,
-            } || keeper.is_finished();
-            let failure = failure.1;
-            if gave_up {
-                keeper.abort();
-                self.revoke(lease).await;
-                return Err(failure);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Whether a request ended by running out of time (rather than by the
-/// member going away).
-fn timed_out(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(status)
-        if matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled))
 }
 
 /// Keeps, for each key, only the last write to it, in order.

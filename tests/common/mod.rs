@@ -48,6 +48,12 @@ impl Run {
     pub fn ok(&self) -> bool {
         self.code == Some(0)
     }
+    /// Panics with the command's whole output unless it exited 0.
+    #[track_caller]
+    pub fn assert_ok(self) -> Run {
+        assert!(self.ok(), "{self:?}");
+        self
+    }
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
