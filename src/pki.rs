@@ -26,6 +26,9 @@ pub const RENEW_CA_DAYS_LEFT: i64 = 365;
 
 /// The common name of the workstation's client certificate.
 pub const WORKSTATION_NAME: &str = "kctl";
+/// The common name the renewal signer (beside each etcd member) gives the
+/// certificate it makes itself to read requests and hand out answers.
+pub const SIGNER_NAME: &str = "kctl-signer";
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PkiError {
@@ -176,9 +179,22 @@ pub fn new_ca(cluster: &str, now: OffsetDateTime) -> Result<KeyedCert, PkiError>
 
 /// A certificate for `wanted`, signed by `ca`, valid for [`LEAF_DAYS`].
 pub fn issue(ca: &KeyedCert, wanted: &Wanted, now: OffsetDateTime) -> Result<KeyedCert, PkiError> {
+    let key = KeyPair::generate().map_err(sign_error)?;
+    Ok(KeyedCert {
+        cert: issue_for_key(ca, wanted, &key, now)?,
+        key: key.serialize_pem(),
+    })
+}
+
+/// The certificate (PEM) for `wanted` and the holder of `public_key`.
+fn issue_for_key(
+    ca: &KeyedCert,
+    wanted: &Wanted,
+    public_key: &impl rcgen::PublicKeyData,
+    now: OffsetDateTime,
+) -> Result<String, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key).map_err(sign_error)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(sign_error)?;
-    let key = KeyPair::generate().map_err(sign_error)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "kctl");
@@ -202,11 +218,58 @@ pub fn issue(ca: &KeyedCert, wanted: &Wanted, now: OffsetDateTime) -> Result<Key
     params.use_authority_key_identifier_extension = true;
     params.not_before = now - Duration::minutes(1);
     params.not_after = now + Duration::days(LEAF_DAYS);
-    let cert = params.signed_by(&key, &issuer).map_err(sign_error)?;
-    Ok(KeyedCert {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    })
+    Ok(params
+        .signed_by(public_key, &issuer)
+        .map_err(sign_error)?
+        .pem())
+}
+
+/// A new key, and the request (CSR, PEM) for a certificate of it named
+/// `common_name`: what a helper sends to have its certificate renewed.
+/// The key never leaves the helper.
+pub fn certificate_request(common_name: &str) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(sign_error)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let request = params.serialize_request(&key).map_err(sign_error)?;
+    Ok((key.serialize_pem(), request.pem().map_err(sign_error)?))
+}
+
+/// Signs minion `minion`'s renewal request `request` (PEM). Only the
+/// request's key is taken, once its signature shows the requester holds
+/// it: the name, uses and lifetime are those `up` gives a minion, whatever
+/// the request asks for.
+pub fn sign_request(
+    ca: &KeyedCert,
+    request: &str,
+    minion: &str,
+    now: OffsetDateTime,
+) -> Result<String, PkiError> {
+    let request = rcgen::CertificateSigningRequestParams::from_pem(request)
+        .map_err(|e| PkiError::Sign(format!("the request: {e}")))?;
+    issue_for_key(ca, &Wanted::client(minion), &request.public_key, now)
+}
+
+/// Whether `cert` (PEM) is for the key `key` (PEM): a renewed
+/// certificate must fit the key its helper made.
+pub fn certifies_key(cert: &str, key: &str) -> bool {
+    let (Ok(der), Ok(key)) = (pem_der(cert), KeyPair::from_pem(key)) else {
+        return false;
+    };
+    let Ok((_, x509)) = x509_parser::parse_x509_certificate(&der) else {
+        return false;
+    };
+    x509.public_key().raw == rcgen::PublicKeyData::subject_public_key_info(&key).as_slice()
+}
+
+/// How many whole days `cert` (PEM) has left at `now`; None if it is not
+/// a certificate.
+pub fn days_left(cert: &str, now: OffsetDateTime) -> Option<i64> {
+    let der = pem_der(cert).ok()?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some((x509.validity().not_after.timestamp() - now.unix_timestamp()).div_euclid(86_400))
 }
 
 /// Why `cert` must be made again, or None if it is good: unreadable, not
@@ -286,6 +349,11 @@ fn pem_der(text: &str) -> Result<Vec<u8>, String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
         .map_err(|_| "it is not PEM".to_string())?;
     Ok(pem.contents)
+}
+
+/// The serial number of `cert` (PEM) in hex, as revocation keeps it.
+pub fn serial_hex(cert: &str) -> Result<String, String> {
+    serial_of(cert).map(|s| hex(&s))
 }
 
 /// The serial number of the certificate `cert` (PEM), as an unsigned
@@ -442,26 +510,45 @@ impl ClusterPki {
 
     /// Revokes minion `minion`'s certificate and forgets its key, so that
     /// etcd refuses the old certificate and a minion that comes back under
-    /// the same id gets a new key. Nothing to do if it has none.
-    pub fn revoke_minion(&self, minion: &str, now: OffsetDateTime) -> Result<(), PkiError> {
+    /// the same id gets a new key; with it, the certificates its helper
+    /// had renewed (serial numbers in hex, as [`serial_hex`] gives them).
+    pub fn revoke_minion(
+        &self,
+        minion: &str,
+        renewed: &[String],
+        now: OffsetDateTime,
+    ) -> Result<(), PkiError> {
         let stem = Self::minion_stem(minion);
-        let Ok(pair) = self.read(&stem) else {
-            return Ok(());
-        };
+        let pair = self.read(&stem).ok();
         let file_error = |path: &Path, e: String| PkiError::File {
             path: path.display().to_string(),
             message: e,
         };
-        let serial = serial_of(&pair.cert).map_err(|e| file_error(&self.cert_file(&stem), e))?;
+        let mut serials: Vec<String> = renewed
+            .iter()
+            .filter(|s| unhex(s).is_some())
+            .cloned()
+            .collect();
+        if let Some(pair) = &pair {
+            serials
+                .push(serial_hex(&pair.cert).map_err(|e| file_error(&self.cert_file(&stem), e))?);
+        }
+        if serials.is_empty() {
+            return Ok(());
+        }
         let list = self.dir.join(REVOKED_SERIALS_FILE);
-        let mut serials = std::fs::read_to_string(&list).unwrap_or_default();
-        serials.push_str(&hex(&serial));
-        serials.push('\n');
-        write_private(&list, &serials)?;
+        let mut text = std::fs::read_to_string(&list).unwrap_or_default();
+        for serial in serials {
+            text.push_str(&serial);
+            text.push('\n');
+        }
+        write_private(&list, &text)?;
         self.write_revocation_list(&self.read("ca")?, now)?;
-        for ext in ["crt", "key"] {
-            let path = self.stem_path(&stem, ext);
-            std::fs::remove_file(&path).map_err(|e| file_error(&path, e.to_string()))?;
+        if pair.is_some() {
+            for ext in ["crt", "key"] {
+                let path = self.stem_path(&stem, ext);
+                std::fs::remove_file(&path).map_err(|e| file_error(&path, e.to_string()))?;
+            }
         }
         Ok(())
     }
@@ -503,6 +590,11 @@ impl ClusterPki {
             ca: self.read("ca")?.cert,
             own: self.read(stem)?,
         })
+    }
+
+    /// The CA's key (PEM): for the renewal signer beside each etcd member.
+    pub fn ca_key(&self) -> Result<String, PkiError> {
+        Ok(self.read("ca")?.key)
     }
 
     /// The workstation's: what `kctl` connects to etcd with.
@@ -603,6 +695,39 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_request_is_signed_for_its_minion_and_key_only() {
+        let ca = new_ca("c1", now()).unwrap();
+        // A request that asks for the workstation's name (root in etcd).
+        let (key, request) = certificate_request(WORKSTATION_NAME).unwrap();
+        let later = now() + Duration::days(300);
+        let cert = sign_request(&ca, &request, "minion-2", later).unwrap();
+        assert_eq!(
+            renewal_reason(&cert, &ca.cert, Some(&Wanted::client("minion-2")), 0, later),
+            None,
+            "a minion's certificate from the CA, whatever the request named"
+        );
+        assert!(certifies_key(&cert, &key));
+        assert!(!certifies_key(
+            &cert,
+            &issue(&ca, &Wanted::client("x"), now()).unwrap().key
+        ));
+        assert_eq!(days_left(&cert, later), Some(LEAF_DAYS));
+        // A request whose signature does not hold shows no key is held.
+        // (One letter of the signature, the request's last bytes, changed.)
+        let mut lines: Vec<String> = request.lines().map(str::to_string).collect();
+        let tail = lines.len() - 2;
+        let first = if lines[tail].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
+        lines[tail].replace_range(0..1, first);
+        let forged = lines.join("\n");
+        assert!(sign_request(&ca, &forged, "minion-2", later).is_err());
+        assert!(sign_request(&ca, "not a request", "minion-2", later).is_err());
+    }
+
+    #[test]
     fn a_revoked_minion_is_in_the_ca_signed_list_and_comes_back_with_a_new_key() {
         let dir = tempfile::tempdir().unwrap();
         let pki = ClusterPki::new(dir.path().join("pki"));
@@ -621,7 +746,7 @@ mod tests {
         };
         assert!(listed(&pki).is_empty());
         let old = pki.minion("minion-2").unwrap();
-        pki.revoke_minion("minion-2", now()).unwrap();
+        pki.revoke_minion("minion-2", &[], now()).unwrap();
         let serial = serial_of(&old.own.cert).unwrap();
         let revoked = listed(&pki);
         assert_eq!(revoked.len(), 1);
@@ -636,13 +761,31 @@ mod tests {
         assert_ne!(serial_of(&new.own.cert).unwrap(), serial);
         assert_eq!(listed(&pki).len(), 1);
         // Unknown minions revoke nothing.
-        pki.revoke_minion("minion-9", now()).unwrap();
+        pki.revoke_minion("minion-9", &[], now()).unwrap();
         assert_eq!(listed(&pki).len(), 1);
+        // A minion whose helper renewed its certificate: both go.
+        let ca = pki.read("ca").unwrap();
+        let (_, request) = certificate_request("minion-1").unwrap();
+        let renewed = sign_request(&ca, &request, "minion-1", now()).unwrap();
+        let renewed_serial = serial_hex(&renewed).unwrap();
+        pki.revoke_minion("minion-1", std::slice::from_ref(&renewed_serial), now())
+            .unwrap();
+        let revoked: Vec<String> = listed(&pki).iter().map(|s| hex(s)).collect();
+        assert_eq!(revoked.len(), 3);
+        assert!(revoked
+            .iter()
+            .any(|s| s.trim_start_matches("00") == renewed_serial));
     }
 
     #[test]
     fn no_minion_can_bear_the_name_of_another_identity() {
-        for name in ["root", WORKSTATION_NAME, ETCD_SERVER_NAME, ETCD_PEER_NAME] {
+        for name in [
+            "root",
+            WORKSTATION_NAME,
+            ETCD_SERVER_NAME,
+            ETCD_PEER_NAME,
+            SIGNER_NAME,
+        ] {
             assert!(
                 crate::model::names::IDENTITY_NAMES.contains(&name),
                 "{name}"

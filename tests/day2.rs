@@ -1643,3 +1643,90 @@ fn get_hooks_reach_pods_from_their_minion() {
     assert!(deleted.ok(), "{deleted:?}");
     cluster.down_and_check();
 }
+
+/// A helper whose certificate nears its end asks for a new one through
+/// etcd and gets it from the signer beside etcd, with no kctl running; a
+/// minion's key asks only for itself; and when the minion leaves, the
+/// renewed certificate is revoked with the one `up` made.
+#[test]
+fn a_helper_renews_its_certificate_and_a_leaving_minion_loses_the_renewed_one() {
+    let cluster = TestCluster::up("it-renew", 2);
+    let tls = cluster.minion_tls_dir(2);
+    let pki = cluster.dir().join("pki");
+    let ca = kctl::pki::KeyedCert {
+        cert: std::fs::read_to_string(pki.join("ca.crt")).unwrap(),
+        key: std::fs::read_to_string(pki.join("ca.key")).unwrap(),
+    };
+    // What `up` made 300 days ago: 65 days left, under the 90 that call
+    // for a renewal.
+    let now = time::OffsetDateTime::now_utc();
+    let aging = kctl::pki::issue(
+        &ca,
+        &kctl::pki::Wanted::client("minion-2"),
+        now - time::Duration::days(300),
+    )
+    .unwrap();
+    kctl::pki::write_private(&std::path::Path::new(&tls).join("node.key"), &aging.key).unwrap();
+    kctl::pki::write_private(&std::path::Path::new(&tls).join("node.crt"), &aging.cert).unwrap();
+    let etcd = cluster.record()["etcdEndpoints"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = format!("/kctl/{}/minions/minion-1", cluster.name);
+    let reads_etcd = |dir: &str| {
+        let run = common::run_here(&common::etcdctl_as_helper(&etcd, dir, &["get", &record]));
+        run.ok() && run.stdout.contains(&record)
+    };
+    assert!(reads_etcd(&tls), "the aging certificate is good still");
+    // Its minion's key asks for no other minion.
+    let for_minion_1 = format!("/kctl-certs/{}/requests/minion-1", cluster.name);
+    let refused = common::run_here(&common::etcdctl_as_helper(
+        &etcd,
+        &tls,
+        &["put", &for_minion_1, "request"],
+    ));
+    assert!(!refused.ok(), "{refused:?}");
+
+    // The helper looks at its certificate when it starts (and hourly):
+    // stopped, its supervisor starts it again. No kctl runs from here on.
+    // (The helper itself, not its supervisor, whose command line holds
+    // the helper's.)
+    let helper = format!(
+        "^[^ ]*kctl-node run --cluster {} --minion minion-2 ",
+        cluster.name
+    );
+    let killed = std::process::Command::new("pkill")
+        .args(["-f", &helper])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no helper of minion-2 to stop");
+    let renewed = wait_for(Duration::from_secs(60), "a renewed certificate", || {
+        let cert = std::fs::read_to_string(format!("{tls}/node.crt")).ok()?;
+        let days = kctl::pki::days_left(&cert, time::OffsetDateTime::now_utc())?;
+        (days > 300).then_some(cert)
+    });
+    let key = std::fs::read_to_string(format!("{tls}/node.key")).unwrap();
+    assert_ne!(key, aging.key, "a new key, made on the minion");
+    assert!(kctl::pki::certifies_key(&renewed, &key));
+    assert!(reads_etcd(&tls), "etcd admits the renewed certificate");
+    wait_for(Duration::from_secs(20), "both minions Ready", || {
+        let table = cluster.kctl(&["get", "minions"]).stdout;
+        (table.matches(" Ready ").count() == 2).then_some(())
+    });
+
+    // The renewed certificate, kept aside, is refused once minion-2
+    // leaves, and stays refused when a minion-2 comes back.
+    let kept = cluster.dir().join("minion-2-tls");
+    std::fs::create_dir_all(&kept).unwrap();
+    for file in ["ca.crt", "node.crt", "node.key"] {
+        std::fs::copy(format!("{tls}/{file}"), kept.join(file)).unwrap();
+    }
+    cluster.kctl(&["up", "--minions", "1"]).assert_ok();
+    cluster.kctl(&["up", "--minions", "2"]).assert_ok();
+    assert!(reads_etcd(&cluster.minion_tls_dir(2)), "the new minion-2's");
+    assert!(
+        !reads_etcd(kept.to_str().unwrap()),
+        "the renewed certificate of the minion-2 that left reads etcd"
+    );
+    cluster.down_and_check();
+}

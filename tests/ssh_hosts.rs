@@ -177,6 +177,45 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
         }
     }
 
+    // A helper whose certificate nears its end (65 days left) renews it
+    // through the signer beside etcd on vm1, with no kctl running.
+    assert_eq!(
+        hosts.run_in_stdout(0, &["systemctl", "is-active", "kctl-signer-t-ssh-hosts"]),
+        "active\n"
+    );
+    let tls = cluster.minion_tls_dir(2);
+    let ca = kctl::pki::KeyedCert {
+        cert: std::fs::read_to_string(cluster.dir().join("pki/ca.crt")).unwrap(),
+        key: std::fs::read_to_string(cluster.dir().join("pki/ca.key")).unwrap(),
+    };
+    let aging = kctl::pki::issue(
+        &ca,
+        &kctl::pki::Wanted::client("minion-2"),
+        time::OffsetDateTime::now_utc() - time::Duration::days(300),
+    )
+    .unwrap();
+    for (file, text) in [("node.key", &aging.key), ("node.crt", &aging.cert)] {
+        let put = hosts.run_in_input(
+            1,
+            &[
+                "install",
+                "-m",
+                "0600",
+                "/dev/stdin",
+                &format!("{tls}/{file}"),
+            ],
+            text.as_bytes(),
+        );
+        assert!(put.status.success(), "{put:?}");
+    }
+    let restart = hosts.run_in(1, &["systemctl", "restart", "kctl-node-t-ssh-hosts"]);
+    assert!(restart.status.success(), "{restart:?}");
+    common::wait_for(Duration::from_secs(60), "a renewed certificate", || {
+        let cert = hosts.run_in_stdout(1, &["cat", &format!("{tls}/node.crt")]);
+        let days = kctl::pki::days_left(&cert, time::OffsetDateTime::now_utc())?;
+        (days > 300).then_some(())
+    });
+
     let minions = cluster.kctl(&["get", "minions", "-o", "json"]);
     assert!(minions.ok(), "{minions:?}");
     let ready: Vec<_> = minions.json()["items"]
@@ -233,6 +272,16 @@ fn existing_hosts_become_a_cluster_and_are_left_as_they_were() {
     for p in &pods {
         let index = common::minion_of(p);
         let container = format!("{}_tomcat", p["id"].as_str().unwrap());
+        // A pod just started may still be checking its link-local address
+        // is unique (tentative: unusable for a second or two).
+        common::wait_for(
+            Duration::from_secs(20),
+            "the pod's IPv6 link-local address",
+            || {
+                let table = hosts.in_container(index - 1, &container, "cat /proc/net/if_inet6");
+                common::fence::has_usable_link_local(&table).then_some(())
+            },
+        );
         let checked = common::fence::assert_pod_fenced(
             &machines,
             &|script: &str| hosts.sh_stdout(index - 1, script),

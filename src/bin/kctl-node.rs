@@ -70,6 +70,22 @@ impl Node {
     }
 }
 
+/// What the renewal signer beside an etcd member needs.
+#[derive(Args)]
+struct Signer {
+    #[arg(long)]
+    cluster: String,
+    /// etcd client URL(s).
+    #[arg(long, required = true)]
+    etcd: Vec<String>,
+    /// The cluster CA's certificate.
+    #[arg(long)]
+    ca_cert: std::path::PathBuf,
+    /// The cluster CA's key.
+    #[arg(long)]
+    ca_key: std::path::PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run as the minion's daemon: heartbeat, converge, sync service rules,
@@ -83,6 +99,10 @@ enum Command {
     /// `unchanged`. Run by kctl over SSH, as root.
     #[command(hide = true)]
     Setup,
+    /// Sign the helpers' certificate renewals with the cluster's CA: runs
+    /// beside each etcd member, as `kctl up` installs it.
+    #[command(hide = true)]
+    Sign(Signer),
     /// Run a program and start it again whenever it exits, until SIGTERM:
     /// the helper's (and etcd's) supervisor where systemd is not.
     #[command(hide = true)]
@@ -182,6 +202,16 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Converge(node) => converge_once(node).await,
+        Command::Sign(signer) => {
+            kctl::node::signer::run(kctl::node::signer::SignerConfig {
+                cluster: signer.cluster,
+                etcd: signer.etcd,
+                ca_cert: signer.ca_cert,
+                ca_key: signer.ca_key,
+            })
+            .await;
+            Ok(())
+        }
         Command::Setup => setup().await,
         Command::Supervise(args) => return kctl::supervise::supervise(args).await,
     };

@@ -101,24 +101,69 @@ pub async fn install_revocations<E: Exec>(
     host: &EtcdHost,
     crl: &str,
 ) -> Result<bool, ExecError> {
-    let path = crl_path(host);
-    let have = exec.run(&argv!["cat", path.clone()], None).await?;
-    if have.success() && have.stdout == crl.as_bytes() {
+    install_private_file(exec, &crl_path(host), crl).await
+}
+
+/// Writes `text` to `path` (mode 0600), unless it holds that already.
+/// True if it was written.
+async fn install_private_file<E: Exec>(
+    exec: &E,
+    path: &str,
+    text: &str,
+) -> Result<bool, ExecError> {
+    let have = exec.run(&argv!["cat", path], None).await?;
+    if have.success() && have.stdout == text.as_bytes() {
         return Ok(false);
     }
     let write = argv!["install", "-D", "-m", "0600", "/dev/stdin", path];
-    exec.run(&write, Some(crl.as_bytes()))
+    exec.run(&write, Some(text.as_bytes()))
         .await?
         .check(exec.target(), &write)?;
     Ok(true)
 }
 
+/// Where the CA's key is on an etcd host, for the renewal signer.
+fn ca_key_path(host: &EtcdHost) -> String {
+    format!("{}/ca.key", tls_dir(host))
+}
+
+/// The renewal signer beside `host`'s etcd member (`kctl-node sign`): it
+/// signs the helpers' certificate renewals with the CA, through the
+/// member on this machine.
+pub fn signer_service(cluster: &str, host: &EtcdHost) -> Service {
+    let dir = host.dir.trim_end_matches('/');
+    let tls = tls_dir(host);
+    Service {
+        unit: format!("kctl-signer-{cluster}"),
+        description: format!("certificate renewals of kctl cluster {cluster}"),
+        program: format!("{dir}/kctl-node"),
+        args: argv![
+            "sign",
+            "--cluster",
+            cluster,
+            "--etcd",
+            format!("https://127.0.0.1:{ETCD_CLIENT_PORT}"),
+            "--ca-cert",
+            format!("{tls}/ca.crt"),
+            "--ca-key",
+            ca_key_path(host)
+        ],
+        pid_file: format!("{dir}/signer.pid"),
+        log_file: format!("{dir}/signer.log"),
+        after: vec![format!("kctl-etcd-{cluster}.service")],
+        pre_start: vec![],
+        supervisor: Some(format!("{dir}/kctl-node")),
+    }
+}
+
 /// What an etcd member trusts and is trusted by: its certificate and key
-/// with the CA's, and the CA's revocation list.
+/// with the CA's, and the CA's revocation list; and the CA's key, for the
+/// renewal signer beside it.
 #[derive(Clone, Copy)]
 pub struct EtcdTrust<'a> {
     pub credentials: &'a MemberCredentials,
     pub revocations: &'a str,
+    pub ca_key: &'a str,
 }
 
 /// etcd's member name for `host`. One member keeps the name it always
@@ -300,6 +345,7 @@ pub async fn install_etcd<E: Exec>(
     let EtcdTrust {
         credentials,
         revocations,
+        ca_key,
     } = trust;
     exec.run_ok(&argv!["mkdir", "-p", host.dir.clone()]).await?;
     let mut changed = install_etcd_firewall(exec, host, minions, &member_ips(members)).await?;
@@ -326,13 +372,20 @@ pub async fn install_etcd<E: Exec>(
     changed |= install_revocations(exec, host, revocations).await?;
     let systemd = service::has_systemd(exec).await?;
     let service = etcd_service(cluster, host, members);
-    if !systemd {
-        if let Some(supervisor) = &service.supervisor {
-            changed |= super::setup::upload_if_different(exec, binary, supervisor).await?;
-        }
-    }
+    let signer = signer_service(cluster, host);
+    // etcd's supervisor (without systemd) and the signer.
+    let binary_changed = super::setup::upload_if_different(exec, binary, &signer.program).await?;
     changed |= certificates_changed;
     changed |= service::ensure_running(exec, &service, systemd, certificates_changed).await?;
+    let ca_key_changed = install_private_file(exec, &ca_key_path(host), ca_key).await?;
+    changed |= binary_changed | ca_key_changed;
+    changed |= service::ensure_running(
+        exec,
+        &signer,
+        systemd,
+        binary_changed || ca_key_changed || certificates_changed,
+    )
+    .await?;
     Ok(changed)
 }
 
@@ -386,6 +439,9 @@ pub async fn remove_etcd<E: Exec>(
 ) -> Result<Vec<String>, ExecError> {
     let mut removed = vec![];
     let systemd = service::has_systemd(exec).await?;
+    if service::remove(exec, &signer_service(cluster, host), systemd).await? {
+        removed.push("the certificate renewal signer".to_string());
+    }
     if service::remove(exec, &etcd_service(cluster, host, members), systemd).await? {
         removed.push("etcd".to_string());
     }

@@ -55,9 +55,9 @@ pub fn dns_subdomain_problem(name: &str) -> Option<String> {
 }
 
 /// The identities etcd knows by certificate name besides the minions:
-/// its administrator, the workstation, and etcd's members themselves (to
-/// clients and to their peers).
-pub const IDENTITY_NAMES: [&str; 4] = ["root", "kctl", "etcd", "etcd-server"];
+/// its administrator, the workstation, etcd's members themselves (to
+/// clients and to their peers), and the signer of helpers' renewals.
+pub const IDENTITY_NAMES: [&str; 5] = ["root", "kctl", "etcd", "etcd-server", "kctl-signer"];
 
 /// A minion's id: a DNS subdomain (a host name), and none of
 /// [`IDENTITY_NAMES`]: a minion's certificate bears its id, and etcd would

@@ -30,6 +30,8 @@ use tracing::{error, info, warn};
 
 pub mod post_start;
 pub mod probe;
+pub mod renew;
+pub mod signer;
 
 const PERIOD: Duration = Duration::from_secs(1);
 
@@ -135,6 +137,7 @@ pub async fn run(node: NodeConfig) {
     if !intact {
         restore_host(&node).await;
     }
+    tokio::spawn(renew::keep_certificate_fresh(node.clone()));
     loop {
         let result = match node.connect().await {
             Ok(store) => serve(&node, store).await,

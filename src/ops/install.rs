@@ -108,13 +108,17 @@ async fn install_etcd_members(
         .map(|host| pki.etcd_member(&etcd_member(host)))
         .collect::<Result<_, _>>()?;
     let revocations = read_revocations(cluster)?;
+    let ca_key = pki.ca_key()?;
     let install_one = |index: usize| {
         install_member(
             cluster,
             &members[index],
             &minion_ips,
-            &credentials[index],
-            &revocations,
+            etcd::EtcdTrust {
+                credentials: &credentials[index],
+                revocations: &revocations,
+                ca_key: &ca_key,
+            },
             binary,
         )
     };
@@ -164,8 +168,7 @@ async fn install_member(
     cluster: &Cluster,
     host: &EtcdHost,
     minion_ips: &[std::net::Ipv4Addr],
-    credentials: &MemberCredentials,
-    revocations: &str,
+    trust: etcd::EtcdTrust<'_>,
     binary: &std::path::Path,
 ) -> Result<bool, crate::exec::ExecError> {
     let config = &cluster.config;
@@ -176,10 +179,7 @@ async fn install_member(
         host,
         &config.etcd_hosts,
         minion_ips,
-        etcd::EtcdTrust {
-            credentials,
-            revocations,
-        },
+        trust,
         binary,
     )
     .await;
@@ -193,14 +193,20 @@ fn read_revocations(cluster: &Cluster) -> miette::Result<String> {
         .map_err(|e| miette::miette!("{}: {e}; `kctl up` makes it", path.display()))
 }
 
-/// Revokes the certificates of minions that left and forgets their keys
+/// Revokes the certificates of minions that left (with those their
+/// helpers renewed, which etcd lists) and forgets their keys
 /// (a minion that comes back gets a new one), and gives etcd the new
 /// revocation list: on this machine etcd reads it where it is; on etcd
 /// hosts it is copied over.
-pub async fn revoke_minions(cluster: &Cluster, leaving: &[String]) -> miette::Result<()> {
+pub async fn revoke_minions(
+    cluster: &Cluster,
+    store: &crate::store::Store,
+    leaving: &[String],
+) -> miette::Result<()> {
     let pki = cluster.dir.pki();
     for id in leaving {
-        pki.revoke_minion(id, time::OffsetDateTime::now_utc())?;
+        let renewed = store.take_renewed_serials(id).await?;
+        pki.revoke_minion(id, &renewed, time::OffsetDateTime::now_utc())?;
     }
     let revocations = read_revocations(cluster)?;
     let copies = cluster.config.etcd_hosts.iter().map(|host| {

@@ -828,6 +828,63 @@ pub async fn ensure_etcd(
     Ok(true)
 }
 
+/// Makes sure the renewal signer (`kctl-node sign`, run by `program`)
+/// runs beside the cluster's etcd, supervised, with the CA of `pki` and
+/// `endpoints` to reach etcd. Restarted when its command line changed
+/// (the CA was renewed: it reads it at start). True if it was started.
+pub async fn ensure_signer(
+    dir: &ClusterDir,
+    program: &std::path::Path,
+    endpoints: &[String],
+    restart: bool,
+) -> Result<bool, HostError> {
+    let etcd_dir = dir.etcd_dir();
+    let pki = dir.pki();
+    let pid_file = etcd_dir.join("signer.pid");
+    let mut argv = vec![
+        program.display().to_string(),
+        "sign".to_string(),
+        "--cluster".to_string(),
+        dir.name.clone(),
+    ];
+    for e in endpoints {
+        argv.extend(["--etcd".to_string(), e.clone()]);
+    }
+    argv.extend([
+        "--ca-cert".to_string(),
+        pki.ca_file().display().to_string(),
+        "--ca-key".to_string(),
+        pki.key_file("ca").display().to_string(),
+    ]);
+    let args_file = etcd_dir.join("signer.args");
+    let same_args = std::fs::read_to_string(&args_file).ok() == Some(argv.join("\n"));
+    let supervisor_of = pid_file.display().to_string();
+    if host::live_pid(&pid_file, &supervisor_of).is_some() && same_args && !restart {
+        return Ok(false);
+    }
+    stop_signer(dir).await;
+    let me = std::env::current_exe().map_err(|e| host_error("kctl's own path", e))?;
+    let mut supervised = vec![
+        me.display().to_string(),
+        "supervise".to_string(),
+        "--pid-file".to_string(),
+        supervisor_of,
+        "--".to_string(),
+    ];
+    supervised.extend(argv.iter().cloned());
+    host::spawn_daemon(&supervised, &etcd_dir.join("signer.log"))?;
+    std::fs::write(&args_file, argv.join("\n"))
+        .map_err(|e| host_error(args_file.display().to_string(), e))?;
+    Ok(true)
+}
+
+/// Stops the renewal signer's supervisor, which stops the signer.
+pub async fn stop_signer(dir: &ClusterDir) {
+    let pid_file = dir.etcd_dir().join("signer.pid").display().to_string();
+    let left = host::processes_under(&pid_file);
+    host::terminate(&left, Duration::from_secs(10)).await;
+}
+
 /// Gives the bridge `ip` as well (an etcd member's own address): on the
 /// bridge, the minions reach it directly and it never leaves the machine
 /// (the cluster's blackhole route covers it).

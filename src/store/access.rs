@@ -11,7 +11,9 @@
 //!   generation and the leader key: the leader (any helper may become it)
 //!   reschedules pods off NotReady minions and keeps controllers' replica
 //!   counts, and each helper reports its pods and their endpoints;
-//! - record events.
+//! - record events;
+//! - ask for its certificate to be renewed (its own request key) and read
+//!   the answer to it.
 //!
 //! It may not write services, replication controllers, load balancers,
 //! rollouts, cordons, other owner marks, another minion's keys, or
@@ -21,7 +23,9 @@
 //! by key prefix, and kctl keeps pods under one prefix, so a minion's key
 //! reads every pod (and its env).
 //!
-//! A minion that leaves loses its user and role, so etcd refuses its
+//! The renewal signer (`kctl-signer`, beside each etcd member) reads the
+//! minions' records and their requests and writes the answers, nothing
+//! else. A minion that leaves loses its user and role, so etcd refuses its
 //! certificate from then on.
 
 use super::{Store, StoreError};
@@ -70,10 +74,24 @@ pub fn minion_permissions(cluster: &str, minion: &str) -> Vec<Permission> {
             Permission::read(seen.clone()).with_prefix(),
             read_write(format!("{seen}{minion}")),
             read_write(format!("/kctl-events/{cluster}/")),
-            // etcd's lock service keeps its keys under the name plus `/`.
+            // A lock's queue: its waiters' keys under the name plus `/`.
             read_write(format!("/kctl-locks/{cluster}/minions/{minion}/")),
+            read_write(super::renewal_request_key(cluster, minion)),
+            Permission::read(super::renewal_answer_key(cluster, minion)),
         ])
         .collect()
+}
+
+/// The renewal signer's role.
+const SIGNER_ROLE: &str = "signer";
+
+/// What the renewal signer may touch: it signs for minions that exist.
+pub fn signer_permissions(cluster: &str) -> Vec<Permission> {
+    vec![
+        Permission::read(format!("/kctl/{cluster}/minions/")).with_prefix(),
+        Permission::read(super::renewal_request_key(cluster, "")).with_prefix(),
+        read_write(super::renewal_answer_key(cluster, "")),
+    ]
 }
 
 /// The users etcd should know besides the minions: root and the
@@ -109,59 +127,26 @@ impl Store {
                 changed = true;
             }
         }
+        changed |=
+            ensure_role(&mut auth, &roles, SIGNER_ROLE, &signer_permissions(cluster)).await?;
+        changed |= ensure_user(&mut auth, &users, crate::pki::SIGNER_NAME, SIGNER_ROLE).await?;
         for minion in minions {
             let role = role_of(minion);
-            let wanted = minion_permissions(cluster, minion);
-            let granted = if roles.contains(&role) {
-                auth.role_get(role.as_str()).await?.permissions()
-            } else {
-                auth.role_add(role.as_str()).await?;
-                changed = true;
-                vec![]
-            };
-            // What is missing first, then what is no longer wanted: a
-            // running helper is never left without a right it keeps. (A
-            // grant on a key the role has replaces its type.)
-            for p in wanted.iter().filter(|w| !granted.contains(w)) {
-                auth.role_grant_permission(role.as_str(), p.clone()).await?;
-                changed = true;
-            }
-            let range = |p: &Permission| (p.key().to_vec(), p.is_prefix());
-            for p in granted
-                .iter()
-                .filter(|g| !wanted.iter().any(|w| range(w) == range(g)))
-            {
-                let end = p.range_end().to_vec();
-                let options = (!end.is_empty())
-                    .then(|| etcd_client::RoleRevokePermissionOptions::new().with_range_end(end));
-                auth.role_revoke_permission(role.as_str(), p.key().to_vec(), options)
-                    .await?;
-                changed = true;
-            }
-            if !users.contains(minion) {
-                auth.user_add(
-                    minion.as_str(),
-                    "",
-                    Some(UserAddOptions::new().with_no_pwd()),
-                )
-                .await?;
-                changed = true;
-            }
-            let has = auth.user_get(minion.as_str()).await?.roles().to_vec();
-            if has != [role.clone()] {
-                for other in has.iter().filter(|r| **r != role) {
-                    auth.user_revoke_role(minion.as_str(), other.as_str())
-                        .await?;
-                }
-                if !has.contains(&role) {
-                    auth.user_grant_role(minion.as_str(), role.as_str()).await?;
-                }
-                changed = true;
-            }
+            changed |= ensure_role(
+                &mut auth,
+                &roles,
+                &role,
+                &minion_permissions(cluster, minion),
+            )
+            .await?;
+            changed |= ensure_user(&mut auth, &users, minion, &role).await?;
         }
         // Minions that left: their certificates stop working here.
         for user in &users {
-            if administrators().contains(&user.as_str()) || minions.contains(user) {
+            if administrators().contains(&user.as_str())
+                || user == crate::pki::SIGNER_NAME
+                || minions.contains(user)
+            {
                 continue;
             }
             auth.user_delete(user.as_str()).await?;
@@ -180,6 +165,71 @@ impl Store {
         auth.auth_enable().await?;
         Ok(changed)
     }
+}
+
+/// Makes `role` exist with exactly the permissions `wanted`; `roles` are
+/// those etcd has. True if anything changed.
+async fn ensure_role(
+    auth: &mut etcd_client::AuthClient,
+    roles: &[String],
+    role: &str,
+    wanted: &[Permission],
+) -> Result<bool, StoreError> {
+    let mut changed = false;
+    let granted = if roles.iter().any(|r| r == role) {
+        auth.role_get(role).await?.permissions()
+    } else {
+        auth.role_add(role).await?;
+        changed = true;
+        vec![]
+    };
+    // What is missing first, then what is no longer wanted: a running
+    // helper is never left without a right it keeps. (A grant on a key the
+    // role has replaces its type.)
+    for p in wanted.iter().filter(|w| !granted.contains(w)) {
+        auth.role_grant_permission(role, p.clone()).await?;
+        changed = true;
+    }
+    let range = |p: &Permission| (p.key().to_vec(), p.is_prefix());
+    for p in granted
+        .iter()
+        .filter(|g| !wanted.iter().any(|w| range(w) == range(g)))
+    {
+        let end = p.range_end().to_vec();
+        let options = (!end.is_empty())
+            .then(|| etcd_client::RoleRevokePermissionOptions::new().with_range_end(end));
+        auth.role_revoke_permission(role, p.key().to_vec(), options)
+            .await?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Makes `user` (a certificate name, no password) exist with `role` as its
+/// only role; `users` are those etcd has. True if anything changed.
+async fn ensure_user(
+    auth: &mut etcd_client::AuthClient,
+    users: &[String],
+    user: &str,
+    role: &str,
+) -> Result<bool, StoreError> {
+    let mut changed = false;
+    if !users.iter().any(|u| u == user) {
+        auth.user_add(user, "", Some(UserAddOptions::new().with_no_pwd()))
+            .await?;
+        changed = true;
+    }
+    let has = auth.user_get(user).await?.roles().to_vec();
+    if has != [role.to_string()] {
+        for other in has.iter().filter(|r| *r != role) {
+            auth.user_revoke_role(user, other.as_str()).await?;
+        }
+        if !has.iter().any(|r| r == role) {
+            auth.user_grant_role(user, role).await?;
+        }
+        changed = true;
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

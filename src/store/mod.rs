@@ -35,9 +35,11 @@ mod access;
 mod cache;
 mod lock;
 mod members;
+mod renewal;
 
 pub use lock::MinionLock;
 pub use members::{MemberProblem, MemberSet};
+pub use renewal::PendingRenewal;
 
 use crate::model::{Kind, ReplicationController};
 use members::Members;
@@ -180,6 +182,7 @@ pub struct Store {
     /// The revision of this store's last write: a snapshot from the copy
     /// includes it.
     written: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    cluster: String,
     prefix: String,
     events_prefix: String,
     /// Where helpers record their heartbeats' times, outside `prefix` so
@@ -268,6 +271,7 @@ impl Store {
             members: std::sync::Arc::new(members),
             cache: None,
             written: Default::default(),
+            cluster: cluster.to_string(),
             prefix: format!("/kctl/{cluster}/"),
             events_prefix: format!("/kctl-events/{cluster}/"),
             seen_prefix: format!("/kctl-seen/{cluster}/"),
@@ -1454,6 +1458,17 @@ impl Drop for DesiredChanges {
 pub struct Heartbeat {
     pub lease: i64,
     pub task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+/// Where minion `minion` of `cluster` asks for a renewed certificate (a
+/// CSR, PEM); with an empty `minion`, the prefix of all requests.
+pub(crate) fn renewal_request_key(cluster: &str, minion: &str) -> String {
+    format!("/kctl-certs/{cluster}/requests/{minion}")
+}
+
+/// Where the signer answers minion `minion`'s request.
+pub(crate) fn renewal_answer_key(cluster: &str, minion: &str) -> String {
+    format!("/kctl-certs/{cluster}/issued/{minion}")
 }
 
 /// Keeps, for each key, only the last write to it, in order.

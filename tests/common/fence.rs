@@ -106,6 +106,18 @@ pub fn targets(machine: &Machine) -> Vec<Target> {
     out.into_iter().collect()
 }
 
+/// Whether `/proc/net/if_inet6` text lists a link-local address that is
+/// no longer tentative (duplicate address detection done).
+pub fn has_usable_link_local(if_inet6: &str) -> bool {
+    const TENTATIVE: u32 = 0x40;
+    if_inet6.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() == 6
+            && fields[0].starts_with("fe80")
+            && u32::from_str_radix(fields[4], 16).is_ok_and(|flags| flags & TENTATIVE == 0)
+    })
+}
+
 /// How a connection is tried: in a pod, busybox's nc (all the demo image
 /// has); on a machine, bash's /dev/tcp (no nc on a minimal Debian).
 #[derive(Clone, Copy)]

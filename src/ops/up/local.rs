@@ -236,6 +236,16 @@ pub async fn up(
         }
         changed = true;
     }
+    // Beside etcd, so that helpers renew their certificates while no
+    // kctl runs; it reads the CA at start.
+    let signer = crate::ops::helper_binary()?;
+    changed |= local::ensure_signer(
+        &dir,
+        &signer,
+        &config.etcd_endpoints,
+        renewed.contains("ca"),
+    )
+    .await?;
     task.done(match masters {
         1 => format!("etcd at {}", layout.etcd_endpoint()),
         n => format!(

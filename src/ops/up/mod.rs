@@ -169,7 +169,7 @@ pub async fn shrink(
             .map(|m| m.id.clone())
             .collect();
         store.ensure_access(&config.name, &staying).await?;
-        crate::ops::install::revoke_minions(&cluster, &leaving).await?;
+        crate::ops::install::revoke_minions(&cluster, &store, &leaving).await?;
     }
     cordons.end().await;
     // The record says what is left at once, whatever fails later.
