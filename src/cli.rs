@@ -264,11 +264,16 @@ pub enum Command {
   kctl delete -f manifests/
   kctl delete rc tomcatController     # and its pods
   kctl delete pod web db --ignore-not-found
-  kctl delete service -l 'tier in (test, staging)'")]
+  kctl delete service -l 'tier in (test, staging)'
+  kctl delete --rejected              # records kctl warned it does not act on")]
     Delete {
         /// Files or directories whose objects to delete.
         #[arg(short = 'f', long = "filename", conflicts_with_all = ["resource", "ids", "selector"])]
         files: Vec<PathBuf>,
+        /// The records etcd holds that kctl does not act on (its warnings
+        /// name them): written by something else, or another version.
+        #[arg(long, conflicts_with_all = ["files", "resource", "ids", "selector"])]
+        rejected: bool,
         /// pod, rc or service.
         resource: Option<String>,
         /// The objects' ids.
@@ -853,12 +858,14 @@ pub async fn run(cli: Cli) -> miette::Result<()> {
         }
         Command::Delete {
             files,
+            rejected,
             resource,
             ids,
             selector,
             ignore_not_found,
         } => {
             let target = match (files.is_empty(), resource, selector) {
+                _ if rejected => DeleteTarget::Rejected,
                 (false, _, _) => DeleteTarget::Files(files),
                 (true, Some(resource), Some(selector)) => {
                     DeleteTarget::Selected(kind_of(&resource)?, parse_selector(&selector)?)

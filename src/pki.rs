@@ -479,7 +479,16 @@ impl ClusterPki {
             let _ = std::fs::remove_file(self.stem_path(ETCD_STEM, ext));
         }
         for m in minions {
-            wanted.push((Self::minion_stem(m), Wanted::client(m)));
+            let stem = Self::minion_stem(m);
+            if let Some(other) = minions
+                .iter()
+                .find(|o| *o != m && Self::minion_stem(o) == stem)
+            {
+                return Err(PkiError::Sign(format!(
+                    "minions {other} and {m} would share the certificate files {stem}.*: name one of them otherwise"
+                )));
+            }
+            wanted.push((stem, Wanted::client(m)));
         }
         for (stem, want) in wanted {
             let reason = match self.read(&stem) {
@@ -534,6 +543,11 @@ impl ClusterPki {
                 .push(serial_hex(&pair.cert).map_err(|e| file_error(&self.cert_file(&stem), e))?);
         }
         if serials.is_empty() {
+            // A cluster from before revocation has no list yet; etcd hosts
+            // are given one after this.
+            if !self.crl_file().exists() {
+                self.write_revocation_list(&self.read("ca")?, now)?;
+            }
             return Ok(());
         }
         let list = self.dir.join(REVOKED_SERIALS_FILE);
@@ -763,6 +777,10 @@ mod tests {
         // Unknown minions revoke nothing.
         pki.revoke_minion("minion-9", &[], now()).unwrap();
         assert_eq!(listed(&pki).len(), 1);
+        // A cluster from before revocation: the list is made when needed.
+        std::fs::remove_file(pki.crl_file()).unwrap();
+        pki.revoke_minion("minion-9", &[], now()).unwrap();
+        assert_eq!(listed(&pki).len(), 1);
         // A minion whose helper renewed its certificate: both go.
         let ca = pki.read("ca").unwrap();
         let (_, request) = certificate_request("minion-1").unwrap();
@@ -775,6 +793,16 @@ mod tests {
         assert!(revoked
             .iter()
             .any(|s| s.trim_start_matches("00") == renewed_serial));
+    }
+
+    #[test]
+    fn two_minions_never_share_certificate_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::new(dir.path().join("pki"));
+        let minions = vec!["1".to_string(), "minion-1".to_string()];
+        let refused = pki.ensure("c1", &[], &minions, now()).unwrap_err();
+        assert!(refused.to_string().contains("share"), "{refused}");
+        assert!(pki.minion("1").is_err(), "nothing made for either");
     }
 
     #[test]

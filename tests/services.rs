@@ -741,5 +741,26 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
         );
         assert_ne!(rules, rules_before[minion - 1]);
     }
+    // What kctl does not act on goes with `delete --rejected`, named one
+    // by one; the services kctl wrote stay.
+    let removed = cluster.kctl(&["delete", "--rejected"]);
+    assert!(
+        removed.ok()
+            && removed.stdout.contains("pods/crafted")
+            && removed.stdout.contains("services/")
+            && removed.stderr.contains("removed 2 records"),
+        "{removed:?}"
+    );
+    let listed = cluster.kctl(&["get", "services", "-o", "name"]);
+    assert!(
+        listed.ok() && !listed.stderr.contains("does not act on"),
+        "{listed:?}"
+    );
+    assert_eq!(listed.stdout, "service/api\nservice/web\n");
+    let again = cluster.kctl(&["delete", "--rejected"]);
+    assert!(
+        again.ok() && again.stderr.contains("holds no record"),
+        "{again:?}"
+    );
     cluster.down_and_check();
 }

@@ -474,6 +474,8 @@ pub enum DeleteTarget {
     Objects(Kind, Vec<String>),
     /// Every object of the kind whose labels match.
     Selected(Kind, crate::selector::Selector),
+    /// The records etcd holds that kctl does not act on.
+    Rejected,
 }
 
 /// The objects of `kind` whose labels `selector` matches (pure).
@@ -512,6 +514,9 @@ pub async fn delete(
     target: DeleteTarget,
     ignore_not_found: bool,
 ) -> miette::Result<()> {
+    if matches!(target, DeleteTarget::Rejected) {
+        return delete_rejected(ui, name).await;
+    }
     let named: Vec<(Kind, String)> = match &target {
         // Only the ids count: what the cluster allows does not.
         DeleteTarget::Files(paths) => {
@@ -522,7 +527,7 @@ pub async fn delete(
                 .collect()
         }
         DeleteTarget::Objects(kind, ids) => ids.iter().map(|id| (*kind, id.clone())).collect(),
-        DeleteTarget::Selected(..) => vec![],
+        DeleteTarget::Selected(..) | DeleteTarget::Rejected => vec![],
     };
     let cluster = Cluster::open(name)?;
     let mut store = cluster.store().await?;
@@ -555,6 +560,27 @@ pub async fn delete(
     )
     .await?;
     finish(ui, &outcome)
+}
+
+/// Removes the records etcd holds that fail kctl's checks (written by
+/// something else than kctl, or by another version): nothing acts on them,
+/// and this is how they go without etcdctl.
+async fn delete_rejected(ui: &Ui, name: &str) -> miette::Result<()> {
+    let cluster = Cluster::open(name)?;
+    let mut store = cluster.store().await?;
+    let snapshot = store.snapshot().await?;
+    // Said here, one by one: not as warnings of what is about to go.
+    let _ = store.new_rejections();
+    for r in &snapshot.rejected {
+        ui.out(&format!("  - {r}\n"));
+    }
+    let removed = store.delete_rejected(&snapshot.rejected).await?;
+    ui.note(match removed {
+        0 => "etcd holds no record kctl does not act on".to_string(),
+        1 => "removed 1 record kctl did not act on".to_string(),
+        n => format!("removed {n} records kctl did not act on"),
+    });
+    Ok(())
 }
 
 #[cfg(test)]

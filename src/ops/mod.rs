@@ -425,7 +425,7 @@ pub fn require_root(what: &str) -> miette::Result<()> {
 pub(crate) fn warn_rejected(ui: &crate::ui::Ui, store: &Store) {
     for r in store.new_rejections() {
         ui.warn(format!(
-            "etcd holds a record kctl does not act on (not written by kctl, or by another version): {r}"
+            "etcd holds a record kctl does not act on (not written by kctl, or by another version): {r}; `kctl delete --rejected` removes such records"
         ));
     }
 }

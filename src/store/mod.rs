@@ -517,6 +517,28 @@ impl Store {
         }
     }
 
+    /// Deletes the records kctl left out as `rejected` (read from this
+    /// store's snapshots: their keys are the keys they were read from).
+    /// Returns how many keys went.
+    pub async fn delete_rejected(&self, rejected: &[Rejected]) -> Result<usize, StoreError> {
+        let keys: Vec<String> = rejected
+            .iter()
+            .map(|r| match r.key.strip_prefix("seen/") {
+                Some(minion) => format!("{}{minion}", self.seen_prefix),
+                None => format!("{}{}", self.prefix, r.key),
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let deletes: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::delete(k.as_str(), None))
+            .collect();
+        self.txn(Txn::new().and_then(deletes)).await?;
+        Ok(keys.len())
+    }
+
     /// The records left out of snapshots since the last call, each once
     /// in this store's life: for the reader to report.
     pub fn new_rejections(&self) -> Vec<Rejected> {
