@@ -572,7 +572,7 @@ async fn delete_rejected(ui: &Ui, name: &str) -> miette::Result<()> {
     // Said here, one by one: not as warnings of what is about to go.
     let _ = store.new_rejections();
     for r in &snapshot.rejected {
-        ui.out(&format!("  - {r}\n"));
+        ui.out(format!("  - {r}\n"));
     }
     let removed = store.delete_rejected(&snapshot.rejected).await?;
     ui.note(match removed {
