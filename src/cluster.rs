@@ -306,6 +306,10 @@ pub struct PodNetwork {
     /// The range every minion's /24 comes from, where kctl chose them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<ipnet::Ipv4Net>,
+    /// Where a minion routes the portal range, when it has no default
+    /// route to send it along (a local minion: the bridge's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_via: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for PodNetwork {
@@ -314,6 +318,7 @@ impl Default for PodNetwork {
             host_routes: true,
             mtu: None,
             range: None,
+            portal_via: None,
         }
     }
 }

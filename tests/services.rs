@@ -764,3 +764,131 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
     );
     cluster.down_and_check();
 }
+
+/// Each part of a minion's network removed behind kctl's back comes back
+/// by the helper alone, within its 10 s check (asserted with a margin):
+/// the route to the other minion's pods, the route to the portals, the
+/// kernel's forwarding, the jump into kctl's FORWARD chain, the nftables
+/// table, a pod port's hairpin mode. Each is seen there first, gone after
+/// the removal, back after, and working.
+#[test]
+fn the_helper_puts_back_each_part_of_its_minions_network() {
+    const BACK_WITHIN: Duration = Duration::from_secs(20);
+    let cluster = TestCluster::up("it-drift", 2);
+    cluster.load_demo_image("tutum/tomcat:latest");
+    let applied = cluster.kctl(&[
+        "apply",
+        "-f",
+        &manifest("tomcat-controller.json"),
+        "-f",
+        &manifest("tomcat-service.json"),
+    ]);
+    assert!(applied.ok(), "{applied:?}");
+    let record = cluster.record();
+    let portal_net = record["portalNet"].as_str().unwrap().to_string();
+    let pods_2 = record["minions"][1]["podCidr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let portal = service_portal(&cluster, "tomcat");
+    let pods = cluster.pods();
+    let on_2 = pods
+        .iter()
+        .find(|p| p["currentState"]["host"] == "minion-2")
+        .expect("a pod on minion-2");
+    let pod_ip_2 = on_2["currentState"]["podIP"].as_str().unwrap().to_string();
+    let on_1 = pods
+        .iter()
+        .find(|p| p["currentState"]["host"] == "minion-1")
+        .expect("a pod on minion-1");
+    let cluster_ref = &cluster;
+    let answers = |url: String| {
+        move || {
+            cluster_ref
+                .in_minion(1, &["curl", "-sS", "--max-time", "2", &url])
+                .ok()
+        }
+    };
+    let portal_answers = answers(format!("http://{portal}:8080/hostname"));
+    let pod_2_answers = answers(format!("http://{pod_ip_2}:8080/hostname"));
+    let sh = |script: &str| cluster.in_minion(1, &["sh", "-c", script]);
+    let route_to = |range: &str| {
+        let listed = cluster
+            .in_minion(1, &["ip", "-4", "route", "show", range])
+            .stdout;
+        !listed.trim().is_empty()
+    };
+    let forwarding = || sh("cat /proc/sys/net/ipv4/ip_forward").stdout.trim() == "1";
+    let forward_jump = || sh("iptables --wait --check FORWARD --jump KCTL-FORWARD").ok();
+    let table = || sh("nft list table ip kctl").stdout.contains(&portal);
+    assert!(
+        on_1["currentState"]["podIP"].is_string(),
+        "a pod on minion-1"
+    );
+    let pod_port = {
+        let listed = sh("ip -d -o link show master kctl0").stdout;
+        listed
+            .lines()
+            .find(|l| l.contains("hairpin on"))
+            .and_then(|l| l.split(": ").nth(1))
+            .and_then(|name| name.split('@').next())
+            .unwrap_or_else(|| panic!("no pod port with hairpin on: {listed}"))
+            .to_string()
+    };
+    let hairpin = || {
+        sh(&format!("ip -d -o link show dev {pod_port}"))
+            .stdout
+            .contains("hairpin on")
+    };
+
+    type Check<'a> = Box<dyn Fn() -> bool + 'a>;
+    let parts: Vec<(&str, String, Check, Check)> = vec![
+        (
+            "the route to minion-2's pods",
+            format!("ip route del {pods_2}"),
+            Box::new(|| route_to(&pods_2)),
+            Box::new(&pod_2_answers),
+        ),
+        (
+            "the route to the portals",
+            format!("ip route del {portal_net}"),
+            Box::new(|| route_to(&portal_net)),
+            Box::new(&portal_answers),
+        ),
+        (
+            "the kernel's forwarding",
+            "sysctl -qw net.ipv4.ip_forward=0".into(),
+            Box::new(forwarding),
+            Box::new(&pod_2_answers),
+        ),
+        (
+            "the jump into KCTL-FORWARD",
+            "iptables --wait --delete FORWARD --jump KCTL-FORWARD".into(),
+            Box::new(forward_jump),
+            Box::new(&pod_2_answers),
+        ),
+        (
+            "the nftables table",
+            "nft delete table ip kctl".into(),
+            Box::new(table),
+            Box::new(&portal_answers),
+        ),
+        (
+            "a pod port's hairpin mode",
+            format!("ip link set dev {pod_port} type bridge_slave hairpin off"),
+            Box::new(hairpin),
+            Box::new(&portal_answers),
+        ),
+    ];
+    for (part, remove, present, works) in &parts {
+        assert!(present(), "{part} is there before");
+        assert!(works(), "the check that needs {part} passes before");
+        let removed = sh(remove);
+        assert!(removed.ok(), "{remove}: {removed:?}");
+        assert!(!present(), "{part} is gone after `{remove}`");
+        common::wait_for(BACK_WITHIN, part, || present().then_some(()));
+        common::wait_for(Duration::from_secs(5), part, || works().then_some(()));
+    }
+    drop(parts);
+    cluster.down_and_check();
+}

@@ -31,25 +31,71 @@ pub fn loaded_images_file(minion: &MinionConfig) -> String {
 /// The filter-table chain kctl owns on every minion.
 pub const FORWARD_CHAIN: &str = "KCTL-FORWARD";
 
-/// `ip -batch` input with a `route replace` for every other minion's pod
-/// range: pods reach each other by pod IP, across minions, without NAT.
-/// One command for all of them: a session per route made `up` of 30
-/// minions open 29 sessions on each for routes alone.
-/// The pod ranges are parsed, not copied: the batch is `ip`'s command
+/// The routes a minion keeps: every other minion's pod range through that
+/// minion (pods reach each other by pod IP, across minions, without NAT),
+/// where the machines route pod ranges themselves; and the portal range,
+/// where the minion has no default route to carry it.
+/// The pod ranges are parsed, not copied: they go into `ip`'s command
 /// language, and a record's text must not add commands to it.
-pub fn route_batch(minion: &MinionConfig, all: &[MinionConfig]) -> Result<String, String> {
-    all.iter()
-        .filter(|other| other.id != minion.id)
-        .map(|other| {
+pub fn minion_routes(
+    cluster: &ClusterConfig,
+    minion: &MinionConfig,
+) -> Result<Vec<(ipnet::Ipv4Net, std::net::Ipv4Addr)>, String> {
+    let mut routes = vec![];
+    if cluster.pod_network.host_routes {
+        for other in cluster.minions.iter().filter(|o| o.id != minion.id) {
             let range: ipnet::Ipv4Net = other.pod_cidr.parse().map_err(|_| {
                 format!(
                     "the cluster record gives {} the pod range {:?}, which is not an IPv4 CIDR",
                     other.id, other.pod_cidr
                 )
             })?;
-            Ok(format!("route replace {range} via {}\n", other.host_ip))
-        })
+            routes.push((range, other.host_ip));
+        }
+    }
+    if let Some(via) = cluster.pod_network.portal_via {
+        routes.push((cluster.portal_net, via));
+    }
+    Ok(routes)
+}
+
+/// `ip -batch` input with a `route replace` for each of `routes`: one
+/// command for all of them (a session per route made `up` of 30 minions
+/// open 29 sessions on each for routes alone).
+pub fn route_batch(routes: &[(ipnet::Ipv4Net, std::net::Ipv4Addr)]) -> String {
+    routes
+        .iter()
+        .map(|(range, via)| format!("route replace {range} via {via}\n"))
         .collect()
+}
+
+/// The routes of `routes` that `ip -4 route show` output `listed` lacks.
+pub fn missing_routes(
+    routes: &[(ipnet::Ipv4Net, std::net::Ipv4Addr)],
+    listed: &str,
+) -> Vec<(ipnet::Ipv4Net, std::net::Ipv4Addr)> {
+    routes
+        .iter()
+        .filter(|(range, via)| {
+            !listed.lines().any(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                words.len() >= 3
+                    && words[0] == range.to_string()
+                    && words[1] == "via"
+                    && words[2] == via.to_string()
+            })
+        })
+        .copied()
+        .collect()
+}
+
+/// Whether the kernel forwards IPv4 (`/proc/sys/net/ipv4/ip_forward`):
+/// without it no pod reaches another minion, nor a portal's backend there.
+pub async fn forwarding_on<E: Exec>(exec: &E) -> Result<bool, ExecError> {
+    let value = exec
+        .run(&argv!["cat", "/proc/sys/net/ipv4/ip_forward"], None)
+        .await?;
+    Ok(value.stdout_text().trim() == "1")
 }
 
 /// The `iptables-restore --noflush` input that accepts forwarded pod
@@ -500,17 +546,24 @@ pub async fn bootstrap_minion<E: Exec>(
         Ok::<bool, ExecError>(changed)
     };
     let routes = async {
-        let batch = route_batch(minion, all).map_err(|message| ExecError::Transport {
+        let routes = minion_routes(cluster, minion).map_err(|message| ExecError::Transport {
             target: exec.target().to_string(),
             message,
         })?;
-        if cluster.pod_network.host_routes && !batch.is_empty() {
+        if !routes.is_empty() {
+            let batch = route_batch(&routes);
             let ip = argv!["ip", "-batch", "-"];
             exec.run(&ip, Some(batch.as_bytes()))
                 .await?
                 .check(exec.target(), &ip)?;
         }
-        Ok::<bool, ExecError>(false)
+        let mut changed = false;
+        if !forwarding_on(exec).await? {
+            exec.run_ok(&argv!["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+                .await?;
+            changed = true;
+        }
+        Ok::<bool, ExecError>(changed)
     };
     let rules = async {
         // Service rules are written with nft (see services::rules).
@@ -625,18 +678,41 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn routes_go_to_the_other_minions() {
-        let all = minions();
+    fn routes_go_to_the_other_minions_and_the_portals() {
+        let mut cluster = cluster();
+        let first = cluster.minions[0].clone();
+        let routes = minion_routes(&cluster, &first).unwrap();
         assert_eq!(
-            route_batch(&all[0], &all).unwrap(),
+            route_batch(&routes),
             "route replace 10.101.2.0/24 via 10.101.0.12\n\
              route replace 10.101.3.0/24 via 10.101.0.13\n"
         );
-        assert_eq!(route_batch(&all[0], &all[..1]).unwrap(), "");
+        // A local minion, with no default route, sends portals to the bridge.
+        cluster.pod_network.portal_via = Some("10.101.0.1".parse().unwrap());
+        let routes = minion_routes(&cluster, &first).unwrap();
+        assert!(route_batch(&routes).ends_with("route replace 10.0.0.0/16 via 10.101.0.1\n"));
+        // What `ip route` lists: one gone, one going elsewhere.
+        let listed = "10.101.2.0/24 via 10.101.0.12 dev eth0\n\
+                      10.101.3.0/24 via 10.101.0.99 dev eth0\n\
+                      10.101.0.0/24 dev eth0 proto kernel scope link src 10.101.0.11\n";
+        let missing: Vec<String> = missing_routes(&routes, listed)
+            .iter()
+            .map(|(r, v)| format!("{r} via {v}"))
+            .collect();
+        assert_eq!(
+            missing,
+            [
+                "10.101.3.0/24 via 10.101.0.13",
+                "10.0.0.0/16 via 10.101.0.1"
+            ]
+        );
+        // Clouds route pod ranges themselves.
+        cluster.pod_network.host_routes = false;
+        assert_eq!(minion_routes(&cluster, &first).unwrap().len(), 1);
         // A record's text cannot add a command to the batch.
-        let mut bad = all.clone();
-        bad[1].pod_cidr = "10.0.0.0/24 via 10.0.0.1\nlink del eth0".into();
-        let err = route_batch(&bad[0], &bad).unwrap_err();
+        cluster.pod_network.host_routes = true;
+        cluster.minions[1].pod_cidr = "10.0.0.0/24 via 10.0.0.1\nlink del eth0".into();
+        let err = minion_routes(&cluster, &first).unwrap_err();
         assert!(
             err.contains("minion-2") && err.contains("not an IPv4 CIDR"),
             "{err}"
@@ -871,11 +947,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             exec.input_of(&argv!["ip", "-batch", "-"]).as_deref(),
-            Some(
-                route_batch(&cluster.minions[0], &cluster.minions)
-                    .unwrap()
-                    .as_str()
-            )
+            Some(route_batch(&minion_routes(&cluster, &cluster.minions[0]).unwrap()).as_str())
         );
         assert!(exec
             .input_of(&argv!["ip", "-batch", "-"])
@@ -888,7 +960,18 @@ pub(crate) mod tests {
             stderr: vec![],
         };
         let present = RecordingExec {
-            answers: [("docker network inspect".to_string(), inspect)].into(),
+            answers: [
+                ("docker network inspect".to_string(), inspect),
+                (
+                    "cat /proc/sys/net/ipv4/ip_forward".to_string(),
+                    Output {
+                        code: Some(0),
+                        stdout: b"1\n".to_vec(),
+                        stderr: vec![],
+                    },
+                ),
+            ]
+            .into(),
             ..Default::default()
         };
         assert!(!bootstrap_minion(&present, &cluster, &cluster.minions[0])

@@ -141,8 +141,10 @@ pub(crate) async fn upload_if_different<E: Exec>(
 
 /// Minion side: whether anything `restore_here` puts in place is gone,
 /// judged by the jumps into kctl's chains (a reboot or a flush removes
-/// them with the rest): three `iptables --check`, cheap enough to run
-/// every few seconds, where the whole restore is not.
+/// them with the rest), the minion's routes and the kernel's forwarding:
+/// a few `iptables --check`, one `ip route show` and one read of a
+/// sysctl, cheap enough to run every few seconds, where the whole restore
+/// is not.
 pub async fn drifted_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecError> {
     let request = SetupRequest::parse(saved).map_err(|e| ExecError::Transport {
         target: exec.target().to_string(),
@@ -171,7 +173,17 @@ pub async fn drifted_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecEr
             return Ok(true);
         }
     }
-    Ok(false)
+    if let Some(minion) = request.cluster.minion(&request.minion) {
+        // A record whose routes do not parse is for the restore to report.
+        let routes = super::minion_routes(&request.cluster, minion).unwrap_or_default();
+        if !routes.is_empty() {
+            let listed = exec.run(&argv!["ip", "-4", "route", "show"], None).await?;
+            if !super::missing_routes(&routes, &listed.stdout_text()).is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(!super::forwarding_on(exec).await?)
 }
 
 /// What `kctl-node setup` prints on success.
@@ -548,9 +560,33 @@ mod tests {
             })
             .unwrap()
         };
-        let intact = RecordingExec::default();
+        let routes = "10.101.2.0/24 via 10.101.0.12 dev eth0\n\
+                      10.101.3.0/24 via 10.101.0.13 dev eth0\n";
+        let with = |route_list: &str, forwarding: &str| RecordingExec {
+            answers: [
+                ("ip -4 route show".to_string(), answer(0, route_list)),
+                (
+                    "cat /proc/sys/net/ipv4/ip_forward".to_string(),
+                    answer(0, forwarding),
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let intact = with(routes, "1\n");
         assert!(!drifted_here(&intact, &request(&cluster)).await.unwrap());
-        assert_eq!(intact.calls().len(), 2, "two checks off the etcd host");
+        assert_eq!(
+            intact.calls().len(),
+            4,
+            "two jumps, the routes, forwarding off the etcd host"
+        );
+        // A route gone, or forwarding off: the restore puts them back.
+        let route_gone = with("10.101.2.0/24 via 10.101.0.12 dev eth0\n", "1\n");
+        assert!(drifted_here(&route_gone, &request(&cluster)).await.unwrap());
+        let not_forwarding = with(routes, "0\n");
+        assert!(drifted_here(&not_forwarding, &request(&cluster))
+            .await
+            .unwrap());
         let wiped = RecordingExec {
             answers: [("iptables --wait --check".to_string(), answer(1, ""))].into(),
             ..Default::default()

@@ -113,6 +113,7 @@ pub fn cluster_config(
             host_routes: false,
             mtu: Some(gce::GCE_MTU),
             range: spec::POD_SUPERNET.parse().ok(),
+            portal_via: None,
         },
         ssh_identity: None,
         offline_images: false,

@@ -145,7 +145,10 @@ pub async fn up(
         local: Some(LocalNetwork { slot: layout.slot }),
         gce: None,
         etcd_hosts: vec![],
-        pod_network: PodNetwork::default(),
+        pod_network: PodNetwork {
+            portal_via: Some(layout.bridge_ip()),
+            ..PodNetwork::default()
+        },
         ssh_identity: None,
         offline_images: true,
         allow_host_dir: false,
