@@ -770,7 +770,7 @@ fn crafted_records_and_snapshots_change_no_minions_rules_and_are_reported() {
 /// the route to the other minion's pods, the route to the portals, the
 /// kernel's forwarding, the jump into kctl's FORWARD chain, the nftables
 /// table, a pod port's hairpin mode. Each is seen there first, gone after
-/// the removal, back after, and working.
+/// the removal (and by `diff --live`), back after, and working.
 #[test]
 fn the_helper_puts_back_each_part_of_its_minions_network() {
     const BACK_WITHIN: Duration = Duration::from_secs(20);
@@ -841,51 +841,78 @@ fn the_helper_puts_back_each_part_of_its_minions_network() {
             .contains("hairpin on")
     };
 
+    let controller = manifest("tomcat-controller.json");
+    let live = cluster.kctl(&["diff", "-f", &controller, "--live"]);
+    assert!(
+        live.ok() && live.stdout.contains("every minion runs what etcd holds"),
+        "{live:?}"
+    );
+
     type Check<'a> = Box<dyn Fn() -> bool + 'a>;
-    let parts: Vec<(&str, String, Check, Check)> = vec![
+    // (what, how it is removed, whether it is there, what needs it, what
+    // `diff --live` says while it is gone)
+    let parts: Vec<(&str, String, Check, Check, String)> = vec![
         (
             "the route to minion-2's pods",
             format!("ip route del {pods_2}"),
             Box::new(|| route_to(&pods_2)),
             Box::new(&pod_2_answers),
+            format!("minion-1: no route to {pods_2}"),
         ),
         (
             "the route to the portals",
             format!("ip route del {portal_net}"),
             Box::new(|| route_to(&portal_net)),
             Box::new(&portal_answers),
+            format!("minion-1: no route to {portal_net}"),
         ),
         (
             "the kernel's forwarding",
             "sysctl -qw net.ipv4.ip_forward=0".into(),
             Box::new(forwarding),
             Box::new(&pod_2_answers),
+            "minion-1: IPv4 forwarding is off".into(),
         ),
         (
             "the jump into KCTL-FORWARD",
             "iptables --wait --delete FORWARD --jump KCTL-FORWARD".into(),
             Box::new(forward_jump),
             Box::new(&pod_2_answers),
+            "minion-1: FORWARD does not jump to KCTL-FORWARD".into(),
         ),
         (
             "the nftables table",
             "nft delete table ip kctl".into(),
             Box::new(table),
             Box::new(&portal_answers),
+            "minion-1: the nftables table ip kctl is missing".into(),
         ),
         (
             "a pod port's hairpin mode",
             format!("ip link set dev {pod_port} type bridge_slave hairpin off"),
             Box::new(hairpin),
             Box::new(&portal_answers),
+            format!("minion-1: pod port {pod_port} is not in hairpin mode"),
         ),
     ];
-    for (part, remove, present, works) in &parts {
+    for (part, remove, present, works, said) in &parts {
         assert!(present(), "{part} is there before");
         assert!(works(), "the check that needs {part} passes before");
-        let removed = sh(remove);
-        assert!(removed.ok(), "{remove}: {removed:?}");
-        assert!(!present(), "{part} is gone after `{remove}`");
+        // `diff --live` sees it gone, unless the helper put it back first
+        // (then it is removed again).
+        let mut seen = false;
+        for _ in 0..5 {
+            let removed = sh(remove);
+            assert!(removed.ok(), "{remove}: {removed:?}");
+            assert!(!present(), "{part} is gone after `{remove}`");
+            let drift = cluster.kctl(&["diff", "-f", &controller, "--live"]);
+            if drift.code == Some(1) && drift.stdout.contains(said.as_str()) {
+                seen = true;
+                break;
+            }
+            assert!(present(), "diff --live missed {part}: {drift:?}");
+        }
+        assert!(seen, "diff --live never saw {part} gone");
         common::wait_for(BACK_WITHIN, part, || present().then_some(()));
         common::wait_for(Duration::from_secs(5), part, || works().then_some(()));
     }

@@ -139,51 +139,73 @@ pub(crate) async fn upload_if_different<E: Exec>(
     Ok(true)
 }
 
-/// Minion side: whether anything `restore_here` puts in place is gone,
-/// judged by the jumps into kctl's chains (a reboot or a flush removes
-/// them with the rest), the minion's routes and the kernel's forwarding:
-/// a few `iptables --check`, one `ip route show` and one read of a
-/// sysctl, cheap enough to run every few seconds, where the whole restore
-/// is not.
+/// Minion side: whether anything `restore_here` puts in place is gone
+/// ([`network_drift`]): cheap enough to run every few seconds, where the
+/// whole restore is not.
 pub async fn drifted_here<E: Exec>(exec: &E, saved: &str) -> Result<bool, ExecError> {
     let request = SetupRequest::parse(saved).map_err(|e| ExecError::Transport {
         target: exec.target().to_string(),
         message: format!("the saved setup request: {e}"),
     })?;
+    Ok(!network_drift(exec, &request.cluster, &request.minion)
+        .await?
+        .is_empty())
+}
+
+/// What of minion `minion`'s network the bootstrap puts in place is gone,
+/// a line each: the jumps into kctl's chains (a reboot or a flush removes
+/// them with the rest), the routes to the other minions' pods and to the
+/// portals, the kernel's forwarding. A few `iptables --check`, one `ip
+/// route show`, one read of a sysctl. Empty when all is there.
+pub async fn network_drift<E: Exec>(
+    exec: &E,
+    cluster: &ClusterConfig,
+    minion: &str,
+) -> Result<Vec<String>, ExecError> {
+    let mut drift = vec![];
     let mut checks = vec![
-        super::guard_jump("INPUT", "--check"),
-        argv![
-            "iptables",
-            "--wait",
-            "--check",
-            "FORWARD",
-            "--jump",
-            super::FORWARD_CHAIN
-        ],
+        (
+            super::guard_jump("INPUT", "--check"),
+            format!("INPUT does not jump to {}", super::GUARD_CHAIN),
+        ),
+        (
+            argv![
+                "iptables",
+                "--wait",
+                "--check",
+                "FORWARD",
+                "--jump",
+                super::FORWARD_CHAIN
+            ],
+            format!("FORWARD does not jump to {}", super::FORWARD_CHAIN),
+        ),
     ];
-    let on_etcd_host = request
-        .cluster
-        .minion(&request.minion)
-        .is_some_and(|m| request.cluster.etcd_host_at(m.host_ip).is_some());
-    if on_etcd_host {
-        checks.push(super::etcd::jump("--check"));
+    let config = cluster.minion(minion);
+    if config.is_some_and(|m| cluster.etcd_host_at(m.host_ip).is_some()) {
+        checks.push((
+            super::etcd::jump("--check"),
+            format!("INPUT does not jump to {}", super::etcd::ETCD_CHAIN),
+        ));
     }
-    for check in &checks {
-        if !exec.run(check, None).await?.success() {
-            return Ok(true);
+    for (check, missing) in checks {
+        if !exec.run(&check, None).await?.success() {
+            drift.push(missing);
         }
     }
-    if let Some(minion) = request.cluster.minion(&request.minion) {
+    if let Some(config) = config {
         // A record whose routes do not parse is for the restore to report.
-        let routes = super::minion_routes(&request.cluster, minion).unwrap_or_default();
+        let routes = super::minion_routes(cluster, config).unwrap_or_default();
         if !routes.is_empty() {
             let listed = exec.run(&argv!["ip", "-4", "route", "show"], None).await?;
-            if !super::missing_routes(&routes, &listed.stdout_text()).is_empty() {
-                return Ok(true);
+            for (range, via) in super::missing_routes(&routes, &listed.stdout_text()) {
+                drift.push(format!("no route to {range} via {via}"));
             }
         }
     }
-    Ok(!super::forwarding_on(exec).await?)
+    if !super::forwarding_on(exec).await? {
+        drift.push("IPv4 forwarding is off".into());
+    }
+    Ok(drift)
 }
 
 /// What `kctl-node setup` prints on success.
@@ -583,6 +605,12 @@ mod tests {
         // A route gone, or forwarding off: the restore puts them back.
         let route_gone = with("10.101.2.0/24 via 10.101.0.12 dev eth0\n", "1\n");
         assert!(drifted_here(&route_gone, &request(&cluster)).await.unwrap());
+        assert_eq!(
+            network_drift(&route_gone, &cluster, "minion-1")
+                .await
+                .unwrap(),
+            ["no route to 10.101.3.0/24 via 10.101.0.13"]
+        );
         let not_forwarding = with(routes, "0\n");
         assert!(drifted_here(&not_forwarding, &request(&cluster))
             .await
@@ -611,7 +639,13 @@ mod tests {
             ..Default::default()
         };
         assert!(drifted_here(&etcd_gone, &request(&cluster)).await.unwrap());
-        assert_eq!(etcd_gone.calls().len(), 3);
+        let said = network_drift(&etcd_gone, &cluster, "minion-1")
+            .await
+            .unwrap();
+        assert!(
+            said.contains(&"INPUT does not jump to KCTL-ETCD".to_string()),
+            "{said:?}"
+        );
     }
 
     #[tokio::test]

@@ -401,7 +401,7 @@ pub async fn diff(
             if let Some(why) = &d.unreachable {
                 lines.push(format!("  ? {minion}: not checked: {why}"));
             }
-            for line in d.containers.iter().chain(&d.rules) {
+            for line in d.containers.iter().chain(&d.rules).chain(&d.network) {
                 lines.push(format!("  ~ {minion}: {line}"));
             }
         }

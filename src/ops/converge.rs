@@ -226,12 +226,16 @@ pub async fn converge_minions(
 pub struct MinionDrift {
     pub containers: Vec<String>,
     pub rules: Vec<String>,
+    /// What of the minion's routes, chains, forwarding and hairpin ports
+    /// is gone.
+    pub network: Vec<String>,
     /// Why the minion could not be checked, if it could not.
     pub unreachable: Option<String>,
 }
 
 /// Compares what every Ready minion runs (containers through Docker's API,
-/// rules through `nft list`) with the desired state in etcd. Changes
+/// rules through `nft list`, its network through `iptables --check`, `ip
+/// route` and its bridge's ports) with the desired state in etcd. Changes
 /// nothing.
 pub async fn live_drift(
     cluster: &Cluster,
@@ -275,21 +279,53 @@ pub async fn live_drift(
                     .await
                     .map(|listing| rules::drift(portals, listing.as_deref()))
                     .map_err(|e| e.to_string());
-                (id.clone(), containers, rules)
+                let network = network_drift(exec, &cluster.config, id)
+                    .await
+                    .map_err(|e| e.to_string());
+                (id.clone(), containers, rules, network)
             }
         });
-    for (id, containers, rules) in per_minion(checks).await {
+    for (id, containers, rules, network) in per_minion(checks).await {
         let entry = drift.entry(id).or_default();
-        match (containers, rules) {
-            (Ok(containers), Ok(rules)) => {
+        match (containers, rules, network) {
+            (Ok(containers), Ok(rules), Ok(network)) => {
                 entry.containers = containers;
                 entry.rules = rules;
+                entry.network = network;
             }
-            (Err(e), _) | (_, Err(e)) => entry.unreachable = Some(e),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => entry.unreachable = Some(e),
         }
     }
     connections.close().await;
     drift
+}
+
+/// What of a minion's network kctl keeps is gone: what the bootstrap
+/// puts in place, and hairpin mode on the pod bridge's ports.
+async fn network_drift<E: crate::exec::Exec>(
+    exec: &E,
+    cluster: &crate::cluster::ClusterConfig,
+    minion: &str,
+) -> Result<Vec<String>, crate::exec::ExecError> {
+    let mut lines = crate::bootstrap::setup::network_drift(exec, cluster, minion).await?;
+    let ports = exec
+        .run(
+            &crate::argv![
+                "ip",
+                "-d",
+                "-o",
+                "link",
+                "show",
+                "master",
+                crate::converge::docker::POD_BRIDGE
+            ],
+            None,
+        )
+        .await?;
+    for port in crate::converge::ports_without_hairpin(&ports.stdout_text()) {
+        lines.push(format!("pod port {port} is not in hairpin mode"));
+    }
+    Ok(lines)
 }
 
 /// Recomputes every service's endpoints, records those that changed, and
