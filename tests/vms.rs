@@ -304,7 +304,17 @@ fn debian_vms_boot_serve_install_and_leave_nothing() {
     );
 
     // Power cut and boot with the same disk: what was installed stays; the
-    // startup script runs again at boot.
+    // startup script runs again at boot; the kernel's network state (a
+    // route, a TCP setting) does not, as on a machine.
+    let unplugged = "10.99.0.0/24";
+    let bridge = vms.bridge_ip().to_string();
+    for argv in [
+        &["ip", "route", "add", unplugged, "via", &bridge][..],
+        &["sysctl", "-qw", "net.ipv4.tcp_fin_timeout=33"][..],
+    ] {
+        let out = vms.run_in(1, argv);
+        assert!(out.status.success(), "{argv:?}: {}", text(&out));
+    }
     let old_pid1 = vms.pid1(1).unwrap();
     vms.kill_vm(1);
     assert!(!vms.is_running(1));
@@ -320,6 +330,14 @@ fn debian_vms_boot_serve_install_and_leave_nothing() {
     eprintln!("boot vm2 again: sshd after {boot_ssh:.1?}, boot finished after {booted:.1?}");
     assert_eq!(state, "running");
     assert_ne!(vms.pid1(1), Some(old_pid1));
+    assert_eq!(
+        vms.run_in_stdout(1, &["ip", "route", "show", unplugged]),
+        ""
+    );
+    assert_ne!(
+        vms.run_in_stdout(1, &["cat", "/proc/sys/net/ipv4/tcp_fin_timeout"]),
+        "33\n"
+    );
     // Untouched by what happened in between but for nftables, alice, and the
     // startup script (a oneshot, inactive again): the same state.
     let vm2_after = vms.snapshot(1);

@@ -236,6 +236,69 @@ impl TestCluster {
         to_run(out)
     }
 
+    /// The names of the containers running on minion `index`, as its
+    /// dockerd lists them (`<pod>_<container>`, the pause one included).
+    pub fn running_containers(&self, index: usize) -> Vec<String> {
+        let sock = format!("unix:///run/kctl/{}/m{index}/docker.sock", self.slot());
+        let run = self.in_minion(
+            index,
+            &["docker", "-H", &sock, "ps", "--format", "{{.Names}}"],
+        );
+        assert!(run.ok(), "{run:?}");
+        run.stdout.lines().map(str::to_string).collect()
+    }
+
+    /// Waits up to `limit` for the minions to run exactly the pods etcd
+    /// holds, counted in containers: container `container` of every pod on
+    /// the pod's minion, and no other `*_<container>` anywhere (none
+    /// twice, none left of a pod that went). A status record can say
+    /// Running a moment after its container died; the containers are what
+    /// counts.
+    pub fn wait_runs_exactly_its_pods(&self, container: &str, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let (running, held) = self.containers_and_pods(container);
+            if running == held {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containers running {running:?}, pods in etcd {held:?}, after {limit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
+    fn containers_and_pods(
+        &self,
+        container: &str,
+    ) -> (
+        std::collections::BTreeSet<(usize, String)>,
+        std::collections::BTreeSet<(usize, String)>,
+    ) {
+        let pods = self.pods();
+        let minions = self.record()["minions"].as_array().unwrap().len();
+        let suffix = format!("_{container}");
+        let running = (1..=minions)
+            .flat_map(|m| {
+                self.running_containers(m)
+                    .into_iter()
+                    .filter(|name| name.ends_with(&suffix))
+                    .map(move |name| (m, name))
+            })
+            .collect();
+        let held = pods
+            .iter()
+            .map(|p| {
+                (
+                    minion_of(p),
+                    format!("{}{suffix}", p["id"].as_str().unwrap()),
+                )
+            })
+            .collect();
+        (running, held)
+    }
+
     /// Runs `script` under `sh -c` in container `container` of `pod` on
     /// minion `index`.
     pub fn in_pod(&self, index: usize, pod: &str, container: &str, script: &str) -> Run {

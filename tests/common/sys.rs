@@ -188,7 +188,9 @@ pub fn normalise_routes(text: &str) -> Vec<String> {
 }
 
 /// `ip -4 addr` output without carrier state (NO-CARRIER, LOWER_UP,
-/// `state UP|DOWN|...`), for the same reason as `normalise_routes`; the
+/// `state UP|DOWN|...`), for the same reason as `normalise_routes`, and
+/// without the peer's interface index of a veth (`eth0@if1689`), which a
+/// VM's NIC plugged in again after a power cut changes; the
 /// administrative UP flag stays.
 pub fn normalise_addrs(text: &str) -> Vec<String> {
     text.lines()
@@ -202,6 +204,17 @@ pub fn normalise_addrs(text: &str) -> Vec<String> {
                 if w == "state" {
                     k += 2;
                     continue;
+                }
+                if let Some((name, peer)) = w.split_once("@if") {
+                    if peer
+                        .trim_end_matches(':')
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                    {
+                        out.push(format!("{name}:"));
+                        k += 1;
+                        continue;
+                    }
                 }
                 if w.starts_with('<') && w.ends_with('>') {
                     let flags: Vec<&str> = w[1..w.len() - 1]
