@@ -38,6 +38,9 @@ pub fn manifest(name: &str) -> String {
     repo().join("manifests").join(name).display().to_string()
 }
 
+/// Containers by minion number and name.
+type Placed = std::collections::BTreeSet<(usize, String)>;
+
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
@@ -269,13 +272,8 @@ impl TestCluster {
         }
     }
 
-    fn containers_and_pods(
-        &self,
-        container: &str,
-    ) -> (
-        std::collections::BTreeSet<(usize, String)>,
-        std::collections::BTreeSet<(usize, String)>,
-    ) {
+    /// (minion, container name) of what runs, and of what etcd holds.
+    fn containers_and_pods(&self, container: &str) -> (Placed, Placed) {
         let pods = self.pods();
         let minions = self.record()["minions"].as_array().unwrap().len();
         let suffix = format!("_{container}");
