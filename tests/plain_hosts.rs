@@ -45,7 +45,11 @@ fn normalisation() {
     );
     assert_eq!(
         normalise_addrs("3: docker0: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue state DOWN group default \n"),
-        vec!["3: docker0: <BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue group default"]
+        vec!["docker0: <BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue group default"]
+    );
+    assert_eq!(
+        normalise_addrs("2: eth0@if1689: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500\n"),
+        vec!["eth0: <BROADCAST,MULTICAST,UP> mtu 1500"]
     );
     assert_eq!(
         normalise_nft("\t\tcounter packets 3 bytes 180 jump DOCKER\n"),

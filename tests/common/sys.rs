@@ -189,8 +189,8 @@ pub fn normalise_routes(text: &str) -> Vec<String> {
 
 /// `ip -4 addr` output without carrier state (NO-CARRIER, LOWER_UP,
 /// `state UP|DOWN|...`), for the same reason as `normalise_routes`, and
-/// without the peer's interface index of a veth (`eth0@if1689`), which a
-/// VM's NIC plugged in again after a power cut changes; the
+/// without interface indexes (`4: docker0:`, `eth0@if1689`), which the
+/// fresh network a VM boots into after a power cut numbers anew; the
 /// administrative UP flag stays.
 pub fn normalise_addrs(text: &str) -> Vec<String> {
     text.lines()
@@ -201,6 +201,13 @@ pub fn normalise_addrs(text: &str) -> Vec<String> {
             let mut k = 0;
             while k < words.len() {
                 let w = words[k];
+                if k == 0
+                    && w.ends_with(':')
+                    && w[..w.len() - 1].chars().all(|c| c.is_ascii_digit())
+                {
+                    k += 1;
+                    continue;
+                }
                 if w == "state" {
                     k += 2;
                     continue;
