@@ -389,11 +389,8 @@ fn missing_image(pod: &PodRecord, unavailable: &BTreeMap<String, String>) -> Opt
         .map(|why| EngineError::ImageUnavailable(why.clone()))
 }
 
-/// Hairpin mode on every port of the pod bridge, so a pod reaches itself
-/// through its service's portal (the DNATed packet leaves by the port it
-/// came in). Docker sets it only when its userland proxy is off, which is
-/// not the default on users' hosts. Returns the ports it turned on.
-pub async fn ensure_hairpin<E: Exec>(exec: &E) -> Result<Vec<String>, ExecError> {
+/// The pod bridge's ports that are not in hairpin mode.
+pub async fn pod_ports_without_hairpin<E: Exec>(exec: &E) -> Result<Vec<String>, ExecError> {
     let ports = exec
         .run(
             &argv![
@@ -408,7 +405,15 @@ pub async fn ensure_hairpin<E: Exec>(exec: &E) -> Result<Vec<String>, ExecError>
             None,
         )
         .await?;
-    let off = ports_without_hairpin(&ports.stdout_text());
+    Ok(ports_without_hairpin(&ports.stdout_text()))
+}
+
+/// Hairpin mode on every port of the pod bridge, so a pod reaches itself
+/// through its service's portal (the DNATed packet leaves by the port it
+/// came in). Docker sets it only when its userland proxy is off, which is
+/// not the default on users' hosts. Returns the ports it turned on.
+pub async fn ensure_hairpin<E: Exec>(exec: &E) -> Result<Vec<String>, ExecError> {
+    let off = pod_ports_without_hairpin(exec).await?;
     if !off.is_empty() {
         // One `ip` for all of them.
         let batch = argv!["ip", "-batch", "-"];

@@ -308,21 +308,7 @@ async fn network_drift<E: crate::exec::Exec>(
     minion: &str,
 ) -> Result<Vec<String>, crate::exec::ExecError> {
     let mut lines = crate::bootstrap::setup::network_drift(exec, cluster, minion).await?;
-    let ports = exec
-        .run(
-            &crate::argv![
-                "ip",
-                "-d",
-                "-o",
-                "link",
-                "show",
-                "master",
-                crate::converge::docker::POD_BRIDGE
-            ],
-            None,
-        )
-        .await?;
-    for port in crate::converge::ports_without_hairpin(&ports.stdout_text()) {
+    for port in crate::converge::executor::pod_ports_without_hairpin(exec).await? {
         lines.push(format!("pod port {port} is not in hairpin mode"));
     }
     Ok(lines)
